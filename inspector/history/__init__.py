@@ -1,0 +1,74 @@
+"""Inspection history: what was inspected, with which model and threshold, and what people did.
+
+Everything lives in one SQL database -- a SQLite file per line by default, or any SQLAlchemy URL,
+e.g. one PostgreSQL server for a whole plant -- plus a folder of images.
+
+Opening and schema
+    ``HistoryDB(url, busy_timeout_ms=2000)`` opens the database (``DatabaseError`` if it cannot);
+    nothing connects at import time. ``default_db_url()`` is ``history.db`` in the user's data
+    folder (``$INSPECTOR_DATA_DIR`` or ``~/.local/share/inspector``). ``db.upgrade()`` (alias
+    ``create_schema()``) creates or migrates the schema with the Alembic revisions shipped in
+    ``migrations/``. ``db.session()`` is a context manager yielding a SQLAlchemy session in one
+    transaction, for queries the methods below do not cover.
+
+Products, models, thresholds
+    ``add_product(name, description="", camera_settings=None) -> id``, ``product_by_name(name)``,
+    ``add_model_version(product_id, path, *, sha256=None, metrics=None, report_path=None,
+    note="") -> id``, ``model_version(id)``, ``set_active_model(product_id, model_version_id, *,
+    user, role)``, ``add_calibration(model_version_id, *, image_threshold, target_frr,
+    expected_frr, expected_frr_ci=None, pixel_threshold=None, min_defect_area_px=None,
+    report=None, created_by, role) -> id``, ``latest_calibration(model_version_id)``.
+
+Recording inspections
+    The pipeline builds one frozen :class:`InspectionRecord` per frame and calls
+    ``HistoryWriter(db, image_store, subscribers=[...], on_alarm=...).submit(record)``, which never
+    blocks. The writer's thread stores the record (rejects' images always, passes' images sampled,
+    by :class:`ImageStore`) and only then calls each subscriber with a :class:`StoredInspection`
+    (row id, image paths). Database faults are survived through a spill journal and reported as
+    :class:`Alarm`; ``writer.stats`` counts written, buffered, journaled and failed records.
+    ``writer.stop(timeout)`` stores everything submitted before returning.
+
+Review screen
+    ``query_inspections(InspectionFilter(...), limit, offset, before=None) -> list[InspectionRow]``
+    (newest first; ``before=(time, id)`` for keyset paging), ``count_inspections(filters)``,
+    ``yield_over_time(filters, bucket: timedelta) -> list[YieldBucket]``,
+    ``export_csv(path, filters) -> rows``, ``label_inspection(id, label, user)`` (audited).
+    ``InspectionRow.image_exists`` tells whether a stored image is still on disk.
+
+People and audit
+    ``add_user(name, role, pin, *, by)``, ``verify_pin(name, pin) -> role | None``,
+    ``list_users()``, ``record_audit(user, role, action, target, before, after)``,
+    ``audit_events(limit, offset)``.
+
+Benchmark
+    ``benchmark_inserts(url, n) -> inserts per second`` through the writer.
+"""
+
+from .bench import benchmark_inserts
+from .db import HistoryDB, data_dir, default_db_url, file_sha256
+from .images import ImageStore
+from .models import DECISIONS, LABELS, MODEL_STATUSES, ROLES
+from .queries import InspectionFilter, InspectionRow, YieldBucket
+from .records import InspectionRecord, StoredInspection
+from .writer import Alarm, HistoryWriter, WriterStats
+
+__all__ = [
+    "DECISIONS",
+    "LABELS",
+    "MODEL_STATUSES",
+    "ROLES",
+    "Alarm",
+    "HistoryDB",
+    "HistoryWriter",
+    "ImageStore",
+    "InspectionFilter",
+    "InspectionRecord",
+    "InspectionRow",
+    "StoredInspection",
+    "WriterStats",
+    "YieldBucket",
+    "benchmark_inserts",
+    "data_dir",
+    "default_db_url",
+    "file_sha256",
+]

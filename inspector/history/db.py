@@ -1,0 +1,447 @@
+"""The history database: engine set-up, schema upgrades, and the write and read API."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from ..errors import DatabaseError, ModelFileError
+from . import queries
+from .models import LABELS, ROLES, AuditEvent, Calibration, Inspection, ModelVersion, Product, User
+from .models import utc_now
+from .pins import MIN_PIN_LENGTH, check_pin, hash_pin
+from .queries import InspectionFilter, InspectionRow, YieldBucket
+from .records import StoredInspection, row_values
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+DEFAULT_BUSY_TIMEOUT_MS = 2000
+
+
+def data_dir() -> Path:
+    """The folder for the application's data: ``$INSPECTOR_DATA_DIR``, else the per-user one."""
+    if env := os.environ.get("INSPECTOR_DATA_DIR"):
+        return Path(env).expanduser()
+    if sys.platform == "win32" and (local := os.environ.get("LOCALAPPDATA")):
+        return Path(local) / "inspector"
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "inspector"
+
+
+def default_db_url() -> str:
+    """SQLite URL of ``history.db`` in :func:`data_dir` (the folder is created on open)."""
+    return f"sqlite:///{(data_dir() / 'history.db').as_posix()}"
+
+
+def alembic_config() -> Config:
+    """Alembic configuration for the migrations shipped in this package (no ini file needed)."""
+    config = Config()
+    # configparser interpolation would choke on a '%' in the install path.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return config
+
+
+class HistoryDB:
+    """Connection to one history database, given as any SQLAlchemy URL.
+
+    SQLite files are opened in WAL mode with ``synchronous=FULL`` (a committed row survives a
+    crash or power cut) and a busy timeout of ``busy_timeout_ms``; foreign keys are enforced.
+    Raises :class:`DatabaseError` when the database cannot be opened. Call :meth:`upgrade` once at
+    start-up to create or migrate the schema.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise DatabaseError(f"not a database URL: {url!r}") from exc
+        self.url = parsed.render_as_string(hide_password=True)
+        self.sqlite_path = _sqlite_file(parsed)
+        sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if sqlite and self.sqlite_path is None:  # in-memory: one connection for all threads
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        try:
+            if self.sqlite_path is not None and not parsed.query.get("uri"):
+                self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(parsed, **kwargs)
+            if sqlite:
+                event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+            with self.engine.connect():
+                pass
+        except (SQLAlchemyError, ImportError, OSError) as exc:
+            reason = error_reason(exc)
+            raise DatabaseError(f"cannot open history database {self.url}: {reason}") from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def reconnect(self) -> None:
+        """Drop pooled connections so the next use opens fresh ones (after a fault was fixed,
+        e.g. a file made writable again). An in-memory database would be lost, so it is kept."""
+        if self.sqlite_path is not None or self.engine.dialect.name != "sqlite":
+            self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"HistoryDB({self.url!r})"
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Migrate the schema to ``revision`` (creates all tables in an empty database)."""
+        self._migrate(command.upgrade, revision)
+
+    create_schema = upgrade
+
+    def downgrade(self, revision: str) -> None:
+        self._migrate(command.downgrade, revision)
+
+    def _migrate(self, step: Any, revision: str) -> None:
+        config = alembic_config()
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                step(config, revision)
+        except SQLAlchemyError as exc:
+            reason = error_reason(exc)
+            raise DatabaseError(f"cannot migrate history database {self.url}: {reason}") from exc
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed when the block ends, rolled back on error.
+
+        Objects stay readable after the block (attributes are not expired on commit).
+        """
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- products, models, calibrations --------------------------------------------------------
+
+    def add_product(
+        self, name: str, description: str = "", camera_settings: dict[str, Any] | None = None
+    ) -> int:
+        product = Product(name=name, description=description, camera_settings=camera_settings or {})
+        try:
+            with self.session() as s:
+                s.add(product)
+                s.flush()
+        except IntegrityError as exc:
+            raise DatabaseError(f"a product named {name!r} already exists") from exc
+        return product.id
+
+    def product_by_name(self, name: str) -> Product | None:
+        with self.session() as s:
+            return s.scalars(select(Product).where(Product.name == name)).one_or_none()
+
+    def add_model_version(
+        self,
+        product_id: int,
+        path: str | os.PathLike[str],
+        *,
+        sha256: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        report_path: str | None = None,
+        note: str = "",
+    ) -> int:
+        """Register a model file as a ``candidate`` of the product; the hash is read from the file
+        unless given. Raises :class:`ModelFileError` for a missing file."""
+        if sha256 is None:
+            sha256 = file_sha256(path)
+        with self.session() as s:
+            self._require(s, Product, product_id)
+            version = ModelVersion(
+                product_id=product_id,
+                sha256=sha256,
+                path=str(path),
+                metrics=metrics or {},
+                report_path=report_path,
+                note=note,
+            )
+            s.add(version)
+            s.flush()
+            return version.id
+
+    def model_version(self, model_version_id: int) -> ModelVersion | None:
+        with self.session() as s:
+            return s.get(ModelVersion, model_version_id)
+
+    def set_active_model(
+        self, product_id: int, model_version_id: int, *, user: str = "system", role: str = "system"
+    ) -> None:
+        """Make the version the product's active model; the previously active one is retired."""
+        with self.session() as s:
+            product = self._require(s, Product, product_id)
+            version = self._require(s, ModelVersion, model_version_id)
+            if version.product_id != product_id:
+                raise DatabaseError(
+                    f"model version {model_version_id} belongs to product {version.product_id}, "
+                    f"not {product_id}"
+                )
+            before = product.active_model_version_id
+            if before is not None and before != model_version_id:
+                s.get_one(ModelVersion, before).status = "retired"
+            version.status = "active"
+            product.active_model_version_id = model_version_id
+            self._audit(
+                s,
+                user,
+                role,
+                "set_active_model",
+                f"product:{product_id}",
+                {"active_model_version_id": before},
+                {"active_model_version_id": model_version_id},
+            )
+
+    def add_calibration(
+        self,
+        model_version_id: int,
+        *,
+        image_threshold: float,
+        target_frr: float,
+        expected_frr: float,
+        expected_frr_ci: tuple[float, float] | None = None,
+        pixel_threshold: float | None = None,
+        min_defect_area_px: int | None = None,
+        report: dict[str, Any] | None = None,
+        created_by: str,
+        role: str = "system",
+    ) -> int:
+        """Store thresholds for a model version (FRRs are fractions); audited."""
+        low, high = expected_frr_ci if expected_frr_ci is not None else (None, None)
+        with self.session() as s:
+            self._require(s, ModelVersion, model_version_id)
+            calibration = Calibration(
+                model_version_id=model_version_id,
+                image_threshold=image_threshold,
+                pixel_threshold=pixel_threshold,
+                min_defect_area_px=min_defect_area_px,
+                target_frr=target_frr,
+                expected_frr=expected_frr,
+                expected_frr_ci_low=low,
+                expected_frr_ci_high=high,
+                report=report or {},
+                created_by=created_by,
+            )
+            s.add(calibration)
+            s.flush()
+            after = {
+                "image_threshold": image_threshold,
+                "pixel_threshold": pixel_threshold,
+                "min_defect_area_px": min_defect_area_px,
+                "target_frr": target_frr,
+            }
+            self._audit(
+                s, created_by, role, "calibrate", f"model_version:{model_version_id}", None, after
+            )
+            return calibration.id
+
+    def latest_calibration(self, model_version_id: int) -> Calibration | None:
+        with self.session() as s:
+            stmt = (
+                select(Calibration)
+                .where(Calibration.model_version_id == model_version_id)
+                .order_by(Calibration.created.desc(), Calibration.id.desc())
+                .limit(1)
+            )
+            return s.scalars(stmt).one_or_none()
+
+    # -- inspections ----------------------------------------------------------------------------
+
+    def write_inspections(self, items: Sequence[StoredInspection]) -> list[StoredInspection]:
+        """Insert in one transaction those of ``items`` not stored yet (matched by ``uid``).
+
+        Returns ``items`` with their row ids, so writing the same records again (a replay after a
+        fault) is harmless. SQLAlchemy errors propagate: the caller decides whether to retry.
+        """
+        with self.session() as s:
+            uids = {item.record.uid for item in items}
+            known = select(Inspection.uid, Inspection.id).where(Inspection.uid.in_(uids))
+            ids = dict(s.execute(known).all())
+            new = {i.record.uid: row_values(i) for i in items if i.record.uid not in ids}
+            if new:
+                stmt = insert(Inspection).returning(Inspection.uid, Inspection.id)
+                ids.update(s.execute(stmt, list(new.values())).all())
+        return [
+            StoredInspection(item.record, ids[item.record.uid], item.image_path, item.heatmap_path)
+            for item in items
+        ]
+
+    def query_inspections(
+        self,
+        filters: InspectionFilter | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        before: tuple[Any, int] | None = None,
+    ) -> list[InspectionRow]:
+        """See :func:`.queries.query_inspections` (newest first; ``before`` for keyset paging)."""
+        with self.session() as s:
+            filters = filters or InspectionFilter()
+            return queries.query_inspections(s, filters, limit, offset, before)
+
+    def count_inspections(self, filters: InspectionFilter | None = None) -> int:
+        with self.session() as s:
+            return queries.count_inspections(s, filters or InspectionFilter())
+
+    def yield_over_time(
+        self, filters: InspectionFilter | None = None, bucket: timedelta = timedelta(hours=1)
+    ) -> list[YieldBucket]:
+        """See :func:`.queries.yield_over_time`."""
+        with self.session() as s:
+            return queries.yield_over_time(s, filters or InspectionFilter(), bucket)
+
+    def export_csv(
+        self, path: str | os.PathLike[str], filters: InspectionFilter | None = None
+    ) -> int:
+        """See :func:`.queries.export_csv`; returns the number of rows written."""
+        with self.session() as s:
+            return queries.export_csv(s, path, filters or InspectionFilter())
+
+    def label_inspection(self, inspection_id: int, label: str, user: str) -> None:
+        """Set the review label (one of ``LABELS``) with who and when; audited under the user's
+        role (``"unknown"`` for a name not in the users table)."""
+        if label not in LABELS:
+            raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+        with self.session() as s:
+            inspection = self._require(s, Inspection, inspection_id)
+            before = {"label": inspection.label, "labelled_by": inspection.labelled_by}
+            inspection.label = label
+            inspection.labelled_by = user
+            inspection.labelled_at = utc_now()
+            role = s.scalar(select(User.role).where(User.name == user)) or "unknown"
+            after = {"label": label, "labelled_by": user}
+            self._audit(s, user, role, "label", f"inspection:{inspection_id}", before, after)
+
+    # -- audit and users -------------------------------------------------------------------------
+
+    def record_audit(
+        self, user: str, role: str, action: str, target: str, before: Any = None, after: Any = None
+    ) -> int:
+        """Append an audit event; ``before``/``after`` are any JSON-serialisable values."""
+        with self.session() as s:
+            return self._audit(s, user, role, action, target, before, after)
+
+    def audit_events(self, limit: int = 100, offset: int = 0) -> list[AuditEvent]:
+        """Audit events, newest first."""
+        with self.session() as s:
+            stmt = select(AuditEvent).order_by(AuditEvent.time.desc(), AuditEvent.id.desc())
+            return list(s.scalars(stmt.limit(limit).offset(offset)))
+
+    def add_user(self, name: str, role: str, pin: str, *, by: str = "system") -> int:
+        """Create a user with a salted hash of ``pin`` (at least 4 characters); audited."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if len(pin) < MIN_PIN_LENGTH:
+            raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+        user = User(name=name, role=role, pin_hash=hash_pin(pin))
+        try:
+            with self.session() as s:
+                s.add(user)
+                s.flush()
+                by_role = s.scalar(select(User.role).where(User.name == by)) or "system"
+                self._audit(s, by, by_role, "add_user", f"user:{name}", None, {"role": role})
+        except IntegrityError as exc:
+            raise DatabaseError(f"a user named {name!r} already exists") from exc
+        return user.id
+
+    def verify_pin(self, name: str, pin: str) -> str | None:
+        """The user's role if ``pin`` is theirs, else ``None`` (also for an unknown name)."""
+        with self.session() as s:
+            user = s.scalars(select(User).where(User.name == name)).one_or_none()
+        if user is None or not check_pin(pin, user.pin_hash):
+            return None
+        return user.role
+
+    def list_users(self) -> list[tuple[str, str]]:
+        """``(name, role)`` of every user, by name."""
+        with self.session() as s:
+            rows = s.execute(select(User.name, User.role).order_by(User.name))
+            return [(name, role) for name, role in rows]
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _audit(
+        s: Session, user: str, role: str, action: str, target: str, before: Any, after: Any
+    ) -> int:
+        event_ = AuditEvent(
+            user=user, role=role, action=action, target=target, before=before, after=after
+        )
+        s.add(event_)
+        s.flush()
+        return event_.id
+
+    @staticmethod
+    def _require(s: Session, model: type[Any], row_id: int) -> Any:
+        row = s.get(model, row_id)
+        if row is None:
+            raise DatabaseError(f"no {model.__tablename__} row with id {row_id}")
+        return row
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def _sqlite_file(url: Any) -> Path | None:
+    """The file of a SQLite URL (``file:`` URIs included), ``None`` for in-memory or other DBs."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if url.query.get("uri"):
+        database = database.removeprefix("file:").split("?")[0]
+        if url.query.get("mode") == "memory":
+            return None
+    if database in ("", ":memory:"):
+        return None
+    return Path(database)
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            try:
+                cursor.execute("PRAGMA journal_mode = WAL")
+            except Exception as exc:  # a read-only file cannot switch modes but is still readable
+                log.warning("could not switch SQLite to WAL mode: %s", exc)
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def error_reason(exc: BaseException) -> str:
+    """The driver's own message (e.g. 'database is locked') rather than SQLAlchemy's wrapper."""
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).splitlines()[0]

@@ -1,0 +1,277 @@
+"""Read-side queries of the review screen: filter, page, count, yield over time, CSV export.
+
+Functions take an open :class:`~sqlalchemy.orm.Session`; :class:`~.db.HistoryDB` wraps them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import ColumnElement, Integer, Select, and_, func, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
+
+from .models import DECISIONS, LABELS, Inspection, Product, as_utc
+
+MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class InspectionFilter:
+    """Which inspections to show; every field left ``None`` matches everything.
+
+    ``start`` is inclusive and ``end`` exclusive (timezone-aware). ``min_score``/``max_score`` are
+    inclusive bounds on the image score.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+    decision: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    product_id: int | None = None
+    model_version_id: int | None = None
+    label: str | None = None
+    camera_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.decision is not None and self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
+        if self.label is not None and self.label not in LABELS:
+            raise ValueError(f"label must be one of {LABELS}, got {self.label!r}")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, as_utc(value))
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """SQL conditions of the set fields, to pass to ``select(...).where(*conditions)``."""
+        t = Inspection
+        equal = {
+            t.decision: self.decision,
+            t.product_id: self.product_id,
+            t.model_version_id: self.model_version_id,
+            t.label: self.label,
+            t.camera_id: self.camera_id,
+        }
+        conditions = [column == value for column, value in equal.items() if value is not None]
+        if self.start is not None:
+            conditions.append(t.time >= self.start)
+        if self.end is not None:
+            conditions.append(t.time < self.end)
+        if self.min_score is not None:
+            conditions.append(t.score >= self.min_score)
+        if self.max_score is not None:
+            conditions.append(t.score <= self.max_score)
+        return conditions
+
+
+@dataclass(frozen=True)
+class InspectionRow:
+    """One inspection as the review screen shows it. Paths may name files since deleted."""
+
+    id: int
+    uid: str
+    time: datetime
+    camera_id: str
+    frame_id: int
+    part_id: str | None
+    product_id: int | None
+    product_name: str | None
+    model_version_id: int | None
+    score: float
+    threshold: float
+    decision: str
+    latency_total_ms: float | None
+    latency_model_ms: float | None
+    label: str
+    labelled_by: str | None
+    labelled_at: datetime | None
+    image_path: str | None
+    heatmap_path: str | None
+
+    @property
+    def image_exists(self) -> bool:
+        return self.image_path is not None and os.path.isfile(self.image_path)
+
+    @property
+    def heatmap_exists(self) -> bool:
+        return self.heatmap_path is not None and os.path.isfile(self.heatmap_path)
+
+
+ROW_COLUMNS = [f.name for f in fields(InspectionRow)]
+
+
+@dataclass(frozen=True)
+class YieldBucket:
+    """Verdict counts of the inspections whose time falls in ``[start, start + bucket)``."""
+
+    start: datetime
+    passed: int
+    failed: int
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed
+
+    @property
+    def yield_fraction(self) -> float:
+        """Share of passes, 0..1 (``nan`` for an empty bucket)."""
+        return self.passed / self.total if self.total else float("nan")
+
+
+def _rows_select(filters: InspectionFilter) -> Select[Any]:
+    columns = [
+        Product.name.label("product_name") if name == "product_name" else getattr(Inspection, name)
+        for name in ROW_COLUMNS
+    ]
+    return (
+        select(*columns)
+        .outerjoin(Product, Product.id == Inspection.product_id)
+        .where(*filters.conditions())
+        .order_by(Inspection.time.desc(), Inspection.id.desc())
+    )
+
+
+def query_inspections(
+    session: Session,
+    filters: InspectionFilter,
+    limit: int = 100,
+    offset: int = 0,
+    before: tuple[datetime, int] | None = None,
+) -> list[InspectionRow]:
+    """One page of inspections, newest first.
+
+    Page with ``offset`` or, faster deep into a large table, with ``before=(row.time, row.id)``
+    of the last row of the previous page (keyset paging).
+    """
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be within 1..{MAX_PAGE}, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    stmt = _rows_select(filters)
+    if before is not None:
+        time, row_id = as_utc(before[0]), before[1]
+        # The plain `time <= ?` lets the time index bound the scan; the OR breaks ties by id.
+        stmt = stmt.where(
+            Inspection.time <= time,
+            or_(Inspection.time < time, and_(Inspection.time == time, Inspection.id < row_id)),
+        )
+    result = session.execute(stmt.limit(limit).offset(offset))
+    return [InspectionRow(**row._asdict()) for row in result]
+
+
+def count_inspections(session: Session, filters: InspectionFilter) -> int:
+    stmt = select(func.count()).select_from(Inspection).where(*filters.conditions())
+    return session.execute(stmt).scalar_one()
+
+
+class _EpochSeconds(FunctionElement[int]):
+    """Whole seconds since 1970-01-01 UTC of a UTC time column (compiled per dialect below)."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_EpochSeconds, "sqlite")
+def _epoch_sqlite(element: _EpochSeconds, compiler: Any, **kw: Any) -> str:
+    return f"CAST(strftime('%s', {compiler.process(element.clauses, **kw)}) AS INTEGER)"
+
+
+@compiles(_EpochSeconds, "postgresql")
+def _epoch_postgresql(element: _EpochSeconds, compiler: Any, **kw: Any) -> str:
+    return f"CAST(FLOOR(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})) AS BIGINT)"
+
+
+SQL_BUCKET_DIALECTS = ("sqlite", "postgresql")
+
+
+def yield_over_time(
+    session: Session, filters: InspectionFilter, bucket: timedelta, *, in_sql: bool | None = None
+) -> list[YieldBucket]:
+    """PASS/FAIL counts per time bucket, oldest first; buckets without inspections are omitted.
+
+    Buckets are aligned to multiples of ``bucket`` since 1970-01-01 UTC (so daily buckets start
+    at UTC midnight). The grouping runs in SQL on SQLite and PostgreSQL and in Python elsewhere
+    (``in_sql`` forces either, for testing).
+    """
+    seconds = int(bucket.total_seconds())
+    if seconds < 1 or bucket != timedelta(seconds=seconds):
+        raise ValueError(f"bucket must be a whole number of seconds >= 1, got {bucket}")
+    if in_sql is None:
+        in_sql = session.get_bind().dialect.name in SQL_BUCKET_DIALECTS
+    counts = _bucket_counts_sql if in_sql else _bucket_counts_python
+    passed: dict[int, int] = {}
+    failed: dict[int, int] = {}
+    for index, decision, n in counts(session, filters, seconds):
+        (passed if decision == "PASS" else failed)[index] = n
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return [
+        YieldBucket(epoch + index * bucket, passed.get(index, 0), failed.get(index, 0))
+        for index in sorted(passed.keys() | failed.keys())
+    ]
+
+
+def _bucket_counts_sql(
+    session: Session, filters: InspectionFilter, seconds: int
+) -> Iterator[tuple[int, str, int]]:
+    index = (_EpochSeconds(Inspection.time) // seconds).label("bucket")
+    stmt = (
+        select(index, Inspection.decision, func.count())
+        .where(*filters.conditions())
+        .group_by(index, Inspection.decision)
+    )
+    for index, decision, n in session.execute(stmt):
+        yield index, decision, n
+
+
+def _bucket_counts_python(
+    session: Session, filters: InspectionFilter, seconds: int
+) -> Iterator[tuple[int, str, int]]:
+    counts: dict[tuple[int, str], int] = {}
+    stmt = select(Inspection.time, Inspection.decision).where(*filters.conditions())
+    for time, decision in session.execute(stmt.execution_options(yield_per=5000)):
+        key = (int(time.timestamp()) // seconds, decision)
+        counts[key] = counts.get(key, 0) + 1
+    yield from ((index, decision, n) for (index, decision), n in counts.items())
+
+
+def export_csv(session: Session, path: str | os.PathLike[str], filters: InspectionFilter) -> int:
+    """Write the matching inspections to ``path`` as CSV (one row each, newest first).
+
+    Rows are streamed, so memory stays flat for any table size; the file appears complete or not
+    at all (temporary file, fsync, rename). Times are ISO 8601 UTC. Returns the number of rows.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(ROW_COLUMNS)
+            stmt = _rows_select(filters).execution_options(yield_per=1000)
+            for row in session.execute(stmt):
+                writer.writerow(_csv_cell(value) for value in row)
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

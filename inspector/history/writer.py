@@ -1,0 +1,429 @@
+"""Durable, non-blocking writer of inspection records.
+
+The pipeline calls :meth:`HistoryWriter.submit`, which only queues. A thread of the writer saves
+images, inserts queued records in batched transactions and, only once a batch is durable, hands
+each :class:`StoredInspection` to the result subscribers. So anything a subscriber saw (a PLC
+output, the live view) is on disk, even if the process is killed a moment later.
+
+Durable means committed to the database, or -- while the database refuses writes (locked,
+read-only, disk full, server gone) -- appended and fsynced to the spill journal next to it. The
+writer retries the database with exponential backoff, replays the journal when it recovers (rows
+are matched by ``uid``, so a replay never duplicates), and raises an :class:`Alarm` on each change
+of state. Records that cannot be stored anywhere wait in a bounded buffer; beyond its bound they
+are counted in ``stats.failed`` and alarmed, never dropped silently. Records the database refuses
+for good (e.g. an unknown model version id) go to ``<journal>.rejected.jsonl``, counted and alarmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+from sqlalchemy.exc import DataError, IntegrityError
+
+from .db import HistoryDB, data_dir, error_reason
+from .images import ImageStore
+from .journal import SpillJournal
+from .models import utc_now
+from .records import InspectionRecord, StoredInspection
+
+log = logging.getLogger(__name__)
+
+# Alarm kinds.
+DB_UNAVAILABLE: Final = "db_unavailable"
+DB_RECOVERED: Final = "db_recovered"
+JOURNAL_FAILED: Final = "journal_failed"
+JOURNAL_CORRUPT: Final = "journal_corrupt"
+RECORDS_LOST: Final = "records_lost"
+RECORDS_REJECTED: Final = "records_rejected"
+IMAGE_STORE_FAILED: Final = "image_store_failed"
+SUBSCRIBER_FAILED: Final = "subscriber_failed"
+
+# Errors that retrying cannot fix: the row itself is refused.
+_REFUSED = (IntegrityError, DataError)
+_REPLAY_CHUNK = 500
+_STOP = object()  # queue sentinel put by stop()
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """Something an operator must know about; ``time`` is UTC."""
+
+    kind: str
+    message: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """Counters in records. ``written``: committed to the database (replays included).
+    ``buffered``: submitted, not yet durable or failed. ``journaled``: went to the spill journal.
+    ``journal_pending``: in the journal now, waiting for the database. ``failed``: stored nowhere
+    or refused by the database (see the alarms)."""
+
+    written: int
+    buffered: int
+    journaled: int
+    journal_pending: int
+    failed: int
+
+
+Subscriber = Callable[[StoredInspection], None]
+
+
+def default_journal_path(db: HistoryDB) -> Path:
+    """``<db file>.spill.jsonl`` for SQLite, else ``history-spill.jsonl`` in the data folder."""
+    if db.sqlite_path is not None:
+        return db.sqlite_path.with_name(db.sqlite_path.name + ".spill.jsonl")
+    return data_dir() / "history-spill.jsonl"
+
+
+class HistoryWriter:
+    """Writes :class:`InspectionRecord` s durably on its own thread (see the module docstring).
+
+    ``subscribers`` and ``on_alarm`` are called on the writer's thread -- ``on_alarm`` also on the
+    submitting thread when the buffer overflows -- so they must be quick and must not call back
+    into the writer. ``max_buffered`` bounds the records held in memory (with their images).
+    """
+
+    def __init__(
+        self,
+        db: HistoryDB,
+        image_store: ImageStore | None = None,
+        *,
+        subscribers: Iterable[Subscriber] = (),
+        on_alarm: Callable[[Alarm], None] | None = None,
+        journal_path: str | Path | None = None,
+        batch_size: int = 256,
+        max_buffered: int = 1000,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.db = db
+        self.image_store = image_store
+        self.on_alarm = on_alarm
+        self.batch_size = batch_size
+        self.max_buffered = max_buffered
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.journal = SpillJournal(journal_path or default_journal_path(db))
+        self.rejected = SpillJournal(self.journal.path.with_suffix(".rejected.jsonl"))
+        self.alarms: deque[Alarm] = deque(maxlen=200)  # most recent alarms, oldest first
+        self._subscribers = list(subscribers)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._outstanding = 0
+        self._written = self._journaled = self._failed = 0
+        self._stopping = False
+        self._abandon = threading.Event()  # set when stop() times out; also the retry sleep
+        self._last_alarm: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+        # Writer-thread state.
+        self._pending: list[StoredInspection] = []
+        self._stop_seen = False
+        self._failing = False
+        self._retry_at = 0.0
+        self._backoff = retry_initial_s
+        self._journal_pending = 0
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Add a result subscriber; do it before :meth:`start` so none misses a record."""
+        self._subscribers.append(subscriber)
+
+    def start(self) -> None:
+        """Start the thread; records left in the spill journal by an earlier run are replayed."""
+        if self._thread is not None:
+            raise RuntimeError("HistoryWriter already started")
+        journaled, _ = self.journal.read()
+        if journaled or self.journal.path.exists():
+            self._journal_pending = len(journaled)
+            self._failing = True  # so the first turn of the loop replays the journal
+        self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: InspectionRecord) -> bool:
+        """Queue a record without blocking. Returns False when the buffer is full: the record is
+        then lost, counted in ``stats.failed`` and alarmed."""
+        if not isinstance(record, InspectionRecord):
+            raise TypeError(f"expected an InspectionRecord, got {type(record).__name__}")
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("HistoryWriter is stopped")
+            full = self._outstanding >= self.max_buffered
+            if full:
+                self._failed += 1
+            else:
+                self._outstanding += 1
+                self._queue.put(record)
+        if full:
+            self._alarm(
+                RECORDS_LOST,
+                f"history buffer full ({self.max_buffered} records): frame {record.frame_id} of "
+                f"camera {record.camera_id} was not recorded",
+                throttle_s=10.0,
+            )
+        return not full
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted record is durable (or counted failed); False on timeout."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._outstanding == 0, timeout)
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Store everything submitted so far, then end the thread.
+
+        Returns False if that took longer than ``timeout``: what was still unstored is then
+        counted failed and alarmed.
+        """
+        with self._lock:
+            if self._stopping:
+                return self._thread is None or not self._thread.is_alive()
+            self._stopping = True
+            self._queue.put(_STOP)
+        if self._thread is None:
+            self.start()
+        assert self._thread is not None
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return True
+        self._abandon.set()
+        self._thread.join(5.0)
+        return False
+
+    @property
+    def stats(self) -> WriterStats:
+        with self._lock:
+            return WriterStats(
+                written=self._written,
+                buffered=self._outstanding,
+                journaled=self._journaled,
+                journal_pending=self._journal_pending,
+                failed=self._failed,
+            )
+
+    def __enter__(self) -> HistoryWriter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- writer thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._abandon.is_set():
+                if self._pending:  # stored nowhere last time: wait for the next retry
+                    self._abandon.wait(self._retry_at - time.monotonic())
+                    items = self._pending
+                elif self._stop_seen:
+                    break
+                else:
+                    items = self._take(self._wait_s())
+                self._handle(items)
+        except Exception:  # a bug; the finally clause accounts for the records
+            log.exception("history writer crashed")
+        finally:
+            self._give_up()
+
+    def _wait_s(self) -> float | None:
+        """How long to wait for new records: forever while healthy, until the retry if failing."""
+        if not self._failing or (self._journal_pending == 0 and not self._pending):
+            return None
+        return max(0.0, self._retry_at - time.monotonic())
+
+    def _take(self, timeout: float | None) -> list[StoredInspection]:
+        """Up to ``batch_size`` queued records (waiting ``timeout`` for the first), images saved."""
+        records: list[InspectionRecord] = []
+        try:
+            item = self._queue.get(timeout=timeout)
+            while True:
+                if item is _STOP:
+                    self._stop_seen = True
+                else:
+                    assert isinstance(item, InspectionRecord)
+                    records.append(item)
+                if len(records) >= self.batch_size:
+                    break
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return [self._with_images(r) for r in records]
+
+    def _with_images(self, record: InspectionRecord) -> StoredInspection:
+        if self.image_store is None or (record.image is None and record.heatmap is None):
+            return StoredInspection(record)
+        try:
+            image_path, heatmap_path = self.image_store.save(record)
+        except Exception as exc:  # a full disk must not cost the verdict itself
+            message = f"images of frame {record.frame_id} not saved: {exc}"
+            self._alarm(IMAGE_STORE_FAILED, message, throttle_s=10.0)
+            return StoredInspection(record)
+        return StoredInspection(record, image_path=image_path, heatmap_path=heatmap_path)
+
+    def _handle(self, items: list[StoredInspection]) -> None:
+        """Make ``items`` durable: in the database if it works, else in the journal."""
+        retry_due = self._failing and time.monotonic() >= self._retry_at
+        if self._failing and not (retry_due and (items or self._journal_pending)):
+            self._spill(items)
+            return
+        try:
+            replayed = self._replay() if self._failing else 0
+            stored = self._insert(items, fresh=True)
+        except Exception as exc:
+            self._db_failed(exc)
+            self._spill(items)
+            return
+        if self._failing:
+            self._failing = False
+            self._alarm(
+                DB_RECOVERED,
+                f"history database {self.db.url} writable again; "
+                f"{replayed} records replayed from the spill journal",
+            )
+        with self._lock:
+            self._written += len(stored)
+        self._pending = []
+        self._report(stored)
+
+    def _insert(self, items: list[StoredInspection], *, fresh: bool) -> list[StoredInspection]:
+        """Write to the database; rows it refuses go to the rejected file. Transient errors raise.
+        ``fresh``: the items were not reported yet (so a rejection settles them)."""
+        if not items:
+            return []
+        try:
+            return self.db.write_inspections(items)
+        except _REFUSED:
+            pass
+        stored: list[StoredInspection] = []
+        for item in items:  # find the refused row(s); the others are written one by one
+            try:
+                stored += self.db.write_inspections([item])
+            except _REFUSED as exc:
+                self._reject(item, exc, fresh=fresh)
+        return stored
+
+    def _replay(self) -> int:
+        """Write the spill journal into the database and delete it; returns records written."""
+        items, bad = self.journal.read()
+        written = 0
+        for start in range(0, len(items), _REPLAY_CHUNK):
+            written += len(self._insert(items[start : start + _REPLAY_CHUNK], fresh=False))
+        self.journal.clear()
+        with self._lock:
+            self._written += written
+            self._journal_pending = 0
+            self._failed += bad
+        if bad:
+            self._alarm(
+                JOURNAL_CORRUPT,
+                f"{bad} unreadable lines of {self.journal.path} skipped "
+                "(a write cut short by a crash, or a damaged file)",
+            )
+        return written
+
+    def _db_failed(self, exc: Exception) -> None:
+        if self._failing:
+            self._backoff = min(self._backoff * 2, self.retry_max_s)
+        else:
+            self._failing = True
+            self._backoff = self.retry_initial_s
+            self._alarm(
+                DB_UNAVAILABLE,
+                f"history database {self.db.url} refused a write ({error_reason(exc)}); "
+                f"records go to {self.journal.path} until it recovers",
+            )
+        self._retry_at = time.monotonic() + self._backoff
+        self.db.reconnect()
+
+    def _spill(self, items: list[StoredInspection]) -> None:
+        if not items:
+            return
+        try:
+            self.journal.append(items)
+        except OSError as exc:
+            self._pending = items
+            self._alarm(
+                JOURNAL_FAILED,
+                f"{len(items)} records held in memory: neither the database nor "
+                f"{self.journal.path} takes them ({exc})",
+                throttle_s=10.0,
+            )
+            return
+        with self._lock:
+            self._journaled += len(items)
+            self._journal_pending += len(items)
+        self._pending = []
+        self._report([replace(item, journaled=True) for item in items])
+
+    def _reject(self, item: StoredInspection, exc: Exception, *, fresh: bool) -> None:
+        where = f"kept in {self.rejected.path}"
+        try:
+            self.rejected.append([item])
+        except OSError as write_error:
+            where = f"and could not be kept ({write_error})"
+        with self._lock:
+            self._failed += 1
+            if fresh:
+                self._outstanding -= 1
+                self._settled.notify_all()
+        self._alarm(
+            RECORDS_REJECTED,
+            f"the database refused frame {item.record.frame_id} of camera "
+            f"{item.record.camera_id} ({error_reason(exc)}); {where}",
+        )
+
+    def _report(self, stored: list[StoredInspection]) -> None:
+        for item in stored:
+            for subscriber in self._subscribers:
+                try:
+                    subscriber(item)
+                except Exception as exc:
+                    log.exception("history result subscriber %r failed", subscriber)
+                    message = f"result subscriber {subscriber!r} failed: {exc}"
+                    self._alarm(SUBSCRIBER_FAILED, message, throttle_s=10.0)
+        with self._lock:
+            self._outstanding -= len(stored)
+            self._settled.notify_all()
+
+    def _give_up(self) -> None:
+        """Count what the thread leaves unstored (stop timed out, or a crash) as failed."""
+        lost = len(self._pending)
+        while True:
+            try:
+                lost += self._queue.get_nowait() is not _STOP
+            except queue.Empty:
+                break
+        self._pending = []
+        if lost:
+            with self._lock:
+                self._failed += lost
+                self._outstanding -= lost
+                self._settled.notify_all()
+            self._alarm(RECORDS_LOST, f"history writer stopped with {lost} records not stored")
+
+    def _alarm(self, kind: str, message: str, throttle_s: float = 0.0) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if throttle_s and now - self._last_alarm.get(kind, -1e9) < throttle_s:
+                return
+            self._last_alarm[kind] = now
+        alarm = Alarm(kind, message, utc_now())
+        log.warning("history alarm %s: %s", kind, message)
+        self.alarms.append(alarm)
+        if self.on_alarm is not None:
+            try:
+                self.on_alarm(alarm)
+            except Exception:
+                log.exception("alarm callback failed")

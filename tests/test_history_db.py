@@ -1,0 +1,299 @@
+"""History database: opening, migrations, products/models/calibrations, users, audit, labels."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, select
+
+from inspector.errors import DatabaseError, ModelFileError
+from inspector.history import HistoryDB, InspectionRecord, StoredInspection, default_db_url
+from inspector.history.db import alembic_config
+from inspector.history.models import Base, ModelVersion, User
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> HistoryDB:
+    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
+    db.upgrade()
+    yield db
+    db.close()
+
+
+def _record(frame_id: int, **kwargs: object) -> InspectionRecord:
+    values = dict(
+        time=datetime(2026, 3, 1, 12, tzinfo=timezone.utc) + timedelta(seconds=frame_id),
+        camera_id="cam0",
+        frame_id=frame_id,
+        score=0.9,
+        decision="FAIL",
+        threshold=0.5,
+    )
+    values.update(kwargs)
+    return InspectionRecord(**values)
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+
+def test_migration_chain_is_linear() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    revisions = list(script.walk_revisions())
+    assert revisions, "no migrations found"
+    assert len(script.get_heads()) == 1
+    assert len(script.get_bases()) == 1
+    for revision in revisions:
+        assert not revision.is_merge_point, revision.revision
+        assert not revision.is_branch_point, revision.revision
+    assert revisions[-1].revision == "0001"
+
+
+def test_migrated_schema_matches_models(db: HistoryDB) -> None:
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+        tables = set(inspect(connection).get_table_names())
+    assert tables == set(Base.metadata.tables) | {"alembic_version"}
+
+
+def test_downgrade_to_base_and_upgrade_again(db: HistoryDB) -> None:
+    db.add_product("before")
+    db.downgrade("base")
+    with db.engine.connect() as connection:
+        assert set(inspect(connection).get_table_names()) == {"alembic_version"}
+    db.upgrade()
+    assert db.product_by_name("before") is None
+    db.add_product("after")
+
+
+def test_upgrade_is_idempotent(db: HistoryDB) -> None:
+    db.add_product("kept")
+    db.upgrade()
+    assert db.product_by_name("kept") is not None
+
+
+# -- opening ------------------------------------------------------------------------------------
+
+
+def test_sqlite_is_opened_in_wal_mode_with_durable_sync(tmp_path: Path) -> None:
+    db = HistoryDB(f"sqlite:///{tmp_path / 'sub' / 'h.db'}", busy_timeout_ms=1234)
+    with db.engine.connect() as connection:
+        pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+        assert pragma("journal_mode") == "wal"
+        assert pragma("synchronous") == 2  # FULL
+        assert pragma("busy_timeout") == 1234
+        assert pragma("foreign_keys") == 1
+    assert (tmp_path / "sub" / "h.db").is_file()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["not a url", "postgresql+nosuchdriver://user:secret@localhost/history", "sqlite:///{file}/x.db"],
+)
+def test_unopenable_database_raises_database_error(tmp_path: Path, url: str) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    with pytest.raises(DatabaseError) as excinfo:
+        HistoryDB(url.format(file=a_file))
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "secret" not in message
+
+
+def test_default_url_follows_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path / "data"))
+    assert default_db_url() == f"sqlite:///{(tmp_path / 'data' / 'history.db').as_posix()}"
+    monkeypatch.delenv("INSPECTOR_DATA_DIR")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_db_url().endswith("/xdg/inspector/history.db")
+
+
+def test_import_creates_no_engine_or_file(tmp_path: Path) -> None:
+    code = (
+        "import gc, inspector.history; from sqlalchemy import Engine; "
+        "assert not [o for o in gc.get_objects() if isinstance(o, Engine)]"
+    )
+    env = {"INSPECTOR_DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_in_memory_database_works_across_threads() -> None:
+    db = HistoryDB("sqlite://")
+    db.upgrade()
+    from threading import Thread
+
+    thread = Thread(target=lambda: db.write_inspections([StoredInspection(_record(1))]))
+    thread.start()
+    thread.join()
+    assert db.count_inspections() == 1
+
+
+# -- products, models, calibrations --------------------------------------------------------------
+
+
+def test_products_models_and_active_version(db: HistoryDB, tmp_path: Path) -> None:
+    product = db.add_product("tile", "magnetic tile", {"exposure_us": 800})
+    with pytest.raises(DatabaseError, match="already exists"):
+        db.add_product("tile")
+    model_file = tmp_path / "model.safetensors"
+    model_file.write_bytes(b"weights")
+    first = db.add_model_version(product, model_file, metrics={"auroc": 0.99})
+    second = db.add_model_version(product, model_file, sha256="ab" * 32, note="retrained")
+    version = db.model_version(first)
+    assert version.sha256 == hashlib.sha256(b"weights").hexdigest()
+    assert version.status == "candidate"
+    assert version.metrics == {"auroc": 0.99}
+    assert version.created.tzinfo is not None
+
+    db.set_active_model(product, first, user="ann", role="technician")
+    db.set_active_model(product, second, user="ann", role="technician")
+    assert db.product_by_name("tile").active_model_version_id == second
+    assert db.product_by_name("tile").camera_settings == {"exposure_us": 800}
+    assert db.model_version(first).status == "retired"
+    assert db.model_version(second).status == "active"
+    event = db.audit_events(limit=1)[0]
+    assert (event.user, event.action, event.target) == ("ann", "set_active_model", f"product:{product}")
+    assert event.before == {"active_model_version_id": first}
+    assert event.after == {"active_model_version_id": second}
+
+
+def test_model_version_errors(db: HistoryDB, tmp_path: Path) -> None:
+    product = db.add_product("tile")
+    other = db.add_product("other")
+    with pytest.raises(ModelFileError):
+        db.add_model_version(product, tmp_path / "missing.safetensors")
+    with pytest.raises(DatabaseError, match="no products row"):
+        db.add_model_version(999, "x", sha256="0" * 64)
+    version = db.add_model_version(other, "x", sha256="0" * 64)
+    with pytest.raises(DatabaseError, match="belongs to product"):
+        db.set_active_model(product, version)
+    with db.session() as s:
+        assert s.scalars(select(ModelVersion.status)).all() == ["candidate"]
+
+
+def test_calibration_is_stored_and_audited(db: HistoryDB) -> None:
+    product = db.add_product("tile")
+    version = db.add_model_version(product, "m", sha256="0" * 64)
+    db.add_calibration(
+        version, image_threshold=0.4, target_frr=0.01, expected_frr=0.02, created_by="bob"
+    )
+    db.add_calibration(
+        version,
+        image_threshold=0.5,
+        pixel_threshold=0.3,
+        min_defect_area_px=12,
+        target_frr=0.01,
+        expected_frr=0.008,
+        expected_frr_ci=(0.004, 0.015),
+        report={"n_good": 200},
+        created_by="bob",
+        role="quality",
+    )
+    latest = db.latest_calibration(version)
+    assert latest.image_threshold == 0.5
+    assert (latest.expected_frr_ci_low, latest.expected_frr_ci_high) == (0.004, 0.015)
+    assert latest.report == {"n_good": 200}
+    assert latest.min_defect_area_px == 12
+    event = db.audit_events(limit=1)[0]
+    assert (event.user, event.role, event.action) == ("bob", "quality", "calibrate")
+    assert event.after["image_threshold"] == 0.5
+    assert db.latest_calibration(version + 1) is None
+
+
+# -- users ----------------------------------------------------------------------------------------
+
+
+def test_users_store_only_salted_pin_hashes(db: HistoryDB) -> None:
+    db.add_user("ann", "technician", "4711", by="admin")
+    db.add_user("bob", "operator", "4711")
+    assert db.verify_pin("ann", "4711") == "technician"
+    assert db.verify_pin("bob", "4711") == "operator"
+    assert db.verify_pin("ann", "4712") is None
+    assert db.verify_pin("nobody", "4711") is None
+    with db.session() as s:
+        hashes = s.scalars(select(User.pin_hash)).all()
+    assert all(h.startswith("scrypt$") and "4711" not in h for h in hashes)
+    assert hashes[0] != hashes[1]  # salted
+    assert db.list_users() == [("ann", "technician"), ("bob", "operator")]
+    assert db.audit_events(limit=2)[1].after == {"role": "technician"}
+
+
+def test_user_errors(db: HistoryDB) -> None:
+    db.add_user("ann", "quality", "1234")
+    with pytest.raises(DatabaseError, match="already exists"):
+        db.add_user("ann", "operator", "9999")
+    with pytest.raises(DatabaseError, match="at least"):
+        db.add_user("carl", "operator", "12")
+    with pytest.raises(ValueError, match="role"):
+        db.add_user("dora", "admin", "1234")
+    assert db.list_users() == [("ann", "quality")]
+
+
+# -- audit and labels ---------------------------------------------------------------------------
+
+
+def test_record_audit_round_trips_json(db: HistoryDB) -> None:
+    first = db.record_audit("ann", "technician", "set_exposure", "camera:cam0", {"us": 800}, {"us": 900})
+    second = db.record_audit("bob", "operator", "login", "station:1")
+    assert second > first
+    newest, oldest = db.audit_events(limit=2)
+    assert newest.id == second and newest.before is None and newest.after is None
+    assert (oldest.before, oldest.after) == ({"us": 800}, {"us": 900})
+    assert oldest.time.tzinfo is not None
+    assert abs(oldest.time - datetime.now(timezone.utc)) < timedelta(minutes=1)
+
+
+def test_label_inspection_sets_who_and_when_and_is_audited(db: HistoryDB) -> None:
+    db.add_user("qa", "quality", "0000")
+    [stored] = db.write_inspections([StoredInspection(_record(1))])
+    db.label_inspection(stored.id, "false_reject", "qa")
+    db.label_inspection(stored.id, "confirmed_defect", "visitor")
+    [row] = db.query_inspections()
+    assert (row.label, row.labelled_by) == ("confirmed_defect", "visitor")
+    assert abs(row.labelled_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    second, first = db.audit_events(limit=2)
+    assert (first.user, first.role, first.target) == ("qa", "quality", f"inspection:{stored.id}")
+    assert first.before == {"label": "none", "labelled_by": None}
+    assert first.after == {"label": "false_reject", "labelled_by": "qa"}
+    assert (second.role, second.before["label"]) == ("unknown", "false_reject")
+    with pytest.raises(ValueError, match="label"):
+        db.label_inspection(stored.id, "maybe", "qa")
+    with pytest.raises(DatabaseError, match="no inspections row"):
+        db.label_inspection(stored.id + 1, "false_reject", "qa")
+
+
+# -- records --------------------------------------------------------------------------------------
+
+
+def test_records_are_utc_and_validated() -> None:
+    cet = timezone(timedelta(hours=1))
+    record = _record(1, time=datetime(2026, 3, 1, 13, tzinfo=cet))
+    assert record.time == datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    assert record.time.utcoffset() == timedelta(0)
+    with pytest.raises(ValueError, match="time zone"):
+        _record(1, time=datetime(2026, 3, 1, 12))
+    with pytest.raises(ValueError, match="decision"):
+        _record(1, decision="NG")
+    with pytest.raises(ValueError, match="finite"):
+        _record(1, score=float("nan"))
+    assert _record(1).uid != _record(1).uid
+
+
+def test_write_inspections_is_idempotent_by_uid(db: HistoryDB) -> None:
+    records = [StoredInspection(_record(i)) for i in range(3)]
+    first = db.write_inspections(records)
+    again = db.write_inspections(records + [StoredInspection(_record(3))])
+    assert [s.id for s in again[:3]] == [s.id for s in first]
+    assert db.count_inspections() == 4
