@@ -1,0 +1,116 @@
+"""A camera that replays a folder of images: for development, demos and tests without hardware."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from drivers.base import (
+    Camera,
+    Frame,
+    Pacer,
+    Settings,
+    SourceLost,
+    TriggerMode,
+    apply_software_settings,
+    check_software_settings,
+    to_rgb,
+)
+from inspector.errors import CameraError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class FolderCamera(Camera):
+    """Replays the images of a folder, in file-name order, as if a camera took them.
+
+    Free run delivers ``fps`` frames per second (``fps=0``: one whenever ``grab()`` asks); software
+    trigger delivers one image per ``trigger()``. After the last image the replay starts over when
+    ``loop`` is set, otherwise it ends (``is_grabbing`` turns False). Files that cannot be read are
+    skipped, counted as lost and logged. If the folder itself disappears the camera counts as
+    disconnected and is reopened (replay from the first image) once the folder is back.
+
+    Images keep their depth and channels (uint8 or uint16, gray or RGB). ``frame_id`` is the
+    position in the replay (it keeps counting across loops); ``camera_timestamp`` is seconds since
+    ``start()``. The file list is read at ``open()`` and after a reconnect.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        fps: float = 10.0,
+        loop: bool = False,
+        camera_id: str | None = None,
+        backoff_s: tuple[float, float] = (0.2, 5.0),
+    ) -> None:
+        self.folder = Path(folder)
+        super().__init__(camera_id or f"folder://{self.folder}", backoff_s=backoff_s)
+        if not (math.isfinite(fps) and fps >= 0):
+            raise CameraError(f"{self.camera_id}: fps must be a number >= 0, got {fps!r}")
+        self.fps = fps
+        self.loop = loop
+        self._files: list[Path] = []
+        self._pacer = Pacer()
+        self._at_end = False
+
+    def _open(self) -> None:
+        if not self.folder.is_dir():
+            what = "is not a folder" if self.folder.exists() else "does not exist"
+            raise CameraError(f"{self.camera_id}: image folder {self.folder} {what}")
+        files = sorted((p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name)
+        if not files:
+            raise CameraError(f"{self.camera_id}: no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
+        self._files = files
+
+    def _close(self) -> None:
+        self._files = []
+
+    def _configure(self, change: Settings) -> None:
+        check_software_settings(change, self.camera_id)
+
+    def _start(self, mode: TriggerMode, live: bool, trigger_line: str) -> None:
+        if mode is TriggerMode.HARDWARE:
+            raise CameraError(f"{self.camera_id}: a folder replay has no trigger input; use FREE_RUN or SOFTWARE")
+        self._pacer.start(mode, self.fps, live)
+        self._at_end = False
+
+    def _stop(self) -> None:
+        pass  # nothing runs between grabs
+
+    def _trigger(self) -> None:
+        self._pacer.trigger()
+
+    def _ended(self) -> bool:
+        return self._at_end
+
+    def _grab(self, timeout_s: float) -> Frame | None:
+        if self._at_end:
+            return None
+        due = self._pacer.wait(timeout_s)
+        if due is None:
+            return None
+        number, skipped = due
+        self._skipped += skipped
+        # At most one pass over the files: a folder of nothing but unreadable files must not spin.
+        for _ in range(len(self._files)):
+            if number >= len(self._files) and not self.loop:
+                self._at_end = True
+                return None
+            path = self._files[number % len(self._files)]
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is not None and image.dtype in (np.uint8, np.uint16):
+                image = apply_software_settings(to_rgb(image), self._settings, self.camera_id)
+                return self._frame(image, number, self._pacer.clock_s)
+            if not self.folder.is_dir():
+                raise SourceLost(f"image folder {self.folder} is gone")
+            self._lost += 1
+            log.warning("%s: skipping unreadable image %s", self.camera_id, path)
+            number = self._pacer.take_next()
+        raise CameraError(f"{self.camera_id}: none of the {len(self._files)} images in {self.folder} can be read")
