@@ -36,7 +36,7 @@ class TriggerMode(enum.Enum):
     HARDWARE = "hardware"  # one frame per edge on a trigger input line, e.g. "Line1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: arrays have no truth value
 class Frame:
     """One picture from a camera.
 
@@ -98,6 +98,9 @@ class Camera(ABC):
     doubles after each failed attempt.
     """
 
+    #: The trigger modes this kind of camera supports.
+    trigger_modes: tuple[TriggerMode, ...] = tuple(TriggerMode)
+
     def __init__(self, camera_id: str, *, backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
         self.camera_id = camera_id
         self._backoff_s = backoff_s
@@ -136,6 +139,7 @@ class Camera(ABC):
             self._is_open = False
             self._connected.clear()
             self._close()
+        self._end_reconnect_loop()  # one a grab() may have started just before the lock was taken
 
     def configure(
         self,
@@ -165,10 +169,12 @@ class Camera(ABC):
         with self._io_lock:
             if self._connected.is_set():  # else the reconnect applies the remembered settings
                 self._configure(change)
-            given = {f.name: getattr(change, f.name) for f in fields(change) if getattr(change, f.name) is not None}
-            self._settings = replace(self._settings, **given)
+            given = {f.name: getattr(change, f.name) for f in fields(change)}
+            self._settings = replace(self._settings, **{k: v for k, v in given.items() if v is not None})
 
-    def start(self, mode: TriggerMode = TriggerMode.FREE_RUN, *, live: bool = False, trigger_line: str = "Line1") -> None:
+    def start(
+        self, mode: TriggerMode = TriggerMode.FREE_RUN, *, live: bool = False, trigger_line: str = "Line1"
+    ) -> None:
         """Start acquiring.
 
         ``live=False`` keeps every frame in order (triggered inspection); ``live=True`` hands out
@@ -177,6 +183,9 @@ class Camera(ABC):
         """
         self._require_open()
         mode = TriggerMode(mode)
+        if mode not in self.trigger_modes:
+            supported = ", ".join(m.name for m in self.trigger_modes)
+            raise CameraError(f"{self.camera_id}: {type(self).__name__} has no {mode.name} trigger; use {supported}")
         with self._io_lock:
             if self._connected.is_set():  # else the reconnect starts it in this mode
                 if self._mode is not None:
@@ -306,7 +315,7 @@ class Camera(ABC):
     # ---- reconnect loop ---------------------------------------------------------------------
 
     def _start_reconnect_loop(self) -> None:
-        if self._reconnect_thread is not None and self._reconnect_thread.is_alive():
+        if not self._is_open or (self._reconnect_thread is not None and self._reconnect_thread.is_alive()):
             return
         self._stop_reconnect.clear()
         self._reconnect_thread = threading.Thread(
@@ -330,8 +339,8 @@ class Camera(ABC):
                 try:
                     self._reopen()
                 except Exception as exc:  # noqa: BLE001 - any failure just means "not back yet"
-                    log.info("%s: still unavailable (%s); next try in %.1f s", self.camera_id, exc, delay)
                     delay = min(delay * 2, longest)
+                    log.info("%s: still unavailable (%s); next try in %.1f s", self.camera_id, exc, delay)
                     continue
                 self._reconnects += 1
                 self._connected.set()

@@ -140,7 +140,8 @@ class BaslerCamera(Camera):
         if change.roi is not None:
             x, y, w, h = change.roi
             # Offsets to 0 first so that any width and height fit, then the wanted offsets.
-            for name, value in (("OffsetX", 0), ("OffsetY", 0), ("Width", w), ("Height", h), ("OffsetX", x), ("OffsetY", y)):
+            steps = (("OffsetX", 0), ("OffsetY", 0), ("Width", w), ("Height", h), ("OffsetX", x), ("OffsetY", y))
+            for name, value in steps:
                 self._set(name, value)
 
     def _start(self, mode: TriggerMode, live: bool, trigger_line: str) -> None:
@@ -215,7 +216,8 @@ class BaslerCamera(Camera):
                 return array.copy()
         converter = pylon.ImageFormatConverter()
         if pylon.IsMonoImage(pixel_type):
-            converter.OutputPixelFormat = pylon.PixelType_Mono16 if pylon.BitDepth(pixel_type) > 8 else pylon.PixelType_Mono8
+            deep = pylon.BitDepth(pixel_type) > 8
+            converter.OutputPixelFormat = pylon.PixelType_Mono16 if deep else pylon.PixelType_Mono8
         else:
             converter.OutputPixelFormat = pylon.PixelType_RGB8packed
         return converter.Convert(result).GetArray()
@@ -243,7 +245,9 @@ class BaslerCamera(Camera):
                 raise CameraError(f"{self.camera_id}: {name} cannot be changed now (stop grabbing first)")
             node.Value = value
         except genicam.GenericException as exc:
-            raise CameraError(f"{self.camera_id}: cannot set {name} to {value!r}: {_reason(exc)}{self._allowed(node)}") from None
+            raise CameraError(
+                f"{self.camera_id}: cannot set {name} to {value!r}: {_reason(exc)}{self._allowed(node)}"
+            ) from None
 
     def _allowed(self, node: Any) -> str:
         """The values a feature accepts, for an error message ("" when they cannot be read)."""

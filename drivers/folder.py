@@ -34,12 +34,15 @@ class FolderCamera(Camera):
     trigger delivers one image per ``trigger()``. After the last image the replay starts over when
     ``loop`` is set, otherwise it ends (``is_grabbing`` turns False). Files that cannot be read are
     skipped, counted as lost and logged. If the folder itself disappears the camera counts as
-    disconnected and is reopened (replay from the first image) once the folder is back.
+    disconnected and is reopened (replay from the first image) once the folder is back. Each
+    ``start()`` replays from the first image.
 
     Images keep their depth and channels (uint8 or uint16, gray or RGB). ``frame_id`` is the
     position in the replay (it keeps counting across loops); ``camera_timestamp`` is seconds since
     ``start()``. The file list is read at ``open()`` and after a reconnect.
     """
+
+    trigger_modes = (TriggerMode.FREE_RUN, TriggerMode.SOFTWARE)
 
     def __init__(
         self,
@@ -50,7 +53,7 @@ class FolderCamera(Camera):
         camera_id: str | None = None,
         backoff_s: tuple[float, float] = (0.2, 5.0),
     ) -> None:
-        self.folder = Path(folder)
+        self.folder = Path(folder).expanduser()
         super().__init__(camera_id or f"folder://{self.folder}", backoff_s=backoff_s)
         if not (math.isfinite(fps) and fps >= 0):
             raise CameraError(f"{self.camera_id}: fps must be a number >= 0, got {fps!r}")
@@ -64,7 +67,10 @@ class FolderCamera(Camera):
         if not self.folder.is_dir():
             what = "is not a folder" if self.folder.exists() else "does not exist"
             raise CameraError(f"{self.camera_id}: image folder {self.folder} {what}")
-        files = sorted((p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name)
+        files = sorted(
+            (p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+            key=lambda p: p.name,
+        )
         if not files:
             raise CameraError(f"{self.camera_id}: no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
         self._files = files
@@ -76,8 +82,6 @@ class FolderCamera(Camera):
         check_software_settings(change, self.camera_id)
 
     def _start(self, mode: TriggerMode, live: bool, trigger_line: str) -> None:
-        if mode is TriggerMode.HARDWARE:
-            raise CameraError(f"{self.camera_id}: a folder replay has no trigger input; use FREE_RUN or SOFTWARE")
         self._pacer.start(mode, self.fps, live)
         self._at_end = False
 

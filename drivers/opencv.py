@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import cv2
@@ -20,23 +19,27 @@ from drivers.base import (
 )
 from inspector.errors import CameraError
 
-log = logging.getLogger(__name__)
+STREAM_TIMEOUT_MS = 5000
 
 
 class OpenCVCamera(Camera):
     """A device index, a video file or a stream URL (rtsp://, http://...) read by OpenCV.
 
     Video files play from the start at each ``start()``, at their own frame rate
-    (``realtime=True``) or as fast as ``grab()`` asks, and at the end either stop (``is_grabbing`` turns False) or start over (``loop``). Devices
-    and streams deliver frames as they come; with ``live=True`` a device keeps only its newest
-    frame where the backend allows it (V4L2 does). A failed read from a device or stream, or a
+    (``realtime=True``) or as fast as ``grab()`` asks, and at the end either stop (``is_grabbing``
+    turns False) or start over (``loop``). Devices and streams deliver frames as they come; with
+    ``live=True`` a device keeps only its newest frame where the backend allows it (V4L2 does). A failed read from a device or stream, or a
     video file that has vanished, means the source is gone: it is reopened in the background.
-    Software trigger: each ``trigger()`` releases the next frame the source hands over.
+    Software trigger: each ``trigger()`` releases the next frame the source hands over. A read
+    from a device or stream waits for its next frame, whatever ``grab()``'s timeout (a stream gives
+    up after STREAM_TIMEOUT_MS).
 
     Images are RGB (converted from OpenCV's BGR), uint8. ``frame_id`` counts frames since
     ``start()`` (in a file: its frame index, counting on across loops); ``camera_timestamp`` is
     the source's position in seconds (CAP_PROP_POS_MSEC / 1000).
     """
+
+    trigger_modes = (TriggerMode.FREE_RUN, TriggerMode.SOFTWARE)
 
     def __init__(
         self,
@@ -47,8 +50,11 @@ class OpenCVCamera(Camera):
         camera_id: str | None = None,
         backoff_s: tuple[float, float] = (0.2, 5.0),
     ) -> None:
-        self.source = source if isinstance(source, int) else str(source)
-        self.is_file = isinstance(self.source, str) and "://" not in self.source
+        self.is_file = not isinstance(source, int) and "://" not in str(source)
+        self.is_stream = not isinstance(source, int) and not self.is_file
+        self.source: int | str = source if isinstance(source, int) else str(source)
+        if self.is_file:
+            self.source = str(Path(source).expanduser())
         super().__init__(camera_id or f"opencv:{self.source}", backoff_s=backoff_s)
         self.realtime = realtime
         self.loop = loop
@@ -59,7 +65,9 @@ class OpenCVCamera(Camera):
     def _open(self) -> None:
         if self.is_file and not Path(self.source).is_file():
             raise CameraError(f"{self.camera_id}: video file {self.source} does not exist")
-        capture = cv2.VideoCapture(self.source)
+        # Bounded waits for network streams, so that stop() and close() are never held up long.
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        capture = cv2.VideoCapture(self.source, cv2.CAP_ANY, timeouts if self.is_stream else [])
         if not capture.isOpened():
             capture.release()
             if self.is_file:
@@ -78,8 +86,6 @@ class OpenCVCamera(Camera):
         check_software_settings(change, self.camera_id)
 
     def _start(self, mode: TriggerMode, live: bool, trigger_line: str) -> None:
-        if mode is TriggerMode.HARDWARE:
-            raise CameraError(f"{self.camera_id}: OpenCV sources have no trigger input; use FREE_RUN or SOFTWARE")
         fps = 0.0
         if self.is_file:
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)  # each start() plays the file from its start

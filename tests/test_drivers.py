@@ -5,8 +5,10 @@ The Basler driver is tested against pylon's emulator in test_drivers_basler.py.
 
 from __future__ import annotations
 
+import http.server
 import logging
 import shutil
+import socketserver
 import subprocess
 import sys
 import threading
@@ -186,6 +188,17 @@ def test_folder_software_trigger_gives_one_frame_per_trigger(tiles: list[Path]) 
         assert np.array_equal(frame.image, cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
 
 
+def test_folder_trigger_from_another_thread_releases_a_waiting_grab(tiles: list[Path]) -> None:
+    # The pipeline grabs in its acquisition thread while a PLC or the UI fires the trigger.
+    with FolderCamera(tiles[0].parent, fps=0) as camera:
+        camera.start(TriggerMode.SOFTWARE)
+        timer = threading.Timer(0.2, camera.trigger)
+        timer.start()
+        frame = camera.grab(10.0)
+        timer.join()
+    assert frame is not None and frame.frame_id == 0
+
+
 def test_folder_live_view_skips_to_newest_and_counts(tiles: list[Path]) -> None:
     with FolderCamera(tiles[0].parent, fps=500, loop=True) as camera:
         camera.start(TriggerMode.FREE_RUN, live=True)
@@ -251,7 +264,7 @@ def test_folder_configure_crops_converts_and_refuses(tiles: list[Path], caplog: 
             camera.configure(roi=(0, 0, 0, 10))
         with pytest.raises(CameraError, match="exposure"):
             camera.configure(exposure_us=-1)
-        with pytest.raises(CameraError, match="no trigger input"):
+        with pytest.raises(CameraError, match="FolderCamera has no HARDWARE trigger; use FREE_RUN, SOFTWARE"):
             camera.start(TriggerMode.HARDWARE)
         camera.start()
         with pytest.raises(CameraError, match="needs start\\(TriggerMode.SOFTWARE\\)"):
@@ -399,3 +412,71 @@ def test_video_file_that_vanishes_is_reopened_when_it_returns(tmp_path: Path) ->
         frame = grab_until(camera)
         assert frame is not None and camera.is_connected and camera.stats.reconnects == 1
     assert frame.frame_id == 0 and close_to(frame.image, written[0][:, :, ::-1])
+
+
+class MjpegServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """A local MJPEG-over-HTTP stream, like an IP camera's: numbered frames at about 50 fps."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int = 0) -> None:
+        self.stopping = False
+        super().__init__(("127.0.0.1", port), MjpegHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.shutdown()
+        self.server_close()
+
+
+class MjpegHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        image = np.zeros((48, 64, 3), np.uint8)
+        image[:, :, 2] = 200  # red, in OpenCV's BGR order
+        data = cv2.imencode(".jpg", image)[1].tobytes()
+        part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(data), data)
+        try:
+            while not self.server.stopping:
+                self.wfile.write(part)
+                time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def test_network_stream_that_drops_is_reopened_when_it_returns() -> None:
+    server = MjpegServer()
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}/stream.mjpg"
+    assert open_camera(url).source == url
+    with OpenCVCamera(url, backoff_s=(0.05, 0.2)) as camera:
+        camera.start()
+        frames = [camera.grab(5.0) for _ in range(3)]
+        assert [f.frame_id for f in frames] == [0, 1, 2]
+        assert all(f.image.shape == (48, 64, 3) for f in frames)
+        assert abs(int(frames[0].image[0, 0, 0]) - 200) < 8 and frames[0].image[0, 0, 2] < 8  # red, as RGB
+        server.stop()  # the camera goes off the network
+        end = time.monotonic() + 10
+        while camera.is_connected and time.monotonic() < end:
+            camera.grab(0.5)
+        assert not camera.is_connected
+        server = MjpegServer(port)
+        try:
+            frame = grab_until(camera)
+        finally:
+            server.stop()
+    assert frame is not None and frame.frame_id == 0 and camera.stats.reconnects == 1
+
+
+def test_unreachable_stream_is_a_clear_error() -> None:
+    with socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler) as probe:
+        port = probe.server_address[1]  # a port that is free once the probe closes
+    with pytest.raises(CameraError, match=f"cannot open video stream http://127.0.0.1:{port}/x.mjpg"):
+        open_camera(f"http://127.0.0.1:{port}/x.mjpg").open()

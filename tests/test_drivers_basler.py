@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -78,6 +79,19 @@ def test_software_trigger_gives_exactly_one_frame_per_trigger(camera: BaslerCame
         assert camera.grab(0.2) is None
     assert ids == sorted(set(ids))
     assert camera.stats.grabbed == 4
+
+
+def test_trigger_from_another_thread_releases_a_waiting_grab(camera: BaslerCamera) -> None:
+    # The pipeline grabs in its acquisition thread while a PLC or the UI fires the trigger:
+    # the waiting grab must not block the trigger.
+    camera.configure(roi=SMALL_ROI)
+    camera.start(TriggerMode.SOFTWARE)
+    timer = threading.Timer(0.2, camera.trigger)
+    timer.start()
+    frame = camera.grab(10.0)
+    timer.join()
+    assert frame is not None
+    assert camera.grab(0.2) is None
 
 
 def test_hardware_trigger_waits_for_the_line(camera: BaslerCamera) -> None:
