@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from threading import Thread
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -99,7 +101,11 @@ def test_sqlite_is_opened_in_wal_mode_with_durable_sync(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["not a url", "postgresql+nosuchdriver://user:secret@localhost/history", "sqlite:///{file}/x.db"],
+    [
+        "not a url",
+        "postgresql+nosuchdriver://user:secret@localhost/history",
+        "sqlite:///{file}/x.db",
+    ],
 )
 def test_unopenable_database_raises_database_error(tmp_path: Path, url: str) -> None:
     a_file = tmp_path / "a_file"
@@ -132,8 +138,6 @@ def test_import_creates_no_engine_or_file(tmp_path: Path) -> None:
 def test_in_memory_database_works_across_threads() -> None:
     db = HistoryDB("sqlite://")
     db.upgrade()
-    from threading import Thread
-
     thread = Thread(target=lambda: db.write_inspections([StoredInspection(_record(1))]))
     thread.start()
     thread.join()
@@ -164,7 +168,8 @@ def test_products_models_and_active_version(db: HistoryDB, tmp_path: Path) -> No
     assert db.model_version(first).status == "retired"
     assert db.model_version(second).status == "active"
     event = db.audit_events(limit=1)[0]
-    assert (event.user, event.action, event.target) == ("ann", "set_active_model", f"product:{product}")
+    assert (event.user, event.action) == ("ann", "set_active_model")
+    assert event.target == f"product:{product}"
     assert event.before == {"active_model_version_id": first}
     assert event.after == {"active_model_version_id": second}
 
@@ -245,7 +250,7 @@ def test_user_errors(db: HistoryDB) -> None:
 
 
 def test_record_audit_round_trips_json(db: HistoryDB) -> None:
-    first = db.record_audit("ann", "technician", "set_exposure", "camera:cam0", {"us": 800}, {"us": 900})
+    first = db.record_audit("ann", "technician", "set_exposure", "cam0", {"us": 800}, {"us": 900})
     second = db.record_audit("bob", "operator", "login", "station:1")
     assert second > first
     newest, oldest = db.audit_events(limit=2)
@@ -297,3 +302,19 @@ def test_write_inspections_is_idempotent_by_uid(db: HistoryDB) -> None:
     again = db.write_inspections(records + [StoredInspection(_record(3))])
     assert [s.id for s in again[:3]] == [s.id for s in first]
     assert db.count_inspections() == 4
+
+
+def test_database_in_use_elsewhere_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    db = HistoryDB(f"sqlite:///{path}", busy_timeout_ms=20)
+    db.upgrade()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(DatabaseError, match="locked"):
+            db.add_product("tile")
+    finally:
+        locker.rollback()
+        locker.close()
+    db.add_product("tile")
+    db.close()

@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -129,10 +129,16 @@ class HistoryDB:
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed when the block ends, rolled back on error.
 
-        Objects stay readable after the block (attributes are not expired on commit).
+        Objects stay readable after the block (attributes are not expired on commit). A database
+        that cannot be used right now (locked, read-only, full, unreachable) raises
+        :class:`DatabaseError`; other SQLAlchemy errors (e.g. ``IntegrityError``) pass through.
         """
-        with self._sessions.begin() as session:
-            yield session
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as exc:
+            reason = error_reason(exc)
+            raise DatabaseError(f"history database {self.url} failed: {reason}") from exc
 
     # -- products, models, calibrations --------------------------------------------------------
 
@@ -278,8 +284,10 @@ class HistoryDB:
             ids = dict(s.execute(known).all())
             new = {i.record.uid: row_values(i) for i in items if i.record.uid not in ids}
             if new:
-                stmt = insert(Inspection).returning(Inspection.uid, Inspection.id)
-                ids.update(s.execute(stmt, list(new.values())).all())
+                # Ids are read back by uid rather than with RETURNING, which needs SQLite 3.35.
+                s.execute(insert(Inspection), list(new.values()))
+                inserted = select(Inspection.uid, Inspection.id).where(Inspection.uid.in_(new))
+                ids.update(s.execute(inserted).all())
         return [
             StoredInspection(item.record, ids[item.record.uid], item.image_path, item.heatmap_path)
             for item in items

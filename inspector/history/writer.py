@@ -16,8 +16,11 @@ for good (e.g. an unknown model version id) go to ``<journal>.rejected.jsonl``, 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import queue
+import tempfile
 import threading
 import time
 from collections import deque
@@ -80,14 +83,22 @@ Subscriber = Callable[[StoredInspection], None]
 
 
 def default_journal_path(db: HistoryDB) -> Path:
-    """``<db file>.spill.jsonl`` for SQLite, else ``history-spill.jsonl`` in the data folder."""
+    """``<db file>.spill.jsonl`` beside a SQLite file; for a server database a file in the data
+    folder named after its URL; for an in-memory database (gone with the process anyway) a file
+    of this process in the temporary folder, so it never replays another database's journal."""
     if db.sqlite_path is not None:
         return db.sqlite_path.with_name(db.sqlite_path.name + ".spill.jsonl")
-    return data_dir() / "history-spill.jsonl"
+    if db.engine.dialect.name == "sqlite":
+        return Path(tempfile.gettempdir()) / f"inspector-{os.getpid()}-{id(db):x}.spill.jsonl"
+    digest = hashlib.sha256(db.url.encode("utf-8")).hexdigest()[:12]
+    return data_dir() / f"history-{digest}.spill.jsonl"
 
 
 class HistoryWriter:
     """Writes :class:`InspectionRecord` s durably on its own thread (see the module docstring).
+
+    Run one writer per database and journal: two writers sharing a journal file would replay
+    and delete each other's records (pass ``journal_path`` to give each its own).
 
     ``subscribers`` and ``on_alarm`` are called on the writer's thread -- ``on_alarm`` also on the
     submitting thread when the buffer overflows -- so they must be quick and must not call back
@@ -130,7 +141,8 @@ class HistoryWriter:
         # Writer-thread state.
         self._pending: list[StoredInspection] = []
         self._stop_seen = False
-        self._failing = False
+        self._failing = False  # the database refused the last write (or the journal holds rows)
+        self._outage_alarmed = False
         self._retry_at = 0.0
         self._backoff = retry_initial_s
         self._journal_pending = 0
@@ -228,6 +240,9 @@ class HistoryWriter:
                     self._abandon.wait(self._retry_at - time.monotonic())
                     items = self._pending
                 elif self._stop_seen:
+                    if self._failing and self._journal_pending:
+                        self._retry_at = 0.0  # one last replay, so a healed database is complete
+                        self._handle([])
                     break
                 else:
                     items = self._take(self._wait_s())
@@ -286,7 +301,7 @@ class HistoryWriter:
             self._spill(items)
             return
         if self._failing:
-            self._failing = False
+            self._failing = self._outage_alarmed = False
             self._alarm(
                 DB_RECOVERED,
                 f"history database {self.db.url} writable again; "
@@ -334,10 +349,11 @@ class HistoryWriter:
         return written
 
     def _db_failed(self, exc: Exception) -> None:
-        if self._failing:
+        self._failing = True
+        if self._outage_alarmed:
             self._backoff = min(self._backoff * 2, self.retry_max_s)
         else:
-            self._failing = True
+            self._outage_alarmed = True
             self._backoff = self.retry_initial_s
             self._alarm(
                 DB_UNAVAILABLE,

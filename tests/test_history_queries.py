@@ -1,0 +1,239 @@
+"""Review-screen queries: filters, paging, counts, yield over time, CSV export, index use."""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from sqlalchemy import func, select
+
+from inspector.history import HistoryDB, InspectionFilter, InspectionRecord, StoredInspection
+from inspector.history import queries
+from inspector.history.models import Inspection
+
+T0 = datetime(2026, 3, 1, 6, 0, tzinfo=timezone.utc)
+N = 240
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HistoryDB, list]]:
+    """``N`` inspections a minute apart, two products and model versions, some labelled; every
+    tenth frame shares its time with the next one (ties are ordered by id)."""
+    tmp = tmp_path_factory.mktemp("queries")
+    db = HistoryDB(f"sqlite:///{tmp / 'history.db'}")
+    db.upgrade()
+    products = [db.add_product("tile"), db.add_product("plate")]
+    versions = [db.add_model_version(p, "m", sha256=f"{p:064x}") for p in products]
+    image = tmp / "frame.png"
+    image.write_bytes(b"png")
+    records = []
+    for i in range(N):
+        minute = i - (i % 10 == 1)  # frames 1, 11, 21... share the previous frame's time
+        records.append(
+            InspectionRecord(
+                time=T0 + timedelta(minutes=minute),
+                camera_id=f"cam{i % 2}",
+                frame_id=i,
+                score=(i * 37 % 100) / 100.0,
+                decision="FAIL" if i % 7 == 0 else "PASS",
+                threshold=0.8,
+                product_id=products[i % 3 == 0],
+                model_version_id=versions[i % 3 == 0],
+                part_id=f"P{i}",
+                latency_total_ms=20.0 + i,
+            )
+        )
+    stored = db.write_inspections(
+        [StoredInspection(r, image_path=str(image) if r.frame_id % 2 else None) for r in records]
+    )
+    for s in stored[::14]:
+        db.label_inspection(s.id, "false_reject", "qa")
+    yield db, records
+    db.close()
+
+
+def _expected(db: HistoryDB, records: list[InspectionRecord], f: InspectionFilter) -> list[int]:
+    """Frame ids matching ``f`` computed in Python, newest first (ties: later frame first)."""
+    labels = {r.frame_id: r.label for r in db.query_inspections(limit=N)}
+    matching = [
+        r
+        for r in records
+        if (f.start is None or r.time >= f.start)
+        and (f.end is None or r.time < f.end)
+        and (f.decision is None or r.decision == f.decision)
+        and (f.min_score is None or r.score >= f.min_score)
+        and (f.max_score is None or r.score <= f.max_score)
+        and (f.product_id is None or r.product_id == f.product_id)
+        and (f.model_version_id is None or r.model_version_id == f.model_version_id)
+        and (f.label is None or labels[r.frame_id] == f.label)
+        and (f.camera_id is None or r.camera_id == f.camera_id)
+    ]
+    return [r.frame_id for r in sorted(matching, key=lambda r: (r.time, r.frame_id), reverse=True)]
+
+
+FILTERS = [
+    InspectionFilter(),
+    InspectionFilter(decision="FAIL"),
+    InspectionFilter(start=T0 + timedelta(minutes=30), end=T0 + timedelta(minutes=90)),
+    InspectionFilter(min_score=0.25, max_score=0.5),
+    InspectionFilter(product_id=2),
+    InspectionFilter(model_version_id=1, decision="PASS"),
+    InspectionFilter(label="false_reject"),
+    InspectionFilter(camera_id="cam1", min_score=0.9),
+    InspectionFilter(decision="FAIL", start=T0 + timedelta(hours=1), label="none", product_id=1),
+]
+
+
+@pytest.mark.parametrize("f", FILTERS)
+def test_filters_match_and_count(seeded, f: InspectionFilter) -> None:
+    db, records = seeded
+    expected = _expected(db, records, f)
+    assert expected, "a filter that matches nothing would prove little"
+    rows = db.query_inspections(f, limit=N)
+    assert [r.frame_id for r in rows] == expected
+    assert db.count_inspections(f) == len(expected)
+
+
+def test_rows_carry_everything_the_review_screen_shows(seeded) -> None:
+    db, records = seeded
+    row = db.query_inspections(InspectionFilter(product_id=2), limit=1)[0]
+    record = records[row.frame_id]
+    assert row.product_name == "plate" and row.model_version_id == 2
+    assert (row.score, row.threshold, row.decision) == (record.score, 0.8, record.decision)
+    assert (row.part_id, row.uid) == (record.part_id, record.uid)
+    assert row.latency_total_ms == record.latency_total_ms
+    assert row.time == record.time and row.time.tzinfo is not None
+
+
+def test_offset_and_keyset_paging_agree(seeded) -> None:
+    db, _ = seeded
+    f = InspectionFilter(decision="PASS")
+    everything = [r.id for r in db.query_inspections(f, limit=N)]
+    by_offset = [r.id for o in range(0, N, 25) for r in db.query_inspections(f, 25, o)]
+    by_keyset, before = [], None
+    while page := db.query_inspections(f, 25, before=before):
+        by_keyset += [r.id for r in page]
+        before = (page[-1].time, page[-1].id)
+    assert by_offset == everything
+    assert by_keyset == everything
+    assert len(set(everything)) == len(everything) == db.count_inspections(f)
+
+
+def test_page_limits_are_checked(seeded) -> None:
+    db, _ = seeded
+    with pytest.raises(ValueError):
+        db.query_inspections(limit=0)
+    with pytest.raises(ValueError):
+        db.query_inspections(offset=-1)
+    with pytest.raises(ValueError):
+        InspectionFilter(decision="OK")
+    with pytest.raises(ValueError):
+        InspectionFilter(start=datetime(2026, 1, 1))  # naive: its zone would be a guess
+
+
+def test_missing_image_file_is_reported_not_raised(seeded, tmp_path: Path) -> None:
+    db, _ = seeded
+    rows = db.query_inspections(limit=4)
+    with_image = [r for r in rows if r.image_path is not None]
+    without = [r for r in rows if r.image_path is None]
+    assert with_image and without
+    assert all(r.image_exists for r in with_image)
+    assert not any(r.image_exists or r.heatmap_exists for r in without)
+    Path(with_image[0].image_path).unlink()
+    try:
+        again = db.query_inspections(limit=4)
+        assert [r.image_path for r in again] == [r.image_path for r in rows]
+        assert not any(r.image_exists for r in again)
+    finally:
+        Path(with_image[0].image_path).write_bytes(b"png")
+
+
+@pytest.mark.parametrize("in_sql", [True, False])
+@pytest.mark.parametrize("minutes", [1, 60, 17])
+def test_yield_over_time(seeded, in_sql: bool, minutes: int) -> None:
+    db, records = seeded
+    f = InspectionFilter(start=T0 + timedelta(minutes=5), camera_id="cam0")
+    bucket = timedelta(minutes=minutes)
+    expected: dict[datetime, list[int]] = {}
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    for r in records:
+        if r.time >= f.start and r.camera_id == "cam0":
+            start = epoch + (r.time - epoch) // bucket * bucket
+            expected.setdefault(start, [0, 0])[r.decision == "FAIL"] += 1
+    with db.session() as s:
+        buckets = queries.yield_over_time(s, f, bucket, in_sql=in_sql)
+    assert [(b.start, b.passed, b.failed) for b in buckets] == [
+        (start, p, n) for start, (p, n) in sorted(expected.items())
+    ]
+    assert sum(b.total for b in buckets) == db.count_inspections(f)
+    assert all(0.0 <= b.yield_fraction <= 1.0 for b in buckets)
+    if in_sql:
+        assert db.yield_over_time(f, bucket) == buckets
+
+
+def test_yield_bucket_must_be_whole_seconds(seeded) -> None:
+    db, _ = seeded
+    with pytest.raises(ValueError, match="bucket"):
+        db.yield_over_time(bucket=timedelta(milliseconds=1500))
+
+
+def test_export_csv_one_row_per_inspection(seeded, tmp_path: Path) -> None:
+    db, records = seeded
+    f = InspectionFilter(decision="FAIL")
+    path = tmp_path / "export.csv"
+    path.write_text("old contents")
+    n = db.export_csv(path, f)
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert n == len(rows) == db.count_inspections(f)
+    assert [int(r["frame_id"]) for r in rows] == _expected(db, records, f)
+    first = rows[0]
+    record = records[int(first["frame_id"])]
+    assert datetime.fromisoformat(first["time"]) == record.time
+    assert float(first["score"]) == record.score and first["decision"] == "FAIL"
+    assert first["product_name"] in ("tile", "plate") and first["uid"] == record.uid
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv"]  # no temporary left
+
+
+def test_export_to_unwritable_place_leaves_nothing(seeded, tmp_path: Path) -> None:
+    db, _ = seeded
+    with pytest.raises(OSError):
+        db.export_csv(tmp_path / "missing-folder" / "export.csv")
+    target = tmp_path / "a-folder"
+    target.mkdir()
+    with pytest.raises(OSError):
+        db.export_csv(target)  # renaming onto a folder fails after the rows were written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"]
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("condition", "index"),
+    [
+        (Inspection.decision == "FAIL", "ix_inspections_decision_time"),
+        (Inspection.score >= 0.9, "ix_inspections_score"),
+        (Inspection.model_version_id == 1, "ix_inspections_model_version_time"),
+        (Inspection.time >= T0, "ix_inspections_time"),
+    ],
+)
+def test_filters_are_answered_from_an_index(seeded, condition, index: str) -> None:
+    """Counting a filter is a search of the index named, not a scan of the table."""
+    db, _ = seeded
+    stmt = select(func.count()).select_from(Inspection).where(condition)
+    with db.engine.connect() as connection:
+        sql = str(stmt.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+        plan = " ".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert index in plan and "SEARCH" in plan, plan
+
+
+def test_newest_first_page_walks_the_time_index(seeded) -> None:
+    db, _ = seeded
+    stmt = queries._rows_select(InspectionFilter()).limit(100)
+    with db.engine.connect() as connection:
+        sql = str(stmt.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+        plan = " ".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ix_inspections_time" in plan and "TEMP B-TREE" not in plan, plan
