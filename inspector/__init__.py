@@ -1,0 +1,6 @@
+"""inspector: inline visual inspection built on EfficientAD (Batzner et al., WACV 2024)."""
+
+__version__ = "0.1.0"
+
+# Model files record the format they were written in; a reader refuses other majors.
+MODEL_FORMAT_VERSION = 1

@@ -1,0 +1,52 @@
+"""Latency and throughput of the inference engine (a benchmark, never a test).
+
+Batch-1 latency is measured the way a line sees it: a uint8 camera image in host memory to a
+score and a full-size map back in host memory, so host<->device copies are included.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import numpy as np
+import torch
+
+from inspector.engine import Engine
+
+
+def machine_note(engine: Engine) -> str:
+    if engine.device.type == "cuda":
+        return torch.cuda.get_device_name(engine.device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def bench(engine: Engine, batch: int = 1, runs: int = 50, repeats: int = 3, warmup: int = 5, image_size: tuple[int, int] = (256, 256)) -> dict:
+    """Times ``predict_batch`` on random camera-like images; ``repeats`` runs of ``runs`` calls each."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch)]
+    for _ in range(warmup):
+        engine.predict_batch(images)
+    per_repeat, all_ms = [], []
+    for _ in range(repeats):
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            engine.predict_batch(images)
+            times.append((time.perf_counter() - t) * 1e3)
+        per_repeat.append(float(np.median(times)))
+        all_ms.extend(times)
+    all_ms = np.array(all_ms)
+    return {
+        "device": str(engine.device),
+        "machine": machine_note(engine),
+        "backend": engine.backend,
+        "precision": "fp16" if engine.half else "fp32",
+        "architecture": engine.metadata.get("architecture"),
+        "batch": batch,
+        "runs": int(all_ms.size),
+        "latency_ms_p50": float(np.percentile(all_ms, 50)),
+        "latency_ms_p99": float(np.percentile(all_ms, 99)),
+        "latency_ms_repeat_medians": per_repeat,
+        "throughput_img_s": float(batch * 1e3 / np.median(all_ms)),
+    }
