@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from inspector.history import (
     Alarm,
@@ -277,7 +278,7 @@ def test_locked_database_spills_to_journal_and_recovers(db_path: Path) -> None:
         assert writer.stats.journaled == writer.stats.journal_pending == 40
         journaled, bad = SpillJournal(writer.journal.path).read()
         assert bad == 0 and [s.record.uid for s in journaled] == [r.uid for r in records]
-        assert alarms[0].kind == w.DB_UNAVAILABLE and "locked" in alarms[0].message
+        assert alarms[0].kind == w.DB_UNAVAILABLE and "(database is locked)" in alarms[0].message
     finally:
         locker.rollback()
         locker.close()
@@ -482,3 +483,41 @@ def test_default_journal_places(db_path: Path) -> None:
     assert w.default_journal_path(_open(db_path)) == db_path.with_name("history.db.spill.jsonl")
     memory = w.default_journal_path(HistoryDB("sqlite://"))
     assert memory.parent == Path(tempfile.gettempdir()) and f"-{os.getpid()}-" in memory.name
+
+
+def test_database_failing_while_isolating_a_refused_row(db_path: Path) -> None:
+    """A batch with a refused row is retried row by row; the database locks after the first
+    row: that row is reported once with its id, the rest via the journal, the refused row is
+    diverted on replay, and the counters balance."""
+    locker = sqlite3.connect(db_path, timeout=0, isolation_level=None, check_same_thread=False)
+    commits = []
+
+    def lock_after_first_single_row_commit(session) -> None:
+        commits.append(session)
+        if len(commits) == 1:
+            locker.execute("BEGIN EXCLUSIVE")
+
+    alarms: list[Alarm] = []
+    reported: list[StoredInspection] = []
+    db = _open(db_path, busy_timeout_ms=20)
+    writer = HistoryWriter(db, subscribers=[reported.append], on_alarm=alarms.append, **FAST_RETRY)
+    good = [_record(i) for i in (1, 3, 4)]
+    bad = _record(2, model_version_id=999)
+    for record in (good[0], bad, *good[1:]):
+        writer.submit(record)
+    event.listen(Session, "after_commit", lock_after_first_single_row_commit)
+    try:
+        writer.start()
+        _wait_until(lambda: writer.stats.journaled == 3)
+    finally:
+        event.remove(Session, "after_commit", lock_after_first_single_row_commit)
+        locker.rollback()
+        locker.close()
+    assert writer.flush(timeout=20) and writer.stop()
+    _assert_all_landed_once(db_path, good)
+    assert [s.record.uid for s in reported] == [r.uid for r in (good[0], bad, *good[1:])]
+    assert reported[0].id is not None and all(s.journaled for s in reported[1:])
+    assert writer.stats == w.WriterStats(
+        written=3, buffered=0, journaled=3, journal_pending=0, failed=1
+    )
+    assert [a.kind for a in alarms] == [w.DB_UNAVAILABLE, w.RECORDS_REJECTED, w.DB_RECOVERED]

@@ -450,6 +450,8 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
 
 
 def error_reason(exc: BaseException) -> str:
-    """The driver's own message (e.g. 'database is locked') rather than SQLAlchemy's wrapper."""
+    """The driver's own message (e.g. 'database is locked'), found through wrapping exceptions."""
+    while getattr(exc, "orig", None) is None and exc.__cause__ is not None:
+        exc = exc.__cause__
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc).splitlines()[0]

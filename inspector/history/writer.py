@@ -56,6 +56,16 @@ _REPLAY_CHUNK = 500
 _STOP = object()  # queue sentinel put by stop()
 
 
+class _PartlyWritten(Exception):
+    """The database failed while rows of a batch were written one by one; ``__cause__`` says why.
+    ``stored`` were committed (and refused ones diverted); ``rest`` were not written."""
+
+    def __init__(self, stored: list[StoredInspection], rest: list[StoredInspection]) -> None:
+        super().__init__(f"{len(rest)} records not written")
+        self.stored = stored
+        self.rest = rest
+
+
 @dataclass(frozen=True)
 class Alarm:
     """Something an operator must know about; ``time`` is UTC."""
@@ -140,6 +150,7 @@ class HistoryWriter:
         self._thread: threading.Thread | None = None
         # Writer-thread state.
         self._pending: list[StoredInspection] = []
+        self._rejected_uids: set[str] = set()
         self._stop_seen = False
         self._failing = False  # the database refused the last write (or the journal holds rows)
         self._outage_alarmed = False
@@ -297,8 +308,13 @@ class HistoryWriter:
             replayed = self._replay() if self._failing else 0
             stored = self._insert(items, fresh=True)
         except Exception as exc:
-            self._db_failed(exc)
-            self._spill(items)
+            if isinstance(exc, _PartlyWritten):
+                self._db_failed(exc.__cause__ or exc)
+                self._settle_written(exc.stored)
+                self._spill(exc.rest)
+            else:
+                self._db_failed(exc)
+                self._spill(items)
             return
         if self._failing:
             self._failing = self._outage_alarmed = False
@@ -307,9 +323,12 @@ class HistoryWriter:
                 f"history database {self.db.url} writable again; "
                 f"{replayed} records replayed from the spill journal",
             )
+        self._pending = []
+        self._settle_written(stored)
+
+    def _settle_written(self, stored: list[StoredInspection]) -> None:
         with self._lock:
             self._written += len(stored)
-        self._pending = []
         self._report(stored)
 
     def _insert(self, items: list[StoredInspection], *, fresh: bool) -> list[StoredInspection]:
@@ -322,19 +341,27 @@ class HistoryWriter:
         except _REFUSED:
             pass
         stored: list[StoredInspection] = []
-        for item in items:  # find the refused row(s); the others are written one by one
+        for n, item in enumerate(items):  # find the refused row(s); the others are written alone
             try:
                 stored += self.db.write_inspections([item])
             except _REFUSED as exc:
                 self._reject(item, exc, fresh=fresh)
+            except Exception as exc:
+                raise _PartlyWritten(stored, items[n:]) from exc
         return stored
 
     def _replay(self) -> int:
         """Write the spill journal into the database and delete it; returns records written."""
         items, bad = self.journal.read()
+        # Rows refused in an earlier, interrupted replay are already counted and kept aside.
+        items = [item for item in items if item.record.uid not in self._rejected_uids]
         written = 0
-        for start in range(0, len(items), _REPLAY_CHUNK):
-            written += len(self._insert(items[start : start + _REPLAY_CHUNK], fresh=False))
+        try:
+            for start in range(0, len(items), _REPLAY_CHUNK):
+                written += len(self._insert(items[start : start + _REPLAY_CHUNK], fresh=False))
+        except _PartlyWritten as exc:
+            # The journal still holds every record and replaying is idempotent: retry it whole.
+            raise exc.__cause__ or exc from None
         self.journal.clear()
         with self._lock:
             self._written += written
@@ -384,6 +411,7 @@ class HistoryWriter:
         self._report([replace(item, journaled=True) for item in items])
 
     def _reject(self, item: StoredInspection, exc: Exception, *, fresh: bool) -> None:
+        self._rejected_uids.add(item.record.uid)
         where = f"kept in {self.rejected.path}"
         try:
             self.rejected.append([item])
