@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -317,4 +318,24 @@ def test_database_in_use_elsewhere_gives_a_clear_error(tmp_path: Path) -> None:
         locker.rollback()
         locker.close()
     db.add_product("tile")
+    db.close()
+
+
+def test_alembic_command_line_uses_the_packaged_migrations(tmp_path: Path) -> None:
+    """The developer path (``alembic -c .../alembic.ini``) migrates and finds nothing to add."""
+    ini = REPO / "inspector" / "history" / "migrations" / "alembic.ini"
+    url = f"sqlite:///{tmp_path / 'scratch.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for command in (["upgrade", "head"], ["check"]):
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={url}", *command],
+            check=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+            capture_output=True,
+        )
+    db = HistoryDB(url)
+    with db.engine.connect() as connection:
+        assert "inspections" in inspect(connection).get_table_names()
     db.close()

@@ -111,6 +111,7 @@ class HistoryDB:
     create_schema = upgrade
 
     def downgrade(self, revision: str) -> None:
+        """Migrate the schema back to ``revision`` (``"base"`` drops every table)."""
         self._migrate(command.downgrade, revision)
 
     def _migrate(self, step: Any, revision: str) -> None:

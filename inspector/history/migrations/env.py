@@ -1,8 +1,9 @@
 """Alembic environment of the history database.
 
 :meth:`inspector.history.HistoryDB.upgrade` passes its own connection in
-``config.attributes["connection"]`` (so SQLite gets the same pragmas as the application); the
-``alembic`` command line works too when given ``-x url=<database URL>`` or ``sqlalchemy.url``.
+``config.attributes["connection"]`` (so SQLite gets the same pragmas as the application). The
+``alembic`` command line works with the ``alembic.ini`` beside this file and
+``-x url=<database URL>``; see that file for how to write a new revision.
 """
 
 from alembic import context
