@@ -1,0 +1,117 @@
+"""Per-stage figures of a running pipeline: counts, rate, latency percentiles, queue, camera."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspector.history import WriterStats
+
+#: Decisions per second are counted over this many recent seconds.
+RATE_WINDOW_S = 10.0
+#: Latency percentiles are taken over this many most recent frames.
+LATENCY_WINDOW = 1000
+
+
+@dataclass(frozen=True)
+class PipelineMetrics:
+    """A snapshot of :meth:`Pipeline.metrics`.
+
+    Frames: ``acquired`` (delivered by the camera to the pipeline), ``inspected`` (got a
+    decision, errors included), ``recorded`` (durable and handed to the result subscribers;
+    ``passed``/``failed``/``errors`` split these), ``dropped`` (live mode: waiting frames replaced
+    by newer ones), ``unrecorded`` (decided but refused by a full history buffer, or left when a
+    stop timed out; alarmed). In triggered mode ``acquired == inspected == recorded`` once the
+    pipeline is stopped; in live mode ``acquired == inspected + dropped``.
+
+    ``queue_depth``: frames waiting for the engine now, of ``queue_size``. ``queue_full_waits``:
+    times acquisition found the queue full and waited (triggered mode backpressure).
+    ``rate_fps``: decisions per second over the last ``RATE_WINDOW_S``. Latencies are
+    milliseconds over the last ``LATENCY_WINDOW`` frames (``nan`` before the first):
+    ``latency_*`` from the frame reaching the host to the decision, ``model_*`` the engine's
+    predict alone. Camera counters come from the driver (``camera_lost``: frames the camera
+    could not deliver; ``camera_skipped``: frames the driver dropped for newer ones;
+    ``camera_disconnects``/``camera_reconnects``: the camera going away and coming back).
+    ``writer``: the history writer's own counters.
+    """
+
+    mode: str
+    running: bool
+    acquired: int
+    inspected: int
+    recorded: int
+    passed: int
+    failed: int
+    errors: int
+    dropped: int
+    unrecorded: int
+    queue_depth: int
+    queue_size: int
+    queue_full_waits: int
+    rate_fps: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    model_p50_ms: float
+    model_p99_ms: float
+    camera_lost: int
+    camera_skipped: int
+    camera_disconnects: int
+    camera_reconnects: int
+    writer: WriterStats
+
+
+class RollingRate:
+    """Events per second over the last ``window_s`` seconds (thread-safe)."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._since = time.monotonic()
+
+    def restart(self) -> None:
+        with self._lock:
+            self._times.clear()
+            self._since = time.monotonic()
+
+    def add(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._times.append(now)
+            self._trim(now)
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            # Until a full window has passed, divide by the time actually observed.
+            span = min(self.window_s, now - self._since)
+            return len(self._times) / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()
+
+
+class RollingPercentiles:
+    """Percentiles of the last ``size`` values (thread-safe)."""
+
+    def __init__(self, size: int = LATENCY_WINDOW) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._values.append(value)
+
+    def percentiles(self, *qs: float) -> tuple[float, ...]:
+        with self._lock:
+            values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        if values.size == 0:
+            return tuple(math.nan for _ in qs)
+        return tuple(float(v) for v in np.percentile(values, qs))

@@ -1,0 +1,344 @@
+"""``inspector run`` (inline inspection from a camera) and ``inspector history export``.
+
+Registered into the ``inspector`` command by :func:`register`. User-caused problems raise
+:class:`~inspector.errors.InspectorError`, which the command prints as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from inspector.errors import DatabaseError, InspectorError, ModelFileError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUMMARY_S = 5.0
+DEFAULT_PRODUCT = "default"
+DEFAULT_IMAGE_QUOTA_GB = 20.0
+STOP_TIMEOUT_S = 60.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``run`` and ``history`` to the ``inspector`` command's sub-commands."""
+    device = dict(choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: CUDA when present)")
+
+    p = subparsers.add_parser(
+        "run",
+        help="inspect frames from a camera until Ctrl-C or --max-frames",
+        description="Inspect every frame of a camera, record each verdict in the history database and "
+        "print a summary line periodically. Ctrl-C (or SIGTERM) stops gracefully: every frame "
+        "acquired so far is inspected and recorded first.",
+    )
+    p.add_argument("--camera", required=True, help="camera URI, e.g. basler://SERIAL, basler://emulated, "
+                   "folder:///images?fps=5, file:///video.mp4, opencv://0")
+    p.add_argument("--model", required=True, help="model file (.safetensors) from `inspector train`")
+    p.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="image-score threshold (default: the model's calibration)")
+    p.add_argument("--pixel-threshold", type=float, default=None,
+                   help="also FAIL when map pixels above this form a large enough region")
+    p.add_argument("--min-defect-area", type=int, default=None,
+                   help="smallest region (camera pixels) above --pixel-threshold that FAILs (default 1)")
+    p.add_argument("--mode", choices=("triggered", "live"), default="triggered",
+                   help="triggered: every frame inspected; live: newest frames, older ones dropped")
+    p.add_argument("--trigger", choices=("free_run", "hardware"), default="free_run",
+                   help="camera trigger (hardware: an edge on --trigger-line)")
+    p.add_argument("--trigger-line", default="Line1", help="camera input line for --trigger hardware")
+    p.add_argument("--queue-size", type=int, default=8, help="frames waiting for the engine at most")
+    p.add_argument("--image-dir", type=Path, default=None,
+                   help="folder for frames and heatmaps (default: images/ beside a SQLite database, "
+                   "else in the data folder)")
+    p.add_argument("--image-quota-gb", type=float, default=DEFAULT_IMAGE_QUOTA_GB,
+                   help="oldest images are deleted beyond this size")
+    p.add_argument("--pass-sample-rate", type=float, default=0.01,
+                   help="fraction of PASS frames whose images are kept (rejects: always)")
+    p.add_argument("--product", default=None,
+                   help=f"product the model belongs to (default: the one it is registered for, else {DEFAULT_PRODUCT!r})")
+    p.add_argument("--summary-interval", type=float, default=DEFAULT_SUMMARY_S, help="seconds between summary lines")
+    p.add_argument("--print-results", action="store_true",
+                   help="print one line per durable verdict: result FRAME DECISION SCORE ID UID")
+    p.add_argument("--backend", choices=("auto", "eager", "compile", "onnxruntime"), default="auto",
+                   help="inference backend (auto: the fastest here)")
+    p.add_argument("--device", **device)
+    p.set_defaults(func=cmd_run)
+
+    h = subparsers.add_parser("history", help="inspection history: export")
+    hsub = h.add_subparsers(dest="history_command", required=True, metavar="COMMAND")
+    e = hsub.add_parser("export", help="write inspections to a CSV file, one row each, newest first")
+    e.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder)")
+    e.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    e.add_argument("--since", default=None, help="from this time on (ISO 8601; without a zone: local time)")
+    e.add_argument("--until", default=None, help="before this time (ISO 8601; without a zone: local time)")
+    e.add_argument("--decision", choices=("PASS", "FAIL"), default=None)
+    e.add_argument("--min-score", type=float, default=None)
+    e.add_argument("--max-score", type=float, default=None)
+    e.add_argument("--model-version", type=int, default=None, help="model version id")
+    e.set_defaults(func=cmd_history_export)
+
+
+# --- inspector run -------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _quiet_migrations(args)
+    from drivers import TriggerMode, open_camera
+    from inspector.engine import Engine
+    from inspector.history import HistoryDB, HistoryWriter, ImageStore, default_db_url
+    from inspector.pipeline import Pipeline
+
+    _check_run_args(args)
+    camera = open_camera(args.camera)
+    camera.open()  # a missing or busy device is reported before the model takes seconds to load
+    try:
+        engine = Engine(args.model, device=args.device, backend=args.backend)
+        db = HistoryDB(args.db or default_db_url())
+        db.upgrade()
+        product_id, model_version_id = register_model(db, engine.model_path, engine.model_sha256, args.product)
+        rule, source = decision_rule(args, db, engine.metadata, model_version_id, engine.model_path)
+        store = ImageStore(
+            args.image_dir or _default_image_dir(db),
+            quota_bytes=int(args.image_quota_gb * 1e9),
+            pass_sample_rate=args.pass_sample_rate,
+            heatmap_range=(min(0.0, rule.threshold), 2 * rule.threshold) if rule.threshold > 0 else None,
+        )
+        writer = HistoryWriter(db, store)
+        pipeline = Pipeline(
+            camera, engine, rule, writer, mode=args.mode, queue_size=args.queue_size,
+            model_version_id=model_version_id, product_id=product_id,
+            trigger=TriggerMode.HARDWARE if args.trigger == "hardware" else TriggerMode.FREE_RUN,
+            trigger_line=args.trigger_line, max_frames=args.max_frames,
+        )
+        out = _Printer()
+        if args.print_results:
+            pipeline.subscribe(out.result)
+        pipeline.on_alarm(out.alarm)
+        out.line(
+            f"inspecting {args.camera} with {engine.model_path.name} (model version {model_version_id}, "
+            f"{engine.info['device']}, {engine.backend}); threshold {rule.threshold:g} from {source}; "
+            f"{args.mode} mode; history {db.url}; Ctrl-C stops"
+        )
+        pipeline.start()
+        interrupted = False
+        try:
+            with _sigterm_as_interrupt():
+                while not pipeline.wait(args.summary_interval):
+                    out.line(summary_line(pipeline.metrics()))
+        except KeyboardInterrupt:
+            interrupted = True
+            out.line("stopping: inspecting and recording the frames already acquired ...")
+        clean = pipeline.stop(STOP_TIMEOUT_S)
+        metrics = pipeline.metrics()
+        if interrupted:
+            why = "interrupted"
+        elif args.max_frames is not None and metrics.acquired >= args.max_frames:
+            why = f"{args.max_frames} frames"
+        else:
+            why = "the camera's source ended"
+        out.line(f"stopped ({why}): {summary_line(metrics)}; acquired {metrics.acquired}, "
+                 f"recorded {metrics.recorded}")
+        if not clean or metrics.unrecorded:
+            raise DatabaseError(f"{metrics.unrecorded} verdicts could not be recorded before the stop timed "
+                                f"out ({STOP_TIMEOUT_S:g} s); see the alarms above")
+        return 0
+    finally:
+        camera.close()
+
+
+def _quiet_migrations(args: argparse.Namespace) -> None:
+    # Alembic logs its plugin set-up and each migration at INFO; not news on an operator's console.
+    # Set before inspector.history (and with it alembic) is imported: the set-up logs at import.
+    if not getattr(args, "verbose", False):
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InspectorError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.queue_size < 1:
+        raise InspectorError(f"--queue-size must be >= 1, got {args.queue_size}")
+    if not 0.0 <= args.pass_sample_rate <= 1.0:
+        raise InspectorError(f"--pass-sample-rate must be within 0..1, got {args.pass_sample_rate:g}")
+    if not args.image_quota_gb > 0:
+        raise InspectorError(f"--image-quota-gb must be positive, got {args.image_quota_gb:g}")
+    if not args.summary_interval > 0:
+        raise InspectorError(f"--summary-interval must be positive, got {args.summary_interval:g}")
+    for name in ("threshold", "pixel_threshold"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise InspectorError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    if args.min_defect_area is not None and args.pixel_threshold is None:
+        raise InspectorError("--min-defect-area needs --pixel-threshold")
+
+
+def register_model(db: Any, model_path: Path, sha256: str, product: str | None) -> tuple[int, int]:
+    """(product id, model version id) of the model file, registering it (by its SHA-256) and the
+    product when they are new. Without ``product``, a model already registered keeps its product;
+    a new one goes to :data:`DEFAULT_PRODUCT`."""
+    from sqlalchemy import select
+
+    from inspector.history.models import ModelVersion
+
+    with db.session() as s:
+        versions = s.execute(
+            select(ModelVersion.id, ModelVersion.product_id).where(ModelVersion.sha256 == sha256).order_by(ModelVersion.id)
+        ).all()
+    if product is None and versions:
+        version_id, product_id = versions[0]
+        return product_id, version_id
+    name = product or DEFAULT_PRODUCT
+    found = db.product_by_name(name)
+    product_id = found.id if found is not None else db.add_product(name, "created by `inspector run`")
+    for version_id, owner in versions:
+        if owner == product_id:
+            return product_id, version_id
+    version_id = db.add_model_version(product_id, model_path.resolve(), sha256=sha256, note="registered by `inspector run`")
+    return product_id, version_id
+
+
+def decision_rule(args: argparse.Namespace, db: Any, metadata: dict[str, Any], model_version_id: int, model_path: Path):
+    """The rule and where its threshold came from: ``--threshold``, else the model version's latest
+    calibration in the database, else a ``threshold`` in the model file's metadata."""
+    from inspector.pipeline import DecisionRule
+
+    if args.threshold is not None:
+        rule = DecisionRule(args.threshold, args.pixel_threshold, args.min_defect_area)
+        return rule, "--threshold"
+    if args.pixel_threshold is not None:
+        raise InspectorError("--pixel-threshold needs --threshold as well (or neither, to use the calibration)")
+    calibration = db.latest_calibration(model_version_id)
+    if calibration is not None:
+        rule = DecisionRule(calibration.image_threshold, calibration.pixel_threshold, calibration.min_defect_area_px)
+        return rule, f"calibration {calibration.id} of {calibration.created:%Y-%m-%d %H:%M} UTC"
+    if "threshold" in metadata:
+        try:
+            rule = DecisionRule(metadata["threshold"], metadata.get("pixel_threshold"), metadata.get("min_defect_area_px"))
+        except InspectorError as exc:
+            raise ModelFileError(f"{model_path}: its calibration metadata is unusable ({exc})") from None
+        return rule, "the model file's calibration"
+    raise InspectorError(
+        f"model {model_path} has no threshold: calibrate it on good images first, or pass --threshold"
+    )
+
+
+def _default_image_dir(db: Any) -> Path:
+    from inspector.history import data_dir
+
+    if db.sqlite_path is not None:
+        return db.sqlite_path.parent / "images"
+    return data_dir() / "images"
+
+
+def summary_line(m: Any) -> str:
+    """One line of figures from a :class:`~inspector.pipeline.PipelineMetrics`."""
+    def ms(value: float) -> str:
+        return "-" if math.isnan(value) else f"{value:.0f}"
+
+    parts = [
+        f"{m.rate_fps:.2f} frames/s",
+        f"pass {m.passed}",
+        f"fail {m.failed}",
+        f"errors {m.errors}",
+        f"latency p50 {ms(m.latency_p50_ms)} ms p99 {ms(m.latency_p99_ms)} ms",
+        f"model p50 {ms(m.model_p50_ms)} ms",
+        f"queue {m.queue_depth}/{m.queue_size}",
+        f"drops {m.dropped}",
+        f"camera lost {m.camera_lost} skipped {m.camera_skipped}",
+    ]
+    if m.writer.journal_pending:
+        parts.append(f"journaled {m.writer.journal_pending} (database unavailable)")
+    if m.unrecorded or m.writer.failed:
+        parts.append(f"UNRECORDED {m.unrecorded + m.writer.failed}")
+    return ", ".join(parts)
+
+
+class _Printer:
+    """Lines to stdout, alarms to stderr, whole lines only (results come from the writer thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            print(text, flush=True)
+
+    def result(self, r: Any) -> None:
+        row = "journal" if r.inspection_id is None else str(r.inspection_id)
+        error = f" error: {r.error}" if r.error else ""
+        self.line(f"result {r.frame_id} {r.decision} {r.score:.6f} {row} {r.uid}{error}")
+
+    def alarm(self, alarm: Any) -> None:
+        with self._lock:
+            print(f"ALARM {alarm.kind}: {alarm.message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd, docker stop) stops as gracefully as Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- inspector history export --------------------------------------------------------------------
+
+
+def cmd_history_export(args: argparse.Namespace) -> int:
+    _quiet_migrations(args)
+    from inspector.history import HistoryDB, InspectionFilter, default_db_url
+
+    filters = InspectionFilter(
+        start=_iso_time(args.since, "--since"),
+        end=_iso_time(args.until, "--until"),
+        decision=args.decision,
+        min_score=args.min_score,
+        max_score=args.max_score,
+        model_version_id=args.model_version,
+    )
+    if not args.out.parent.is_dir():
+        raise InspectorError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
+    url = args.db or default_db_url()
+    db = HistoryDB(url)
+    try:
+        if db.sqlite_path is not None and (not db.sqlite_path.is_file() or db.sqlite_path.stat().st_size == 0):
+            raise DatabaseError(f"no history database at {db.sqlite_path}")
+        started = time.perf_counter()
+        try:
+            n = db.export_csv(args.out, filters)
+        except OSError as exc:
+            raise InspectorError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    finally:
+        db.close()
+    print(f"{n} inspections written to {args.out} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _iso_time(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InspectorError(f"{option} {text!r} is not an ISO 8601 time, e.g. 2026-03-01T08:00 or "
+                             "2026-03-01T08:00+01:00") from None
+    return value if value.tzinfo is not None else value.astimezone()  # naive: the local time zone
