@@ -318,10 +318,9 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         raise InspectorError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
     url = args.db or default_db_url()
+    _require_sqlite_file(url)
     db = HistoryDB(url)
     try:
-        if db.sqlite_path is not None and (not db.sqlite_path.is_file() or db.sqlite_path.stat().st_size == 0):
-            raise DatabaseError(f"no history database at {db.sqlite_path}")
         started = time.perf_counter()
         try:
             n = db.export_csv(args.out, filters)
@@ -331,6 +330,21 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         db.close()
     print(f"{n} inspections written to {args.out} ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def _require_sqlite_file(url: str) -> None:
+    """Refuse a SQLite file that does not exist (opening it would create an empty one)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # HistoryDB says what is wrong with it
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not parsed.query.get("uri"):
+        if not Path(database).is_file():
+            raise DatabaseError(f"no history database at {database}")
 
 
 def _iso_time(text: str | None, option: str) -> datetime | None:
