@@ -1,0 +1,253 @@
+"""The teach workflow end to end on real magnetic-tile images with a tiny training budget:
+collect, train, calibrate, activate, recalibrate, roll back, shadow mode, recipes, roles, audit,
+and the `inspector calibrate` / `inspector teach` commands.
+
+One model is trained for the whole module (2 iterations, random teacher) to keep the run short;
+the thresholds it gets are meaningless as quality figures but exercise every step for real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibration.calibrate import METADATA_KEYS
+from calibration.quality import QualityGates
+from calibration.recipes import AccessDenied, active_recipe, set_camera_settings, versions
+from calibration.rule import InspectionRule
+from calibration.teach import TeachSession
+from inspector.cli import main
+from inspector.errors import DataError, ModelFileError
+from inspector.history import HistoryDB, file_sha256
+from inspector.modelfile import load_model
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TILE = DATA / "magnetic_tile"
+pytestmark = pytest.mark.skipif(not TILE.is_dir(), reason=f"real data not found at {DATA} (see shared/data/README.md)")
+
+TECH, TECH_PIN = "tina", "4711"
+OPERATOR, OPERATOR_PIN = "otto", "1234"
+
+
+def copy_images(src: Path, dst: Path, names: list[str]) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        shutil.copyfile(src / n, dst / n)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A database with a technician and an operator, a taught product and its first version."""
+    root = tmp_path_factory.mktemp("teach")
+    good_names = sorted(p.name for p in (TILE / "train" / "good").iterdir())[:16]
+    good = copy_images(TILE / "train" / "good", root / "good", good_names)
+    defects = root / "defects"
+    for kind in ("blowhole", "break"):
+        names = sorted(p.name for p in (TILE / "test" / kind).iterdir())[:2]
+        copy_images(TILE / "test" / kind, defects / kind, names)
+    bsds = DATA / "natural" / "bsds500"
+    penalty = copy_images(bsds, root / "penalty", sorted(p.name for p in bsds.iterdir())[:4])
+    db = HistoryDB(f"sqlite:///{root / 'history.db'}")
+    db.upgrade()
+    db.add_user(TECH, "technician", TECH_PIN)
+    db.add_user(OPERATOR, "operator", OPERATOR_PIN)
+    session = TeachSession(db, "tile", root / "work", gates=QualityGates(same_size=False), device="cpu", backend="eager")
+    collected = session.collect_from_folder(good)
+    progress = []
+    taught = session.train(
+        iterations=2, teacher="random", penalty_dir=penalty, target_frr=0.25, pixel_fpr=0.01,
+        mm_per_px=0.05, defects=defects, user=OPERATOR, on_progress=progress.append,
+    )
+    yield dict(root=root, db=db, session=session, collected=collected, taught=taught, progress=progress,
+               good=good, defects=defects, penalty=penalty)
+    db.close()
+
+
+def test_train_creates_a_calibrated_candidate(world):
+    db, session, taught = world["db"], world["session"], world["taught"]
+    assert len(world["collected"].accepted) == 16
+    assert [p.iteration for p in world["progress"]] == [1, 2]
+    # 80 / 20 split, disjoint: 12 train, 4 calibrate.
+    assert len(taught.train_images) == 12 and len(taught.calibration_images) == 4
+    assert not set(taught.train_images) & set(taught.calibration_images)
+
+    version = db.model_version(taught.version_id)
+    assert version.status == "candidate" and version.sha256 == file_sha256(taught.model_path)
+    assert version.report_path == str(taught.report_path)
+    assert version.metrics["iterations"] == 2 and version.metrics["auroc"] == pytest.approx(taught.calibration.defects.auroc)
+
+    calibration = db.latest_calibration(taught.version_id)
+    _, meta = load_model(taught.model_path)
+    assert meta["threshold"] == pytest.approx(calibration.image_threshold)
+    assert meta["pixel_threshold"] == pytest.approx(calibration.pixel_threshold)
+    assert meta["min_defect_area_px"] == calibration.min_defect_area_px
+    assert meta["calibration"]["target_frr"] == 0.25 and calibration.target_frr == 0.25
+    assert calibration.created_by == OPERATOR
+    # 4 calibration scores, target 25 %: the highest of them, expected FRR 1/5 with Beta(1, 4).
+    scores = np.array(calibration.report["good_scores"])
+    assert calibration.image_threshold == pytest.approx(scores.max())
+    assert calibration.expected_frr == pytest.approx(0.2)
+
+    report = json.loads(taught.report_path.read_text())
+    for key in ("threshold", "expected_frr", "frr_ci_low", "frr_ci_high", "n_good", "escape_rate", "f1_threshold",
+                "pixel_threshold", "min_defect_area_px", "min_defect_area_mm2", "pixel_rule_escape_rate"):
+        assert report[key] is not None, key
+    assert report["n_good"] == 4 and report["n_defective"] == 4
+    assert report["min_defect_area_mm2"] == pytest.approx(report["min_defect_area_px"] * 0.0025)
+    for png in ("scores.png", "roc.png"):
+        assert (taught.report_path.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(taught.report_path.parent.glob(".*.tmp"))
+
+
+def test_an_operator_cannot_activate_and_refusals_are_audited(world):
+    db, session, taught = world["db"], world["session"], world["taught"]
+    with pytest.raises(AccessDenied, match="otto is operator; only technician may activate"):
+        session.activate(taught.version_id, user=OPERATOR, pin=OPERATOR_PIN)
+    with pytest.raises(AccessDenied, match="wrong PIN"):
+        session.activate(taught.version_id, user=TECH, pin="0000")
+    with pytest.raises(AccessDenied):
+        set_camera_settings(db, "tile", {"exposure_us": 900.0}, user=OPERATOR, pin=OPERATOR_PIN)
+    assert db.product_by_name("tile").active_model_version_id is None
+    denied = [(e.user, e.role, e.action) for e in db.audit_events(50) if e.action.endswith("_denied")]
+    assert (OPERATOR, "operator", "activate_denied") in denied
+    assert (TECH, "unknown", "activate_denied") in denied
+    assert (OPERATOR, "operator", "set_camera_settings_denied") in denied
+
+
+def test_activate_recalibrate_switch_and_roll_back(world):
+    db, session, taught = world["db"], world["session"], world["taught"]
+    v1 = taught.version_id
+    v1_sha = file_sha256(taught.model_path)
+    session.activate(v1, user=TECH, pin=TECH_PIN)
+    set_camera_settings(db, "tile", {"exposure_us": 1500.0, "roi": [0, 0, 200, 200]}, user=TECH, pin=TECH_PIN)
+    recipe = active_recipe(db, "tile")
+    assert recipe.model_version_id == v1 and recipe.model_path == taught.model_path
+    assert recipe.camera_settings == {"exposure_us": 1500.0, "roi": [0, 0, 200, 200]}
+    assert recipe.rule == InspectionRule.from_metadata(load_model(taught.model_path)[1])
+    assert len(recipe.reference_scores) == 4
+
+    # Recalibration writes a new file and a new candidate; version 1's file is untouched.
+    re = session.calibrate(v1, target_frr=0.3, pixel_fpr=None, user=TECH)
+    v2 = re.version_id
+    assert v2 != v1 and re.model_path != taught.model_path and file_sha256(taught.model_path) == v1_sha
+    assert db.latest_calibration(v2).pixel_threshold is None
+    assert load_model(re.model_path)[1]["pixel_threshold"] is None
+    assert db.model_version(v2).note == f"recalibration of version {v1}"
+
+    session.activate(v2, user=TECH, pin=TECH_PIN)
+    assert active_recipe(db, "tile").model_version_id == v2
+    assert db.model_version(v1).status == "retired"
+
+    assert session.rollback(user=TECH, pin=TECH_PIN) == v1
+    assert active_recipe(db, "tile").model_version_id == v1
+    assert db.model_version(v2).status == "retired" and db.model_version(v1).status == "active"
+    with pytest.raises(AccessDenied):
+        session.rollback(user=OPERATOR, pin=OPERATOR_PIN)
+
+    events = [e for e in db.audit_events(100) if e.target == f"product:{session.product_id}"]
+    activations = [(e.user, e.role, e.before["active_model_version_id"], e.after["active_model_version_id"])
+                   for e in events if e.action == "set_active_model"]
+    assert activations[:3] == [(TECH, "technician", v2, v1), (TECH, "technician", v1, v2), (TECH, "technician", None, v1)]
+    assert any(e.action == "rollback" and e.after == {"active_model_version_id": v1} for e in events)
+    assert all(e.time is not None for e in events)
+    world["v2"] = v2
+
+
+def test_shadow_mode_reports_agreement_and_differences(world):
+    session, taught = world["session"], world["taught"]
+    v2 = world.get("v2")
+    if v2 is None:
+        pytest.skip("needs the versions made by test_activate_recalibrate_switch_and_roll_back")
+    images = taught.calibration_images[:3]
+    report = session.shadow(v2, images)
+    # Same networks, other thresholds: the scores agree exactly; decisions differ only where a
+    # score lies between the two thresholds (or the pixel rule, which only version 1 has, fires).
+    assert report.n == 3 and report.median_score_shift == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 <= report.agreement <= 1.0
+    assert len(report.differences) == round((1 - report.agreement) * 3)
+    assert report.as_dict()["n"] == 3 and "agreement" in report.summary()
+    with pytest.raises(DataError, match="no stored inspection images"):
+        session.shadow(v2)
+
+
+def test_a_changed_model_file_is_refused(world, tmp_path):
+    db, taught = world["db"], world["taught"]
+    product = db.product_by_name("tile")
+    path = Path(db.model_version(product.active_model_version_id).path)
+    backup = tmp_path / "backup"
+    shutil.copyfile(path, backup)
+    try:
+        with open(path, "ab") as f:
+            f.write(b"\0")
+        with pytest.raises(ModelFileError, match="changed since it was registered"):
+            active_recipe(db, "tile")
+    finally:
+        shutil.copyfile(backup, path)
+    assert active_recipe(db, "tile").model_path == path
+
+
+def test_inspector_calibrate_command_writes_report_model_and_db(world, tmp_path, capsys):
+    model = tmp_path / "model.safetensors"
+    shutil.copyfile(world["taught"].model_path, model)
+    good = copy_images(world["good"], tmp_path / "held_out", [p.name for p in world["taught"].calibration_images])
+    url = f"sqlite:///{world['root'] / 'history.db'}"
+    report_dir = tmp_path / "report"
+    rc = main(["calibrate", str(model), str(good), "--defects", str(world["defects"]), "--target-frr", "25%",
+               "--pixel-fpr", "0.01", "--mm-per-px", "0.1", "--report", str(report_dir), "--db", url,
+               "--product", "tile-cli", "--user", TECH, "--device", "cpu", "--backend", "eager"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "expected false-reject rate 20 %" in out and "F1-optimal threshold" in out
+    report = json.loads((report_dir / "report.json").read_text())
+    assert {"threshold", "expected_frr", "frr_ci_low", "frr_ci_high", "n_good", "escape_rate", "f1_threshold",
+            "pixel_threshold", "min_defect_area_px"} <= set(report)
+    assert (report_dir / "roc.png").is_file() and (report_dir / "scores.png").is_file()
+    _, meta = load_model(model)
+    assert meta["threshold"] == pytest.approx(report["threshold"]) and set(METADATA_KEYS) <= set(meta)
+    db = world["db"]
+    (version,) = versions(db, "tile-cli")
+    assert version.sha256 == file_sha256(model) and version.calibration.image_threshold == pytest.approx(report["threshold"])
+
+    # Again on the same, now registered candidate: updated in place, audited.
+    rc = main(["calibrate", str(model), str(good), "--target-frr", "0.3", "--no-pixel-rule", "--report",
+               str(tmp_path / "report2"), "--db", url, "--user", TECH, "--device", "cpu", "--backend", "eager"])
+    assert rc == 0
+    assert db.model_version(version.id).sha256 == file_sha256(model)
+    assert db.latest_calibration(version.id).target_frr == 0.3
+    assert any(e.action == "recalibrate_candidate" for e in db.audit_events(20))
+
+    # An active model's file is never rewritten in place.
+    active = db.model_version(db.product_by_name("tile").active_model_version_id).path
+    rc = main(["calibrate", active, str(good), "--target-frr", "0.3", "--report", str(tmp_path / "r3"), "--db", url, "--device", "cpu", "--backend", "eager"])
+    assert rc == 2 and "never changed in place" in capsys.readouterr().err
+
+    # A corrupt good image: a clear one-line error, the model file untouched.
+    (good / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    before = file_sha256(model)
+    rc = main(["calibrate", str(model), str(good), "--target-frr", "0.3", "--report", str(tmp_path / "r4"), "--device", "cpu", "--backend", "eager"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "broken.jpg: not a readable image" in err and file_sha256(model) == before
+
+
+def test_teach_commands_status_activate_and_refusal(world, tmp_path, capsys):
+    url = f"sqlite:///{world['root'] / 'history.db'}"
+    common = ["--product", "tile", "--db", url, "--workdir", str(world["root"] / "work"), "--backend", "eager"]
+    assert main(["teach", "status", *common, "--json", str(tmp_path / "status.json")]) == 0
+    out = capsys.readouterr().out
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["samples"] == 16 and status["active_version"] == world["taught"].version_id
+    assert f"* version {world['taught'].version_id:>4}  active" in out
+
+    target = world.get("v2")
+    if target is None:
+        pytest.skip("needs the versions made by test_activate_recalibrate_switch_and_roll_back")
+    rc = main(["teach", "activate", *common, "--version", str(target), "--user", OPERATOR, "--pin", OPERATOR_PIN])
+    assert rc == 2 and "only technician may activate" in capsys.readouterr().err
+    assert main(["teach", "activate", *common, "--version", str(target), "--user", TECH, "--pin", TECH_PIN]) == 0
+    assert world["db"].product_by_name("tile").active_model_version_id == target
+    assert main(["teach", "rollback", *common, "--user", TECH, "--pin", TECH_PIN]) == 0
+    assert world["db"].product_by_name("tile").active_model_version_id == world["taught"].version_id
