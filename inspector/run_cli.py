@@ -10,7 +10,6 @@ import argparse
 import logging
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ DEFAULT_SUMMARY_S = 5.0
 DEFAULT_PRODUCT = "default"
 DEFAULT_IMAGE_QUOTA_GB = 20.0
 STOP_TIMEOUT_S = 60.0
+WRITER_MAX_BUFFERED = 64
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trigger", choices=("free_run", "hardware"), default="free_run",
                    help="camera trigger (hardware: an edge on --trigger-line)")
     p.add_argument("--trigger-line", default="Line1", help="camera input line for --trigger hardware")
-    p.add_argument("--queue-size", type=int, default=8, help="frames waiting for the engine at most")
+    p.add_argument("--queue-size", type=int, default=None,
+                   help="frames waiting for the engine at most (default: 8 triggered, 1 live)")
     p.add_argument("--image-dir", type=Path, default=None,
                    help="folder for frames and heatmaps (default: images/ beside a SQLite database, "
                    "else in the data folder)")
@@ -113,7 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             pass_sample_rate=args.pass_sample_rate,
             heatmap_range=(min(0.0, rule.threshold), 2 * rule.threshold) if rule.threshold > 0 else None,
         )
-        writer = HistoryWriter(db, store)
+        # A small bound on records held in memory: each carries its frame and a float32 map.
+        writer = HistoryWriter(db, store, max_buffered=WRITER_MAX_BUFFERED)
         pipeline = Pipeline(
             camera, engine, rule, writer, mode=args.mode, queue_size=args.queue_size,
             model_version_id=model_version_id, product_id=product_id,
@@ -123,7 +125,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = _Printer()
         if args.print_results:
             pipeline.subscribe(out.result)
-        pipeline.on_alarm(out.alarm)
         out.line(
             f"inspecting {args.camera} with {engine.model_path.name} (model version {model_version_id}, "
             f"{engine.info['device']}, {engine.backend}); threshold {rule.threshold:g} from {source}; "
@@ -138,19 +139,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True
             out.line("stopping: inspecting and recording the frames already acquired ...")
-        clean = pipeline.stop(STOP_TIMEOUT_S)
+        finally:  # whatever ended the loop, what was acquired is inspected and recorded
+            clean = pipeline.stop(STOP_TIMEOUT_S)
         metrics = pipeline.metrics()
         if interrupted:
             why = "interrupted"
+        elif not pipeline.source_ended:
+            why = "acquisition failed"
         elif args.max_frames is not None and metrics.acquired >= args.max_frames:
             why = f"{args.max_frames} frames"
         else:
             why = "the camera's source ended"
         out.line(f"stopped ({why}): {summary_line(metrics)}; acquired {metrics.acquired}, "
                  f"recorded {metrics.recorded}")
-        if not clean or metrics.unrecorded:
-            raise DatabaseError(f"{metrics.unrecorded} verdicts could not be recorded before the stop timed "
-                                f"out ({STOP_TIMEOUT_S:g} s); see the alarms above")
+        lost = metrics.unrecorded + metrics.writer.failed
+        if not clean or lost:
+            raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
+        if not interrupted and not pipeline.source_ended:
+            raise InspectorError("acquisition stopped by an internal error; see the alarms above")
         return 0
     finally:
         camera.close()
@@ -166,7 +172,7 @@ def _quiet_migrations(args: argparse.Namespace) -> None:
 def _check_run_args(args: argparse.Namespace) -> None:
     if args.max_frames is not None and args.max_frames < 1:
         raise InspectorError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.queue_size < 1:
+    if args.queue_size is not None and args.queue_size < 1:
         raise InspectorError(f"--queue-size must be >= 1, got {args.queue_size}")
     if not 0.0 <= args.pass_sample_rate <= 1.0:
         raise InspectorError(f"--pass-sample-rate must be within 0..1, got {args.pass_sample_rate:g}")
@@ -219,17 +225,27 @@ def decision_rule(args: argparse.Namespace, db: Any, metadata: dict[str, Any], m
         raise InspectorError("--pixel-threshold needs --threshold as well (or neither, to use the calibration)")
     calibration = db.latest_calibration(model_version_id)
     if calibration is not None:
-        rule = DecisionRule(calibration.image_threshold, calibration.pixel_threshold, calibration.min_defect_area_px)
+        rule = _calibrated_rule(calibration.image_threshold, calibration.pixel_threshold, calibration.min_defect_area_px)
         return rule, f"calibration {calibration.id} of {calibration.created:%Y-%m-%d %H:%M} UTC"
-    if "threshold" in metadata:
+    if metadata.get("threshold") is not None:
         try:
-            rule = DecisionRule(metadata["threshold"], metadata.get("pixel_threshold"), metadata.get("min_defect_area_px"))
-        except InspectorError as exc:
+            rule = _calibrated_rule(metadata["threshold"], metadata.get("pixel_threshold"), metadata.get("min_defect_area_px"))
+        except (InspectorError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{model_path}: its calibration metadata is unusable ({exc})") from None
         return rule, "the model file's calibration"
     raise InspectorError(
         f"model {model_path} has no threshold: calibrate it on good images first, or pass --threshold"
     )
+
+
+def _calibrated_rule(threshold: Any, pixel_threshold: Any, min_area: Any):
+    """A stored calibration as a rule. Calibration records a pixel rule as a pair: a pixel
+    threshold without a minimum area is no pixel rule there, so it is none here either."""
+    from inspector.pipeline import DecisionRule
+
+    if pixel_threshold is None or min_area is None:
+        return DecisionRule(float(threshold))
+    return DecisionRule(float(threshold), float(pixel_threshold), int(min_area))
 
 
 def _default_image_dir(db: Any) -> Path:
@@ -264,7 +280,8 @@ def summary_line(m: Any) -> str:
 
 
 class _Printer:
-    """Lines to stdout, alarms to stderr, whole lines only (results come from the writer thread)."""
+    """Whole lines to stdout from any thread (results come from the writer's). Alarms reach the
+    console through logging: the pipeline and the history writer log each one as a warning."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -277,10 +294,6 @@ class _Printer:
         row = "journal" if r.inspection_id is None else str(r.inspection_id)
         error = f" error: {r.error}" if r.error else ""
         self.line(f"result {r.frame_id} {r.decision} {r.score:.6f} {row} {r.uid}{error}")
-
-    def alarm(self, alarm: Any) -> None:
-        with self._lock:
-            print(f"ALARM {alarm.kind}: {alarm.message}", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from inspector.cli import main
-from inspector.errors import InspectorError
+from inspector.errors import InspectorError, ModelFileError
 from inspector.history import HistoryDB, file_sha256
 from inspector.run_cli import decision_rule, register_model
 from pipeline_support import REPO, copy_images, good_images, trained_model
@@ -116,6 +116,12 @@ def test_threshold_comes_from_the_option_then_the_database_then_the_model_file(t
     rule, source = decision_rule(args, db, metadata, version_id, model_path)
     assert (rule.threshold, rule.pixel_threshold, rule.min_defect_area_px) == (0.3, 0.2, 12)
     assert source == "the model file's calibration"
+    # As calibration records it, a pixel threshold without a minimum area is no pixel rule.
+    rule, _ = decision_rule(args, db, {"threshold": 0.3, "pixel_threshold": 0.2, "min_defect_area_px": None},
+                            version_id, model_path)
+    assert (rule.threshold, rule.pixel_threshold) == (0.3, None)
+    with pytest.raises(ModelFileError, match="calibration metadata is unusable"):
+        decision_rule(args, db, {"threshold": "high"}, version_id, model_path)
     db.add_calibration(version_id, image_threshold=0.4, pixel_threshold=0.25, min_defect_area_px=9,
                        target_frr=0.01, expected_frr=0.01, created_by="test")
     rule, _ = decision_rule(args, db, metadata, version_id, model_path)

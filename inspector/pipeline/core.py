@@ -36,6 +36,8 @@ from .result import InspectionResult, history_image
 log = logging.getLogger(__name__)
 
 MODES: Final = ("triggered", "live")
+#: Frames waiting for the engine at most, per mode: live view wants the newest frame, not a backlog.
+DEFAULT_QUEUE_SIZE: Final = {"triggered": 8, "live": 1}
 
 # Alarm kinds raised by the pipeline; the history writer's own kinds (db_unavailable,
 # db_recovered, records_lost, ...) are passed on unchanged.
@@ -80,6 +82,8 @@ class Pipeline:
     acquisition thread waits (backpressure, alarmed as ``queue_full``) and the camera's own
     buffers absorb the wait. ``mode="live"``: when the queue is full the oldest waiting frame is
     dropped for the new one and counted; the camera is started latest-only as well.
+    ``queue_size`` defaults to 8 frames when triggered and 1 when live (a longer live queue only
+    makes the frames inspected older).
 
     ``trigger`` is the camera's trigger mode (for ``SOFTWARE``, call ``camera.trigger()``;
     ``HARDWARE`` listens on ``trigger_line``).
@@ -103,7 +107,7 @@ class Pipeline:
         rule: DecisionRule,
         writer: HistoryWriter,
         mode: str = "triggered",
-        queue_size: int = 8,
+        queue_size: int | None = None,
         model_version_id: int | None = None,
         product_id: int | None = None,
         *,
@@ -129,6 +133,8 @@ class Pipeline:
         self.grab_timeout_s = grab_timeout_s
         self._model = _Model(engine, rule, model_version_id)
         self._shadow = shadow
+        if queue_size is None:
+            queue_size = DEFAULT_QUEUE_SIZE[mode]
         self._queue: FrameQueue[Frame] = FrameQueue(queue_size)
         self._result_subscribers: tuple[ResultSubscriber, ...] = ()
         self._alarm_subscribers: tuple[AlarmSubscriber, ...] = ()
@@ -214,10 +220,11 @@ class Pipeline:
         self._acquisition.start()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until acquisition ended by itself (the source ran out or ``max_frames`` were
-        acquired) and every acquired frame was inspected. False on timeout. Call :meth:`stop`
-        afterwards to make the last results durable."""
-        return self._worker_done.wait(timeout) and self._source_ended.is_set()
+        """Block until acquisition has ended and every acquired frame was inspected; False on
+        timeout. Acquisition ends when the source runs out or ``max_frames`` were acquired
+        (:attr:`source_ended` is then True), when :meth:`stop` is called, or on an internal error
+        (alarmed). Call :meth:`stop` afterwards to make the last results durable."""
+        return self._worker_done.wait(timeout)
 
     @property
     def source_ended(self) -> bool:
