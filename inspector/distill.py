@@ -175,7 +175,8 @@ class PatchCoreTargets(nn.Module):
         super().__init__()
         self.backbone = backbone
         with torch.no_grad():
-            channels = [f.shape[1] for f in backbone(torch.zeros(1, 3, 64, 64))]
+            probe = torch.zeros(1, 3, 64, 64, device=next(backbone.parameters()).device)
+            channels = [f.shape[1] for f in backbone(probe)]
         for i, w in enumerate(aggregation_weights(channels, out_channels)):
             self.register_buffer(f"w{i}", w)
         self.channels = channels

@@ -65,15 +65,20 @@ def teacher_channel_stats(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of the teacher's output over the training images.
 
-    ``images`` yields normalised (N, 3, 256, 256) batches. Returns two (1, 384, 1, 1) tensors. The
-    std is taken around the final mean (two passes), as in the official implementation.
+    ``images`` yields normalised (N, 3, 256, 256) batches. Returns two (1, 384, 1, 1) float32
+    tensors. One pass with float64 sums gives the same numbers as the official two passes (the
+    std around the final mean) at half the cost.
     """
-    batches = list(images)
-    means = [teacher(x).mean(dim=(0, 2, 3)) for x in batches]
-    mean = torch.stack(means).mean(dim=0)[None, :, None, None]
-    variances = [((teacher(x) - mean) ** 2).mean(dim=(0, 2, 3)) for x in batches]
-    std = torch.stack(variances).mean(dim=0).sqrt()[None, :, None, None]
-    return mean, std
+    total = total_sq = None
+    count = 0
+    for x in images:
+        out = teacher(x).double()
+        s, sq = out.sum(dim=(0, 2, 3)), (out**2).sum(dim=(0, 2, 3))
+        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+        count += out.shape[0] * out.shape[2] * out.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(0).sqrt()
+    return mean.float()[None, :, None, None], std.float()[None, :, None, None]
 
 
 # --- Training losses (Section 3.2, 3.3, Algorithm 1) ---------------------------------------------

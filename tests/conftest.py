@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests run headless: Qt's offscreen platform, pypylon's camera emulator."""
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PYLON_CAMEMU", "2")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The project's real data (../shared/data); tests that need it skip where it is absent."""
+    if not (SHARED_DATA / "magnetic_tile").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (a fresh clone has none)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tile_train_paths(shared_data) -> list[Path]:
+    """Twelve real good magnetic-tile images, spread over the training set."""
+    paths = sorted((shared_data / "magnetic_tile" / "train" / "good").glob("*.jpg"))
+    return paths[:: max(1, len(paths) // 12)][:12]
+
+
+@pytest.fixture(scope="session")
+def natural_dir(tmp_path_factory) -> Path:
+    """A few of the product's shipped natural images, for the penalty loss."""
+    src = REPO / "inspector" / "assets" / "natural"
+    dst = tmp_path_factory.mktemp("natural")
+    for p in sorted(src.glob("*.jpg"))[:6]:
+        shutil.copy(p, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tile_train_paths, natural_dir) -> Path:
+    """A real model file: two training iterations on real images (fast; not a good detector)."""
+    from inspector.modelfile import save_model
+    from inspector.training import TrainConfig, train
+
+    result = train(tile_train_paths, TrainConfig(iterations=2), teacher="random", penalty_dir=natural_dir, device="cpu", show_progress=False)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(path, result.model, result.metadata)
+    return path

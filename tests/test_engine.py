@@ -1,0 +1,92 @@
+"""The inference engine on the CPU: what a camera gives in, a score and a full-size map out."""
+
+import numpy as np
+import pytest
+
+from inspector.engine import Engine
+from inspector.errors import ImageError, InspectorError, ModelFileError
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return Engine(tiny_model, device="cpu", backend="eager")
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((240, 320), 128, np.uint8),
+        np.full((240, 320, 3), 128, np.uint8),
+        np.full((240, 320), 128 * 257, np.uint16),
+        np.full((240, 320, 3), 128 * 257, np.uint16),
+    ],
+    ids=["gray8", "rgb8", "gray16", "rgb16"],
+)
+def test_map_has_the_image_size_and_score_is_its_maximum(engine, image):
+    pred = engine.predict(image)
+    assert pred.anomaly_map.shape == (240, 320) and pred.anomaly_map.dtype == np.float32
+    assert pred.score == pytest.approx(float(pred.anomaly_map.max()))
+    assert np.isfinite(pred.anomaly_map).all()
+
+
+def test_gray_colour_and_bit_depth_give_the_same_score(engine):
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (200, 260), dtype=np.uint8)
+    scores = [engine.predict(im).score for im in (gray, np.stack([gray] * 3, axis=2), gray.astype(np.uint16) * 257)]
+    assert max(scores) - min(scores) < 1e-4
+
+
+def test_batch_equals_single_images_of_different_sizes(engine):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((200, 300), (300, 200, 3), (256, 256))]
+    batch = engine.predict_batch(images)
+    for image, b in zip(images, batch):
+        single = engine.predict(image)
+        assert b.anomaly_map.shape == image.shape[:2]
+        assert b.score == pytest.approx(single.score, abs=1e-4)
+    assert engine.predict_batch([]) == []
+
+
+def test_a_bright_defect_raises_the_map_where_it_is(engine):
+    rng = np.random.default_rng(2)
+    image = rng.normal(120, 5, (256, 256)).clip(0, 255).astype(np.uint8)
+    defect = image.copy()
+    defect[100:140, 100:140] = 255
+    diff = engine.predict(defect).anomaly_map - engine.predict(image).anomaly_map
+    inside, outside = np.abs(diff[100:140, 100:140]).mean(), np.abs(diff[:40, :40]).mean()
+    assert inside > 5 * outside
+
+
+def test_bad_arrays_get_clear_errors(engine):
+    with pytest.raises(ImageError, match="dtype"):
+        engine.predict(np.zeros((64, 64), np.float64))
+    with pytest.raises(ImageError, match="shape"):
+        engine.predict(np.zeros((64, 64, 5), np.uint8))
+
+
+def test_backends_agree_and_auto_picks_one_by_measurement(tiny_model):
+    image = np.random.default_rng(3).integers(0, 256, (180, 240), dtype=np.uint8)
+    eager = Engine(tiny_model, device="cpu", backend="eager").predict(image)
+    ort = Engine(tiny_model, device="cpu", backend="onnxruntime").predict(image)
+    assert ort.score == pytest.approx(eager.score, abs=1e-3)
+    auto = Engine(tiny_model, device="cpu")
+    assert auto.backend in ("eager", "onnxruntime")
+    assert auto.info["threads"] >= 1 and len(auto.info["model_sha256"]) == 64
+
+
+def test_letterbox_models_map_back_to_the_image(tiny_model, tmp_path):
+    from inspector.modelfile import load_model, save_model
+
+    model, meta = load_model(tiny_model)
+    path = tmp_path / "letterbox.safetensors"
+    save_model(path, model, {**meta, "resize_mode": "letterbox"})
+    engine = Engine(path, device="cpu", backend="eager")
+    pred = engine.predict(np.full((100, 400), 90, np.uint8))
+    assert pred.anomaly_map.shape == (100, 400)
+
+
+def test_engine_errors(tmp_path, tiny_model):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        Engine(tmp_path / "missing.safetensors")
+    with pytest.raises(InspectorError, match="backend must be one of"):
+        Engine(tiny_model, backend="tensorrt")

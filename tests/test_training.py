@@ -1,0 +1,80 @@
+"""Training: a short run on real images already separates defects; checkpoints, resume, cancel."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from inspector.engine import Engine
+from inspector.errors import DataError
+from inspector.images import list_images, read_image
+from inspector.metrics import image_auroc
+from inspector.modelfile import load_tensors, save_model
+from inspector.training import (
+    MIN_GOOD_IMAGES,
+    TrainConfig,
+    TrainingCancelled,
+    augment,
+    split_holdout,
+    train,
+)
+
+
+@pytest.mark.slow
+def test_short_training_ranks_defects_above_good_parts(shared_data, natural_dir, tmp_path):
+    """40 iterations with the shipped teacher: defective tiles score higher than good ones."""
+    tile = shared_data / "magnetic_tile"
+    train_paths = list_images(tile / "train" / "good")[::19][:40]
+    result = train(train_paths, TrainConfig(iterations=40), penalty_dir=natural_dir, device="cpu", show_progress=False)
+    assert result.metadata["teacher"] == "teacher_small.safetensors"
+    path = tmp_path / "m.safetensors"
+    save_model(path, result.model, result.metadata)
+    engine = Engine(path, device="cpu", backend="eager", warmup=False)
+    good = list_images(tile / "test" / "good")[::8][:20]
+    bad = list_images(tile / "test" / "blowhole")[::8][:10] + list_images(tile / "test" / "break")[::8][:10]
+    scores = [engine.predict(read_image(p)).score for p in good + bad]
+    auroc = image_auroc(np.array([0] * len(good) + [1] * len(bad)), np.array(scores))
+    assert auroc >= 0.7, f"image AUROC {auroc:.3f} after a short run"
+
+
+def test_too_few_images_says_how_many_are_needed(tile_train_paths):
+    with pytest.raises(DataError, match=f"at least {MIN_GOOD_IMAGES}"):
+        train(tile_train_paths[:3], TrainConfig(iterations=1), teacher="random")
+
+
+def test_holdout_split_is_deterministic_and_disjoint():
+    train_idx, val_idx = split_holdout(50, 0.1, seed=3)
+    assert len(val_idx) == 5 and not set(train_idx) & set(val_idx)
+    assert split_holdout(50, 0.1, seed=3) == (train_idx, val_idx)
+    assert len(split_holdout(10, 0.1, seed=0)[1]) == 1
+
+
+def test_augmentation_changes_brightness_contrast_or_saturation():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 16, 16)
+    outs = [augment(x, g) for _ in range(20)]
+    assert all(o.shape == x.shape and o.min() >= 0 and o.max() <= 1 for o in outs)
+    assert any(not torch.allclose(o, x) for o in outs)
+
+
+def test_training_is_deterministic_and_resumes_from_a_checkpoint(tile_train_paths, natural_dir, tmp_path):
+    config = TrainConfig(iterations=4, checkpoint_every=2)
+    full = train(tile_train_paths, config, teacher="random", penalty_dir=natural_dir, device="cpu", show_progress=False)
+
+    # Cancel after the first iteration (from the progress callback, as another thread would).
+    cancel = threading.Event()
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(TrainingCancelled, match="cancelled at iteration 1"):
+        train(tile_train_paths, config, teacher="random", penalty_dir=natural_dir, device="cpu", checkpoint=ckpt,
+              on_progress=lambda p: cancel.set(), cancel=cancel, show_progress=False)
+    _, meta = load_tensors(ckpt, "checkpoint")
+    assert meta["iteration"] == 1
+    seen = []
+    resumed = train(tile_train_paths, config, teacher="random", penalty_dir=natural_dir, device="cpu", checkpoint=ckpt,
+                    on_progress=seen.append, show_progress=False)
+    assert [p.iteration for p in seen] == [2, 3, 4]
+    assert not ckpt.exists()  # a finished run removes its checkpoint
+    assert resumed.losses == pytest.approx(full.losses[1:], rel=1e-4)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
