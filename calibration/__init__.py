@@ -5,7 +5,7 @@ Modules (no Qt anywhere; the GUI calls the same functions as the ``inspector`` c
 ``thresholds``  statistics: :func:`threshold_for_frr` (order statistics, exact interval, tail fit),
                 :func:`analyse_defects` (ROC, escape rate, F1-optimal threshold),
                 :func:`calibrate_pixel_rule` (map threshold and minimum defect area)
-``rule``        :class:`InspectionRule`: the pass/fail rule a calibration yields, ``judge(score, map)``
+``rule``        the pipeline's ``DecisionRule`` to and from model metadata and calibration rows
 ``calibrate``   score images with the engine -> :class:`CalibrationResult`; write thresholds into
                 the model file; store them in the history database
 ``report``      report.json and PNG plots

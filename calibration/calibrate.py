@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from calibration.rule import InspectionRule
+from calibration.rule import DecisionRule, rule_from_values, rule_metadata
 from calibration.thresholds import (
     DefectAnalysis,
     ImageThreshold,
@@ -52,6 +52,8 @@ def defect_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
+    if folder.name == "good":
+        raise DataError(f"{folder}: no defective images there (a good/ folder holds defect-free ones)")
     root = folder / "test" if (folder / "test").is_dir() else folder
     paths = list_images(root)
     for sub in sorted(d for d in root.iterdir() if d.is_dir() and d.name != "good"):
@@ -77,10 +79,10 @@ class CalibrationResult:
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
-    def rule(self) -> InspectionRule:
+    def rule(self) -> DecisionRule:
         if self.pixel is None:
-            return InspectionRule(self.image.threshold)
-        return InspectionRule(self.image.threshold, self.pixel.pixel_threshold, self.pixel.min_defect_area_px)
+            return rule_from_values(self.image.threshold)
+        return rule_from_values(self.image.threshold, self.pixel.pixel_threshold, self.pixel.min_defect_area_px)
 
     @property
     def warnings(self) -> list[str]:
@@ -157,7 +159,7 @@ class CalibrationResult:
         }
         if self.pixel is not None:
             summary.update(target_pixel_fpr=self.pixel.target_pixel_fpr, mm_per_px=self.pixel.mm_per_px)
-        return {**self.rule.as_metadata(), "calibration": summary}
+        return {**rule_metadata(self.rule), "calibration": summary}
 
 
 def score_paths(

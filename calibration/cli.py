@@ -41,8 +41,12 @@ def positive(text: str) -> float:
 
 
 def _open_db(url: str | None):
+    import logging
+
     from inspector.history import HistoryDB, default_db_url
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-run schema chatter
     db = HistoryDB(url or default_db_url())
     db.upgrade()
     return db
@@ -196,7 +200,9 @@ def _session(args: argparse.Namespace):
     from calibration.teach import TeachSession
 
     gates = QualityGates(same_size=False) if getattr(args, "allow_mixed_sizes", False) else None
-    return TeachSession(_open_db(args.db), args.product, args.workdir, gates=gates, device=args.device, backend=args.backend)
+    create = args.teach_step in ("collect", "train")  # the other steps need a product that exists
+    return TeachSession(_open_db(args.db), args.product, args.workdir, gates=gates, device=args.device,
+                        backend=args.backend, create=create)
 
 
 def cmd_teach_collect(args: argparse.Namespace) -> int:

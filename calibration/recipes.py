@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from calibration.rule import InspectionRule
+from calibration.rule import DecisionRule, rule_from_calibration
 from inspector.errors import DataError, InspectorError, ModelFileError
 from inspector.history import HistoryDB, file_sha256
 from inspector.history.models import AuditEvent, Calibration, ModelVersion, Product
@@ -140,7 +140,7 @@ class Recipe:
     model_version_id: int
     model_path: Path
     model_sha256: str
-    rule: InspectionRule
+    rule: DecisionRule
     calibration_id: int
     target_frr: float
     expected_frr: float
@@ -170,7 +170,7 @@ def active_recipe(db: HistoryDB, product: str, *, verify_file: bool = True) -> R
         model_version_id=version.id,
         model_path=path,
         model_sha256=version.sha256,
-        rule=InspectionRule.from_calibration(calibration),
+        rule=rule_from_calibration(calibration),
         calibration_id=calibration.id,
         target_frr=calibration.target_frr,
         expected_frr=calibration.expected_frr,

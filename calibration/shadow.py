@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from calibration.rule import InspectionRule
+from calibration.rule import DecisionRule
 from inspector.errors import DataError
 from inspector.images import read_image
 
@@ -70,9 +70,9 @@ class ShadowReport:
 
 def shadow_compare(
     candidate: Engine,
-    candidate_rule: InspectionRule,
+    candidate_rule: DecisionRule,
     active: Engine,
-    active_rule: InspectionRule,
+    active_rule: DecisionRule,
     images: Sequence[Path] | Sequence[tuple[str, np.ndarray]],
     batch: int = 4,
 ) -> ShadowReport:
@@ -85,8 +85,8 @@ def shadow_compare(
         named = [(str(x), read_image(x)) if isinstance(x, (str, Path)) else (str(x[0]), x[1]) for x in chunk]
         arrays = [im for _, im in named]
         for (name, _), pa, pc in zip(named, active.predict_batch(arrays), candidate.predict_batch(arrays)):
-            va = active_rule.judge(pa.score, pa.anomaly_map)
-            vc = candidate_rule.judge(pc.score, pc.anomaly_map)
+            va = active_rule.decide(pa.score, pa.anomaly_map)
+            vc = candidate_rule.decide(pc.score, pc.anomaly_map)
             rows.append(ShadowDifference(name, pa.score, va.decision, pc.score, vc.decision))
     a = np.array([r.active_score for r in rows])
     c = np.array([r.candidate_score for r in rows])

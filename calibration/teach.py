@@ -60,6 +60,7 @@ from calibration.recipes import (
     activation_history,
     active_recipe,
     ensure_product,
+    get_product,
     require_role,
     safe_name,
     verify_model_file,
@@ -67,7 +68,7 @@ from calibration.recipes import (
     versions,
 )
 from calibration.report import REPORT_JSON, write_json_atomic, write_report
-from calibration.rule import InspectionRule
+from calibration.rule import rule_from_calibration
 from calibration.shadow import ShadowReport, shadow_compare
 from calibration.thresholds import check_resolvable, pct
 from inspector.errors import CameraError, DataError, InspectorError
@@ -119,8 +120,9 @@ def _stamp() -> str:
 
 
 class TeachSession:
-    """Teaching one product. ``db`` must be upgraded (``db.upgrade()``); the product is created
-    if it does not exist. ``device``/``backend`` are the engine's (see :class:`Engine`)."""
+    """Teaching one product. ``db`` must be upgraded (``db.upgrade()``). With ``create`` the
+    product is made if it does not exist, else a missing product is a DataError.
+    ``device``/``backend`` are the engine's (see :class:`Engine`)."""
 
     def __init__(
         self,
@@ -131,10 +133,11 @@ class TeachSession:
         gates: QualityGates | None = None,
         device: str = "auto",
         backend: str = "auto",
+        create: bool = True,
     ) -> None:
         self.db = db
         self.product = product
-        self.product_id = ensure_product(db, product).id
+        self.product_id = (ensure_product(db, product) if create else get_product(db, product)).id
         self.dir = Path(workdir or default_workdir()) / safe_name(product)
         # Gates given here are kept with the samples, so later steps judge them the same way.
         self.gates = gates if gates is not None else self._saved_gates()
@@ -556,7 +559,7 @@ class TeachSession:
             paths = [Path(p) for p in images]
         active_engine = Engine(recipe.model_path, device=self.device, backend=self.backend)
         candidate_engine = Engine(candidate.path, device=self.device, backend=self.backend)
-        return shadow_compare(candidate_engine, InspectionRule.from_calibration(candidate.calibration), active_engine, recipe.rule, paths)
+        return shadow_compare(candidate_engine, rule_from_calibration(candidate.calibration), active_engine, recipe.rule, paths)
 
     def recipe(self) -> Recipe:
         """The product's active model, thresholds and camera settings."""

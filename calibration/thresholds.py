@@ -38,12 +38,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from inspector.errors import DataError
+# Regions are counted exactly as the line counts them (8-connected, in map pixels).
+from inspector.pipeline.decision import largest_region_px
 
 #: Below ``RELIABLE_FACTOR / target_frr`` good images the threshold comes with a warning.
 RELIABLE_FACTOR = 3
@@ -334,15 +335,6 @@ def analyse_defects(
 # --- Pixel rule -----------------------------------------------------------------------------------
 
 
-def largest_region_px(anomaly_map: np.ndarray, pixel_threshold: float, connectivity: int = 8) -> int:
-    """Area in pixels of the largest connected region of ``anomaly_map > pixel_threshold`` (0 if none)."""
-    mask = (np.asarray(anomaly_map) > pixel_threshold).astype(np.uint8)
-    if not mask.any():
-        return 0
-    count, _, region_stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=connectivity)
-    return int(region_stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
-
-
 @dataclass(frozen=True)
 class PixelRule:
     """Map threshold and minimum defect area, calibrated on good images' anomaly maps.
@@ -385,7 +377,6 @@ def calibrate_pixel_rule(
     *,
     mm_per_px: float | None = None,
     confidence: float = 0.95,
-    connectivity: int = 8,
 ) -> PixelRule:
     """Pixel threshold at ``target_pixel_fpr`` of good-map pixels, and the minimum defect area.
 
@@ -411,7 +402,7 @@ def calibrate_pixel_rule(
         )
     threshold = float(np.partition(values, n_values - 1 - k)[n_values - 1 - k])
     observed = float(np.count_nonzero(values > threshold)) / n_values
-    largest = max(largest_region_px(m, threshold, connectivity) for m in good_maps)
+    largest = max(largest_region_px(m, threshold) for m in good_maps)
     n = len(good_maps)
     a = 1 - confidence
     low, high = stats.beta.ppf([a / 2, 1 - a / 2], 1, n)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from calibration.rule import InspectionRule
+from calibration.rule import DecisionRule, rule_from_metadata, rule_metadata
 from calibration.thresholds import (
     MIN_TAIL_SCORES,
     analyse_defects,
@@ -154,14 +154,15 @@ def test_largest_region_counts_connected_pixels():
     assert largest_region_px(m, 1.0) == 0
 
 
-def test_inspection_rule_judges_image_score_and_regions():
-    rule = InspectionRule(threshold=1.0, pixel_threshold=0.5, min_defect_area_px=5)
+def test_rule_round_trips_through_model_metadata():
+    rule = DecisionRule(threshold=1.0, pixel_threshold=0.5, min_defect_area_px=5)
+    assert rule_from_metadata(rule_metadata(rule)) == rule
     m = np.zeros((10, 10), np.float32)
-    assert rule.judge(1.0, m).decision == "PASS"  # equal to the threshold passes
-    assert rule.judge(1.01, m).image_fail
-    m[0:2, 0:3] = 0.9  # 6 px above the pixel threshold, image score below
-    v = rule.judge(0.9, m)
-    assert v.decision == "FAIL" and v.region_fail and not v.image_fail and v.largest_region_px == 6
-    assert InspectionRule.from_metadata(rule.as_metadata()) == rule
+    m[0:2, 0:3] = 0.9  # 6 px above the pixel threshold, image score below the threshold
+    assert rule.decide(0.9, m).decision == "FAIL" and rule.decide(1.0, m * 0).decision == "PASS"
+    # A pixel threshold without an area is no pixel rule (as `inspector run` reads it).
+    assert rule_from_metadata({"threshold": 1.0, "pixel_threshold": 0.5}) == DecisionRule(1.0)
     with pytest.raises(ModelFileError, match="not calibrated"):
-        InspectionRule.from_metadata({"kind": "efficientad"})
+        rule_from_metadata({"kind": "efficientad"})
+    with pytest.raises(ModelFileError, match="unusable"):
+        rule_from_metadata({"threshold": "nan?"})

@@ -137,6 +137,22 @@ def test_too_few_images_and_unreachable_targets_fail_before_training(tmp_path, d
         session.train(iterations=1, teacher="random", target_frr=0.25, defects=tmp_path / "missing")
 
 
+def test_teach_collect_command(tmp_path, capsys):
+    from inspector.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        write(src / f"part{i}.png", texture(300 + i))
+    write(src / "dup.png", texture(300))
+    args = ["teach", "collect", "--product", "p", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--workdir", str(tmp_path / "w")]
+    assert main([*args, "--folder", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert "3 accepted, 1 rejected" in out and "part0.png: duplicate of dup.png" in out  # name order: dup.png came first
+    assert main([*args, "--camera", f"folder://{src}?fps=0"]) == 2
+    assert "--camera needs --count" in capsys.readouterr().err
+
+
 def test_collect_from_a_replayed_camera(tmp_path, db):
     frames = tmp_path / "frames"
     frames.mkdir()

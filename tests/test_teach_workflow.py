@@ -18,7 +18,7 @@ import pytest
 from calibration.calibrate import METADATA_KEYS
 from calibration.quality import QualityGates
 from calibration.recipes import AccessDenied, active_recipe, set_camera_settings, versions
-from calibration.rule import InspectionRule
+from calibration.rule import rule_from_metadata
 from calibration.teach import TeachSession
 from inspector.cli import main
 from inspector.errors import DataError, ModelFileError
@@ -27,7 +27,10 @@ from inspector.modelfile import load_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TILE = DATA / "magnetic_tile"
-pytestmark = pytest.mark.skipif(not TILE.is_dir(), reason=f"real data not found at {DATA} (see shared/data/README.md)")
+pytestmark = [
+    pytest.mark.skipif(not TILE.is_dir(), reason=f"real data not found at {DATA} (see shared/data/README.md)"),
+    pytest.mark.slow,
+]
 
 TECH, TECH_PIN = "tina", "4711"
 OPERATOR, OPERATOR_PIN = "otto", "1234"
@@ -128,7 +131,7 @@ def test_activate_recalibrate_switch_and_roll_back(world):
     recipe = active_recipe(db, "tile")
     assert recipe.model_version_id == v1 and recipe.model_path == taught.model_path
     assert recipe.camera_settings == {"exposure_us": 1500.0, "roi": [0, 0, 200, 200]}
-    assert recipe.rule == InspectionRule.from_metadata(load_model(taught.model_path)[1])
+    assert recipe.rule == rule_from_metadata(load_model(taught.model_path)[1])
     assert len(recipe.reference_scores) == 4
 
     # Recalibration writes a new file and a new candidate; version 1's file is untouched.
@@ -241,6 +244,9 @@ def test_teach_commands_status_activate_and_refusal(world, tmp_path, capsys):
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["samples"] == 16 and status["active_version"] == world["taught"].version_id
     assert f"* version {world['taught'].version_id:>4}  active" in out
+
+    rc = main(["teach", "status", "--product", "no-such-product", "--db", url, "--workdir", str(tmp_path)])
+    assert rc == 2 and "no product named 'no-such-product'" in capsys.readouterr().err
 
     target = world.get("v2")
     if target is None:

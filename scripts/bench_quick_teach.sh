@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Quick-teach benchmark (issue 5): good images -> trained, calibrated, activated model, timed;
+# then image AUROC and measured false-reject/escape rates on the category's test set.
+#   bash scripts/bench_quick_teach.sh [IMAGES] [ITERATIONS] [DATA] [DEVICE] [extra options...]
+# e.g. a smoke run on a CPU: bash scripts/bench_quick_teach.sh 50 5 ../shared/data/magnetic_tile cpu --test-per-type 4
+set -eu
+IMAGES=${1:-100}
+ITER=${2:-2000}
+DATA=${3:-../shared/data/magnetic_tile}
+DEVICE=${4:-auto}
+shift $(( $# < 4 ? $# : 4 ))
+exec python -m calibration.bench --data "$DATA" --images "$IMAGES" --iterations "$ITER" --device "$DEVICE" "$@"
