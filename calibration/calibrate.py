@@ -209,7 +209,7 @@ def calibrate_engine(
     good = score_paths(engine, good_paths, (lambda i, m: maps.append(m)) if pixel_fpr else None, show_progress=show_progress, desc="good images")
     image = threshold_for_frr(good, target_frr, confidence=confidence, tail=tail)
     pixel = calibrate_pixel_rule(maps, pixel_fpr, mm_per_px=mm_per_px, confidence=confidence) if pixel_fpr else None
-    del maps
+    maps.clear()  # the maps are not needed any more; free them before scoring defects
     result = CalibrationResult(image, pixel, None, good, good_paths=[str(p) for p in good_paths], model=str(engine.model_path))
     if defect_paths:
         regions = np.zeros(len(defect_paths), dtype=np.int64)

@@ -67,7 +67,7 @@ from calibration.recipes import (
     version_of,
     versions,
 )
-from calibration.report import REPORT_JSON, write_json_atomic, write_report
+from calibration.report import write_json_atomic, write_report
 from calibration.rule import rule_from_calibration
 from calibration.shadow import ShadowReport, shadow_compare
 from calibration.thresholds import check_resolvable, pct

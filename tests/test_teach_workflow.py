@@ -78,6 +78,9 @@ def test_train_creates_a_calibrated_candidate(world):
     # 80 / 20 split, disjoint: 12 train, 4 calibrate.
     assert len(taught.train_images) == 12 and len(taught.calibration_images) == 4
     assert not set(taught.train_images) & set(taught.calibration_images)
+    assert all(p.parent == session.samples_dir for p in taught.calibration_images)
+    status = session.status()
+    assert status["samples"] == 16 and status["versions"][0]["id"] == taught.version_id
 
     version = db.model_version(taught.version_id)
     assert version.status == "candidate" and version.sha256 == file_sha256(taught.model_path)
@@ -166,20 +169,29 @@ def test_shadow_mode_reports_agreement_and_differences(world):
     v2 = world.get("v2")
     if v2 is None:
         pytest.skip("needs the versions made by test_activate_recalibrate_switch_and_roll_back")
-    images = taught.calibration_images[:3]
+    # Active: version 1 (image threshold + pixel rule). Candidate: version 2, the same network
+    # recalibrated without a pixel rule. Scores must agree exactly, and the decisions differ
+    # exactly on the defective parts that only version 1's pixel rule catches -- known from its
+    # calibration, which scored the same images in the same batches.
+    cal = taught.calibration
+    v1_rule, v2_threshold = cal.rule, world["db"].latest_calibration(v2).image_threshold
+    images = [Path(p) for p in cal.defect_paths]
+    expected = {
+        str(p) for p, score, area in zip(images, cal.defect_scores, cal.defect_regions_px)
+        if (score > v1_rule.threshold or area >= v1_rule.min_defect_area_px) != (score > v2_threshold)
+    }
     report = session.shadow(v2, images)
-    # Same networks, other thresholds: the scores agree exactly; decisions differ only where a
-    # score lies between the two thresholds (or the pixel rule, which only version 1 has, fires).
-    assert report.n == 3 and report.median_score_shift == pytest.approx(0.0, abs=1e-6)
-    assert 0.0 <= report.agreement <= 1.0
-    assert len(report.differences) == round((1 - report.agreement) * 3)
-    assert report.as_dict()["n"] == 3 and "agreement" in report.summary()
+    assert report.n == 4 and report.median_score_shift == pytest.approx(0.0, abs=1e-6)
+    assert {d.name for d in report.differences} == expected
+    assert report.agreement == pytest.approx(1 - len(expected) / 4)
+    assert all(d.active_score == pytest.approx(d.candidate_score, abs=1e-6) for d in report.differences)
+    assert report.as_dict()["n"] == 4 and "agreement" in report.summary()
     with pytest.raises(DataError, match="no stored inspection images"):
         session.shadow(v2)
 
 
 def test_a_changed_model_file_is_refused(world, tmp_path):
-    db, taught = world["db"], world["taught"]
+    db = world["db"]
     product = db.product_by_name("tile")
     path = Path(db.model_version(product.active_model_version_id).path)
     backup = tmp_path / "backup"
