@@ -262,7 +262,7 @@ def summary_line(m: Any) -> str:
         return "-" if math.isnan(value) else f"{value:.0f}"
 
     parts = [
-        f"{m.rate_fps:.2f} frames/s",
+        f"{m.rate_fps:.2f} frames/s inspected" + (f" of {m.acquisition_fps:.2f} acquired" if m.mode == "live" else ""),
         f"pass {m.passed}",
         f"fail {m.failed}",
         f"errors {m.errors}",

@@ -145,6 +145,7 @@ class Pipeline:
         self._recorded = self._passed = self._failed = self._errors = 0
         self._queue_full_waits = self._disconnects = 0
         self._rate = RollingRate()
+        self._acquisition_rate = RollingRate()
         self._latency = RollingPercentiles()
         self._model_latency = RollingPercentiles()
         self._last_alarm: dict[str, float] = {}
@@ -214,6 +215,7 @@ class Pipeline:
             self.writer.stop()
             raise
         self._rate.restart()
+        self._acquisition_rate.restart()
         self._acquisition = threading.Thread(target=self._acquire_loop, name="pipeline-acquisition", daemon=True)
         self._worker = threading.Thread(target=self._inspect_loop, name="pipeline-engine", daemon=True)
         self._worker.start()
@@ -276,6 +278,7 @@ class Pipeline:
                 queue_depth=len(self._queue),
                 queue_size=self._queue.maxsize,
                 queue_full_waits=self._queue_full_waits,
+                acquisition_fps=self._acquisition_rate.rate(),
                 rate_fps=self._rate.rate(),
                 latency_p50_ms=latency[0],
                 latency_p99_ms=latency[1],
@@ -311,6 +314,7 @@ class Pipeline:
                 if frame is not None:
                     with self._lock:
                         self._acquired += 1
+                    self._acquisition_rate.add()
                     self._enqueue(frame)
                 elif connected and not self.camera.is_grabbing:
                     self._source_ended.set()  # a replay without looping ran out

@@ -31,7 +31,8 @@ class PipelineMetrics:
 
     ``queue_depth``: frames waiting for the engine now, of ``queue_size``. ``queue_full_waits``:
     times acquisition found the queue full and waited (triggered mode backpressure).
-    ``rate_fps``: decisions per second over the last ``RATE_WINDOW_S``. Latencies are
+    ``acquisition_fps``: frames delivered by the camera per second and ``rate_fps``: decisions
+    per second, both over the last ``RATE_WINDOW_S`` (they differ in live mode). Latencies are
     milliseconds over the last ``LATENCY_WINDOW`` frames (``nan`` before the first):
     ``latency_*`` from the frame reaching the host to the decision, ``model_*`` the engine's
     predict alone. Camera counters come from the driver (``camera_lost``: frames the camera
@@ -53,6 +54,7 @@ class PipelineMetrics:
     queue_depth: int
     queue_size: int
     queue_full_waits: int
+    acquisition_fps: float
     rate_fps: float
     latency_p50_ms: float
     latency_p99_ms: float
