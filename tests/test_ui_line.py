@@ -1,0 +1,174 @@
+"""Desktop: sign-in and rights, live frames on the operator page, a blocked GUI losing nothing.
+
+Real parts throughout: magnetic-tile images replayed by a folder camera through the real engine
+(a 2-iteration model), pipeline and SQLite history.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pyqtgraph")
+
+from calibration.recipes import AccessDenied  # noqa: E402
+from ui_support import audit_actions, resized_copies, make_db, make_line, register_model, sign_in  # noqa: E402
+
+N_FRAMES = 5
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    from inspector.engine import Engine
+
+    return Engine(tiny_model, device="cpu", backend="eager")
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory, shared_data, engine) -> tuple[Path, float]:
+    """Real frames ordered by the model's score (highest last) and a threshold between the
+    lowest and the highest, so the first part passes and the last one fails."""
+    from inspector.images import read_image
+
+    src = sorted((shared_data / "magnetic_tile" / "test" / "good").glob("*.jpg"))[:N_FRAMES]
+    raw = resized_copies(src, tmp_path_factory.mktemp("raw"))
+    paths = sorted(raw.glob("*.png"))
+    scores = [engine.predict(read_image(p)).score for p in paths]
+    folder = tmp_path_factory.mktemp("frames")
+    for rank, i in enumerate(np.argsort(scores)):
+        shutil.copy(paths[i], folder / f"{rank:03d}.png")
+    lo, hi = min(scores), max(scores)
+    assert hi > lo
+    return folder, (lo + hi) / 2
+
+
+def test_sign_in_by_pin_and_rights_by_role(qtbot, tmp_path):
+    from ui.main_window import MainWindow
+    from ui.session import Session
+    from PyQt6.QtWidgets import QLabel
+
+    db = make_db(tmp_path)
+    session = Session(db)
+    pages = {name: QLabel(name) for name in ("operator", "teach", "review", "settings")}
+    window = MainWindow(session, pages)
+    qtbot.addWidget(window)
+
+    # The operator by default: watches, changes nothing, sees one page.
+    assert (session.user, session.role) == ("operator", "operator")
+    assert window.nav.count() == 1
+    assert not session.can("set_threshold") and not session.can("activate_model") and not session.can("label")
+    with pytest.raises(AccessDenied):
+        session.authorize("set_threshold", "model_version:1")
+    with pytest.raises(Exception, match="not open to the operator"):
+        window.show_page("teach")
+
+    with pytest.raises(AccessDenied, match="wrong PIN"):
+        session.sign_in("tina", "9999")
+    assert session.role == "operator"
+
+    sign_in(session, "tina")
+    assert session.role == "technician"
+    assert [window.nav.item(i).text() for i in range(window.nav.count())] == ["Operator", "Teach", "Review", "Settings"]
+    window.show_page("teach")
+    assert window.stack.currentWidget() is pages["teach"]
+    assert session.authorize("set_threshold", "model_version:1").role == "technician"
+    assert not session.can("label")
+
+    session.sign_out()  # back to the operator, and off the technician's page
+    assert session.role == "operator" and window.current_page() == "operator"
+
+    sign_in(session, "quinn")
+    assert session.can("label") and session.can("export") and not session.can("set_threshold")
+    with pytest.raises(AccessDenied, match="quality"):
+        session.authorize("activate_model", "product:1")  # the database refuses too, not only the view
+
+    actions = audit_actions(db)
+    for expected in ("sign_in_denied", "sign_in", "sign_out", "set_threshold_denied", "activate_model_denied"):
+        assert expected in actions
+
+
+def test_live_frames_update_image_overlay_banner_and_counters(qtbot, tmp_path, tiny_model, engine, frames):
+    from ui.operator_page import OperatorPage
+    from ui.session import Session
+    from ui.widgets import FAIL_COLOR
+
+    folder, threshold = frames
+    db = make_db(tmp_path)
+    product_id, version_id = register_model(db, tiny_model)
+    line = make_line(db, engine, folder, threshold, tmp_path / "images", product_id, version_id)
+    page = OperatorPage(line, Session(db))
+    qtbot.addWidget(page)
+    page.show()
+    shown = []
+    line.result_changed.connect(lambda r: shown.append((r, page.banner.decision)))
+    assert line.start()
+    try:
+        qtbot.waitUntil(lambda: line.counters.total == N_FRAMES and page.shown is not None
+                        and page.shown.frame_id == line.latest.frame_id, timeout=120_000)
+    finally:
+        line.stop()
+
+    # Every picture shown had the banner of its own verdict; the last part (highest score) failed.
+    assert shown and all(decision == r.decision for r, decision in shown)
+    last = page.shown
+    assert last.decision == "FAIL" and last.score > threshold
+    assert page.banner.decision == "FAIL" and page.banner.color().name() == FAIL_COLOR
+    assert f"{last.score:.4g}" in page.banner.text() and f"{threshold:.4g}" in page.banner.text()
+
+    # The frame at fixed levels, the map above it with its own opacity, outlined where it exceeds
+    # the threshold (a FAIL by score has such a region: the score is the map's maximum).
+    view = page.image_view
+    assert view.image_item.image.shape == last.camera_image.shape
+    assert view.image_item.levels is not None and list(view.image_item.levels) == [0.0, 255.0]
+    assert view.heat_item.image.shape == last.anomaly_map.shape
+    assert view.heat_item.zValue() > view.image_item.zValue()
+    assert view.contour_item.xData is not None and len(view.contour_item.xData) > 0
+    view.opacity_slider.setValue(80)
+    assert view.heat_item.opacity() == pytest.approx(0.8)
+    view.overlay_box.setChecked(False)
+    assert not view.heat_item.isVisible()
+    lut = view._lut.copy()
+    view.cmap_combo.setCurrentText("viridis")
+    assert not np.array_equal(lut, view._lut)
+    view.contour_box.setChecked(False)
+    assert len(view.contour_item.xData) == 0
+
+    c = line.counters
+    assert (c.total, c.passed + c.failed) == (N_FRAMES, N_FRAMES) and c.passed >= 1 and c.failed >= 1
+    assert page.counters.labels["total"].text() == str(N_FRAMES)
+    assert len(page.trend.curve.yData) == N_FRAMES
+    assert page.trend.threshold_line.value() == pytest.approx(threshold)
+    assert db.count_inspections() == N_FRAMES
+
+
+def test_blocking_the_gui_thread_loses_no_inspection(qtbot, tmp_path, tiny_model, engine, frames):
+    from ui.operator_page import OperatorPage
+    from ui.session import Session
+
+    folder, threshold = frames
+    db = make_db(tmp_path)
+    product_id, version_id = register_model(db, tiny_model)
+    line = make_line(db, engine, folder, threshold, tmp_path / "images", product_id, version_id)
+    page = OperatorPage(line, Session(db))
+    qtbot.addWidget(page)
+    page.show()
+    assert line.start()
+    try:
+        # The GUI thread does nothing for seconds at a time while parts are inspected.
+        for _ in range(3):
+            time.sleep(1.0)
+            if line.pipeline.wait(0):
+                break
+        assert line.pipeline.wait(120), "the pipeline did not finish the replay"
+    finally:
+        line.stop()
+    # Every frame is in the database, and every result reached the desktop once the GUI woke up.
+    assert db.count_inspections() == N_FRAMES
+    assert line.last_metrics.recorded == N_FRAMES and line.last_metrics.unrecorded == 0
+    qtbot.waitUntil(lambda: line.counters.total == N_FRAMES, timeout=10_000)
+    assert page.shown is not None and page.shown.frame_id == line.latest.frame_id

@@ -1,0 +1,227 @@
+"""Putting the operator desktop together: database, model, camera, line, models, pages, window.
+
+:class:`DesktopApp` builds everything from :class:`GuiOptions` (the ``inspector gui`` options) and
+the saved :class:`~ui.settings_model.GuiSettings`; the defaults are the embedded demo: SQLite in
+the user's data folder, the ELPV solar-cell sample replayed by an emulated Basler camera, and the
+shipped demo model. :func:`take_screenshots` runs it for a few seconds and saves each page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PyQt6.QtCore import QPoint
+from PyQt6.QtWidgets import QApplication
+
+from calibration.rule import rule_from_calibration, rule_from_metadata
+from inspector.errors import DataError, ModelFileError
+from inspector.history import HistoryDB, data_dir, default_db_url, file_sha256
+
+from ui import demo
+from ui.line import ActiveModel, LineConfig, LineModel
+from ui.main_window import MainWindow
+from ui.operator_page import OperatorPage
+from ui.review_model import ReviewModel
+from ui.review_page import ReviewPage
+from ui.session import Session
+from ui.settings_model import SETTINGS_FILE, GuiSettings, SettingsModel
+from ui.settings_page import SettingsPage
+from ui.teach_model import TeachModel, load_active_model
+from ui.teach_page import TeachPage
+
+log = logging.getLogger(__name__)
+
+DEMO_PRODUCT = "demo solar cells"
+
+
+@dataclass(frozen=True)
+class GuiOptions:
+    """``inspector gui`` options; None means the saved setting, else the demo default."""
+
+    db: str | None = None
+    camera: str | None = None
+    model: str | None = None
+    product: str | None = None
+    device: str = "auto"
+    backend: str = "auto"
+
+
+def register_demo_model(db: HistoryDB) -> int:
+    """Registers the shipped demo model under :data:`DEMO_PRODUCT` with its calibration (from
+    its metadata and card) and makes it the product's active model if it has none; returns its
+    version id. Idempotent."""
+    from inspector.modelfile import load_tensors
+    from inspector.run_cli import register_model
+
+    if not demo.DEMO_MODEL.is_file() or not demo.DEMO_CARD.is_file():
+        raise ModelFileError(f"the demo model is missing from {demo.ASSETS} (damaged install?); give --model")
+    product_id, version_id = register_model(db, demo.DEMO_MODEL, file_sha256(demo.DEMO_MODEL), DEMO_PRODUCT)
+    if db.latest_calibration(version_id) is None:
+        _, meta = load_tensors(demo.DEMO_MODEL, "efficientad")
+        card = json.loads(demo.DEMO_CARD.read_text())
+        c = card["calibration"]
+        db.add_calibration(
+            version_id, image_threshold=meta["threshold"], target_frr=c["target_frr"], expected_frr=c["expected_frr"],
+            expected_frr_ci=(c["frr_ci_low"], c["frr_ci_high"]), pixel_threshold=meta.get("pixel_threshold"),
+            min_defect_area_px=meta.get("min_defect_area_px"),
+            report={"good_scores": card.get("good_scores", []), "defect_scores": card.get("defect_scores"), "source": str(demo.DEMO_CARD.name)},
+            created_by="system", role="system",
+        )
+    product = db.product_by_name(DEMO_PRODUCT)
+    if product.active_model_version_id is None:
+        db.set_active_model(product_id, version_id, user="system", role="system")
+    return version_id
+
+
+def model_from_file(db: HistoryDB, path: str, product: str | None, device: str, backend: str) -> ActiveModel:
+    """A model file given on the command line: registered (by SHA-256) like ``inspector run``
+    does; its threshold from its latest calibration in the database, else from its metadata."""
+    from inspector.engine import Engine
+    from inspector.run_cli import register_model
+
+    engine = Engine(path, device=device, backend=backend)
+    product_id, version_id = register_model(db, engine.model_path.resolve(), engine.model_sha256, product)
+    cal = db.latest_calibration(version_id)
+    rule = rule_from_calibration(cal) if cal is not None else rule_from_metadata(engine.metadata, where=str(path))
+    name = next(n for n, pid in _products(db) if pid == product_id)
+    reference = tuple((cal.report or {}).get("good_scores", [])) if cal is not None else ()
+    source = f"calibration {cal.id}" if cal is not None else "the model file's metadata"
+    return ActiveModel(engine, rule, version_id, product_id, name, engine.model_path, reference, source)
+
+
+def _products(db: HistoryDB) -> list[tuple[str, int]]:
+    from sqlalchemy import select
+
+    from inspector.history.models import Product
+
+    with db.session() as s:
+        return [(n, i) for n, i in s.execute(select(Product.name, Product.id))]
+
+
+def resolve_model(db: HistoryDB, options: GuiOptions, settings: GuiSettings) -> ActiveModel:
+    if options.model:
+        return model_from_file(db, options.model, options.product, options.device, options.backend)
+    product = options.product or settings.product
+    if product is not None:
+        try:
+            return load_active_model(db, product, options.device, options.backend)
+        except DataError:
+            if options.product:
+                raise
+            log.warning("saved product %r has no active model any more; showing the demo", product)
+    register_demo_model(db)
+    return load_active_model(db, DEMO_PRODUCT, options.device, options.backend)
+
+
+def resolve_camera(options: GuiOptions, settings: GuiSettings, folder: Path) -> tuple[str, str]:
+    """(camera URI, trigger). The demo camera replays the ELPV sample, copied on first start."""
+    uri = options.camera or settings.camera_uri
+    if uri is None:
+        uri = demo.demo_camera_uri(demo.ensure_replay_folder(folder))
+    # An emulated camera in free run sends ~100 frames/s: present parts one at a time instead.
+    default = "software" if uri.startswith("basler://emulated") else "free_run"
+    trigger = default if options.camera else (settings.trigger or default)
+    return uri, trigger
+
+
+class DesktopApp:
+    """Everything the desktop holds. Call :meth:`start` to run the line, :meth:`close` at the end."""
+
+    def __init__(self, options: GuiOptions = GuiOptions()) -> None:
+        self.options = options
+        self.data_dir = data_dir()
+        self.db = HistoryDB(options.db or default_db_url())
+        self.db.upgrade()
+        self.settings_path = self.data_dir / SETTINGS_FILE
+        self.settings = GuiSettings.load(self.settings_path)
+        model = resolve_model(self.db, options, self.settings)
+        uri, trigger = resolve_camera(options, self.settings, self.data_dir)
+        image_dir = (self.db.sqlite_path.parent if self.db.sqlite_path is not None else self.data_dir) / "images"
+        config = LineConfig(uri, image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
+                            pass_sample_rate=self.settings.pass_sample_rate)
+        product = self.db.product_by_name(model.product)
+        self.session = Session(self.db)
+        self.line = LineModel(self.db, config, model, dict(product.camera_settings or {}) if product else {})
+        self.teach = TeachModel(self.db, self.line, self.session, device=options.device, backend=options.backend)
+        self.review = ReviewModel(self.db, self.session)
+        self.settings_model = SettingsModel(self.db, self.line, self.session, self.settings, self.settings_path,
+                                            device=options.device, backend=options.backend)
+        self.pages = {
+            "operator": OperatorPage(self.line, self.session),
+            "teach": TeachPage(self.teach, self.line, self.session),
+            "review": ReviewPage(self.review, self.session, product_provider=lambda: self.line.model.product),
+            "settings": SettingsPage(self.settings_model, self.session),
+        }
+        self.window = MainWindow(self.session, self.pages)
+        self.window.resize(1400, 900)
+
+    def start(self) -> bool:
+        return self.line.start()
+
+    def close(self) -> None:
+        self.line.stop()
+        self.db.close()
+
+
+SCREENSHOT_PAGES = (("operator", "operator"), ("teach", "technician"), ("review", "quality"), ("settings", "technician"))
+
+
+def wait_for(qapp: QApplication, condition, timeout_s: float) -> bool:
+    """Runs the event loop until ``condition()`` or the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        qapp.processEvents()
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def take_screenshots(app: DesktopApp, out: Path, seconds: float = 5.0, first_result_timeout_s: float = 120.0) -> dict[str, Any]:
+    """Runs the line until a part is shown and ``seconds`` more, then saves one PNG per page
+    (``operator.png``, ``teach.png``, ``review.png``, ``settings.png``) and ``screenshots.json``
+    describing them (the operator banner's rectangle and the inspection it shows)."""
+    qapp = QApplication.instance()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    app.window.show()
+    if not app.start():
+        raise DataError("the line did not start: " + "; ".join(a.message for a in app.line.alarms))
+    operator: OperatorPage = app.pages["operator"]
+    if not wait_for(qapp, lambda: operator.shown is not None, first_result_timeout_s):
+        raise DataError(f"no part was inspected within {first_result_timeout_s:g} s")
+    wait_for(qapp, lambda: False, seconds)
+    info: dict[str, Any] = {"pages": {}}
+    try:
+        for page, role in SCREENSHOT_PAGES:
+            app.session.preview(role)
+            app.window.show_page(page)
+            if page == "review":
+                review: ReviewPage = app.pages["review"]
+                wait_for(qapp, lambda: False, 0.2)
+                if review.select_first("FAIL") is None and review.select_first() is None:
+                    review.table.selectRow(0)
+            wait_for(qapp, lambda: False, 0.5)
+            app.window.grab().save(str(out / f"{page}.png"))
+            entry: dict[str, Any] = {"file": f"{page}.png", "role": role}
+            if page == "operator":
+                shown = operator.shown
+                top_left = operator.banner.mapTo(app.window, QPoint(0, 0))
+                entry.update(
+                    banner_rect=[top_left.x(), top_left.y(), operator.banner.width(), operator.banner.height()],
+                    decision=shown.decision, inspection_id=shown.inspection_id, score=shown.score,
+                    threshold=shown.threshold,
+                )
+            info["pages"][page] = entry
+    finally:
+        app.session.sign_out()
+    app.line.stop()
+    m = app.line.last_metrics
+    info["recorded"] = m.recorded if m is not None else 0
+    (out / "screenshots.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info

@@ -1,0 +1,177 @@
+"""The operator's page: live image with heatmap, the verdict, counters, trend, figures, alarms.
+
+A view of :class:`~ui.line.LineModel`: it subscribes to the model's signals (which arrive at most
+at the display rate, with the newest result) and writes back only through the model's methods
+(acknowledge alarms, reset counters).
+"""
+
+from __future__ import annotations
+
+import math
+
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import (
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from inspector.pipeline import InspectionResult, PipelineMetrics
+from ui.line import LineModel
+from ui.session import Session
+from ui.widgets import FAIL_COLOR, Banner, CountersPanel, HeatmapView, TrendPlot
+
+
+def vmax_for(threshold: float) -> float | None:
+    """Top of the heatmap colour scale: twice the threshold, so the threshold is mid-scale."""
+    return 2.0 * threshold if threshold > 0 else None
+
+
+def contour_level(line: LineModel) -> float:
+    """Map value outlined as a defect: the pixel threshold if the rule has one, else the image
+    threshold (the score is the map's maximum, so a FAIL by score has a region above it)."""
+    rule = line.model.rule
+    return rule.pixel_threshold if rule.pixel_threshold is not None else rule.threshold
+
+
+class OperatorPage(QWidget):
+    def __init__(self, line: LineModel, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.line = line
+        self.session = session
+        self.shown: InspectionResult | None = None  # the result on screen now
+
+        self.image_view = HeatmapView()
+        self.banner = Banner()
+        self.counters = CountersPanel()
+        self.trend = TrendPlot()
+        self.trend.setMinimumHeight(160)
+        self.figures = QLabel()
+        self.figures.setTextFormat(Qt.TextFormat.RichText)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.alarm_list = QListWidget()
+        self.alarm_list.setMaximumHeight(140)
+        self.ack_button = QPushButton("Acknowledge alarms")
+        self.ack_button.clicked.connect(self._on_ack_clicked)
+        self.reset_button = QPushButton("Reset counters")
+        self.reset_button.clicked.connect(self.line.reset_counters)
+
+        right = QVBoxLayout()
+        right.addWidget(self.banner)
+        right.addWidget(self.counters)
+        figures_box = QGroupBox("Line")
+        fl = QVBoxLayout(figures_box)
+        fl.addWidget(self.figures)
+        fl.addWidget(self.status)
+        right.addWidget(figures_box)
+        alarms_box = QGroupBox("Alarms")
+        al = QVBoxLayout(alarms_box)
+        al.addWidget(self.alarm_list)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.ack_button)
+        buttons.addWidget(self.reset_button)
+        al.addLayout(buttons)
+        right.addWidget(alarms_box)
+        right.addStretch(1)
+
+        grid = QGridLayout(self)
+        grid.addWidget(self.image_view, 0, 0)
+        grid.addLayout(right, 0, 1)
+        grid.addWidget(self.trend, 1, 0, 1, 2)
+        grid.setColumnStretch(0, 3)
+        grid.setColumnStretch(1, 2)
+        grid.setRowStretch(0, 3)
+        grid.setRowStretch(1, 1)
+
+        line.result_changed.connect(self._on_result_changed)
+        line.counters_changed.connect(self._on_counters_changed)
+        line.trend_changed.connect(self._on_trend_changed)
+        line.alarms_changed.connect(self._on_alarms_changed)
+        line.metrics_changed.connect(self._on_metrics_changed)
+        line.status_changed.connect(self._on_status_changed)
+        session.user_changed.connect(self._on_user_changed)
+        self._on_status_changed()
+        self._on_metrics_changed(line.last_metrics)
+        self._on_alarms_changed()
+        self._on_user_changed(session.user, session.role)
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _on_result_changed(self, result: InspectionResult | None) -> None:
+        self.shown = result
+        if result is None:
+            self.banner.show_verdict(None)
+            return
+        self.image_view.show_frame(
+            result.camera_image, result.anomaly_map, vmax=vmax_for(result.threshold),
+            contour_level=contour_level(self.line),
+        )
+        self.banner.show_verdict(result.decision, result.score, result.threshold, result.error)
+
+    def _on_counters_changed(self) -> None:
+        c = self.line.counters
+        self.counters.show_counts(c.total, c.passed, c.failed)
+
+    def _on_trend_changed(self) -> None:
+        points = list(self.line.trend)
+        self.trend.show_trend([p.score for p in points], [p.decision for p in points], self.line.model.rule.threshold)
+
+    def _on_metrics_changed(self, m: PipelineMetrics | None) -> None:
+        if m is None:
+            self.figures.setText("rate – parts/s &nbsp; latency p50 – ms, p99 – ms")
+            return
+
+        def ms(v: float) -> str:
+            return "–" if math.isnan(v) else f"{v:.0f}"
+
+        extra = []
+        if m.dropped:
+            extra.append(f"dropped {m.dropped}")
+        if m.unrecorded or m.writer.failed:
+            extra.append(f"<b style='color:{FAIL_COLOR}'>UNRECORDED {m.unrecorded + m.writer.failed}</b>")
+        if m.writer.journal_pending:
+            extra.append(f"<b style='color:{FAIL_COLOR}'>{m.writer.journal_pending} held in journal (database down)</b>")
+        self.figures.setText(
+            f"rate <b>{m.rate_fps:.2f}</b> parts/s &nbsp; latency p50 <b>{ms(m.latency_p50_ms)}</b> ms, "
+            f"p99 <b>{ms(m.latency_p99_ms)}</b> ms &nbsp; model p50 {ms(m.model_p50_ms)} ms<br>"
+            f"queue {m.queue_depth}/{m.queue_size} &nbsp; recorded {m.recorded}" + (" &nbsp; " + ", ".join(extra) if extra else "")
+        )
+
+    def _on_status_changed(self) -> None:
+        line = self.line
+        model = line.model
+        cam_color = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR}.get(line.camera_state, "#616161")
+        drift = line.drift_status
+        drift_text = "" if drift is None else f"<br>drift: {drift.status}"
+        self.status.setText(
+            f"camera <b style='color:{cam_color}'>{line.camera_state}</b>: {line.config.camera_uri}<br>"
+            f"product <b>{model.product}</b>, model {model.model_path.name}"
+            f" (version {model.model_version_id if model.model_version_id is not None else '–'}), "
+            f"threshold <b>{model.rule.threshold:.4g}</b>{drift_text}"
+        )
+        self._on_trend_changed()
+
+    def _on_alarms_changed(self) -> None:
+        self.alarm_list.blockSignals(True)
+        self.alarm_list.clear()
+        for a in self.line.alarms:
+            item = QListWidgetItem(f"{a.time.astimezone():%H:%M:%S}  {a.kind}: {a.message}")
+            if not a.acknowledged:
+                item.setForeground(Qt.GlobalColor.red)
+            self.alarm_list.addItem(item)
+        self.alarm_list.blockSignals(False)
+        n = len(self.line.unacknowledged)
+        self.ack_button.setText(f"Acknowledge alarms ({n})" if n else "Acknowledge alarms")
+
+    def _on_user_changed(self, user: str, role: str) -> None:
+        self.ack_button.setEnabled(self.session.can("acknowledge_alarms"))
+
+    def _on_ack_clicked(self) -> None:
+        self.line.acknowledge_alarms()

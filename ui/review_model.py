@@ -1,0 +1,240 @@
+"""The review page's models: a paged table over the history, labels, export, yield over time.
+
+:class:`InspectionTableModel` shows any number of inspections without reading them all: the row
+count comes from one ``count_inspections`` query, and rows are fetched a page at a time
+(``query_inspections(filters, PAGE_SIZE, offset)``) when the view first asks for one of them; a
+few recent pages are cached. Scrolling through 100,000 rows reads only the pages scrolled past.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import OrderedDict
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, pyqtSignal
+from PyQt6.QtGui import QColor
+
+from calibration.teach import TeachSession
+from inspector.errors import DataError, InspectorError
+from inspector.history import HistoryDB, InspectionFilter, InspectionRow
+from inspector.images import read_image
+
+from ui.session import Session
+from ui.widgets import FAIL_COLOR, PASS_COLOR
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 200
+CACHED_PAGES = 20
+COLUMNS = (
+    ("id", "Id"),
+    ("time", "Time"),
+    ("product_name", "Product"),
+    ("model_version_id", "Model"),
+    ("score", "Score"),
+    ("threshold", "Threshold"),
+    ("decision", "Decision"),
+    ("label", "Label"),
+    ("camera_id", "Camera"),
+)
+LABEL_TEXT = {"none": "", "false_reject": "false reject", "confirmed_defect": "confirmed defect"}
+
+
+class InspectionTableModel(QAbstractTableModel):
+    """Inspections matching a filter, newest first, fetched in pages of PAGE_SIZE."""
+
+    def __init__(self, db: HistoryDB, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.db = db
+        self.filters = InspectionFilter()
+        self._count = 0
+        self._pages: OrderedDict[int, list[InspectionRow]] = OrderedDict()
+        self.pages_fetched = 0  # how many page queries ran (tests and diagnostics)
+
+    def set_filters(self, filters: InspectionFilter) -> None:
+        self.beginResetModel()
+        self.filters = filters
+        self._pages.clear()
+        self._count = self.db.count_inspections(filters)
+        self.endResetModel()
+
+    def refresh(self) -> None:
+        self.set_filters(self.filters)
+
+    def row(self, index: int) -> InspectionRow | None:
+        if not 0 <= index < self._count:
+            return None
+        page_no, within = divmod(index, PAGE_SIZE)
+        page = self._pages.get(page_no)
+        if page is None:
+            page = self.db.query_inspections(self.filters, PAGE_SIZE, page_no * PAGE_SIZE)
+            self.pages_fetched += 1
+            self._pages[page_no] = page
+            while len(self._pages) > CACHED_PAGES:
+                self._pages.popitem(last=False)
+        else:
+            self._pages.move_to_end(page_no)
+        # New inspections arriving shift the offsets; a short last page is then possible.
+        return page[within] if within < len(page) else None
+
+    def update_row(self, index: int, row: InspectionRow) -> None:
+        page_no, within = divmod(index, PAGE_SIZE)
+        page = self._pages.get(page_no)
+        if page is not None and within < len(page):
+            page[within] = row
+            self.dataChanged.emit(self.index(index, 0), self.index(index, len(COLUMNS) - 1))
+
+    # -- QAbstractTableModel ------------------------------------------------------------------
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else self._count
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section][1]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole):
+            return None
+        r = self.row(index.row())
+        if r is None:
+            return None
+        key = COLUMNS[index.column()][0]
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if key == "decision":
+                return QColor(PASS_COLOR if r.decision == "PASS" else FAIL_COLOR)
+            return None
+        value = getattr(r, key)
+        if key == "time":
+            return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        if key in ("score", "threshold"):
+            return f"{value:.4g}"
+        if key == "label":
+            return LABEL_TEXT.get(value, value)
+        return "" if value is None else str(value)
+
+
+def load_review_images(row: InspectionRow) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The stored frame ((H, W) grey or (H, W, 3) RGB) and coloured heatmap ((h, w, 3) RGB) of a
+    row, each None where it was not kept or is gone."""
+    image = heat = None
+    if row.image_exists:
+        try:
+            image = read_image(row.image_path)
+        except InspectorError as exc:
+            log.warning("%s", exc)
+    if row.heatmap_exists:
+        bgr = cv2.imread(row.heatmap_path, cv2.IMREAD_COLOR)
+        heat = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return image, heat
+
+
+class ReviewModel(QObject):
+    """What the quality engineer does on the review page; every write is rights-checked and audited.
+
+    Signals: ``message(text, is_error)``, ``labels_changed()``.
+    """
+
+    message = pyqtSignal(str, bool)
+    labels_changed = pyqtSignal()
+
+    def __init__(self, db: HistoryDB, session: Session, teach_workdir: Path | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.db = db
+        self.session = session
+        self.teach_workdir = teach_workdir
+        self.table = InspectionTableModel(db, self)
+
+    def label(self, indexes: list[int], label: str) -> int:
+        """Sets the review label of the rows at these table indexes (audited per row by the DB)."""
+        self.session.authorize("label", "inspections")
+        n = 0
+        for i in indexes:
+            row = self.table.row(i)
+            if row is None:
+                continue
+            self.db.label_inspection(row.id, label, self.session.user)
+            self.table.update_row(i, replace(row, label=label, labelled_by=self.session.user, labelled_at=datetime.now(timezone.utc)))
+            n += 1
+        self.labels_changed.emit()
+        self.message.emit(f"{n} inspection(s) labelled {LABEL_TEXT.get(label) or 'unlabelled'}", False)
+        return n
+
+    def copy_false_rejects_to_teach(self, product: str) -> tuple[int, int]:
+        """Adds the stored images of inspections labelled false reject (within the current filter)
+        to the product's teach samples, through the quality gates; returns (accepted, refused)."""
+        creds = self.session.authorize("copy_to_teach", f"product:{product}")
+        filters = InspectionFilter(**{**self.table.filters.__dict__, "label": "false_reject"})
+        rows = self.db.query_inspections(filters, 10_000)
+        if not rows:
+            raise DataError("no inspections labelled false reject in the current filter")
+        teach = TeachSession(self.db, product, self.teach_workdir)
+        accepted = refused = 0
+        for row in rows:
+            if not row.image_exists:
+                continue
+            image = read_image(row.image_path)  # grey or RGB, as add_sample expects
+            decision = teach.add_sample(image, f"false-reject-{row.id}.png")
+            accepted += decision.accepted
+            refused += not decision.accepted
+        self.db.record_audit(creds.user, creds.role, "copy_false_rejects_to_teach", f"product:{product}", None,
+                             {"accepted": accepted, "refused": refused, "inspections": [r.id for r in rows]})
+        self.message.emit(f"{accepted} false reject(s) added to the teach samples of {product!r}"
+                          + (f", {refused} refused by the quality gates" if refused else ""), False)
+        return accepted, refused
+
+    def export(self, folder: Path, with_images: bool = True) -> tuple[Path, int, int]:
+        """Writes ``inspections.csv`` for the current filter and, with ``with_images``, the stored
+        images into ``folder/images/``; returns (csv path, rows, image files copied). Audited."""
+        creds = self.session.authorize("export", "inspections")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        csv_path = folder / "inspections.csv"
+        try:
+            n = self.db.export_csv(csv_path, self.table.filters)
+        except OSError as exc:
+            raise InspectorError(f"cannot write {csv_path}: {exc.strerror or exc}") from None
+        copied = 0
+        if with_images:
+            images = folder / "images"
+            images.mkdir(exist_ok=True)
+            offset = 0
+            while True:
+                rows = self.db.query_inspections(self.table.filters, 1000, offset)
+                for row in rows:
+                    for path in (row.image_path, row.heatmap_path):
+                        if path and Path(path).is_file():
+                            shutil.copy2(path, images / f"{row.id}_{Path(path).name}")
+                            copied += 1
+                if len(rows) < 1000:
+                    break
+                offset += 1000
+        self.db.record_audit(creds.user, creds.role, "export", "inspections", None,
+                             {"folder": str(folder), "rows": n, "images": copied, "filters": _filters_json(self.table.filters)})
+        self.message.emit(f"{n} inspections exported to {csv_path}" + (f" with {copied} image files" if with_images else ""), False)
+        return csv_path, n, copied
+
+    def yield_series(self, bucket: timedelta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bucket start as epoch seconds, yield 0..1, parts) of the current filter."""
+        buckets = self.db.yield_over_time(self.table.filters, bucket)
+        t = np.array([b.start.timestamp() for b in buckets], dtype=np.float64)
+        y = np.array([b.yield_fraction for b in buckets], dtype=np.float64)
+        n = np.array([b.total for b in buckets], dtype=np.float64)
+        return t, y, n
+
+
+def _filters_json(f: InspectionFilter) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in f.__dict__.items() if v is not None}

@@ -1,0 +1,315 @@
+"""The quality engineer's Review page: the history, filtered and paged; labels; export; yield.
+
+A view of :class:`~ui.review_model.ReviewModel`. The table is a ``QTableView`` over the paged
+:class:`~ui.review_model.InspectionTableModel`; the selected part's stored image and heatmap are
+shown beside it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QDateTime, Qt
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDateTimeEdit,
+    QDoubleSpinBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+from sqlalchemy import select
+
+from inspector.errors import InspectorError
+from inspector.history import InspectionFilter
+from inspector.history.models import Product
+from ui.review_model import ReviewModel, load_review_images
+from ui.session import Session
+from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
+
+ANY = "any"
+BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "minute": timedelta(minutes=1)}
+
+
+class ReviewPage(QWidget):
+    def __init__(self, model: ReviewModel, session: Session, product_provider=None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model, self.session = model, session
+        self.product_provider = product_provider or (lambda: None)
+
+        # filters
+        now = QDateTime.currentDateTime()
+        self.use_time = QCheckBox("Time from")
+        self.start_edit = QDateTimeEdit(now.addDays(-1))
+        self.end_edit = QDateTimeEdit(now.addSecs(3600))
+        for e in (self.start_edit, self.end_edit):
+            e.setCalendarPopup(True)
+            e.setDisplayFormat("yyyy-MM-dd HH:mm")
+        self.decision_combo = QComboBox()
+        self.decision_combo.addItems([ANY, "PASS", "FAIL"])
+        self.label_combo = QComboBox()
+        self.label_combo.addItems([ANY, "none", "false_reject", "confirmed_defect"])
+        self.use_score = QCheckBox("Score from")
+        self.min_score = QDoubleSpinBox()
+        self.max_score = QDoubleSpinBox()
+        for s in (self.min_score, self.max_score):
+            s.setRange(-1e6, 1e6)
+            s.setDecimals(4)
+            s.setSingleStep(0.01)
+        self.max_score.setValue(10.0)
+        self.product_combo = QComboBox()
+        self.version_spin = QSpinBox()
+        self.version_spin.setRange(0, 10_000_000)
+        self.version_spin.setSpecialValueText(ANY)
+        self.apply_button = QPushButton("Apply filter")
+        self.apply_button.clicked.connect(self._on_filter_changed)
+        self.count_label = QLabel()
+
+        filter_box = QGroupBox("Filter")
+        fg = QGridLayout(filter_box)
+        fg.addWidget(self.use_time, 0, 0)
+        fg.addWidget(self.start_edit, 0, 1)
+        fg.addWidget(QLabel("to"), 0, 2)
+        fg.addWidget(self.end_edit, 0, 3)
+        fg.addWidget(QLabel("Decision"), 0, 4)
+        fg.addWidget(self.decision_combo, 0, 5)
+        fg.addWidget(QLabel("Label"), 0, 6)
+        fg.addWidget(self.label_combo, 0, 7)
+        fg.addWidget(self.use_score, 1, 0)
+        fg.addWidget(self.min_score, 1, 1)
+        fg.addWidget(QLabel("to"), 1, 2)
+        fg.addWidget(self.max_score, 1, 3)
+        fg.addWidget(QLabel("Product"), 1, 4)
+        fg.addWidget(self.product_combo, 1, 5)
+        fg.addWidget(QLabel("Model version"), 1, 6)
+        fg.addWidget(self.version_spin, 1, 7)
+        fg.addWidget(self.apply_button, 0, 8)
+        fg.addWidget(self.count_label, 1, 8)
+
+        # table and detail
+        self.table = QTableView()
+        self.table.setModel(model.table)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        # Fixed widths: sizing to contents would read every row.
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        model.table.modelReset.connect(self._on_table_reset)
+        self.image_view = HeatmapView()
+        self.detail_label = QLabel("select a part")
+        self.detail_label.setWordWrap(True)
+        self.false_reject_button = QPushButton("False reject")
+        self.false_reject_button.clicked.connect(lambda: self._label("false_reject"))
+        self.defect_button = QPushButton("Confirmed defect")
+        self.defect_button.clicked.connect(lambda: self._label("confirmed_defect"))
+        self.clear_label_button = QPushButton("Clear label")
+        self.clear_label_button.clicked.connect(lambda: self._label("none"))
+        self.copy_button = QPushButton("Copy false rejects to teach samples")
+        self.copy_button.clicked.connect(self._on_copy_clicked)
+        self.export_button = QPushButton("Export CSV + images …")
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self.message_label = QLabel()
+        self.message_label.setWordWrap(True)
+
+        # yield chart
+        self.bucket_combo = QComboBox()
+        self.bucket_combo.addItems(list(BUCKETS))
+        self.bucket_combo.currentTextChanged.connect(self._on_yield_changed)
+        self.yield_plot = pg.PlotWidget(axisItems={"bottom": pg.DateAxisItem()})
+        self.yield_plot.setBackground("w")
+        self.yield_plot.setLabel("left", "yield %")
+        self.yield_plot.setYRange(0, 100, padding=0.02)
+        self.yield_plot.setMinimumHeight(140)
+        self.yield_curve = self.yield_plot.plot(pen=pg.mkPen(PASS_COLOR, width=2), symbol="o", symbolSize=6,
+                                                symbolBrush=PASS_COLOR)
+
+        detail = QWidget()
+        dl = QVBoxLayout(detail)
+        dl.addWidget(self.image_view, 1)
+        dl.addWidget(self.detail_label)
+        lb = QHBoxLayout()
+        for b in (self.false_reject_button, self.defect_button, self.clear_label_button):
+            lb.addWidget(b)
+        dl.addLayout(lb)
+        eb = QHBoxLayout()
+        eb.addWidget(self.copy_button)
+        eb.addWidget(self.export_button)
+        dl.addLayout(eb)
+        dl.addWidget(self.message_label)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.table)
+        split.addWidget(detail)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+
+        yield_box = QGroupBox("Yield over time")
+        yl = QHBoxLayout(yield_box)
+        yl.addWidget(self.yield_plot, 1)
+        side = QVBoxLayout()
+        side.addWidget(QLabel("per"))
+        side.addWidget(self.bucket_combo)
+        side.addStretch(1)
+        yl.addLayout(side)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(filter_box)
+        layout.addWidget(split, 3)
+        layout.addWidget(yield_box, 1)
+
+        model.message.connect(self._on_message_changed)
+        session.user_changed.connect(self._on_user_changed)
+        self._on_user_changed(session.user, session.role)
+
+    # -- filters -------------------------------------------------------------------------------------
+
+    def reload_choices(self) -> None:
+        """Products for the filter (from the database)."""
+        with self.model.db.session() as s:
+            products = list(s.execute(select(Product.id, Product.name).order_by(Product.name)))
+        current = self.product_combo.currentData()
+        self.product_combo.blockSignals(True)
+        self.product_combo.clear()
+        self.product_combo.addItem(ANY, None)
+        for pid, name in products:
+            self.product_combo.addItem(name, pid)
+        index = self.product_combo.findData(current)
+        self.product_combo.setCurrentIndex(max(index, 0))
+        self.product_combo.blockSignals(False)
+
+    def current_filter(self) -> InspectionFilter:
+        start = end = None
+        if self.use_time.isChecked():
+            start = self.start_edit.dateTime().toPyDateTime().astimezone(timezone.utc)
+            end = self.end_edit.dateTime().toPyDateTime().astimezone(timezone.utc)
+        decision = self.decision_combo.currentText()
+        label = self.label_combo.currentText()
+        version = self.version_spin.value()
+        return InspectionFilter(
+            start=start, end=end,
+            decision=None if decision == ANY else decision,
+            label=None if label == ANY else label,
+            min_score=self.min_score.value() if self.use_score.isChecked() else None,
+            max_score=self.max_score.value() if self.use_score.isChecked() else None,
+            product_id=self.product_combo.currentData(),
+            model_version_id=version or None,
+        )
+
+    def refresh(self) -> None:
+        """Re-reads the history with the current filter (e.g. when the page is shown)."""
+        self.reload_choices()
+        self._on_filter_changed()
+
+    def _on_filter_changed(self) -> None:
+        try:
+            self.model.table.set_filters(self.current_filter())
+        except (InspectorError, ValueError) as exc:
+            self._on_message_changed(str(exc), True)
+            return
+        self._on_yield_changed()
+
+    def _on_table_reset(self) -> None:
+        self.count_label.setText(f"{self.model.table.rowCount():,} parts")
+        header = self.table.horizontalHeader()
+        for col, width in enumerate((70, 150, 120, 60, 80, 80, 70, 120)):
+            header.resizeSection(col, width)
+
+    # -- selection -----------------------------------------------------------------------------------
+
+    def select_first(self, decision: str | None = None, with_image: bool = True, limit: int = 500) -> int | None:
+        """Selects the newest part with this decision (and a stored image); returns its index."""
+        table = self.model.table
+        for i in range(min(table.rowCount(), limit)):
+            row = table.row(i)
+            if row is not None and (decision is None or row.decision == decision) and (row.image_exists or not with_image):
+                self.table.selectRow(i)
+                return i
+        return None
+
+    def selected_indexes(self) -> list[int]:
+        return sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+
+    def _on_selection_changed(self, *_: object) -> None:
+        rows = self.selected_indexes()
+        row = self.model.table.row(rows[0]) if rows else None
+        if row is None:
+            self.image_view.show_frame(None)
+            self.detail_label.setText("select a part")
+            return
+        image, heat = load_review_images(row)
+        self.image_view.show_frame(image, heat)
+        color = PASS_COLOR if row.decision == "PASS" else FAIL_COLOR
+        kept = "" if image is not None else " (image not kept: passes are sampled, or the quota removed it)"
+        self.detail_label.setText(
+            f"part {row.id}: <b style='color:{color}'>{row.decision}</b>, score {row.score:.4g} (threshold "
+            f"{row.threshold:.4g}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, {row.camera_id} frame {row.frame_id}, "
+            f"model version {row.model_version_id}; label: {row.label}" + (f" by {row.labelled_by}" if row.labelled_by else "") + kept
+        )
+
+    # -- actions -------------------------------------------------------------------------------------
+
+    def _label(self, label: str) -> None:
+        rows = self.selected_indexes()
+        if rows:
+            self._guard(lambda: self.model.label(rows, label))
+            self._on_selection_changed()
+
+    def _on_copy_clicked(self) -> None:
+        product = self.product_provider()
+        if product:
+            self._guard(lambda: self.model.copy_false_rejects_to_teach(product))
+
+    def _on_export_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export into folder")
+        if folder:
+            self._guard(lambda: self.model.export(Path(folder)))
+
+    def _on_yield_changed(self, *_: object) -> None:
+        try:
+            t, y, n = self.model.yield_series(BUCKETS[self.bucket_combo.currentText()])
+        except (InspectorError, ValueError) as exc:
+            self._on_message_changed(str(exc), True)
+            return
+        ok = np.isfinite(y)
+        self.yield_curve.setData(t[ok], 100 * y[ok])
+        if ok.any():  # at least a bucket either side, or one point makes a sub-second axis
+            step = BUCKETS[self.bucket_combo.currentText()].total_seconds()
+            self.yield_plot.setXRange(t[ok].min() - step, t[ok].max() + step, padding=0)
+
+    def _on_message_changed(self, text: str, is_error: bool) -> None:
+        color = FAIL_COLOR if is_error else "#1b5e20"
+        self.message_label.setText(f"<span style='color:{color}'>{text}</span>")
+
+    def _on_user_changed(self, user: str, role: str) -> None:
+        can_label = self.session.can("label")
+        for b in (self.false_reject_button, self.defect_button, self.clear_label_button):
+            b.setEnabled(can_label)
+        self.copy_button.setEnabled(self.session.can("copy_to_teach"))
+        self.export_button.setEnabled(self.session.can("export"))
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.refresh()
+
+    def _guard(self, action) -> None:
+        try:
+            action()
+        except InspectorError as exc:
+            self._on_message_changed(str(exc), True)
+

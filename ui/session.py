@@ -1,0 +1,118 @@
+"""Who is signed in, and what they may do.
+
+The window starts signed in as the line operator (no PIN: watching the line needs none). A
+technician or quality engineer signs in with their name and PIN, checked against the salted
+hashes in the history database; signing out returns to the operator.
+
+Rights are enforced twice: the views enable only what :meth:`Session.can` allows, and every
+write goes through :meth:`Session.authorize`, which verifies the PIN against the database again
+(``calibration.recipes.require_role``) and audits a refusal. The PIN of the signed-in user is
+kept in memory for that, never on disk, and forgotten at sign-out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PyQt6.QtCore import QObject, pyqtSignal
+
+from calibration.recipes import AccessDenied, require_role
+from inspector.history import HistoryDB
+
+OPERATOR = "operator"
+TECHNICIAN = "technician"
+QUALITY = "quality"
+
+#: Rights by role. The operator only watches; nobody but a technician changes what the line
+#: decides; quality reviews, labels and exports.
+RIGHTS: dict[str, frozenset[str]] = {
+    OPERATOR: frozenset({"view_line", "acknowledge_alarms"}),
+    TECHNICIAN: frozenset({
+        "view_line", "acknowledge_alarms", "teach", "calibrate", "set_threshold", "activate_model",
+        "configure_camera", "choose_product", "set_storage", "manage_users", "view_history",
+    }),
+    QUALITY: frozenset({"view_line", "acknowledge_alarms", "view_history", "label", "export", "copy_to_teach"}),
+}
+#: Pages each role sees, in the order of the navigation.
+PAGES: dict[str, tuple[str, ...]] = {
+    OPERATOR: ("operator",),
+    TECHNICIAN: ("operator", "teach", "review", "settings"),
+    QUALITY: ("operator", "review"),
+}
+#: Which roles may exercise a right, for require_role.
+ROLES_WITH = {right: tuple(r for r, rights in RIGHTS.items() if right in rights) for right in set().union(*RIGHTS.values())}
+DEFAULT_OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Proof of who acts, passed to an audited write: name, role and the PIN to re-verify."""
+
+    user: str
+    role: str
+    pin: str | None
+
+
+class Session(QObject):
+    """The signed-in user. ``user_changed(name, role)`` is emitted on sign-in and sign-out."""
+
+    user_changed = pyqtSignal(str, str)
+
+    def __init__(self, db: HistoryDB, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.db = db
+        self._user = DEFAULT_OPERATOR
+        self._role = OPERATOR
+        self._pin: str | None = None
+        self._preview = False
+
+    @property
+    def user(self) -> str:
+        return self._user
+
+    @property
+    def role(self) -> str:
+        return self._role
+
+    def can(self, right: str) -> bool:
+        return right in RIGHTS[self._role]
+
+    def pages(self) -> tuple[str, ...]:
+        return PAGES[self._role]
+
+    def sign_in(self, name: str, pin: str) -> str:
+        """Signs ``name`` in with their role; AccessDenied (audited) for a wrong name or PIN."""
+        role = self.db.verify_pin(name, pin)
+        if role is None:
+            self.db.record_audit(name, "unknown", "sign_in_denied", "gui", None, {"reason": "wrong PIN or unknown user"})
+            raise AccessDenied(f"sign-in refused: wrong PIN or unknown user {name!r}")
+        self.db.record_audit(name, role, "sign_in", "gui", {"user": self._user}, {"user": name, "role": role})
+        self._user, self._role, self._pin, self._preview = name, role, pin, False
+        self.user_changed.emit(name, role)
+        return role
+
+    def sign_out(self) -> None:
+        if self._role != OPERATOR and not self._preview:
+            self.db.record_audit(self._user, self._role, "sign_out", "gui", {"user": self._user}, {"user": DEFAULT_OPERATOR})
+        self._user, self._role, self._pin, self._preview = DEFAULT_OPERATOR, OPERATOR, None, False
+        self.user_changed.emit(self._user, self._role)
+
+    def preview(self, role: str) -> None:
+        """Shows the views as ``role`` sees them without signing anyone in (the screenshot run).
+
+        No PIN is held, so every write still fails in :meth:`authorize`.
+        """
+        self._user, self._role, self._pin, self._preview = f"({role} preview)", role, None, True
+        self.user_changed.emit(self._user, role)
+
+    def authorize(self, right: str, target: str) -> Credentials:
+        """The signed-in user's credentials if they hold ``right``, verified against the database.
+
+        Raises AccessDenied (and audits the refusal) otherwise.
+        """
+        roles = ROLES_WITH.get(right, ())
+        if self._pin is None:
+            self.db.record_audit(self._user, self._role, f"{right}_denied", target, None, {"reason": "not signed in"})
+            raise AccessDenied(f"{right.replace('_', ' ')} refused: sign in as {' or '.join(roles)} first")
+        role = require_role(self.db, self._user, self._pin, right, target, roles)
+        return Credentials(self._user, role, self._pin)

@@ -1,0 +1,348 @@
+"""Teaching from the GUI: samples, training, calibration, activation -- the model of the Teach page.
+
+Everything goes through the calibration package's :class:`~calibration.teach.TeachSession` (the
+same code as ``inspector teach ...``); this module adds what a GUI needs around it: the samples
+captured from the live line, training on a worker thread with progress, ETA and cancel, the
+false-reject rate at any threshold the technician drags to, and loading the newly active model
+into the running line. Every write checks the signed-in user's rights against the database
+(:meth:`ui.session.Session.authorize`) and is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QObject, pyqtSignal
+from scipy import stats
+
+from calibration.recipes import VersionInfo, active_recipe
+from calibration.rule import rule_from_values
+from calibration.shadow import ShadowReport
+from calibration.teach import QUICK_ITERATIONS, TeachResult, TeachSession
+from inspector.errors import DataError, InspectorError
+from inspector.history import HistoryDB
+from inspector.training import TrainProgress
+
+from ui.line import ActiveModel, LineModel
+from ui.session import Session
+from ui.worker import Task, run_task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_FRR = 0.01
+
+
+@dataclass(frozen=True)
+class FrrEstimate:
+    """False-reject rate to expect at a threshold, from ``n`` good calibration scores.
+
+    With ``r`` of the scores above the threshold, the true rate is Beta(r + 1, n - r)
+    distributed (the order-statistic argument of :mod:`calibration.thresholds`), so
+    ``expected = (r + 1) / (n + 1)`` and the interval is exact.
+    """
+
+    threshold: float
+    expected: float
+    ci_low: float
+    ci_high: float
+    above: int
+    n: int
+
+
+def frr_at(good_scores: np.ndarray, threshold: float, confidence: float = 0.95) -> FrrEstimate:
+    s = np.asarray(good_scores, dtype=np.float64)
+    n = int(s.size)
+    if n == 0:
+        raise DataError("no good calibration scores to estimate a false-reject rate from")
+    r = int(np.count_nonzero(s > threshold))
+    a = 1.0 - confidence
+    if r >= n:  # every good part above: it rejects (nearly) all of them
+        low = float(stats.beta.ppf(a / 2, n, 1))
+        return FrrEstimate(threshold, 1.0, low, 1.0, r, n)
+    low, high = stats.beta.ppf([a / 2, 1 - a / 2], r + 1, n - r)
+    return FrrEstimate(threshold, (r + 1) / (n + 1), float(low), float(high), r, n)
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """A version's calibration as the calibration view shows it."""
+
+    version_id: int
+    threshold: float
+    target_frr: float
+    expected_frr: float
+    good_scores: np.ndarray
+    defect_scores: np.ndarray | None
+    pixel_threshold: float | None
+    min_defect_area_px: int | None
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    running: bool
+    iteration: int = 0
+    total: int = 0
+    eta_s: float = math.nan
+    loss: float = math.nan
+    message: str = ""
+
+
+def load_active_model(db: HistoryDB, product: str, device: str, backend: str) -> ActiveModel:
+    """The product's active recipe with its engine loaded (slow: call off the GUI thread)."""
+    from inspector.engine import Engine
+
+    recipe = active_recipe(db, product)
+    engine = Engine(recipe.model_path, device=device, backend=backend)
+    return ActiveModel(
+        engine=engine, rule=recipe.rule, model_version_id=recipe.model_version_id, product_id=recipe.product_id,
+        product=recipe.product, model_path=recipe.model_path, reference_scores=tuple(recipe.reference_scores),
+        source=f"calibration {recipe.calibration_id}",
+    )
+
+
+class TeachModel(QObject):
+    """Signals: ``samples_changed()``, ``versions_changed()``, ``training_changed(TrainingState)``,
+    ``shadow_changed(ShadowReport)``, ``version_created(id)``, ``message(text, is_error)``,
+    ``busy_changed(bool)``."""
+
+    samples_changed = pyqtSignal()
+    versions_changed = pyqtSignal()
+    training_changed = pyqtSignal(object)
+    shadow_changed = pyqtSignal(object)
+    version_created = pyqtSignal(int)
+    message = pyqtSignal(str, bool)
+    busy_changed = pyqtSignal(bool)
+
+    def __init__(self, db: HistoryDB, line: LineModel, session: Session, workdir: Path | None = None,
+                 device: str = "auto", backend: str = "auto", parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.db, self.line, self.session = db, line, session
+        self.workdir = workdir
+        self.device, self.backend = device, backend
+        self._teach: TeachSession | None = None
+        self.training: Task | None = None
+        self.state = TrainingState(False)
+        self._tasks: list[Task] = []  # keeps running tasks alive
+        line.status_changed.connect(self._on_line_changed)
+
+    # -- the product being taught: the line's -----------------------------------------------------
+
+    @property
+    def product(self) -> str:
+        return self.line.model.product
+
+    @property
+    def teach(self) -> TeachSession:
+        if self._teach is None or self._teach.product != self.product:
+            self._teach = TeachSession(self.db, self.product, self.workdir, device=self.device, backend=self.backend)
+        return self._teach
+
+    def _on_line_changed(self) -> None:
+        if self._teach is not None and self._teach.product != self.product:
+            self._teach = None
+            self.samples_changed.emit()
+            self.versions_changed.emit()
+
+    # -- samples -------------------------------------------------------------------------------
+
+    def sample_paths(self) -> list[Path]:
+        return self.teach.sample_paths()
+
+    def capture_sample(self) -> bool:
+        """Adds the frame on the line now as a good sample, through the quality gates."""
+        creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
+        latest = self.line.latest
+        if latest is None or latest.camera_image is None:
+            self.message.emit("no frame to capture yet: wait for the line to show a part", True)
+            return False
+        decision = self.teach.add_sample(latest.camera_image)
+        self.db.record_audit(creds.user, creds.role, "add_sample", f"product:{self.teach.product_id}", None,
+                             {"sample": decision.name, "accepted": decision.accepted, "reasons": list(decision.reasons),
+                              "inspection_id": latest.inspection_id})
+        if decision.accepted:
+            self.message.emit(f"sample {decision.name} added ({len(self.sample_paths())} samples)", False)
+        else:
+            self.message.emit(f"sample refused: {'; '.join(decision.reasons)}", True)
+        self.samples_changed.emit()
+        return decision.accepted
+
+    def remove_samples(self, paths: list[Path]) -> int:
+        creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
+        folder = self.teach.samples_dir.resolve()
+        removed = []
+        for p in paths:
+            p = Path(p).resolve()
+            if p.parent != folder:
+                raise DataError(f"{p} is not one of the samples of {self.product!r}")
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+        if removed:
+            self.db.record_audit(creds.user, creds.role, "remove_samples", f"product:{self.teach.product_id}", {"samples": removed}, None)
+            self.samples_changed.emit()
+        return len(removed)
+
+    # -- training --------------------------------------------------------------------------------
+
+    def train(self, iterations: int = QUICK_ITERATIONS, target_frr: float = DEFAULT_TARGET_FRR, defects: Path | None = None) -> Task:
+        """Trains on the samples in a worker thread; progress in ``training_changed``."""
+        if self.training is not None and self.training.running:
+            raise InspectorError("training is already running")
+        creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
+        teach = self.teach
+        self.db.record_audit(creds.user, creds.role, "train_started", f"product:{teach.product_id}", None,
+                             {"iterations": iterations, "target_frr": target_frr, "samples": len(teach.sample_paths())})
+
+        def work(task: Task) -> TeachResult:
+            return teach.train(
+                mode="quick", iterations=iterations, target_frr=target_frr, defects=defects,
+                on_progress=task.progress.emit, cancel=task.cancel, user=creds.user,
+                note=f"taught in the GUI by {creds.user}",
+            )
+
+        task = run_task("training", work, self)
+        task.progress.connect(self._on_training_progress)
+        task.finished.connect(self._on_training_finished)
+        task.failed.connect(self._on_training_failed)
+        self.training = task
+        self._set_state(TrainingState(True, 0, iterations, message="preparing (teacher statistics) ..."))
+        return task
+
+    def cancel_training(self) -> None:
+        if self.training is not None and self.training.running:
+            self.training.cancel.set()
+            self._set_state(TrainingState(True, self.state.iteration, self.state.total, self.state.eta_s, self.state.loss, "cancelling ..."))
+
+    def _on_training_progress(self, p: TrainProgress) -> None:
+        self._set_state(TrainingState(True, p.iteration, p.total, p.eta_s, p.loss, f"iteration {p.iteration} of {p.total}"))
+
+    def _on_training_finished(self, result: TeachResult) -> None:
+        im = result.calibration.image
+        text = (f"version {result.version_id} trained and calibrated: threshold {im.threshold:.4g}, expected "
+                f"false-reject rate {100 * im.expected_frr:.2g} % ({100 * im.frr_ci_low:.2g} .. {100 * im.frr_ci_high:.2g} %)")
+        self._set_state(TrainingState(False, self.state.total, self.state.total, 0.0, self.state.loss, text))
+        self.message.emit(text, False)
+        self.versions_changed.emit()
+        self.version_created.emit(result.version_id)
+
+    def _on_training_failed(self, text: str) -> None:
+        self._set_state(TrainingState(False, self.state.iteration, self.state.total, message=text))
+        self.message.emit(text, True)
+        self.versions_changed.emit()
+
+    def _set_state(self, state: TrainingState) -> None:
+        self.state = state
+        self.training_changed.emit(state)
+
+    # -- versions and calibration -----------------------------------------------------------------
+
+    def versions(self) -> list[VersionInfo]:
+        return self.teach.versions()
+
+    def calibration(self, version_id: int) -> CalibrationData | None:
+        """The version's latest calibration with its good (and defect) scores, if any."""
+        cal = self.db.latest_calibration(version_id)
+        if cal is None:
+            return None
+        report = cal.report or {}
+        good = np.asarray(report.get("good_scores", []), dtype=np.float64)
+        bad = report.get("defect_scores")
+        return CalibrationData(
+            version_id, cal.image_threshold, cal.target_frr, cal.expected_frr, good,
+            None if bad is None else np.asarray(bad, dtype=np.float64), cal.pixel_threshold, cal.min_defect_area_px,
+        )
+
+    def set_threshold(self, version_id: int, threshold: float) -> FrrEstimate:
+        """Stores a threshold chosen by hand as a new calibration of the version (audited), and
+        applies it to the line at once if the version is the active one."""
+        cal = self.calibration(version_id)
+        if cal is None or cal.good_scores.size == 0:
+            raise DataError(f"version {version_id} has no calibration scores to judge a threshold by; calibrate it first")
+        creds = self.session.authorize("set_threshold", f"model_version:{version_id}")
+        est = frr_at(cal.good_scores, threshold)
+        old = self.db.latest_calibration(version_id)
+        report = {**(old.report or {}), "manual_threshold": True, "set_by": creds.user, "threshold": threshold,
+                  "expected_frr": est.expected, "frr_ci_low": est.ci_low, "frr_ci_high": est.ci_high}
+        self.db.add_calibration(
+            version_id, image_threshold=threshold, target_frr=est.expected, expected_frr=est.expected,
+            expected_frr_ci=(est.ci_low, est.ci_high), pixel_threshold=old.pixel_threshold,
+            min_defect_area_px=old.min_defect_area_px, report=report, created_by=creds.user, role=creds.role,
+        )
+        self.db.record_audit(creds.user, creds.role, "set_threshold", f"model_version:{version_id}",
+                             {"threshold": old.image_threshold}, {"threshold": threshold, "expected_frr": est.expected})
+        if version_id == self.line.model.model_version_id:
+            self.line.set_threshold(rule_from_values(threshold, old.pixel_threshold, old.min_defect_area_px))
+        self.message.emit(f"threshold of version {version_id} set to {threshold:.4g}: expected false-reject rate "
+                          f"{100 * est.expected:.2g} % ({100 * est.ci_low:.2g} .. {100 * est.ci_high:.2g} %)", False)
+        self.versions_changed.emit()
+        return est
+
+    # -- activation, rollback, shadow ---------------------------------------------------------------
+
+    def activate(self, version_id: int) -> Task:
+        creds = self.session.authorize("activate_model", f"product:{self.teach.product_id}")
+        teach = self.teach
+
+        def work(task: Task) -> ActiveModel:
+            teach.activate(version_id, user=creds.user, pin=creds.pin)
+            return load_active_model(self.db, teach.product, self.device, self.backend)
+
+        return self._run("activation", work, lambda m: f"version {m.model_version_id} is active on the line")
+
+    def rollback(self) -> Task:
+        creds = self.session.authorize("activate_model", f"product:{self.teach.product_id}")
+        teach = self.teach
+
+        def work(task: Task) -> ActiveModel:
+            teach.rollback(user=creds.user, pin=creds.pin)
+            return load_active_model(self.db, teach.product, self.device, self.backend)
+
+        return self._run("rollback", work, lambda m: f"rolled back: version {m.model_version_id} is active on the line")
+
+    def _run(self, name: str, work, done_text) -> Task:
+        task = run_task(name, work, self)
+        self._tasks.append(task)
+        self.busy_changed.emit(True)
+
+        def finished(model: ActiveModel) -> None:
+            self.line.set_model(model)
+            self._tasks.remove(task)
+            self.busy_changed.emit(False)
+            self.message.emit(done_text(model), False)
+            self.versions_changed.emit()
+
+        def failed(text: str) -> None:
+            self._tasks.remove(task)
+            self.busy_changed.emit(False)
+            self.message.emit(text, True)
+            self.versions_changed.emit()
+
+        task.finished.connect(finished)
+        task.failed.connect(failed)
+        return task
+
+    def shadow(self, version_id: int, recent: int = 50) -> Task:
+        """Compares a candidate with the active model on the product's recent stored parts."""
+        teach = self.teach
+        task = run_task("shadow comparison", lambda t: teach.shadow(version_id, recent=recent), self)
+        self._tasks.append(task)
+        self.busy_changed.emit(True)
+
+        def finished(report: ShadowReport) -> None:
+            self._tasks.remove(task)
+            self.busy_changed.emit(False)
+            self.shadow_changed.emit(report)
+            self.message.emit(f"shadow comparison of version {version_id}: {report.summary()}", False)
+
+        def failed(text: str) -> None:
+            self._tasks.remove(task)
+            self.busy_changed.emit(False)
+            self.message.emit(text, True)
+
+        task.finished.connect(finished)
+        task.failed.connect(failed)
+        return task
+

@@ -1,0 +1,405 @@
+"""The technician's Teach page: capture good samples, train, calibrate, activate, roll back.
+
+A view of :class:`~ui.teach_model.TeachModel` (and the line, for the live picture). The
+calibration view is a histogram of the good calibration scores (defect scores, when known, in
+red) with the threshold as a draggable line; the expected false-reject rate at the line's
+position, with its 95 % interval, follows it as it moves. "Apply threshold" stores it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QSize, Qt
+from PyQt6.QtGui import QIcon, QImage, QPixmap
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from inspector.errors import InspectorError
+from inspector.images import read_image
+from inspector.pipeline import InspectionResult
+from ui.line import LineModel
+from ui.operator_page import contour_level, vmax_for
+from ui.session import Session
+from ui.teach_model import CalibrationData, TeachModel, TrainingState, frr_at
+from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
+
+THUMB = 96
+
+
+def thumbnail(path: Path) -> QIcon:
+    image = read_image(path)
+    if image.dtype != np.uint8:
+        image = (image / 257).astype(np.uint8)
+    image = np.ascontiguousarray(image)
+    h, w = image.shape[:2]
+    fmt = QImage.Format.Format_Grayscale8 if image.ndim == 2 else QImage.Format.Format_RGB888
+    qimage = QImage(image.data, w, h, image.strides[0], fmt).copy()
+    return QIcon(QPixmap.fromImage(qimage).scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio))
+
+
+def format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class CalibrationPlot(pg.PlotWidget):
+    """Histogram of calibration scores with a draggable threshold line."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground("w")
+        self.setLabel("bottom", "score")
+        self.setLabel("left", "parts")
+        self.addLegend()
+        empty = dict(x=[0.0, 1.0], y=[0], stepMode="center", fillLevel=0)
+        self.good_curve = pg.PlotCurveItem(**empty, brush=pg.mkBrush(46, 125, 50, 120), pen=pg.mkPen(PASS_COLOR), name="good (calibration)")
+        self.bad_curve = pg.PlotCurveItem(**empty, brush=pg.mkBrush(198, 40, 40, 90), pen=pg.mkPen(FAIL_COLOR), name="defective")
+        self.addItem(self.good_curve)
+        self.addItem(self.bad_curve)
+        self.line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#1565c0", width=3),
+                                    label="threshold {value:.4g}", labelOpts={"position": 0.9, "color": "#1565c0"})
+        self.addItem(self.line)
+
+    def clear_scores(self) -> None:
+        self.good_curve.setData([0.0, 1.0], [0], stepMode="center")
+        self.bad_curve.setData([0.0, 1.0], [0], stepMode="center")
+        self.line.setVisible(False)
+        self.setXRange(0, 1)
+        self.setYRange(0, 1)
+
+    def show_scores(self, good: np.ndarray, bad: np.ndarray | None, threshold: float) -> None:
+        self.line.setVisible(True)
+        values = good if bad is None else np.concatenate([good, bad])
+        hi = max(float(values.max()) if values.size else 1.0, threshold) * 1.05
+        lo = min(float(values.min()) if values.size else 0.0, threshold)
+        edges = np.linspace(lo, hi, 41)
+        counts = np.histogram(good, edges)[0]
+        self.good_curve.setData(edges, counts, stepMode="center")
+        if bad is not None and bad.size:
+            bad_counts = np.histogram(bad, edges)[0]
+            self.bad_curve.setData(edges, bad_counts, stepMode="center")
+            counts = np.maximum(counts, bad_counts)
+        else:
+            self.bad_curve.setData([lo, hi], [0], stepMode="center")
+        self.setYRange(0, max(int(counts.max()), 1) * 1.1, padding=0)
+        self.line.blockSignals(True)
+        self.line.setValue(threshold)
+        self.line.blockSignals(False)
+        self.setXRange(lo, hi, padding=0.02)
+
+
+class TeachPage(QWidget):
+    def __init__(self, model: TeachModel, line: LineModel, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model, self.line, self.session = model, line, session
+        self.calibration: CalibrationData | None = None
+
+        # live view and capture
+        self.image_view = HeatmapView(controls=False)
+        self.capture_button = QPushButton("Capture good sample")
+        self.capture_button.setMinimumHeight(40)
+        self.capture_button.clicked.connect(self._on_capture_clicked)
+        self.gallery = QListWidget()
+        self.gallery.setViewMode(QListWidget.ViewMode.IconMode)
+        self.gallery.setIconSize(QSize(THUMB, THUMB))
+        self.gallery.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.gallery.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.gallery.setMinimumHeight(130)
+        self.remove_button = QPushButton("Remove selected samples")
+        self.remove_button.clicked.connect(self._on_remove_clicked)
+        self.samples_label = QLabel()
+
+        # training
+        self.iterations = QSpinBox()
+        self.iterations.setRange(2, 200_000)
+        self.iterations.setValue(2000)
+        self.target_frr = QDoubleSpinBox()
+        self.target_frr.setRange(0.05, 50.0)
+        self.target_frr.setDecimals(2)
+        self.target_frr.setSuffix(" %")
+        self.target_frr.setValue(1.0)
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self._on_train_clicked)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.model.cancel_training)
+        self.progress = QProgressBar()
+        self.eta_label = QLabel("")
+
+        # versions and calibration
+        self.versions_table = QTableWidget(0, 6)
+        self.versions_table.setHorizontalHeaderLabels(["Version", "Status", "Threshold", "Expected FRR", "Created", "Note"])
+        self.versions_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.versions_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.versions_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.versions_table.verticalHeader().setVisible(False)
+        self.versions_table.itemSelectionChanged.connect(self._on_version_selection_changed)
+        self.calib_plot = CalibrationPlot()
+        self.calib_plot.setMinimumHeight(180)
+        self.calib_plot.line.sigPositionChanged.connect(self._on_threshold_line_changed)
+        self.frr_label = QLabel("select a calibrated version")
+        self.frr_label.setWordWrap(True)
+        self.apply_threshold_button = QPushButton("Apply threshold")
+        self.apply_threshold_button.clicked.connect(self._on_apply_threshold_clicked)
+        self.activate_button = QPushButton("Activate")
+        self.activate_button.clicked.connect(self._on_activate_clicked)
+        self.rollback_button = QPushButton("Roll back")
+        self.rollback_button.clicked.connect(self._on_rollback_clicked)
+        self.shadow_button = QPushButton("Shadow comparison")
+        self.shadow_button.clicked.connect(self._on_shadow_clicked)
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+
+        left = QVBoxLayout()
+        left.addWidget(self.image_view, 3)
+        left.addWidget(self.capture_button)
+        samples_box = QGroupBox("Good samples")
+        sl = QVBoxLayout(samples_box)
+        sl.addWidget(self.samples_label)
+        sl.addWidget(self.gallery)
+        sl.addWidget(self.remove_button)
+        left.addWidget(samples_box, 2)
+
+        right = QVBoxLayout()
+        train_box = QGroupBox("Training")
+        form = QFormLayout(train_box)
+        form.addRow("Iterations", self.iterations)
+        form.addRow("Target false-reject rate", self.target_frr)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        form.addRow(buttons)
+        form.addRow(self.progress)
+        form.addRow(self.eta_label)
+        right.addWidget(train_box)
+        versions_box = QGroupBox("Model versions and calibration")
+        vl = QVBoxLayout(versions_box)
+        vl.addWidget(self.versions_table, 1)
+        vl.addWidget(self.calib_plot, 2)
+        vl.addWidget(self.frr_label)
+        vb = QHBoxLayout()
+        for b in (self.apply_threshold_button, self.activate_button, self.rollback_button, self.shadow_button):
+            vb.addWidget(b)
+        vl.addLayout(vb)
+        right.addWidget(versions_box, 1)
+        right.addWidget(self.message_label)
+
+        grid = QGridLayout(self)
+        grid.addLayout(left, 0, 0)
+        grid.addLayout(right, 0, 1)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+
+        line.result_changed.connect(self._on_result_changed)
+        model.samples_changed.connect(self._on_samples_changed)
+        model.versions_changed.connect(self._on_versions_changed)
+        model.training_changed.connect(self._on_training_changed)
+        model.version_created.connect(self.select_version)
+        model.message.connect(self._on_message_changed)
+        model.busy_changed.connect(self._on_busy_changed)
+        session.user_changed.connect(self._on_user_changed)
+        self._busy = False
+        self._on_samples_changed()
+        self._on_versions_changed()
+        self._on_training_changed(model.state)
+        self._on_user_changed(session.user, session.role)
+
+    # -- line --------------------------------------------------------------------------------------
+
+    def _on_result_changed(self, result: InspectionResult | None) -> None:
+        if result is None or not self.isVisible():
+            return  # nobody looks: skip the drawing
+        self.image_view.show_frame(result.camera_image, result.anomaly_map, vmax=vmax_for(result.threshold),
+                                   contour_level=contour_level(self.line))
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self.line.latest is not None:
+            r = self.line.latest
+            self.image_view.show_frame(r.camera_image, r.anomaly_map, vmax=vmax_for(r.threshold), contour_level=contour_level(self.line))
+
+    # -- samples -----------------------------------------------------------------------------------
+
+    def _on_capture_clicked(self) -> None:
+        self._guard(self.model.capture_sample)
+
+    def _on_remove_clicked(self) -> None:
+        paths = [Path(item.data(Qt.ItemDataRole.UserRole)) for item in self.gallery.selectedItems()]
+        if paths:
+            self._guard(lambda: self.model.remove_samples(paths))
+
+    def _on_samples_changed(self) -> None:
+        try:
+            paths = self.model.sample_paths()
+        except InspectorError as exc:
+            self._on_message_changed(str(exc), True)
+            paths = []
+        self.gallery.blockSignals(True)
+        self.gallery.clear()
+        for p in paths:
+            item = QListWidgetItem(p.name[:18])
+            try:
+                item.setIcon(thumbnail(p))
+            except InspectorError:
+                item.setText(f"{p.name} (unreadable)")
+            item.setData(Qt.ItemDataRole.UserRole, str(p))
+            self.gallery.addItem(item)
+        self.gallery.blockSignals(False)
+        self.samples_label.setText(f"{len(paths)} samples of {self.model.product!r} (at least 13 to train)")
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def _on_train_clicked(self) -> None:
+        self._guard(lambda: self.model.train(self.iterations.value(), self.target_frr.value() / 100.0))
+
+    def _on_training_changed(self, state: TrainingState) -> None:
+        self.progress.setRange(0, max(state.total, 1))
+        self.progress.setValue(state.iteration)
+        eta = f" — ETA {format_eta(state.eta_s)}" if state.running and state.iteration else ""
+        loss = f", loss {state.loss:.4f}" if math.isfinite(state.loss) else ""
+        self.eta_label.setText(f"{state.message}{loss}{eta}")
+        self._update_enabled()
+
+    # -- versions and calibration --------------------------------------------------------------------
+
+    def _on_versions_changed(self) -> None:
+        try:
+            versions = self.model.versions()
+        except InspectorError as exc:
+            self._on_message_changed(str(exc), True)
+            versions = []
+        selected = self.selected_version()
+        active = self.line.model.model_version_id
+        self.versions_table.blockSignals(True)
+        self.versions_table.setRowCount(len(versions))
+        for row, v in enumerate(versions):
+            cal = v.calibration
+            cells = [
+                str(v.id), v.status + (" (on the line)" if v.id == active else ""),
+                f"{cal.image_threshold:.4g}" if cal else "–",
+                f"{100 * cal.expected_frr:.2g} %" if cal else "–",
+                v.created.astimezone().strftime("%Y-%m-%d %H:%M"), v.note,
+            ]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, v.id)
+                self.versions_table.setItem(row, col, item)
+        self.versions_table.resizeColumnsToContents()
+        self.versions_table.blockSignals(False)
+        target = selected if selected is not None else active
+        for row, v in enumerate(versions):
+            if v.id == target:
+                self.versions_table.selectRow(row)
+                break
+        self._on_version_selection_changed()
+
+    def selected_version(self) -> int | None:
+        items = self.versions_table.selectedItems()
+        return int(items[0].data(Qt.ItemDataRole.UserRole)) if items else None
+
+    def select_version(self, version_id: int) -> None:
+        for row in range(self.versions_table.rowCount()):
+            if int(self.versions_table.item(row, 0).data(Qt.ItemDataRole.UserRole)) == version_id:
+                self.versions_table.selectRow(row)
+                return
+
+    def _on_version_selection_changed(self) -> None:
+        vid = self.selected_version()
+        self.calibration = self.model.calibration(vid) if vid is not None else None
+        cal = self.calibration
+        if cal is None or cal.good_scores.size == 0:
+            self.calib_plot.clear_scores()
+            self.frr_label.setText("no calibration scores for this version" if vid is not None else "select a calibrated version")
+        else:
+            self.calib_plot.show_scores(cal.good_scores, cal.defect_scores, cal.threshold)
+            self._on_threshold_line_changed()
+        self._update_enabled()
+
+    def _on_threshold_line_changed(self, *_: object) -> None:
+        cal = self.calibration
+        if cal is None or cal.good_scores.size == 0:
+            return
+        t = float(self.calib_plot.line.value())
+        est = frr_at(cal.good_scores, t)
+        text = (f"at threshold <b>{t:.4g}</b>: expected false-reject rate <b>{100 * est.expected:.2g} %</b> "
+                f"(95 % interval {100 * est.ci_low:.2g} .. {100 * est.ci_high:.2g} %; {est.above} of {est.n} good "
+                f"calibration parts above)")
+        if cal.defect_scores is not None and cal.defect_scores.size:
+            escapes = int(np.count_nonzero(cal.defect_scores <= t))
+            text += f"; {escapes} of {cal.defect_scores.size} known defects would pass"
+        self.frr_label.setText(text)
+
+    def _on_apply_threshold_clicked(self) -> None:
+        vid = self.selected_version()
+        if vid is not None:
+            self._guard(lambda: self.model.set_threshold(vid, float(self.calib_plot.line.value())))
+
+    def _on_activate_clicked(self) -> None:
+        vid = self.selected_version()
+        if vid is not None:
+            self._guard(lambda: self.model.activate(vid))
+
+    def _on_rollback_clicked(self) -> None:
+        self._guard(self.model.rollback)
+
+    def _on_shadow_clicked(self) -> None:
+        vid = self.selected_version()
+        if vid is not None:
+            self._guard(lambda: self.model.shadow(vid))
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def _on_message_changed(self, text: str, is_error: bool) -> None:
+        color = FAIL_COLOR if is_error else "#1b5e20"
+        self.message_label.setText(f"<span style='color:{color}'>{text}</span>")
+
+    def _on_busy_changed(self, busy: bool) -> None:
+        self._busy = busy
+        self._update_enabled()
+
+    def _on_user_changed(self, user: str, role: str) -> None:
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        teach = self.session.can("teach")
+        training = self.model.state.running
+        has_version = self.selected_version() is not None
+        calibrated = self.calibration is not None and self.calibration.good_scores.size > 0
+        self.capture_button.setEnabled(teach and not training)
+        self.remove_button.setEnabled(teach and not training)
+        self.train_button.setEnabled(teach and not training and not self._busy)
+        self.cancel_button.setEnabled(teach and training)
+        self.iterations.setEnabled(teach and not training)
+        self.target_frr.setEnabled(teach and not training)
+        self.calib_plot.line.setMovable(self.session.can("set_threshold"))
+        self.apply_threshold_button.setEnabled(self.session.can("set_threshold") and calibrated and not self._busy)
+        self.activate_button.setEnabled(self.session.can("activate_model") and calibrated and not self._busy)
+        self.rollback_button.setEnabled(self.session.can("activate_model") and not self._busy)
+        self.shadow_button.setEnabled(teach and has_version and calibrated and not self._busy)
+
+    def _guard(self, action) -> None:
+        try:
+            action()
+        except InspectorError as exc:
+            self._on_message_changed(str(exc), True)

@@ -1,0 +1,281 @@
+"""Widgets the pages share: the image with its heatmap, the verdict banner, charts.
+
+Images are shown with pyqtgraph in row-major order (``image[row, col]``, as numpy and OpenCV
+hold them) at fixed levels, so a frame is drawn exactly as the camera delivered it and never
+auto-stretched. The heatmap is a second ImageItem stacked above the frame with its own opacity
+and colour map, drawn at fixed levels ``0 .. 2 x threshold``, so the middle of the colour map is
+the threshold and colours mean the same from frame to frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtGui import QColor
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
+
+PASS_COLOR = "#2e7d32"
+FAIL_COLOR = "#c62828"
+IDLE_COLOR = "#616161"
+COLOR_MAPS = ("turbo", "inferno", "viridis", "plasma", "CET-L3")
+CONTOUR_PEN = pg.mkPen("#00e5ff", width=2)
+#: Share of the colour scale over which the overlay fades in (scale top = 2 x threshold).
+OVERLAY_FADE = (0.15, 0.5)
+
+
+def levels_for(image: np.ndarray) -> tuple[float, float]:
+    """The full range of the image's dtype: frames are never stretched."""
+    if image.dtype == np.uint16:
+        return (0.0, 65535.0)
+    if image.dtype == np.uint8:
+        return (0.0, 255.0)
+    return (0.0, 1.0)
+
+
+def contour_path(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outlines of the True regions of an (H, W) mask as x, y and pyqtgraph ``connect`` arrays,
+    in the image's pixel coordinates (pixel centres at +0.5)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    xs, ys, connect = [], [], []
+    for c in contours:
+        pts = c[:, 0, :].astype(np.float64) + 0.5
+        pts = np.vstack([pts, pts[:1]])  # closed outline
+        xs.append(pts[:, 0])
+        ys.append(pts[:, 1])
+        link = np.ones(len(pts), dtype=bool)
+        link[-1] = False  # no line from one outline to the next
+        connect.append(link)
+    if not xs:
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(connect)
+
+
+def overlay_lut(name: str) -> np.ndarray:
+    """(256, 4) uint8 RGBA lookup table: the colour map, transparent for the lowest map values and
+    fully opaque from mid-scale (the threshold) up, so normal regions show the part itself."""
+    rgb = pg.colormap.get(name).getLookupTable(nPts=256, alpha=False)
+    ramp = np.clip((np.linspace(0.0, 1.0, 256) - OVERLAY_FADE[0]) / (OVERLAY_FADE[1] - OVERLAY_FADE[0]), 0.0, 1.0)
+    return np.column_stack([rgb, (255 * ramp).round()]).astype(np.uint8)
+
+
+class HeatmapView(QWidget):
+    """A frame with its anomaly map on top, and the overlay's controls.
+
+    :meth:`show_frame` takes the frame ((H, W) grey or (H, W, 3) RGB, uint8/uint16) and either a
+    float (h, w) anomaly map (coloured here with the chosen colour map) or an already coloured
+    (h, w, 3) heatmap picture (e.g. one stored by the history). Maps of another size than the
+    frame are stretched over it.
+    """
+
+    def __init__(self, parent: QWidget | None = None, controls: bool = True) -> None:
+        super().__init__(parent)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground("#202020")
+        self.view: pg.ViewBox = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.heat_item = pg.ImageItem(axisOrder="row-major")
+        self.heat_item.setZValue(10)
+        self.contour_item = pg.PlotCurveItem(pen=CONTOUR_PEN)
+        self.contour_item.setZValue(20)
+        for item in (self.image_item, self.heat_item, self.contour_item):
+            self.view.addItem(item)
+        self._shape: tuple[int, int] | None = None
+        self._vmax = 1.0
+        self._contour_level: float | None = None
+        self._map: np.ndarray | None = None
+
+        self.overlay_box = QCheckBox("Heatmap")
+        self.overlay_box.setChecked(True)
+        self.contour_box = QCheckBox("Defect contours")
+        self.contour_box.setChecked(True)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(50)
+        self.opacity_slider.setToolTip("heatmap opacity")
+        self.cmap_combo = QComboBox()
+        self.cmap_combo.addItems(COLOR_MAPS)
+        self.overlay_box.toggled.connect(self._on_overlay_changed)
+        self.contour_box.toggled.connect(self._on_overlay_changed)
+        self.opacity_slider.valueChanged.connect(self._on_overlay_changed)
+        self.cmap_combo.currentTextChanged.connect(self._on_colormap_changed)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics, 1)
+        bar = QHBoxLayout()
+        for w in (self.overlay_box, QLabel("Opacity"), self.opacity_slider, QLabel("Colours"), self.cmap_combo, self.contour_box):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        self.controls = QWidget()
+        self.controls.setLayout(bar)
+        self.controls.setVisible(controls)
+        layout.addWidget(self.controls)
+        self._on_colormap_changed(self.cmap_combo.currentText())
+        self._on_overlay_changed()
+
+    @property
+    def heat_opacity(self) -> float:
+        return self.opacity_slider.value() / 100.0
+
+    def show_frame(
+        self,
+        image: np.ndarray | None,
+        heatmap: np.ndarray | None = None,
+        *,
+        vmax: float | None = None,
+        contour_level: float | None = None,
+    ) -> None:
+        """Shows a frame; ``vmax`` is the map value drawn at the top of the colour map and
+        ``contour_level`` the map value outlined as defect contours (None: no contours)."""
+        if image is None:
+            self.image_item.clear()
+            self.heat_item.clear()
+            self.contour_item.setData([], [])
+            self._shape = None
+            return
+        self.image_item.setImage(image, autoLevels=False, levels=levels_for(image))
+        h, w = image.shape[:2]
+        if self._shape != (h, w):
+            self._shape = (h, w)
+            self.view.setRange(xRange=(0, w), yRange=(0, h), padding=0.0)
+        self._map = None
+        if heatmap is None:
+            self.heat_item.clear()
+        elif heatmap.ndim == 3:  # an already coloured picture
+            self.heat_item.setImage(heatmap, autoLevels=False, levels=(0, 255), lut=None)
+        else:
+            self._map = heatmap
+            self._vmax = vmax if vmax is not None and vmax > 0 else max(float(np.max(heatmap)), 1e-6)
+            self.heat_item.setImage(heatmap, autoLevels=False, levels=(0.0, self._vmax), lut=self._lut)
+        if heatmap is not None:
+            self.heat_item.setRect(0, 0, w, h)  # a map of another size is stretched over the frame
+        self._contour_level = contour_level
+        self._draw_contours()
+
+    def _draw_contours(self) -> None:
+        m = self._map
+        if m is None or self._contour_level is None or not self.contour_box.isChecked():
+            self.contour_item.setData([], [])
+            return
+        x, y, connect = contour_path(m > self._contour_level)
+        if self._shape is not None and m.shape != self._shape:
+            x = x * self._shape[1] / m.shape[1]
+            y = y * self._shape[0] / m.shape[0]
+        self.contour_item.setData(x, y, connect=connect)
+
+    def _on_overlay_changed(self, *_: object) -> None:
+        self.heat_item.setVisible(self.overlay_box.isChecked())
+        self.heat_item.setOpacity(self.heat_opacity)
+        self._draw_contours()
+
+    def _on_colormap_changed(self, name: str) -> None:
+        self._lut = overlay_lut(name)
+        if self._map is not None:
+            self.heat_item.setLookupTable(self._lut)
+
+
+class Banner(QLabel):
+    """The large PASS / FAIL verdict with score and threshold."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setMinimumHeight(110)
+        self.decision: str | None = None
+        self.show_verdict(None)
+
+    def show_verdict(self, decision: str | None, score: float = math.nan, threshold: float = math.nan, error: str | None = None) -> None:
+        self.decision = decision
+        color = {"PASS": PASS_COLOR, "FAIL": FAIL_COLOR}.get(decision or "", IDLE_COLOR)
+        if decision is None:
+            text = "<span style='font-size:40pt;font-weight:bold'>WAITING</span><br>no part inspected yet"
+        else:
+            detail = f"ERROR: {error}" if error else f"score {score:.4g} &nbsp; threshold {threshold:.4g}"
+            text = f"<span style='font-size:48pt;font-weight:bold'>{decision}</span><br><span style='font-size:14pt'>{detail}</span>"
+        self.setText(text)
+        self.setStyleSheet(f"QLabel {{ background: {color}; color: white; border-radius: 6px; padding: 6px; }}")
+
+    def color(self) -> QColor:
+        return QColor({"PASS": PASS_COLOR, "FAIL": FAIL_COLOR}.get(self.decision or "", IDLE_COLOR))
+
+
+class CountersPanel(QWidget):
+    """Total, pass, fail and yield."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        grid = QGridLayout(self)
+        self.labels: dict[str, QLabel] = {}
+        for col, name in enumerate(("Total", "Pass", "Fail", "Yield")):
+            title = QLabel(name)
+            title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            value = QLabel("0")
+            value.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            value.setStyleSheet("font-size: 22pt; font-weight: bold;")
+            grid.addWidget(title, 0, col)
+            grid.addWidget(value, 1, col)
+            self.labels[name.lower()] = value
+        self.labels["pass"].setStyleSheet(f"font-size: 22pt; font-weight: bold; color: {PASS_COLOR};")
+        self.labels["fail"].setStyleSheet(f"font-size: 22pt; font-weight: bold; color: {FAIL_COLOR};")
+
+    def show_counts(self, total: int, passed: int, failed: int) -> None:
+        self.labels["total"].setText(str(total))
+        self.labels["pass"].setText(str(passed))
+        self.labels["fail"].setText(str(failed))
+        self.labels["yield"].setText(f"{100.0 * passed / total:.1f} %" if total else "–")
+
+
+class TrendPlot(pg.PlotWidget):
+    """Scores of the last parts (oldest left) with the threshold as a horizontal line."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground("w")
+        self.setLabel("left", "score")
+        self.setLabel("bottom", "part (newest right)")
+        self.showGrid(x=False, y=True, alpha=0.3)
+        self.setMouseEnabled(x=False, y=False)
+        self.curve = self.plot(pen=pg.mkPen("#455a64", width=1))
+        self.fails = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(FAIL_COLOR), pen=None)
+        self.passes = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(PASS_COLOR), pen=None)
+        self.addItem(self.passes)
+        self.addItem(self.fails)
+        self.threshold_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(FAIL_COLOR, width=2, style=Qt.PenStyle.DashLine),
+                                              label="threshold", labelOpts={"position": 0.05, "color": FAIL_COLOR})
+        self.addItem(self.threshold_line)
+
+    def show_trend(self, scores: Sequence[float], decisions: Sequence[str], threshold: float) -> None:
+        y = np.asarray(scores, dtype=np.float64)
+        x = np.arange(len(y))
+        self.curve.setData(x, y)
+        failed = np.array([d == "FAIL" for d in decisions], dtype=bool)
+        self.fails.setData(x[failed], y[failed])
+        self.passes.setData(x[~failed], y[~failed])
+        self.threshold_line.setValue(threshold)
+        top = max(float(y.max()) if len(y) else 0.0, threshold) * 1.15 or 1.0
+        self.setYRange(0, top, padding=0)
+        self.setXRange(0, max(len(y) - 1, 1), padding=0.02)
+
+
+class ClickableLabel(QLabel):
+    clicked = pyqtSignal()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self.clicked.emit()
+        super().mousePressEvent(event)
