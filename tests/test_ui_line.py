@@ -172,3 +172,32 @@ def test_blocking_the_gui_thread_loses_no_inspection(qtbot, tmp_path, tiny_model
     assert line.last_metrics.recorded == N_FRAMES and line.last_metrics.unrecorded == 0
     qtbot.waitUntil(lambda: line.counters.total == N_FRAMES, timeout=10_000)
     assert page.shown is not None and page.shown.frame_id == line.latest.frame_id
+
+
+def test_alarms_reach_the_operator_camera_unavailable_and_score_drift(qtbot, tmp_path, tiny_model, engine):
+    from datetime import datetime, timezone
+
+    from inspector.pipeline import InspectionResult
+    from ui.line import DRIFT
+    from ui.operator_page import OperatorPage
+    from ui.session import Session
+
+    db = make_db(tmp_path)
+    product_id, version_id = register_model(db, tiny_model)
+    line = make_line(db, engine, tmp_path / "no such folder", 1.0, tmp_path / "images", product_id, version_id)
+    page = OperatorPage(line, Session(db))
+    qtbot.addWidget(page)
+    assert not line.start()
+    assert line.camera_state == "unavailable" and line.alarms[0].kind == "camera_error"
+    assert "no such folder" in page.alarm_list.item(0).text() and "(1)" in page.ack_button.text()
+
+    # Scores far above the calibration's good scores (0.2 .. 1.2) for a whole window: drift.
+    for i in range(60):
+        line._on_result_received(InspectionResult(
+            time=datetime.now(timezone.utc), camera_id="cam", frame_id=i, score=5.0 + i / 100, decision="FAIL", threshold=1.0))
+    assert line.alarms[0].kind == DRIFT and "drift" in page.alarm_list.item(0).text()
+    assert line.counters.failed == 60
+
+    page.ack_button.click()
+    assert not line.unacknowledged and page.ack_button.text() == "Acknowledge alarms"
+    assert "acknowledge_alarms" in audit_actions(db)

@@ -286,7 +286,11 @@ class LineModel(QObject):
         self.counters_changed.emit()
         self.trend_changed.emit()
 
-    def acknowledge_alarms(self) -> None:
+    def acknowledge_alarms(self, user: str, role: str) -> None:
+        """Marks every alarm seen (audited: who acknowledged what)."""
+        open_ = [f"{a.kind}: {a.message}" for a in self.alarms if not a.acknowledged]
+        if open_:
+            self.db.record_audit(user, role, "acknowledge_alarms", "line", {"alarms": open_}, None)
         self.alarms = deque((replace(a, acknowledged=True) for a in self.alarms), maxlen=MAX_ALARMS)
         self.alarms_changed.emit()
 

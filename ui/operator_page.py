@@ -174,4 +174,4 @@ class OperatorPage(QWidget):
         self.ack_button.setEnabled(self.session.can("acknowledge_alarms"))
 
     def _on_ack_clicked(self) -> None:
-        self.line.acknowledge_alarms()
+        self.line.acknowledge_alarms(self.session.user, self.session.role)

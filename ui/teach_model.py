@@ -118,10 +118,12 @@ class TeachModel(QObject):
     busy_changed = pyqtSignal(bool)
 
     def __init__(self, db: HistoryDB, line: LineModel, session: Session, workdir: Path | None = None,
-                 device: str = "auto", backend: str = "auto", parent: QObject | None = None) -> None:
+                 device: str = "auto", backend: str = "auto", penalty_dir: Path | None = None,
+                 parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.db, self.line, self.session = db, line, session
         self.workdir = workdir
+        self.penalty_dir = penalty_dir  # natural images for the penalty loss (None: the shipped ones)
         self.device, self.backend = device, backend
         self._teach: TeachSession | None = None
         self.training: Task | None = None
@@ -170,6 +172,21 @@ class TeachModel(QObject):
         self.samples_changed.emit()
         return decision.accepted
 
+    def import_samples(self, folder: Path) -> tuple[int, int]:
+        """Adds the images of a folder as good samples, through the quality gates; returns
+        (accepted, refused)."""
+        creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
+        result = self.teach.collect_from_folder(folder)
+        self.db.record_audit(creds.user, creds.role, "import_samples", f"product:{self.teach.product_id}", None,
+                             {"folder": str(folder), "accepted": [p.name for p in result.accepted],
+                              "refused": {d.name: list(d.reasons) for d in result.rejected}})
+        text = f"{len(result.accepted)} samples imported from {folder}"
+        if result.rejected:
+            text += f"; {len(result.rejected)} refused, e.g. {Path(result.rejected[0].name).name}: {result.rejected[0].reasons[0]}"
+        self.message.emit(text, False)
+        self.samples_changed.emit()
+        return len(result.accepted), len(result.rejected)
+
     def remove_samples(self, paths: list[Path]) -> int:
         creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
         folder = self.teach.samples_dir.resolve()
@@ -198,7 +215,7 @@ class TeachModel(QObject):
 
         def work(task: Task) -> TeachResult:
             return teach.train(
-                mode="quick", iterations=iterations, target_frr=target_frr, defects=defects,
+                mode="quick", iterations=iterations, target_frr=target_frr, defects=defects, penalty_dir=self.penalty_dir,
                 on_progress=task.progress.emit, cancel=task.cancel, user=creds.user,
                 note=f"taught in the GUI by {creds.user}",
             )

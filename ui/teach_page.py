@@ -18,6 +18,7 @@ from PyQt6.QtGui import QIcon, QImage, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -72,7 +73,7 @@ class CalibrationPlot(pg.PlotWidget):
         self.setBackground("w")
         self.setLabel("bottom", "score")
         self.setLabel("left", "parts")
-        self.addLegend()
+        self.addLegend(offset=(-10, 10))
         empty = dict(x=[0.0, 1.0], y=[0], stepMode="center", fillLevel=0)
         self.good_curve = pg.PlotCurveItem(**empty, brush=pg.mkBrush(46, 125, 50, 120), pen=pg.mkPen(PASS_COLOR), name="good (calibration)")
         self.bad_curve = pg.PlotCurveItem(**empty, brush=pg.mkBrush(198, 40, 40, 90), pen=pg.mkPen(FAIL_COLOR), name="defective")
@@ -104,9 +105,7 @@ class CalibrationPlot(pg.PlotWidget):
         else:
             self.bad_curve.setData([lo, hi], [0], stepMode="center")
         self.setYRange(0, max(int(counts.max()), 1) * 1.1, padding=0)
-        self.line.blockSignals(True)
-        self.line.setValue(threshold)
-        self.line.blockSignals(False)
+        self.line.setValue(threshold)  # its label follows; the FRR text is the page's to update
         self.setXRange(lo, hi, padding=0.02)
 
 
@@ -129,6 +128,8 @@ class TeachPage(QWidget):
         self.gallery.setMinimumHeight(130)
         self.remove_button = QPushButton("Remove selected samples")
         self.remove_button.clicked.connect(self._on_remove_clicked)
+        self.import_button = QPushButton("Import from folder …")
+        self.import_button.clicked.connect(self._on_import_clicked)
         self.samples_label = QLabel()
 
         # training
@@ -178,7 +179,10 @@ class TeachPage(QWidget):
         sl = QVBoxLayout(samples_box)
         sl.addWidget(self.samples_label)
         sl.addWidget(self.gallery)
-        sl.addWidget(self.remove_button)
+        gb = QHBoxLayout()
+        gb.addWidget(self.remove_button)
+        gb.addWidget(self.import_button)
+        sl.addLayout(gb)
         left.addWidget(samples_box, 2)
 
         right = QVBoxLayout()
@@ -248,6 +252,11 @@ class TeachPage(QWidget):
         paths = [Path(item.data(Qt.ItemDataRole.UserRole)) for item in self.gallery.selectedItems()]
         if paths:
             self._guard(lambda: self.model.remove_samples(paths))
+
+    def _on_import_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Import good samples from folder")
+        if folder:
+            self._guard(lambda: self.model.import_samples(Path(folder)))
 
     def _on_samples_changed(self) -> None:
         try:
@@ -388,6 +397,7 @@ class TeachPage(QWidget):
         calibrated = self.calibration is not None and self.calibration.good_scores.size > 0
         self.capture_button.setEnabled(teach and not training)
         self.remove_button.setEnabled(teach and not training)
+        self.import_button.setEnabled(teach and not training)
         self.train_button.setEnabled(teach and not training and not self._busy)
         self.cancel_button.setEnabled(teach and training)
         self.iterations.setEnabled(teach and not training)
