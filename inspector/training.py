@@ -44,6 +44,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 PAPER_ITERATIONS = 70_000
 #: The autoencoder sees the training image with one of these, factor in [0.8, 1.2] (Section 3.3).
 AUGMENT_FACTOR_RANGE = (0.8, 1.2)
+#: Runs this long get a time estimate before they start; for shorter ones it would cost more than it says.
+ESTIMATE_FROM_ITERATIONS = 50
 #: Natural images for the penalty are resized to twice the input, grey with this probability.
 PENALTY_GRAYSCALE_P = 0.3
 
@@ -165,17 +167,18 @@ def to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 # --- Checkpoints ---------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, iteration: int, model: EfficientAD, optimizer: torch.optim.Optimizer, fingerprint: str) -> None:
+def save_checkpoint(path: Path, iteration: int, model: EfficientAD, optimizer: torch.optim.Optimizer, sampler: torch.Generator, fingerprint: str) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for idx, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.torch"] = torch.get_rng_state()  # dropout
+    tensors["rng.sampler"] = sampler.get_state()  # image choice and augmentation
     meta = {"kind": "checkpoint", "iteration": iteration, "fingerprint": fingerprint}
     save_tensors(path, tensors, meta)
 
 
-def load_checkpoint(path: Path, model: EfficientAD, optimizer: torch.optim.Optimizer, fingerprint: str) -> int:
+def load_checkpoint(path: Path, model: EfficientAD, optimizer: torch.optim.Optimizer, sampler: torch.Generator, fingerprint: str) -> int:
     """Restores model, optimiser and RNG; returns the iteration to continue from (0 if unusable)."""
     try:
         tensors, meta = load_tensors(path, "checkpoint")
@@ -193,6 +196,7 @@ def load_checkpoint(path: Path, model: EfficientAD, optimizer: torch.optim.Optim
             opt_state["state"].setdefault(int(idx), {})[key] = value
     optimizer.load_state_dict(opt_state)
     torch.set_rng_state(tensors["rng.torch"])
+    sampler.set_state(tensors["rng.sampler"])
     return int(meta["iteration"])
 
 
@@ -243,20 +247,22 @@ def train(
     mean, std = teacher_channel_stats(model.teacher, (to_input(train_images[i : i + 8], dev) for i in range(0, len(train_images), 8)))
     model.set_teacher_stats(mean, std)
 
-    step_s = estimate_step_seconds(model, dev)
-    log.info(
-        "training EfficientAD-%s for %d iterations on %s: about %s (%.2f s per iteration)",
-        config.size.upper(), config.iterations, dev, format_duration(step_s * config.iterations), step_s,
-    )
+    if config.iterations >= ESTIMATE_FROM_ITERATIONS:
+        step_s = estimate_step_seconds(model, dev, amp=config.amp and bf16_supported(dev))
+        log.info(
+            "training EfficientAD-%s for %d iterations on %s: about %s (%.2f s per iteration)",
+            config.size.upper(), config.iterations, dev, format_duration(step_s * config.iterations), step_s,
+        )
 
     params = [*model.student.parameters(), *model.autoencoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     fingerprint = hashlib.sha256(json.dumps([asdict(config), data_hash, teacher_info], sort_keys=True).encode()).hexdigest()
-    start = load_checkpoint(checkpoint, model, optimizer, fingerprint) if checkpoint and checkpoint.is_file() else 0
+    sampler = torch.Generator().manual_seed(config.seed)
+    start = load_checkpoint(checkpoint, model, optimizer, sampler, fingerprint) if checkpoint and checkpoint.is_file() else 0
     if start:
         log.info("resuming from iteration %d of %d (%s)", start, config.iterations, checkpoint)
 
-    losses = _train_loop(model, optimizer, train_images, penalty, config, dev, start, checkpoint, fingerprint, on_progress, cancel, show_progress)
+    losses = _train_loop(model, optimizer, sampler, train_images, penalty, config, dev, start, checkpoint, fingerprint, on_progress, cancel, show_progress)
 
     model.eval()
     quantiles = validation_quantiles(model, val_images, dev)
@@ -278,8 +284,7 @@ def train(
     return TrainResult(model.cpu(), metadata, losses)
 
 
-def _train_loop(model, optimizer, train_images, penalty, config, dev, start, checkpoint, fingerprint, on_progress, cancel, show_progress) -> list[float]:
-    g = torch.Generator().manual_seed(config.seed + start)
+def _train_loop(model, optimizer, g, train_images, penalty, config, dev, start, checkpoint, fingerprint, on_progress, cancel, show_progress) -> list[float]:
     amp = config.amp and bf16_supported(dev)
     lr_drop_at = int(config.lr_drop_fraction * config.iterations)
     model.student.train()
@@ -291,7 +296,7 @@ def _train_loop(model, optimizer, train_images, penalty, config, dev, start, che
         for it in range(start, config.iterations):
             if cancel is not None and cancel.is_set():
                 if checkpoint:
-                    save_checkpoint(checkpoint, it, model, optimizer, fingerprint)
+                    save_checkpoint(checkpoint, it, model, optimizer, g, fingerprint)
                 raise TrainingCancelled(f"training cancelled at iteration {it} of {config.iterations}")
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * (0.1 if it >= lr_drop_at else 1.0)
@@ -303,7 +308,7 @@ def _train_loop(model, optimizer, train_images, penalty, config, dev, start, che
             if on_progress is not None:
                 on_progress(TrainProgress(it + 1, config.iterations, loss, (time.perf_counter() - t0) / done_here))
             if checkpoint and (it + 1) % config.checkpoint_every == 0 and it + 1 < config.iterations:
-                save_checkpoint(checkpoint, it + 1, model, optimizer, fingerprint)
+                save_checkpoint(checkpoint, it + 1, model, optimizer, g, fingerprint)
     finally:
         bar.close()
     if checkpoint:
@@ -355,14 +360,14 @@ def validation_quantiles(model: EfficientAD, val_images: torch.Tensor, dev: torc
 
 
 @torch.no_grad()
-def estimate_step_seconds(model: EfficientAD, dev: torch.device, steps: int = 3) -> float:
+def estimate_step_seconds(model: EfficientAD, dev: torch.device, steps: int = 3, amp: bool = False) -> float:
     """Times forward and backward passes like a training step's, leaving weights and RNG as they were."""
     x = torch.zeros(1, 3, 256, 256, device=dev)
     times = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         for _ in range(steps + 1):
             t = time.perf_counter()
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 model.teacher(torch.cat([x, x]))
                 out = model.student(torch.cat([x, x, x])).sum() + model.autoencoder(x).sum()
                 out.backward()
