@@ -37,7 +37,15 @@ from inspector.efficientad import normalize_input
 from inspector.errors import DataError, InspectorError, ModelFileError
 from inspector.images import list_images, read_image, to_float_rgb
 from inspector.model import OUT_CHANNELS, make_pdn
-from inspector.modelfile import atomic_write, load_tensors, save_teacher, save_tensors, unprefixed
+from inspector.modelfile import (
+    atomic_write,
+    load_tensors,
+    optimizer_tensors,
+    restore_optimizer,
+    save_teacher,
+    save_tensors,
+    unprefixed,
+)
 from inspector.training import TrainingCancelled, format_duration, pick_device
 
 log = logging.getLogger(__name__)
@@ -386,9 +394,7 @@ def distill(
 
 def _save_checkpoint(path, it, pdn, optimizer, mean, std, first_loss, g, config) -> None:
     tensors = {f"pdn.{k}": v for k, v in pdn.state_dict().items()}
-    for idx, st in optimizer.state_dict()["state"].items():
-        for key, value in st.items():
-            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
+    tensors.update(optimizer_tensors(optimizer))
     tensors.update({"target_mean": mean, "target_std": std, "rng": g.get_state()})
     save_tensors(path, tensors, {"kind": "distill-checkpoint", "iteration": it, "first_loss": first_loss, "config": asdict(config)})
 
@@ -406,11 +412,6 @@ def _resume(path: Path, pdn, optimizer, config: DistillConfig):
         log.warning("ignoring distillation checkpoint %s: made with other settings", path)
         return None
     pdn.load_state_dict(unprefixed("pdn", tensors))
-    opt_state = optimizer.state_dict()
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, idx, key = name.split(".", 2)
-            opt_state["state"].setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict(opt_state)
+    restore_optimizer(optimizer, tensors)
     dev = next(pdn.parameters()).device
     return int(meta["iteration"]), tensors["target_mean"].to(dev), tensors["target_std"].to(dev), meta["first_loss"], tensors["rng"]

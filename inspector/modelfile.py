@@ -114,6 +114,28 @@ def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch
     return {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
 
 
+# --- Optimiser state in checkpoints -------------------------------------------------------------
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """An optimiser's per-parameter state (Adam's moments and step) as ``opt.<i>.<key>`` tensors."""
+    return {
+        f"opt.{idx}.{key}": torch.as_tensor(value)
+        for idx, state in optimizer.state_dict()["state"].items()
+        for key, value in state.items()
+    }
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Puts back the state :func:`optimizer_tensors` saved; hyper-parameters stay as constructed."""
+    state = optimizer.state_dict()
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, idx, key = name.split(".", 2)
+            state["state"].setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict(state)
+
+
 # --- EfficientAD models and teachers -------------------------------------------------------------
 
 MODEL_KIND = "efficientad"

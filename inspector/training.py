@@ -33,7 +33,7 @@ from inspector.efficientad import (
 )
 from inspector.errors import DataError, InspectorError, ModelFileError
 from inspector.images import read_image, to_square
-from inspector.modelfile import load_teacher, load_tensors, save_tensors, unprefixed
+from inspector.modelfile import load_teacher, load_tensors, optimizer_tensors, restore_optimizer, save_tensors, unprefixed
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +169,7 @@ def to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def save_checkpoint(path: Path, iteration: int, model: EfficientAD, optimizer: torch.optim.Optimizer, sampler: torch.Generator, fingerprint: str) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for idx, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
+    tensors.update(optimizer_tensors(optimizer))
     tensors["rng.torch"] = torch.get_rng_state()  # dropout
     tensors["rng.sampler"] = sampler.get_state()  # image choice and augmentation
     meta = {"kind": "checkpoint", "iteration": iteration, "fingerprint": fingerprint}
@@ -189,12 +187,7 @@ def load_checkpoint(path: Path, model: EfficientAD, optimizer: torch.optim.Optim
         log.warning("ignoring checkpoint %s: it was made with other data or settings", path)
         return 0
     model.load_state_dict(unprefixed("model", tensors))
-    opt_state = optimizer.state_dict()
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, idx, key = name.split(".", 2)
-            opt_state["state"].setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict(opt_state)
+    restore_optimizer(optimizer, tensors)
     torch.set_rng_state(tensors["rng.torch"])
     sampler.set_state(tensors["rng.sampler"])
     return int(meta["iteration"])

@@ -39,12 +39,11 @@ def natural_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, tile_train_paths, natural_dir) -> Path:
-    """A real model file: two training iterations on real images (fast; not a good detector)."""
-    from inspector.modelfile import save_model
-    from inspector.training import TrainConfig, train
+def tiny_model(request, tmp_path_factory, shared_data) -> Path:
+    """A real model file: two training iterations on real images (fast; not a good detector).
 
-    result = train(tile_train_paths, TrainConfig(iterations=2), teacher="random", penalty_dir=natural_dir, device="cpu", show_progress=False)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_model(path, result.model, result.metadata)
-    return path
+    The same file the pipeline tests use, trained once per run (see pipeline_support).
+    """
+    from pipeline_support import trained_model
+
+    return trained_model(request.config, tmp_path_factory)
