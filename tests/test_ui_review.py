@@ -38,8 +38,8 @@ def history(tmp_path, tiny_model, tile_train_paths):
     for i, path in enumerate(tile_train_paths[:6]):
         image = cv2.resize(read_image(path), (192, 192))
         pred = engine.predict(image)
-        record = InspectionRecord(T0 + timedelta(minutes=10 * i), "cam", i, pred.score, "FAIL", 0.0, v1, tile_id,
-                                  image=image, heatmap=pred.anomaly_map)  # threshold 0: every part fails
+        record = InspectionRecord(T0 + timedelta(minutes=10 * i), "cam", i, pred.score, "FAIL", 1.0, v1, tile_id,
+                                  image=image, heatmap=pred.anomaly_map)
         items.append(StoredInspection(record, None, *store.save(record)))
     for j in range(N_PLAIN):
         decision = "FAIL" if j % 3 == 0 else "PASS"
@@ -99,7 +99,9 @@ def test_review_filters_labels_export_and_yield(qtbot, tmp_path, history):
     imaged = [i for i in range(total) if model.table.row(i).image_exists]
     assert len(imaged) == 6
     page.table.selectRow(imaged[0])
-    assert page.image_view.image_item.image is not None and page.image_view.heat_item.image.ndim == 3
+    # The stored JET picture is decoded back to map values, drawn like the live view.
+    heat = page.image_view.heat_item.image
+    assert page.image_view.image_item.image is not None and heat.ndim == 2 and 0.0 <= heat.min() and heat.max() <= 2.0
     assert f"part {model.table.row(imaged[0]).id}" in page.detail_label.text()
 
     # The operator may not label; quality may, and every label is stored and audited.
@@ -145,6 +147,22 @@ def test_review_filters_labels_export_and_yield(qtbot, tmp_path, history):
     _, _, parts = model.yield_series(timedelta(hours=1))
     assert len(t) == len(parts) and parts.sum() == total
     assert np.all((y >= 0) & (y <= 100))
+
+
+def test_stored_heatmaps_decode_to_map_values(tmp_path, tiny_model, tile_train_paths):
+    from inspector.engine import Engine
+    from inspector.images import read_image
+    from ui.review_model import decode_heatmap
+
+    pred = Engine(tiny_model, device="cpu", backend="eager").predict(read_image(tile_train_paths[0]))
+    threshold = pred.score / 2  # the top of the map is above it, the rest of it below
+    store = ImageStore(tmp_path, heatmap_range=(0.0, 2 * threshold))  # as the desktop and `inspector run` store them
+    record = InspectionRecord(T0, "cam", 1, pred.score, "FAIL", threshold, heatmap=pred.anomaly_map)
+    _, heatmap_path = store.save(record)
+    decoded = decode_heatmap(cv2.imread(heatmap_path), threshold)
+    expected = np.clip(pred.anomaly_map, 0.0, 2 * threshold)
+    assert np.abs(decoded - expected).max() <= 2 * threshold / 255 + 1e-6  # one colour step
+    assert decode_heatmap(np.full((8, 8, 3), 200, np.uint8), threshold) is None  # grey: not JET's colours
 
 
 def test_paged_table_reads_only_what_is_shown_of_100000_rows(qtbot, tmp_path):

@@ -182,10 +182,13 @@ def wait_for(qapp: QApplication, condition, timeout_s: float) -> bool:
     return condition()
 
 
-def take_screenshots(app: DesktopApp, out: Path, seconds: float = 5.0, first_result_timeout_s: float = 120.0) -> dict[str, Any]:
-    """Runs the line until a part is shown and ``seconds`` more, then saves one PNG per page
-    (``operator.png``, ``teach.png``, ``review.png``, ``settings.png``) and ``screenshots.json``
-    describing them (the operator banner's rectangle and the inspection it shows)."""
+def take_screenshots(app: DesktopApp, out: Path, seconds: float = 5.0, fail_wait_s: float = 20.0,
+                     first_result_timeout_s: float = 120.0) -> dict[str, Any]:
+    """Runs the line until a part is shown and ``seconds`` more -- and up to ``fail_wait_s`` longer
+    until a rejected part is on screen, which shows more of the page -- then saves one PNG per
+    page (``operator.png``, ``teach.png``, ``review.png``, ``settings.png``) and
+    ``screenshots.json`` describing them (the operator banner's rectangle and the inspection it
+    shows)."""
     qapp = QApplication.instance()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,6 +199,7 @@ def take_screenshots(app: DesktopApp, out: Path, seconds: float = 5.0, first_res
     if not wait_for(qapp, lambda: operator.shown is not None, first_result_timeout_s):
         raise DataError(f"no part was inspected within {first_result_timeout_s:g} s")
     wait_for(qapp, lambda: False, seconds)
+    wait_for(qapp, lambda: operator.shown.decision == "FAIL", fail_wait_s)
     info: dict[str, Any] = {"pages": {}}
     try:
         for page, role in SCREENSHOT_PAGES:

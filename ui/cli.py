@@ -10,6 +10,7 @@ import argparse
 import getpass
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     if args.screenshots is not None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # screenshots need no screen
     try:
+        from PyQt6.QtCore import QTimer
         from PyQt6.QtWidgets import QApplication
     except ImportError:
         raise InspectorError("the desktop needs PyQt6 and pyqtgraph: pip install 'inspector[gui]'") from None
@@ -111,6 +113,11 @@ def cmd_gui(args: argparse.Namespace) -> int:
             return 0
         app.window.show()
         app.start()
+        # Ctrl-C in the terminal closes the window (Qt's loop alone would not let Python see it).
+        signal.signal(signal.SIGINT, lambda *_: qapp.quit())
+        tick = QTimer()
+        tick.timeout.connect(lambda: None)
+        tick.start(250)
         return qapp.exec()
     finally:
         app.close()

@@ -144,14 +144,69 @@ def demo_camera_uri(replay_folder: Path) -> str:
     return f"basler://emulated?images={replay_folder}"
 
 
+#: Calibration report keys copied into the card.
+CARD_CALIBRATION_KEYS = (
+    "threshold", "target_frr", "expected_frr", "frr_ci_low", "frr_ci_high", "confidence", "n_good", "method",
+    "n_defective", "auroc", "escape_rate", "escape_ci_low", "escape_ci_high", "f1_threshold", "f1",
+    "pixel_threshold", "min_defect_area_px", "pixel_rule_escape_rate", "combined_escape_rate", "warnings",
+)
+
+
+def write_card(model: Path, report: Path, out: Path, iterations: int) -> dict:
+    """The demo model's card: what it is, how it was made and calibrated, the calibration's
+    scores (the GUI's calibration view and drift reference), and the data's attribution."""
+    import json
+
+    from inspector.modelfile import MODEL_KIND, file_sha256, load_tensors
+
+    _, meta = load_tensors(model, MODEL_KIND)
+    rep = json.loads(Path(report).read_text())
+    card = {
+        "name": "demo_model",
+        "purpose": "the `inspector gui` demo only; not a production model",
+        "architecture": meta.get("architecture"),
+        "iterations": iterations,
+        "teacher": meta.get("teacher"),
+        "tensor_dtype": "float16",
+        "sha256": file_sha256(model),
+        "training_data": f"{meta.get('train_images')} good monocrystalline ELPV cells (defect probability 0) for the "
+                         f"student and autoencoder, {meta.get('validation_images')} more for the map quantiles; "
+                         f"split {SPLIT_VERSION} of ui/demo.py",
+        "calibration_data": f"{rep.get('n_good')} held-out good mono cells and {rep.get('n_defective')} defective mono "
+                            "cells (defect probability 1), scored by `inspector calibrate`; none of them is replayed by the demo",
+        "calibration": {k: rep[k] for k in CARD_CALIBRATION_KEYS if k in rep},
+        "calibration_note": "a few hundred CPU training iterations make a weak detector, so the threshold is set for a "
+                            "2 % false-reject rate rather than 0.5 %, at which every defect would pass and the demo "
+                            "would never show a reject",
+        "good_scores": rep.get("good_scores", []),
+        "defect_scores": rep.get("defect_scores"),
+        "reproduce": f"scripts/make_demo_model.sh {iterations}",
+        "attribution": ATTRIBUTION,
+        "license": "CC BY-NC-SA 4.0 (derived from the ELPV dataset)",
+    }
+    Path(out).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
 def _cli(argv: list[str] | None = None) -> int:
-    """``python -m ui.demo split OUTDIR``: writes train/, calibration_good/, calibration_defect/."""
+    """``python -m ui.demo split OUTDIR``: writes train/, calibration_good/, calibration_defect/,
+    replay/; ``python -m ui.demo card MODEL REPORT_JSON OUT_JSON ITERATIONS``: the model card."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m ui.demo")
-    p.add_argument("action", choices=("split",))
-    p.add_argument("out", type=Path)
+    sub = p.add_subparsers(dest="action", required=True)
+    s = sub.add_parser("split")
+    s.add_argument("out", type=Path)
+    c = sub.add_parser("card")
+    c.add_argument("model", type=Path)
+    c.add_argument("report", type=Path)
+    c.add_argument("out", type=Path)
+    c.add_argument("iterations", type=int)
     args = p.parse_args(argv)
+    if args.action == "card":
+        card = write_card(args.model, args.report, args.out, args.iterations)
+        print(f"card written to {args.out}: threshold {card['calibration'].get('threshold')}")
+        return 0
     split = elpv_split()
     copy_split(split.train, args.out / "train")
     copy_split(split.calibration_good, args.out / "calibration_good")

@@ -165,6 +165,7 @@ class LineModel(QObject):
         self.camera: Camera | None = None
         self.feeder: PartFeeder | None = None
         self._bridge: PipelineBridge | None = None
+        self._store: ImageStore | None = None
         self.counters = Counters()
         self.trend: deque[TrendPoint] = deque(maxlen=TREND_LENGTH)
         self.alarms: deque[AlarmEntry] = deque(maxlen=MAX_ALARMS)
@@ -192,20 +193,22 @@ class LineModel(QObject):
         if self.running:
             return True
         cfg = self.config
+        camera: Camera | None = None
         try:
             camera = open_camera(cfg.camera_uri)
             camera.open()
             if self.camera_settings:
                 camera.configure(**_camera_kwargs(self.camera_settings))
         except InspectorError as exc:
+            if camera is not None and camera.is_open:
+                camera.close()
             self._add_alarm("camera_error", str(exc))
             self.camera_state = "unavailable"
             self.status_changed.emit()
             return False
-        threshold = self.model.rule.threshold
         store = ImageStore(
             cfg.image_dir, quota_bytes=int(cfg.quota_gb * 1e9), pass_sample_rate=cfg.pass_sample_rate,
-            heatmap_range=(0.0, 2 * threshold) if threshold > 0 else None,
+            heatmap_range=heatmap_range(self.model.rule.threshold),
         )
         writer = HistoryWriter(self.db, store, max_buffered=WRITER_MAX_BUFFERED)
         trigger = {"free_run": TriggerMode.FREE_RUN, "software": TriggerMode.SOFTWARE, "hardware": TriggerMode.HARDWARE}[cfg.trigger]
@@ -226,7 +229,7 @@ class LineModel(QObject):
             self.camera_state = "unavailable"
             self.status_changed.emit()
             return False
-        self.camera, self.pipeline, self._bridge = camera, pipeline, bridge
+        self.camera, self.pipeline, self._bridge, self._store = camera, pipeline, bridge, store
         if cfg.trigger == "software":
             self.feeder = PartFeeder(camera, pipeline, cfg.feeder_rate)
             self.feeder.start()
@@ -269,6 +272,10 @@ class LineModel(QObject):
         self.model = model
         self._drift = self._drift_monitor(model)
         self.drift_status = None
+        if self._store is not None:
+            # Stored heatmaps stay readable as map values (see review_model.decode_heatmap). A
+            # frame decided by the old rule may be stored with the new range: one picture, not data.
+            self._store.heatmap_range = heatmap_range(model.rule.threshold)
         if self.pipeline is not None:
             if product_changed:
                 self.pipeline.product_id = model.product_id
@@ -357,6 +364,12 @@ class LineModel(QObject):
     def _on_drift_recovered(self, status: DriftStatus) -> None:
         self.drift_status = status
         self.status_changed.emit()
+
+
+def heatmap_range(threshold: float) -> tuple[float, float] | None:
+    """Map values drawn at the two ends of a stored heatmap's colours: 0 .. 2 x threshold, as
+    ``inspector run`` stores them, so the threshold is mid-scale."""
+    return (0.0, 2.0 * threshold) if threshold > 0 else None
 
 
 def _camera_kwargs(settings: dict[str, Any]) -> dict[str, Any]:

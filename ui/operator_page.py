@@ -46,6 +46,7 @@ class OperatorPage(QWidget):
         self.line = line
         self.session = session
         self.shown: InspectionResult | None = None  # the result on screen now
+        self._pending: InspectionResult | None = None  # the newest result, drawn when visible
 
         self.image_view = HeatmapView()
         self.banner = Banner()
@@ -105,6 +106,16 @@ class OperatorPage(QWidget):
     # -- handlers ------------------------------------------------------------------------------
 
     def _on_result_changed(self, result: InspectionResult | None) -> None:
+        self._pending = result
+        if self.isVisible():  # a hidden page draws when it is shown again
+            self._draw(result)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().showEvent(event)
+        if self._pending is not self.shown:
+            self._draw(self._pending)
+
+    def _draw(self, result: InspectionResult | None) -> None:
         self.shown = result
         if result is None:
             self.banner.show_verdict(None)

@@ -20,10 +20,12 @@ import cv2
 import numpy as np
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, pyqtSignal
 from PyQt6.QtGui import QColor
+from sqlalchemy import select
 
 from calibration.teach import TeachSession
 from inspector.errors import DataError, InspectorError
 from inspector.history import HistoryDB, InspectionFilter, InspectionRow
+from inspector.history.models import Product
 from inspector.images import read_image
 
 from ui.session import Session
@@ -127,9 +129,36 @@ class InspectionTableModel(QAbstractTableModel):
         return "" if value is None else str(value)
 
 
+def _jet_keys() -> tuple[np.ndarray, np.ndarray]:
+    """The 256 colours of OpenCV's JET map as sorted integer keys, and the level of each."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0].astype(np.int64)
+    keys = (bgr[:, 0] << 16) | (bgr[:, 1] << 8) | bgr[:, 2]
+    keys, first = np.unique(keys, return_index=True)
+    return keys, first.astype(np.float32)
+
+
+_JET_KEYS, _JET_LEVELS = _jet_keys()
+
+
+def decode_heatmap(bgr: np.ndarray, threshold: float) -> np.ndarray | None:
+    """The anomaly map a stored heatmap PNG shows, in score units, as float32 (h, w).
+
+    The history stores maps JET-coloured over ``0 .. 2 x threshold`` (``inspector run`` and this
+    desktop both do), losslessly, so each colour gives its level back. None if the picture holds
+    colours that are not JET's (a map stored another way).
+    """
+    b = bgr.astype(np.int64)
+    keys = (b[..., 0] << 16) | (b[..., 1] << 8) | b[..., 2]
+    pos = np.clip(np.searchsorted(_JET_KEYS, keys), 0, len(_JET_KEYS) - 1)
+    if not np.all(_JET_KEYS[pos] == keys) or threshold <= 0:
+        return None
+    return _JET_LEVELS[pos] / 255.0 * (2.0 * threshold)
+
+
 def load_review_images(row: InspectionRow) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The stored frame ((H, W) grey or (H, W, 3) RGB) and coloured heatmap ((h, w, 3) RGB) of a
-    row, each None where it was not kept or is gone."""
+    """The stored frame ((H, W) grey or (H, W, 3) RGB) and heatmap of a row, each None where it
+    was not kept or is gone. The heatmap is the (h, w) map in score units where its colours can
+    be decoded (see :func:`decode_heatmap`), else the (h, w, 3) RGB picture as stored."""
     image = heat = None
     if row.image_exists:
         try:
@@ -138,7 +167,10 @@ def load_review_images(row: InspectionRow) -> tuple[np.ndarray | None, np.ndarra
             log.warning("%s", exc)
     if row.heatmap_exists:
         bgr = cv2.imread(row.heatmap_path, cv2.IMREAD_COLOR)
-        heat = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if bgr is not None:
+            heat = decode_heatmap(bgr, row.threshold)
+            if heat is None:
+                heat = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return image, heat
 
 
@@ -157,6 +189,11 @@ class ReviewModel(QObject):
         self.session = session
         self.teach_workdir = teach_workdir
         self.table = InspectionTableModel(db, self)
+
+    def products(self) -> list[tuple[str, int]]:
+        """(name, id) of every product, by name, for the filter."""
+        with self.db.session() as s:
+            return [(name, pid) for name, pid in s.execute(select(Product.name, Product.id).order_by(Product.name))]
 
     def label(self, indexes: list[int], label: str) -> int:
         """Sets the review label of the rows at these table indexes (audited per row by the DB)."""

@@ -32,11 +32,9 @@ from PyQt6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from sqlalchemy import select
 
 from inspector.errors import InspectorError
 from inspector.history import InspectionFilter
-from inspector.history.models import Product
 from ui.review_model import ReviewModel, load_review_images
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
@@ -181,13 +179,12 @@ class ReviewPage(QWidget):
 
     def reload_choices(self) -> None:
         """Products for the filter (from the database)."""
-        with self.model.db.session() as s:
-            products = list(s.execute(select(Product.id, Product.name).order_by(Product.name)))
+        products = self.model.products()
         current = self.product_combo.currentData()
         self.product_combo.blockSignals(True)
         self.product_combo.clear()
         self.product_combo.addItem(ANY, None)
-        for pid, name in products:
+        for name, pid in products:
             self.product_combo.addItem(name, pid)
         index = self.product_combo.findData(current)
         self.product_combo.setCurrentIndex(max(index, 0))
@@ -253,7 +250,10 @@ class ReviewPage(QWidget):
             self.detail_label.setText("select a part")
             return
         image, heat = load_review_images(row)
-        self.image_view.show_frame(image, heat)
+        if heat is not None and heat.ndim == 2:  # decoded to score units: drawn like the live view
+            self.image_view.show_frame(image, heat, vmax=2 * row.threshold, contour_level=row.threshold)
+        else:
+            self.image_view.show_frame(image, heat)
         color = PASS_COLOR if row.decision == "PASS" else FAIL_COLOR
         kept = "" if image is not None else " (image not kept: passes are sampled, or the quota removed it)"
         self.detail_label.setText(

@@ -73,6 +73,7 @@ class CalibrationPlot(pg.PlotWidget):
         self.setBackground("w")
         self.setLabel("bottom", "score")
         self.setLabel("left", "parts")
+        self.getAxis("bottom").enableAutoSIPrefix(False)
         self.addLegend(offset=(-10, 10))
         empty = dict(x=[0.0, 1.0], y=[0], stepMode="center", fillLevel=0)
         self.good_curve = pg.PlotCurveItem(**empty, brush=pg.mkBrush(46, 125, 50, 120), pen=pg.mkPen(PASS_COLOR), name="good (calibration)")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import (
     QCheckBox,
@@ -251,6 +251,7 @@ class TrendPlot(pg.PlotWidget):
         self.setLabel("bottom", "part (newest right)")
         self.showGrid(x=False, y=True, alpha=0.3)
         self.setMouseEnabled(x=False, y=False)
+        self.getAxis("left").enableAutoSIPrefix(False)
         self.curve = self.plot(pen=pg.mkPen("#455a64", width=1))
         self.fails = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(FAIL_COLOR), pen=None)
         self.passes = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(PASS_COLOR), pen=None)
@@ -271,11 +272,6 @@ class TrendPlot(pg.PlotWidget):
         top = max(float(y.max()) if len(y) else 0.0, threshold) * 1.15 or 1.0
         self.setYRange(0, top, padding=0)
         self.setXRange(0, max(len(y) - 1, 1), padding=0.02)
+        step = max(1, math.ceil(len(y) / 10))  # whole parts only
+        self.getAxis("bottom").setTickSpacing(major=step, minor=step)
 
-
-class ClickableLabel(QLabel):
-    clicked = pyqtSignal()
-
-    def mousePressEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        self.clicked.emit()
-        super().mousePressEvent(event)
