@@ -71,8 +71,21 @@ def test_sign_in_by_pin_and_rights_by_role(qtbot, tmp_path):
         session.sign_in("tina", "9999")
     assert session.role == "operator"
 
-    sign_in(session, "tina")
-    assert session.role == "technician"
+    # The dialog a person uses: a wrong PIN keeps it open with the reason, the right one signs in.
+    from ui.main_window import SignInDialog, about_text
+
+    from PyQt6.QtWidgets import QDialogButtonBox
+
+    dialog = SignInDialog(session, window)
+    ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    dialog.name_edit.setText("tina")
+    dialog.pin_edit.setText("1111")
+    ok.click()
+    assert "wrong PIN" in dialog.error_label.text() and session.role == "operator" and dialog.pin_edit.text() == ""
+    dialog.pin_edit.setText("1234")
+    ok.click()
+    assert session.role == "technician" and window.sign_in_button.text() == "Sign out"
+    assert "CC BY-NC-SA 4.0" in about_text() and "ELPV" in about_text()
     assert [window.nav.item(i).text() for i in range(window.nav.count())] == ["Operator", "Teach", "Review", "Settings"]
     window.show_page("teach")
     assert window.stack.currentWidget() is pages["teach"]
