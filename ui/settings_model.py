@@ -118,9 +118,6 @@ class SettingsModel(QObject):
         """Puts the product's active model and camera settings on the line (loaded off the GUI thread)."""
         creds = self.session.authorize("choose_product", f"product:{get_product(self.db, name).id}")
         before = self.line.model.product
-        task = run_task("product change", lambda t: load_active_model(self.db, name, self.device, self.backend), self)
-        self._tasks.append(task)
-        self.busy_changed.emit(True)
 
         def finished(model) -> None:
             self._tasks.remove(task)
@@ -138,8 +135,10 @@ class SettingsModel(QObject):
             self.busy_changed.emit(False)
             self.message.emit(text, True)
 
-        task.finished.connect(finished)
-        task.failed.connect(failed)
+        self.busy_changed.emit(True)
+        task = run_task("product change", lambda t: load_active_model(self.db, name, self.device, self.backend), self,
+                        finished=finished, failed=failed)
+        self._tasks.append(task)
         return task
 
     def add_user(self, name: str, role: str, pin: str) -> None:

@@ -220,13 +220,10 @@ class TeachModel(QObject):
                 note=f"taught in the GUI by {creds.user}",
             )
 
-        task = run_task("training", work, self)
-        task.progress.connect(self._on_training_progress)
-        task.finished.connect(self._on_training_finished)
-        task.failed.connect(self._on_training_failed)
-        self.training = task
         self._set_state(TrainingState(True, 0, iterations, message="preparing (teacher statistics) ..."))
-        return task
+        self.training = run_task("training", work, self, finished=self._on_training_finished,
+                                 failed=self._on_training_failed, progress=self._on_training_progress)
+        return self.training
 
     def cancel_training(self) -> None:
         if self.training is not None and self.training.running:
@@ -320,46 +317,43 @@ class TeachModel(QObject):
         return self._run("rollback", work, lambda m: f"rolled back: version {m.model_version_id} is active on the line")
 
     def _run(self, name: str, work, done_text) -> Task:
-        task = run_task(name, work, self)
-        self._tasks.append(task)
-        self.busy_changed.emit(True)
-
         def finished(model: ActiveModel) -> None:
             self.line.set_model(model)
-            self._tasks.remove(task)
-            self.busy_changed.emit(False)
+            self._done(task)
             self.message.emit(done_text(model), False)
             self.versions_changed.emit()
 
         def failed(text: str) -> None:
-            self._tasks.remove(task)
-            self.busy_changed.emit(False)
+            self._done(task)
             self.message.emit(text, True)
             self.versions_changed.emit()
 
-        task.finished.connect(finished)
-        task.failed.connect(failed)
+        self.busy_changed.emit(True)
+        task = run_task(name, work, self, finished=finished, failed=failed)
+        self._tasks.append(task)
         return task
+
+    def _done(self, task: Task) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+        self.busy_changed.emit(bool(self._tasks))
 
     def shadow(self, version_id: int, recent: int = 50) -> Task:
         """Compares a candidate with the active model on the product's recent stored parts."""
         teach = self.teach
-        task = run_task("shadow comparison", lambda t: teach.shadow(version_id, recent=recent), self)
-        self._tasks.append(task)
-        self.busy_changed.emit(True)
 
         def finished(report: ShadowReport) -> None:
-            self._tasks.remove(task)
-            self.busy_changed.emit(False)
+            self._done(task)
             self.shadow_changed.emit(report)
             self.message.emit(f"shadow comparison of version {version_id}: {report.summary()}", False)
 
         def failed(text: str) -> None:
-            self._tasks.remove(task)
-            self.busy_changed.emit(False)
+            self._done(task)
             self.message.emit(text, True)
 
-        task.finished.connect(finished)
-        task.failed.connect(failed)
+        self.busy_changed.emit(True)
+        task = run_task("shadow comparison", lambda t: teach.shadow(version_id, recent=recent), self,
+                        finished=finished, failed=failed)
+        self._tasks.append(task)
         return task
 

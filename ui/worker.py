@@ -38,11 +38,26 @@ class Task(QObject):
         return self.thread is not None and not self.done.is_set()
 
 
-def run_task(name: str, fn: Callable[[Task], Any], parent: QObject | None = None) -> Task:
+def run_task(
+    name: str,
+    fn: Callable[[Task], Any],
+    parent: QObject | None = None,
+    *,
+    finished: Callable[[Any], None] | None = None,
+    failed: Callable[[str], None] | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> Task:
     """Starts ``fn(task)`` on a daemon thread; ``fn`` may emit ``task.progress`` and should
     return when ``task.cancel`` is set. Its return value arrives in ``task.finished``; an
-    exception in ``task.failed`` (InspectorError: its message; anything else: logged in full)."""
+    exception in ``task.failed`` (InspectorError: its message; anything else: logged in full).
+
+    Pass the slots here: they are connected before the thread starts, so a job that ends at once
+    is not missed (a signal emitted before its connection exists reaches nobody).
+    """
     task = Task(name, parent)
+    for signal, slot in ((task.finished, finished), (task.failed, failed), (task.progress, progress)):
+        if slot is not None:
+            signal.connect(slot)
 
     def body() -> None:
         try:
