@@ -78,3 +78,17 @@ def test_training_is_deterministic_and_resumes_from_a_checkpoint(tile_train_path
     assert resumed.losses == pytest.approx(full.losses[1:], rel=1e-4)
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_training_works_offline_with_only_what_ships(tile_train_paths, monkeypatch):
+    """The default teacher and penalty images ship in the package: no network, no ../shared."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is off in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    result = train(tile_train_paths, TrainConfig(iterations=1), device="cpu", show_progress=False)
+    assert result.metadata["teacher"] == "teacher_small.safetensors"
+    assert result.metadata["teacher_sha256"]
