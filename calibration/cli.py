@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from inspector import ENGINE_BACKENDS
 from inspector.errors import DataError, InspectorError, ModelFileError
 
 # Kept light: heavy modules (torch, the engine, matplotlib) are imported inside the commands, so
@@ -309,7 +310,7 @@ def _calibration_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     device = dict(choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: CUDA when present)")
-    backend = dict(choices=("auto", "eager", "compile", "onnxruntime"), default="auto",
+    backend = dict(choices=ENGINE_BACKENDS, default="auto",
                    help="inference backend for scoring (default: the fastest here)")
 
     p = sub.add_parser("calibrate", help="thresholds for a target false-reject rate, with a report")

@@ -41,7 +41,7 @@ def bench(engine: Engine, batch: int = 1, runs: int = 50, repeats: int = 3, warm
         "device": str(engine.device),
         "machine": machine_note(engine),
         "backend": engine.backend,
-        "precision": "fp16" if engine.half else "fp32",
+        "precision": engine.precision,
         "architecture": engine.metadata.get("architecture"),
         "batch": batch,
         "runs": int(all_ms.size),

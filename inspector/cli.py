@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from inspector import __version__
+from inspector import ENGINE_BACKENDS, __version__
 from inspector.errors import InspectorError
 
 log = logging.getLogger("inspector")
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--runs", type=int, default=30, help="timed calls per repeat")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--backend", choices=("auto", "eager", "compile", "onnxruntime"), default="auto")
+    p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto")
     p.add_argument("--json", help="also write the figures as JSON")
     p.add_argument("--device", **device)
     p.set_defaults(func=cmd_bench)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from inspector import ENGINE_BACKENDS
 from inspector.errors import DatabaseError, InspectorError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--summary-interval", type=float, default=DEFAULT_SUMMARY_S, help="seconds between summary lines")
     p.add_argument("--print-results", action="store_true",
                    help="print one line per durable verdict: result FRAME DECISION SCORE ID UID")
-    p.add_argument("--backend", choices=("auto", "eager", "compile", "onnxruntime"), default="auto",
+    p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto",
                    help="inference backend (auto: the fastest here)")
     p.add_argument("--device", **device)
     p.set_defaults(func=cmd_run)

@@ -70,7 +70,7 @@ def test_backends_agree_and_auto_picks_one_by_measurement(tiny_model):
     ort = Engine(tiny_model, device="cpu", backend="onnxruntime").predict(image)
     assert ort.score == pytest.approx(eager.score, abs=1e-3)
     auto = Engine(tiny_model, device="cpu")
-    assert auto.backend in ("eager", "onnxruntime")
+    assert auto.backend in ("eager", "eager-bf16", "onnxruntime")
     assert auto.info["threads"] >= 1 and len(auto.info["model_sha256"]) == 64
 
 
@@ -90,3 +90,21 @@ def test_engine_errors(tmp_path, tiny_model):
         Engine(tmp_path / "missing.safetensors")
     with pytest.raises(InspectorError, match="backend must be one of"):
         Engine(tiny_model, backend="tensorrt")
+
+
+def test_bf16_autocast_keeps_scores_within_the_stated_tolerance(tiny_model):
+    from inspector.engine import HALF_SCORE_TOLERANCE
+    from inspector.training import bf16_supported
+
+    import torch
+
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no bfloat16 support")
+    rng = np.random.default_rng(4)
+    fp32 = Engine(tiny_model, device="cpu", backend="eager")
+    bf16 = Engine(tiny_model, device="cpu", backend="eager-bf16")
+    for _ in range(3):
+        image = rng.integers(0, 256, (200, 240), dtype=np.uint8)
+        ref, got = fp32.predict(image), bf16.predict(image)
+        assert abs(got.score - ref.score) <= HALF_SCORE_TOLERANCE * max(1.0, abs(ref.score))
+        assert np.corrcoef(got.anomaly_map.ravel(), ref.anomaly_map.ravel())[0, 1] > 0.99

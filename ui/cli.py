@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from inspector import ENGINE_BACKENDS
 from inspector.errors import InspectorError
 
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", help="camera URI, e.g. basler://SERIAL, basler://emulated?images=/folder, folder:///images?fps=5")
     p.add_argument("--model", help="model file (.safetensors); default: the product's active model, else the demo model")
     p.add_argument("--product", help="product (recipe) to put on the line")
-    p.add_argument("--backend", choices=("auto", "eager", "compile", "onnxruntime"), default="auto",
+    p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto",
                    help="inference backend (auto: the fastest here)")
     p.add_argument("--device", **device)
     p.add_argument("--screenshots", type=Path, metavar="DIR",
