@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from drivers import TriggerMode, open_camera  # noqa: E402
+from inspector import ENGINE_BACKENDS  # noqa: E402
 from inspector.engine import Engine  # noqa: E402
 from inspector.history import HistoryDB, HistoryWriter, ImageStore, benchmark_inserts  # noqa: E402
 from inspector.pipeline import DecisionRule, Pipeline  # noqa: E402
@@ -69,7 +70,7 @@ def main() -> int:
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--skip-basler", action="store_true")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--backend", default="auto", choices=("auto", "eager", "compile", "onnxruntime"))
+    p.add_argument("--backend", default="auto", choices=ENGINE_BACKENDS)
     p.add_argument("--keep", type=Path, default=None, help="folder to keep databases and images in (default: a temporary one)")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)  # alarms such as queue_full are expected here
