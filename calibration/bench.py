@@ -1,7 +1,7 @@
 """Quick-teach benchmark: from good images to an activated, calibrated model, timed, then the image
 AUROC and the measured false-reject and escape rates on an MVTec-layout test set.
 
-    python -m calibration.bench --data ../shared/data/magnetic_tile --images 100 --iterations 2000
+    python -m calibration.bench --data ../shared/data/magnetic_tile --images 100
 
 Everything is written under a temporary folder (or ``--workdir``) with its own SQLite history
 database and a technician made for the run; nothing else is touched. Prints figures, asserts
@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> dict:
     from calibration.teach import CALIBRATION_FRACTION, MIN_CALIBRATION_IMAGES, TeachSession
     from inspector.engine import Engine
     from inspector.history import HistoryDB
-    from inspector.images import mvtec_test_set
+    from inspector.images import list_images, mvtec_test_set
     from inspector.metrics import image_auroc
 
     data = Path(args.data)
@@ -38,8 +39,19 @@ def run(args: argparse.Namespace) -> dict:
     db.add_user("bench", "technician", "0000")
     session = TeachSession(db, "bench", work, gates=QualityGates(same_size=args.same_size), device=args.device)
 
+    source = data / "train" / "good"
+    if args.pick == "random":
+        # A seeded random draw: MVTec-style folders are often sorted by session (magnetic_tile's
+        # exp0..exp6 are lighting sessions), so the first N would teach one session and then
+        # reject the others' good parts. A technician likewise collects across shifts and batches.
+        paths = list_images(source)
+        chosen = np.random.default_rng(args.seed).choice(len(paths), size=min(args.images, len(paths)), replace=False)
+        source = work / "offered"
+        source.mkdir(parents=True, exist_ok=True)
+        for i in sorted(chosen):
+            shutil.copyfile(paths[i], source / paths[i].name)
     t0 = time.perf_counter()
-    collected = session.collect_from_folder(data / "train" / "good", limit=args.images)
+    collected = session.collect_from_folder(source, limit=args.images)
     t_collect = time.perf_counter() - t0
     # Default target: the lowest rate the calibration share can measure without a tail fit.
     n_cal = max(MIN_CALIBRATION_IMAGES, math.ceil(CALIBRATION_FRACTION * len(collected.accepted)))
@@ -69,7 +81,8 @@ def run(args: argparse.Namespace) -> dict:
         "samples_rejected": len(collected.rejected),
         "train_images": len(taught.train_images),
         "calibration_images": len(taught.calibration_images),
-        "iterations": args.iterations,
+        "iterations": metrics.get("iterations"),
+        "pick": args.pick,
         "teacher": metrics.get("teacher"),
         "seconds_collect": round(t_collect, 1),
         "seconds_train": metrics.get("train_seconds"),
@@ -91,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.bench", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/magnetic_tile", help="MVTec-layout category folder")
     p.add_argument("--images", type=int, default=100, help="good images to teach from (50-200)")
-    p.add_argument("--iterations", type=int, default=2000, help="training iterations (quick mode: 2000)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="training iterations (default: the quick mode's, as many as fit in its time budget)")
+    p.add_argument("--pick", choices=("random", "first"), default="random",
+                   help="which good images of train/good to offer: a seeded random draw, or the first by name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draw")
     p.add_argument("--target-frr", type=float, default=None,
                    help="false-reject rate to calibrate for (default: the lowest the calibration images can measure, at least 0.01)")
     p.add_argument("--teacher", default=None, help="teacher file or 'random' (default: the shipped one)")

@@ -348,7 +348,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--allow-mixed-sizes", action="store_true", help="accept samples of different sizes")
 
     s = step("train", "train on the samples, calibrate on a held-out 20%%, register a candidate", cmd_teach_train)
-    s.add_argument("--mode", choices=("quick", "full"), default="quick", help="quick (2000 iterations) or full (the paper's 70000)")
+    s.add_argument("--mode", choices=("quick", "full"), default="quick", help="quick (as many iterations as fit in 24 minutes, at most 10000) or full (the paper's 70000)")
     s.add_argument("--iterations", type=int, help="override the mode's iteration count")
     s.add_argument("--size", choices=("s", "m"), default="s")
     s.add_argument("--teacher", help="teacher file, or 'random' (default: the shipped teacher)")

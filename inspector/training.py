@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ PAPER_ITERATIONS = 70_000
 AUGMENT_FACTOR_RANGE = (0.8, 1.2)
 #: Runs this long get a time estimate before they start; for shorter ones it would cost more than it says.
 ESTIMATE_FROM_ITERATIONS = 50
+#: Fewer iterations than this make a weak model: a time-budgeted run that fits fewer says so.
+LOW_ITERATIONS = 500
 #: Natural images for the penalty are resized to twice the input, grey with this probability.
 PENALTY_GRAYSCALE_P = 0.3
 
@@ -69,6 +71,10 @@ class TrainConfig:
     #: bf16 autocast for the forward passes where the hardware has it (CUDA, AVX-512 BF16 CPUs):
     #: 1.7x faster steps on this project's CPU; losses and statistics stay float32.
     amp: bool = True
+    #: Train as many iterations as fit in this many seconds (``iterations`` is then the cap). The
+    #: count is fixed before the first step from a measured step time, so the learning-rate
+    #: schedule still ends where the recipe says; a resumed run keeps the count it chose.
+    time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -167,13 +173,24 @@ def to_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 # --- Checkpoints ---------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, iteration: int, model: EfficientAD, optimizer: torch.optim.Optimizer, sampler: torch.Generator, fingerprint: str) -> None:
+def save_checkpoint(path: Path, iteration: int, total: int, model: EfficientAD, optimizer: torch.optim.Optimizer, sampler: torch.Generator, fingerprint: str) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(optimizer_tensors(optimizer))
     tensors["rng.torch"] = torch.get_rng_state()  # dropout
     tensors["rng.sampler"] = sampler.get_state()  # image choice and augmentation
-    meta = {"kind": "checkpoint", "iteration": iteration, "fingerprint": fingerprint}
+    meta = {"kind": "checkpoint", "iteration": iteration, "fingerprint": fingerprint, "total_iterations": total}
     save_tensors(path, tensors, meta)
+
+
+def checkpoint_total(path: Path | None) -> int | None:
+    """The iteration count the run that wrote ``path`` was aiming at (None if no usable checkpoint)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        total = load_tensors(path, "checkpoint")[1].get("total_iterations")
+    except ModelFileError:
+        return None
+    return int(total) if total else None
 
 
 def load_checkpoint(path: Path, model: EfficientAD, optimizer: torch.optim.Optimizer, sampler: torch.Generator, fingerprint: str) -> int:
@@ -240,7 +257,9 @@ def train(
     mean, std = teacher_channel_stats(model.teacher, (to_input(train_images[i : i + 8], dev) for i in range(0, len(train_images), 8)))
     model.set_teacher_stats(mean, std)
 
-    if config.iterations >= ESTIMATE_FROM_ITERATIONS:
+    if config.time_budget_s is not None:
+        config = _fit_budget(config, model, dev, checkpoint)
+    elif config.iterations >= ESTIMATE_FROM_ITERATIONS:
         step_s = estimate_step_seconds(model, dev, amp=config.amp and bf16_supported(dev))
         log.info(
             "training EfficientAD-%s for %d iterations on %s: about %s (%.2f s per iteration)",
@@ -289,7 +308,7 @@ def _train_loop(model, optimizer, g, train_images, penalty, config, dev, start, 
         for it in range(start, config.iterations):
             if cancel is not None and cancel.is_set():
                 if checkpoint:
-                    save_checkpoint(checkpoint, it, model, optimizer, g, fingerprint)
+                    save_checkpoint(checkpoint, it, config.iterations, model, optimizer, g, fingerprint)
                 raise TrainingCancelled(f"training cancelled at iteration {it} of {config.iterations}")
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * (0.1 if it >= lr_drop_at else 1.0)
@@ -301,7 +320,7 @@ def _train_loop(model, optimizer, g, train_images, penalty, config, dev, start, 
             if on_progress is not None:
                 on_progress(TrainProgress(it + 1, config.iterations, loss, (time.perf_counter() - t0) / done_here))
             if checkpoint and (it + 1) % config.checkpoint_every == 0 and it + 1 < config.iterations:
-                save_checkpoint(checkpoint, it + 1, model, optimizer, g, fingerprint)
+                save_checkpoint(checkpoint, it + 1, config.iterations, model, optimizer, g, fingerprint)
     finally:
         bar.close()
     if checkpoint:
@@ -369,6 +388,33 @@ def estimate_step_seconds(model: EfficientAD, dev: torch.device, steps: int = 3,
             times.append(time.perf_counter() - t)
     model.zero_grad(set_to_none=True)
     return float(np.median(times[1:]))
+
+
+#: Share of a time budget planned for training steps: the estimate times the networks alone and
+#: ran 8 % under the real step (sampling, augmentation, optimiser) on this project's CPU.
+BUDGET_MARGIN = 0.9
+
+
+def _fit_budget(config: TrainConfig, model: EfficientAD, dev: torch.device, checkpoint: Path | None) -> TrainConfig:
+    """``config`` with the iteration count that fits its time budget on ``dev``."""
+    planned = checkpoint_total(checkpoint)
+    if planned is not None and planned <= config.iterations:
+        log.info("resuming a time-budgeted run: it planned %d iterations", planned)
+        return replace(config, iterations=planned, time_budget_s=None)
+    step_s = estimate_step_seconds(model, dev, amp=config.amp and bf16_supported(dev))
+    fits = int(BUDGET_MARGIN * config.time_budget_s / step_s)
+    iterations = max(1, min(config.iterations, fits))
+    log.info(
+        "training EfficientAD-%s for %d iterations on %s: %.2f s per iteration fits %d in the %s budget%s",
+        config.size.upper(), iterations, dev, step_s, fits, format_duration(config.time_budget_s),
+        "" if fits <= config.iterations else f" (capped at {config.iterations})",
+    )
+    if iterations < LOW_ITERATIONS:
+        log.warning(
+            "only %d iterations fit in the time budget on %s; expect a weak model (a GPU, or a longer "
+            "budget, trains better)", iterations, dev,
+        )
+    return replace(config, iterations=iterations, time_budget_s=None)
 
 
 def format_duration(seconds: float) -> str:

@@ -92,3 +92,32 @@ def test_training_works_offline_with_only_what_ships(tile_train_paths, monkeypat
     result = train(tile_train_paths, TrainConfig(iterations=1), device="cpu", show_progress=False)
     assert result.metadata["teacher"] == "teacher_small.safetensors"
     assert result.metadata["teacher_sha256"]
+
+
+def test_a_time_budget_fixes_the_iteration_count_up_front_and_a_resume_keeps_it(tile_train_paths, natural_dir, tmp_path, monkeypatch):
+    """The quick teach trains for a time, not a count: the count comes from a measured step time
+    (here pinned, as real timings vary), the schedule ends where the recipe says, and a resumed
+    run keeps the count it chose even if the machine now measures faster."""
+    import inspector.training as training
+
+    monkeypatch.setattr(training, "estimate_step_seconds", lambda *a, **k: 10.0)
+    config = TrainConfig(iterations=50, time_budget_s=35.0)  # 0.9 * 35 / 10 -> 3 iterations
+    cancel = threading.Event()
+    ckpt = tmp_path / "run.ckpt"
+    seen = []
+
+    def progress(p):
+        seen.append(p)
+        cancel.set()
+
+    with pytest.raises(TrainingCancelled, match="iteration 1 of 3"):
+        train(tile_train_paths, config, teacher="random", penalty_dir=natural_dir, device="cpu", checkpoint=ckpt,
+              on_progress=progress, cancel=cancel, show_progress=False)
+    assert seen[0].total == 3
+    monkeypatch.setattr(training, "estimate_step_seconds", lambda *a, **k: 0.001)  # would fit the cap of 50
+    resumed = train(tile_train_paths, config, teacher="random", penalty_dir=natural_dir, device="cpu", checkpoint=ckpt, show_progress=False)
+    assert resumed.metadata["iterations"] == 3 and len(resumed.losses) == 2
+
+    capped = train(tile_train_paths, TrainConfig(iterations=2, time_budget_s=35.0), teacher="random",
+                   penalty_dir=natural_dir, device="cpu", show_progress=False)
+    assert capped.metadata["iterations"] == 2  # the configured count is the cap

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
-from scipy import stats
 
 from calibration.recipes import VersionInfo, active_recipe
 from calibration.rule import rule_from_values
 from calibration.shadow import ShadowReport
-from calibration.teach import QUICK_ITERATIONS, TeachResult, TeachSession
+from calibration.teach import TeachResult, TeachSession
+from calibration.thresholds import FrrEstimate, frr_at
 from inspector.errors import DataError, InspectorError
 from inspector.history import HistoryDB
 from inspector.training import TrainProgress
@@ -34,37 +34,6 @@ from ui.worker import Task, run_task
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_FRR = 0.01
-
-
-@dataclass(frozen=True)
-class FrrEstimate:
-    """False-reject rate to expect at a threshold, from ``n`` good calibration scores.
-
-    With ``r`` of the scores above the threshold, the true rate is Beta(r + 1, n - r)
-    distributed (the order-statistic argument of :mod:`calibration.thresholds`), so
-    ``expected = (r + 1) / (n + 1)`` and the interval is exact.
-    """
-
-    threshold: float
-    expected: float
-    ci_low: float
-    ci_high: float
-    above: int
-    n: int
-
-
-def frr_at(good_scores: np.ndarray, threshold: float, confidence: float = 0.95) -> FrrEstimate:
-    s = np.asarray(good_scores, dtype=np.float64)
-    n = int(s.size)
-    if n == 0:
-        raise DataError("no good calibration scores to estimate a false-reject rate from")
-    r = int(np.count_nonzero(s > threshold))
-    a = 1.0 - confidence
-    if r >= n:  # every good part above: it rejects (nearly) all of them
-        low = float(stats.beta.ppf(a / 2, n, 1))
-        return FrrEstimate(threshold, 1.0, low, 1.0, r, n)
-    low, high = stats.beta.ppf([a / 2, 1 - a / 2], r + 1, n - r)
-    return FrrEstimate(threshold, (r + 1) / (n + 1), float(low), float(high), r, n)
 
 
 @dataclass(frozen=True)
@@ -204,7 +173,7 @@ class TeachModel(QObject):
 
     # -- training --------------------------------------------------------------------------------
 
-    def train(self, iterations: int = QUICK_ITERATIONS, target_frr: float = DEFAULT_TARGET_FRR, defects: Path | None = None) -> Task:
+    def train(self, iterations: int | None = None, target_frr: float = DEFAULT_TARGET_FRR, defects: Path | None = None) -> Task:
         """Trains on the samples in a worker thread; progress in ``training_changed``."""
         if self.training is not None and self.training.running:
             raise InspectorError("training is already running")
@@ -220,7 +189,7 @@ class TeachModel(QObject):
                 note=f"taught in the GUI by {creds.user}",
             )
 
-        self._set_state(TrainingState(True, 0, iterations, message="preparing (teacher statistics) ..."))
+        self._set_state(TrainingState(True, 0, iterations or 0, message="preparing (teacher statistics, step timing) ..."))
         self.training = run_task("training", work, self, finished=self._on_training_finished,
                                  failed=self._on_training_failed, progress=self._on_training_progress)
         return self.training

@@ -35,6 +35,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from calibration.teach import QUICK_TRAIN_S
 from inspector.errors import InspectorError
 from inspector.images import read_image
 from inspector.pipeline import InspectionResult
@@ -135,8 +136,10 @@ class TeachPage(QWidget):
 
         # training
         self.iterations = QSpinBox()
-        self.iterations.setRange(2, 200_000)
-        self.iterations.setValue(2000)
+        self.iterations.setRange(0, 200_000)
+        # 0 is the quick mode: as many iterations as fit in its time budget on this machine.
+        self.iterations.setSpecialValueText(f"quick ({QUICK_TRAIN_S // 60} min)")
+        self.iterations.setValue(0)
         self.target_frr = QDoubleSpinBox()
         self.target_frr.setRange(0.05, 50.0)
         self.target_frr.setDecimals(2)
@@ -281,7 +284,7 @@ class TeachPage(QWidget):
     # -- training ----------------------------------------------------------------------------------
 
     def _on_train_clicked(self) -> None:
-        self._guard(lambda: self.model.train(self.iterations.value(), self.target_frr.value() / 100.0))
+        self._guard(lambda: self.model.train(self.iterations.value() or None, self.target_frr.value() / 100.0))
 
     def _on_training_changed(self, state: TrainingState) -> None:
         self.progress.setRange(0, max(state.total, 1))
