@@ -156,6 +156,8 @@ class CalibrationResult:
             "confidence": im.confidence,
             "n_good": im.n_good,
             "method": im.method,
+            # The drift monitor's reference wherever the model file goes (``inspector run``).
+            "good_scores": [float(s) for s in self.good_scores],
         }
         if self.pixel is not None:
             summary.update(target_pixel_fpr=self.pixel.target_pixel_fpr, mm_per_px=self.pixel.mm_per_px)

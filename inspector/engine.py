@@ -46,6 +46,17 @@ class Prediction:
     anomaly_map: np.ndarray
 
 
+def cpu_threads() -> int:
+    """Threads for CPU inference: ``OMP_NUM_THREADS`` when set, else the cores this process may run
+    on (``taskset``/cgroup pinning counts, which ``os.cpu_count`` ignores)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
 class Engine:
     """Loads a model file and scores images on CUDA (when present) or the CPU."""
 
@@ -67,7 +78,7 @@ class Engine:
         self.image_size: int = int(self.metadata.get("image_size", 256))
         self.resize_mode: str = self.metadata.get("resize_mode", "resize")
         if self.device.type == "cpu":
-            torch.set_num_threads(threads or max(1, (os.cpu_count() or 1)))
+            torch.set_num_threads(threads or cpu_threads())
         self.half = self.device.type == "cuda" if half is None else half
         dtype = torch.float16 if self.half else torch.float32
         self.model: EfficientAD = model.to(self.device, dtype=dtype, memory_format=torch.channels_last).eval()

@@ -28,6 +28,9 @@ DEFAULT_PRODUCT = "default"
 DEFAULT_IMAGE_QUOTA_GB = 20.0
 STOP_TIMEOUT_S = 60.0
 WRITER_MAX_BUFFERED = 64
+DRIFT_WINDOW = 200
+#: Alarm kind of a score drift (the GUI's line view uses the same word).
+DRIFT_ALARM = "drift"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto",
                    help="inference backend (auto: the fastest here)")
     p.add_argument("--device", **device)
+    p.add_argument("--drift-window", type=int, default=DRIFT_WINDOW,
+                   help="recent scores compared with the calibration's good scores for the drift alarm (0: off)")
     p.set_defaults(func=cmd_run)
 
     h = subparsers.add_parser("history", help="inspection history: export")
@@ -126,10 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = _Printer()
         if args.print_results:
             pipeline.subscribe(out.result)
+        drift = watch_drift(pipeline, drift_reference(db, model_version_id, engine.metadata), args.drift_window)
         out.line(
             f"inspecting {args.camera} with {engine.model_path.name} (model version {model_version_id}, "
             f"{engine.info['device']}, {engine.backend}); threshold {rule.threshold:g} from {source}; "
-            f"{args.mode} mode; history {db.url}; Ctrl-C stops"
+            f"{args.mode} mode; history {db.url}; drift {drift}; Ctrl-C stops"
         )
         pipeline.start()
         interrupted = False
@@ -237,6 +243,40 @@ def decision_rule(args: argparse.Namespace, db: Any, metadata: dict[str, Any], m
     raise InspectorError(
         f"model {model_path} has no threshold: calibrate it on good images first, or pass --threshold"
     )
+
+
+def drift_reference(db: Any, model_version_id: int, metadata: dict[str, Any]) -> list[float]:
+    """The good-part scores the model was calibrated on: the latest calibration in the database,
+    else the calibration written into the model file; [] when neither has them."""
+    calibration = db.latest_calibration(model_version_id)
+    scores = (calibration.report or {}).get("good_scores") if calibration is not None else None
+    if not scores:
+        summary = metadata.get("calibration")
+        scores = summary.get("good_scores") if isinstance(summary, dict) else None
+    try:
+        return [float(s) for s in scores or []]
+    except (TypeError, ValueError):
+        log.warning("the calibration's good scores are unreadable; no drift alarm")
+        return []
+
+
+def watch_drift(pipeline: Any, reference: list[float], window: int) -> str:
+    """Feed every inspected part's score to a drift monitor that raises a pipeline alarm (so the
+    console, the log and any alarm subscriber see it); returns a few words on what it watches."""
+    from calibration.drift import MIN_RECENT, DriftMonitor
+
+    if window <= 0:
+        return "alarm off (--drift-window 0)"
+    if len(reference) < 2:
+        return "alarm off (the calibration has no good-part scores; recalibrate to turn it on)"
+    monitor = DriftMonitor(
+        reference, window=max(window, MIN_RECENT),
+        on_warning=lambda status: pipeline.raise_alarm(DRIFT_ALARM, status.message),
+        on_recovered=lambda status: log.info("drift over: %s", status.message),
+    )
+    # All parts, not only passes: cutting the scores at the threshold would itself look like drift.
+    pipeline.subscribe(lambda result: monitor.add(result.score) if result.error is None else None)
+    return f"checked against {len(reference)} calibration scores"
 
 
 def _calibrated_rule(threshold: Any, pixel_threshold: Any, min_area: Any):

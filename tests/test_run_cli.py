@@ -72,6 +72,36 @@ def two_runs(model_path: Path, frames: Path, tmp_path_factory: pytest.TempPathFa
 # -- inspector run --------------------------------------------------------------------------------
 
 
+def test_run_raises_a_drift_alarm_when_scores_leave_the_calibrated_distribution(
+    tmp_path: Path, frames: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The calibration's good scores are the reference: here they sit far below what the parts
+    score now (as after a lighting change), so the monitor must raise a drift alarm."""
+    import logging
+
+    db_path = tmp_path / "history.db"
+    db = HistoryDB(f"sqlite:///{db_path}")
+    db.upgrade()
+    _, version_id = register_model(db, model_path, file_sha256(model_path), None)
+    reference = [1e-6 * (i + 1) for i in range(40)]
+    db.add_calibration(version_id, image_threshold=1.0, target_frr=0.01, expected_frr=0.01,
+                       report={"good_scores": reference}, created_by="test")
+    db.close()
+    argv = ["run", "--camera", f"folder://{frames}?fps=0&loop=1", "--model", str(model_path), "--db",
+            f"sqlite:///{db_path}", "--image-dir", str(tmp_path / "images"), "--max-frames", "50", *FAST]
+    with caplog.at_level(logging.WARNING):
+        status, out, err = run_main(argv)
+    assert status == 0, err
+    assert "drift checked against 40 calibration scores" in out
+    alarms = [r.getMessage() for r in caplog.records if "pipeline alarm drift" in r.getMessage()]
+    assert len(alarms) == 1 and "higher than at calibration" in alarms[0]  # once per episode
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        status, out, err = run_main([*argv[:-len(FAST) - 2], "--max-frames", "3", "--drift-window", "0", *FAST])
+    assert status == 0 and "drift alarm off" in out
+
+
 def result_lines(stdout: str) -> list[list[str]]:
     return [line.split() for line in stdout.splitlines() if line.startswith("result ")]
 

@@ -486,6 +486,11 @@ class Pipeline:
         self._alarm(FRAMES_UNRECORDED, f"{n} acquired frame(s) could not be inspected and recorded",
                     throttle_s=ALARM_THROTTLE_S)
 
+    def raise_alarm(self, kind: str, message: str) -> None:
+        """Raise an alarm from outside the pipeline (e.g. a drift monitor observing its results):
+        it reaches the log and every alarm subscriber like the pipeline's own."""
+        self._alarm(kind, message)
+
     def _alarm(self, kind: str, message: str, throttle_s: float = 0.0) -> None:
         now = time.monotonic()
         with self._lock:
