@@ -82,6 +82,38 @@ def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tu
     return low, high
 
 
+@dataclass(frozen=True)
+class FrrEstimate:
+    """False-reject rate to expect at a threshold, from ``n`` good calibration scores.
+
+    With ``r`` of the scores above the threshold, the true rate is Beta(r + 1, n - r)
+    distributed (the order-statistic argument of :mod:`calibration.thresholds`), so
+    ``expected = (r + 1) / (n + 1)`` and the interval is exact.
+    """
+
+    threshold: float
+    expected: float
+    ci_low: float
+    ci_high: float
+    above: int
+    n: int
+
+
+def frr_at(good_scores: Sequence[float] | np.ndarray, threshold: float, confidence: float = 0.95) -> FrrEstimate:
+    """The false-reject rate to expect at a threshold someone chose (e.g. dragged in the GUI)."""
+    s = np.asarray(good_scores, dtype=np.float64)
+    n = int(s.size)
+    if n == 0:
+        raise DataError("no good calibration scores to estimate a false-reject rate from")
+    r = int(np.count_nonzero(s > threshold))
+    a = 1.0 - confidence
+    if r >= n:  # every good part above: it rejects (nearly) all of them
+        low = float(stats.beta.ppf(a / 2, n, 1))
+        return FrrEstimate(threshold, 1.0, low, 1.0, r, n)
+    low, high = stats.beta.ppf([a / 2, 1 - a / 2], r + 1, n - r)
+    return FrrEstimate(threshold, (r + 1) / (n + 1), float(low), float(high), r, n)
+
+
 def pct(rate: float) -> str:
     """A rate as a short percentage for messages: 0.005 -> '0.5 %'."""
     return f"{100 * rate:.3g} %"

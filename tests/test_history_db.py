@@ -247,6 +247,28 @@ def test_user_errors(db: HistoryDB) -> None:
     assert db.list_users() == [("ann", "quality")]
 
 
+def test_pins_change_and_users_leave_audited_but_the_last_technician_stays(db: HistoryDB) -> None:
+    db.add_user("ann", "technician", "1111")
+    db.add_user("bob", "operator", "2222")
+    db.set_pin("bob", "3333", by="ann")
+    assert db.verify_pin("bob", "2222") is None and db.verify_pin("bob", "3333") == "operator"
+    event_ = db.audit_events(limit=1)[0]
+    assert (event_.user, event_.role, event_.action, event_.target) == ("ann", "technician", "set_pin", "user:bob")
+    assert "3333" not in str((event_.before, event_.after))
+    with pytest.raises(DatabaseError, match="at least"):
+        db.set_pin("bob", "1")
+    with pytest.raises(DatabaseError, match="no user"):
+        db.set_pin("nobody", "4444")
+    with pytest.raises(DatabaseError, match="last technician"):
+        db.remove_user("ann")
+    db.remove_user("bob", by="ann")
+    assert db.list_users() == [("ann", "technician")] and db.verify_pin("bob", "3333") is None
+    assert db.audit_events(limit=1)[0].before == {"role": "operator"}
+    db.add_user("cleo", "technician", "5555")
+    db.remove_user("ann", by="cleo")
+    assert db.list_users() == [("cleo", "technician")]
+
+
 # -- audit and labels ---------------------------------------------------------------------------
 
 

@@ -71,3 +71,10 @@ def test_users_command_adds_accounts_that_sign_in(tmp_path, capsys):
     assert main(["users", "list", "--db", url]) == 0
     assert "tina\ttechnician" in capsys.readouterr().out
     assert HistoryDB(url).verify_pin("tina", "4321") == "technician"
+    assert main(["users", "add", "olaf", "--role", "operator", "--pin", "1234", "--db", url]) == 0
+    assert main(["users", "pin", "olaf", "--pin", "5678", "--db", url]) == 0
+    assert HistoryDB(url).verify_pin("olaf", "5678") == "operator"
+    assert main(["users", "remove", "tina", "--db", url]) == 2
+    assert "last technician" in capsys.readouterr().err
+    assert main(["users", "remove", "olaf", "--db", url]) == 0
+    assert HistoryDB(url).list_users() == [("tina", "technician")]

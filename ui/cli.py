@@ -50,6 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls = usub.add_parser("list", help="list users and their roles")
     ls.add_argument("--db", help="history database URL (default: history.db in the data folder)")
     ls.set_defaults(func=cmd_users_list)
+    pin = usub.add_parser("pin", help="set a user's PIN (asked for, or one line on stdin)")
+    pin.add_argument("name")
+    pin.add_argument("--pin", help="the new PIN (default: asked for, or one line on stdin)")
+    pin.add_argument("--db", help="history database URL (default: history.db in the data folder)")
+    pin.set_defaults(func=cmd_users_pin)
+    rm = usub.add_parser("remove", help="remove a user (their past records keep their name)")
+    rm.add_argument("name")
+    rm.add_argument("--db", help="history database URL (default: history.db in the data folder)")
+    rm.set_defaults(func=cmd_users_remove)
 
 
 def _open_db(url: str | None):
@@ -61,15 +70,40 @@ def _open_db(url: str | None):
     return db
 
 
+def _read_pin(args: argparse.Namespace) -> str:
+    if args.pin is not None:
+        return args.pin
+    if sys.stdin.isatty():
+        pin = getpass.getpass(f"PIN for {args.name}: ")
+        if getpass.getpass("again: ") != pin:
+            raise InspectorError("the two PINs differ; nothing was changed")
+        return pin
+    return sys.stdin.readline().strip()
+
+
+def cmd_users_pin(args: argparse.Namespace) -> int:
+    pin = _read_pin(args)
+    db = _open_db(args.db)
+    try:
+        db.set_pin(args.name, pin, by=f"cli:{getpass.getuser()}")
+    finally:
+        db.close()
+    print(f"PIN of {args.name!r} changed")
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    db = _open_db(args.db)
+    try:
+        db.remove_user(args.name, by=f"cli:{getpass.getuser()}")
+    finally:
+        db.close()
+    print(f"user {args.name!r} removed")
+    return 0
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
-    pin = args.pin
-    if pin is None:
-        if sys.stdin.isatty():
-            pin = getpass.getpass(f"PIN for {args.name}: ")
-            if getpass.getpass("again: ") != pin:
-                raise InspectorError("the two PINs differ; nothing was changed")
-        else:
-            pin = sys.stdin.readline().strip()
+    pin = _read_pin(args)
     db = _open_db(args.db)
     try:
         db.add_user(args.name, args.role, pin, by=f"cli:{getpass.getuser()}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy import Engine, create_engine, event, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -371,6 +371,33 @@ class HistoryDB:
         except IntegrityError as exc:
             raise DatabaseError(f"a user named {name!r} already exists") from exc
         return user.id
+
+    def set_pin(self, name: str, pin: str, *, by: str = "system") -> None:
+        """Replace ``name``'s PIN (a forgotten or shared one); audited, the PIN itself never is."""
+        if len(pin) < MIN_PIN_LENGTH:
+            raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+        with self.session() as s:
+            user = s.scalars(select(User).where(User.name == name)).one_or_none()
+            if user is None:
+                raise DatabaseError(f"no user named {name!r}")
+            user.pin_hash = hash_pin(pin)
+            by_role = s.scalar(select(User.role).where(User.name == by)) or "system"
+            self._audit(s, by, by_role, "set_pin", f"user:{name}", None, None)
+
+    def remove_user(self, name: str, *, by: str = "system") -> None:
+        """Remove an account (someone left); audited. Their past decisions and audit entries keep
+        their name. The last technician cannot be removed: nobody could activate a model."""
+        with self.session() as s:
+            user = s.scalars(select(User).where(User.name == name)).one_or_none()
+            if user is None:
+                raise DatabaseError(f"no user named {name!r}")
+            if user.role == "technician":
+                technicians = s.scalar(select(func.count()).select_from(User).where(User.role == "technician"))
+                if technicians <= 1:
+                    raise DatabaseError(f"{name!r} is the last technician; add another before removing them")
+            by_role = s.scalar(select(User.role).where(User.name == by)) or "system"
+            s.delete(user)
+            self._audit(s, by, by_role, "remove_user", f"user:{name}", {"role": user.role}, None)
 
     def verify_pin(self, name: str, pin: str) -> str | None:
         """The user's role if ``pin`` is theirs, else ``None`` (also for an unknown name)."""
