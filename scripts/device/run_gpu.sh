@@ -12,4 +12,6 @@ export PYTHONPATH=/tmp/site:$PWD
 { nvidia-smi; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; nproc; } > "$OUT/machine.txt" 2>&1
 head -20 "$OUT/machine.txt"
 timeout 90 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_engine_cuda.py 2>&1 | tail -15 | tee "$OUT/pytest_cuda.txt"
-python3 scripts/device/gpu_checks.py --out "$OUT" --total-s "${TOTAL_S:-470}" --distill-s "${DISTILL_S:-230}" 2>&1 | tee "$OUT/gpu_checks.log" | grep -v "^ *$" | tail -40
+# EXTRA, e.g. "--skip-bench --teacher inspector/weights/teacher_small.safetensors": only the
+# downstream comparison of the shipped teacher against a random one.
+python3 scripts/device/gpu_checks.py --out "$OUT" --total-s "${TOTAL_S:-470}" --distill-s "${DISTILL_S:-230}" ${EXTRA:-} 2>&1 | tee "$OUT/gpu_checks.log" | grep -v "^ *$" | tail -40
