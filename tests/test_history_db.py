@@ -85,6 +85,38 @@ def test_upgrade_is_idempotent(db: HistoryDB) -> None:
     assert db.product_by_name("kept") is not None
 
 
+def test_database_at_0001_upgrades_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    """A history written before inspections had an ``error`` column gains it, NULL for old rows."""
+    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
+    db.upgrade("0001")
+    with db.engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("inspections")}
+    assert "error" not in columns
+    with db.engine.begin() as connection:  # the 0001 schema, so plain SQL rather than the model
+        connection.exec_driver_sql(
+            "INSERT INTO inspections (uid, time, camera_id, frame_id, score, decision, threshold, label) "
+            "VALUES ('a' , '2026-03-01 12:00:00.000000', 'cam0', 7, 0.9, 'FAIL', 0.5, 'none')"
+        )
+    db.upgrade()
+    [row] = db.query_inspections()
+    assert (row.uid, row.frame_id, row.decision, row.error) == ("a", 7, "FAIL", None)
+    assert row.time == datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    db.close()
+
+
+def test_downgrade_to_0001_drops_the_error_column_and_keeps_rows(db: HistoryDB) -> None:
+    db.write_inspections([StoredInspection(_record(1, error="engine failed"))])
+    db.downgrade("0001")
+    with db.engine.connect() as connection:
+        assert "error" not in {c["name"] for c in inspect(connection).get_columns("inspections")}
+        assert connection.exec_driver_sql("SELECT frame_id FROM inspections").all() == [(1,)]
+    db.upgrade()
+    assert [r.error for r in db.query_inspections()] == [None]
+
+
 # -- opening ------------------------------------------------------------------------------------
 
 
@@ -325,6 +357,14 @@ def test_write_inspections_is_idempotent_by_uid(db: HistoryDB) -> None:
     again = db.write_inspections(records + [StoredInspection(_record(3))])
     assert [s.id for s in again[:3]] == [s.id for s in first]
     assert db.count_inspections() == 4
+
+
+def test_engine_error_is_stored_and_a_verdict_has_none(db: HistoryDB) -> None:
+    failed = _record(1, score=0.0, error="InspectorError: the engine returned a score of nan")
+    db.write_inspections([StoredInspection(failed), StoredInspection(_record(2))])
+    rows = {r.frame_id: r for r in db.query_inspections()}
+    assert rows[1].error == failed.error and rows[1].decision == "FAIL"
+    assert rows[2].error is None
 
 
 def test_database_in_use_elsewhere_gives_a_clear_error(tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HistoryDB
                 model_version_id=versions[i % 3 == 0],
                 part_id=f"P{i}",
                 latency_total_ms=20.0 + i,
+                # Every fourth FAIL is an engine error (a fail-safe FAIL, not a reject).
+                error=f"DataError: frame {i} is corrupt" if i % 28 == 0 else None,
             )
         )
     stored = db.write_inspections(
@@ -71,6 +73,7 @@ def _expected(db: HistoryDB, records: list[InspectionRecord], f: InspectionFilte
         and (f.model_version_id is None or r.model_version_id == f.model_version_id)
         and (f.label is None or labels[r.frame_id] == f.label)
         and (f.camera_id is None or r.camera_id == f.camera_id)
+        and (not f.errors_only or r.error is not None)
     ]
     return [r.frame_id for r in sorted(matching, key=lambda r: (r.time, r.frame_id), reverse=True)]
 
@@ -85,6 +88,8 @@ FILTERS = [
     InspectionFilter(label="false_reject"),
     InspectionFilter(camera_id="cam1", min_score=0.9),
     InspectionFilter(decision="FAIL", start=T0 + timedelta(hours=1), label="none", product_id=1),
+    InspectionFilter(errors_only=True),
+    InspectionFilter(errors_only=True, start=T0 + timedelta(hours=1), camera_id="cam0"),
 ]
 
 
@@ -107,6 +112,16 @@ def test_rows_carry_everything_the_review_screen_shows(seeded) -> None:
     assert (row.part_id, row.uid) == (record.part_id, record.uid)
     assert row.latency_total_ms == record.latency_total_ms
     assert row.time == record.time and row.time.tzinfo is not None
+    assert row.error is None
+
+
+def test_rows_tell_engine_errors_from_rejects(seeded) -> None:
+    db, records = seeded
+    errors = db.query_inspections(InspectionFilter(errors_only=True), limit=N)
+    assert errors and all(r.decision == "FAIL" for r in errors)
+    assert all(r.error == records[r.frame_id].error == f"DataError: frame {r.frame_id} is corrupt" for r in errors)
+    fails = db.query_inspections(InspectionFilter(decision="FAIL"), limit=N)
+    assert 0 < sum(r.error is None for r in fails) < len(fails)  # real rejects and errors both
 
 
 def test_offset_and_keyset_paging_agree(seeded) -> None:
@@ -196,6 +211,8 @@ def test_export_csv_one_row_per_inspection(seeded, tmp_path: Path) -> None:
     assert datetime.fromisoformat(first["time"]) == record.time
     assert float(first["score"]) == record.score and first["decision"] == "FAIL"
     assert first["product_name"] in ("tile", "plate") and first["uid"] == record.uid
+    assert all(r["error"] == (records[int(r["frame_id"])].error or "") for r in rows)
+    assert any(r["error"] for r in rows) and not all(r["error"] for r in rows)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv"]  # no temporary left
 
 

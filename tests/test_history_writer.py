@@ -445,6 +445,36 @@ def test_journal_lines_are_json_with_utc_times(tmp_path: Path) -> None:
     assert bad == 0 and back.record == record and back.image_path == "/img/a.png"
 
 
+def test_engine_error_survives_the_journal_and_its_replay(db_path: Path) -> None:
+    """A fail-safe FAIL spilled while the database was down still says it was an engine error."""
+    journal = SpillJournal(db_path.with_name("history.db.spill.jsonl"))
+    failed = _record(1, score=0.0, decision="FAIL", latency_model_ms=None, error="DataError: corrupt frame")
+    ok = _record(2)
+    journal.append([StoredInspection(failed), StoredInspection(ok)])
+    assert json.loads(journal.path.read_text().splitlines()[0])["error"] == "DataError: corrupt frame"
+    items, bad = journal.read()
+    assert bad == 0 and [s.record for s in items] == [failed, ok]  # error is compared too
+
+    db = _open(db_path)
+    with HistoryWriter(db) as writer:
+        _wait_until(lambda: writer.stats.journal_pending == 0)
+    rows = {r.uid: r for r in db.query_inspections()}
+    assert rows[failed.uid].error == "DataError: corrupt frame" and rows[failed.uid].decision == "FAIL"
+    assert rows[ok.uid].error is None
+    db.close()
+
+
+def test_journal_written_before_errors_were_recorded_still_replays(tmp_path: Path) -> None:
+    """A line from an older version has no "error" key: it was a real verdict."""
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    journal.append([StoredInspection(_record(1))])
+    line = json.loads(journal.path.read_text())
+    del line["error"]
+    journal.path.write_text(json.dumps(line) + "\n")
+    [back], bad = journal.read()
+    assert bad == 0 and back.record.error is None and back.record.uid == line["uid"]
+
+
 def test_db_keeps_working_for_readers_while_writer_is_failing(db_path: Path) -> None:
     db = _open(db_path, busy_timeout_ms=20)
     writer = HistoryWriter(db, **FAST_RETRY)

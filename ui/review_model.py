@@ -109,12 +109,14 @@ class InspectionTableModel(QAbstractTableModel):
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
-        if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole):
+        if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.ToolTipRole):
             return None
         r = self.row(index.row())
         if r is None:
             return None
         key = COLUMNS[index.column()][0]
+        if role == Qt.ItemDataRole.ToolTipRole:  # the engine's message, on the whole row
+            return f"engine error: {r.error}" if r.error is not None else None
         if role == Qt.ItemDataRole.ForegroundRole:
             if key == "decision":
                 return QColor(PASS_COLOR if r.decision == "PASS" else FAIL_COLOR)
@@ -126,6 +128,8 @@ class InspectionTableModel(QAbstractTableModel):
             return f"{value:.4g}"
         if key == "label":
             return LABEL_TEXT.get(value, value)
+        if key == "decision" and r.error is not None:
+            return "ERROR"  # a fail-safe FAIL: the engine could not score the part
         return "" if value is None else str(value)
 
 
@@ -274,4 +278,5 @@ class ReviewModel(QObject):
 
 
 def _filters_json(f: InspectionFilter) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in f.__dict__.items() if v is not None}
+    # Only the fields set (errors_only is False, not None, when unset).
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in f.__dict__.items() if v is not None and v is not False}

@@ -7,6 +7,7 @@ shown beside it.
 
 from __future__ import annotations
 
+import html
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -58,7 +59,7 @@ class ReviewPage(QWidget):
             e.setCalendarPopup(True)
             e.setDisplayFormat("yyyy-MM-dd HH:mm")
         self.decision_combo = QComboBox()
-        self.decision_combo.addItems([ANY, "PASS", "FAIL"])
+        self.decision_combo.addItems([ANY, "PASS", "FAIL", "ERROR"])  # ERROR: the engine could not score
         self.label_combo = QComboBox()
         self.label_combo.addItems([ANY, "none", "false_reject", "confirmed_defect"])
         self.use_score = QCheckBox("Score from")
@@ -200,7 +201,8 @@ class ReviewPage(QWidget):
         version = self.version_spin.value()
         return InspectionFilter(
             start=start, end=end,
-            decision=None if decision == ANY else decision,
+            decision=None if decision in (ANY, "ERROR") else decision,
+            errors_only=decision == "ERROR",
             label=None if label == ANY else label,
             min_score=self.min_score.value() if self.use_score.isChecked() else None,
             max_score=self.max_score.value() if self.use_score.isChecked() else None,
@@ -256,8 +258,11 @@ class ReviewPage(QWidget):
             self.image_view.show_frame(image, heat)
         color = PASS_COLOR if row.decision == "PASS" else FAIL_COLOR
         kept = "" if image is not None else " (image not kept: passes are sampled, or the quota removed it)"
+        verdict = f"<b style='color:{color}'>{row.decision}</b>"
+        if row.error is not None:  # a fail-safe FAIL, not a judgement of the part
+            verdict = f"<b style='color:{FAIL_COLOR}'>ERROR</b> (FAIL, the engine could not score it: {html.escape(row.error)})"
         self.detail_label.setText(
-            f"part {row.id}: <b style='color:{color}'>{row.decision}</b>, score {row.score:.4g} (threshold "
+            f"part {row.id}: {verdict}, score {row.score:.4g} (threshold "
             f"{row.threshold:.4g}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, {row.camera_id} frame {row.frame_id}, "
             f"model version {row.model_version_id}; label: {row.label}" + (f" by {row.labelled_by}" if row.labelled_by else "") + kept
         )

@@ -34,6 +34,8 @@ Review screen
     ``yield_over_time(filters, bucket: timedelta) -> list[YieldBucket]``,
     ``export_csv(path, filters) -> rows``, ``label_inspection(id, label, user)`` (audited).
     ``InspectionRow.image_exists`` tells whether a stored image is still on disk.
+    ``InspectionRow.error`` is the engine's message where it could not score the frame (the FAIL
+    is then fail-safe, not a reject); ``InspectionFilter(errors_only=True)`` selects those.
 
 People and audit
     ``add_user(name, role, pin, *, by)``, ``verify_pin(name, pin) -> role | None``,

@@ -174,6 +174,9 @@ class Inspection(Base):
     label: Mapped[str] = mapped_column(String(20), default="none")
     labelled_by: Mapped[str | None] = mapped_column(String(100))
     labelled_at: Mapped[datetime | None] = mapped_column()
+    # Why the engine could not score the frame (it then FAILs fail-safe with score 0.0); NULL for
+    # a real verdict, so a reviewer can tell an engine error from a rejected part.
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditEvent(Base):

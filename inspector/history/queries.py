@@ -25,10 +25,11 @@ MAX_PAGE = 10_000
 
 @dataclass(frozen=True)
 class InspectionFilter:
-    """Which inspections to show; every field left ``None`` matches everything.
+    """Which inspections to show; every field left ``None`` (``errors_only`` False) matches all.
 
     ``start`` is inclusive and ``end`` exclusive (timezone-aware). ``min_score``/``max_score`` are
-    inclusive bounds on the image score.
+    inclusive bounds on the image score. ``errors_only`` keeps the inspections the engine could
+    not score (their FAIL is fail-safe, not a reject of the part).
     """
 
     start: datetime | None = None
@@ -40,6 +41,7 @@ class InspectionFilter:
     model_version_id: int | None = None
     label: str | None = None
     camera_id: str | None = None
+    errors_only: bool = False
 
     def __post_init__(self) -> None:
         if self.decision is not None and self.decision not in DECISIONS:
@@ -70,12 +72,17 @@ class InspectionFilter:
             conditions.append(t.score >= self.min_score)
         if self.max_score is not None:
             conditions.append(t.score <= self.max_score)
+        if self.errors_only:
+            conditions.append(t.error.is_not(None))
         return conditions
 
 
 @dataclass(frozen=True)
 class InspectionRow:
-    """One inspection as the review screen shows it. Paths may name files since deleted."""
+    """One inspection as the review screen shows it. Paths may name files since deleted.
+
+    ``error`` is the engine's message where it could not score the frame, else ``None``.
+    """
 
     id: int
     uid: str
@@ -96,6 +103,7 @@ class InspectionRow:
     labelled_at: datetime | None
     image_path: str | None
     heatmap_path: str | None
+    error: str | None
 
     @property
     def image_exists(self) -> bool:

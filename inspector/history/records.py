@@ -26,6 +26,8 @@ class InspectionRecord:
     ``(H, W)`` or ``(H, W, 3)`` BGR, uint8 or uint16; ``heatmap`` is the anomaly map ``(h, w)``,
     float or uint8. Both are optional and only reach disk if the writer has an image store that
     keeps this record. ``uid`` identifies the record across retries and journal replays.
+    ``error`` says why the engine could not score the frame (the verdict is then a fail-safe FAIL,
+    not a judgement of the part); ``None`` for a real verdict.
     """
 
     time: datetime
@@ -42,6 +44,7 @@ class InspectionRecord:
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
     uid: str = field(default_factory=_new_uid)
+    error: str | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -56,6 +59,7 @@ class InspectionRecord:
             "frame_id": int(self.frame_id),
             "score": float(self.score),
             "threshold": float(self.threshold),
+            "error": None if self.error is None else str(self.error),
         }
         for name in ("model_version_id", "product_id"):
             value = getattr(self, name)
@@ -97,6 +101,7 @@ _SCALARS = (
     "product_id",
     "latency_total_ms",
     "latency_model_ms",
+    "error",
 )
 
 
@@ -117,8 +122,10 @@ def to_json(stored: StoredInspection) -> dict[str, Any]:
 
 def from_json(values: dict[str, Any]) -> StoredInspection:
     """Inverse of :func:`to_json`; raises ``KeyError``/``ValueError``/``TypeError`` on bad input."""
+    # A journal written before ``error`` existed has no such key: those were real verdicts.
+    scalars = {name: values[name] for name in _SCALARS if name != "error"}
     record = InspectionRecord(
-        time=datetime.fromisoformat(values["time"]), **{name: values[name] for name in _SCALARS}
+        time=datetime.fromisoformat(values["time"]), error=values.get("error"), **scalars
     )
     return StoredInspection(
         record, image_path=values["image_path"], heatmap_path=values["heatmap_path"]
