@@ -89,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--since", default=None, help="from this time on (ISO 8601; without a zone: local time)")
     e.add_argument("--until", default=None, help="before this time (ISO 8601; without a zone: local time)")
     e.add_argument("--decision", choices=("PASS", "FAIL"), default=None)
+    e.add_argument("--errors-only", action="store_true", help="only frames the engine could not score (see the error column)")
     e.add_argument("--min-score", type=float, default=None)
     e.add_argument("--max-score", type=float, default=None)
     e.add_argument("--model-version", type=int, default=None, help="model version id")
@@ -368,6 +369,7 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         min_score=args.min_score,
         max_score=args.max_score,
         model_version_id=args.model_version,
+        errors_only=args.errors_only,
     )
     if not args.out.parent.is_dir():
         raise InspectorError(f"cannot write {args.out}: folder {args.out.parent} does not exist")

@@ -233,6 +233,8 @@ def test_history_export_filters(two_runs: dict) -> None:
     assert export(db_path, out, "--model-version", str(two_runs["version_id"] + 1)) == []
     assert export(db_path, out, "--since", "2999-01-01") == []
     assert len(export(db_path, out, "--until", "2999-01-01T00:00+00:00", "--since", "2000-01-01")) == 5
+    assert all(r["error"] == "" for r in everything)  # real verdicts: no engine error
+    assert export(db_path, out, "--errors-only") == []
 
 
 def test_history_export_errors(tmp_path: Path, two_runs: dict) -> None:
