@@ -81,36 +81,29 @@ def _read_pin(args: argparse.Namespace) -> str:
     return sys.stdin.readline().strip()
 
 
-def cmd_users_pin(args: argparse.Namespace) -> int:
-    pin = _read_pin(args)
+def _change_users(args: argparse.Namespace, change, done: str) -> int:
+    """Run ``change(db, by)`` on the users of ``--db`` (``by`` names the shell account, for the audit)."""
     db = _open_db(args.db)
     try:
-        db.set_pin(args.name, pin, by=f"cli:{getpass.getuser()}")
+        change(db, f"cli:{getpass.getuser()}")
     finally:
         db.close()
-    print(f"PIN of {args.name!r} changed")
+    print(done)
     return 0
+
+
+def cmd_users_pin(args: argparse.Namespace) -> int:
+    pin = _read_pin(args)
+    return _change_users(args, lambda db, by: db.set_pin(args.name, pin, by=by), f"PIN of {args.name!r} changed")
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
-    db = _open_db(args.db)
-    try:
-        db.remove_user(args.name, by=f"cli:{getpass.getuser()}")
-    finally:
-        db.close()
-    print(f"user {args.name!r} removed")
-    return 0
+    return _change_users(args, lambda db, by: db.remove_user(args.name, by=by), f"user {args.name!r} removed")
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
     pin = _read_pin(args)
-    db = _open_db(args.db)
-    try:
-        db.add_user(args.name, args.role, pin, by=f"cli:{getpass.getuser()}")
-    finally:
-        db.close()
-    print(f"user {args.name!r} added as {args.role}")
-    return 0
+    return _change_users(args, lambda db, by: db.add_user(args.name, args.role, pin, by=by), f"user {args.name!r} added as {args.role}")
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
