@@ -27,6 +27,8 @@ from scipy import stats
 DRIFT_ALPHA = 0.01
 MAX_SHIFT = 0.25
 MIN_RECENT = 30
+#: The kind of the alarm a drift warning raises, on the desktop and in ``inspector run``.
+DRIFT_ALARM = "drift"
 
 
 @dataclass(frozen=True)

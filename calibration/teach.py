@@ -37,7 +37,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -405,12 +405,11 @@ class TeachSession:
             "teach_mode": mode,
             "calibration_images": [p.name for p in cal_paths],
         }
-        config = replace(config, iterations=trained.metadata["iterations"], time_budget_s=None)  # what the budget fitted
         save_model(model_path, trained.model, meta)
         train_s = time.perf_counter() - t0
         metrics = {
             "mode": mode,
-            "iterations": config.iterations,
+            "iterations": trained.metadata["iterations"],  # what a time budget fitted
             "train_images": len(train_paths),
             "calibration_images": len(cal_paths),
             "final_loss": trained.metadata.get("final_loss"),
@@ -431,7 +430,7 @@ class TeachSession:
             ) from None
         report_path = write_report(self.reports_dir / stamp, result, extra={"product": self.product, "metrics": metrics})
         write_thresholds(model_path, result)  # not registered yet, so rewriting in place is safe
-        version_id = self._register(model_path, result, metrics, report_path, user, note or f"{mode} teach, {config.iterations} iterations")
+        version_id = self._register(model_path, result, metrics, report_path, user, note or f"{mode} teach, {metrics['iterations']} iterations")
         return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0)
 
     def _defects(self, defects: str | Path | Sequence[Path] | None) -> list[Path] | None:

@@ -29,8 +29,6 @@ DEFAULT_IMAGE_QUOTA_GB = 20.0
 STOP_TIMEOUT_S = 60.0
 WRITER_MAX_BUFFERED = 64
 DRIFT_WINDOW = 200
-#: Alarm kind of a score drift (the GUI's line view uses the same word).
-DRIFT_ALARM = "drift"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -264,7 +262,7 @@ def drift_reference(db: Any, model_version_id: int, metadata: dict[str, Any]) ->
 def watch_drift(pipeline: Any, reference: list[float], window: int) -> str:
     """Feed every inspected part's score to a drift monitor that raises a pipeline alarm (so the
     console, the log and any alarm subscriber see it); returns a few words on what it watches."""
-    from calibration.drift import MIN_RECENT, DriftMonitor
+    from calibration.drift import DRIFT_ALARM, MIN_RECENT, DriftMonitor
 
     if window <= 0:
         return "alarm off (--drift-window 0)"

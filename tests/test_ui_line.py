@@ -191,7 +191,7 @@ def test_alarms_reach_the_operator_camera_unavailable_and_score_drift(qtbot, tmp
     from datetime import datetime, timezone
 
     from inspector.pipeline import InspectionResult
-    from ui.line import DRIFT
+    from calibration.drift import DRIFT_ALARM as DRIFT
     from ui.operator_page import OperatorPage
     from ui.session import Session
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
-from calibration.drift import DriftMonitor, DriftStatus
+from calibration.drift import DRIFT_ALARM, DriftMonitor, DriftStatus
 from drivers import Camera, TriggerMode, open_camera
 from inspector.errors import CameraError, InspectorError
 from inspector.history import HistoryDB, HistoryWriter, ImageStore
@@ -36,7 +36,6 @@ METRICS_INTERVAL_MS = 1000
 TREND_LENGTH = 200
 MAX_ALARMS = 200
 TRIGGERS = ("free_run", "software", "hardware")
-DRIFT = "drift"
 WRITER_MAX_BUFFERED = 64
 
 
@@ -359,7 +358,7 @@ class LineModel(QObject):
 
     def _on_drift_warning(self, status: DriftStatus) -> None:
         self.drift_status = status
-        self._add_alarm(DRIFT, status.message)
+        self._add_alarm(DRIFT_ALARM, status.message)
 
     def _on_drift_recovered(self, status: DriftStatus) -> None:
         self.drift_status = status
