@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from calibration.rule import DecisionRule, rule_from_values, rule_metadata
+from inspector.line.rule import DecisionRule, rule_from_values, rule_metadata
 from calibration.thresholds import (
     DefectAnalysis,
     ImageThreshold,
@@ -31,8 +31,8 @@ from calibration.thresholds import (
     threshold_for_frr,
 )
 from inspector.errors import DataError
-from inspector.images import list_images, read_image
-from inspector.modelfile import MODEL_KIND, load_tensors, save_tensors
+from inspector.image_io import list_images, read_image
+from inspector.model_file import MODEL_KIND, load_tensors, save_tensors
 
 if TYPE_CHECKING:
     from inspector.engine import Engine

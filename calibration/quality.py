@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from inspector.errors import ImageError
-from inspector.images import read_image
+from inspector.image_io import read_image
 
 THUMB = 32
 
@@ -97,7 +97,7 @@ def image_reasons(s: SampleStats, gates: QualityGates) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Decision:
+class SampleVerdict:
     """One sample's verdict; ``reasons`` is empty when accepted."""
 
     name: str
@@ -143,7 +143,7 @@ class SampleScreen:
         if self._first_size is None:
             self._first_size = (s.height, s.width)
 
-    def judge(self, name: str, image: np.ndarray) -> Decision:
+    def judge(self, name: str, image: np.ndarray) -> SampleVerdict:
         """Judges one image; an accepted one is remembered for the next judgements."""
         s = measure(image)
         g = self.gates
@@ -164,25 +164,25 @@ class SampleScreen:
                 reasons.append(f"duplicate of {self._names[nearest]} (mean difference {diffs[nearest]:.4f})")
         if not reasons:
             self.remember(name, s)
-        return Decision(name, tuple(reasons), s)
+        return SampleVerdict(name, tuple(reasons), s)
 
-    def judge_file(self, path: str | Path, name: str | None = None) -> Decision:
+    def judge_file(self, path: str | Path, name: str | None = None) -> SampleVerdict:
         """Judges an image file; an unreadable one is rejected with the reader's message."""
         name = name or Path(path).name
         try:
             image = read_image(path)
         except ImageError as e:
-            return Decision(name, (f"unreadable: {e}",))
+            return SampleVerdict(name, (f"unreadable: {e}",))
         return self.judge(name, image)
 
 
-def screen_files(paths: list[Path], gates: QualityGates = QualityGates()) -> list[Decision]:
+def screen_files(paths: list[Path], gates: QualityGates = QualityGates()) -> list[SampleVerdict]:
     """Judges files in order against the gates and each other."""
     screen = SampleScreen(gates)
     return [screen.judge_file(p, str(p)) for p in paths]
 
 
-def summarise(rejected: list[Decision], limit: int = 3) -> str:
+def summarise(rejected: list[SampleVerdict], limit: int = 3) -> str:
     """'11 rejected: duplicate of a.png (...); ...' -- a one-line summary for error messages."""
     if not rejected:
         return "none rejected"

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from calibration.calibrate import CalibrationResult
 from calibration.thresholds import pct
-from inspector.modelfile import atomic_write
+from inspector.model_file import atomic_write
 
 REPORT_JSON = "report.json"
 SCORES_PNG = "scores.png"

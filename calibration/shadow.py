@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from calibration.rule import DecisionRule
+from inspector.line.rule import DecisionRule
 from inspector.errors import DataError
-from inspector.images import read_image
+from inspector.image_io import read_image
 
 if TYPE_CHECKING:
     from inspector.engine import Engine

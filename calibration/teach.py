@@ -53,28 +53,28 @@ from calibration.calibrate import (
     store_calibration,
     write_thresholds,
 )
-from calibration.quality import Decision, QualityGates, SampleScreen, measure, summarise
-from calibration.recipes import (
+from calibration.quality import QualityGates, SampleVerdict, SampleScreen, measure, summarise
+from inspector.recipes import (
     Recipe,
     VersionInfo,
     activation_history,
     active_recipe,
     ensure_product,
     get_product,
-    require_role,
     safe_name,
     verify_model_file,
     version_of,
     versions,
 )
 from calibration.report import write_json_atomic, write_report
-from calibration.rule import rule_from_calibration
+from inspector.roles import require_role
+from inspector.line.rule import rule_from_calibration
 from calibration.shadow import ShadowReport, shadow_compare
 from calibration.thresholds import check_resolvable, pct
 from inspector.errors import CameraError, DataError, InspectorError
 from inspector.history import HistoryDB, InspectionFilter, data_dir
-from inspector.images import list_images, read_image
-from inspector.training import MIN_GOOD_IMAGES, PAPER_ITERATIONS, TrainProgress
+from inspector.image_io import list_images, read_image
+from inspector.method.training import MIN_GOOD_IMAGES, PAPER_ITERATIONS, TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class CollectResult:
     """``accepted``: files added to the sample folder; ``rejected``: refused samples with reasons."""
 
     accepted: list[Path] = field(default_factory=list)
-    rejected: list[Decision] = field(default_factory=list)
+    rejected: list[SampleVerdict] = field(default_factory=list)
     total_samples: int = 0
 
 
@@ -115,7 +115,7 @@ class TeachResult:
     calibration: CalibrationResult
     train_images: list[Path] = field(default_factory=list)
     calibration_images: list[Path] = field(default_factory=list)
-    rejected: list[Decision] = field(default_factory=list)
+    rejected: list[SampleVerdict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -184,7 +184,7 @@ class TeachSession:
         path = self.samples_dir / REJECTIONS_JSON
         return json.loads(path.read_text()) if path.is_file() else []
 
-    def _record_rejections(self, decisions: list[Decision], source: str) -> None:
+    def _record_rejections(self, decisions: list[SampleVerdict], source: str) -> None:
         if not decisions:
             return
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -204,7 +204,7 @@ class TeachSession:
                 log.warning("sample %s ignored: %s", path, e)
         return screen
 
-    def add_sample(self, image: np.ndarray, name: str | None = None, *, screen: SampleScreen | None = None, keep_rejected: bool = True) -> Decision:
+    def add_sample(self, image: np.ndarray, name: str | None = None, *, screen: SampleScreen | None = None, keep_rejected: bool = True) -> SampleVerdict:
         """Screens one image (e.g. a frame the GUI grabbed) and stores it as PNG if accepted.
 
         Rejected images go to ``samples/rejected/`` (if ``keep_rejected``) and the rejection list.
@@ -244,7 +244,7 @@ class TeachSession:
                 existing.add(name)
                 result.accepted.append(target)
             else:
-                result.rejected.append(Decision(str(path), decision.reasons, decision.stats))
+                result.rejected.append(SampleVerdict(str(path), decision.reasons, decision.stats))
         self._record_rejections(result.rejected, f"folder:{folder}")
         result.total_samples = len(self.sample_paths())
         return result
@@ -257,7 +257,7 @@ class TeachSession:
         max_frames: int | None = None,
         timeout_s: float = 5.0,
         interval_s: float = 0.0,
-        on_sample: Callable[[Decision], None] | None = None,
+        on_sample: Callable[[SampleVerdict], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> CollectResult:
         """Grabs frames from a camera (``drivers.open_camera`` URI) until ``count`` are accepted.
@@ -314,7 +314,7 @@ class TeachSession:
 
     # --- 2. training ---------------------------------------------------------------------------
 
-    def usable_samples(self) -> tuple[list[Path], list[Decision]]:
+    def usable_samples(self) -> tuple[list[Path], list[SampleVerdict]]:
         """The sample folder screened again: (accepted paths, rejected decisions)."""
         screen = SampleScreen(self.gates)
         accepted, rejected = [], []
@@ -368,8 +368,8 @@ class TeachSession:
         thresholds) and the error says which version to calibrate.
         """
         from inspector.engine import Engine
-        from inspector.modelfile import save_model
-        from inspector.training import TrainConfig, train
+        from inspector.model_file import save_model
+        from inspector.method.training import TrainConfig, train
 
         if mode not in MODES:
             raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -492,7 +492,7 @@ class TeachSession:
     def _calibration_images(self, version: VersionInfo, good: str | Path | Sequence[Path] | None) -> list[Path]:
         if good is not None:
             return list_images(good) if isinstance(good, (str, Path)) else [Path(p) for p in good]
-        from inspector.modelfile import load_tensors
+        from inspector.model_file import load_tensors
 
         _, meta = load_tensors(version.path, "efficientad")
         names = meta.get("calibration_images")
@@ -618,7 +618,7 @@ def _calibration_metrics(result: CalibrationResult) -> dict[str, Any]:
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     """Writes an RGB or grey uint8/uint16 frame losslessly as PNG, atomically."""
-    from inspector.modelfile import atomic_write
+    from inspector.model_file import atomic_write
 
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     ok, data = cv2.imencode(".png", bgr)

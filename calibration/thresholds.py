@@ -44,7 +44,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from inspector.errors import DataError
 # Regions are counted exactly as the line counts them (8-connected, in map pixels).
-from inspector.pipeline.decision import largest_region_px
+from inspector.line.rule import largest_region_px
 
 #: Below ``RELIABLE_FACTOR / target_frr`` good images the threshold comes with a warning.
 RELIABLE_FACTOR = 3

@@ -30,7 +30,9 @@ Every camera follows :class:`Camera`::
     frame = cam.grab(timeout_s=1.0)          # Frame or None
     cam.stop(); cam.close()
 
-pypylon is imported only when a Basler camera is opened.
+pypylon is imported only when a Basler camera is opened. A camera is the core's
+:class:`inspector.frames.FrameSource` (``Frame`` and ``TriggerMode`` are the core's, re-exported here):
+the line runs on it without importing this package.
 """
 
 from __future__ import annotations

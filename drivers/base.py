@@ -12,7 +12,6 @@ thread too; they wait for a ``grab()`` in progress to return (at most its ``time
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import threading
@@ -24,49 +23,9 @@ import cv2
 import numpy as np
 
 from inspector.errors import CameraError
+from inspector.frames import CameraStats, Frame, TriggerMode
 
 log = logging.getLogger(__name__)
-
-
-class TriggerMode(enum.Enum):
-    """What makes the camera take a picture."""
-
-    FREE_RUN = "free_run"  # continuously, at the camera's own rate
-    SOFTWARE = "software"  # one frame per call to Camera.trigger()
-    HARDWARE = "hardware"  # one frame per edge on a trigger input line, e.g. "Line1"
-
-
-@dataclass(frozen=True, eq=False)  # compared and hashed by identity: arrays have no truth value
-class Frame:
-    """One picture from a camera.
-
-    ``image`` is H×W (grayscale) or H×W×3 (RGB order), dtype uint8 or uint16. ``frame_id`` is the
-    source's own frame number (camera block id, index in the replayed sequence); it increases
-    within one ``start()``, jumps over skipped frames and may restart after a reconnect.
-    ``camera_timestamp`` is the source's clock in the source's units (see each driver);
-    ``host_timestamp`` is ``time.time()`` when the frame reached the host.
-    """
-
-    image: np.ndarray
-    frame_id: int
-    camera_timestamp: int | float
-    host_timestamp: float
-    camera_id: str
-
-
-@dataclass(frozen=True)
-class CameraStats:
-    """Counters since ``open()``.
-
-    grabbed: frames delivered by ``grab()``. lost: frames the source produced that could not be
-    delivered (a failed or incomplete grab, an unreadable file). skipped: frames dropped on purpose
-    because a newer one was ready (latest-only live view). reconnects: successful reopenings.
-    """
-
-    grabbed: int = 0
-    lost: int = 0
-    skipped: int = 0
-    reconnects: int = 0
 
 
 @dataclass(frozen=True)

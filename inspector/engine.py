@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from inspector import ENGINE_BACKENDS
-from inspector.efficientad import EfficientAD, map_to_input_grid, normalize_input
+from inspector.method.efficientad import EfficientAD, map_to_input_grid, normalize_input
 from inspector.errors import InspectorError
-from inspector.images import Placement, map_to_image, to_square
-from inspector.modelfile import file_sha256, load_model
+from inspector.image_io import Placement, map_to_image, to_square
+from inspector.file_digest import file_sha256
+from inspector.model_file import load_model
 from inspector.onnx_export import export_onnx
-from inspector.training import bf16_supported, pick_device
+from inspector.devices import bf16_supported, pick_device
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from inspector.engine import Engine
-from inspector.images import mvtec_test_set, read_image, read_mask
-from inspector.metrics import aupro, image_auroc, pixel_auroc
+from inspector.image_io import mvtec_test_set, read_image, read_mask
+from inspector.ad_metrics import aupro, image_auroc, pixel_auroc
 
 #: AU-PRO is integrated up to this false-positive rate and normalised (MVTec AD protocol).
 AUPRO_FPR_LIMIT = 0.3

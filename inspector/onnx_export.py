@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inspector.efficientad import EfficientAD
+from inspector.method.efficientad import EfficientAD
 from inspector.errors import InspectorError
-from inspector.modelfile import atomic_write, load_model
+from inspector.model_file import atomic_write, load_model
 
 
 def export_onnx(model: EfficientAD, path: str | Path, image_size: int = 256) -> None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Figures of the inspection pipeline (a benchmark that prints, not a test).
 
-1. Overhead: the engine's predict() alone on a list of frames, against the whole pipeline (folder
-   camera -> queue -> engine -> decision -> history writer with image store -> subscriber) on the
-   same frames; time per frame in steady state, median and spread over several alternating runs,
+1. Overhead: the engine's predict() alone on a list of frames, against the whole line as
+   ``inspector run`` builds it (``inspector.line.build_line``: folder camera -> queue -> engine ->
+   decision -> history writer with image store -> subscriber) on the same frames; time per frame in steady state, median and spread over several alternating runs,
    and the ratio. Target: <= 5 % on a CPU.
 2. Sustained rate with pylon's emulated Basler camera: triggered mode paced by backpressure
    (a software trigger whenever the queue has room: every frame inspected) and live mode with
@@ -41,11 +41,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from drivers import TriggerMode, open_camera  # noqa: E402
+from drivers import open_camera  # noqa: E402
 from inspector import ENGINE_BACKENDS  # noqa: E402
 from inspector.engine import Engine  # noqa: E402
-from inspector.history import HistoryDB, HistoryWriter, ImageStore, benchmark_inserts  # noqa: E402
-from inspector.pipeline import DecisionRule, Pipeline  # noqa: E402
+from inspector.history import HistoryDB, benchmark_inserts  # noqa: E402
+from inspector.line import DecisionRule, Line, build_line  # noqa: E402
+from inspector.recipes import LoadedRecipe  # noqa: E402
 
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "magnetic_tile" / "train" / "good"
 
@@ -183,16 +184,32 @@ def pipeline_ms(engine: Engine, folder: Path, threshold: float, args: argparse.N
     work.mkdir(parents=True)
     db = HistoryDB(f"sqlite:///{work / 'history.db'}")
     db.upgrade()
-    writer = HistoryWriter(db, ImageStore(work / "images", pass_sample_rate=args.pass_sample_rate))
-    pipeline = Pipeline(open_camera(f"folder://{folder}?fps=0"), engine, DecisionRule(threshold), writer,
-                        queue_size=args.queue_size)
     stamps: list[float] = []
-    pipeline.subscribe(lambda result: stamps.append(time.perf_counter()))
-    pipeline.start()
-    pipeline.wait()
-    pipeline.stop()
+    line = bench_line(open_camera(f"folder://{folder}?fps=0"), engine, threshold, db, work, args,
+                      links=[Stamps(stamps)])
+    line.start()
+    line.wait()
+    line.stop()
     db.close()
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000, pipeline.metrics().model_p50_ms
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000, line.metrics().model_p50_ms
+
+
+class Stamps:
+    """A line link noting when each durable result arrives."""
+
+    def __init__(self, stamps: list[float]) -> None:
+        self.stamps = stamps
+
+    def on_result(self, result) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+def bench_line(camera, engine: Engine, threshold: float, db: HistoryDB, work: Path, args: argparse.Namespace,
+               **options) -> Line:
+    """The line as ``inspector run`` builds it, deciding by ``threshold``, images under ``work``;
+    no drift monitor (no calibration here)."""
+    return build_line(camera, LoadedRecipe(engine, DecisionRule(threshold)), db, image_dir=work / "images",
+                      pass_sample_rate=args.pass_sample_rate, queue_size=args.queue_size, **options)
 
 
 # -- 2. emulated Basler ---------------------------------------------------------------------------
@@ -213,7 +230,7 @@ def emulated_camera(args: argparse.Namespace, work: Path):
     return camera
 
 
-def paced_triggers(pipeline: Pipeline, stop: threading.Event, in_flight: int, limit: int | None = None) -> threading.Thread:
+def paced_triggers(line: Line, stop: threading.Event, in_flight: int, limit: int | None = None) -> threading.Thread:
     """Fire a software trigger whenever fewer than ``in_flight`` frames are fired and not yet
     inspected: the engine never waits for a frame, and a frame waits for the engine at most
     ``in_flight - 1`` model times (latency as on a line whose rate the inspection keeps up with).
@@ -222,9 +239,9 @@ def paced_triggers(pipeline: Pipeline, stop: threading.Event, in_flight: int, li
     def fire() -> None:
         fired = 0
         while not stop.is_set() and (limit is None or fired < limit):
-            if fired - pipeline.metrics().inspected < in_flight:
+            if fired - line.metrics().inspected < in_flight:
                 try:
-                    pipeline.camera.trigger()
+                    line.camera.trigger()
                     fired += 1
                 except Exception as exc:  # not ready for a trigger yet: try again shortly
                     print(f"  trigger refused: {exc}", flush=True)
@@ -249,20 +266,18 @@ def basler_rates(engine: Engine, threshold: float, args: argparse.Namespace, wor
         camera = emulated_camera(args, work)
         db = HistoryDB(f"sqlite:///{run_dir / 'history.db'}")
         db.upgrade()
-        writer = HistoryWriter(db, ImageStore(run_dir / "images", pass_sample_rate=args.pass_sample_rate))
-        trigger = TriggerMode.SOFTWARE if mode == "triggered" else TriggerMode.FREE_RUN
-        pipeline = Pipeline(camera, engine, DecisionRule(threshold), writer, mode=mode,
-                            queue_size=args.queue_size, trigger=trigger)
+        trigger = "software" if mode == "triggered" else "free_run"
+        line = bench_line(camera, engine, threshold, db, run_dir, args, mode=mode, trigger=trigger)
         stop = threading.Event()
-        pipeline.start()
+        line.start()
         if mode == "triggered":
-            paced_triggers(pipeline, stop, args.in_flight)
+            paced_triggers(line, stop, args.in_flight)
         time.sleep(args.basler_seconds)
         stop.set()
-        m_running = pipeline.metrics()
-        pipeline.stop()
+        m_running = line.metrics()
+        line.stop()
         camera.close()
-        m = pipeline.metrics()
+        m = line.metrics()
         stored = count_rows(run_dir / "history.db")
         print(f"emulated Basler, {mode} mode, {args.image_size or 256}x{args.image_size or 256} Mono8, "
               f"{args.basler_seconds:g} s:\n"
@@ -289,20 +304,18 @@ def long_run(engine: Engine, threshold: float, args: argparse.Namespace, work: P
     db.upgrade()
     before = count_rows(db_path)
     camera = emulated_camera(args, work)
-    writer = HistoryWriter(db, ImageStore(run_dir / "images", quota_bytes=2_000_000_000,
-                                          pass_sample_rate=args.pass_sample_rate))
-    pipeline = Pipeline(camera, engine, DecisionRule(threshold), writer, queue_size=args.queue_size,
-                        trigger=TriggerMode.SOFTWARE, max_frames=args.long)
     alarms: list[str] = []
-    pipeline.on_alarm(lambda alarm: alarms.append(alarm.kind))
+    line = bench_line(camera, engine, threshold, db, run_dir, args, quota_bytes=2_000_000_000,
+                      trigger="software", max_frames=args.long)
+    line.pipeline.on_alarm(lambda alarm: alarms.append(alarm.kind))
     stop = threading.Event()
     started = time.monotonic()
     print(f"long run: {args.long} frames, triggered, emulated Basler; database {db_path}", flush=True)
-    pipeline.start()
-    paced_triggers(pipeline, stop, args.in_flight, limit=args.long)
+    line.start()
+    paced_triggers(line, stop, args.in_flight, limit=args.long)
     try:
-        while not pipeline.wait(args.progress_s):
-            m = pipeline.metrics()
+        while not line.wait(args.progress_s):
+            m = line.metrics()
             elapsed = time.monotonic() - started
             eta = (args.long - m.acquired) / m.rate_fps if m.rate_fps > 0 else float("nan")
             print(f"  {elapsed / 60:6.1f} min: acquired {m.acquired}/{args.long}, recorded {m.recorded}, "
@@ -311,10 +324,10 @@ def long_run(engine: Engine, threshold: float, args: argparse.Namespace, work: P
                   flush=True)
     finally:
         stop.set()
-        pipeline.stop()
+        line.stop()
         camera.close()
         db.close()
-    m = pipeline.metrics()
+    m = line.metrics()
     stored = count_rows(db_path) - before
     elapsed = time.monotonic() - started
     ok = stored == m.acquired == args.long and m.dropped == m.unrecorded == m.writer.failed == 0

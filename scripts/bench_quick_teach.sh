@@ -11,4 +11,4 @@ DATA=${3:-../shared/data/magnetic_tile}
 DEVICE=${4:-auto}
 shift $(( $# < 4 ? $# : 4 ))
 iter=(); [ "$ITER" = quick ] || iter=(--iterations "$ITER")
-exec python -m calibration.bench --data "$DATA" --images "$IMAGES" "${iter[@]}" --device "$DEVICE" "$@"
+exec python scripts/bench_quick_teach.py --data "$DATA" --images "$IMAGES" "${iter[@]}" --device "$DEVICE" "$@"

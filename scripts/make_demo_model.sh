@@ -2,11 +2,11 @@
 # Reproduces the shipped demo model inspector/assets/demo/demo_model.safetensors and its card.
 #
 # EfficientAD-S trained on 300 good monocrystalline ELPV solar cells (pip install elpv-dataset;
-# CC BY-NC-SA 4.0, see ui/demo.py) with the shipped PDN-S teacher, converted to fp16 tensors,
+# CC BY-NC-SA 4.0, see demo/__init__.py) with the shipped PDN-S teacher, converted to fp16 tensors,
 # then calibrated by `inspector calibrate` on 200 held-out good cells and 60 defective ones. The
 # target false-reject rate is 2 %, not the usual 0.5 %: a few hundred CPU iterations make a weak
 # detector (image AUROC about 0.85 on these cells), and at 0.5 % it would pass every defect, so the
-# demo would never show a reject. The split is ui/demo.py's: the cells the GUI replays are in none
+# demo would never show a reject. The split is demo/__init__.py's: the cells the GUI replays are in none
 # of these sets. CPU only; about 15-30 minutes on 2 shared cores.
 #
 #   scripts/make_demo_model.sh [ITERATIONS] [WORKDIR]     (the shipped model: 350 iterations)
@@ -21,14 +21,14 @@ exec > >(tee -a "$LOG") 2>&1
 echo "== $(date -u +%FT%TZ) make_demo_model: $ITERATIONS iterations, work folder $WORK"
 
 rm -rf "$WORK/split"
-python -m ui.demo split "$WORK/split"
-python -m inspector.cli train "$WORK/split/train" --out "$WORK/demo_model_fp32.safetensors" \
+python -m demo split "$WORK/split"
+python -m cli train "$WORK/split/train" --out "$WORK/demo_model_fp32.safetensors" \
     --iterations "$ITERATIONS" --device cpu --no-resume
 
 # fp16 tensors halve the file; load_model casts them back to float32.
 python - "$WORK/demo_model_fp32.safetensors" "$OUT/demo_model.safetensors" <<'PY'
 import sys
-from inspector.modelfile import load_tensors, save_tensors, MODEL_KIND
+from inspector.model_file import load_tensors, save_tensors, MODEL_KIND
 tensors, meta = load_tensors(sys.argv[1], MODEL_KIND)
 half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
 meta = {k: v for k, v in meta.items() if k != "tensor_sha256"}
@@ -37,8 +37,8 @@ save_tensors(sys.argv[2], half, meta)
 print(f"fp16 model written to {sys.argv[2]}")
 PY
 
-python -m inspector.cli calibrate "$OUT/demo_model.safetensors" "$WORK/split/calibration_good" \
+python -m cli calibrate "$OUT/demo_model.safetensors" "$WORK/split/calibration_good" \
     --defects "$WORK/split/calibration_defect" --report "$WORK/calibration" --target-frr 0.02 --device cpu
 
-python -m ui.demo card "$OUT/demo_model.safetensors" "$WORK/calibration/report.json" "$OUT/demo_model.json" "$ITERATIONS"
+python -m demo card "$OUT/demo_model.safetensors" "$WORK/calibration/report.json" "$OUT/demo_model.json" "$ITERATIONS"
 echo "== $(date -u +%FT%TZ) done"

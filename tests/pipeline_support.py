@@ -25,7 +25,8 @@ NATURAL = DATA / "natural" / "bsds500"
 TRAIN_IMAGES = 12
 PENALTY_IMAGES = 4
 # Code whose change makes a cached model stale.
-_MODEL_SOURCES = ("__init__.py", "training.py", "modelfile.py", "efficientad.py", "model.py", "images.py")
+_MODEL_SOURCES = ("__init__.py", "method/training.py", "model_file.py", "method/efficientad.py", "method/networks.py",
+                  "image_io.py")
 
 _model_file: Path | None = None
 
@@ -71,8 +72,8 @@ def trained_model(config: pytest.Config, tmp_path_factory: pytest.TempPathFactor
     folder = Path(cache.mkdir("pipeline-model")) if cache is not None else tmp_path_factory.mktemp("model")
     cached = folder / f"{key.hexdigest()[:16]}.safetensors"
     if not cached.is_file():
-        from inspector.modelfile import save_model
-        from inspector.training import TrainConfig, train
+        from inspector.model_file import save_model
+        from inspector.method.training import TrainConfig, train
 
         penalty_dir = copy_images(penalty_paths, tmp_path_factory.mktemp("penalty"))
         result = train(train_paths, TrainConfig(iterations=2), teacher="random", penalty_dir=penalty_dir,

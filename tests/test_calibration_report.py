@@ -14,9 +14,9 @@ import torch
 from calibration.calibrate import CalibrationResult, defect_images, write_thresholds
 from calibration.report import read_report, write_report
 from calibration.thresholds import analyse_defects, calibrate_pixel_rule, threshold_for_frr
-from inspector.efficientad import EfficientAD
+from inspector.method.efficientad import EfficientAD
 from inspector.errors import DataError, ModelFileError
-from inspector.modelfile import load_model, save_model
+from inspector.model_file import load_model, save_model
 
 
 def synthetic_result(with_defects: bool = True) -> CalibrationResult:

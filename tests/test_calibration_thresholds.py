@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from calibration.rule import DecisionRule, rule_from_metadata, rule_metadata
+from inspector.line.rule import DecisionRule, rule_from_metadata, rule_metadata
 from calibration.thresholds import (
     MIN_TAIL_SCORES,
     analyse_defects,

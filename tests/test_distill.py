@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from inspector.distill import CPU_RECIPE, PatchCoreTargets, aggregation_weights, distill
+from inspector.method.distill import CPU_RECIPE, PatchCoreTargets, aggregation_weights, distill
 from inspector.errors import DataError
-from inspector.model import PDNSmall
-from inspector.modelfile import load_teacher
+from inspector.method.networks import PDNSmall
+from inspector.model_file import load_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "inspector" / "weights" / "teacher_small.safetensors"
@@ -31,7 +31,7 @@ def test_aggregation_is_patchcores_unfold_and_pool():
 
 
 def test_targets_match_the_padded_pdn_grid():
-    from inspector.distill import LiteBackbone
+    from inspector.method.distill import LiteBackbone
 
     targets = PatchCoreTargets(LiteBackbone("lite0"))
     out = targets(torch.rand(1, 3, 128, 128))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from inspector.efficientad import (
+from inspector.method.efficientad import (
     HARD_FEATURE_QUANTILE,
     combine_maps,
     efficientad_loss,

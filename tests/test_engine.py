@@ -75,7 +75,7 @@ def test_backends_agree_and_auto_picks_one_by_measurement(tiny_model):
 
 
 def test_letterbox_models_map_back_to_the_image(tiny_model, tmp_path):
-    from inspector.modelfile import load_model, save_model
+    from inspector.model_file import load_model, save_model
 
     model, meta = load_model(tiny_model)
     path = tmp_path / "letterbox.safetensors"
@@ -94,7 +94,7 @@ def test_engine_errors(tmp_path, tiny_model):
 
 def test_bf16_autocast_keeps_scores_within_the_stated_tolerance(tiny_model):
     from inspector.engine import HALF_SCORE_TOLERANCE
-    from inspector.training import bf16_supported
+    from inspector.devices import bf16_supported
 
     import torch
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.efficientad import EfficientAD
+from inspector.method.efficientad import EfficientAD
 from inspector.engine import HALF_SCORE_TOLERANCE, Engine
-from inspector.modelfile import save_model
-from inspector.training import validation_quantiles
+from inspector.model_file import save_model
+from inspector.method.training import validation_quantiles
 
 pytestmark = [
     pytest.mark.cuda,

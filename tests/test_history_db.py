@@ -18,9 +18,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select
 
 from inspector.errors import DatabaseError, ModelFileError
-from inspector.history import HistoryDB, InspectionRecord, StoredInspection, default_db_url
+from inspector.history import HistoryDB, InspectionResult, default_db_url
 from inspector.history.db import alembic_config
-from inspector.history.models import Base, ModelVersion, User
+from inspector.history.tables import Base, ModelVersion, User
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def db(tmp_path: Path) -> HistoryDB:
     db.close()
 
 
-def _record(frame_id: int, **kwargs: object) -> InspectionRecord:
+def _record(frame_id: int, **kwargs: object) -> InspectionResult:
     values = dict(
         time=datetime(2026, 3, 1, 12, tzinfo=timezone.utc) + timedelta(seconds=frame_id),
         camera_id="cam0",
@@ -43,7 +43,7 @@ def _record(frame_id: int, **kwargs: object) -> InspectionRecord:
         threshold=0.5,
     )
     values.update(kwargs)
-    return InspectionRecord(**values)
+    return InspectionResult(**values)
 
 
 # -- migrations ---------------------------------------------------------------------------------
@@ -107,8 +107,36 @@ def test_database_at_0001_upgrades_in_place_keeping_its_rows(tmp_path: Path) -> 
     db.close()
 
 
+def test_database_at_0002_gains_the_heatmap_range_and_keeps_its_rows(tmp_path: Path) -> None:
+    """A history written when heatmaps were JET pictures gains NULL ranges (so they stay legacy)."""
+    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
+    db.upgrade("0002")
+    with db.engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("inspections")}
+    assert "error" in columns and not {"heatmap_low", "heatmap_high"} & columns
+    with db.engine.begin() as connection:  # the 0002 schema, so plain SQL rather than the model
+        connection.exec_driver_sql(
+            "INSERT INTO inspections (uid, time, camera_id, frame_id, score, decision, threshold, label, "
+            "heatmap_path, error) VALUES ('b', '2026-03-01 12:00:00.000000', 'cam0', 8, 0.9, 'FAIL', 0.5, "
+            "'none', '/old/jet_heatmap.png', NULL)"
+        )
+    db.upgrade()
+    db.write_inspections([_record(9, heatmap_path="/new/heatmap.png", heatmap_low=-0.25, heatmap_high=1.5)])
+    old, new = sorted(db.query_inspections(), key=lambda r: r.frame_id)
+    assert (old.uid, old.heatmap_path, old.heatmap_low, old.heatmap_high) == ("b", "/old/jet_heatmap.png", None, None)
+    assert (new.heatmap_path, new.heatmap_low, new.heatmap_high) == ("/new/heatmap.png", -0.25, 1.5)
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    db.downgrade("0002")  # and back: the range goes, the rows stay
+    with db.engine.connect() as connection:
+        assert not {"heatmap_low", "heatmap_high"} & {c["name"] for c in inspect(connection).get_columns("inspections")}
+        assert connection.exec_driver_sql("SELECT frame_id FROM inspections ORDER BY frame_id").all() == [(8,), (9,)]
+    db.close()
+
+
 def test_downgrade_to_0001_drops_the_error_column_and_keeps_rows(db: HistoryDB) -> None:
-    db.write_inspections([StoredInspection(_record(1, error="engine failed"))])
+    db.write_inspections([_record(1, error="engine failed")])
     db.downgrade("0001")
     with db.engine.connect() as connection:
         assert "error" not in {c["name"] for c in inspect(connection).get_columns("inspections")}
@@ -171,7 +199,7 @@ def test_import_creates_no_engine_or_file(tmp_path: Path) -> None:
 def test_in_memory_database_works_across_threads() -> None:
     db = HistoryDB("sqlite://")
     db.upgrade()
-    thread = Thread(target=lambda: db.write_inspections([StoredInspection(_record(1))]))
+    thread = Thread(target=lambda: db.write_inspections([_record(1)]))
     thread.start()
     thread.join()
     assert db.count_inspections() == 1
@@ -317,21 +345,21 @@ def test_record_audit_round_trips_json(db: HistoryDB) -> None:
 
 def test_label_inspection_sets_who_and_when_and_is_audited(db: HistoryDB) -> None:
     db.add_user("qa", "quality", "0000")
-    [stored] = db.write_inspections([StoredInspection(_record(1))])
-    db.label_inspection(stored.id, "false_reject", "qa")
-    db.label_inspection(stored.id, "confirmed_defect", "visitor")
+    [stored] = db.write_inspections([_record(1)])
+    db.label_inspection(stored.inspection_id, "false_reject", "qa")
+    db.label_inspection(stored.inspection_id, "confirmed_defect", "visitor")
     [row] = db.query_inspections()
     assert (row.label, row.labelled_by) == ("confirmed_defect", "visitor")
     assert abs(row.labelled_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
     second, first = db.audit_events(limit=2)
-    assert (first.user, first.role, first.target) == ("qa", "quality", f"inspection:{stored.id}")
+    assert (first.user, first.role, first.target) == ("qa", "quality", f"inspection:{stored.inspection_id}")
     assert first.before == {"label": "none", "labelled_by": None}
     assert first.after == {"label": "false_reject", "labelled_by": "qa"}
     assert (second.role, second.before["label"]) == ("unknown", "false_reject")
     with pytest.raises(ValueError, match="label"):
-        db.label_inspection(stored.id, "maybe", "qa")
+        db.label_inspection(stored.inspection_id, "maybe", "qa")
     with pytest.raises(DatabaseError, match="no inspections row"):
-        db.label_inspection(stored.id + 1, "false_reject", "qa")
+        db.label_inspection(stored.inspection_id + 1, "false_reject", "qa")
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -352,16 +380,17 @@ def test_records_are_utc_and_validated() -> None:
 
 
 def test_write_inspections_is_idempotent_by_uid(db: HistoryDB) -> None:
-    records = [StoredInspection(_record(i)) for i in range(3)]
+    records = [_record(i) for i in range(3)]
     first = db.write_inspections(records)
-    again = db.write_inspections(records + [StoredInspection(_record(3))])
-    assert [s.id for s in again[:3]] == [s.id for s in first]
-    assert db.count_inspections() == 4
+    again = db.write_inspections(records + [_record(3)])
+    assert [s.inspection_id for s in again[:3]] == [s.inspection_id for s in first]
+    assert all(s.inspection_id is not None for s in again) and db.count_inspections() == 4
+    assert [s.uid for s in again[:3]] == [r.uid for r in records] and records[0].inspection_id is None
 
 
 def test_engine_error_is_stored_and_a_verdict_has_none(db: HistoryDB) -> None:
     failed = _record(1, score=0.0, error="InspectorError: the engine returned a score of nan")
-    db.write_inspections([StoredInspection(failed), StoredInspection(_record(2))])
+    db.write_inspections([failed, _record(2)])
     rows = {r.frame_id: r for r in db.query_inspections()}
     assert rows[1].error == failed.error and rows[1].decision == "FAIL"
     assert rows[2].error is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -11,9 +12,9 @@ import pytest
 
 from sqlalchemy import func, select
 
-from inspector.history import HistoryDB, InspectionFilter, InspectionRecord, StoredInspection
+from inspector.history import HistoryDB, InspectionFilter, InspectionResult
 from inspector.history import queries
-from inspector.history.models import Inspection
+from inspector.history.tables import Inspection
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=timezone.utc)
 N = 240
@@ -34,7 +35,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HistoryDB
     for i in range(N):
         minute = i - (i % 10 == 1)  # frames 1, 11, 21... share the previous frame's time
         records.append(
-            InspectionRecord(
+            InspectionResult(
                 time=T0 + timedelta(minutes=minute),
                 camera_id=f"cam{i % 2}",
                 frame_id=i,
@@ -50,15 +51,15 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HistoryDB
             )
         )
     stored = db.write_inspections(
-        [StoredInspection(r, image_path=str(image) if r.frame_id % 2 else None) for r in records]
+        [replace(r, image_path=str(image)) if r.frame_id % 2 else r for r in records]
     )
     for s in stored[::14]:
-        db.label_inspection(s.id, "false_reject", "qa")
+        db.label_inspection(s.inspection_id, "false_reject", "qa")
     yield db, records
     db.close()
 
 
-def _expected(db: HistoryDB, records: list[InspectionRecord], f: InspectionFilter) -> list[int]:
+def _expected(db: HistoryDB, records: list[InspectionResult], f: InspectionFilter) -> list[int]:
     """Frame ids matching ``f`` computed in Python, newest first (ties: later frame first)."""
     labels = {r.frame_id: r.label for r in db.query_inspections(limit=N)}
     matching = [
@@ -213,6 +214,7 @@ def test_export_csv_one_row_per_inspection(seeded, tmp_path: Path) -> None:
     assert first["product_name"] in ("tile", "plate") and first["uid"] == record.uid
     assert all(r["error"] == (records[int(r["frame_id"])].error or "") for r in rows)
     assert any(r["error"] for r in rows) and not all(r["error"] for r in rows)
+    assert list(rows[0])[-1] == "error" and "heatmap_low" not in rows[0]  # the export's columns as before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv"]  # no temporary left
 
 

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,20 +26,20 @@ from inspector.history import (
     HistoryDB,
     HistoryWriter,
     ImageStore,
-    InspectionRecord,
-    StoredInspection,
+    InspectionResult,
     benchmark_inserts,
 )
+from inspector.alarms import AlarmThrottle
 from inspector.history import writer as w
 from inspector.history.journal import SpillJournal
-from inspector.history.models import Inspection
+from inspector.history.tables import Inspection
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
 FAST_RETRY = dict(retry_initial_s=0.05, retry_max_s=0.2)
 
 
-def _record(i: int, **kwargs: object) -> InspectionRecord:
+def _record(i: int, **kwargs: object) -> InspectionResult:
     values = dict(
         time=T0 + timedelta(milliseconds=100 * i),
         camera_id="cam0",
@@ -50,7 +51,7 @@ def _record(i: int, **kwargs: object) -> InspectionRecord:
         latency_model_ms=9.0,
     )
     values.update(kwargs)
-    return InspectionRecord(**values)
+    return InspectionResult(**values)
 
 
 def _wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -84,14 +85,14 @@ def _open(path: Path, **kwargs: object) -> HistoryDB:
 
 def test_subscribers_see_records_only_after_commit(db_path: Path, tmp_path: Path) -> None:
     """Each subscriber call finds its row already committed, seen from another connection."""
-    seen: list[tuple[StoredInspection, bool]] = []
+    seen: list[tuple[InspectionResult, bool]] = []
     observer = sqlite3.connect(db_path, check_same_thread=False)
 
-    def subscriber(stored: StoredInspection) -> None:
+    def subscriber(stored: InspectionResult) -> None:
         row = observer.execute(
-            "SELECT id FROM inspections WHERE uid = ?", (stored.record.uid,)
+            "SELECT id FROM inspections WHERE uid = ?", (stored.uid,)
         ).fetchone()
-        seen.append((stored, row is not None and row[0] == stored.id))
+        seen.append((stored, row is not None and row[0] == stored.inspection_id))
 
     db = _open(db_path)
     store = ImageStore(tmp_path / "images", pass_sample_rate=0.0)
@@ -102,16 +103,23 @@ def test_subscribers_see_records_only_after_commit(db_path: Path, tmp_path: Path
             assert writer.submit(record)
         assert writer.flush(timeout=20)
     observer.close()
-    assert [s.record.uid for s, _ in seen] == [r.uid for r in records]
+    assert [s.uid for s, _ in seen] == [r.uid for r in records]
     assert all(committed for _, committed in seen)
-    assert all(not s.journaled and s.id is not None for s, _ in seen)
-    # Rejects carry their image paths, sampled-out passes none.
+    assert all(not s.journaled and s.inspection_id is not None and s.durable for s, _ in seen)
+    # Subscribers get the submitted record itself, only what the history learnt filled in.
+    for (stored, _), record in zip(seen, records):
+        assert stored.image is record.image and stored.heatmap is record.heatmap
+        assert stored == replace(record, inspection_id=stored.inspection_id, image_path=stored.image_path,
+                                 heatmap_path=stored.heatmap_path, heatmap_low=stored.heatmap_low,
+                                 heatmap_high=stored.heatmap_high)
+    # Rejects carry their image paths and map range, sampled-out passes none.
     for stored, _ in seen:
         has_files = stored.image_path is not None and stored.heatmap_path is not None
-        assert has_files == (stored.record.decision == "FAIL")
+        assert has_files == (stored.decision == "FAIL") == (stored.heatmap_low == stored.heatmap_high == 1.0)
         assert not has_files or Path(stored.image_path).is_file()
     rows = {r.uid: r for r in db.query_inspections(limit=100)}
-    assert all(rows[s.record.uid].image_path == s.image_path for s, _ in seen)
+    assert all(rows[s.uid].image_path == s.image_path for s, _ in seen)
+    assert all((rows[s.uid].heatmap_low, rows[s.uid].heatmap_high) == (s.heatmap_low, s.heatmap_high) for s, _ in seen)
     assert writer.stats == w.WriterStats(
         written=50, buffered=0, journaled=0, journal_pending=0, failed=0
     )
@@ -150,7 +158,7 @@ def test_stop_writes_everything_queued(db_path: Path) -> None:
 def test_refused_rows_are_diverted_and_counted(db_path: Path) -> None:
     db = _open(db_path)
     alarms: list[Alarm] = []
-    reported: list[StoredInspection] = []
+    reported: list[InspectionResult] = []
     writer = HistoryWriter(db, subscribers=[reported.append], on_alarm=alarms.append)
     bad = _record(3, model_version_id=999)  # no such model version: a foreign-key violation
     good = [_record(i) for i in (1, 2, 4)]
@@ -159,24 +167,24 @@ def test_refused_rows_are_diverted_and_counted(db_path: Path) -> None:
     writer.start()
     assert writer.stop()
     assert sorted(_uids_in(db_path)) == sorted(r.uid for r in good)
-    assert [s.record.uid for s in reported] == [r.uid for r in good]
+    assert [s.uid for s in reported] == [r.uid for r in good]
     assert writer.stats.failed == 1 and writer.stats.written == 3
     assert [a.kind for a in alarms] == [w.RECORDS_REJECTED]
     kept, _ = writer.rejected.read()
-    assert [s.record.uid for s in kept] == [bad.uid]
+    assert [s.uid for s in kept] == [bad.uid]
 
 
 def test_failing_subscriber_or_image_does_not_stop_recording(db_path: Path, tmp_path: Path) -> None:
     alarms: list[Alarm] = []
     calls: list[int] = []
 
-    def broken(stored: StoredInspection) -> None:
+    def broken(stored: InspectionResult) -> None:
         raise RuntimeError("display gone")
 
     db = _open(db_path)
     store = ImageStore(tmp_path / "images")
     writer = HistoryWriter(
-        db, store, subscribers=[broken, lambda s: calls.append(s.id)], on_alarm=alarms.append
+        db, store, subscribers=[broken, lambda s: calls.append(s.inspection_id)], on_alarm=alarms.append
     )
     with writer:
         writer.submit(_record(0, image=np.zeros((4, 4), np.float64)))  # unstorable image
@@ -197,15 +205,15 @@ def test_benchmark_inserts_reports_a_rate_and_stores_rows(tmp_path: Path) -> Non
 CHILD = """
 import itertools, sys, time
 from datetime import datetime, timezone
-from inspector.history import HistoryDB, HistoryWriter, InspectionRecord
+from inspector.history import HistoryDB, HistoryWriter, InspectionResult
 
 def report(stored):
-    print(stored.record.uid, stored.id, flush=True)
+    print(stored.uid, stored.inspection_id, flush=True)
 
 writer = HistoryWriter(HistoryDB(sys.argv[1]), subscribers=[report], batch_size=16)
 writer.start()
 for i in itertools.count():
-    writer.submit(InspectionRecord(time=datetime.now(timezone.utc), camera_id="cam0", frame_id=i,
+    writer.submit(InspectionResult(time=datetime.now(timezone.utc), camera_id="cam0", frame_id=i,
                                    score=0.5, decision="FAIL" if i % 3 else "PASS", threshold=0.7))
     time.sleep(0.001)
 """
@@ -251,7 +259,7 @@ def test_sigkill_loses_no_reported_decision(db_path: Path) -> None:
 # -- database faults ------------------------------------------------------------------------------
 
 
-def _assert_all_landed_once(db_path: Path, records: list[InspectionRecord]) -> None:
+def _assert_all_landed_once(db_path: Path, records: list[InspectionResult]) -> None:
     uids = _uids_in(db_path)
     assert len(uids) == len(set(uids)), "a replay duplicated rows"
     assert set(uids) == {r.uid for r in records}
@@ -259,7 +267,7 @@ def _assert_all_landed_once(db_path: Path, records: list[InspectionRecord]) -> N
 
 def test_locked_database_spills_to_journal_and_recovers(db_path: Path) -> None:
     alarms: list[Alarm] = []
-    reported: list[StoredInspection] = []
+    reported: list[InspectionResult] = []
     db = _open(db_path, busy_timeout_ms=50)
     writer = HistoryWriter(
         db, subscribers=[reported.append], on_alarm=alarms.append, batch_size=8, **FAST_RETRY
@@ -273,11 +281,11 @@ def test_locked_database_spills_to_journal_and_recovers(db_path: Path) -> None:
             assert writer.submit(record)
         assert writer.flush(timeout=20)  # durable (in the journal) and reported while locked
         assert _uids_in(db_path) == []
-        assert [s.record.uid for s in reported] == [r.uid for r in records]
-        assert all(s.journaled and s.id is None for s in reported)
+        assert [s.uid for s in reported] == [r.uid for r in records]
+        assert all(s.journaled and s.inspection_id is None for s in reported)
         assert writer.stats.journaled == writer.stats.journal_pending == 40
         journaled, bad = SpillJournal(writer.journal.path).read()
-        assert bad == 0 and [s.record.uid for s in journaled] == [r.uid for r in records]
+        assert bad == 0 and [s.uid for s in journaled] == [r.uid for r in records]
         assert alarms[0].kind == w.DB_UNAVAILABLE and "(database is locked)" in alarms[0].message
     finally:
         locker.rollback()
@@ -290,7 +298,7 @@ def test_locked_database_spills_to_journal_and_recovers(db_path: Path) -> None:
     _assert_all_landed_once(db_path, records + later)
     assert not writer.journal.path.exists()
     assert [a.kind for a in alarms] == [w.DB_UNAVAILABLE, w.DB_RECOVERED]
-    assert all(not s.journaled and s.id is not None for s in reported[-5:])
+    assert all(not s.journaled and s.inspection_id is not None for s in reported[-5:])
     assert writer.stats.written == 45 and writer.stats.failed == 0
 
 
@@ -355,7 +363,7 @@ def test_nowhere_to_write_holds_records_bounded_and_counts_losses(db_path: Path)
     """Database locked and journal folder missing: records wait in memory, unreported; beyond the
     bound they are counted lost and alarmed; when the database returns the held ones land."""
     alarms: list[Alarm] = []
-    reported: list[StoredInspection] = []
+    reported: list[InspectionResult] = []
     db = _open(db_path, busy_timeout_ms=20)
     writer = HistoryWriter(
         db,
@@ -383,7 +391,7 @@ def test_nowhere_to_write_holds_records_bounded_and_counts_losses(db_path: Path)
     assert writer.flush(timeout=20)
     assert writer.stop()
     _assert_all_landed_once(db_path, records[:10])
-    assert sorted(s.record.uid for s in reported) == sorted(r.uid for r in records[:10])
+    assert sorted(s.uid for s in reported) == sorted(r.uid for r in records[:10])
     assert writer.stats.failed == 5 and writer.stats.written == 10
 
 
@@ -417,19 +425,19 @@ def test_replay_is_idempotent_and_skips_a_torn_last_line(db_path: Path) -> None:
     """A crash after replaying but before deleting the journal, with a half-written last line."""
     db = _open(db_path)
     records = [_record(i) for i in range(6)]
-    db.write_inspections([StoredInspection(r) for r in records[:4]])  # already replayed
+    db.write_inspections(records[:4])  # already replayed
     journal = SpillJournal(db_path.with_name("history.db.spill.jsonl"))
-    journal.append([StoredInspection(r) for r in records])
+    journal.append(records)
     with open(journal.path, "a", encoding="utf-8") as f:
         f.write('{"uid": "torn')
-    journal.append([StoredInspection(_record(6))])  # appends after a torn line stay readable
+    journal.append([_record(6)])  # appends after a torn line stay readable
     items, bad = journal.read()
     assert len(items) == 7 and bad == 1
 
     alarms: list[Alarm] = []
     with HistoryWriter(db, on_alarm=alarms.append) as writer:
         _wait_until(lambda: writer.stats.journal_pending == 0)
-    _assert_all_landed_once(db_path, records + [items[-1].record])
+    _assert_all_landed_once(db_path, records + [items[-1]])
     assert {a.kind for a in alarms} == {w.JOURNAL_CORRUPT, w.DB_RECOVERED}
     assert writer.stats.failed == 1  # the torn line is counted, not silently dropped
     assert not journal.path.exists()
@@ -438,11 +446,14 @@ def test_replay_is_idempotent_and_skips_a_torn_last_line(db_path: Path) -> None:
 def test_journal_lines_are_json_with_utc_times(tmp_path: Path) -> None:
     journal = SpillJournal(tmp_path / "spill.jsonl")
     record = _record(1, time=datetime(2026, 3, 1, 13, tzinfo=timezone(timedelta(hours=1))))
-    journal.append([StoredInspection(record, image_path="/img/a.png")])
+    stored = replace(record, image_path="/img/a.png", heatmap_path="/img/a_heatmap.png", heatmap_low=-0.5,
+                     heatmap_high=2.0)
+    journal.append([stored])
     line = json.loads(journal.path.read_text())
     assert line["time"] == "2026-03-01T12:00:00+00:00" and line["image_path"] == "/img/a.png"
+    assert (line["heatmap_low"], line["heatmap_high"]) == (-0.5, 2.0)
     [back], bad = journal.read()
-    assert bad == 0 and back.record == record and back.image_path == "/img/a.png"
+    assert bad == 0 and back == stored and back.image_path == "/img/a.png"
 
 
 def test_engine_error_survives_the_journal_and_its_replay(db_path: Path) -> None:
@@ -450,10 +461,10 @@ def test_engine_error_survives_the_journal_and_its_replay(db_path: Path) -> None
     journal = SpillJournal(db_path.with_name("history.db.spill.jsonl"))
     failed = _record(1, score=0.0, decision="FAIL", latency_model_ms=None, error="DataError: corrupt frame")
     ok = _record(2)
-    journal.append([StoredInspection(failed), StoredInspection(ok)])
+    journal.append([failed, ok])
     assert json.loads(journal.path.read_text().splitlines()[0])["error"] == "DataError: corrupt frame"
     items, bad = journal.read()
-    assert bad == 0 and [s.record for s in items] == [failed, ok]  # error is compared too
+    assert bad == 0 and items == [failed, ok]  # error is compared too
 
     db = _open(db_path)
     with HistoryWriter(db) as writer:
@@ -464,15 +475,18 @@ def test_engine_error_survives_the_journal_and_its_replay(db_path: Path) -> None
     db.close()
 
 
-def test_journal_written_before_errors_were_recorded_still_replays(tmp_path: Path) -> None:
-    """A line from an older version has no "error" key: it was a real verdict."""
+def test_journal_written_by_older_versions_still_replays(tmp_path: Path) -> None:
+    """A line from an older version has no "error" key (it was a real verdict) and no heatmap
+    range (its heatmap is a legacy colour picture)."""
     journal = SpillJournal(tmp_path / "spill.jsonl")
-    journal.append([StoredInspection(_record(1))])
+    journal.append([_record(1, heatmap_path="/img/old_heatmap.png")])
     line = json.loads(journal.path.read_text())
-    del line["error"]
+    for key in ("error", "heatmap_low", "heatmap_high"):
+        del line[key]
     journal.path.write_text(json.dumps(line) + "\n")
     [back], bad = journal.read()
-    assert bad == 0 and back.record.error is None and back.record.uid == line["uid"]
+    assert bad == 0 and back.error is None and back.uid == line["uid"]
+    assert back.heatmap_path == "/img/old_heatmap.png" and back.heatmap_low is None is back.heatmap_high
 
 
 def test_db_keeps_working_for_readers_while_writer_is_failing(db_path: Path) -> None:
@@ -528,7 +542,7 @@ def test_database_failing_while_isolating_a_refused_row(db_path: Path) -> None:
             locker.execute("BEGIN EXCLUSIVE")
 
     alarms: list[Alarm] = []
-    reported: list[StoredInspection] = []
+    reported: list[InspectionResult] = []
     db = _open(db_path, busy_timeout_ms=20)
     writer = HistoryWriter(db, subscribers=[reported.append], on_alarm=alarms.append, **FAST_RETRY)
     good = [_record(i) for i in (1, 3, 4)]
@@ -545,9 +559,25 @@ def test_database_failing_while_isolating_a_refused_row(db_path: Path) -> None:
         locker.close()
     assert writer.flush(timeout=20) and writer.stop()
     _assert_all_landed_once(db_path, good)
-    assert [s.record.uid for s in reported] == [r.uid for r in (good[0], bad, *good[1:])]
-    assert reported[0].id is not None and all(s.journaled for s in reported[1:])
+    assert [s.uid for s in reported] == [r.uid for r in (good[0], bad, *good[1:])]
+    assert reported[0].inspection_id is not None and all(s.journaled for s in reported[1:])
     assert writer.stats == w.WriterStats(
         written=3, buffered=0, journaled=3, journal_pending=0, failed=1
     )
     assert [a.kind for a in alarms] == [w.DB_UNAVAILABLE, w.RECORDS_REJECTED, w.DB_RECOVERED]
+
+
+def test_alarm_throttle_raises_a_kind_once_per_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one throttle of the pipeline and the writer: repeats within the period are only logged."""
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    throttle = AlarmThrottle(w.log, "test")
+    first = throttle.alarm("disk", "full", throttle_s=10.0)
+    assert first is not None and (first.kind, first.message) == ("disk", "full")
+    assert first.time.utcoffset() == timedelta(0)
+    now[0] += 9.9
+    assert throttle.alarm("disk", "still full", throttle_s=10.0) is None
+    assert throttle.alarm("camera", "lost", throttle_s=10.0) is not None  # another kind
+    assert throttle.alarm("disk", "unthrottled") is not None  # throttle_s=0: always raised
+    now[0] += 10.0
+    assert throttle.alarm("disk", "full again", throttle_s=10.0) is not None

@@ -17,7 +17,8 @@ import pytest
 from drivers import FolderCamera, TriggerMode, open_camera
 from inspector.errors import InspectorError
 from inspector.history import Alarm, HistoryDB, HistoryWriter, ImageStore
-from inspector.pipeline import (
+from inspector.history.image_store import read_stored_image
+from inspector.line import (
     CAMERA_LOST,
     CAMERA_RECONNECTED,
     ENGINE_ERROR,
@@ -154,11 +155,14 @@ def test_folder_camera_every_frame_recorded_in_order_despite_a_slow_sink(engine,
     folder = copy_images(paths, tmp_path / "frames")
     observer = sqlite3.connect(db_path, check_same_thread=False)
     committed: list[bool] = []
+    counted: list[tuple[int, int, int]] = []  # the run's (passed, failed, errors) as each result arrives
 
     class SlowCheckingSink(Recorder):
         def result(self, result: InspectionResult) -> None:
             row = observer.execute("SELECT id FROM inspections WHERE uid = ?", (result.uid,)).fetchone()
             committed.append(row is not None and row[0] == result.inspection_id)
+            m = pipeline.metrics()
+            counted.append((m.passed, m.failed, m.errors))
             super().result(result)
 
     # The first image's score as threshold: the others fail or pass on their own scores.
@@ -178,12 +182,14 @@ def test_folder_camera_every_frame_recorded_in_order_despite_a_slow_sink(engine,
     assert QUEUE_FULL in rec.kinds()
     for n, r in enumerate(rec.results, start=1):
         image = cv2.imread(str(folder / sorted(os.listdir(folder))[r.frame_id]), cv2.IMREAD_UNCHANGED)
-        assert np.array_equal(r.camera_image, image) and r.anomaly_map.shape == image.shape
+        assert np.array_equal(r.image, image) and r.anomaly_map.shape == image.shape
         assert r.anomaly_map.dtype == np.float32 and r.score == pytest.approx(float(r.anomaly_map.max()))
         assert r.decision == ("FAIL" if r.score > threshold else "PASS") and r.threshold == threshold
-        assert r.passed_total + r.failed_total == n and r.errors_total == 0
+        passed, failed, errors = counted[n - 1]  # the metrics count each result before it is announced
+        assert passed + failed == n and errors == 0 and failed == sum(x.decision == "FAIL" for x in rec.results[:n])
         assert r.latency_total_ms >= r.latency_model_ms > 0 and r.durable and not r.journaled
         assert (r.image_path is not None) == (r.decision == "FAIL")  # rejects always kept, passes 0 %
+        assert (r.heatmap_low is not None) == (r.decision == "FAIL")  # ... with their map's value range
         assert r.image_path is None or Path(r.image_path).is_file()
     assert rec.results[0].decision == "PASS" and m.failed == sum(r.decision == "FAIL" for r in rec.results)
     assert m.latency_p50_ms > 0 and m.model_p50_ms > 0 and m.rate_fps > 0
@@ -209,7 +215,7 @@ def test_pylon_emulator_with_software_triggers(engine, db_path: Path, tmp_path: 
     m = pipeline.metrics()
     assert m.acquired == m.recorded == 4 and m.camera_lost == 0
     assert_recorded_in_order(rec.results, db_path)
-    assert all(r.camera_image.ndim == 2 and r.anomaly_map.shape == r.camera_image.shape for r in rec.results)
+    assert all(r.image.ndim == 2 and r.anomaly_map.shape == r.image.shape for r in rec.results)
     assert all(r.camera_id == "basler://emulated?images=" + str(folder) for r in rec.results)
 
 
@@ -220,15 +226,20 @@ def test_opencv_camera_on_a_video_file_ends_with_the_file(engine, db_path: Path,
     for path in good_images(3, skip=40):
         writer.write(cv2.resize(cv2.imread(str(path)), (256, 256)))
     writer.release()
-    pipeline, rec, _ = build(f"file://{video}?realtime=0", engine, db_path, tmp_path)
+    # Every part fails, so every frame is stored.
+    pipeline, rec, _ = build(f"file://{video}?realtime=0", engine, db_path, tmp_path, DecisionRule(-1e6))
     pipeline.start()
     assert pipeline.wait(timeout=120) and pipeline.source_ended
     assert pipeline.stop()
     assert pipeline.metrics().acquired == len(rec.results) == 3
     assert_recorded_in_order(rec.results, db_path)
-    assert all(r.camera_image.shape == (256, 256, 3) for r in rec.results)
-    # Colour frames are stored in the history's BGR order and handed back in the camera's RGB.
-    assert all(np.array_equal(r.image, cv2.cvtColor(r.camera_image, cv2.COLOR_RGB2BGR)) for r in rec.results)
+    # Colour frames are the camera's RGB throughout: in the result, and read back from the history.
+    capture = cv2.VideoCapture(str(video))
+    decoded = [cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2RGB) for _ in range(3)]
+    capture.release()
+    for r in rec.results:
+        assert r.image.shape == (256, 256, 3) and np.array_equal(r.image, decoded[r.frame_id])
+        assert np.array_equal(read_stored_image(r.image_path), r.image)
 
 
 # -- modes and stopping ---------------------------------------------------------------------------
@@ -294,7 +305,7 @@ def test_a_frame_the_engine_cannot_score_fails_and_inspection_goes_on(engine, db
     assert [r.error is not None for r in rec.results] == [False, True, False]
     bad = rec.results[1]
     assert bad.decision == "FAIL" and bad.score == 0.0 and bad.anomaly_map is None
-    assert "too small" in bad.error and bad.latency_model_ms is None and bad.errors_total == 1
+    assert "too small" in bad.error and bad.latency_model_ms is None
     assert [r.decision for r in rec.results] == ["PASS", "FAIL", "PASS"]
     assert ENGINE_ERROR in rec.kinds()
     assert_recorded_in_order(rec.results, db_path)

@@ -138,7 +138,7 @@ def test_too_few_images_and_unreachable_targets_fail_before_training(tmp_path, d
 
 
 def test_teach_collect_command(tmp_path, capsys):
-    from inspector.cli import main
+    from cli.main import main
 
     src = tmp_path / "src"
     src.mkdir()

@@ -17,13 +17,14 @@ import pytest
 
 from calibration.calibrate import METADATA_KEYS
 from calibration.quality import QualityGates
-from calibration.recipes import AccessDenied, active_recipe, set_camera_settings, versions
-from calibration.rule import rule_from_metadata
+from inspector.roles import AccessDenied
+from inspector.recipes import active_recipe, set_camera_settings, versions
+from inspector.line.rule import rule_from_metadata
 from calibration.teach import TeachSession
-from inspector.cli import main
+from cli.main import main
 from inspector.errors import DataError, ModelFileError
 from inspector.history import HistoryDB, file_sha256
-from inspector.modelfile import load_model
+from inspector.model_file import load_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TILE = DATA / "magnetic_tile"

@@ -8,10 +8,10 @@ import torch
 
 from inspector.engine import Engine
 from inspector.errors import DataError
-from inspector.images import list_images, read_image
-from inspector.metrics import image_auroc
-from inspector.modelfile import load_tensors, save_model
-from inspector.training import (
+from inspector.image_io import list_images, read_image
+from inspector.ad_metrics import image_auroc
+from inspector.model_file import load_tensors, save_model
+from inspector.method.training import (
     MIN_GOOD_IMAGES,
     TrainConfig,
     TrainingCancelled,
@@ -98,7 +98,7 @@ def test_a_time_budget_fixes_the_iteration_count_up_front_and_a_resume_keeps_it(
     """The quick teach trains for a time, not a count: the count comes from a measured step time
     (here pinned, as real timings vary), the schedule ends where the recipe says, and a resumed
     run keeps the count it chose even if the machine now measures faster."""
-    import inspector.training as training
+    import inspector.method.training as training
 
     monkeypatch.setattr(training, "estimate_step_seconds", lambda *a, **k: 10.0)
     config = TrainConfig(iterations=50, time_budget_s=35.0)  # 0.9 * 35 / 10 -> 3 iterations

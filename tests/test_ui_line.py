@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("PyQt6")
 pytest.importorskip("pyqtgraph")
 
-from calibration.recipes import AccessDenied  # noqa: E402
+from inspector.roles import AccessDenied  # noqa: E402
 from ui_support import audit_actions, resized_copies, make_db, make_line, register_model, sign_in  # noqa: E402
 
 N_FRAMES = 5
@@ -33,7 +33,7 @@ def engine(tiny_model):
 def frames(tmp_path_factory, shared_data, engine) -> tuple[Path, float]:
     """Real frames ordered by the model's score (highest last) and a threshold between the
     lowest and the highest, so the first part passes and the last one fails."""
-    from inspector.images import read_image
+    from inspector.image_io import read_image
 
     src = sorted((shared_data / "magnetic_tile" / "test" / "good").glob("*.jpg"))[:N_FRAMES]
     raw = resized_copies(src, tmp_path_factory.mktemp("raw"))
@@ -136,7 +136,7 @@ def test_live_frames_update_image_overlay_banner_and_counters(qtbot, tmp_path, t
     # The frame at fixed levels, the map above it with its own opacity, outlined where it exceeds
     # the threshold (a FAIL by score has such a region: the score is the map's maximum).
     view = page.image_view
-    assert view.image_item.image.shape == last.camera_image.shape
+    assert view.image_item.image.shape == last.image.shape
     assert view.image_item.levels is not None and list(view.image_item.levels) == [0.0, 255.0]
     assert view.heat_item.image.shape == last.anomaly_map.shape
     assert view.heat_item.zValue() > view.image_item.zValue()
@@ -187,11 +187,8 @@ def test_blocking_the_gui_thread_loses_no_inspection(qtbot, tmp_path, tiny_model
     assert page.shown is not None and page.shown.frame_id == line.latest.frame_id
 
 
-def test_alarms_reach_the_operator_camera_unavailable_and_score_drift(qtbot, tmp_path, tiny_model, engine):
-    from datetime import datetime, timezone
-
-    from inspector.pipeline import InspectionResult
-    from calibration.drift import DRIFT_ALARM as DRIFT
+def test_alarms_reach_the_operator_camera_unavailable_and_score_drift(qtbot, tmp_path, tiny_model, engine, frames):
+    from inspector.line.drift import DRIFT_ALARM as DRIFT
     from ui.operator_page import OperatorPage
     from ui.session import Session
 
@@ -203,14 +200,27 @@ def test_alarms_reach_the_operator_camera_unavailable_and_score_drift(qtbot, tmp
     assert not line.start()
     assert line.camera_state == "unavailable" and line.alarms[0].kind == "camera_error"
     assert "no such folder" in page.alarm_list.item(0).text() and "(1)" in page.ack_button.text()
-
-    # Scores far above the calibration's good scores (0.2 .. 1.2) for a whole window: drift.
-    for i in range(60):
-        line._on_result_received(InspectionResult(
-            time=datetime.now(timezone.utc), camera_id="cam", frame_id=i, score=5.0 + i / 100, decision="FAIL", threshold=1.0))
-    assert line.alarms[0].kind == DRIFT and "drift" in page.alarm_list.item(0).text()
-    assert line.counters.failed == 60
-
     page.ack_button.click()
     assert not line.unacknowledged and page.ack_button.text() == "Acknowledge alarms"
     assert "acknowledge_alarms" in audit_actions(db)
+
+    # The calibration's good scores far below what the parts score now (as after a lighting
+    # change): the line's drift monitor raises a drift alarm, and the page shows the status.
+    folder, threshold = frames
+    reference = tuple(1e-6 * (i + 1) for i in range(40))
+    drifting = make_line(db, engine, folder, threshold, tmp_path / "images", product_id, version_id, loop=True,
+                         reference=reference)
+    page = OperatorPage(drifting, Session(db))
+    qtbot.addWidget(page)
+    assert drifting.start()
+    try:
+        qtbot.waitUntil(lambda: any(a.kind == DRIFT for a in drifting.alarms) and drifting.drift_status is not None,
+                        timeout=120_000)
+    finally:
+        drifting.stop()
+    alarm = next(a for a in drifting.alarms if a.kind == DRIFT)
+    assert "higher than at calibration" in alarm.message
+    assert drifting.drift_status.status == "warning" and "drift: warning" in page.status.text()
+    texts = [page.alarm_list.item(i).text() for i in range(page.alarm_list.count())]
+    assert any("drift" in t and "higher than at calibration" in t for t in texts)
+    assert db.count_inspections() == drifting.last_metrics.recorded >= 50

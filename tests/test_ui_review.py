@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("PyQt6")
 pytest.importorskip("pyqtgraph")
 
-from calibration.recipes import AccessDenied  # noqa: E402
-from inspector.history import ImageStore, InspectionFilter, InspectionRecord, StoredInspection  # noqa: E402
+from inspector.roles import AccessDenied  # noqa: E402
+from inspector.history import ImageStore, InspectionFilter, InspectionResult  # noqa: E402
 from ui_support import audit_actions, make_db, register_model, sign_in  # noqa: E402
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
@@ -26,25 +26,25 @@ def history(tmp_path, tiny_model, tile_train_paths):
     """A database with real inspections of two products: six with stored frames and real
     anomaly maps (scored by the engine), thirty recorded without images, over ten hours."""
     from inspector.engine import Engine
-    from inspector.images import read_image
+    from inspector.image_io import read_image
 
     db = make_db(tmp_path)
     tile_id, v1 = register_model(db, tiny_model, "tile")
     other_id = db.add_product("other")
     v2 = db.add_model_version(other_id, tiny_model)
     engine = Engine(tiny_model, device="cpu", backend="eager")
-    store = ImageStore(tmp_path / "images", pass_sample_rate=1.0, heatmap_range=(0.0, 2.0))
+    store = ImageStore(tmp_path / "images", pass_sample_rate=1.0)
     items = []
     for i, path in enumerate(tile_train_paths[:6]):
         image = cv2.resize(read_image(path), (192, 192))
         pred = engine.predict(image)
-        record = InspectionRecord(T0 + timedelta(minutes=10 * i), "cam", i, pred.score, "FAIL", 1.0, v1, tile_id,
+        record = InspectionResult(T0 + timedelta(minutes=10 * i), "cam", i, pred.score, "FAIL", 1.0, v1, tile_id,
                                   image=image, heatmap=pred.anomaly_map)
-        items.append(StoredInspection(record, None, *store.save(record)))
+        items.append(store.save(record))
     for j in range(N_PLAIN):
         decision = "FAIL" if j % 3 == 0 else "PASS"
         product, version = (tile_id, v1) if j % 2 == 0 else (other_id, v2)
-        items.append(StoredInspection(InspectionRecord(T0 + timedelta(minutes=20 * j + 5), "cam", 100 + j, j / 10, decision, 1.0, version, product)))
+        items.append(InspectionResult(T0 + timedelta(minutes=20 * j + 5), "cam", 100 + j, j / 10, decision, 1.0, version, product))
     db.write_inspections(items)
     return db, tile_id, other_id, v2
 
@@ -99,9 +99,11 @@ def test_review_filters_labels_export_and_yield(qtbot, tmp_path, history):
     imaged = [i for i in range(total) if model.table.row(i).image_exists]
     assert len(imaged) == 6
     page.table.selectRow(imaged[0])
-    # The stored JET picture is decoded back to map values, drawn like the live view.
+    # The stored map is read back as values (its maximum is the score), drawn like the live view.
     heat = page.image_view.heat_item.image
-    assert page.image_view.image_item.image is not None and heat.ndim == 2 and 0.0 <= heat.min() and heat.max() <= 2.0
+    row = model.table.row(imaged[0])
+    assert page.image_view.image_item.image is not None and heat.ndim == 2 and heat.dtype == np.float32
+    assert float(heat.max()) == pytest.approx(row.score, rel=1e-5, abs=1e-6)
     assert f"part {model.table.row(imaged[0]).id}" in page.detail_label.text()
 
     # The operator may not label; quality may, and every label is stored and audited.
@@ -149,27 +151,57 @@ def test_review_filters_labels_export_and_yield(qtbot, tmp_path, history):
     assert np.all((y >= 0) & (y <= 100))
 
 
-def test_stored_heatmaps_decode_to_map_values(tmp_path, tiny_model, tile_train_paths):
+def test_stored_frames_and_maps_read_back_as_recorded(tmp_path, tiny_model, tile_train_paths):
+    """The review shows the frame in the camera's colours and the map as the engine made it."""
     from inspector.engine import Engine
-    from inspector.images import read_image
-    from ui.review_model import decode_heatmap
+    from inspector.image_io import read_image
+    from ui.review_model import load_review_images
+
+    image = cv2.resize(read_image(tile_train_paths[0]), (96, 64))
+    image = np.dstack([image, image // 2, image // 3]) if image.ndim == 2 else image  # a colour frame
+    pred = Engine(tiny_model, device="cpu", backend="eager").predict(image)
+    db = make_db(tmp_path)
+    store = ImageStore(tmp_path / "images")
+    db.write_inspections([store.save(InspectionResult(T0, "cam", 1, pred.score, "FAIL", pred.score / 2, image=image,
+                                                      heatmap=pred.anomaly_map))])
+    [row] = db.query_inspections()
+    frame, heat = load_review_images(row)
+    assert np.array_equal(frame, image)  # RGB in, RGB out
+    step = (row.heatmap_high - row.heatmap_low) / 65535
+    assert heat.dtype == np.float32 and np.abs(heat - pred.anomaly_map).max() <= step / 2 + 1e-6
+
+
+def test_legacy_jet_heatmaps_still_decode_to_map_values(tmp_path, tiny_model, tile_train_paths):
+    """Rows from before the history stored map values (no range; a JET picture over 0 .. 2 x
+    threshold) still show the map, to within one of the picture's 256 colour steps."""
+    from inspector.engine import Engine
+    from inspector.image_io import read_image
+    from ui.review_model import decode_legacy_heatmap, load_review_images
 
     pred = Engine(tiny_model, device="cpu", backend="eager").predict(read_image(tile_train_paths[0]))
     threshold = pred.score / 2  # the top of the map is above it, the rest of it below
-    store = ImageStore(tmp_path, heatmap_range=(0.0, 2 * threshold))  # as the desktop and `inspector run` store them
-    record = InspectionRecord(T0, "cam", 1, pred.score, "FAIL", threshold, heatmap=pred.anomaly_map)
-    _, heatmap_path = store.save(record)
-    decoded = decode_heatmap(cv2.imread(heatmap_path), threshold)
+    # Written as the image store of the time did: scaled over 0 .. 2 x threshold, JET-coloured.
+    levels = np.clip(pred.anomaly_map / (2 * threshold) * 255, 0, 255).astype(np.uint8)
+    legacy = tmp_path / "000000_000000_cam_1_FAIL_heatmap.png"
+    assert cv2.imwrite(str(legacy), cv2.applyColorMap(levels, cv2.COLORMAP_JET))
+    db = make_db(tmp_path)
+    db.write_inspections([InspectionResult(T0, "cam", 1, pred.score, "FAIL", threshold, heatmap_path=str(legacy))])
+    [row] = db.query_inspections()
+    assert row.heatmap_low is None and row.heatmap_high is None
+    _, decoded = load_review_images(row)
     expected = np.clip(pred.anomaly_map, 0.0, 2 * threshold)
-    assert np.abs(decoded - expected).max() <= 2 * threshold / 255 + 1e-6  # one colour step
-    assert decode_heatmap(np.full((8, 8, 3), 200, np.uint8), threshold) is None  # grey: not JET's colours
+    assert decoded.ndim == 2 and np.abs(decoded - expected).max() <= 2 * threshold / 255 + 1e-6  # one colour step
+    assert decode_legacy_heatmap(np.full((8, 8, 3), 200, np.uint8), threshold) is None  # grey: not JET's colours
+    cv2.imwrite(str(legacy), np.full((8, 8, 3), 200, np.uint8))
+    _, picture = load_review_images(row)  # not JET's colours: shown as the picture it is
+    assert picture.shape == (8, 8, 3) and picture.dtype == np.uint8
 
 
 def test_paged_table_reads_only_what_is_shown_of_100000_rows(qtbot, tmp_path):
     from PyQt6.QtWidgets import QTableView
     from sqlalchemy import insert
 
-    from inspector.history.models import Inspection
+    from inspector.history.tables import Inspection
     from ui.review_model import PAGE_SIZE, InspectionTableModel
 
     db = make_db(tmp_path)

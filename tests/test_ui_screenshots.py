@@ -25,9 +25,9 @@ def test_screenshot_run_writes_every_page_with_the_right_banner(qapp, tmp_path, 
     pytest.importorskip("pypylon", reason="the demo camera is pylon's emulator ('basler' extra)")
     from sqlalchemy import select
 
-    from inspector.cli import main
+    from cli.main import main
     from inspector.history import HistoryDB, default_db_url
-    from inspector.history.models import Inspection
+    from inspector.history.tables import Inspection
     from ui.widgets import FAIL_COLOR, PASS_COLOR
 
     monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path / "data"))
@@ -61,7 +61,7 @@ def test_screenshot_run_writes_every_page_with_the_right_banner(qapp, tmp_path, 
 
 
 def test_users_command_adds_accounts_that_sign_in(tmp_path, capsys):
-    from inspector.cli import main
+    from cli.main import main
     from inspector.history import HistoryDB
 
     url = f"sqlite:///{tmp_path / 'h.db'}"

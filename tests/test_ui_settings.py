@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("PyQt6")
 pytest.importorskip("pyqtgraph")
 
-from calibration.recipes import AccessDenied  # noqa: E402
+from inspector.roles import AccessDenied  # noqa: E402
 from inspector.errors import CameraError  # noqa: E402
 from ui_support import audit_actions, make_db, make_line, register_model, resized_copies, sign_in  # noqa: E402
 
@@ -67,7 +67,7 @@ def test_settings_change_camera_storage_product_and_users(qtbot, tmp_path, tiny_
     page.product_button.click()
     qtbot.waitUntil(lambda: any(error for _, error in messages), timeout=30_000)
     assert "no active model" in [text for text, error in messages if error][-1]
-    assert line.model.product == "tile"
+    assert line.recipe.product == "tile"
 
     page.user_name.setText("olga")
     page.user_role.setCurrentText("operator")

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("PyQt6")
 pytest.importorskip("pyqtgraph")
 
-from calibration.recipes import AccessDenied  # noqa: E402
+from inspector.roles import AccessDenied  # noqa: E402
 from ui_support import audit_actions, make_db, make_line, register_model, resized_copies, sign_in  # noqa: E402
 
 
@@ -107,9 +107,9 @@ def test_teach_flow(qtbot, tmp_path, tiny_model, engine, shared_data, tile_train
 
     # Activate on the running line (the model loads off the GUI thread), compare, roll back.
     page.activate_button.click()
-    qtbot.waitUntil(lambda: line.model.model_version_id == v2, timeout=120_000)
+    qtbot.waitUntil(lambda: line.recipe.model_version_id == v2, timeout=120_000)
     assert db.product_by_name("tile").active_model_version_id == v2
-    assert line.model.rule.threshold == pytest.approx(above_all)
+    assert line.recipe.rule.threshold == pytest.approx(above_all)
     reports = []
     teach.shadow_changed.connect(reports.append)
     page.select_version(v1)
@@ -117,7 +117,7 @@ def test_teach_flow(qtbot, tmp_path, tiny_model, engine, shared_data, tile_train
     qtbot.waitUntil(lambda: bool(reports), timeout=120_000)
     assert reports[0].n == 3  # the three parts the line stored
     page.rollback_button.click()
-    qtbot.waitUntil(lambda: line.model.model_version_id == v1, timeout=120_000)
+    qtbot.waitUntil(lambda: line.recipe.model_version_id == v1, timeout=120_000)
     assert db.product_by_name("tile").active_model_version_id == v1
     line.stop()
 

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 
 from inspector.history import HistoryDB
-from inspector.images import read_image
-from inspector.pipeline import DecisionRule
+from inspector.image_io import read_image
+from inspector.line import DecisionRule
+from inspector.recipes import LoadedRecipe
 
 USERS = {"tina": ("technician", "1234"), "quinn": ("quality", "5678"), "otto": ("operator", "0000")}
 SIZE = 192  # tile images differ in size; the teach gates want one size
@@ -44,19 +45,26 @@ def register_model(db: HistoryDB, model_path: Path, product: str = "tile") -> tu
     return product_id, version_id
 
 
-def active_model(engine, threshold: float, product_id: int, version_id: int, product: str = "tile"):
-    from ui.line import ActiveModel
-
-    return ActiveModel(engine, DecisionRule(threshold), version_id, product_id, product, engine.model_path,
-                       tuple(np.linspace(0.2, 1.2, 40)), "test")
+#: Good scores of the stand-in calibration (see register_model).
+REFERENCE = tuple(float(v) for v in np.linspace(0.2, 1.2, 40))
 
 
-def make_line(db: HistoryDB, engine, frames: Path, threshold: float, image_dir: Path, product_id: int, version_id: int):
-    """A LineModel over a folder camera replaying ``frames`` once, every frame's images kept."""
+def loaded_recipe(engine, threshold: float, product_id: int, version_id: int, product: str = "tile",
+                  reference: tuple[float, ...] = REFERENCE) -> LoadedRecipe:
+    return LoadedRecipe(engine, DecisionRule(threshold), version_id, product_id, product, engine.model_path,
+                        tuple(reference), "test")
+
+
+def make_line(db: HistoryDB, engine, frames: Path, threshold: float, image_dir: Path, product_id: int, version_id: int,
+              *, loop: bool = False, reference: tuple[float, ...] | None = None):
+    """A LineModel over a folder camera replaying ``frames`` once (or forever: ``loop``), every
+    frame's images kept; ``reference``: the good scores the drift monitor compares with."""
     from ui.line import LineConfig, LineModel
 
-    config = LineConfig(f"folder://{frames}?fps=0&loop=0", image_dir, trigger="free_run", pass_sample_rate=1.0, quota_gb=1.0)
-    return LineModel(db, config, active_model(engine, threshold, product_id, version_id))
+    config = LineConfig(f"folder://{frames}?fps=0&loop={int(loop)}", image_dir, trigger="free_run",
+                        pass_sample_rate=1.0, quota_gb=1.0)
+    recipe = loaded_recipe(engine, threshold, product_id, version_id, reference=REFERENCE if reference is None else reference)
+    return LineModel(db, config, recipe)
 
 
 def sign_in(session, name: str) -> None:

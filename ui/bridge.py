@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from inspector.pipeline import InspectionResult, Pipeline
+from inspector.line import InspectionResult, Pipeline
 
 
 class PipelineBridge(QObject):
     """``result_received(InspectionResult)`` for every durable result, in frame order;
-    ``alarm_received(history.Alarm)`` for every alarm of the pipeline and its history writer."""
+    ``alarm_received(inspector.alarms.Alarm)`` for every alarm of the pipeline and its history
+    writer."""
 
     result_received = pyqtSignal(object)
     alarm_received = pyqtSignal(object)

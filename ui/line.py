@@ -1,7 +1,8 @@
-"""The line as the GUI sees it: one pipeline, its latest result, counters, trend, alarms.
+"""The line as the GUI sees it: one line, its latest result, counters, trend, alarms.
 
-:class:`LineModel` owns the pipeline's life (start, stop, restart with new settings, switching
-model) and everything the operator page shows. It never slows the pipeline: results reach it
+:class:`LineModel` owns the line's life (start, stop, restart with new settings, switching
+recipe) and everything the operator page shows; the line itself is built by
+:func:`inspector.line.build_line`, as for ``inspector run``. It never slows the pipeline: results reach it
 through :class:`~ui.bridge.PipelineBridge` as queued signals, each handled in O(1) (counters, a
 bounded trend, the latest result), and the views are told about changes by a display timer at
 most :data:`DISPLAY_HZ` times a second, always with the newest result -- so a slow or blocked GUI
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -21,11 +21,12 @@ from typing import Any
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
-from calibration.drift import DRIFT_ALARM, DriftMonitor, DriftStatus
-from drivers import Camera, TriggerMode, open_camera
-from inspector.errors import CameraError, InspectorError
-from inspector.history import HistoryDB, HistoryWriter, ImageStore
-from inspector.pipeline import CAMERA_LOST, CAMERA_RECONNECTED, DecisionRule, InspectionResult, Pipeline, PipelineMetrics
+from drivers import Camera, open_camera
+from inspector.errors import InspectorError
+from inspector.history import HistoryDB
+from inspector.line import CAMERA_LOST, CAMERA_RECONNECTED, DecisionRule, InspectionResult, Line, Pipeline, PipelineMetrics, build_line
+from inspector.line.drift import DriftStatus
+from inspector.recipes import LoadedRecipe
 
 from ui.bridge import PipelineBridge
 
@@ -36,13 +37,13 @@ METRICS_INTERVAL_MS = 1000
 TREND_LENGTH = 200
 MAX_ALARMS = 200
 TRIGGERS = ("free_run", "software", "hardware")
-WRITER_MAX_BUFFERED = 64
 
 
 @dataclass(frozen=True)
 class LineConfig:
-    """How the line runs. ``trigger="software"`` presents parts with :class:`PartFeeder` (at most
-    ``feeder_rate`` per second, one at a time) -- the demo's stand-in for a conveyor."""
+    """How the line runs. ``trigger="software"`` presents parts with a
+    :class:`~inspector.line.PartFeeder` (at most ``feeder_rate`` per second, one at a time) -- the
+    demo's stand-in for a conveyor."""
 
     camera_uri: str
     image_dir: Path
@@ -60,20 +61,6 @@ class LineConfig:
             raise InspectorError(f"storage quota must be positive, got {self.quota_gb:g} GB")
         if not 0.0 <= self.pass_sample_rate <= 1.0:
             raise InspectorError(f"share of passed images kept must be within 0..1, got {self.pass_sample_rate:g}")
-
-
-@dataclass(frozen=True)
-class ActiveModel:
-    """What decides: a loaded engine, its rule, and where they came from."""
-
-    engine: Any  # inspector.engine.Engine (or anything with predict())
-    rule: DecisionRule
-    model_version_id: int | None
-    product_id: int | None
-    product: str
-    model_path: Path
-    reference_scores: tuple[float, ...] = ()  # good calibration scores, for the drift monitor
-    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,48 +90,16 @@ class TrendPoint:
     threshold: float
 
 
-class PartFeeder:
-    """Triggers a software-triggered camera, one part at a time, at most ``rate`` per second.
-
-    A part is presented once the previous one was acquired and no frame waits for the engine,
-    as a station would take the next part when it is free. A thread, not a Qt timer: the parts
-    keep coming however busy the GUI is.
-    """
-
-    def __init__(self, camera: Camera, pipeline: Pipeline, rate: float) -> None:
-        self.camera, self.pipeline = camera, pipeline
-        self.interval = 1.0 / max(rate, 0.01)
-        self.triggered = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ui-part-feeder", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5.0)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            m = self.pipeline.metrics()
-            if m.acquired < self.triggered or m.queue_depth > 0:
-                continue
-            try:
-                self.camera.trigger()
-                self.triggered += 1
-            except CameraError as exc:  # the pipeline alarms a lost camera; keep trying
-                log.debug("part feeder: %s", exc)
-
-
 class LineModel(QObject):
     """The running line. Signals (all in the GUI thread):
 
     ``result_changed(InspectionResult)``: the newest result, at most DISPLAY_HZ per second;
     ``counters_changed()``, ``trend_changed()``: with it; ``alarms_changed()``: an alarm came or
     was acknowledged; ``metrics_changed(PipelineMetrics)``: once a second while running;
-    ``status_changed()``: started, stopped, camera or model changed.
+    ``status_changed()``: started, stopped, camera or recipe changed, drift warning or recovery.
+
+    :attr:`recipe` is what decides (a :class:`~inspector.recipes.LoadedRecipe`); :attr:`line`
+    the running :class:`~inspector.line.Line`, None while stopped.
     """
 
     result_changed = pyqtSignal(object)
@@ -153,18 +108,17 @@ class LineModel(QObject):
     alarms_changed = pyqtSignal()
     metrics_changed = pyqtSignal(object)
     status_changed = pyqtSignal()
+    _drift_changed = pyqtSignal(object)  # from the line's writer thread to the GUI thread
 
-    def __init__(self, db: HistoryDB, config: LineConfig, model: ActiveModel, camera_settings: dict[str, Any] | None = None, parent: QObject | None = None) -> None:
+    def __init__(self, db: HistoryDB, config: LineConfig, recipe: LoadedRecipe, camera_settings: dict[str, Any] | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.db = db
         self.config = config
-        self.model = model
+        self.recipe = recipe
         self.camera_settings = dict(camera_settings or {})
-        self.pipeline: Pipeline | None = None
+        self.line: Line | None = None
         self.camera: Camera | None = None
-        self.feeder: PartFeeder | None = None
         self._bridge: PipelineBridge | None = None
-        self._store: ImageStore | None = None
         self.counters = Counters()
         self.trend: deque[TrendPoint] = deque(maxlen=TREND_LENGTH)
         self.alarms: deque[AlarmEntry] = deque(maxlen=MAX_ALARMS)
@@ -172,7 +126,7 @@ class LineModel(QObject):
         self.last_metrics: PipelineMetrics | None = None
         self.camera_state = "stopped"
         self.drift_status: DriftStatus | None = None
-        self._drift = self._drift_monitor(model)
+        self._drift_changed.connect(self._on_drift_changed)
         self._dirty = False
         self._display = QTimer(self)
         self._display.setInterval(1000 // DISPLAY_HZ)
@@ -184,8 +138,12 @@ class LineModel(QObject):
     # -- life ----------------------------------------------------------------------------------
 
     @property
+    def pipeline(self) -> Pipeline | None:
+        return self.line.pipeline if self.line is not None else None
+
+    @property
     def running(self) -> bool:
-        return self.pipeline is not None and self.pipeline.running
+        return self.line is not None and self.line.running
 
     def start(self) -> bool:
         """Opens the camera and starts inspecting; False (with an alarm) when the camera fails."""
@@ -205,33 +163,24 @@ class LineModel(QObject):
             self.camera_state = "unavailable"
             self.status_changed.emit()
             return False
-        store = ImageStore(
-            cfg.image_dir, quota_bytes=int(cfg.quota_gb * 1e9), pass_sample_rate=cfg.pass_sample_rate,
-            heatmap_range=heatmap_range(self.model.rule.threshold),
-        )
-        writer = HistoryWriter(self.db, store, max_buffered=WRITER_MAX_BUFFERED)
-        trigger = {"free_run": TriggerMode.FREE_RUN, "software": TriggerMode.SOFTWARE, "hardware": TriggerMode.HARDWARE}[cfg.trigger]
-        pipeline = Pipeline(
-            camera, self.model.engine, self.model.rule, writer, mode=cfg.mode,
-            model_version_id=self.model.model_version_id, product_id=self.model.product_id,
-            trigger=trigger, trigger_line=cfg.trigger_line,
+        line = build_line(
+            camera, self.recipe, self.db, image_dir=cfg.image_dir, quota_bytes=int(cfg.quota_gb * 1e9),
+            pass_sample_rate=cfg.pass_sample_rate, mode=cfg.mode, trigger=cfg.trigger,
+            trigger_line=cfg.trigger_line, feeder_rate=cfg.feeder_rate, on_drift=self._drift_changed.emit,
         )
         bridge = PipelineBridge(self)
         bridge.result_received.connect(self._on_result_received)
         bridge.alarm_received.connect(self._on_alarm_received)
-        bridge.attach(pipeline)  # before start: no result is missed
+        bridge.attach(line.pipeline)  # before start: no result is missed
         try:
-            pipeline.start()
+            line.start()
         except InspectorError as exc:
             camera.close()
             self._add_alarm("camera_error", str(exc))
             self.camera_state = "unavailable"
             self.status_changed.emit()
             return False
-        self.camera, self.pipeline, self._bridge, self._store = camera, pipeline, bridge, store
-        if cfg.trigger == "software":
-            self.feeder = PartFeeder(camera, pipeline, cfg.feeder_rate)
-            self.feeder.start()
+        self.camera, self.line, self._bridge = camera, line, bridge
         self.camera_state = "connected"
         self._display.start()
         self._metrics_timer.start()
@@ -240,16 +189,13 @@ class LineModel(QObject):
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stops inspecting; every frame acquired so far is inspected and recorded first."""
-        if self.feeder is not None:
-            self.feeder.stop()
-            self.feeder = None
         clean = True
-        if self.pipeline is not None:
-            clean = self.pipeline.stop(timeout)
-            self.last_metrics = self.pipeline.metrics()
+        if self.line is not None:
+            clean = self.line.stop(timeout)
+            self.last_metrics = self.line.metrics()
             if self.camera is not None:
                 self.camera.close()
-        self.pipeline, self.camera = None, None
+        self.line, self.camera = None, None
         self._metrics_timer.stop()
         self.camera_state = "stopped"
         # Results queued before the stop are still delivered; one more tick shows the last.
@@ -265,24 +211,16 @@ class LineModel(QObject):
             self.camera_settings = dict(camera_settings)
         return self.start()
 
-    def set_model(self, model: ActiveModel) -> None:
-        """Decide the next frames with this model (the frame in the engine finishes with the old)."""
-        product_changed = model.product_id != self.model.product_id
-        self.model = model
-        self._drift = self._drift_monitor(model)
+    def set_recipe(self, recipe: LoadedRecipe) -> None:
+        """Decide the next frames with this recipe (the frame in the engine finishes with the old)."""
+        self.recipe = recipe
         self.drift_status = None
-        if self._store is not None:
-            # Stored heatmaps stay readable as map values (see review_model.decode_heatmap). A
-            # frame decided by the old rule may be stored with the new range: one picture, not data.
-            self._store.heatmap_range = heatmap_range(model.rule.threshold)
-        if self.pipeline is not None:
-            if product_changed:
-                self.pipeline.product_id = model.product_id
-            self.pipeline.set_model(model.engine, model.rule, model.model_version_id)
+        if self.line is not None:
+            self.line.set_recipe(recipe)
         self.status_changed.emit()
 
     def set_threshold(self, rule: DecisionRule) -> None:
-        self.set_model(replace(self.model, rule=rule, source="threshold set by hand"))
+        self.set_recipe(replace(self.recipe, rule=rule, source="threshold set by hand"))
 
     # -- state for the views --------------------------------------------------------------------
 
@@ -319,8 +257,6 @@ class LineModel(QObject):
         self.trend.append(TrendPoint(result.score, result.decision, result.threshold))
         self.latest = result
         self._dirty = True
-        if result.error is None and self._drift is not None:
-            self._drift.add(result.score)
 
     def _on_alarm_received(self, alarm: Any) -> None:
         if alarm.kind == CAMERA_LOST:
@@ -340,9 +276,9 @@ class LineModel(QObject):
         self.trend_changed.emit()
 
     def _on_metrics_tick(self) -> None:
-        if self.pipeline is None:
+        if self.line is None:
             return
-        self.last_metrics = self.pipeline.metrics()
+        self.last_metrics = self.line.metrics()
         self.metrics_changed.emit(self.last_metrics)
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -351,24 +287,10 @@ class LineModel(QObject):
         self.alarms.appendleft(AlarmEntry(when or datetime.now(timezone.utc), kind, message))
         self.alarms_changed.emit()
 
-    def _drift_monitor(self, model: ActiveModel) -> DriftMonitor | None:
-        if len(model.reference_scores) < 2:
-            return None
-        return DriftMonitor(model.reference_scores, on_warning=self._on_drift_warning, on_recovered=self._on_drift_recovered)
-
-    def _on_drift_warning(self, status: DriftStatus) -> None:
-        self.drift_status = status
-        self._add_alarm(DRIFT_ALARM, status.message)
-
-    def _on_drift_recovered(self, status: DriftStatus) -> None:
+    def _on_drift_changed(self, status: DriftStatus) -> None:
+        # The drift alarm itself comes as a pipeline alarm, through the bridge.
         self.drift_status = status
         self.status_changed.emit()
-
-
-def heatmap_range(threshold: float) -> tuple[float, float] | None:
-    """Map values drawn at the two ends of a stored heatmap's colours: 0 .. 2 x threshold, as
-    ``inspector run`` stores them, so the threshold is mid-scale."""
-    return (0.0, 2.0 * threshold) if threshold > 0 else None
 
 
 def _camera_kwargs(settings: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from PyQt6.QtWidgets import (
 
 from inspector import __version__
 from inspector.errors import InspectorError
-from ui.demo import ATTRIBUTION
+from demo import ATTRIBUTION
 from ui.session import OPERATOR, Session
 
 PAGE_TITLES = {"operator": "Operator", "teach": "Teach", "review": "Review", "settings": "Settings"}

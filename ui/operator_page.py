@@ -22,21 +22,17 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from inspector.pipeline import InspectionResult, PipelineMetrics
+from inspector.line import InspectionResult, PipelineMetrics
+from inspector.overlay import heatmap_vmax
 from ui.line import LineModel
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, Banner, CountersPanel, HeatmapView, TrendPlot
 
 
-def vmax_for(threshold: float) -> float | None:
-    """Top of the heatmap colour scale: twice the threshold, so the threshold is mid-scale."""
-    return 2.0 * threshold if threshold > 0 else None
-
-
 def contour_level(line: LineModel) -> float:
     """Map value outlined as a defect: the pixel threshold if the rule has one, else the image
     threshold (the score is the map's maximum, so a FAIL by score has a region above it)."""
-    rule = line.model.rule
+    rule = line.recipe.rule
     return rule.pixel_threshold if rule.pixel_threshold is not None else rule.threshold
 
 
@@ -121,7 +117,7 @@ class OperatorPage(QWidget):
             self.banner.show_verdict(None)
             return
         self.image_view.show_frame(
-            result.camera_image, result.anomaly_map, vmax=vmax_for(result.threshold),
+            result.image, result.anomaly_map, vmax=heatmap_vmax(result.threshold),
             contour_level=contour_level(self.line),
         )
         self.banner.show_verdict(result.decision, result.score, result.threshold, result.error)
@@ -132,7 +128,7 @@ class OperatorPage(QWidget):
 
     def _on_trend_changed(self) -> None:
         points = list(self.line.trend)
-        self.trend.show_trend([p.score for p in points], [p.decision for p in points], self.line.model.rule.threshold)
+        self.trend.show_trend([p.score for p in points], [p.decision for p in points], self.line.recipe.rule.threshold)
 
     def _on_metrics_changed(self, m: PipelineMetrics | None) -> None:
         if m is None:
@@ -157,7 +153,7 @@ class OperatorPage(QWidget):
 
     def _on_status_changed(self) -> None:
         line = self.line
-        model = line.model
+        model = line.recipe
         cam_color = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR}.get(line.camera_state, "#616161")
         drift = line.drift_status
         drift_text = "" if drift is None else f"<br>drift: {drift.status}"

@@ -25,8 +25,9 @@ from sqlalchemy import select
 from calibration.teach import TeachSession
 from inspector.errors import DataError, InspectorError
 from inspector.history import HistoryDB, InspectionFilter, InspectionRow
-from inspector.history.models import Product
-from inspector.images import read_image
+from inspector.history.image_store import read_heatmap, read_stored_image
+from inspector.history.tables import Product
+from inspector.overlay import heatmap_vmax
 
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, PASS_COLOR
@@ -133,6 +134,12 @@ class InspectionTableModel(QAbstractTableModel):
         return "" if value is None else str(value)
 
 
+# -- legacy heatmaps --------------------------------------------------------------------------------
+# Before history revision 0003 the image store wrote anomaly maps as 8-bit JET colour pictures
+# over 0 .. heatmap_vmax(threshold), with no value range in the row. Only rows like that are
+# decoded here; newer heatmaps are values, read with image_store.read_heatmap.
+
+
 def _jet_keys() -> tuple[np.ndarray, np.ndarray]:
     """The 256 colours of OpenCV's JET map as sorted integer keys, and the level of each."""
     bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0].astype(np.int64)
@@ -144,37 +151,51 @@ def _jet_keys() -> tuple[np.ndarray, np.ndarray]:
 _JET_KEYS, _JET_LEVELS = _jet_keys()
 
 
-def decode_heatmap(bgr: np.ndarray, threshold: float) -> np.ndarray | None:
-    """The anomaly map a stored heatmap PNG shows, in score units, as float32 (h, w).
+def decode_legacy_heatmap(bgr: np.ndarray, threshold: float) -> np.ndarray | None:
+    """LEGACY: the anomaly map a pre-0003 heatmap PNG shows, in score units, as float32 (h, w).
 
-    The history stores maps JET-coloured over ``0 .. 2 x threshold`` (``inspector run`` and this
-    desktop both do), losslessly, so each colour gives its level back. None if the picture holds
-    colours that are not JET's (a map stored another way).
+    Those were JET-coloured over ``0 .. heatmap_vmax(threshold)``, losslessly, so each colour
+    gives its level back (to within one of 256 steps). None if the picture holds colours that are
+    not JET's, or the threshold gives no scale.
     """
+    vmax = heatmap_vmax(threshold)
     b = bgr.astype(np.int64)
     keys = (b[..., 0] << 16) | (b[..., 1] << 8) | b[..., 2]
     pos = np.clip(np.searchsorted(_JET_KEYS, keys), 0, len(_JET_KEYS) - 1)
-    if not np.all(_JET_KEYS[pos] == keys) or threshold <= 0:
+    if not np.all(_JET_KEYS[pos] == keys) or vmax is None:
         return None
-    return _JET_LEVELS[pos] / 255.0 * (2.0 * threshold)
+    return (_JET_LEVELS[pos] / 255.0 * vmax).astype(np.float32)
+
+
+def _read_legacy_heatmap(path: str, threshold: float) -> np.ndarray | None:
+    """A pre-0003 heatmap: the decoded map, or the (h, w, 3) RGB picture if it cannot be."""
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        log.warning("%s: not a readable heatmap", path)
+        return None
+    heat = decode_legacy_heatmap(bgr, threshold)
+    return heat if heat is not None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def load_review_images(row: InspectionRow) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The stored frame ((H, W) grey or (H, W, 3) RGB) and heatmap of a row, each None where it
-    was not kept or is gone. The heatmap is the (h, w) map in score units where its colours can
-    be decoded (see :func:`decode_heatmap`), else the (h, w, 3) RGB picture as stored."""
+    was not kept or is gone. The heatmap is the (h, w) float32 map in score units
+    (:func:`~inspector.history.image_store.read_heatmap` with the row's value range); only a
+    legacy colour heatmap that cannot be decoded comes as the (h, w, 3) RGB picture stored."""
     image = heat = None
     if row.image_exists:
         try:
-            image = read_image(row.image_path)
+            image = read_stored_image(row.image_path)
         except InspectorError as exc:
             log.warning("%s", exc)
     if row.heatmap_exists:
-        bgr = cv2.imread(row.heatmap_path, cv2.IMREAD_COLOR)
-        if bgr is not None:
-            heat = decode_heatmap(bgr, row.threshold)
-            if heat is None:
-                heat = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if row.heatmap_low is None or row.heatmap_high is None:
+            heat = _read_legacy_heatmap(row.heatmap_path, row.threshold)
+        else:
+            try:
+                heat = read_heatmap(row.heatmap_path, row.heatmap_low, row.heatmap_high)
+            except InspectorError as exc:
+                log.warning("%s", exc)
     return image, heat
 
 
@@ -227,7 +248,7 @@ class ReviewModel(QObject):
         for row in rows:
             if not row.image_exists:
                 continue
-            image = read_image(row.image_path)  # grey or RGB, as add_sample expects
+            image = read_stored_image(row.image_path)  # grey or RGB, as add_sample expects
             decision = teach.add_sample(image, f"false-reject-{row.id}.png")
             accepted += decision.accepted
             refused += not decision.accepted

@@ -36,6 +36,7 @@ from PyQt6.QtWidgets import (
 
 from inspector.errors import InspectorError
 from inspector.history import InspectionFilter
+from inspector.overlay import heatmap_vmax
 from ui.review_model import ReviewModel, load_review_images
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
@@ -252,8 +253,8 @@ class ReviewPage(QWidget):
             self.detail_label.setText("select a part")
             return
         image, heat = load_review_images(row)
-        if heat is not None and heat.ndim == 2:  # decoded to score units: drawn like the live view
-            self.image_view.show_frame(image, heat, vmax=2 * row.threshold, contour_level=row.threshold)
+        if heat is not None and heat.ndim == 2:  # map values: drawn like the live view
+            self.image_view.show_frame(image, heat, vmax=heatmap_vmax(row.threshold), contour_level=row.threshold)
         else:
             self.image_view.show_frame(image, heat)
         color = PASS_COLOR if row.decision == "PASS" else FAIL_COLOR

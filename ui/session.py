@@ -6,7 +6,7 @@ hashes in the history database; signing out returns to the operator.
 
 Rights are enforced twice: the views enable only what :meth:`Session.can` allows, and every
 write goes through :meth:`Session.authorize`, which verifies the PIN against the database again
-(``calibration.recipes.require_role``) and audits a refusal. The PIN of the signed-in user is
+(:func:`inspector.roles.require_role`) and audits a refusal. The PIN of the signed-in user is
 kept in memory for that, never on disk, and forgotten at sign-out.
 """
 
@@ -16,31 +16,15 @@ from dataclasses import dataclass
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from calibration.recipes import AccessDenied, require_role
+from inspector.roles import OPERATOR, QUALITY, RIGHTS, TECHNICIAN, AccessDenied, require_role, roles_with
 from inspector.history import HistoryDB
 
-OPERATOR = "operator"
-TECHNICIAN = "technician"
-QUALITY = "quality"
-
-#: Rights by role. The operator only watches; nobody but a technician changes what the line
-#: decides; quality reviews, labels and exports.
-RIGHTS: dict[str, frozenset[str]] = {
-    OPERATOR: frozenset({"view_line", "acknowledge_alarms"}),
-    TECHNICIAN: frozenset({
-        "view_line", "acknowledge_alarms", "teach", "calibrate", "set_threshold", "activate_model",
-        "configure_camera", "choose_product", "set_storage", "manage_users", "view_history",
-    }),
-    QUALITY: frozenset({"view_line", "acknowledge_alarms", "view_history", "label", "export", "copy_to_teach"}),
-}
 #: Pages each role sees, in the order of the navigation.
 PAGES: dict[str, tuple[str, ...]] = {
     OPERATOR: ("operator",),
     TECHNICIAN: ("operator", "teach", "review", "settings"),
     QUALITY: ("operator", "review"),
 }
-#: Which roles may exercise a right, for require_role.
-ROLES_WITH = {right: tuple(r for r, rights in RIGHTS.items() if right in rights) for right in set().union(*RIGHTS.values())}
 DEFAULT_OPERATOR = "operator"
 
 
@@ -110,7 +94,7 @@ class Session(QObject):
 
         Raises AccessDenied (and audits the refusal) otherwise.
         """
-        roles = ROLES_WITH.get(right, ())
+        roles = roles_with(right)
         if self._pin is None:
             self.db.record_audit(self._user, self._role, f"{right}_denied", target, None, {"reason": "not signed in"})
             raise AccessDenied(f"{right.replace('_', ' ')} refused: sign in as {' or '.join(roles)} first")

@@ -3,7 +3,7 @@
 :class:`GuiSettings` is a small JSON file (``gui.json`` in the data folder); no Qt there.
 :class:`SettingsModel` applies changes: each is rights-checked, audited, saved, and restarts the
 line where it must (a new camera or storage quota); camera exposure and gain belong to the
-product's recipe (``calibration.recipes.set_camera_settings``).
+product's recipe (``inspector.recipes.set_camera_settings``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from typing import Any
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from calibration.recipes import get_product, list_products, set_camera_settings
+from inspector.recipes import get_product, list_products, load_active_recipe, set_camera_settings
 from drivers import open_camera
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB
-from inspector.history.models import ROLES
+from inspector.history.tables import ROLES
 
 from ui.line import LineConfig, LineModel
 from ui.session import Session
-from ui.teach_model import load_active_model
 from ui.worker import Task, run_task
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ class GuiSettings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, path: Path) -> None:
-        from inspector.modelfile import atomic_write
+        from inspector.model_file import atomic_write
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(asdict(self), indent=2) + "\n"))
@@ -80,7 +79,7 @@ class SettingsModel(QObject):
         return list_products(self.db)
 
     def camera_settings(self) -> dict[str, Any]:
-        product = self.db.product_by_name(self.line.model.product)
+        product = self.db.product_by_name(self.line.recipe.product)
         return dict(product.camera_settings or {}) if product is not None else {}
 
     def _save(self, **changes: Any) -> None:
@@ -92,13 +91,13 @@ class SettingsModel(QObject):
         """Switches camera, trigger and the product's exposure and gain; restarts the line."""
         uri = uri.strip()
         open_camera(uri)  # a malformed URI is refused before anything changes
-        creds = self.session.authorize("configure_camera", f"product:{self.line.model.product_id}")
+        creds = self.session.authorize("configure_camera", f"product:{self.line.recipe.product_id}")
         config = LineConfig(**{**asdict(self.line.config), "camera_uri": uri, "trigger": trigger})
         before = {"camera_uri": self.line.config.camera_uri, "trigger": self.line.config.trigger}
         settings = {**self.camera_settings(), "exposure_us": exposure_us, "gain_db": gain_db}
         settings = {k: v for k, v in settings.items() if v is not None}
         if settings != self.camera_settings():
-            set_camera_settings(self.db, self.line.model.product, settings, user=creds.user, pin=creds.pin)
+            set_camera_settings(self.db, self.line.recipe.product, settings, user=creds.user, pin=creds.pin)
         self.db.record_audit(creds.user, creds.role, "set_camera", "gui", before, {"camera_uri": uri, "trigger": trigger})
         self._save(camera_uri=uri, trigger=trigger)
         ok = self.line.restart(config, settings)
@@ -115,20 +114,20 @@ class SettingsModel(QObject):
         self.message.emit(f"images: quota {quota_gb:g} GB, {100 * pass_sample_rate:g} % of passes kept", False)
 
     def choose_product(self, name: str) -> Task:
-        """Puts the product's active model and camera settings on the line (loaded off the GUI thread)."""
+        """Puts the product's active recipe and camera settings on the line (loaded off the GUI thread)."""
         creds = self.session.authorize("choose_product", f"product:{get_product(self.db, name).id}")
-        before = self.line.model.product
+        before = self.line.recipe.product
 
-        def finished(model) -> None:
+        def finished(recipe) -> None:
             self._tasks.remove(task)
             self.db.record_audit(creds.user, creds.role, "choose_product", "gui", {"product": before}, {"product": name})
             self._save(product=name)
             self.line.stop()
-            self.line.set_model(model)
+            self.line.set_recipe(recipe)
             self.line.camera_settings = self.camera_settings()
             self.line.start()
             self.busy_changed.emit(False)
-            self.message.emit(f"product {name!r} on the line (model version {model.model_version_id})", False)
+            self.message.emit(f"product {name!r} on the line (model version {recipe.model_version_id})", False)
 
         def failed(text: str) -> None:
             self._tasks.remove(task)
@@ -136,7 +135,7 @@ class SettingsModel(QObject):
             self.message.emit(text, True)
 
         self.busy_changed.emit(True)
-        task = run_task("product change", lambda t: load_active_model(self.db, name, self.device, self.backend), self,
+        task = run_task("product change", lambda t: load_active_recipe(self.db, name, device=self.device, backend=self.backend), self,
                         finished=finished, failed=failed)
         self._tasks.append(task)
         return task

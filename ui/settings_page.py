@@ -20,7 +20,7 @@ from PyQt6.QtWidgets import (
 
 from drivers import EXAMPLE_URIS
 from inspector.errors import InspectorError
-from inspector.history.models import ROLES
+from inspector.roles import ROLES
 from ui.line import TRIGGERS
 from ui.session import Session
 from ui.settings_model import SettingsModel
@@ -126,7 +126,7 @@ class SettingsPage(QWidget):
         self.gain.setValue(float(cam["gain_db"]) if cam.get("gain_db") is not None else -1)
         self.product_combo.clear()
         self.product_combo.addItems(self.model.products())
-        self.product_combo.setCurrentText(line.model.product)
+        self.product_combo.setCurrentText(line.recipe.product)
         self.quota.setValue(line.config.quota_gb)
         self.pass_rate.setValue(100 * line.config.pass_sample_rate)
         for w in widgets:

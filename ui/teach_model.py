@@ -3,9 +3,10 @@
 Everything goes through the calibration package's :class:`~calibration.teach.TeachSession` (the
 same code as ``inspector teach ...``); this module adds what a GUI needs around it: the samples
 captured from the live line, training on a worker thread with progress, ETA and cancel, the
-false-reject rate at any threshold the technician drags to, and loading the newly active model
-into the running line. Every write checks the signed-in user's rights against the database
-(:meth:`ui.session.Session.authorize`) and is audited.
+false-reject rate at any threshold the technician drags to, and loading the newly active recipe
+(:func:`inspector.recipes.load_active_recipe`) into the running line. Every write checks the
+signed-in user's rights against the database (:meth:`ui.session.Session.authorize`) and is
+audited.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from calibration.recipes import VersionInfo, active_recipe
-from calibration.rule import rule_from_values
+from inspector.recipes import LoadedRecipe, VersionInfo, load_active_recipe
+from inspector.line.rule import rule_from_values
 from calibration.shadow import ShadowReport
 from calibration.teach import TeachResult, TeachSession
 from calibration.thresholds import FrrEstimate, frr_at
 from inspector.errors import DataError, InspectorError
 from inspector.history import HistoryDB
-from inspector.training import TrainProgress
+from inspector.method.training import TrainProgress
 
-from ui.line import ActiveModel, LineModel
+from ui.line import LineModel
 from ui.session import Session
 from ui.worker import Task, run_task
 
@@ -58,19 +59,6 @@ class TrainingState:
     eta_s: float = math.nan
     loss: float = math.nan
     message: str = ""
-
-
-def load_active_model(db: HistoryDB, product: str, device: str, backend: str) -> ActiveModel:
-    """The product's active recipe with its engine loaded (slow: call off the GUI thread)."""
-    from inspector.engine import Engine
-
-    recipe = active_recipe(db, product)
-    engine = Engine(recipe.model_path, device=device, backend=backend)
-    return ActiveModel(
-        engine=engine, rule=recipe.rule, model_version_id=recipe.model_version_id, product_id=recipe.product_id,
-        product=recipe.product, model_path=recipe.model_path, reference_scores=tuple(recipe.reference_scores),
-        source=f"calibration {recipe.calibration_id}",
-    )
 
 
 class TeachModel(QObject):
@@ -104,7 +92,7 @@ class TeachModel(QObject):
 
     @property
     def product(self) -> str:
-        return self.line.model.product
+        return self.line.recipe.product
 
     @property
     def teach(self) -> TeachSession:
@@ -127,10 +115,10 @@ class TeachModel(QObject):
         """Adds the frame on the line now as a good sample, through the quality gates."""
         creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
         latest = self.line.latest
-        if latest is None or latest.camera_image is None:
+        if latest is None or latest.image is None:
             self.message.emit("no frame to capture yet: wait for the line to show a part", True)
             return False
-        decision = self.teach.add_sample(latest.camera_image)
+        decision = self.teach.add_sample(latest.image)
         self.db.record_audit(creds.user, creds.role, "add_sample", f"product:{self.teach.product_id}", None,
                              {"sample": decision.name, "accepted": decision.accepted, "reasons": list(decision.reasons),
                               "inspection_id": latest.inspection_id})
@@ -256,7 +244,7 @@ class TeachModel(QObject):
         )
         self.db.record_audit(creds.user, creds.role, "set_threshold", f"model_version:{version_id}",
                              {"threshold": old.image_threshold}, {"threshold": threshold, "expected_frr": est.expected})
-        if version_id == self.line.model.model_version_id:
+        if version_id == self.line.recipe.model_version_id:
             self.line.set_threshold(rule_from_values(threshold, old.pixel_threshold, old.min_defect_area_px))
         self.message.emit(f"threshold of version {version_id} set to {threshold:.4g}: expected false-reject rate "
                           f"{100 * est.expected:.2g} % ({100 * est.ci_low:.2g} .. {100 * est.ci_high:.2g} %)", False)
@@ -269,27 +257,27 @@ class TeachModel(QObject):
         creds = self.session.authorize("activate_model", f"product:{self.teach.product_id}")
         teach = self.teach
 
-        def work(task: Task) -> ActiveModel:
+        def work(task: Task) -> LoadedRecipe:
             teach.activate(version_id, user=creds.user, pin=creds.pin)
-            return load_active_model(self.db, teach.product, self.device, self.backend)
+            return load_active_recipe(self.db, teach.product, device=self.device, backend=self.backend)
 
-        return self._run("activation", work, lambda m: f"version {m.model_version_id} is active on the line")
+        return self._run("activation", work, lambda r: f"version {r.model_version_id} is active on the line")
 
     def rollback(self) -> Task:
         creds = self.session.authorize("activate_model", f"product:{self.teach.product_id}")
         teach = self.teach
 
-        def work(task: Task) -> ActiveModel:
+        def work(task: Task) -> LoadedRecipe:
             teach.rollback(user=creds.user, pin=creds.pin)
-            return load_active_model(self.db, teach.product, self.device, self.backend)
+            return load_active_recipe(self.db, teach.product, device=self.device, backend=self.backend)
 
-        return self._run("rollback", work, lambda m: f"rolled back: version {m.model_version_id} is active on the line")
+        return self._run("rollback", work, lambda r: f"rolled back: version {r.model_version_id} is active on the line")
 
     def _run(self, name: str, work, done_text) -> Task:
-        def finished(model: ActiveModel) -> None:
-            self.line.set_model(model)
+        def finished(recipe: LoadedRecipe) -> None:
+            self.line.set_recipe(recipe)
             self._done(task)
-            self.message.emit(done_text(model), False)
+            self.message.emit(done_text(recipe), False)
             self.versions_changed.emit()
 
         def failed(text: str) -> None:

@@ -37,10 +37,11 @@ from PyQt6.QtWidgets import (
 
 from calibration.teach import QUICK_TRAIN_S
 from inspector.errors import InspectorError
-from inspector.images import read_image
-from inspector.pipeline import InspectionResult
+from inspector.image_io import read_image
+from inspector.line import InspectionResult
+from inspector.overlay import heatmap_vmax
 from ui.line import LineModel
-from ui.operator_page import contour_level, vmax_for
+from ui.operator_page import contour_level
 from ui.session import Session
 from ui.teach_model import CalibrationData, TeachModel, TrainingState, frr_at
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
@@ -238,14 +239,14 @@ class TeachPage(QWidget):
     def _on_result_changed(self, result: InspectionResult | None) -> None:
         if result is None or not self.isVisible():
             return  # nobody looks: skip the drawing
-        self.image_view.show_frame(result.camera_image, result.anomaly_map, vmax=vmax_for(result.threshold),
+        self.image_view.show_frame(result.image, result.anomaly_map, vmax=heatmap_vmax(result.threshold),
                                    contour_level=contour_level(self.line))
 
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
         if self.line.latest is not None:
             r = self.line.latest
-            self.image_view.show_frame(r.camera_image, r.anomaly_map, vmax=vmax_for(r.threshold), contour_level=contour_level(self.line))
+            self.image_view.show_frame(r.image, r.anomaly_map, vmax=heatmap_vmax(r.threshold), contour_level=contour_level(self.line))
 
     # -- samples -----------------------------------------------------------------------------------
 
@@ -303,7 +304,7 @@ class TeachPage(QWidget):
             self._on_message_changed(str(exc), True)
             versions = []
         selected = self.selected_version()
-        active = self.line.model.model_version_id
+        active = self.line.recipe.model_version_id
         self.versions_table.blockSignals(True)
         self.versions_table.setRowCount(len(versions))
         for row, v in enumerate(versions):

@@ -3,8 +3,9 @@
 Images are shown with pyqtgraph in row-major order (``image[row, col]``, as numpy and OpenCV
 hold them) at fixed levels, so a frame is drawn exactly as the camera delivered it and never
 auto-stretched. The heatmap is a second ImageItem stacked above the frame with its own opacity
-and colour map, drawn at fixed levels ``0 .. 2 x threshold``, so the middle of the colour map is
-the threshold and colours mean the same from frame to frame.
+and colour map, drawn at fixed levels ``0 .. vmax``; pages pass
+:func:`inspector.overlay.heatmap_vmax` of the threshold (twice it), so the middle of the colour
+map is the threshold and colours mean the same from frame to frame.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ FAIL_COLOR = "#c62828"
 IDLE_COLOR = "#616161"
 COLOR_MAPS = ("turbo", "inferno", "viridis", "plasma", "CET-L3")
 CONTOUR_PEN = pg.mkPen("#00e5ff", width=2)
-#: Share of the colour scale over which the overlay fades in (scale top = 2 x threshold).
+#: Share of the colour scale over which the overlay fades in (scale top: ``heatmap_vmax``).
 OVERLAY_FADE = (0.15, 0.5)
 
 
@@ -79,8 +80,8 @@ class HeatmapView(QWidget):
 
     :meth:`show_frame` takes the frame ((H, W) grey or (H, W, 3) RGB, uint8/uint16) and either a
     float (h, w) anomaly map (coloured here with the chosen colour map) or an already coloured
-    (h, w, 3) heatmap picture (e.g. one stored by the history). Maps of another size than the
-    frame are stretched over it.
+    (h, w, 3) heatmap picture (a legacy stored heatmap whose colours could not be decoded). Maps
+    of another size than the frame are stretched over it.
     """
 
     def __init__(self, parent: QWidget | None = None, controls: bool = True) -> None:

@@ -20,13 +20,23 @@ Products, models, thresholds
     report=None, created_by, role) -> id``, ``latest_calibration(model_version_id)``.
 
 Recording inspections
-    The pipeline builds one frozen :class:`InspectionRecord` per frame and calls
-    ``HistoryWriter(db, image_store, subscribers=[...], on_alarm=...).submit(record)``, which never
-    blocks. The writer's thread stores the record (rejects' images always, passes' images sampled,
-    by :class:`ImageStore`) and only then calls each subscriber with a :class:`StoredInspection`
-    (row id, image paths). Database faults are survived through a spill journal and reported as
-    :class:`Alarm`; ``writer.stats`` counts written, buffered, journaled and failed records.
-    ``writer.stop(timeout)`` stores everything submitted before returning.
+    The pipeline builds one frozen :class:`InspectionResult` per frame (defined in
+    :mod:`inspector.inspection`, re-exported here) and calls ``HistoryWriter(db, image_store,
+    subscribers=[...], on_alarm=...).submit(record)``, which never blocks. The writer's thread
+    stores the record -- :class:`ImageStore` keeps rejects' images always and passes' sampled,
+    and fills in ``image_path``/``heatmap_path`` and the heatmap's value range; the database
+    fills in ``inspection_id`` -- and only then calls each subscriber with that record (or with
+    ``journaled=True`` and no id while the database is down: database faults are survived
+    through a spill journal and reported as :class:`Alarm`). ``writer.stats`` counts written,
+    buffered, journaled and failed records. ``writer.stop(timeout)`` stores everything submitted
+    before returning. ``db.write_inspections(records)`` writes directly (idempotent by ``uid``).
+
+Stored images
+    Frames are PNGs of the camera's array (RGB or gray; converted to BGR only inside the PNG
+    encoder), heatmaps 16-bit grey PNGs of the map's values between the row's ``heatmap_low``
+    and ``heatmap_high``. Read them with ``image_store.read_stored_image(path)`` (RGB or gray)
+    and ``image_store.read_heatmap(path, low, high)`` (float32 map). Rows from before revision
+    0003 have no range: their heatmap is a legacy JET colour picture.
 
 Review screen
     ``query_inspections(InspectionFilter(...), limit, offset, before=None) -> list[InspectionRow]``
@@ -34,6 +44,7 @@ Review screen
     ``yield_over_time(filters, bucket: timedelta) -> list[YieldBucket]``,
     ``export_csv(path, filters) -> rows``, ``label_inspection(id, label, user)`` (audited).
     ``InspectionRow.image_exists`` tells whether a stored image is still on disk.
+    ``InspectionRow.heatmap_low``/``heatmap_high`` is the stored heatmap's value range.
     ``InspectionRow.error`` is the engine's message where it could not score the frame (the FAIL
     is then fail-safe, not a reject); ``InspectionFilter(errors_only=True)`` selects those.
 
@@ -46,13 +57,14 @@ Benchmark
     ``benchmark_inserts(url, n) -> inserts per second`` through the writer.
 """
 
-from .bench import benchmark_inserts
-from .db import HistoryDB, data_dir, default_db_url, file_sha256
-from .images import ImageStore
-from .models import DECISIONS, LABELS, MODEL_STATUSES, ROLES
-from .queries import InspectionFilter, InspectionRow, YieldBucket
-from .records import InspectionRecord, StoredInspection
-from .writer import Alarm, HistoryWriter, WriterStats
+from inspector.history.insert_bench import benchmark_inserts
+from inspector.history.db import HistoryDB, data_dir, default_db_url, file_sha256
+from inspector.history.image_store import ImageStore
+from inspector.history.tables import DECISIONS, LABELS, MODEL_STATUSES, ROLES
+from inspector.history.queries import InspectionFilter, InspectionRow, YieldBucket
+from inspector.history.writer import HistoryWriter, WriterStats
+from inspector.alarms import Alarm
+from inspector.inspection import InspectionResult
 
 __all__ = [
     "DECISIONS",
@@ -64,9 +76,8 @@ __all__ = [
     "HistoryWriter",
     "ImageStore",
     "InspectionFilter",
-    "InspectionRecord",
+    "InspectionResult",
     "InspectionRow",
-    "StoredInspection",
     "WriterStats",
     "YieldBucket",
     "benchmark_inserts",

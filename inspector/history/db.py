@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,15 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..errors import DatabaseError, ModelFileError
-from . import queries
-from .models import LABELS, ROLES, AuditEvent, Calibration, Inspection, ModelVersion, Product, User
-from .models import utc_now
-from .pins import MIN_PIN_LENGTH, check_pin, hash_pin
-from .queries import InspectionFilter, InspectionRow, YieldBucket
-from .records import StoredInspection, row_values
+from inspector.file_digest import file_sha256
+from inspector.errors import DatabaseError
+from inspector.history import queries
+from inspector.history.tables import LABELS, ROLES, AuditEvent, Calibration, Inspection, ModelVersion, Product, User
+from inspector.history.tables import utc_now
+from inspector.history.pins import MIN_PIN_LENGTH, check_pin, hash_pin
+from inspector.history.queries import InspectionFilter, InspectionRow, YieldBucket
+from inspector.history.records import row_values
+from inspector.inspection import InspectionResult
 
 log = logging.getLogger(__name__)
 
@@ -273,26 +275,24 @@ class HistoryDB:
 
     # -- inspections ----------------------------------------------------------------------------
 
-    def write_inspections(self, items: Sequence[StoredInspection]) -> list[StoredInspection]:
-        """Insert in one transaction those of ``items`` not stored yet (matched by ``uid``).
+    def write_inspections(self, records: Sequence[InspectionResult]) -> list[InspectionResult]:
+        """Insert in one transaction those of ``records`` not stored yet (matched by ``uid``).
 
-        Returns ``items`` with their row ids, so writing the same records again (a replay after a
-        fault) is harmless. SQLAlchemy errors propagate: the caller decides whether to retry.
+        Returns ``records`` with their row ids (``inspection_id``), so writing the same records
+        again (a replay after a fault) is harmless. SQLAlchemy errors propagate: the caller
+        decides whether to retry.
         """
         with self.session() as s:
-            uids = {item.record.uid for item in items}
+            uids = {r.uid for r in records}
             known = select(Inspection.uid, Inspection.id).where(Inspection.uid.in_(uids))
             ids = dict(s.execute(known).all())
-            new = {i.record.uid: row_values(i) for i in items if i.record.uid not in ids}
+            new = {r.uid: row_values(r) for r in records if r.uid not in ids}
             if new:
                 # Ids are read back by uid rather than with RETURNING, which needs SQLite 3.35.
                 s.execute(insert(Inspection), list(new.values()))
                 inserted = select(Inspection.uid, Inspection.id).where(Inspection.uid.in_(new))
                 ids.update(s.execute(inserted).all())
-        return [
-            StoredInspection(item.record, ids[item.record.uid], item.image_path, item.heatmap_path)
-            for item in items
-        ]
+        return [replace(r, inspection_id=ids[r.uid]) for r in records]
 
     def query_inspections(
         self,
@@ -434,16 +434,6 @@ class HistoryDB:
         return row
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    except OSError as exc:
-        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
 
 
 def _sqlite_file(url: Any) -> Path | None:

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from .records import StoredInspection, from_json, to_json
+from inspector.history.records import from_json, to_json
+from inspector.inspection import InspectionResult
 
 
 class SpillJournal:
@@ -16,9 +17,10 @@ class SpillJournal:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
-    def append(self, items: list[StoredInspection]) -> None:
-        """Append ``items``; on ``OSError`` the file is cut back so no partial line is left."""
-        data = "".join(json.dumps(to_json(s), separators=(",", ":")) + "\n" for s in items)
+    def append(self, records: list[InspectionResult]) -> None:
+        """Append ``records`` (without their pixels, with their image paths); on ``OSError`` the
+        file is cut back so no partial line is left."""
+        data = "".join(json.dumps(to_json(r), separators=(",", ":")) + "\n" for r in records)
         created = not self.path.exists()
         with open(self.path, "a+b") as f:
             size = f.seek(0, os.SEEK_END)
@@ -36,11 +38,11 @@ class SpillJournal:
         if created:
             _fsync_dir(self.path.parent)  # so the new file's name survives a power cut too
 
-    def read(self) -> tuple[list[StoredInspection], int]:
+    def read(self) -> tuple[list[InspectionResult], int]:
         """All records in the journal, and the number of lines that could not be parsed."""
         if not self.path.exists():
             return [], 0
-        items: list[StoredInspection] = []
+        items: list[InspectionResult] = []
         bad = 0
         with open(self.path, encoding="utf-8", errors="replace") as f:
             for line in f:

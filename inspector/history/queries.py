@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from .models import DECISIONS, LABELS, Inspection, Product, as_utc
+from inspector.history.tables import DECISIONS, LABELS, Inspection, Product, as_utc
 
 MAX_PAGE = 10_000
 
@@ -82,6 +82,9 @@ class InspectionRow:
     """One inspection as the review screen shows it. Paths may name files since deleted.
 
     ``error`` is the engine's message where it could not score the frame, else ``None``.
+    ``heatmap_low``/``heatmap_high`` are the map values the stored 16-bit heatmap's 0 and 65535
+    stand for; ``None`` for a legacy heatmap (a JET colour picture, stored before revision 0003).
+    Read the map with :func:`inspector.history.image_store.read_heatmap`.
     """
 
     id: int
@@ -104,6 +107,8 @@ class InspectionRow:
     image_path: str | None
     heatmap_path: str | None
     error: str | None
+    heatmap_low: float | None
+    heatmap_high: float | None
 
     @property
     def image_exists(self) -> bool:
@@ -115,6 +120,9 @@ class InspectionRow:
 
 
 ROW_COLUMNS = [f.name for f in fields(InspectionRow)]
+#: Columns of the CSV export: those of a row but the heatmap's value range (the export's format
+#: predates it; the PNGs it copies are for people, the database keeps the values).
+CSV_COLUMNS = [name for name in ROW_COLUMNS if name not in ("heatmap_low", "heatmap_high")]
 
 
 @dataclass(frozen=True)
@@ -135,10 +143,10 @@ class YieldBucket:
         return self.passed / self.total if self.total else float("nan")
 
 
-def _rows_select(filters: InspectionFilter) -> Select[Any]:
+def _rows_select(filters: InspectionFilter, names: list[str] = ROW_COLUMNS) -> Select[Any]:
     columns = [
         Product.name.label("product_name") if name == "product_name" else getattr(Inspection, name)
-        for name in ROW_COLUMNS
+        for name in names
     ]
     return (
         select(*columns)
@@ -263,8 +271,8 @@ def export_csv(session: Session, path: str | os.PathLike[str], filters: Inspecti
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(ROW_COLUMNS)
-            stmt = _rows_select(filters).execution_options(yield_per=1000)
+            writer.writerow(CSV_COLUMNS)
+            stmt = _rows_select(filters, CSV_COLUMNS).execution_options(yield_per=1000)
             for row in session.execute(stmt):
                 writer.writerow(_csv_cell(value) for value in row)
                 n += 1

@@ -1,9 +1,11 @@
 """Durable, non-blocking writer of inspection records.
 
-The pipeline calls :meth:`HistoryWriter.submit`, which only queues. A thread of the writer saves
-images, inserts queued records in batched transactions and, only once a batch is durable, hands
-each :class:`StoredInspection` to the result subscribers. So anything a subscriber saw (a PLC
-output, the live view) is on disk, even if the process is killed a moment later.
+The pipeline calls :meth:`HistoryWriter.submit` with an :class:`~inspector.inspection.
+InspectionResult`, which only queues. A thread of the writer saves images (the image store fills
+in their paths), inserts queued records in batched transactions and, only once a batch is
+durable, hands each record -- the same type, with ``inspection_id`` or ``journaled`` now set -- to
+the result subscribers. So anything a subscriber saw (a PLC output, the live view) is on disk,
+even if the process is killed a moment later.
 
 Durable means committed to the database, or -- while the database refuses writes (locked,
 read-only, disk full, server gone) -- appended and fsynced to the spill journal next to it. The
@@ -26,17 +28,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 from sqlalchemy.exc import DataError, IntegrityError
 
-from .db import HistoryDB, data_dir, error_reason
-from .images import ImageStore
-from .journal import SpillJournal
-from .models import utc_now
-from .records import InspectionRecord, StoredInspection
+from inspector.alarms import Alarm, AlarmThrottle
+from inspector.history.db import HistoryDB, data_dir, error_reason
+from inspector.history.image_store import ImageStore
+from inspector.history.journal import SpillJournal
+from inspector.inspection import InspectionResult
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +61,10 @@ class _PartlyWritten(Exception):
     """The database failed while rows of a batch were written one by one; ``__cause__`` says why.
     ``stored`` were committed (and refused ones diverted); ``rest`` were not written."""
 
-    def __init__(self, stored: list[StoredInspection], rest: list[StoredInspection]) -> None:
+    def __init__(self, stored: list[InspectionResult], rest: list[InspectionResult]) -> None:
         super().__init__(f"{len(rest)} records not written")
         self.stored = stored
         self.rest = rest
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """Something an operator must know about; ``time`` is UTC."""
-
-    kind: str
-    message: str
-    time: datetime
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,7 @@ class WriterStats:
     failed: int
 
 
-Subscriber = Callable[[StoredInspection], None]
+Subscriber = Callable[[InspectionResult], None]
 
 
 def default_journal_path(db: HistoryDB) -> Path:
@@ -105,7 +97,7 @@ def default_journal_path(db: HistoryDB) -> Path:
 
 
 class HistoryWriter:
-    """Writes :class:`InspectionRecord` s durably on its own thread (see the module docstring).
+    """Writes :class:`~inspector.inspection.InspectionResult` s durably on its own thread (see the module docstring).
 
     Run one writer per database and journal: two writers sharing a journal file would replay
     and delete each other's records (pass ``journal_path`` to give each its own).
@@ -146,10 +138,10 @@ class HistoryWriter:
         self._written = self._journaled = self._failed = 0
         self._stopping = False
         self._abandon = threading.Event()  # set when stop() times out; also the retry sleep
-        self._last_alarm: dict[str, float] = {}
+        self._throttle = AlarmThrottle(log, "history")
         self._thread: threading.Thread | None = None
         # Writer-thread state.
-        self._pending: list[StoredInspection] = []
+        self._pending: list[InspectionResult] = []
         self._rejected_uids: set[str] = set()
         self._stop_seen = False
         self._failing = False  # the database refused the last write (or the journal holds rows)
@@ -175,11 +167,11 @@ class HistoryWriter:
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, record: InspectionRecord) -> bool:
+    def submit(self, record: InspectionResult) -> bool:
         """Queue a record without blocking. Returns False when the buffer is full: the record is
         then lost, counted in ``stats.failed`` and alarmed."""
-        if not isinstance(record, InspectionRecord):
-            raise TypeError(f"expected an InspectionRecord, got {type(record).__name__}")
+        if not isinstance(record, InspectionResult):
+            raise TypeError(f"expected an InspectionResult, got {type(record).__name__}")
         with self._lock:
             if self._stopping:
                 raise RuntimeError("HistoryWriter is stopped")
@@ -269,16 +261,16 @@ class HistoryWriter:
             return None
         return max(0.0, self._retry_at - time.monotonic())
 
-    def _take(self, timeout: float | None) -> list[StoredInspection]:
+    def _take(self, timeout: float | None) -> list[InspectionResult]:
         """Up to ``batch_size`` queued records (waiting ``timeout`` for the first), images saved."""
-        records: list[InspectionRecord] = []
+        records: list[InspectionResult] = []
         try:
             item = self._queue.get(timeout=timeout)
             while True:
                 if item is _STOP:
                     self._stop_seen = True
                 else:
-                    assert isinstance(item, InspectionRecord)
+                    assert isinstance(item, InspectionResult)
                     records.append(item)
                 if len(records) >= self.batch_size:
                     break
@@ -287,18 +279,18 @@ class HistoryWriter:
             pass
         return [self._with_images(r) for r in records]
 
-    def _with_images(self, record: InspectionRecord) -> StoredInspection:
+    def _with_images(self, record: InspectionResult) -> InspectionResult:
+        """The record with the paths of its saved images (unchanged if none were saved)."""
         if self.image_store is None or (record.image is None and record.heatmap is None):
-            return StoredInspection(record)
+            return record
         try:
-            image_path, heatmap_path = self.image_store.save(record)
+            return self.image_store.save(record)
         except Exception as exc:  # a full disk must not cost the verdict itself
             message = f"images of frame {record.frame_id} not saved: {exc}"
             self._alarm(IMAGE_STORE_FAILED, message, throttle_s=10.0)
-            return StoredInspection(record)
-        return StoredInspection(record, image_path=image_path, heatmap_path=heatmap_path)
+            return record
 
-    def _handle(self, items: list[StoredInspection]) -> None:
+    def _handle(self, items: list[InspectionResult]) -> None:
         """Make ``items`` durable: in the database if it works, else in the journal."""
         retry_due = self._failing and time.monotonic() >= self._retry_at
         if self._failing and not (retry_due and (items or self._journal_pending)):
@@ -326,21 +318,22 @@ class HistoryWriter:
         self._pending = []
         self._settle_written(stored)
 
-    def _settle_written(self, stored: list[StoredInspection]) -> None:
+    def _settle_written(self, stored: list[InspectionResult]) -> None:
         with self._lock:
             self._written += len(stored)
         self._report(stored)
 
-    def _insert(self, items: list[StoredInspection], *, fresh: bool) -> list[StoredInspection]:
+    def _insert(self, items: list[InspectionResult], *, fresh: bool) -> list[InspectionResult]:
         """Write to the database; rows it refuses go to the rejected file. Transient errors raise.
-        ``fresh``: the items were not reported yet (so a rejection settles them)."""
+        Returns the records written, with their row ids. ``fresh``: the items were not reported
+        yet (so a rejection settles them)."""
         if not items:
             return []
         try:
             return self.db.write_inspections(items)
         except _REFUSED:
             pass
-        stored: list[StoredInspection] = []
+        stored: list[InspectionResult] = []
         for n, item in enumerate(items):  # find the refused row(s); the others are written alone
             try:
                 stored += self.db.write_inspections([item])
@@ -354,7 +347,7 @@ class HistoryWriter:
         """Write the spill journal into the database and delete it; returns records written."""
         items, bad = self.journal.read()
         # Rows refused in an earlier, interrupted replay are already counted and kept aside.
-        items = [item for item in items if item.record.uid not in self._rejected_uids]
+        items = [item for item in items if item.uid not in self._rejected_uids]
         written = 0
         try:
             for start in range(0, len(items), _REPLAY_CHUNK):
@@ -390,7 +383,7 @@ class HistoryWriter:
         self._retry_at = time.monotonic() + self._backoff
         self.db.reconnect()
 
-    def _spill(self, items: list[StoredInspection]) -> None:
+    def _spill(self, items: list[InspectionResult]) -> None:
         if not items:
             return
         try:
@@ -410,8 +403,8 @@ class HistoryWriter:
         self._pending = []
         self._report([replace(item, journaled=True) for item in items])
 
-    def _reject(self, item: StoredInspection, exc: Exception, *, fresh: bool) -> None:
-        self._rejected_uids.add(item.record.uid)
+    def _reject(self, item: InspectionResult, exc: Exception, *, fresh: bool) -> None:
+        self._rejected_uids.add(item.uid)
         where = f"kept in {self.rejected.path}"
         try:
             self.rejected.append([item])
@@ -424,11 +417,11 @@ class HistoryWriter:
                 self._settled.notify_all()
         self._alarm(
             RECORDS_REJECTED,
-            f"the database refused frame {item.record.frame_id} of camera "
-            f"{item.record.camera_id} ({error_reason(exc)}); {where}",
+            f"the database refused frame {item.frame_id} of camera "
+            f"{item.camera_id} ({error_reason(exc)}); {where}",
         )
 
-    def _report(self, stored: list[StoredInspection]) -> None:
+    def _report(self, stored: list[InspectionResult]) -> None:
         for item in stored:
             for subscriber in self._subscribers:
                 try:
@@ -458,13 +451,9 @@ class HistoryWriter:
             self._alarm(RECORDS_LOST, f"history writer stopped with {lost} records not stored")
 
     def _alarm(self, kind: str, message: str, throttle_s: float = 0.0) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if throttle_s and now - self._last_alarm.get(kind, -1e9) < throttle_s:
-                return
-            self._last_alarm[kind] = now
-        alarm = Alarm(kind, message, utc_now())
-        log.warning("history alarm %s: %s", kind, message)
+        alarm = self._throttle.alarm(kind, message, throttle_s)
+        if alarm is None:
+            return
         self.alarms.append(alarm)
         if self.on_alarm is not None:
             try:

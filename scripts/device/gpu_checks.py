@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from inspector.bench import bench
-from inspector.distill import DistillConfig, distill
-from inspector.efficientad import EfficientAD
+from inspector.engine_bench import bench
+from inspector.method.distill import DistillConfig, distill
+from inspector.method.efficientad import EfficientAD
 from inspector.engine import Engine
 from inspector.evaluate import evaluate
-from inspector.images import good_training_images
-from inspector.modelfile import save_model
-from inspector.training import TrainConfig, estimate_step_seconds, train
+from inspector.image_io import good_training_images
+from inspector.model_file import save_model
+from inspector.method.training import TrainConfig, estimate_step_seconds, train
 
 log = logging.getLogger("gpu_checks")
 MIN_ITERATIONS = 500

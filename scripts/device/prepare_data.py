@@ -52,7 +52,7 @@ def main(shared: Path, out: Path) -> None:
                 cv2.imwrite(str(out / "magnetic_tile" / rel), image)
             else:
                 reencode(f, out / "magnetic_tile" / rel, 256, 85, cv2.IMREAD_GRAYSCALE)
-    from inspector.distill import lite_weights_path
+    from inspector.method.distill import lite_weights_path
 
     state = torch.load(lite_weights_path("lite0"), map_location="cpu", weights_only=True)
     save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}, str(out / "lite0.safetensors"))

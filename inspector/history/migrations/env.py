@@ -9,7 +9,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from inspector.history.models import Base, UTCDateTime
+from inspector.history.tables import Base, UTCDateTime
 
 config = context.config
 

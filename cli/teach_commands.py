@@ -1,0 +1,375 @@
+"""``inspector calibrate`` and ``inspector teach ...``: the calibration and teach commands.
+
+The main command (``cli/main.py``) calls :func:`register` with its sub-parsers. Every
+command prints what it did in a few lines; ``--json FILE`` writes the details where useful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cli.common import DEVICE_OPTION, open_history
+from inspector import ENGINE_BACKENDS
+from inspector.errors import DataError, InspectorError, ModelFileError
+
+# Kept light: heavy modules (torch, the engine, matplotlib) are imported inside the commands, so
+# `inspector --help` stays fast.
+
+
+def rate(text: str) -> float:
+    """A fraction, '0.005', or a percentage, '0.5%'."""
+    try:
+        value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate (write 0.005 or 0.5%)") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a rate must lie strictly between 0 and 1 (0 % and 100 %)")
+    return value
+
+
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+
+
+def _read_pin(args: argparse.Namespace) -> str:
+    if args.pin is not None:
+        return args.pin
+    if sys.stdin.isatty():
+        return getpass.getpass(f"PIN for {args.user}: ")
+    line = sys.stdin.readline().strip()  # e.g. `echo $PIN | inspector teach activate ...`
+    if not line:
+        raise InspectorError("no PIN given: use --pin, or type it when asked, or pipe it on stdin")
+    return line
+
+
+def _write_json(path: str | None, data: Any) -> None:
+    if path:
+        from calibration.report import write_json_atomic
+
+        write_json_atomic(Path(path), data)
+
+
+def format_calibration(result) -> str:
+    """A few lines for the terminal: the threshold, its FRR interval, defects, pixel rule, warnings."""
+    from calibration.thresholds import pct
+
+    im = result.image
+    lines = [
+        f"threshold {im.threshold:.6g} ({im.method.replace('_', ' ')}, {im.n_good} good images): expected "
+        f"false-reject rate {pct(im.expected_frr)} (target {pct(im.target_frr)}), {im.confidence:.0%} interval "
+        f"{pct(im.frr_ci_low)} .. {pct(im.frr_ci_high)}"
+    ]
+    if result.defects is not None:
+        d = result.defects
+        lines.append(
+            f"defects: {d.n_defective} images, AUROC {d.auroc:.3f}; escapes at the threshold {d.escapes} "
+            f"({pct(d.escape_rate)}, interval {pct(d.escape_ci_low)} .. {pct(d.escape_ci_high)}); "
+            f"F1-optimal threshold {d.f1_threshold:.6g} (F1 {d.f1:.3f}, escapes {pct(d.f1_escape_rate)}, "
+            f"false rejects {pct(d.f1_frr)})"
+        )
+    if result.pixel is not None:
+        p = result.pixel
+        area = f"{p.min_defect_area_px} px" + (f" = {p.min_defect_area_mm2:.4g} mm²" if p.mm_per_px else "")
+        lines.append(
+            f"pixel rule: map > {p.pixel_threshold:.6g} (pixel FPR {p.observed_pixel_fpr:.2g}) over at least {area}; "
+            f"alone it rejects about {pct(p.expected_frr)} of good parts"
+        )
+    lines += [f"warning: {w}" for w in result.warnings]
+    return "\n".join(lines)
+
+
+# --- inspector calibrate -------------------------------------------------------------------------
+
+
+def calibration_images(folder: str | Path) -> list[Path]:
+    """Good images for calibration: a plain folder, or an MVTec-layout folder's ``test/good``
+    (never ``train/good``: those trained the model)."""
+    from inspector.image_io import list_images
+
+    folder = Path(folder)
+    mvtec = folder / "test" / "good"
+    paths = list_images(mvtec if mvtec.is_dir() else folder)
+    if not paths:
+        raise DataError(f"{folder}: no good images found")
+    return paths
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from calibration.calibrate import calibrate_model, defect_images, write_thresholds
+    from calibration.report import write_report
+
+    model = Path(args.model).resolve()
+    good = calibration_images(args.good_dir)
+    defects = defect_images(args.defects) if args.defects else None
+    db = open_history(args.db) if args.db else None
+    plan = _db_plan(db, model, args) if db else None  # refuse before the slow part, not after
+
+    result = calibrate_model(
+        model, good, defects, device=args.device, backend=args.backend, target_frr=args.target_frr, confidence=args.confidence,
+        tail=args.tail, pixel_fpr=None if args.no_pixel_rule else args.pixel_fpr, mm_per_px=args.mm_per_px,
+        show_progress=True,
+    )
+    report = write_report(args.report, result)
+    write_thresholds(model, result)
+    print(format_calibration(result))
+    print(f"report: {report}")
+    print(f"thresholds written into {model}")
+    if db is not None:
+        version_id = _db_store(db, model, plan, result, report, args)
+        print(f"calibration stored in {db.url} for model version {version_id}")
+    return 0
+
+
+def _db_plan(db, model: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Which version the calibration belongs to: a registered candidate (updated in place) or a
+    new candidate of ``--product``. Active and retired files are never rewritten."""
+    from sqlalchemy import select
+
+    from inspector.history import file_sha256
+    from inspector.history.tables import ModelVersion
+
+    with db.session() as s:
+        rows = s.scalars(select(ModelVersion).where(ModelVersion.path == str(model))).all()
+    if rows:
+        v = max(rows, key=lambda r: r.id)
+        if v.status != "candidate":
+            raise DataError(
+                f"{model} is model version {v.id} ({v.status}); a registered active or retired model file is never "
+                f"changed in place: use `inspector teach calibrate --version {v.id}`, which writes a new version"
+            )
+        if file_sha256(model) != v.sha256:
+            raise ModelFileError(f"{model}: the file changed since it was registered as version {v.id}; refusing to calibrate it")
+        return {"version_id": v.id}
+    if not args.product:
+        raise DataError(f"{model} is not registered in {db.url}; give --product to register it as a new candidate version")
+    return {"version_id": None}
+
+
+def _db_store(db, model: Path, plan: dict[str, Any], result, report: Path, args: argparse.Namespace) -> int:
+    from calibration.calibrate import store_calibration
+    from inspector.recipes import ensure_product
+    from calibration.teach import _calibration_metrics
+    from inspector.history import file_sha256
+    from inspector.history.tables import ModelVersion
+
+    user = args.user or getpass.getuser()
+    role = dict(db.list_users()).get(user, "system")
+    new_sha = file_sha256(model)
+    version_id = plan["version_id"]
+    if version_id is None:
+        product = ensure_product(db, args.product)
+        version_id = db.add_model_version(product.id, model, sha256=new_sha, metrics=_calibration_metrics(result), report_path=str(report), note="registered by inspector calibrate")
+    else:
+        with db.session() as s:
+            v = s.get(ModelVersion, version_id)
+            before = v.sha256
+            v.sha256 = new_sha
+            v.report_path = str(report)
+            v.metrics = {**(v.metrics or {}), **_calibration_metrics(result)}
+        db.record_audit(user, role, "recalibrate_candidate", f"model_version:{version_id}", {"sha256": before}, {"sha256": new_sha})
+    store_calibration(db, version_id, result, user=user, role=role, report_path=report)
+    return version_id
+
+
+# --- inspector teach -----------------------------------------------------------------------------
+
+
+def _session(args: argparse.Namespace):
+    from calibration.quality import QualityGates
+    from calibration.teach import TeachSession
+
+    gates = QualityGates(same_size=False) if getattr(args, "allow_mixed_sizes", False) else None
+    create = args.teach_step in ("collect", "train")  # the other steps need a product that exists
+    return TeachSession(open_history(args.db), args.product, args.workdir, gates=gates, device=args.device,
+                        backend=args.backend, create=create)
+
+
+def cmd_teach_collect(args: argparse.Namespace) -> int:
+    session = _session(args)
+    if args.folder:
+        result = session.collect_from_folder(args.folder, limit=args.count)
+    else:
+        if not args.count:
+            raise InspectorError("--camera needs --count N (how many good samples to take)")
+
+        def show(d) -> None:
+            print(f"{'accepted' if d.accepted else 'rejected'} {d.name}" + ("" if d.accepted else f": {'; '.join(d.reasons)}"))
+
+        result = session.collect_from_camera(args.camera, args.count, max_frames=args.max_frames, interval_s=args.interval, on_sample=show)
+    for d in result.rejected:
+        print(f"rejected {d.name}: {'; '.join(d.reasons)}")
+    print(f"{len(result.accepted)} accepted, {len(result.rejected)} rejected; {result.total_samples} samples in {session.samples_dir}")
+    return 0
+
+
+def _calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        target_frr=args.target_frr, confidence=args.confidence, tail=args.tail,
+        pixel_fpr=None if args.no_pixel_rule else args.pixel_fpr, mm_per_px=args.mm_per_px,
+        defects=args.defects, user=args.user or getpass.getuser(),
+    )
+
+
+def cmd_teach_train(args: argparse.Namespace) -> int:
+    session = _session(args)
+    result = session.train(
+        mode=args.mode, iterations=args.iterations, size=args.size, teacher=args.teacher,
+        penalty_dir=args.penalty_dir, resize_mode=args.resize_mode, seed=args.seed,
+        show_progress=True, **_calibration_kwargs(args),
+    )
+    print(format_calibration(result.calibration))
+    print(f"candidate version {result.version_id}: {result.model_path} ({len(result.train_images)} training, "
+          f"{len(result.calibration_images)} calibration images, {result.seconds:.0f} s); report {result.report_path}")
+    print(f"activate it with: inspector teach activate --product {args.product!r} --version {result.version_id} --user NAME")
+    return 0
+
+
+def cmd_teach_calibrate(args: argparse.Namespace) -> int:
+    session = _session(args)
+    result = session.calibrate(args.version, good=args.good, show_progress=True, **_calibration_kwargs(args))
+    print(format_calibration(result.calibration))
+    print(f"candidate version {result.version_id} (recalibration of {args.version}): {result.model_path}; report {result.report_path}")
+    return 0
+
+
+def cmd_teach_activate(args: argparse.Namespace) -> int:
+    session = _session(args)
+    session.activate(args.version, user=args.user, pin=_read_pin(args))
+    print(f"version {args.version} is now the active model of {args.product!r}")
+    return 0
+
+
+def cmd_teach_rollback(args: argparse.Namespace) -> int:
+    session = _session(args)
+    version = session.rollback(user=args.user, pin=_read_pin(args))
+    print(f"rolled back: version {version} is again the active model of {args.product!r}")
+    return 0
+
+
+def cmd_teach_shadow(args: argparse.Namespace) -> int:
+    session = _session(args)
+    report = session.shadow(args.version, args.images, recent=args.recent)
+    print(report.summary())
+    for d in report.differences:
+        print(f"  {d.name}: active {d.active_decision} ({d.active_score:.4g}) -> candidate {d.candidate_decision} ({d.candidate_score:.4g})")
+    _write_json(args.json, report.as_dict())
+    return 0
+
+
+def cmd_teach_status(args: argparse.Namespace) -> int:
+    session = _session(args)
+    status = session.status()
+    if args.json:
+        _write_json(args.json, status)
+    print(f"product {status['product']}: {status['samples']} samples ({status['rejected_samples']} rejected so far) in {status['workdir']}")
+    print(f"camera settings: {json.dumps(status['camera_settings'])}")
+    if not status["versions"]:
+        print("no model versions yet")
+    for v in status["versions"]:
+        mark = "*" if v["id"] == status["active_version"] else " "
+        thr = "not calibrated" if v["threshold"] is None else f"threshold {v['threshold']:.6g}, expected FRR {v['expected_frr']:.3%}"
+        print(f"{mark} version {v['id']:>4}  {v['status']:<9}  {v['created'][:19]}  {thr}  {v['note']}")
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+
+def _calibration_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target-frr", type=rate, default=0.005, help="false-reject rate to aim for (default 0.5%%)")
+    p.add_argument("--confidence", type=rate, default=0.95, help="level of the FRR interval (default 0.95)")
+    p.add_argument("--tail", choices=("auto", "never", "always"), default="auto",
+                   help="generalised Pareto tail fit: when the images cannot resolve the target (auto), never, or always")
+    p.add_argument("--pixel-fpr", type=rate, default=1e-3, help="share of good map pixels above the pixel threshold (default 0.001)")
+    p.add_argument("--no-pixel-rule", action="store_true", help="image threshold only")
+    p.add_argument("--mm-per-px", type=positive, help="pixel size in mm, to report the minimum defect area in mm²")
+    p.add_argument("--defects", help="defective images: an MVTec-layout folder (test/<type>/) or a plain folder")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    backend = dict(choices=ENGINE_BACKENDS, default="auto",
+                   help="inference backend for scoring (default: the fastest here)")
+
+    p = sub.add_parser("calibrate", help="thresholds for a target false-reject rate, with a report")
+    p.add_argument("model", help="model file (.safetensors); re-saved with the thresholds in its metadata")
+    p.add_argument("good_dir", help="good images NOT used for training (a folder, or an MVTec folder's test/good)")
+    _calibration_options(p)
+    p.add_argument("--report", required=True, help="folder for report.json and the plots")
+    p.add_argument("--db", help="history database URL: also store the calibration there")
+    p.add_argument("--product", help="with --db: product to register an unregistered model under")
+    p.add_argument("--user", help="who calibrates (recorded in the database; default: the login name)")
+    p.add_argument("--device", **DEVICE_OPTION)
+    p.add_argument("--backend", **backend)
+    p.set_defaults(func=cmd_calibrate)
+
+    t = sub.add_parser("teach", help="teach a product: collect samples, train, calibrate, activate, roll back")
+    steps = t.add_subparsers(dest="teach_step", required=True, metavar="STEP")
+
+    def step(name: str, help_: str, func) -> argparse.ArgumentParser:
+        s = steps.add_parser(name, help=help_)
+        s.add_argument("--product", required=True, help="product (recipe) name")
+        s.add_argument("--db", help="history database URL (default: history.db in the data folder)")
+        s.add_argument("--workdir", type=Path, help="teach folder (default: teach/ in the data folder)")
+        s.add_argument("--device", **DEVICE_OPTION)
+        s.add_argument("--backend", **backend)
+        s.set_defaults(func=func)
+        return s
+
+    s = step("collect", "add good samples from a folder or a camera, through the quality gates", cmd_teach_collect)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--folder", help="folder of good images")
+    src.add_argument("--camera", help="camera URI, e.g. basler://SERIAL or folder:///path")
+    s.add_argument("--count", type=int, help="samples to accept (camera: required; folder: at most)")
+    s.add_argument("--max-frames", type=int, help="camera: give up after this many frames (default 3 x count)")
+    s.add_argument("--interval", type=float, default=0.0, help="camera: seconds between frames")
+    s.add_argument("--allow-mixed-sizes", action="store_true", help="accept samples of different sizes")
+
+    s = step("train", "train on the samples, calibrate on a held-out 20%%, register a candidate", cmd_teach_train)
+    s.add_argument("--mode", choices=("quick", "full"), default="quick", help="quick (as many iterations as fit in 24 minutes, at most 10000) or full (the paper's 70000)")
+    s.add_argument("--iterations", type=int, help="override the mode's iteration count")
+    s.add_argument("--size", choices=("s", "m"), default="s")
+    s.add_argument("--teacher", help="teacher file, or 'random' (default: the shipped teacher)")
+    s.add_argument("--penalty-dir", type=Path, help="natural images for the penalty loss (default: shipped)")
+    s.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--allow-mixed-sizes", action="store_true", help="the samples may differ in size")
+    s.add_argument("--user", help="who teaches (recorded; default: the login name)")
+    _calibration_options(s)
+
+    s = step("calibrate", "calibrate a version again; registers the result as a new candidate", cmd_teach_calibrate)
+    s.add_argument("--version", type=int, required=True)
+    s.add_argument("--good", help="good images held out from training (default: the version's calibration images)")
+    s.add_argument("--user", help="who calibrates (recorded; default: the login name)")
+    _calibration_options(s)
+
+    for name, func, help_ in (
+        ("activate", cmd_teach_activate, "make a calibrated version the active model (technician)"),
+        ("rollback", cmd_teach_rollback, "re-activate the previously active version (technician)"),
+    ):
+        s = step(name, help_, func)
+        if name == "activate":
+            s.add_argument("--version", type=int, required=True)
+        s.add_argument("--user", required=True, help="technician's user name")
+        s.add_argument("--pin", help="the user's PIN (default: asked for, or read from stdin)")
+
+    s = step("shadow", "compare a candidate with the active model on recent parts", cmd_teach_shadow)
+    s.add_argument("--version", type=int, required=True, help="candidate version")
+    s.add_argument("--images", help="folder of images (default: the product's recent stored inspections)")
+    s.add_argument("--recent", type=int, default=50, help="without --images: how many recent inspections")
+    s.add_argument("--json", help="also write the comparison as JSON")
+
+    s = step("status", "samples, versions, thresholds and the active model of a product", cmd_teach_status)
+    s.add_argument("--json", help="also write the status as JSON")

@@ -1,0 +1,232 @@
+"""Frames and heatmaps on disk: every reject kept, passes sampled, a byte quota, oldest out first.
+
+Layout: ``<root>/<YYYY-MM-DD>/<HHMMSS_ffffff>_<camera>_<frame>_<PASS|FAIL>.png`` for the raw frame
+and ``..._heatmap.png`` beside it (dates and times UTC), so sorting paths sorts by time. Files are
+written to a temporary name, fsynced and renamed, so a reader never sees half a PNG.
+
+Formats, and the one place each is written and read:
+
+* the frame: a PNG of the camera's own array, gray or colour, 8 or 16 bits, lossless. Records
+  carry RGB (as cameras deliver it); the PNG encoder wants BGR, so colour is converted here, on
+  the way in and out, and nowhere else. :func:`read_stored_image` gives it back as RGB.
+* the anomaly map: a 16-bit grey PNG of its values, 0 and 65535 standing for the map's minimum
+  and maximum, which go into the inspection row (``heatmap_low``/``heatmap_high``).
+  :func:`read_heatmap` gives back the values, within (high - low) / 131070.
+
+Heatmaps stored before history revision 0003 are 8-bit JET colour pictures over
+0 .. 2 x threshold, with no value range in their row; ``ui.review_model`` still decodes those.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.errors import ImageError
+from inspector.inspection import InspectionResult
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class ImageStore:
+    """Keeps inspection images under ``root`` within ``quota_bytes``.
+
+    ``pass_sample_rate`` is the fraction of passes kept (``0.01`` keeps every 100th pass, ``1``
+    keeps all, ``0`` none); sampling is deterministic, not random, so the rate holds exactly over
+    any run. ``quota_bytes=None`` means no quota.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        quota_bytes: int | None = None,
+        pass_sample_rate: float = 0.0,
+    ) -> None:
+        if not 0.0 <= pass_sample_rate <= 1.0:
+            raise ValueError(f"pass_sample_rate must be within 0..1, got {pass_sample_rate}")
+        if quota_bytes is not None and quota_bytes <= 0:
+            raise ValueError(f"quota_bytes must be positive or None, got {quota_bytes}")
+        self.root = Path(root)
+        self.quota_bytes = quota_bytes
+        self.pass_sample_rate = pass_sample_rate
+        self._lock = threading.Lock()
+        self._pass_credit = 0.0
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._files, self.used_bytes = self._scan()
+
+    def _scan(self) -> tuple[deque[tuple[Path, int]], int]:
+        """Existing files oldest first with their sizes; leftovers of interrupted writes removed."""
+        files: deque[tuple[Path, int]] = deque()
+        total = 0
+        for path in sorted(self.root.glob("*/*")):
+            if path.name.startswith("."):  # temporary file of a write that never finished
+                path.unlink(missing_ok=True)
+            elif path.suffix == ".png" and path.is_file():
+                size = path.stat().st_size
+                files.append((path, size))
+                total += size
+        return files, total
+
+    def wants(self, decision: str) -> bool:
+        """Whether a record with this decision is kept; advances the pass sampler."""
+        if decision != "PASS":
+            return True
+        with self._lock:
+            self._pass_credit += self.pass_sample_rate
+            # The epsilon keeps rates like 0.1 exact despite binary rounding of the sum.
+            if self._pass_credit >= 1.0 - 1e-9:
+                self._pass_credit -= 1.0
+                return True
+            return False
+
+    def save(self, record: InspectionResult) -> InspectionResult:
+        """Write the record's image and heatmap if it is kept; return the record with their
+        absolute paths (``image_path``, ``heatmap_path``) and the heatmap's value range
+        (``heatmap_low``, ``heatmap_high``) filled in.
+
+        The record comes back unchanged where it carries no arrays or the sampler skipped it; a
+        path stays ``None`` where the record has no such array. Raises :class:`ImageError` for
+        an array that cannot be saved and ``OSError`` for a disk that refuses the write.
+        """
+        if (record.image is None and record.heatmap is None) or not self.wants(record.decision):
+            return record
+        t = record.time
+        folder = self.root / t.strftime("%Y-%m-%d")
+        folder.mkdir(exist_ok=True)
+        camera = _UNSAFE.sub("_", record.camera_id)
+        stem = f"{t.strftime('%H%M%S_%f')}_{camera}_{record.frame_id}_{record.decision}"
+        # Encode both first: an array that cannot be stored leaves no file behind.
+        image_png = None if record.image is None else _frame_png(record.image)
+        heatmap_png, low, high = (None, None, None) if record.heatmap is None else _heatmap_png(record.heatmap)
+        written: list[tuple[Path, int]] = []
+        image_path = heatmap_path = None
+        if image_png is not None:
+            image_path = folder / f"{stem}.png"
+            written.append((image_path, self._write(image_path, image_png)))
+        if heatmap_png is not None:
+            heatmap_path = folder / f"{stem}_heatmap.png"
+            written.append((heatmap_path, self._write(heatmap_path, heatmap_png)))
+        self._account(written)
+        return replace(
+            record,
+            image_path=None if image_path is None else str(image_path.resolve()),
+            heatmap_path=None if heatmap_path is None else str(heatmap_path.resolve()),
+            heatmap_low=low,
+            heatmap_high=high,
+        )
+
+    def _write(self, path: Path, data: bytes) -> int:
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return len(data)
+
+    def _account(self, written: list[tuple[Path, int]]) -> None:
+        """Add the new files and delete the oldest others until the store fits its quota."""
+        with self._lock:
+            for entry in written:
+                self._files.append(entry)
+                self.used_bytes += entry[1]
+            if self.quota_bytes is None:
+                return
+            # Never delete what was just written: the row about to be stored names it.
+            while self.used_bytes > self.quota_bytes and len(self._files) > len(written):
+                path, size = self._files.popleft()
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("could not delete %s to keep the image quota: %s", path, exc)
+                self.used_bytes -= size
+                _remove_if_empty(path.parent)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (or already gone): both are fine
+
+
+def _frame_png(image: np.ndarray) -> bytes:
+    """PNG of a uint8/uint16 frame ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` RGB; depth kept."""
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"cannot store an image of dtype {image.dtype}; expected uint8 or uint16")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+        raise ImageError(f"cannot store an image of shape {image.shape}; expected (H, W[, 1|3])")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # the PNG encoder's channel order
+    return _encode(image)
+
+
+def _heatmap_png(heatmap: np.ndarray) -> tuple[bytes, float, float]:
+    """16-bit grey PNG of an ``(h, w)`` anomaly map, and the values its 0 and 65535 stand for
+    (the map's minimum and maximum; non-finite values are stored as 0.0)."""
+    heatmap = np.squeeze(heatmap)
+    if heatmap.ndim != 2:
+        raise ImageError(f"cannot store a heatmap of shape {heatmap.shape}; expected (h, w)")
+    values = np.nan_to_num(heatmap.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    scale = _LEVELS / (high - low) if high > low else 0.0
+    levels = np.clip(np.rint((values - low) * scale), 0, _LEVELS).astype(np.uint16)
+    return _encode(levels), low, high
+
+
+_LEVELS = 65535
+
+
+def read_stored_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """A stored frame as it was recorded: (H, W) gray or (H, W, 3) RGB, uint8/uint16.
+    Raises :class:`ImageError` if the file is missing or unreadable."""
+    image = _decode(path)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    elif image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim != 2:
+        raise ImageError(f"{path}: not a frame of the image store (shape {image.shape})")
+    return image
+
+
+def read_heatmap(path: str | os.PathLike[str], low: float, high: float) -> np.ndarray:
+    """The (h, w) float32 anomaly map stored at ``path`` with the value range of its row.
+    Raises :class:`ImageError` if the file is missing, unreadable or not a 16-bit grey PNG (a
+    legacy colour heatmap has no range in its row; see the module docstring)."""
+    levels = _decode(path)
+    if levels.ndim != 2 or levels.dtype != np.uint16:
+        raise ImageError(f"{path}: not a 16-bit grey heatmap ({levels.dtype}, shape {levels.shape})")
+    return (low + levels.astype(np.float64) * ((high - low) / _LEVELS)).astype(np.float32)
+
+
+def _decode(path: str | os.PathLike[str]) -> np.ndarray:
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageError(f"{path}: not a readable PNG (corrupt, truncated or another format)")
+    return image
+
+
+def _encode(image: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise ImageError(f"OpenCV could not encode an image of shape {image.shape} as PNG")
+    return buffer.tobytes()

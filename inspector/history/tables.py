@@ -1,0 +1,205 @@
+"""Tables of the history database (SQLAlchemy 2.0 typed models).
+
+Every time is stored in UTC and comes back timezone-aware (:class:`UTCDateTime`). Enumerations are
+short strings guarded by CHECK constraints rather than native ENUM types, so the same schema and
+migrations run on SQLite and PostgreSQL without dialect branches.
+
+Changing a table means adding an Alembic revision under ``migrations/versions/``; the test suite
+fails while the models and the migrated schema differ.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from inspector.inspection import DECISIONS, as_utc
+from inspector.roles import ROLES
+
+LABELS = ("none", "false_reject", "confirmed_defect")
+MODEL_STATUSES = ("candidate", "active", "retired")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as UTC.
+
+    SQLite keeps no zone, so values are converted to UTC on the way in and marked UTC on the way
+    out; PostgreSQL stores ``timestamptz`` and its values are converted to UTC on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    # Named constraints keep Alembic batch mode (SQLite) and later migrations deterministic.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Product(Base):
+    """A product (recipe): what the line inspects and with which camera settings."""
+
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    camera_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # use_alter: products and model_versions refer to each other.
+    active_model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", use_alter=True)
+    )
+    created: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ModelVersion(Base):
+    """One trained model file registered for a product."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (CheckConstraint(_one_of("status", MODEL_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # hex digest of the model file
+    path: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(default=utc_now)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="candidate")
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class Calibration(Base):
+    """Thresholds chosen for a model version and the false-reject rate they should give."""
+
+    __tablename__ = "calibrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    image_threshold: Mapped[float] = mapped_column(Float)
+    pixel_threshold: Mapped[float | None] = mapped_column(Float)
+    min_defect_area_px: Mapped[int | None] = mapped_column(Integer)
+    target_frr: Mapped[float] = mapped_column(Float)  # fraction, not percent
+    expected_frr: Mapped[float] = mapped_column(Float)
+    expected_frr_ci_low: Mapped[float | None] = mapped_column(Float)
+    expected_frr_ci_high: Mapped[float | None] = mapped_column(Float)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created: Mapped[datetime] = mapped_column(default=utc_now)
+    created_by: Mapped[str] = mapped_column(String(100))
+
+
+class Inspection(Base):
+    """One inspected frame and its verdict.
+
+    ``uid`` is chosen by the producer, so a record replayed from the spill journal after a database
+    fault is recognised and stored once.
+    """
+
+    __tablename__ = "inspections"
+    __table_args__ = (
+        CheckConstraint(_one_of("decision", DECISIONS), name="decision"),
+        CheckConstraint(_one_of("label", LABELS), name="label"),
+        # Composite indexes lead with the filtered column and end with time, so a filter plus the
+        # newest-first ordering (and time-range counts) are answered from one index.
+        Index("ix_inspections_decision_time", "decision", "time"),
+        Index("ix_inspections_model_version_time", "model_version_id", "time"),
+        Index("ix_inspections_product_time", "product_id", "time"),
+        Index("ix_inspections_label_time", "label", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)  # uuid4 hex
+    time: Mapped[datetime] = mapped_column(index=True)
+    camera_id: Mapped[str] = mapped_column(String(64))
+    frame_id: Mapped[int] = mapped_column(BigInteger)
+    part_id: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float, index=True)
+    decision: Mapped[str] = mapped_column(String(4))
+    threshold: Mapped[float] = mapped_column(Float)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
+    latency_total_ms: Mapped[float | None] = mapped_column(Float)  # acquisition to decision
+    latency_model_ms: Mapped[float | None] = mapped_column(Float)  # model forward pass only
+    image_path: Mapped[str | None] = mapped_column(Text)
+    heatmap_path: Mapped[str | None] = mapped_column(Text)
+    # The map values the stored 16-bit grey heatmap's 0 and 65535 stand for. NULL for a heatmap
+    # stored before revision 0003, which is a JET colour picture over 0 .. 2 x threshold.
+    heatmap_low: Mapped[float | None] = mapped_column(Float)
+    heatmap_high: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(20), default="none")
+    labelled_by: Mapped[str | None] = mapped_column(String(100))
+    labelled_at: Mapped[datetime | None] = mapped_column()
+    # Why the engine could not score the frame (it then FAILs fail-safe with score 0.0); NULL for
+    # a real verdict, so a reviewer can tell an engine error from a rejected part.
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEvent(Base):
+    """Who changed what, with the state before and after (JSON, ``None`` where not applicable)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    time: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    user: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    before: Mapped[Any | None] = mapped_column(JSON)
+    after: Mapped[Any | None] = mapped_column(JSON)
+
+
+class User(Base):
+    """A person who may log in; ``pin_hash`` is a salted scrypt hash (see :mod:`.pins`)."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    pin_hash: Mapped[str] = mapped_column(String(255))
+    created: Mapped[datetime] = mapped_column(default=utc_now)

@@ -1,0 +1,522 @@
+"""The inline inspection pipeline: camera -> engine -> decision -> history -> result subscribers.
+
+Three threads, one path::
+
+    acquisition thread   camera.grab() -> FrameQueue (bounded)
+    engine worker        engine.predict -> rule.decide -> InspectionResult -> writer.submit
+    history writer       (its own thread) store durably -> result subscribers
+
+One frozen :class:`~inspector.inspection.InspectionResult` per frame, with the camera's own image
+(gray or RGB) and the anomaly map; the history fills in where it stored them, and the record it
+hands back once durable is passed to the result subscribers unchanged.
+
+Nothing here touches Qt; a GUI adapter re-emits results and alarms as signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Final, Protocol
+
+import numpy as np
+
+from inspector.alarms import Alarm, AlarmThrottle
+from inspector.frames import Frame, FrameSource, TriggerMode
+from inspector.errors import InspectorError
+from inspector.history import HistoryWriter
+from inspector.inspection import InspectionResult
+
+from inspector.line.rule import DecisionRule
+from inspector.line.frame_queue import Closed, FrameQueue
+from inspector.line.line_metrics import PipelineMetrics, RollingPercentiles, RollingRate
+
+log = logging.getLogger(__name__)
+
+MODES: Final = ("triggered", "live")
+#: Frames waiting for the engine at most, per mode: live view wants the newest frame, not a backlog.
+DEFAULT_QUEUE_SIZE: Final = {"triggered": 8, "live": 1}
+
+# Alarm kinds raised by the pipeline; the history writer's own kinds (db_unavailable,
+# db_recovered, records_lost, ...) are passed on unchanged.
+CAMERA_LOST: Final = "camera_lost"
+CAMERA_RECONNECTED: Final = "camera_reconnected"
+CAMERA_ERROR: Final = "camera_error"
+QUEUE_FULL: Final = "queue_full"
+ENGINE_ERROR: Final = "engine_error"
+SHADOW_ERROR: Final = "shadow_error"
+WRITER_BACKLOG: Final = "writer_backlog"
+FRAMES_UNRECORDED: Final = "frames_unrecorded"
+SUBSCRIBER_FAILED: Final = "subscriber_failed"
+
+#: Repeats of one alarm kind within this many seconds are logged, not raised again.
+ALARM_THROTTLE_S = 10.0
+
+
+class Scorer(Protocol):
+    """What the pipeline needs of an engine (:class:`inspector.engine.Engine` is one)."""
+
+    def predict(self, image: np.ndarray) -> object:
+        """-> an object with ``score: float`` and ``anomaly_map: (H, W) float ndarray``."""
+
+
+ResultSubscriber = Callable[[InspectionResult], None]
+AlarmSubscriber = Callable[[Alarm], None]
+
+
+@dataclass(frozen=True)
+class _Decider:
+    """What decides a frame (engine, rule and the model version they belong to); swapped as a
+    whole so a frame never mixes two of them."""
+
+    engine: Scorer
+    rule: DecisionRule
+    model_version_id: int | None
+
+
+class Pipeline:
+    """Inspects every frame of one camera with one engine and records each verdict durably.
+
+    ``mode="triggered"``: every frame is inspected, in order; when the queue is full the
+    acquisition thread waits (backpressure, alarmed as ``queue_full``) and the camera's own
+    buffers absorb the wait. ``mode="live"``: when the queue is full the oldest waiting frame is
+    dropped for the new one and counted; the camera is started latest-only as well.
+    ``queue_size`` defaults to 8 frames when triggered and 1 when live (a longer live queue only
+    makes the frames inspected older).
+
+    ``trigger`` is the camera's trigger mode (for ``SOFTWARE``, call ``camera.trigger()``;
+    ``HARDWARE`` listens on ``trigger_line``).
+    ``max_frames`` ends acquisition after that many frames, like a finite source (a folder or
+    video file without looping) ends it; :meth:`wait` returns once those are inspected.
+    ``shadow`` is an optional candidate engine that scores every frame after the decision
+    without influencing it (its score lands in ``InspectionResult.shadow_score``).
+
+    The pipeline owns the writer's lifecycle: :meth:`start` starts it and :meth:`stop` stops it.
+    Give it a writer of its own: every record the writer stores is counted and announced as one
+    of this pipeline's results.
+    It opens the camera if it is not open yet (and then closes it at stop) and starts it.
+
+    Threads: result subscribers are called on the history writer's thread, after the result is
+    durable, in frame order; alarm subscribers on whichever thread raised the alarm. Both must
+    be quick and must not call back into the pipeline's :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        camera: FrameSource,
+        engine: Scorer,
+        rule: DecisionRule,
+        writer: HistoryWriter,
+        mode: str = "triggered",
+        queue_size: int | None = None,
+        model_version_id: int | None = None,
+        product_id: int | None = None,
+        *,
+        shadow: Scorer | None = None,
+        trigger: TriggerMode = TriggerMode.FREE_RUN,
+        trigger_line: str = "Line1",
+        max_frames: int | None = None,
+        grab_timeout_s: float = 0.2,
+    ) -> None:
+        if mode not in MODES:
+            raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if not isinstance(rule, DecisionRule):
+            raise TypeError(f"rule must be a DecisionRule, got {type(rule).__name__}")
+        if max_frames is not None and max_frames < 1:
+            raise InspectorError(f"max frames must be >= 1, got {max_frames}")
+        self.camera = camera
+        self.writer = writer
+        self.mode = mode
+        self.product_id = product_id
+        self.trigger_mode = TriggerMode(trigger)
+        self.trigger_line = trigger_line
+        self.max_frames = max_frames
+        self.grab_timeout_s = grab_timeout_s
+        self._decider = _Decider(engine, rule, model_version_id)
+        self._shadow = shadow
+        if queue_size is None:
+            queue_size = DEFAULT_QUEUE_SIZE[mode]
+        self._queue: FrameQueue[Frame] = FrameQueue(queue_size)
+        self._result_subscribers: tuple[ResultSubscriber, ...] = ()
+        self._alarm_subscribers: tuple[AlarmSubscriber, ...] = ()
+        self.alarms: deque[Alarm] = deque(maxlen=200)  # most recent, oldest first
+
+        self._lock = threading.Lock()
+        self._acquired = self._inspected = self._dropped = self._unrecorded = 0
+        self._recorded = self._passed = self._failed = self._errors = 0
+        self._queue_full_waits = self._disconnects = 0
+        self._rate = RollingRate()
+        self._acquisition_rate = RollingRate()
+        self._latency = RollingPercentiles()
+        self._model_latency = RollingPercentiles()
+        self._throttle = AlarmThrottle(log, "pipeline")
+
+        self._stop_requested = threading.Event()
+        self._abort = threading.Event()  # a stop timed out: stop waiting for room anywhere
+        self._source_ended = threading.Event()
+        self._worker_done = threading.Event()
+        self._acquisition: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
+        self._opened_camera = False
+        self._stopped = False
+        self._stopped_cleanly = True
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def subscribe(self, subscriber: ResultSubscriber) -> None:
+        """Call ``subscriber(result)`` for every durable result (see the class docstring)."""
+        self._result_subscribers = (*self._result_subscribers, subscriber)
+
+    def on_alarm(self, subscriber: AlarmSubscriber) -> None:
+        """Call ``subscriber(alarm)`` for every alarm of the pipeline and its history writer."""
+        self._alarm_subscribers = (*self._alarm_subscribers, subscriber)
+
+    def set_model(self, engine: Scorer, rule: DecisionRule, model_version_id: int | None = None) -> None:
+        """Decide the next frames with this engine and rule (the frame being scored finishes with
+        the old ones). Used to switch threshold or model, e.g. on activation or rollback."""
+        if not isinstance(rule, DecisionRule):
+            raise TypeError(f"rule must be a DecisionRule, got {type(rule).__name__}")
+        self._decider = _Decider(engine, rule, model_version_id)
+
+    def set_shadow(self, engine: Scorer | None) -> None:
+        """Score the next frames also with this candidate engine (``None``: stop doing so)."""
+        self._shadow = engine
+
+    @property
+    def rule(self) -> DecisionRule:
+        return self._decider.rule
+
+    @property
+    def model_version_id(self) -> int | None:
+        return self._decider.model_version_id
+
+    @property
+    def running(self) -> bool:
+        return self._acquisition is not None and not self._stopped
+
+    def start(self) -> None:
+        """Start the history writer, open and start the camera, then the threads.
+
+        Raises CameraError when the camera cannot be opened or started (the writer is stopped
+        again and nothing is left running).
+        """
+        if self._acquisition is not None:
+            raise RuntimeError("a Pipeline can be started once")
+        previous = self.writer.on_alarm
+        self.writer.on_alarm = self._writer_alarm if previous is None else _both(previous, self._writer_alarm)
+        self.writer.subscribe(self._on_stored)
+        self.writer.start()
+        try:
+            if not self.camera.is_open:
+                self.camera.open()
+                self._opened_camera = True
+            self.camera.start(self.trigger_mode, live=self.mode == "live", trigger_line=self.trigger_line)
+        except BaseException:
+            self._release_camera()
+            self.writer.stop()
+            raise
+        self._rate.restart()
+        self._acquisition_rate.restart()
+        self._acquisition = threading.Thread(target=self._acquire_loop, name="pipeline-acquisition", daemon=True)
+        self._worker = threading.Thread(target=self._inspect_loop, name="pipeline-engine", daemon=True)
+        self._worker.start()
+        self._acquisition.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until acquisition has ended and every acquired frame was inspected; False on
+        timeout. Acquisition ends when the source runs out or ``max_frames`` were acquired
+        (:attr:`source_ended` is then True), when :meth:`stop` is called, or on an internal error
+        (alarmed). Call :meth:`stop` afterwards to make the last results durable."""
+        return self._worker_done.wait(timeout)
+
+    @property
+    def source_ended(self) -> bool:
+        """True once acquisition ended by itself (finite source or ``max_frames``)."""
+        return self._source_ended.is_set()
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop acquiring, inspect and record every frame acquired so far, stop the writer, then
+        stop the camera (and close it if :meth:`start` opened it).
+
+        Returns False if that took longer than ``timeout`` seconds; what was left unrecorded is
+        then counted in ``metrics().unrecorded`` (and the writer's ``failed``) and alarmed.
+        Safe to repeat.
+        """
+        if self._acquisition is None or self._stopped:
+            return self._stopped_cleanly
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._stop_requested.set()
+        assert self._worker is not None
+        self._acquisition.join(_left(deadline))
+        self._worker.join(_left(deadline))
+        clean = not self._acquisition.is_alive() and not self._worker.is_alive()
+        if not clean:
+            self._abort.set()  # the worker now counts what it still holds instead of scoring it
+            self._worker.join(5.0)
+        clean = self.writer.stop(_left(deadline, at_least=1.0)) and clean
+        self._release_camera()
+        self._stopped = True
+        self._stopped_cleanly = clean
+        return clean
+
+    def metrics(self) -> PipelineMetrics:
+        """A consistent-enough snapshot of the counters (each read under the pipeline's lock)."""
+        latency = self._latency.percentiles(50, 99)
+        model = self._model_latency.percentiles(50, 99)
+        camera = self.camera.stats
+        with self._lock:
+            return PipelineMetrics(
+                mode=self.mode,
+                running=self.running,
+                acquired=self._acquired,
+                inspected=self._inspected,
+                recorded=self._recorded,
+                passed=self._passed,
+                failed=self._failed,
+                errors=self._errors,
+                dropped=self._dropped,
+                unrecorded=self._unrecorded,
+                queue_depth=len(self._queue),
+                queue_size=self._queue.maxsize,
+                queue_full_waits=self._queue_full_waits,
+                acquisition_fps=self._acquisition_rate.rate(),
+                rate_fps=self._rate.rate(),
+                latency_p50_ms=latency[0],
+                latency_p99_ms=latency[1],
+                model_p50_ms=model[0],
+                model_p99_ms=model[1],
+                camera_lost=camera.lost,
+                camera_skipped=camera.skipped,
+                camera_disconnects=self._disconnects,
+                camera_reconnects=camera.reconnects,
+                writer=self.writer.stats,
+            )
+
+    # -- acquisition thread ----------------------------------------------------------------------
+
+    def _acquire_loop(self) -> None:
+        connected = True
+        try:
+            while not self._stop_requested.is_set():
+                if self.max_frames is not None and self._acquired >= self.max_frames:
+                    self._source_ended.set()
+                    return
+                try:
+                    frame = self.camera.grab(self.grab_timeout_s)
+                except Exception as exc:  # e.g. a Basler grab error; the next grab may work
+                    message = str(exc) if isinstance(exc, InspectorError) else f"{type(exc).__name__}: {exc}"
+                    self._alarm(CAMERA_ERROR, f"{self.camera.camera_id}: {message}", throttle_s=ALARM_THROTTLE_S)
+                    self._stop_requested.wait(0.5)
+                    continue
+                now_connected = self.camera.is_connected
+                if now_connected != connected:
+                    connected = now_connected
+                    self._camera_changed(connected)
+                if frame is not None:
+                    with self._lock:
+                        self._acquired += 1
+                    self._acquisition_rate.add()
+                    self._enqueue(frame)
+                elif connected and not self.camera.is_grabbing:
+                    self._source_ended.set()  # a replay without looping ran out
+                    return
+        except Exception as exc:  # a bug: say so loudly, the frames taken so far are still inspected
+            log.exception("pipeline acquisition thread failed")
+            self._alarm(CAMERA_ERROR, f"acquisition stopped by an internal error: {exc}")
+        finally:
+            self._queue.close()
+
+    def _camera_changed(self, connected: bool) -> None:
+        if connected:
+            self._alarm(CAMERA_RECONNECTED, f"camera {self.camera.camera_id} is back; inspection continues")
+        else:
+            with self._lock:
+                self._disconnects += 1
+            self._alarm(CAMERA_LOST, f"camera {self.camera.camera_id} lost; reconnecting in the background")
+
+    def _enqueue(self, frame: Frame) -> None:
+        if self.mode == "live":
+            if self._queue.put_latest(frame) is not None:
+                with self._lock:
+                    self._dropped += 1
+            return
+        if self._queue.full():
+            with self._lock:
+                self._queue_full_waits += 1
+            self._alarm(
+                QUEUE_FULL,
+                f"inspection queue full ({self._queue.maxsize} frames): acquisition waits for the engine "
+                "and the camera may drop frames if this lasts",
+                throttle_s=ALARM_THROTTLE_S,
+            )
+        if not self._queue.put_wait(frame, self._abort):
+            self._count_unrecorded(1)
+
+    # -- engine worker ---------------------------------------------------------------------------
+
+    def _inspect_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    frame = self._queue.get()
+                except Closed:
+                    return
+                if frame is None:
+                    continue
+                if self._abort.is_set():
+                    self._count_unrecorded(1)
+                    continue
+                try:
+                    self._submit(self._inspect(frame))
+                except Exception as exc:  # a bug; the frame is counted, the thread carries on
+                    log.exception("pipeline could not inspect frame %s", frame.frame_id)
+                    self._count_unrecorded(1)
+                    self._alarm(ENGINE_ERROR, f"frame {frame.frame_id} not recorded: {exc}")
+        finally:
+            self._worker_done.set()
+
+    def _inspect(self, frame: Frame) -> InspectionResult:
+        decider = self._decider  # one snapshot per frame: set_model() applies between frames
+        score, anomaly_map, decision, model_ms, error = 0.0, None, None, None, None
+        started = time.perf_counter()
+        try:
+            prediction = decider.engine.predict(frame.image)
+            model_ms = (time.perf_counter() - started) * 1000.0
+            score = float(prediction.score)
+            if not math.isfinite(score):
+                raise InspectorError(f"the engine returned a score of {score}")
+            anomaly_map = prediction.anomaly_map
+            decision = decider.rule.decide(score, anomaly_map)
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, InspectorError) else f"{type(exc).__name__}: {exc}"
+            score, anomaly_map, model_ms, decision = 0.0, None, None, None
+            self._alarm(ENGINE_ERROR, f"frame {frame.frame_id} of {frame.camera_id} could not be scored "
+                        f"and FAILs: {error}", throttle_s=ALARM_THROTTLE_S)
+        latency_ms = (time.time() - frame.host_timestamp) * 1000.0
+        shadow_score = self._shadow_score(frame) if error is None else None
+        result = InspectionResult(
+            time=datetime.fromtimestamp(frame.host_timestamp, timezone.utc),
+            camera_id=frame.camera_id,
+            frame_id=frame.frame_id,
+            score=score,
+            decision="FAIL" if decision is None else decision.decision,
+            threshold=decider.rule.threshold,
+            model_version_id=decider.model_version_id,
+            product_id=self.product_id,
+            latency_total_ms=latency_ms,
+            latency_model_ms=model_ms,
+            image=frame.image,
+            heatmap=anomaly_map,
+            camera_timestamp=frame.camera_timestamp,
+            host_timestamp=frame.host_timestamp,
+            defect_area_px=None if decision is None else decision.defect_area_px,
+            shadow_score=shadow_score,
+            error=error,
+        )
+        self._latency.add(latency_ms)
+        if model_ms is not None:
+            self._model_latency.add(model_ms)
+        self._rate.add()
+        with self._lock:
+            self._inspected += 1
+        return result
+
+    def _shadow_score(self, frame: Frame) -> float | None:
+        shadow = self._shadow
+        if shadow is None:
+            return None
+        try:
+            return float(shadow.predict(frame.image).score)
+        except Exception as exc:
+            self._alarm(SHADOW_ERROR, f"the shadow model could not score frame {frame.frame_id}: {exc}",
+                        throttle_s=ALARM_THROTTLE_S)
+            return None
+
+    def _submit(self, result: InspectionResult) -> None:
+        # The writer's buffer is bounded too; waiting for room here (rather than letting the
+        # writer refuse the record) carries the backpressure on to the frame queue.
+        while self.writer.stats.buffered >= self.writer.max_buffered:
+            if self._abort.is_set():
+                self._count_unrecorded(1)
+                return
+            self._alarm(WRITER_BACKLOG, f"history writer holds {self.writer.max_buffered} unstored records; "
+                        "inspection waits for it", throttle_s=ALARM_THROTTLE_S)
+            time.sleep(0.01)
+        if not self.writer.submit(result):
+            self._count_unrecorded(1)  # the writer has alarmed it already
+
+    # -- history writer thread -------------------------------------------------------------------
+
+    def _on_stored(self, result: InspectionResult) -> None:
+        with self._lock:
+            self._recorded += 1
+            if result.error is not None:
+                self._errors += 1
+            elif result.decision == "PASS":
+                self._passed += 1
+            else:
+                self._failed += 1
+        for subscriber in self._result_subscribers:
+            try:
+                subscriber(result)
+            except Exception as exc:
+                log.exception("pipeline result subscriber %r failed", subscriber)
+                self._alarm(SUBSCRIBER_FAILED, f"result subscriber {subscriber!r} failed: {exc}",
+                            throttle_s=ALARM_THROTTLE_S)
+
+    def _writer_alarm(self, alarm: Alarm) -> None:
+        self._deliver(alarm)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _count_unrecorded(self, n: int) -> None:
+        with self._lock:
+            self._unrecorded += n
+        self._alarm(FRAMES_UNRECORDED, f"{n} acquired frame(s) could not be inspected and recorded",
+                    throttle_s=ALARM_THROTTLE_S)
+
+    def raise_alarm(self, kind: str, message: str) -> None:
+        """Raise an alarm from outside the pipeline (e.g. a drift monitor observing its results):
+        it reaches the log and every alarm subscriber like the pipeline's own."""
+        self._alarm(kind, message)
+
+    def _alarm(self, kind: str, message: str, throttle_s: float = 0.0) -> None:
+        alarm = self._throttle.alarm(kind, message, throttle_s)
+        if alarm is not None:
+            self._deliver(alarm)
+
+    def _deliver(self, alarm: Alarm) -> None:
+        self.alarms.append(alarm)
+        for subscriber in self._alarm_subscribers:
+            try:
+                subscriber(alarm)
+            except Exception:
+                log.exception("alarm subscriber %r failed", subscriber)
+
+    def _release_camera(self) -> None:
+        try:
+            self.camera.stop()
+            if self._opened_camera:
+                self.camera.close()
+        except Exception as exc:  # the verdicts are safe; a camera that will not stop is only logged
+            log.warning("camera %s did not stop cleanly: %s", self.camera.camera_id, exc)
+
+
+def _left(deadline: float | None, at_least: float = 0.0) -> float | None:
+    return None if deadline is None else max(at_least, deadline - time.monotonic())
+
+
+def _both(first: Callable[[Alarm], None], second: Callable[[Alarm], None]) -> Callable[[Alarm], None]:
+    def call(alarm: Alarm) -> None:
+        try:
+            first(alarm)
+        finally:
+            second(alarm)
+
+    return call

@@ -1,0 +1,60 @@
+"""Who may do what: the three roles, their rights, and the PIN check every audited change passes.
+
+Defined once here; the history database constrains its users to :data:`ROLES`, the desktop
+enables only what :data:`RIGHTS` grant, and every change of what the line decides (teach,
+activate, roll back, camera settings) goes through :func:`require_role`, which verifies the PIN
+against the database and audits a refusal.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from inspector.errors import InspectorError
+
+if TYPE_CHECKING:
+    from inspector.history import HistoryDB
+
+OPERATOR: Final = "operator"
+TECHNICIAN: Final = "technician"
+QUALITY: Final = "quality"
+ROLES: Final = (OPERATOR, TECHNICIAN, QUALITY)
+
+#: Rights by role. The operator only watches; nobody but a technician changes what the line
+#: decides; quality reviews, labels and exports.
+RIGHTS: Final[dict[str, frozenset[str]]] = {
+    OPERATOR: frozenset({"view_line", "acknowledge_alarms"}),
+    TECHNICIAN: frozenset({
+        "view_line", "acknowledge_alarms", "teach", "calibrate", "set_threshold", "activate_model",
+        "configure_camera", "choose_product", "set_storage", "manage_users", "view_history",
+    }),
+    QUALITY: frozenset({"view_line", "acknowledge_alarms", "view_history", "label", "export", "copy_to_teach"}),
+}
+
+
+def roles_with(right: str) -> tuple[str, ...]:
+    """The roles granted ``right``, in the order of :data:`ROLES` (empty for an unknown right)."""
+    return tuple(role for role in ROLES if right in RIGHTS[role])
+
+
+#: Roles allowed to change what the line decides (model, threshold, camera settings).
+LINE_CHANGERS: Final = roles_with("activate_model")
+
+
+class AccessDenied(InspectorError):
+    """The user's PIN is wrong or their role may not do this; the refusal is audited."""
+
+
+def require_role(db: HistoryDB, user: str, pin: str, action: str, target: str, roles: tuple[str, ...] = LINE_CHANGERS) -> str:
+    """The user's role if the PIN is right and the role is in ``roles``; else AccessDenied.
+
+    Each refusal is written to the audit trail as ``<action>_denied`` with the reason.
+    """
+    role = db.verify_pin(user, pin)
+    if role is None:
+        db.record_audit(user, "unknown", f"{action}_denied", target, None, {"reason": "wrong PIN or unknown user"})
+        raise AccessDenied(f"{action} refused: wrong PIN or unknown user {user!r}")
+    if role not in roles:
+        db.record_audit(user, role, f"{action}_denied", target, None, {"reason": f"role {role} may not {action}"})
+        raise AccessDenied(f"{action} refused: {user} is {role}; only {' or '.join(roles)} may {action}")
+    return role

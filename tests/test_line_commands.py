@@ -1,0 +1,327 @@
+"""``inspector run`` and ``inspector history export``: runs on real images with a real model,
+thresholds from the right place, one-line errors, Ctrl-C and SIGKILL."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from cli.main import main
+from inspector.errors import InspectorError
+from inspector.history import HistoryDB, file_sha256
+from cli.line_commands import run_recipe
+from inspector.line import DecisionRule
+from inspector.recipes import register_model
+from pipeline_support import REPO, copy_images, good_images, trained_model
+
+THRESHOLD = 0.05
+FAST = ["--backend", "eager", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def model_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_model(request.config, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_images(good_images(4, skip=200), tmp_path_factory.mktemp("frames"))
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    """``inspector ARGV`` in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def db_rows(db_path: Path, columns: str = "uid, id") -> list[tuple]:
+    with sqlite3.connect(db_path) as connection:
+        return connection.execute(f"SELECT {columns} FROM inspections ORDER BY id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def two_runs(model_path: Path, frames: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two runs into one database: 3 frames at --threshold, then 2 at the model's calibration."""
+    tmp = tmp_path_factory.mktemp("runs")
+    db_path = tmp / "history.db"
+    common = ["run", "--camera", f"folder://{frames}?fps=0", "--model", str(model_path), "--db",
+              f"sqlite:///{db_path}", "--image-dir", str(tmp / "images"), "--print-results", *FAST]
+    first = run_main([*common, "--max-frames", "3", "--threshold", str(THRESHOLD)])
+    db = HistoryDB(f"sqlite:///{db_path}")
+    (version_id,) = {row[0] for row in db_rows(db_path, "model_version_id")}
+    calibration_id = db.add_calibration(version_id, image_threshold=0.07, target_frr=0.01, expected_frr=0.01,
+                                        created_by="test")
+    db.close()
+    second = run_main([*common, "--max-frames", "2"])
+    return dict(db_path=db_path, first=first, second=second, version_id=version_id,
+                calibration_id=calibration_id, tmp=tmp)
+
+
+# -- inspector run --------------------------------------------------------------------------------
+
+
+def test_run_raises_a_drift_alarm_when_scores_leave_the_calibrated_distribution(
+    tmp_path: Path, frames: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The calibration's good scores are the reference: here they sit far below what the parts
+    score now (as after a lighting change), so the monitor must raise a drift alarm."""
+    import logging
+
+    db_path = tmp_path / "history.db"
+    db = HistoryDB(f"sqlite:///{db_path}")
+    db.upgrade()
+    _, version_id = register_model(db, model_path, file_sha256(model_path), None)
+    reference = [1e-6 * (i + 1) for i in range(40)]
+    db.add_calibration(version_id, image_threshold=1.0, target_frr=0.01, expected_frr=0.01,
+                       report={"good_scores": reference}, created_by="test")
+    db.close()
+    argv = ["run", "--camera", f"folder://{frames}?fps=0&loop=1", "--model", str(model_path), "--db",
+            f"sqlite:///{db_path}", "--image-dir", str(tmp_path / "images"), "--max-frames", "50", *FAST]
+    with caplog.at_level(logging.WARNING):
+        status, out, err = run_main(argv)
+    assert status == 0, err
+    assert "drift checked against 40 calibration scores" in out
+    alarms = [r.getMessage() for r in caplog.records if "pipeline alarm drift" in r.getMessage()]
+    assert len(alarms) == 1 and "higher than at calibration" in alarms[0]  # once per episode
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        status, out, err = run_main([*argv[:-len(FAST) - 2], "--max-frames", "3", "--drift-window", "0", *FAST])
+    assert status == 0 and "drift alarm off" in out
+
+
+def result_lines(stdout: str) -> list[list[str]]:
+    return [line.split() for line in stdout.splitlines() if line.startswith("result ")]
+
+
+def test_run_records_every_frame_and_prints_each_durable_verdict(two_runs: dict, model_path: Path) -> None:
+    status, out, err = two_runs["first"]
+    assert status == 0, err
+    printed = result_lines(out)
+    assert [p[1] for p in printed] == ["0", "1", "2"]  # frame ids, in order
+    stored = db_rows(two_runs["db_path"], "uid, id, decision, score, threshold")[:3]
+    assert [(p[5], int(p[4]), p[2]) for p in printed] == [(s[0], s[1], s[2]) for s in stored]
+    assert all(s[4] == THRESHOLD and s[2] == ("FAIL" if s[3] > THRESHOLD else "PASS") for s in stored)
+    assert "threshold 0.05 from --threshold" in out
+    assert re.search(r"stopped \(3 frames\): .*frames/s.*; acquired 3, recorded 3$", out.splitlines()[-1])
+
+
+def test_run_registers_the_model_once_by_its_hash(two_runs: dict, model_path: Path) -> None:
+    with sqlite3.connect(two_runs["db_path"]) as connection:
+        versions = connection.execute("SELECT id, sha256, path FROM model_versions").fetchall()
+        products = connection.execute("SELECT name FROM products").fetchall()
+    assert versions == [(two_runs["version_id"], file_sha256(model_path), str(model_path.resolve()))]
+    assert products == [("default",)]
+    assert {row[0] for row in db_rows(two_runs["db_path"], "model_version_id")} == {two_runs["version_id"]}
+
+
+def test_run_without_threshold_uses_the_latest_calibration(two_runs: dict) -> None:
+    status, out, err = two_runs["second"]
+    assert status == 0, err
+    assert f"threshold 0.07 from calibration {two_runs['calibration_id']}" in out
+    assert [row[0] for row in db_rows(two_runs["db_path"], "threshold")] == [THRESHOLD] * 3 + [0.07] * 2
+
+
+def test_threshold_comes_from_the_option_then_the_recipe(tmp_path: Path, model_path: Path) -> None:
+    """``--threshold`` overrides the recipe's rule (tests/test_recipes.py covers where that comes
+    from); ``--pixel-threshold`` alone is refused; an uncalibrated model says what to do."""
+    db = HistoryDB(f"sqlite:///{tmp_path / 'h.db'}")
+    db.upgrade()
+    engine = SimpleNamespace(model_path=model_path, model_sha256=file_sha256(model_path),
+                             metadata={"calibration": {"good_scores": [0.1, 0.2, 0.3]}})
+
+    def args(threshold=None, pixel_threshold=None, min_defect_area=None, product=None):
+        return argparse.Namespace(threshold=threshold, pixel_threshold=pixel_threshold,
+                                  min_defect_area=min_defect_area, product=product)
+
+    with pytest.raises(InspectorError, match="calibrate it .* or pass --threshold"):
+        run_recipe(args(), db, engine)
+    with pytest.raises(InspectorError, match="--pixel-threshold needs --threshold"):
+        run_recipe(args(pixel_threshold=0.2), db, engine)
+    recipe = run_recipe(args(0.5, 0.25, 9), db, engine)
+    assert (recipe.rule.threshold, recipe.rule.pixel_threshold, recipe.rule.min_defect_area_px) == (0.5, 0.25, 9)
+    assert recipe.source == "--threshold" and recipe.engine is engine
+    assert recipe.reference_scores == (0.1, 0.2, 0.3) and recipe.product == "default"
+    calibration_id = db.add_calibration(recipe.model_version_id, image_threshold=0.4, target_frr=0.01,
+                                        expected_frr=0.01, created_by="test")
+    recipe = run_recipe(args(), db, engine)
+    assert recipe.rule.threshold == 0.4 and recipe.source.startswith(f"calibration {calibration_id} of ")
+    assert run_recipe(args(0.5), db, engine).rule == DecisionRule(0.5)
+    # A model registered under another product is registered again for that product.
+    other = run_recipe(args(0.5, product="line 2"), db, engine)
+    assert other.product == "line 2" and other.model_version_id != recipe.model_version_id
+    db.close()
+
+
+def _assert_one_line_error(status: int, err: str, *fragments: str) -> None:
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("camera", "fragment"),
+    [
+        ("nonsense", "is not a camera URI"),
+        ("ftp://host/x", "unknown scheme"),
+        ("folder:///no/such/folder", "does not exist"),
+        ("folder:///tmp?fps=fast", "is not a number"),
+        ("opencv://57", "cannot open video device 57"),
+        ("basler://00000000", "00000000"),
+    ],
+)
+def test_bad_cameras_give_one_line_and_exit_2(camera: str, fragment: str, tmp_path: Path) -> None:
+    status, _, err = run_main(["run", "--camera", camera, "--model", str(tmp_path / "m.safetensors"),
+                               "--db", f"sqlite:///{tmp_path / 'h.db'}", "--threshold", "0.1"])
+    _assert_one_line_error(status, err, fragment)
+
+
+def test_bad_models_and_options_give_one_line_and_exit_2(tmp_path: Path, frames: Path, model_path: Path) -> None:
+    camera = ["--camera", f"folder://{frames}", "--db", f"sqlite:///{tmp_path / 'h.db'}"]
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    cases = [
+        (["--model", str(tmp_path / "absent.safetensors"), "--threshold", "0.1"], "no such model file"),
+        (["--model", str(junk), "--threshold", "0.1"], "not a readable model file"),
+        (["--model", str(model_path), "--threshold", "nan"], "finite"),
+        (["--model", str(model_path), "--threshold", "0.1", "--max-frames", "0"], "--max-frames"),
+        (["--model", str(model_path), *FAST], "calibrate it"),  # no threshold anywhere
+    ]
+    for extra, fragment in cases:
+        status, _, err = run_main(["run", *camera, *extra])
+        _assert_one_line_error(status, err, fragment)
+
+
+# -- inspector history export ---------------------------------------------------------------------
+
+
+def export(db_path: Path, out: Path, *options: str) -> list[dict]:
+    status, stdout, err = run_main(["history", "export", "--db", f"sqlite:///{db_path}", "--out", str(out), *options])
+    assert status == 0, err
+    with open(out, newline="", encoding="utf-8") as f:
+        exported = list(csv.DictReader(f))
+    assert stdout.startswith(f"{len(exported)} inspections written to {out}")
+    return exported
+
+
+def test_history_export_filters(two_runs: dict) -> None:
+    db_path, out = two_runs["db_path"], two_runs["tmp"] / "export.csv"
+    everything = export(db_path, out)
+    assert sorted(int(r["id"]) for r in everything) == [row[1] for row in db_rows(db_path)]
+    assert {r["product_name"] for r in everything} == {"default"}
+    scores = sorted(float(r["score"]) for r in everything)
+    middle = scores[len(scores) // 2]
+    assert all(float(r["score"]) >= middle for r in export(db_path, out, "--min-score", str(middle)))
+    assert len(export(db_path, out, "--max-score", str(middle))) == sum(s <= middle for s in scores)
+    fails = export(db_path, out, "--decision", "FAIL")
+    assert len(fails) == sum(r["decision"] == "FAIL" for r in everything)
+    assert len(export(db_path, out, "--model-version", str(two_runs["version_id"]))) == 5
+    assert export(db_path, out, "--model-version", str(two_runs["version_id"] + 1)) == []
+    assert export(db_path, out, "--since", "2999-01-01") == []
+    assert len(export(db_path, out, "--until", "2999-01-01T00:00+00:00", "--since", "2000-01-01")) == 5
+    assert all(r["error"] == "" for r in everything)  # real verdicts: no engine error
+    assert export(db_path, out, "--errors-only") == []
+
+
+def test_history_export_errors(tmp_path: Path, two_runs: dict) -> None:
+    db = f"sqlite:///{two_runs['db_path']}"
+    cases = [
+        (["--db", f"sqlite:///{tmp_path / 'absent.db'}", "--out", str(tmp_path / "x.csv")], "no history database"),
+        (["--db", db, "--out", str(tmp_path / "x.csv"), "--since", "last week"], "not an ISO 8601 time"),
+        (["--db", db, "--out", str(tmp_path / "no" / "x.csv")], "does not exist"),
+    ]
+    for options, fragment in cases:
+        status, _, err = run_main(["history", "export", *options])
+        _assert_one_line_error(status, err, fragment)
+    assert not (tmp_path / "absent.db").exists()
+
+
+# -- signals (a real `inspector run` process) -----------------------------------------------------
+
+
+def _start_run(tmp_path: Path, frames: Path, model_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    db_path = tmp_path / "history.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "INSPECTOR_DATA_DIR": str(tmp_path / "data")}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cli", "run", "--camera", f"folder://{frames}?fps=0&loop=1",
+         "--model", str(model_path), "--db", f"sqlite:///{db_path}", "--threshold", str(THRESHOLD),
+         "--print-results", "--summary-interval", "1", *FAST, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    return child, db_path
+
+
+def _read_results(child: subprocess.Popen, until: int, timeout: float = 120.0) -> dict[str, tuple[int, str]]:
+    """uid -> (row id, decision) of the printed results, reading until ``until`` were printed."""
+    printed: dict[str, tuple[int, str]] = {}
+    deadline = time.monotonic() + timeout
+    while len(printed) < until and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        _collect(line, printed)
+    return printed
+
+
+def _collect(line: str, printed: dict[str, tuple[int, str]]) -> None:
+    # A line cut short by the kill is not a report: only whole lines count.
+    parts = line.split()
+    if line.endswith("\n") and len(parts) == 6 and parts[0] == "result":
+        printed[parts[5]] = (int(parts[4]), parts[2])
+
+
+def test_sigkill_loses_no_printed_decision(tmp_path: Path, frames: Path, model_path: Path) -> None:
+    child, db_path = _start_run(tmp_path, frames, model_path)
+    try:
+        printed = _read_results(child, until=3)
+        child.send_signal(signal.SIGKILL)
+        for line in child.stdout:
+            _collect(line, printed)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        child.stdout.close()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    assert len(printed) >= 3, "the run printed too little before the deadline"
+    stored = {uid: (row_id, decision) for uid, row_id, decision in db_rows(db_path, "uid, id, decision")}
+    missing = {uid for uid in printed if stored.get(uid) != printed[uid]}
+    assert not missing, f"{len(missing)} printed decisions are not in the database"
+
+
+def test_ctrl_c_stops_gracefully_and_records_every_acquired_frame(tmp_path: Path, frames: Path, model_path: Path) -> None:
+    child, db_path = _start_run(tmp_path, frames, model_path, "--queue-size", "2")
+    try:
+        printed = _read_results(child, until=2)
+        child.send_signal(signal.SIGINT)
+        rest, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    for line in rest.splitlines(keepends=True):
+        _collect(line, printed)
+    assert child.returncode == 0, err
+    final = rest.strip().splitlines()[-1]
+    match = re.search(r"^stopped \(interrupted\): .*; acquired (\d+), recorded (\d+)$", final)
+    assert match and match.group(1) == match.group(2), final
+    stored = {uid: (row_id, decision) for uid, row_id, decision in db_rows(db_path, "uid, id, decision")}
+    assert len(stored) == int(match.group(1)) == len(printed)
+    assert stored == printed
+    assert "Traceback" not in err and "error:" not in err
