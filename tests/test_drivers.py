@@ -335,12 +335,14 @@ def write_video(path: Path, count: int = 6, fps: float = 50.0) -> list[np.ndarra
     """A small MJPG .avi whose frames differ, with colour channels told apart; returns them (BGR)."""
     frames = []
     sources = sorted(GOOD.glob("*.jpg"))[:count] if GOOD.is_dir() else []
+    ramp = np.linspace(0, 40, 64, dtype=np.float32)[None, :].repeat(48, axis=0)
     for index in range(count):
-        if sources:
+        if index < len(sources):
             gray = cv2.resize(cv2.imread(str(sources[index]), cv2.IMREAD_GRAYSCALE), (64, 48))
-        else:
-            gray = np.full((48, 64), 20 + 35 * index, np.uint8)
-        frames.append(np.dstack([gray, gray // 2, 255 - gray]))
+        else:  # without ../shared: levels that differ frame to frame and stay within uint8
+            gray = ((20 + 35 * index) % 200 + ramp).astype(np.uint8)
+        # Blue half, green full, red saturated: no frame looks alike with its channels swapped.
+        frames.append(np.dstack([gray // 2, gray, np.full_like(gray, 255)]))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
     assert writer.isOpened()
     for frame in frames:
