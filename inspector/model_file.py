@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +42,16 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def atomic_write(path: str | Path, write) -> None:
-    """Calls ``write(tmp_path)`` and moves the result into place, so no partial file is ever left."""
+    """Calls ``write(tmp_path)`` and moves the result into place, so no partial file is ever left.
+
+    The file is fsynced before the rename and its folder after it: a power cut leaves the old
+    file or the new one, never an empty "finished" one. A temporary file left by a process killed
+    mid-write (``.<name>.*.tmp``) is removed by :func:`remove_orphans` at the next write into the
+    folder.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -50,10 +59,48 @@ def atomic_write(path: str | Path, write) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the result from other users
+        _fsync_file(tmp)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_orphans(folder: str | Path, min_age_s: float = 3600.0) -> list[Path]:
+    """Deletes temporary files that :func:`atomic_write` left in ``folder`` when its process was
+    killed mid-write (older than ``min_age_s``, so a write in progress elsewhere is left alone)."""
+    removed = []
+    now = time.time()
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime >= min_age_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            pass  # gone already, or not ours to delete: either way nothing to do
+    return removed
+
+
+def _fsync_file(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform without directory handles (Windows): the rename is all it offers
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory; the file itself is synced
+    finally:
+        os.close(fd)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -62,8 +109,20 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     meta = dict(metadata)
     meta.setdefault("format_version", MODEL_FORMAT_VERSION)
     meta.setdefault("software_version", __version__)
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: not written: tensor {name} holds NaN or infinite values (training diverged?)")
     meta["tensor_sha256"] = tensor_digest(tensors)
+    meta.pop("metadata_sha256", None)
+    meta["metadata_sha256"] = metadata_digest(meta)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)}))
+
+
+def metadata_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the metadata (it holds the tensors' digest too) as canonical JSON, without the
+    digest's own key: a threshold or image size edited in the file no longer matches it."""
+    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def load_tensors(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -96,6 +155,13 @@ def load_tensors(path: str | Path, kind: str | None = None) -> tuple[dict[str, t
         raise ModelFileError(f"{path}: expected a {kind} file, this is a {meta.get('kind')!r} file")
     if tensor_digest(tensors) != meta.get("tensor_sha256"):
         raise ModelFileError(f"{path}: tensor contents do not match their recorded digest (file tampered or damaged)")
+    # Files written before the metadata had a digest of its own are still read; their metadata is
+    # checked below like every file's.
+    if "metadata_sha256" in meta and metadata_digest(meta) != meta["metadata_sha256"]:
+        raise ModelFileError(f"{path}: metadata do not match their recorded digest (file edited or damaged)")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: tensor {name} holds NaN or infinite values; the model cannot score")
     return tensors, meta
 
 
@@ -147,9 +213,8 @@ def load_model(path: str | Path) -> tuple[EfficientAD, dict[str, Any]]:
     from inspector.method.efficientad import EfficientAD
 
     tensors, meta = load_tensors(path, MODEL_KIND)
-    size = meta.get("size")
-    if size not in ("s", "m"):
-        raise ModelFileError(f"{path}: unknown model size {size!r}")
+    check_model_metadata(path, meta)
+    size = meta["size"]
     model = EfficientAD(size)
     try:
         model.load_state_dict(tensors)
@@ -157,6 +222,21 @@ def load_model(path: str | Path) -> tuple[EfficientAD, dict[str, Any]]:
         first = str(e).splitlines()[0]
         raise ModelFileError(f"{path}: tensors do not fit an EfficientAD-{size.upper()} model ({first})") from None
     return model.eval(), meta
+
+
+def check_model_metadata(path: str | Path, meta: dict[str, Any]) -> None:
+    """ModelFileError naming the first metadata value inference cannot use."""
+    if meta.get("size") not in ("s", "m"):
+        raise ModelFileError(f"{path}: unknown model size {meta.get('size')!r}")
+    image_size = meta.get("image_size", 256)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= 4096 or image_size % 4:
+        raise ModelFileError(f"{path}: image size {image_size!r} is unusable (a multiple of 4 from 32 to 4096)")
+    if meta.get("resize_mode", "resize") not in ("resize", "letterbox"):
+        raise ModelFileError(f"{path}: unknown resize mode {meta.get('resize_mode')!r}")
+    for key in ("threshold", "pixel_threshold"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise ModelFileError(f"{path}: {key} {value!r} is not a finite number")
 
 
 def save_teacher(path: str | Path, teacher: torch.nn.Module, size: str, metadata: dict[str, Any]) -> None:

@@ -256,3 +256,22 @@ def test_newest_first_page_walks_the_time_index(seeded) -> None:
         sql = str(stmt.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
         plan = " ".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
     assert "ix_inspections_time" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_export_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(tmp_path: Path) -> None:
+    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
+    db.upgrade()
+    hostile = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd"]
+    db.write_inspections([
+        InspectionResult(time=T0 + timedelta(seconds=i), camera_id=text, frame_id=i, score=-0.25, decision="PASS",
+                         threshold=0.5, part_id=text, error=text)
+        for i, text in enumerate(hostile)
+    ])
+    path = tmp_path / "export.csv"
+    assert db.export_csv(path) == len(hostile)
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = sorted(csv.DictReader(fh), key=lambda r: int(r["frame_id"]))
+    for row, text in zip(rows, hostile):
+        assert row["camera_id"] == row["part_id"] == row["error"] == "'" + text
+        assert float(row["score"]) == -0.25  # a number stays a number
+    db.close()

@@ -14,12 +14,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from inspector import __version__
 from inspector.file_digest import file_sha256
 from inspector.errors import DatabaseError
 from inspector.history import queries
@@ -120,11 +123,26 @@ class HistoryDB:
         config = alembic_config()
         try:
             with self.engine.begin() as connection:
+                self._refuse_a_newer_schema(config, connection)
                 config.attributes["connection"] = connection
                 step(config, revision)
         except SQLAlchemyError as exc:
             reason = error_reason(exc)
             raise DatabaseError(f"cannot migrate history database {self.url}: {reason}") from exc
+
+    def _refuse_a_newer_schema(self, config: Config, connection: Any) -> None:
+        """A database a newer inspector migrated (the software was rolled back since) would make
+        alembic fail with a long traceback: say which versions are involved, in one line."""
+        current = MigrationContext.configure(connection).get_current_revision()
+        scripts = ScriptDirectory.from_config(config)
+        if current is None or current in {s.revision for s in scripts.walk_revisions()}:
+            return
+        raise DatabaseError(
+            f"history database {self.url} has schema revision {current}, newer than this software knows "
+            f"(inspector {__version__} reads up to {scripts.get_current_head()}): it was written by a newer "
+            "inspector; install that version again, or export the history with `inspector history export`, "
+            "which reads it without migrating"
+        )
 
     # -- sessions -----------------------------------------------------------------------------
 

@@ -285,9 +285,17 @@ def export_csv(session: Session, path: str | os.PathLike[str], filters: Inspecti
     return n
 
 
+#: A text cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        # A camera id, part id or error message is data: the quote makes a spreadsheet show it
+        # as text instead of running it (numbers are written as numbers and need no quote).
+        return "'" + value
     return value

@@ -1,0 +1,109 @@
+"""A model file is refused when anything in it cannot be trusted, and is never left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from inspector.errors import ModelFileError
+from inspector.method.efficientad import EfficientAD
+from inspector.model_file import (
+    METADATA_KEY,
+    atomic_write,
+    load_model,
+    load_tensors,
+    metadata_digest,
+    remove_orphans,
+    save_model,
+    save_tensors,
+)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_model(path, EfficientAD("s"), {"image_size": 256, "resize_mode": "resize", "threshold": 0.3})
+    return path
+
+
+def rewrite(src: Path, dst: Path, edit_meta=None, edit_tensors=None, keep_digest: bool = True) -> Path:
+    """A copy of ``src`` with its metadata or tensors changed behind save_tensors' back."""
+    with safe_open(str(src), framework="pt", device="cpu") as f:
+        meta = json.loads(f.metadata()[METADATA_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if edit_meta:
+        edit_meta(meta)
+    if edit_tensors:
+        edit_tensors(tensors)
+    if not keep_digest:
+        meta.pop("metadata_sha256", None)
+    save_file(tensors, str(dst), metadata={METADATA_KEY: json.dumps(meta)})
+    return dst
+
+
+def test_a_model_file_round_trips_with_a_digest_over_its_metadata(model_file: Path) -> None:
+    model, meta = load_model(model_file)
+    assert meta["threshold"] == 0.3 and meta["metadata_sha256"] == metadata_digest(meta)
+
+
+def test_edited_metadata_is_refused(model_file: Path, tmp_path: Path) -> None:
+    edited = rewrite(model_file, tmp_path / "edited.safetensors", edit_meta=lambda m: m.update(threshold=1e30))
+    with pytest.raises(ModelFileError, match="metadata do not match their recorded digest"):
+        load_model(edited)
+
+
+def test_unusable_metadata_is_refused_with_its_name_even_without_a_digest(model_file: Path, tmp_path: Path) -> None:
+    # Files written before metadata had a digest are read, and their metadata checked all the same.
+    for key, value, words in [("image_size", 0, "image size 0"), ("resize_mode", "zoom", "resize mode"),
+                              ("threshold", "high", "threshold"), ("size", "xl", "model size")]:
+        bad = rewrite(model_file, tmp_path / f"{key}.safetensors", edit_meta=lambda m: m.update({key: value}), keep_digest=False)
+        with pytest.raises(ModelFileError, match=words):
+            load_model(bad)
+
+
+def test_nan_or_infinite_weights_are_refused_at_load_and_never_written(model_file: Path, tmp_path: Path) -> None:
+    def poison(tensors):
+        name = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = float("nan")
+
+    with safe_open(str(model_file), framework="pt", device="cpu") as f:
+        meta = json.loads(f.metadata()[METADATA_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    poison(tensors)
+    from inspector.model_file import tensor_digest
+
+    meta["tensor_sha256"] = tensor_digest(tensors)
+    meta["metadata_sha256"] = metadata_digest(meta)
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, str(bad), metadata={METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(ModelFileError, match="NaN or infinite"):
+        load_model(bad)
+    with pytest.raises(ModelFileError, match="NaN or infinite"):
+        save_tensors(tmp_path / "never.safetensors", {"w": torch.tensor([1.0, float("inf")])}, {"kind": "x"})
+    assert not (tmp_path / "never.safetensors").exists()
+
+
+def test_atomic_write_syncs_and_clears_the_orphans_of_a_killed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    old_orphan = tmp_path / ".model.safetensors.abc123.tmp"
+    old_orphan.write_bytes(b"half a model")
+    os.utime(old_orphan, (time.time() - 7200, time.time() - 7200))
+    fresh = tmp_path / ".other.safetensors.def456.tmp"  # maybe another process writing right now
+    fresh.write_bytes(b"in progress")
+    target = tmp_path / "model.bin"
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"whole"))
+    assert target.read_bytes() == b"whole"
+    assert any(s.endswith(".tmp") for s in synced)  # the file, under its temporary name: before the rename
+    assert str(tmp_path) in synced  # and its folder, after it
+    assert not old_orphan.exists() and fresh.exists()
+    assert remove_orphans(tmp_path, min_age_s=0) == [fresh]
