@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +124,63 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         show_progress=True,
     )
     report = write_report(args.report, result)
-    write_thresholds(model, result)
+    out = _calibrated_path(model, args, db)
+    write_thresholds(model, result, out)
     print(format_calibration(result))
     print(f"report: {report}")
-    print(f"thresholds written into {model}")
+    print(f"thresholds written into {out}" + ("" if out == model else f" ({model} is unchanged)"))
+    model = out
     if db is not None:
         version_id = _db_store(db, model, plan, result, report, args)
         print(f"calibration stored in {db.url} for model version {version_id}")
     return 0
+
+
+def _calibrated_path(model: Path, args: argparse.Namespace, db) -> Path:
+    """Where the calibrated model goes: ``--out``; else in place, unless the file is registered
+    in the history database the line uses (``--db``, else the default one if it exists) and not
+    as a candidate being calibrated with ``--db``: a registered file is never rewritten, or the
+    line would refuse it as changed. Then a new file beside it, a new version to register."""
+    if args.out is not None:
+        out = Path(args.out).resolve()
+        if out == model:
+            raise DataError("--out names the model file itself; give a new file (or leave --out out)")
+        return out
+    if db is not None:
+        return model  # _db_plan refused active and retired versions; a candidate is re-registered
+    from inspector.history import default_db_url
+
+    registered = _registration_in(default_db_url(), model)
+    if registered is None:
+        return model
+    out = model.with_name(f"{model.stem}.calibrated-{time.strftime('%Y%m%d-%H%M%S')}{model.suffix}")
+    print(f"{model} is registered in {registered}: not rewritten; the calibrated model is written to a new file")
+    return out
+
+
+def _registration_in(url: str, model: Path) -> str | None:
+    """The database URL if an existing SQLite history there registers ``model`` (by path or
+    content), else None. A database that does not exist is not created."""
+    from sqlalchemy import or_, select
+    from sqlalchemy.engine import make_url
+
+    from inspector.file_digest import file_sha256
+    from inspector.history import HistoryDB
+    from inspector.history.tables import ModelVersion
+
+    database = make_url(url).database or ""
+    if make_url(url).get_backend_name() == "sqlite" and not Path(database).is_file():
+        return None
+    db = HistoryDB(url)
+    try:
+        with db.session() as s:
+            found = s.scalar(select(ModelVersion.id).where(
+                or_(ModelVersion.path == str(model), ModelVersion.sha256 == file_sha256(model))).limit(1))
+    except Exception:  # an unreadable or foreign database: it cannot be the line's registration
+        return None
+    finally:
+        db.close()
+    return url if found is not None else None
 
 
 def _db_plan(db, model: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -308,6 +358,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("good_dir", help="good images NOT used for training (a folder, or an MVTec folder's test/good)")
     _calibration_options(p)
     p.add_argument("--report", required=True, help="folder for report.json and the plots")
+    p.add_argument("--out", help="write the calibrated model to this new file (default: in place, or a new file "
+                   "beside it when the model is registered in the history database)")
     p.add_argument("--db", help="history database URL: also store the calibration there")
     p.add_argument("--product", help="with --db: product to register an unregistered model under")
     p.add_argument("--user", help="who calibrates (recorded in the database; default: the login name)")
