@@ -113,63 +113,75 @@ def test_train_creates_a_calibrated_candidate(world):
 
 def test_an_operator_cannot_activate_and_refusals_are_audited(world):
     db, session, taught = world["db"], world["session"], world["taught"]
+    active_before = db.product_by_name("tile").active_model_version_id
     with pytest.raises(AccessDenied, match="otto is operator; only technician may activate"):
         session.activate(taught.version_id, user=OPERATOR, pin=OPERATOR_PIN)
     with pytest.raises(AccessDenied, match="wrong PIN"):
         session.activate(taught.version_id, user=TECH, pin="0000")
     with pytest.raises(AccessDenied):
         set_camera_settings(db, "tile", {"exposure_us": 900.0}, user=OPERATOR, pin=OPERATOR_PIN)
-    assert db.product_by_name("tile").active_model_version_id is None
+    assert db.product_by_name("tile").active_model_version_id == active_before
     denied = [(e.user, e.role, e.action) for e in db.audit_events(50) if e.action.endswith("_denied")]
     assert (OPERATOR, "operator", "activate_denied") in denied
     assert (TECH, "unknown", "activate_denied") in denied
     assert (OPERATOR, "operator", "set_camera_settings_denied") in denied
 
 
-def test_activate_recalibrate_switch_and_roll_back(world):
+@pytest.fixture(scope="module")
+def lifecycle(world):
+    """Version 1 activated with camera settings, recalibrated into version 2, version 2 activated,
+    then rolled back: what each step left, observed as it happened. Any test that needs the two
+    versions asks for this fixture, so it runs on its own as well as after the others."""
     db, session, taught = world["db"], world["session"], world["taught"]
     v1 = taught.version_id
-    v1_sha = file_sha256(taught.model_path)
+    seen = {"v1": v1, "v1_sha": file_sha256(taught.model_path)}
     session.activate(v1, user=TECH, pin=TECH_PIN)
     set_camera_settings(db, "tile", {"exposure_us": 1500.0, "roi": [0, 0, 200, 200]}, user=TECH, pin=TECH_PIN)
-    recipe = active_recipe(db, "tile")
+    seen["recipe_v1"] = active_recipe(db, "tile")
+    seen["recalibration"] = re = session.calibrate(v1, target_frr=0.3, pixel_fpr=None, user=TECH)
+    seen["v2"] = v2 = re.version_id
+    seen["v1_sha_after_recalibration"] = file_sha256(taught.model_path)
+    session.activate(v2, user=TECH, pin=TECH_PIN)
+    seen["active_after_switch"] = active_recipe(db, "tile").model_version_id
+    seen["v1_status_after_switch"] = db.model_version(v1).status
+    seen["rolled_back_to"] = session.rollback(user=TECH, pin=TECH_PIN)
+    world["v2"] = v2
+    return seen
+
+
+def test_activate_recalibrate_switch_and_roll_back(world, lifecycle):
+    db, session, taught = world["db"], world["session"], world["taught"]
+    v1, v2 = lifecycle["v1"], lifecycle["v2"]
+    recipe = lifecycle["recipe_v1"]
     assert recipe.model_version_id == v1 and recipe.model_path == taught.model_path
     assert recipe.camera_settings == {"exposure_us": 1500.0, "roi": [0, 0, 200, 200]}
     assert recipe.rule == rule_from_metadata(load_model(taught.model_path)[1])
     assert len(recipe.reference_scores) == 4
 
     # Recalibration writes a new file and a new candidate; version 1's file is untouched.
-    re = session.calibrate(v1, target_frr=0.3, pixel_fpr=None, user=TECH)
-    v2 = re.version_id
-    assert v2 != v1 and re.model_path != taught.model_path and file_sha256(taught.model_path) == v1_sha
+    re = lifecycle["recalibration"]
+    assert v2 != v1 and re.model_path != taught.model_path and lifecycle["v1_sha_after_recalibration"] == lifecycle["v1_sha"]
     assert db.latest_calibration(v2).pixel_threshold is None
     assert load_model(re.model_path)[1]["pixel_threshold"] is None
     assert db.model_version(v2).note == f"recalibration of version {v1}"
 
-    session.activate(v2, user=TECH, pin=TECH_PIN)
-    assert active_recipe(db, "tile").model_version_id == v2
-    assert db.model_version(v1).status == "retired"
-
-    assert session.rollback(user=TECH, pin=TECH_PIN) == v1
-    assert active_recipe(db, "tile").model_version_id == v1
-    assert db.model_version(v2).status == "retired" and db.model_version(v1).status == "active"
+    assert lifecycle["active_after_switch"] == v2 and lifecycle["v1_status_after_switch"] == "retired"
+    assert lifecycle["rolled_back_to"] == v1
     with pytest.raises(AccessDenied):
         session.rollback(user=OPERATOR, pin=OPERATOR_PIN)
 
-    events = [e for e in db.audit_events(100) if e.target == f"product:{session.product_id}"]
+    events = [e for e in db.audit_events(200) if e.target == f"product:{session.product_id}"]
     activations = [(e.user, e.role, e.before["active_model_version_id"], e.after["active_model_version_id"])
                    for e in events if e.action == "set_active_model"]
-    assert activations[:3] == [(TECH, "technician", v2, v1), (TECH, "technician", v1, v2), (TECH, "technician", None, v1)]
+    # Oldest first: the lifecycle's three activations come before any a later test makes.
+    assert activations[::-1][:3] == [(TECH, "technician", None, v1), (TECH, "technician", v1, v2), (TECH, "technician", v2, v1)]
     assert any(e.action == "rollback" and e.after == {"active_model_version_id": v1} for e in events)
     assert all(e.time is not None for e in events)
-    world["v2"] = v2
 
 
-def test_shadow_mode_reports_agreement_and_differences(world):
+def test_shadow_mode_reports_agreement_and_differences(world, lifecycle):
     session, taught = world["session"], world["taught"]
-    v2 = world.get("v2")
-    if v2 is None:
-        pytest.skip("needs the versions made by test_activate_recalibrate_switch_and_roll_back")
+    v2 = lifecycle["v2"]
     # Active: version 1 (image threshold + pixel rule). Candidate: version 2, the same network
     # recalibrated without a pixel rule. Scores must agree exactly, and the decisions differ
     # exactly on the defective parts that only version 1's pixel rule catches -- known from its
@@ -191,7 +203,7 @@ def test_shadow_mode_reports_agreement_and_differences(world):
         session.shadow(v2)
 
 
-def test_a_changed_model_file_is_refused(world, tmp_path):
+def test_a_changed_model_file_is_refused(world, lifecycle, tmp_path):
     db = world["db"]
     product = db.product_by_name("tile")
     path = Path(db.model_version(product.active_model_version_id).path)
@@ -207,7 +219,7 @@ def test_a_changed_model_file_is_refused(world, tmp_path):
     assert active_recipe(db, "tile").model_path == path
 
 
-def test_inspector_calibrate_command_writes_report_model_and_db(world, tmp_path, capsys):
+def test_inspector_calibrate_command_writes_report_model_and_db(world, lifecycle, tmp_path, capsys):
     model = tmp_path / "model.safetensors"
     shutil.copyfile(world["taught"].model_path, model)
     good = copy_images(world["good"], tmp_path / "held_out", [p.name for p in world["taught"].calibration_images])
@@ -249,7 +261,7 @@ def test_inspector_calibrate_command_writes_report_model_and_db(world, tmp_path,
     assert rc == 2 and "broken.jpg: not a readable image" in err and file_sha256(model) == before
 
 
-def test_teach_commands_status_activate_and_refusal(world, tmp_path, capsys):
+def test_teach_commands_status_activate_and_refusal(world, lifecycle, tmp_path, capsys):
     url = f"sqlite:///{world['root'] / 'history.db'}"
     common = ["--product", "tile", "--db", url, "--workdir", str(world["root"] / "work"), "--backend", "eager"]
     assert main(["teach", "status", *common, "--json", str(tmp_path / "status.json")]) == 0
@@ -261,9 +273,7 @@ def test_teach_commands_status_activate_and_refusal(world, tmp_path, capsys):
     rc = main(["teach", "status", "--product", "no-such-product", "--db", url, "--workdir", str(tmp_path)])
     assert rc == 2 and "no product named 'no-such-product'" in capsys.readouterr().err
 
-    target = world.get("v2")
-    if target is None:
-        pytest.skip("needs the versions made by test_activate_recalibrate_switch_and_roll_back")
+    target = lifecycle["v2"]
     rc = main(["teach", "activate", *common, "--version", str(target), "--user", OPERATOR, "--pin", OPERATOR_PIN])
     assert rc == 2 and "only technician may activate" in capsys.readouterr().err
     assert main(["teach", "activate", *common, "--version", str(target), "--user", TECH, "--pin", TECH_PIN]) == 0
