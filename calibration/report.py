@@ -3,23 +3,29 @@
 ``scores.png`` shows the score histograms of good (and defective) parts with the threshold (and
 the F1-optimal threshold); ``roc.png`` the ROC curve with the operating point, when defective
 samples were given. report.json is written last, so its presence means the plots are complete.
+
+matplotlib is imported when a plot is drawn, not with this module: the desktop and the commands
+import the teach workflow at start-up, and matplotlib's import (with its one-off font-cache build)
+is seconds of start-up and a log line nobody needs there.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from calibration.calibrate import CalibrationResult
 from calibration.thresholds import pct
 from inspector.model_file import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_JSON = "report.json"
 SCORES_PNG = "scores.png"
@@ -45,7 +51,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def new_figure(**kwargs: Any) -> Figure:
+    """A matplotlib Figure (drawn off-screen with Agg). The first call imports matplotlib; its
+    "generated new fontManager" note (a one-off font cache build) is kept for debug logging."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("matplotlib.font_manager").setLevel(logging.WARNING)
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def _save_figure(fig: Figure, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -53,7 +71,7 @@ def _save_figure(fig: Figure, path: Path) -> None:
 
 
 def score_histogram(result: CalibrationResult) -> Figure:
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    fig = new_figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
     good = result.good_scores
     bad = result.defect_scores
@@ -77,7 +95,7 @@ def score_histogram(result: CalibrationResult) -> Figure:
 
 def roc_figure(result: CalibrationResult) -> Figure:
     d = result.defects
-    fig = Figure(figsize=(4.8, 4.6), layout="constrained")
+    fig = new_figure(figsize=(4.8, 4.6), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(d.roc_fpr, d.roc_tpr, color="tab:blue", lw=1.5, label=f"ROC (AUROC {d.auroc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")

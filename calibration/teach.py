@@ -74,16 +74,17 @@ from calibration.thresholds import check_resolvable, pct
 from inspector.errors import CameraError, DataError, InspectorError
 from inspector.history import HistoryDB, InspectionFilter, data_dir
 from inspector.image_io import list_images, read_image
-from inspector.method.training import MIN_GOOD_IMAGES, PAPER_ITERATIONS, TrainProgress
+from inspector.method.training import (
+    MIN_GOOD_IMAGES,
+    PAPER_ITERATIONS,
+    QUICK_MAX_ITERATIONS,
+    QUICK_TRAIN_S,
+    TrainProgress,
+)
 
 log = logging.getLogger(__name__)
 
-#: The quick mode trains for a fixed time, not a fixed count, so a technician's wait is the same
-#: on any machine: as many iterations as fit in QUICK_TRAIN_S, at most QUICK_MAX_ITERATIONS (a GPU
-#: reaches the cap in minutes). With collection and calibration, a quick teach of 50-200 images
-#: ends within 30 minutes on the 2-core CPU this project is measured on (README, "Quick teach").
-QUICK_TRAIN_S = 24 * 60
-QUICK_MAX_ITERATIONS = 10_000
+#: The quick mode (QUICK_TRAIN_S, QUICK_MAX_ITERATIONS) is the core's, shared with `inspector train`.
 MODES = {"quick": QUICK_MAX_ITERATIONS, "full": PAPER_ITERATIONS}
 #: Share of the good samples kept out of training to calibrate the thresholds.
 CALIBRATION_FRACTION = 0.2

@@ -11,18 +11,29 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli import gui_command, line_commands, teach_commands, users_commands
 from cli.common import DEVICE_OPTION
 from inspector import ENGINE_BACKENDS, __version__
 from inspector.errors import InspectorError
+from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, TRAIN_MODES
+
+if TYPE_CHECKING:
+    from inspector.method.training import TrainPlan
 
 log = logging.getLogger("inspector")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+BACKEND_HELP = ("inference backend (default: auto: on a CPU the fastest, measured once per machine and model "
+                "and remembered; INSPECTOR_REMEASURE_BACKEND=1 measures again)")
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -37,18 +48,112 @@ def write_json(path: str | Path, data: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from inspector.image_io import good_training_images
     from inspector.model_file import save_model
-    from inspector.method.training import TrainConfig, train
+    from inspector.method.training import TrainingCancelled, default_mode, mode_config, train
 
     paths = good_training_images(args.data_dir)
-    config = TrainConfig(size=args.size, iterations=args.iterations, seed=args.seed, resize_mode=args.resize_mode)
+    mode = args.mode or default_mode(args.device)
+    config = mode_config(mode, args.iterations, size=args.size, seed=args.seed, resize_mode=args.resize_mode)
     checkpoint = Path(str(args.out) + ".ckpt")
     if args.no_resume:
         checkpoint.unlink(missing_ok=True)
-    result = train(paths, config, teacher=args.teacher, penalty_dir=args.penalty_dir, device=args.device, checkpoint=checkpoint)
+    asker = LongRunQuestion() if not args.yes and interactive() else None
+    stop = StopOnCtrlC()
+    try:
+        with stop.installed():
+            result = train(paths, config, teacher=args.teacher, penalty_dir=args.penalty_dir, device=args.device,
+                           checkpoint=checkpoint, on_progress=stop.on_progress, cancel=stop.event,
+                           confirm=asker.confirm if asker else None)
+    except TrainingCancelled:
+        if asker is not None and asker.declined:
+            return 1
+        print(f"training stopped. {what_was_kept(checkpoint, args.argv)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"training interrupted. {what_was_kept(checkpoint, args.argv)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     save_model(args.out, result.model, result.metadata)
+    how = "as set by --iterations" if args.iterations is not None else f"{mode} mode"
     print(f"model written to {args.out} ({result.metadata['train_images']} training images, "
-          f"{result.metadata['validation_images']} held out, {config.iterations} iterations)")
+          f"{result.metadata['validation_images']} held out, {result.metadata['iterations']} iterations, {how})")
     return 0
+
+
+#: Training estimated to take longer than this asks before it starts -- at a terminal only.
+CONFIRM_OVER_S = 3600
+
+
+def interactive() -> bool:
+    """Whether someone is at a terminal to answer a question: never in scripts, pipes or tests."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+class LongRunQuestion:
+    """Asks before a run estimated over CONFIRM_OVER_S starts (``--yes`` skips the question)."""
+
+    def __init__(self, ask: Callable[[str], str] | None = None) -> None:
+        self.ask = ask or (lambda question: input(question))
+        self.declined = False
+
+    def confirm(self, plan: TrainPlan) -> bool:
+        from inspector.method.training import format_duration
+
+        if plan.eta_s <= CONFIRM_OVER_S:
+            return True
+        try:
+            answer = self.ask(f"{plan.iterations - plan.start} iterations on {plan.device} take about "
+                              f"{format_duration(plan.eta_s)} ({plan.seconds_per_iteration:.2f} s each). Start? [y/N] ")
+        except EOFError:
+            answer = ""
+        self.declined = answer.strip().lower() not in ("y", "yes")
+        if self.declined:
+            print(f"training not started; --mode quick trains for at most {QUICK_TRAIN_S // 60} min, "
+                  "--yes starts without asking", file=sys.stderr)
+        return not self.declined
+
+
+class StopOnCtrlC:
+    """The first Ctrl-C during training stops it after the current iteration, which keeps a
+    checkpoint of everything done; a second Ctrl-C, or one before the first iteration ends,
+    interrupts at once (the last periodic checkpoint is what is kept then)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.running = False
+
+    def on_progress(self, progress: object) -> None:
+        self.running = True
+
+    def handle(self, signum: int, frame: object) -> None:
+        if not self.running or self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        print("\nstopping after this iteration to keep a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self.handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def what_was_kept(checkpoint: Path, argv: Sequence[str]) -> str:
+    """What an interrupted training run leaves, and the command that continues it."""
+    from inspector.errors import ModelFileError
+    from inspector.method.training import TrainConfig
+    from inspector.model_file import load_tensors
+
+    try:
+        meta = load_tensors(checkpoint, "checkpoint")[1]
+    except ModelFileError:
+        return f"No model file was written and no checkpoint was kept (one is saved every {TrainConfig().checkpoint_every} iterations)."
+    resume = "inspector " + shlex.join(a for a in argv if a != "--no-resume")
+    return (f"No model file was written; the checkpoint {checkpoint} keeps iteration {meta.get('iteration')} "
+            f"of {meta.get('total_iterations')}. Continue with the same command:\n  {resume}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -65,16 +170,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from inspector.engine import Engine
+    from inspector.errors import ModelFileError
     from inspector.image_io import read_image
-    from inspector.overlay import overlay, write_png
+    from inspector.line.rule import rule_from_metadata
+    from inspector.overlay import DEFAULT_VMAX, annotated_overlay, heatmap_vmax, write_png
 
     images = [(Path(p), read_image(p)) for p in args.images]  # all readable before anything is written
-    engine = Engine(args.model, device=args.device)
+    engine = Engine(args.model, device=args.device, backend=args.backend)
+    if args.vmax is not None and not args.vmax > 0:
+        raise InspectorError(f"--vmax must be a positive map value, not {args.vmax:g}")
+    try:
+        rule = rule_from_metadata(engine.metadata, where="its calibration")
+        rule_text = f"threshold {rule.threshold:.4g}: a score above it FAILs"
+        if rule.pixel_threshold is not None:
+            rule_text += f", as does a region of {rule.min_defect_area_px} px above {rule.pixel_threshold:.4g}"
+    except ModelFileError as e:
+        rule = None
+        why = "not calibrated" if engine.metadata.get("threshold") is None else str(e)
+        rule_text = f"{why}: scores only, no PASS/FAIL (`inspector calibrate` sets a threshold)"
+    vmax = args.vmax or (heatmap_vmax(rule.threshold) if rule else None) or DEFAULT_VMAX
     out = Path(args.out)
+    print(f"model {args.model} ({engine.metadata.get('architecture', 'EfficientAD')}), {rule_text}")
+    print(f"overlays in {out}/, colours 0 .. {vmax:.4g}" + (" (threshold mid-scale)" if rule and not args.vmax else ""))
+    print(f"{'score':<9} {'verdict':<7}  image")
+    counts = {"PASS": 0, "FAIL": 0}
     for path, image in images:
         pred = engine.predict(image)
-        write_png(out / f"{path.stem}_heatmap.png", overlay(image, pred.anomaly_map, vmax=args.vmax))
-        print(f"{path}\t{pred.score:.4f}")
+        verdict = rule.decide(pred.score, pred.anomaly_map).decision if rule else None
+        threshold = rule.threshold if rule else None
+        write_png(out / f"{path.stem}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, vmax, threshold, verdict))
+        print(f"{pred.score:<9.4f} {verdict or '-':<7}  {path}")
+        if verdict:
+            counts[verdict] += 1
+    if rule:
+        print(f"{len(images)} image{'s' if len(images) != 1 else ''}: {counts['PASS']} PASS, {counts['FAIL']} FAIL")
     return 0
 
 
@@ -131,13 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on good images")
     p.add_argument("data_dir", help="MVTec-layout folder (train/good) or a folder of good images")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--size", choices=("s", "m"), default="s", help="EfficientAD-S or -M")
-    p.add_argument("--iterations", type=int, default=70_000, help="training iterations (paper: 70000)")
+    p.add_argument("--mode", choices=TRAIN_MODES, default=None,
+                   help=f"quick: as many iterations as fit in {QUICK_TRAIN_S // 60} min, at most {QUICK_MAX_ITERATIONS}; "
+                        f"full: the paper's {PAPER_ITERATIONS} (days on a CPU) (default: quick on a CPU, full on a CUDA GPU)")
+    p.add_argument("--iterations", type=int, default=None, help="train exactly this many iterations (default: as --mode says)")
+    p.add_argument("--size", choices=("s", "m"), default="s", help="EfficientAD-S or -M (default: s)")
     p.add_argument("--teacher", default=None, help="teacher file, or 'random' (default: the shipped teacher)")
-    p.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize", help="how parts become 256x256")
+    p.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize", help="how parts become 256x256 (default: resize)")
     p.add_argument("--penalty-dir", type=Path, default=None, help="natural images for the penalty loss (default: shipped)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by an interrupted run")
+    p.add_argument("--seed", type=int, default=42, help="random seed: the same seed and data train the same model (default: 42)")
+    p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by an interrupted run (default: resume from it)")
+    p.add_argument("--yes", action="store_true", help="start a run estimated over an hour without asking (default: ask, at a terminal only)")
     p.add_argument("--device", **DEVICE_OPTION)
     p.set_defaults(func=cmd_train)
 
@@ -148,11 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", **DEVICE_OPTION)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="score images and write heatmap overlays")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+")
+    p = sub.add_parser("predict", help="score images, say PASS/FAIL and write heatmap overlays")
+    p.add_argument("model", help="model file (.safetensors); its calibrated threshold gives the verdicts")
+    p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out", required=True, help="folder for the overlay PNGs")
-    p.add_argument("--vmax", type=float, default=0.5, help="map value shown in full colour")
+    p.add_argument("--vmax", type=float, default=None,
+                   help="map value at the top of the colour scale (default: twice the model's threshold, which puts it "
+                        "mid-scale; 0.5 for an uncalibrated model)")
+    p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--device", **DEVICE_OPTION)
     p.set_defaults(func=cmd_predict)
 
@@ -161,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--runs", type=int, default=30, help="timed calls per repeat")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto")
+    p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--json", help="also write the figures as JSON")
     p.add_argument("--device", **DEVICE_OPTION)
     p.set_defaults(func=cmd_bench)
@@ -194,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
         return args.func(args)

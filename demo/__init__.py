@@ -28,8 +28,11 @@ ASSETS = ASSETS_DIR / "demo"
 DEMO_MODEL = ASSETS / "demo_model.safetensors"
 DEMO_CARD = ASSETS / "demo_model.json"
 #: Replay folder inside the user's data folder; holds a marker naming the split, so a changed
-#: split (new demo model) refreshes it.
+#: split (new demo model) refreshes it, the attribution, and the cells in :data:`CELLS_DIRNAME`.
 REPLAY_DIRNAME = "demo_cells"
+#: The images alone: pylon's emulator replays every file of its folder, and would lose a frame
+#: on each marker or text file found among them.
+CELLS_DIRNAME = "cells"
 #: The product the demo model is registered under.
 DEMO_PRODUCT = "demo solar cells"
 SPLIT_VERSION = "elpv-mono-v1"
@@ -120,32 +123,43 @@ def copy_split(paths: list[Path], folder: Path) -> Path:
 
 
 def ensure_replay_folder(data_dir: Path, root: Path | None = None) -> Path:
-    """Copies the replay cells (once) into ``data_dir/demo_cells`` and returns that folder.
+    """Copies the replay cells (once) into ``data_dir/demo_cells/cells`` and returns that folder,
+    which holds the images and nothing else (the marker and attribution sit one level up).
 
     Files are named ``NNN_<good|defect>_cellXXXX.png`` so that name order is the replay order and
-    the label is visible to whoever looks.
+    the label is visible to whoever looks. A folder of an older split or layout is replaced.
     """
     folder = Path(data_dir) / REPLAY_DIRNAME
+    cells = folder / CELLS_DIRNAME
     marker = folder / "SPLIT"
-    if marker.is_file() and marker.read_text().strip() == SPLIT_VERSION and any(folder.glob("*.png")):
-        return folder
+    if marker.is_file() and marker.read_text().strip() == SPLIT_VERSION and _only_images(cells):
+        return cells
     split = elpv_split(root)
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    (tmp / CELLS_DIRNAME).mkdir(parents=True)
     for i, (p, defective) in enumerate(split.replay):
-        shutil.copy2(p, tmp / f"{i:03d}_{'defect' if defective else 'good'}_{p.name}")
+        shutil.copy2(p, tmp / CELLS_DIRNAME / f"{i:03d}_{'defect' if defective else 'good'}_{p.name}")
     (tmp / "SPLIT").write_text(SPLIT_VERSION + "\n")
     (tmp / "ATTRIBUTION.txt").write_text(ATTRIBUTION + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    log.info("copied %d ELPV demo cells to %s", len(split.replay), folder)
-    return folder
+    log.info("copied %d ELPV demo cells to %s", len(split.replay), cells)
+    return cells
 
 
-def demo_camera_uri(replay_folder: Path) -> str:
-    """The emulated Basler camera replaying ``replay_folder``."""
-    return f"basler://emulated?images={replay_folder}"
+def _only_images(folder: Path) -> bool:
+    """True for a folder of PNGs and nothing else (what the emulator can replay without a loss)."""
+    if not folder.is_dir():
+        return False
+    names = [p.suffix.lower() for p in folder.iterdir()]
+    return bool(names) and all(suffix == ".png" for suffix in names)
+
+
+def demo_camera_uri(cells: Path) -> str:
+    """The emulated Basler camera replaying ``cells`` (:func:`ensure_replay_folder`'s folder) in a
+    loop: pylon's emulator starts over after the last image by itself."""
+    return f"basler://emulated?images={cells}"
 
 
 #: Calibration report keys copied into the card.

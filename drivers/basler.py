@@ -21,6 +21,8 @@ from inspector.errors import CameraError
 log = logging.getLogger(__name__)
 
 EMULATOR_DEVICE_CLASS = "BaslerCamEmu"
+#: Files pylon's emulator replays as images.
+EMULATOR_IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".raw")
 
 
 def _import_pypylon(emulated: bool) -> tuple[Any, Any]:
@@ -54,7 +56,10 @@ class BaslerCamera(Camera):
     ``emulator_images`` (emulated cameras only) is a folder of images, or one image, that the
     emulator sends instead of its test pattern (TestImageSelector=Off, ImageFileMode=On,
     ImageFilename). It sends each image at its own size when that fits in Width×Height, cropped
-    to the top-left Width×Height otherwise, converted to the PixelFormat set.
+    to the top-left Width×Height otherwise, converted to the PixelFormat set. It goes through the
+    folder's files in name order and starts over after the last, endlessly; a file it cannot read
+    as an image (a text file, say) comes out as a lost frame each time round, so keep the folder
+    to images (a warning names any other file).
     """
 
     def __init__(
@@ -116,6 +121,11 @@ class BaslerCamera(Camera):
         if not images.exists():
             # The emulator would accept the name and then send unusable frames.
             raise CameraError(f"{self.camera_id}: emulator image folder {images} does not exist")
+        if images.is_dir():
+            others = sorted(p.name for p in images.iterdir() if p.suffix.lower() not in EMULATOR_IMAGE_SUFFIXES)
+            if others:
+                log.warning("%s: the emulator will lose a frame for each file of %s that is no image: %s",
+                            self.camera_id, images, ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""))
         self._set("TestImageSelector", "Off")
         self._set("ImageFileMode", "On")
         self._set("ImageFilename", str(images.resolve()))

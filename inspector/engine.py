@@ -4,12 +4,14 @@ One :class:`Engine` holds one model on one device. ``predict`` takes what a came
 image, (H, W) or (H, W, 3), uint8 or uint16 — and returns a :class:`Prediction` whose map has the
 image's own size. On CUDA the networks run in half precision with channels-last memory, batch 1
 replays a captured CUDA graph, and host copies go through pinned memory. On the CPU the engine
-runs channels-last on a fixed number of threads with the faster of eager PyTorch and onnxruntime,
-chosen by measuring both at start-up.
+runs channels-last on a fixed number of threads with the fastest of eager PyTorch (fp32, or bf16
+where the CPU has it) and onnxruntime: measured at the first start with a model on a machine and
+remembered (:mod:`inspector.backend_cache`), so later starts skip the measurement.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import tempfile
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from inspector import ENGINE_BACKENDS
+from inspector.backend_cache import REMEASURE_ENV, choice_key, remember_backend, remembered_backend
 from inspector.method.efficientad import EfficientAD, map_to_input_grid, normalize_input
 from inspector.errors import InspectorError
 from inspector.image_io import Placement, map_to_image, to_square
@@ -179,7 +182,7 @@ class Engine:
             if not bf16_supported(self.device):
                 raise InspectorError("backend eager-bf16 needs a CPU with bfloat16 support (AVX-512 BF16 or AMX)")
             return "eager-bf16"
-        return self._measure_cpu_backends()
+        return self._auto_cpu_backend()
 
     def _onnx_session(self):
         try:
@@ -193,17 +196,46 @@ class Engine:
             options.intra_op_num_threads = torch.get_num_threads()
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def _measure_cpu_backends(self, runs: int = 3) -> str:
-        """Picks eager (fp32 or, where the CPU has it, bf16) or onnxruntime, whichever scores a
-        batch-1 image faster here."""
+    def _cpu_candidates(self) -> list[str]:
+        """The CPU backends worth measuring here: bf16 where the CPU computes it natively,
+        onnxruntime where it is installed (the optional [onnx] extra: no news when it is not)."""
+        candidates = ["eager", "eager-bf16"] if bf16_supported(self.device) else ["eager"]
+        if importlib.util.find_spec("onnxruntime") is not None:
+            candidates.append("onnxruntime")
+        else:
+            log.debug("onnxruntime is not installed (the [onnx] extra): not measured")
+        return candidates
+
+    def _auto_cpu_backend(self) -> str:
+        """The fastest CPU backend: remembered from an earlier start with this model on this
+        machine (:mod:`inspector.backend_cache`), else measured, and remembered for next time."""
+        candidates = self._cpu_candidates()
+        key = choice_key(self.model_sha256, candidates, torch.get_num_threads())
+        remembered = remembered_backend(key)
+        if remembered in candidates:
+            try:
+                if remembered == "onnxruntime":
+                    self._ort = self._onnx_session()
+                log.debug("CPU backend %s, as measured earlier on this machine (%s=1 measures again)", remembered, REMEASURE_ENV)
+                return remembered
+            except Exception as e:  # noqa: BLE001 -- measure instead: a failed export must not stop inspection
+                log.info("remembered CPU backend %s is not usable now (%s); measuring again", remembered, e)
+        timings = self._measure_cpu_backends(candidates)
+        best = min(timings, key=timings.get)
+        remember_backend(key, best, timings, self.model_sha256)
+        return best
+
+    def _measure_cpu_backends(self, candidates: list[str], runs: int = 3) -> dict[str, float]:
+        """Seconds per batch-1 image of each candidate that works here; leaves the onnxruntime
+        session in place only if it is the fastest."""
         square = np.zeros((1, self.image_size, self.image_size, 3), np.float32)
         timings = {}
-        candidates = ["eager", "eager-bf16"] if bf16_supported(self.device) else ["eager"]
-        try:
-            self._ort = self._onnx_session()
-            candidates.append("onnxruntime")
-        except (InspectorError, Exception) as e:  # a failed export must not stop inspection
-            log.info("onnxruntime not used: %s", e)
+        if "onnxruntime" in candidates:
+            try:
+                self._ort = self._onnx_session()
+            except Exception as e:  # noqa: BLE001 -- a failed export must not stop inspection
+                log.info("onnxruntime not used: %s", e)
+                candidates = [c for c in candidates if c != "onnxruntime"]
         for name in candidates:
             self.backend = name
             self._forward(square)
@@ -213,11 +245,10 @@ class Engine:
                 self._forward(square)
                 times.append(time.perf_counter() - t)
             timings[name] = float(np.median(times))
-        best = min(timings, key=timings.get)
-        if best != "onnxruntime":
+        if min(timings, key=timings.get) != "onnxruntime":
             self._ort = None
-        log.info("CPU backend %s chosen (%s)", best, ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in timings.items()))
-        return best
+        log.info("CPU backend %s chosen (%s)", min(timings, key=timings.get), ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in timings.items()))
+        return timings
 
 
 class _CudaGraph:

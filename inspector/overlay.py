@@ -1,5 +1,11 @@
 """Heatmap overlays for people: the image with its anomaly map in colour on top, and the one
-colour scale every display of a map with a known threshold uses (:func:`heatmap_vmax`)."""
+colour scale every display of a map with a known threshold uses (:func:`heatmap_vmax`).
+
+The overlay looks like the desktop's (``ui/widgets.py``): the turbo colour map over ``0 .. vmax``,
+transparent for low map values and fading in up to mid-scale (the threshold), so normal regions
+show the part itself. :func:`annotated_overlay` adds what a picture on its own needs to be read: a
+colour bar with the threshold marked, and a banner with the verdict and the score.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,15 @@ from inspector.model_file import atomic_write
 DEFAULT_VMAX = 0.5
 #: Displays draw a map over 0 .. THRESHOLD_SCALE x its threshold, so the threshold is mid-scale.
 THRESHOLD_SCALE = 2.0
+#: As on the desktop: the share of the colour scale over which the overlay fades in from
+#: transparent, and the overlay's opacity where it is fully in (the opacity slider's default).
+OVERLAY_FADE = (0.15, 0.5)
+OVERLAY_OPACITY = 0.5
+#: The desktop's verdict colours (RGB): PASS, FAIL, and no verdict (an uncalibrated model).
+VERDICT_RGB = {"PASS": (0x2E, 0x7D, 0x32), "FAIL": (0xC6, 0x28, 0x28), None: (0x61, 0x61, 0x61)}
+PANEL_RGB = (0x20, 0x20, 0x20)
+TEXT_RGB = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def heatmap_vmax(threshold: float) -> float | None:
@@ -26,15 +41,92 @@ def heatmap_vmax(threshold: float) -> float | None:
 
 
 def colorize(anomaly_map: np.ndarray, vmax: float = DEFAULT_VMAX) -> np.ndarray:
-    """(H, W) float map -> (H, W, 3) uint8 RGB with the JET colour map, 0 .. vmax."""
-    scaled = np.clip(anomaly_map / vmax, 0, 1)
-    return cv2.cvtColor(cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    """(H, W) float map -> (H, W, 3) uint8 RGB with the turbo colour map, 0 .. vmax."""
+    scaled = np.clip(np.asarray(anomaly_map, np.float32) / vmax, 0, 1)
+    return cv2.cvtColor(cv2.applyColorMap((scaled * 255).round().astype(np.uint8), cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
 
 
-def overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float = DEFAULT_VMAX, alpha: float = 0.5) -> np.ndarray:
-    """The image (any supported dtype/shape) blended with its coloured map: (H, W, 3) uint8 RGB."""
-    rgb = (to_float_rgb(image) * 255).astype(np.uint8)
-    return cv2.addWeighted(rgb, 1 - alpha, colorize(anomaly_map, vmax), alpha, 0)
+def overlay_alpha(anomaly_map: np.ndarray, vmax: float = DEFAULT_VMAX, opacity: float = OVERLAY_OPACITY) -> np.ndarray:
+    """(H, W) float32 opacity of the colours: 0 below OVERLAY_FADE[0] of the scale, ``opacity``
+    from OVERLAY_FADE[1] (the threshold, on a threshold scale) up."""
+    lo, hi = OVERLAY_FADE
+    return opacity * np.clip((np.asarray(anomaly_map, np.float32) / vmax - lo) / (hi - lo), 0, 1)
+
+
+def overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float = DEFAULT_VMAX, opacity: float = OVERLAY_OPACITY) -> np.ndarray:
+    """The image (any supported dtype/shape) with its coloured map on top, low values
+    transparent: (H, W, 3) uint8 RGB. A map of another size is stretched over the image."""
+    rgb = to_float_rgb(image)
+    h, w = rgb.shape[:2]
+    m = np.asarray(anomaly_map, np.float32)
+    if m.shape != (h, w):
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+    alpha = overlay_alpha(m, vmax, opacity)[..., None]
+    out = rgb * (1 - alpha) + colorize(m, vmax).astype(np.float32) / 255 * alpha
+    return (out * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def annotated_overlay(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    score: float,
+    vmax: float = DEFAULT_VMAX,
+    threshold: float | None = None,
+    verdict: str | None = None,
+) -> np.ndarray:
+    """:func:`overlay` with a banner above it (the verdict, the score, the threshold; grey and
+    "not calibrated" without one) and a colour bar beside it (0 .. vmax, the threshold marked).
+
+    Returns (H + banner, W + bar, 3) uint8 RGB; the image itself is untouched by the legend.
+    """
+    body = overlay(image, anomaly_map, vmax)
+    h, w = body.shape[:2]
+    unit = float(np.clip(max(h, w) / 640, 0.8, 3.0))  # text and bar grow with the picture, legibly
+    bar = colour_bar(h, vmax, threshold, unit)
+    caption = f"score {score:.4g}" + (f"  threshold {threshold:.4g}" if threshold is not None else "  (not calibrated)")
+    banner = _banner(w + bar.shape[1], verdict, caption, unit)
+    return np.vstack([banner, np.hstack([body, bar])])
+
+
+def colour_bar(height: int, vmax: float, threshold: float | None, unit: float = 1.0) -> np.ndarray:
+    """(height, width, 3) uint8 RGB legend: the colour scale from vmax (top) to 0 (bottom) with
+    its values, and the threshold as a white line across it."""
+    scale, thick = 0.5 * unit, max(1, round(unit))
+    strip_w, pad = max(8, round(18 * unit)), max(3, round(6 * unit))
+    marked = threshold is not None and 0 < threshold < vmax
+    middle = (threshold, f"{threshold:.3g} thr") if marked else (vmax / 2, f"{vmax / 2:.3g}")
+    ticks = [(0.0, "0"), middle, (vmax, f"{vmax:.3g}")]
+    label_w = max(cv2.getTextSize(text, FONT, scale, thick)[0][0] for _, text in ticks)
+    panel = np.full((height, pad + strip_w + pad + label_w + pad, 3), PANEL_RGB, np.uint8)
+    values = np.linspace(vmax, 0, height, dtype=np.float32)[:, None].repeat(strip_w, axis=1)
+    panel[:, pad : pad + strip_w] = colorize(values, vmax)
+    text_h = cv2.getTextSize("0", FONT, scale, thick)[0][1]
+    for value, text in ticks:
+        y = int(round((1 - value / vmax) * (height - 1)))
+        if marked and value == threshold:
+            cv2.line(panel, (pad - 2, y), (pad + strip_w + 1, y), TEXT_RGB, max(1, thick), cv2.LINE_8)
+        baseline = int(np.clip(y + text_h // 2, text_h + 1, height - 2))
+        cv2.putText(panel, text, (2 * pad + strip_w, baseline), FONT, scale, TEXT_RGB, thick, cv2.LINE_AA)
+    return panel
+
+
+def _banner(width: int, verdict: str | None, caption: str, unit: float) -> np.ndarray:
+    """A strip in the verdict's colour with the verdict in large letters and the caption beside
+    it; the text shrinks to fit a narrow picture."""
+    title = verdict or "NO VERDICT"
+    big, small = 0.9 * unit, 0.5 * unit
+    thick = max(1, round(1.5 * unit))
+    pad = max(4, round(8 * unit))
+    needed = pad * 3 + cv2.getTextSize(title, FONT, big, thick + 1)[0][0] + cv2.getTextSize(caption, FONT, small, thick)[0][0]
+    if needed > width:  # a narrow picture: smaller letters rather than cut-off ones
+        shrink = max(0.3, (width - 3 * pad) / (needed - 3 * pad))
+        big, small = big * shrink, small * shrink
+    title_w, title_h = cv2.getTextSize(title, FONT, big, thick + 1)[0]
+    height = title_h + 2 * pad
+    strip = np.full((height, width, 3), VERDICT_RGB.get(verdict, VERDICT_RGB[None]), np.uint8)
+    cv2.putText(strip, title, (pad, pad + title_h), FONT, big, TEXT_RGB, thick + 1, cv2.LINE_AA)
+    cv2.putText(strip, caption, (2 * pad + title_w, pad + title_h), FONT, small, TEXT_RGB, thick, cv2.LINE_AA)
+    return strip
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> None:

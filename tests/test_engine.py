@@ -64,7 +64,8 @@ def test_bad_arrays_get_clear_errors(engine):
         engine.predict(np.zeros((64, 64, 5), np.uint8))
 
 
-def test_backends_agree_and_auto_picks_one_by_measurement(tiny_model):
+def test_backends_agree_and_auto_picks_one_by_measurement(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path))  # where auto remembers its choice
     image = np.random.default_rng(3).integers(0, 256, (180, 240), dtype=np.uint8)
     eager = Engine(tiny_model, device="cpu", backend="eager").predict(image)
     ort = Engine(tiny_model, device="cpu", backend="onnxruntime").predict(image)
@@ -108,3 +109,56 @@ def test_bf16_autocast_keeps_scores_within_the_stated_tolerance(tiny_model):
         ref, got = fp32.predict(image), bf16.predict(image)
         assert abs(got.score - ref.score) <= HALF_SCORE_TOLERANCE * max(1.0, abs(ref.score))
         assert np.corrcoef(got.anomaly_map.ravel(), ref.anomaly_map.ravel())[0, 1] > 0.99
+
+
+def test_auto_measures_once_per_model_and_machine_and_remembers_the_choice(tiny_model, tmp_path, monkeypatch):
+    """Later starts skip the measurement; another model file, a damaged cache file or
+    INSPECTOR_REMEASURE_BACKEND=1 measure again, and none of them stops the engine."""
+    import json
+
+    from inspector.backend_cache import CACHE_FILE, REMEASURE_ENV
+    from inspector.model_file import load_model, save_model
+
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path / "data"))
+    measured = []
+
+    def measure(self, candidates, runs=3):
+        measured.append(self.model_path)
+        return {"eager": 0.2, **({"onnxruntime": 0.5} if "onnxruntime" in candidates else {})}
+
+    monkeypatch.setattr(Engine, "_measure_cpu_backends", measure)
+    first = Engine(tiny_model, device="cpu", warmup=False)
+    assert first.backend == "eager" and measured == [tiny_model]
+    cache = tmp_path / "data" / CACHE_FILE
+    (entry,) = json.loads(cache.read_text())["choices"].values()
+    assert entry["backend"] == "eager" and entry["model_sha256"] == first.model_sha256
+
+    assert Engine(tiny_model, device="cpu", warmup=False).backend == "eager" and len(measured) == 1
+
+    model, meta = load_model(tiny_model)
+    other = tmp_path / "other.safetensors"
+    save_model(other, model, {**meta, "note": "another file"})
+    Engine(other, device="cpu", warmup=False)
+    assert measured[-1] == other and len(json.loads(cache.read_text())["choices"]) == 2
+
+    cache.write_text("{ damaged")
+    assert Engine(tiny_model, device="cpu", warmup=False).backend == "eager" and len(measured) == 3
+    assert len(json.loads(cache.read_text())["choices"]) == 1  # rewritten whole
+
+    monkeypatch.setenv(REMEASURE_ENV, "1")
+    Engine(tiny_model, device="cpu", warmup=False)
+    assert len(measured) == 4
+
+
+def test_a_missing_onnxruntime_is_no_news(tiny_model, tmp_path, monkeypatch, caplog):
+    """onnxruntime is an optional extra: without it, auto measures the rest and says nothing."""
+    import importlib.util
+    import logging
+
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    with caplog.at_level(logging.INFO):
+        engine = Engine(tiny_model, device="cpu", warmup=False)
+    assert engine.backend in ("eager", "eager-bf16")
+    assert not [r for r in caplog.records if "onnx" in r.getMessage().lower()]

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from drivers import open_camera
+from drivers import FolderCamera, open_camera
 from inspector.history import HistoryDB, file_sha256
 from inspector.line import DecisionRule, Line, PartFeeder, build_line
 from inspector.line.drift import DRIFT_ALARM
@@ -133,6 +133,119 @@ def test_a_software_triggered_line_is_fed_one_part_at_a_time(db, tmp_path, frame
         camera.close()
     assert line.feeder is None and line.metrics().recorded == 3 and feeder.triggered >= 3
     assert db.count_inspections() == 3
+
+
+def test_the_feeder_goes_on_past_a_frame_the_camera_lost(db, tmp_path, frames) -> None:
+    """pylon's emulator loses a frame for a file it cannot read (here a text file among the
+    images, as the demo folder once had): the feeder presents the next part all the same, and
+    the emulated camera replays its folder in a loop."""
+    pytest.importorskip("pypylon", reason="pylon's emulator ('basler' extra)")
+    folder = copy_images(good_images(2, skip=200), tmp_path / "replay")
+    (folder / "README.txt").write_text("not an image\n")
+    camera = open_camera(f"basler://emulated?images={folder}")
+    line = build_line(camera, recipe(db, tmp_path), db, image_dir=tmp_path / "images", trigger="software",
+                      feeder_rate=50.0, max_frames=7)  # three times round the folder and more
+    run(line, camera)
+    m = line.metrics()
+    assert m.recorded == 7 and m.camera_lost >= 3
+
+
+class DeafCamera(FolderCamera):
+    """A software-triggered folder camera that ignores every third trigger (no frame, no loss)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, fps=0, loop=True)
+        self.triggers = 0
+
+    def _trigger(self) -> None:
+        self.triggers += 1
+        if self.triggers % 3:
+            super()._trigger()
+
+
+def test_the_feeder_gives_up_a_trigger_no_frame_answers(db, tmp_path, frames) -> None:
+    camera = DeafCamera(frames)
+    line = build_line(camera, recipe(db, tmp_path), db, image_dir=tmp_path / "images", trigger="software",
+                      feeder_rate=100.0, max_frames=5)
+    line.start()
+    try:
+        feeder = line.feeder
+        feeder.frame_timeout_s = 0.05
+        assert line.wait(60.0), "the feeder waited for a frame that never came"
+    finally:
+        line.stop()
+        camera.close()
+    assert line.metrics().recorded == 5 and feeder.missed >= 2 and feeder.triggered >= 7
+
+
+class GatedCamera(FolderCamera):
+    """A free-running folder camera whose frames stop while :attr:`gate` is clear (a jammed
+    feed: the camera stays connected, nothing comes)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, fps=50, loop=True)
+        self.gate = threading.Event()
+
+    def _grab(self, timeout_s: float):
+        if not self.gate.wait(timeout_s):
+            return None
+        return super()._grab(timeout_s)
+
+
+def wait_until(condition, timeout_s: float = 60.0) -> bool:
+    deadline = threading.Event()
+    timer = threading.Timer(timeout_s, deadline.set)
+    timer.start()
+    try:
+        while not condition():
+            if deadline.wait(0.02):
+                return condition()
+        return True
+    finally:
+        timer.cancel()
+
+
+def test_a_stalled_line_alarms_once_and_again_when_frames_come_back(db, tmp_path, frames) -> None:
+    from inspector.line import LINE_RESUMED, LINE_STALLED
+
+    camera = GatedCamera(frames)
+    camera.gate.set()
+    link = Link()
+    line = build_line(camera, recipe(db, tmp_path), db, image_dir=tmp_path / "images", links=[link],
+                      stall_after_s=0.2)
+    assert line.pipeline.stall_after_s == 0.2
+    kinds = lambda: [a.kind for a in link.alarms if a.kind in (LINE_STALLED, LINE_RESUMED)]  # noqa: E731
+    line.start()
+    try:
+        assert wait_until(lambda: line.metrics().recorded >= 2)
+        camera.gate.clear()
+        assert wait_until(lambda: LINE_STALLED in kinds()), "no stall alarm"
+        recorded = line.metrics().recorded
+        threading.Event().wait(1.0)  # five more stall periods: still one alarm for the episode
+        assert kinds() == [LINE_STALLED]
+        camera.gate.set()
+        assert wait_until(lambda: LINE_RESUMED in kinds() and line.metrics().recorded > recorded)
+    finally:
+        line.stop()
+        camera.close()
+    assert kinds() == [LINE_STALLED, LINE_RESUMED]
+    stalled = next(a for a in link.alarms if a.kind == LINE_STALLED)
+    assert "stalled" in stalled.message and camera.camera_id in stalled.message
+
+
+def test_only_a_line_that_expects_frames_watches_for_a_stall(db, tmp_path, frames) -> None:
+    from inspector.line.build import STALL_AFTER_S
+
+    def stall(**kwargs):
+        line = build_line(open_camera(f"folder://{frames}"), recipe(db, tmp_path), db, image_dir=tmp_path / "images",
+                          **kwargs)
+        return line.pipeline.stall_after_s
+
+    assert stall() == STALL_AFTER_S  # free run
+    assert stall(trigger="software", feeder_rate=4.0) == STALL_AFTER_S
+    assert stall(trigger="software") is None  # someone else triggers, maybe never
+    assert stall(trigger="hardware") is None  # a line with no parts is idle, not stalled
+    assert stall(stall_after_s=None) is None
 
 
 def test_set_recipe_switches_rule_version_product_and_drift_reference(db, tmp_path, frames) -> None:

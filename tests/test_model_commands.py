@@ -1,6 +1,7 @@
 """The `inspector` command: each engine command's happy path and its bad-input errors."""
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from cli.main import main
 
@@ -32,6 +34,12 @@ def tiny_mvtec(shared_data, tmp_path_factory):
     return dst
 
 
+@pytest.fixture(autouse=True)
+def data_folder(tmp_path, monkeypatch):
+    """The engine remembers its CPU backend choice in the data folder: a test's own, not the user's."""
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path / "data"))
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1].startswith("error: "), err
@@ -44,6 +52,98 @@ def test_train_writes_a_model(tiny_mvtec, natural_dir, tmp_path, capsys):
     assert main(["train", str(tiny_mvtec), "--out", str(out), "--iterations", "1", "--teacher", "random", "--penalty-dir", str(natural_dir), "--device", "cpu"]) == 0
     assert out.is_file() and not (tmp_path / "m.safetensors.ckpt").exists()
     assert "model written to" in capsys.readouterr().out
+
+
+def train_args(data, out, natural_dir, *extra) -> list[str]:
+    return ["train", str(data), "--out", str(out), "--teacher", "random", "--penalty-dir", str(natural_dir), "--device", "cpu", *extra]
+
+
+def test_train_on_a_cpu_without_iterations_picks_the_quick_mode(tiny_mvtec, natural_dir, tmp_path, capsys, monkeypatch):
+    """The paper's 70,000 iterations take days on a CPU: its default is the time-fitted quick mode
+    (the step time is pinned here so that two iterations fit the budget)."""
+    import inspector.method.training as training
+    from inspector.method.modes import QUICK_TRAIN_S
+
+    monkeypatch.setattr(training, "estimate_step_seconds", lambda *a, **k: training.BUDGET_MARGIN * QUICK_TRAIN_S / 2)
+    out = tmp_path / "m.safetensors"
+    assert main(train_args(tiny_mvtec, out, natural_dir)) == 0
+    assert "2 iterations, quick mode" in capsys.readouterr().out
+    from inspector.model_file import load_model
+
+    assert load_model(out)[1]["iterations"] == 2
+    assert training.default_mode("cpu") == "quick"
+    monkeypatch.setattr(training, "pick_device", lambda device: torch.device("cuda"))
+    assert training.default_mode("auto") == "full"
+
+
+def help_text(capsys, command: str) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_train_and_predict_help_state_each_default(capsys):
+    from inspector.overlay import DEFAULT_VMAX
+
+    text = help_text(capsys, "train")
+    for default in ("(default: quick on a CPU, full on a CUDA GPU)", "(default: as --mode says)", "(default: s)",
+                    "(default: resize)", "(default: 42)", "(default: the shipped teacher)", "(default: CUDA when present)"):
+        assert default in text
+    assert f"{DEFAULT_VMAX} for an uncalibrated model" in help_text(capsys, "predict")
+
+
+def test_a_long_run_asks_first_at_a_terminal(tiny_mvtec, natural_dir, tmp_path, capsys, monkeypatch):
+    import cli.main as cli_main
+    import inspector.method.training as training
+
+    monkeypatch.setattr(training, "ESTIMATE_FROM_ITERATIONS", 1)
+    monkeypatch.setattr(training, "estimate_step_seconds", lambda *a, **k: 3600.0)  # 2 iterations: about 2 h
+    monkeypatch.setattr(training, "train_step", lambda *a, **k: pytest.fail("a declined run trained"))
+    monkeypatch.setattr(cli_main, "interactive", lambda: True)
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda question: asked.append(question) or "n")
+    out = tmp_path / "m.safetensors"
+    assert main(train_args(tiny_mvtec, out, natural_dir, "--iterations", "2")) == 1
+    assert len(asked) == 1 and "2 iterations on cpu take about 2 h 00 min" in asked[0]
+    assert "training not started" in capsys.readouterr().err and not out.exists()
+
+    question = cli_main.LongRunQuestion(ask=lambda q: "y")
+    assert question.confirm(training.TrainPlan(70_000, 0, 7.0, "cpu")) and not question.declined
+    short = cli_main.LongRunQuestion(ask=lambda q: pytest.fail("asked about a short run"))
+    assert short.confirm(training.TrainPlan(70_000, 69_900, 7.0, "cpu"))  # a resumed run: 100 left
+
+
+def test_ctrl_c_keeps_a_checkpoint_and_prints_the_command_that_resumes(tiny_mvtec, natural_dir, tmp_path, capsys, monkeypatch):
+    """The first Ctrl-C stops training after the iteration in progress; what was kept and the
+    command that continues are printed, and that command finishes the run."""
+    import signal
+
+    import cli.main as cli_main
+    import inspector.method.training as training
+
+    monkeypatch.setattr(cli_main, "interactive", lambda: pytest.fail("asked whether a terminal is there with --yes"))
+    real_step, steps = training.train_step, []
+
+    def step(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            signal.raise_signal(signal.SIGINT)  # as a user pressing Ctrl-C during the second iteration
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_step", step)
+    out = tmp_path / "m.safetensors"
+    argv = train_args(tiny_mvtec, out, natural_dir, "--iterations", "3", "--yes", "--no-resume")
+    handler = signal.getsignal(signal.SIGINT)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"the checkpoint {out}.ckpt keeps iteration 2 of 3" in err and not out.exists()
+    resume = err.strip().splitlines()[-1].strip()
+    assert resume == "inspector " + shlex.join(a for a in argv if a != "--no-resume")
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C means what it meant before
+
+    steps.clear()
+    assert main(shlex.split(resume)[1:]) == 0
+    assert len(steps) == 1 and out.is_file() and not (tmp_path / "m.safetensors.ckpt").exists()
 
 
 def test_train_bad_inputs(tmp_path, tiny_mvtec, natural_dir, capsys):
@@ -87,14 +187,44 @@ def test_eval_bad_inputs(tiny_model, tmp_path, capsys):
     assert "not a readable model file" in error_line(capsys)
 
 
-def test_predict_writes_overlays(tiny_model, tiny_mvtec, tmp_path, capsys):
-    images = sorted((tiny_mvtec / "test/crack").iterdir())
-    assert main(["predict", str(tiny_model), *map(str, images), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(images) and all(float(line.split("\t")[1]) == float(line.split("\t")[1]) for line in lines)
-    for image in images:
-        overlay = cv2.imread(str(tmp_path / "out" / f"{image.stem}_heatmap.png"))
-        assert overlay.shape[:2] == cv2.imread(str(image), 0).shape
+def predict_lines(capsys, *argv) -> list[str]:
+    assert main(["predict", *map(str, argv), "--device", "cpu", "--backend", "eager"]) == 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def test_predict_prints_verdicts_against_the_calibrated_threshold(tiny_model, tiny_mvtec, tmp_path, capsys):
+    from inspector.model_file import load_model, save_model
+    from inspector.overlay import VERDICT_RGB
+
+    images = sorted((tiny_mvtec / "test/crack").iterdir()) + sorted((tiny_mvtec / "test/good").iterdir())[:2]
+    lines = predict_lines(capsys, tiny_model, *images, "--out", tmp_path / "raw")
+    assert lines[0].endswith("(EfficientAD-S), not calibrated: scores only, no PASS/FAIL (`inspector calibrate` sets a threshold)")
+    assert lines[2].split() == ["score", "verdict", "image"]
+    rows = [line.split(maxsplit=2) for line in lines[3:]]
+    assert [r[2] for r in rows] == [str(p) for p in images] and {r[1] for r in rows} == {"-"}
+    scores = [float(r[0]) for r in rows]
+
+    model, meta = load_model(tiny_model)
+    calibrated = tmp_path / "calibrated.safetensors"
+    threshold = float(np.median(scores))
+    save_model(calibrated, model, {**meta, "threshold": threshold})
+    lines = predict_lines(capsys, calibrated, *images, "--out", tmp_path / "out")
+    assert f"threshold {threshold:.4g}" in lines[0]
+    assert f"colours 0 .. {2 * threshold:.4g} (threshold mid-scale)" in lines[1]
+    verdicts = [line.split(maxsplit=2)[1] for line in lines[3:3 + len(images)]]
+    assert verdicts == ["FAIL" if s > threshold else "PASS" for s in scores]
+    assert lines[-1] == f"{len(images)} images: {verdicts.count('PASS')} PASS, {verdicts.count('FAIL')} FAIL"
+    for image, verdict in zip(images, verdicts):
+        picture = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / f"{image.stem}_heatmap.png")), cv2.COLOR_BGR2RGB)
+        h, w = cv2.imread(str(image), 0).shape
+        assert picture.shape[0] > h and picture.shape[1] > w  # a banner above, a colour bar beside
+        assert tuple(picture[1, 1]) == VERDICT_RGB[verdict]
+
+
+def test_predict_scales_to_an_explicit_vmax(tiny_model, tiny_mvtec, tmp_path, capsys):
+    image = next((tiny_mvtec / "test/good").iterdir())
+    lines = predict_lines(capsys, tiny_model, image, "--out", tmp_path, "--vmax", "0.25")
+    assert "colours 0 .. 0.25" in lines[1] and (tmp_path / f"{image.stem}_heatmap.png").is_file()
 
 
 def test_predict_with_a_corrupt_image_writes_nothing(tiny_model, tiny_mvtec, tmp_path, capsys):

@@ -7,15 +7,19 @@ import pytest
 import torch
 
 from inspector.engine import Engine
-from inspector.errors import DataError
+from inspector.errors import DataError, InspectorError
 from inspector.image_io import list_images, read_image
 from inspector.ad_metrics import image_auroc
 from inspector.model_file import load_tensors, save_model
 from inspector.method.training import (
     MIN_GOOD_IMAGES,
+    PAPER_ITERATIONS,
+    QUICK_MAX_ITERATIONS,
+    QUICK_TRAIN_S,
     TrainConfig,
     TrainingCancelled,
     augment,
+    mode_config,
     split_holdout,
     train,
 )
@@ -121,3 +125,26 @@ def test_a_time_budget_fixes_the_iteration_count_up_front_and_a_resume_keeps_it(
     capped = train(tile_train_paths, TrainConfig(iterations=2, time_budget_s=35.0), teacher="random",
                    penalty_dir=natural_dir, device="cpu", show_progress=False)
     assert capped.metadata["iterations"] == 2  # the configured count is the cap
+
+
+def test_modes_set_the_count_or_the_time_and_an_explicit_count_overrides_both():
+    quick = mode_config("quick", size="m")
+    assert (quick.iterations, quick.time_budget_s, quick.size) == (QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, "m")
+    assert (mode_config("full").iterations, mode_config("full").time_budget_s) == (PAPER_ITERATIONS, None)
+    assert (mode_config("quick", 7).iterations, mode_config("quick", 7).time_budget_s) == (7, None)
+    with pytest.raises(InspectorError, match="mode must be one of quick, full"):
+        mode_config("slow")
+
+
+def test_a_declined_plan_trains_nothing(tile_train_paths, natural_dir, tmp_path, monkeypatch):
+    """``confirm`` sees the measured plan before the first step; False stops there."""
+    import inspector.method.training as training
+
+    monkeypatch.setattr(training, "estimate_step_seconds", lambda *a, **k: 2.0)
+    monkeypatch.setattr(training, "train_step", lambda *a, **k: pytest.fail("a declined run trained"))
+    plans = []
+    with pytest.raises(TrainingCancelled, match="not started"):
+        train(tile_train_paths, TrainConfig(iterations=60), teacher="random", penalty_dir=natural_dir, device="cpu",
+              checkpoint=tmp_path / "run.ckpt", confirm=lambda plan: plans.append(plan) or False, show_progress=False)
+    assert [(p.iterations, p.start, p.eta_s) for p in plans] == [(60, 0, 120.0)]
+    assert not (tmp_path / "run.ckpt").exists()

@@ -105,6 +105,63 @@ def test_sign_in_by_pin_and_rights_by_role(qtbot, tmp_path):
         assert expected in actions
 
 
+def fully_shown(label) -> bool:
+    """Whether a label has at least the room its text needs (nothing clipped)."""
+    hint = label.sizeHint()
+    return label.isVisible() and label.width() >= hint.width() and label.height() >= hint.height()
+
+
+def test_a_new_database_offers_to_create_the_first_technician_once(qtbot, tmp_path):
+    from PyQt6.QtWidgets import QDialogButtonBox, QLabel
+
+    from inspector.errors import DatabaseError
+    from inspector.history import HistoryDB
+    from ui.main_window import MainWindow, SignInDialog
+    from ui.session import Session
+
+    db = HistoryDB(f"sqlite:///{tmp_path / 'new.db'}")
+    db.upgrade()
+    db.add_user("quinn", "quality", "5678")  # a quality engineer is no technician
+    session = Session(db)
+    window = MainWindow(session, {name: QLabel(name) for name in ("operator", "teach", "review", "settings")})
+    qtbot.addWidget(window)
+    assert session.needs_first_technician() and window.sign_in_button.text() == "Create first technician …"
+
+    dialog = SignInDialog(session, window)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.first_start and "no technician yet" in dialog.hint_label.text() and fully_shown(dialog.hint_label)
+    ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    dialog.name_edit.setText("tina")
+    dialog.pin_edit.setText("1234")
+    dialog.repeat_edit.setText("1243")
+    ok.click()
+    assert "differ" in dialog.error_label.text() and session.role == "operator" and not db.has_technician()
+    dialog.pin_edit.setText("12")
+    dialog.repeat_edit.setText("12")
+    ok.click()
+    assert "at least 4" in dialog.error_label.text() and not db.has_technician()
+    dialog.pin_edit.setText("1234")
+    dialog.repeat_edit.setText("1234")
+    ok.click()
+    assert (session.user, session.role) == ("tina", "technician") and dialog.result() == dialog.DialogCode.Accepted
+    assert db.verify_pin("tina", "1234") == "technician" and window.nav.count() == 4
+    first = [e for e in db.audit_events() if e.action == "add_first_technician"]
+    assert len(first) == 1 and (first[0].user, first[0].role, first[0].target) == ("tina", "technician", "user:tina")
+
+    # Once: afterwards the dialog signs in, and a second bootstrap is refused by the database.
+    session.sign_out()
+    assert window.sign_in_button.text() == "Sign in …" and not session.needs_first_technician()
+    again = SignInDialog(session, window)
+    qtbot.addWidget(again)
+    again.show()
+    assert not again.first_start and not again.repeat_edit.isVisible() and fully_shown(again.hint_label)
+    with pytest.raises(DatabaseError, match="exists already"):
+        session.create_first_technician("mallory", "9999")
+    assert db.verify_pin("mallory", "9999") is None and session.role == "operator"
+    assert [e.action for e in db.audit_events()].count("add_first_technician") == 1
+
+
 def test_live_frames_update_image_overlay_banner_and_counters(qtbot, tmp_path, tiny_model, engine, frames):
     from ui.operator_page import OperatorPage
     from ui.session import Session
@@ -224,3 +281,31 @@ def test_alarms_reach_the_operator_camera_unavailable_and_score_drift(qtbot, tmp
     texts = [page.alarm_list.item(i).text() for i in range(page.alarm_list.count())]
     assert any("drift" in t and "higher than at calibration" in t for t in texts)
     assert db.count_inspections() == drifting.last_metrics.recorded >= 50
+
+
+def test_a_stalled_line_raises_the_alarm_on_the_operator_page(qtbot, tmp_path, tiny_model, engine, frames):
+    """A camera that stays connected but sends one frame in ages (a jammed feed): the page says
+    the line is stalled instead of "connected" with a rate of nought."""
+    from dataclasses import replace
+
+    from inspector.line import LINE_STALLED
+    from ui.operator_page import OperatorPage
+    from ui.session import Session
+
+    db = make_db(tmp_path)
+    product_id, version_id = register_model(db, tiny_model)
+    folder, threshold = frames
+    line = make_line(db, engine, folder, threshold, tmp_path / "images", product_id, version_id, loop=True)
+    # One frame now, the next in 20 s; the engine takes well under the 3 s allowed for a part.
+    line.config = replace(line.config, camera_uri=f"folder://{folder}?fps=0.05&loop=1", stall_after_s=3.0)
+    page = OperatorPage(line, Session(db))
+    qtbot.addWidget(page)
+    assert line.start()
+    try:
+        qtbot.waitUntil(lambda: line.camera_state == "stalled", timeout=60_000)
+        assert "stalled" in page.status.text() and "(1)" in page.ack_button.text()
+        stalled = [a for a in line.alarms if a.kind == LINE_STALLED]
+        assert len(stalled) == 1 and "stalled" in stalled[0].message
+        assert any("line_stalled" in page.alarm_list.item(i).text() for i in range(page.alarm_list.count()))
+    finally:
+        line.stop()

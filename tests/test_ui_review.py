@@ -15,6 +15,7 @@ pytest.importorskip("pyqtgraph")
 
 from inspector.roles import AccessDenied  # noqa: E402
 from inspector.history import ImageStore, InspectionFilter, InspectionResult  # noqa: E402
+from ui.review_model import column  # noqa: E402
 from ui_support import audit_actions, make_db, register_model, sign_in  # noqa: E402
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
@@ -123,7 +124,7 @@ def test_review_filters_labels_export_and_yield(qtbot, tmp_path, history):
     assert sorted(r.id for r in labelled) == sorted(model.table.row(i).id for i in imaged[:2])
     assert all(r.labelled_by == "quinn" for r in labelled)
     assert db.count_inspections(InspectionFilter(label="confirmed_defect")) == 1
-    assert model.table.data(model.table.index(imaged[0], 7)) == "false reject"
+    assert model.table.data(model.table.index(imaged[0], column("label"))) == "false reject"
     assert audit_actions(db).count("label") == 3
 
     # False rejects become teach samples (through the quality gates).
@@ -224,11 +225,44 @@ def test_paged_table_reads_only_what_is_shown_of_100000_rows(qtbot, tmp_path):
     view.scrollToBottom()
     qtbot.wait(50)
     # Newest first: the last row is the first inserted; only the pages on screen were read.
-    assert model.data(model.index(n - 1, 0)) == str(db.query_inspections(InspectionFilter(), 1, n - 1)[0].id)
+    assert model.data(model.index(n - 1, column("id"))) == str(db.query_inspections(InspectionFilter(), 1, n - 1)[0].id)
     assert model.pages_fetched <= 3
     before = model.pages_fetched
     model.set_filters(InspectionFilter(decision="FAIL"))
     qtbot.wait(50)
     assert model.rowCount() == n // 10
-    assert model.data(model.index(n // 10 - 1, 6)) == "FAIL"
+    assert model.data(model.index(n // 10 - 1, column("decision"))) == "FAIL"
     assert model.pages_fetched - before <= 3 and PAGE_SIZE * 3 < n // 10
+
+
+def test_decision_and_score_come_first_and_show_at_the_default_window_size(qtbot, tmp_path):
+    from PyQt6.QtWidgets import QLabel
+    from sqlalchemy import insert
+
+    from inspector.history.tables import Inspection
+    from ui.main_window import MainWindow
+    from ui.review_model import ReviewModel
+    from ui.review_page import ReviewPage
+    from ui.session import Session
+
+    db = make_db(tmp_path)
+    rows = [{"uid": f"{i:032x}", "time": T0 + timedelta(seconds=i), "camera_id": "basler://emulated?images=/a/long/path",
+             "frame_id": i, "score": 0.1 * i, "decision": "FAIL" if i % 2 else "PASS", "threshold": 0.25, "label": "none"}
+            for i in range(5)]
+    with db.session() as s:
+        s.execute(insert(Inspection), rows)
+    session = Session(db)
+    page = ReviewPage(ReviewModel(db, session), session, product_provider=lambda: None)
+    window = MainWindow(session, {"operator": QLabel("operator"), "review": page})
+    qtbot.addWidget(window)
+    window.resize(1400, 900)  # as the desktop opens
+    sign_in(session, "quinn")
+    window.show()
+    window.show_page("review")
+    qtbot.waitExposed(window)
+    assert (column("decision"), column("score")) == (0, 1)
+    table = page.table
+    for key in ("decision", "score", "threshold", "label"):
+        x = table.columnViewportPosition(column(key))
+        assert 0 <= x and x + table.columnWidth(column(key)) <= table.viewport().width(), f"{key} is off screen"
+    assert table.model().data(table.model().index(0, column("decision"))) == "PASS"  # the newest part

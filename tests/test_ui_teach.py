@@ -76,6 +76,7 @@ def test_teach_flow(qtbot, tmp_path, tiny_model, engine, shared_data, tile_train
     # Training runs off the GUI thread and can be cancelled.
     page.iterations.setValue(1000)
     page.target_frr.setValue(25.0)  # 3 calibration images resolve 25 %, not less
+    assert "not the active model's target of 10 %" in page.target_note.text()  # the page says so
     page.train_button.click()
     assert teach.state.running and not page.train_button.isEnabled() and page.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: teach.state.iteration >= 1, timeout=180_000)
@@ -129,3 +130,34 @@ def test_teach_flow(qtbot, tmp_path, tiny_model, engine, shared_data, tile_train
                      "set_active_model", "rollback", "set_threshold_denied"):
         assert expected in actions, expected
     assert not [text for text, error in messages if error and "cancelled" not in text]
+
+
+def test_the_target_frr_starts_at_the_active_models_and_says_when_it_differs(qtbot, tmp_path):
+    from types import SimpleNamespace
+
+    from ui.session import Session
+    from ui.teach_model import TeachModel
+    from ui.teach_page import TeachPage
+    from ui_support import loaded_recipe
+
+    db = make_db(tmp_path)
+    model_file = tmp_path / "m.safetensors"
+    model_file.write_bytes(b"stand-in")
+    product_id, v1 = register_model(db, model_file)  # calibrated for a 10 % target
+    line = make_line(db, SimpleNamespace(model_path=model_file), tmp_path, 1.0, tmp_path / "images", product_id, v1)
+    teach = TeachModel(db, line, Session(db), workdir=tmp_path / "teach")
+    page = TeachPage(teach, line, Session(db))
+    qtbot.addWidget(page)
+    assert page.target_frr.value() == pytest.approx(10.0) and "as the active model" in page.target_note.text()
+    page.target_frr.setValue(1.0)
+    assert "not the active model's target of 10 %" in page.target_note.text()
+    assert "reject fewer good parts" in page.target_note.text()
+
+    # A product whose model has no calibration: the default target, and the page says why.
+    other_file = tmp_path / "o.safetensors"
+    other_file.write_bytes(b"other")
+    other_id = db.add_product("bare")
+    bare = db.add_model_version(other_id, other_file)
+    page.target_frr.setValue(10.0)  # untouched since the default
+    line.set_recipe(loaded_recipe(SimpleNamespace(model_path=other_file), 1.0, other_id, bare, product="bare"))
+    assert page.target_frr.value() == pytest.approx(1.0) and "no calibration" in page.target_note.text()

@@ -24,7 +24,8 @@ from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 from drivers import Camera, open_camera
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB
-from inspector.line import CAMERA_LOST, CAMERA_RECONNECTED, DecisionRule, InspectionResult, Line, Pipeline, PipelineMetrics, build_line
+from inspector.line import CAMERA_LOST, CAMERA_RECONNECTED, LINE_RESUMED, LINE_STALLED, DecisionRule, InspectionResult, Line, Pipeline, PipelineMetrics, build_line
+from inspector.line.build import STALL_AFTER_S
 from inspector.line.drift import DriftStatus
 from inspector.recipes import LoadedRecipe
 
@@ -43,7 +44,8 @@ TRIGGERS = ("free_run", "software", "hardware")
 class LineConfig:
     """How the line runs. ``trigger="software"`` presents parts with a
     :class:`~inspector.line.PartFeeder` (at most ``feeder_rate`` per second, one at a time) -- the
-    demo's stand-in for a conveyor."""
+    demo's stand-in for a conveyor. ``stall_after_s``: seconds without a part before a free-run
+    or fed line alarms ``line_stalled`` (see :func:`~inspector.line.build_line`)."""
 
     camera_uri: str
     image_dir: Path
@@ -53,6 +55,7 @@ class LineConfig:
     quota_gb: float = 5.0
     pass_sample_rate: float = 0.05
     trigger_line: str = "Line1"
+    stall_after_s: float = STALL_AFTER_S
 
     def __post_init__(self) -> None:
         if self.trigger not in TRIGGERS:
@@ -167,6 +170,7 @@ class LineModel(QObject):
             camera, self.recipe, self.db, image_dir=cfg.image_dir, quota_bytes=int(cfg.quota_gb * 1e9),
             pass_sample_rate=cfg.pass_sample_rate, mode=cfg.mode, trigger=cfg.trigger,
             trigger_line=cfg.trigger_line, feeder_rate=cfg.feeder_rate, on_drift=self._drift_changed.emit,
+            stall_after_s=cfg.stall_after_s,
         )
         bridge = PipelineBridge(self)
         bridge.result_received.connect(self._on_result_received)
@@ -262,8 +266,11 @@ class LineModel(QObject):
         if alarm.kind == CAMERA_LOST:
             self.camera_state = "lost"
             self.status_changed.emit()
-        elif alarm.kind == CAMERA_RECONNECTED:
+        elif alarm.kind == CAMERA_RECONNECTED or (alarm.kind == LINE_RESUMED and self.camera_state == "stalled"):
             self.camera_state = "connected"
+            self.status_changed.emit()
+        elif alarm.kind == LINE_STALLED:
+            self.camera_state = "stalled"  # connected, but no part comes: not what "connected" promises
             self.status_changed.emit()
         self._add_alarm(alarm.kind, alarm.message, alarm.time)
 

@@ -28,39 +28,68 @@ PAGE_TITLES = {"operator": "Operator", "teach": "Teach", "review": "Review", "se
 
 
 class SignInDialog(QDialog):
-    """Name and PIN; the session checks them against the database."""
+    """Name and PIN; the session checks them against the database.
+
+    On a new database (no technician yet) it creates the first technician instead -- name, PIN
+    twice -- and signs them in: setting up a line must not need a terminal. The database
+    audits that and refuses it once a technician exists. The hint above the fields does not
+    wrap, so the dialog is always wide enough to show it whole.
+    """
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.setWindowTitle("Sign in")
+        self.first_start = session.needs_first_technician()
+        self.setWindowTitle("Create the first technician" if self.first_start else "Sign in")
         self.name_edit = QLineEdit()
         self.pin_edit = QLineEdit()
         self.pin_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.repeat_edit = QLineEdit()
+        self.repeat_edit.setEchoMode(QLineEdit.EchoMode.Password)
         self.error_label = QLabel()
         self.error_label.setStyleSheet("color: #c62828")
         self.error_label.setWordWrap(True)
+        self.hint_label = QLabel(FIRST_START_HINT if self.first_start else SIGN_IN_HINT)
+        self.hint_label.setTextFormat(Qt.TextFormat.RichText)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        if self.first_start:
+            buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Create and sign in")
         buttons.accepted.connect(self._on_ok_clicked)
         buttons.rejected.connect(self.reject)
-        form = QFormLayout(self)
-        users = [n for n, role in session.db.list_users() if role != OPERATOR]
-        hint = ("technicians and quality engineers sign in here" if users else
-                "no technician or quality user yet: create one with\n  inspector users add NAME --role technician")
-        form.addRow(QLabel(hint))
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.hint_label)
+        form = QFormLayout()
         form.addRow("Name", self.name_edit)
         form.addRow("PIN", self.pin_edit)
-        form.addRow(self.error_label)
-        form.addRow(buttons)
+        if self.first_start:
+            form.addRow("PIN again", self.repeat_edit)
+        layout.addLayout(form)
+        layout.addWidget(self.error_label)
+        layout.addWidget(buttons)
 
     def _on_ok_clicked(self) -> None:
+        name, pin = self.name_edit.text().strip(), self.pin_edit.text()
         try:
-            self.session.sign_in(self.name_edit.text().strip(), self.pin_edit.text())
+            if self.first_start:
+                if pin != self.repeat_edit.text():
+                    raise InspectorError("the two PINs differ")
+                self.session.create_first_technician(name, pin)
+            else:
+                self.session.sign_in(name, pin)
         except InspectorError as exc:
             self.error_label.setText(str(exc))
             self.pin_edit.clear()
+            self.repeat_edit.clear()
             return
         self.accept()
+
+
+SIGN_IN_HINT = "Technicians and quality engineers sign in here."
+FIRST_START_HINT = (
+    "<b>First start:</b> this database has no technician yet.<br>"
+    "Create the first one here; they set up the line and add everyone else<br>"
+    "(<tt>inspector users add</tt>). Offered once, and recorded in the audit trail."
+)
 
 
 def about_text() -> str:
@@ -131,9 +160,13 @@ class MainWindow(QMainWindow):
             self.nav.addItem(PAGE_TITLES[name])
         self.nav.blockSignals(False)
         self.user_label.setText(f"<b>{user}</b> ({role})")
-        self.sign_in_button.setText("Sign in …" if role == OPERATOR else "Sign out")
+        self.sign_in_button.setText(self._sign_in_text() if role == OPERATOR else "Sign out")
         self.nav.setCurrentRow(self._names.index(self._current) if self._current in self._names else 0)
         self._on_nav_changed(self.nav.currentRow())
+
+    def _sign_in_text(self) -> str:
+        # A new database: the button offers what the dialog will do.
+        return "Create first technician …" if self.session.needs_first_technician() else "Sign in …"
 
     def _on_sign_in_clicked(self) -> None:
         if self.session.role != OPERATOR:

@@ -154,7 +154,7 @@ class OperatorPage(QWidget):
     def _on_status_changed(self) -> None:
         line = self.line
         model = line.recipe
-        cam_color = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR}.get(line.camera_state, "#616161")
+        cam_color = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR, "stalled": FAIL_COLOR}.get(line.camera_state, "#616161")
         drift = line.drift_status
         drift_text = "" if drift is None else f"<br>drift: {drift.status}"
         self.status.setText(

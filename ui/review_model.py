@@ -36,17 +36,26 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 200
 CACHED_PAGES = 20
+#: (key, title, width in pixels): what a reviewer decides by first -- decision and score, against
+#: the threshold, and the label given -- then when and where; no horizontal scrolling to see them.
 COLUMNS = (
-    ("id", "Id"),
-    ("time", "Time"),
-    ("product_name", "Product"),
-    ("model_version_id", "Model"),
-    ("score", "Score"),
-    ("threshold", "Threshold"),
-    ("decision", "Decision"),
-    ("label", "Label"),
-    ("camera_id", "Camera"),
+    ("decision", "Decision", 70),
+    ("score", "Score", 80),
+    ("threshold", "Threshold", 80),
+    ("label", "Label", 120),
+    ("time", "Time", 150),
+    ("product_name", "Product", 110),
+    ("model_version_id", "Model", 55),
+    ("id", "Id", 70),
+    ("camera_id", "Camera", 120),
 )
+
+
+def column(key: str) -> int:
+    """The table column showing ``key``."""
+    return next(i for i, c in enumerate(COLUMNS) if c[0] == key)
+
+
 LABEL_TEXT = {"none": "", "false_reject": "false reject", "confirmed_defect": "confirmed defect"}
 
 

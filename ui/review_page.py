@@ -37,7 +37,7 @@ from PyQt6.QtWidgets import (
 from inspector.errors import InspectorError
 from inspector.history import InspectionFilter
 from inspector.overlay import heatmap_vmax
-from ui.review_model import ReviewModel, load_review_images
+from ui.review_model import COLUMNS, ReviewModel, load_review_images
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
 
@@ -227,7 +227,7 @@ class ReviewPage(QWidget):
     def _on_table_reset(self) -> None:
         self.count_label.setText(f"{self.model.table.rowCount():,} parts")
         header = self.table.horizontalHeader()
-        for col, width in enumerate((70, 150, 120, 60, 80, 80, 70, 120)):
+        for col, (_, _, width) in enumerate(COLUMNS[:-1]):  # the last one stretches
             header.resizeSection(col, width)
 
     # -- selection -----------------------------------------------------------------------------------

@@ -75,6 +75,15 @@ class Session(QObject):
         self.user_changed.emit(name, role)
         return role
 
+    def needs_first_technician(self) -> bool:
+        """True on a new database: no technician exists, so nobody could sign in to set up the line."""
+        return not self.db.has_technician()
+
+    def create_first_technician(self, name: str, pin: str) -> str:
+        """Creates the first technician (audited, refused once one exists) and signs them in."""
+        self.db.add_first_technician(name, pin, via="gui")
+        return self.sign_in(name, pin)
+
     def sign_out(self) -> None:
         if self._role != OPERATOR and not self._preview:
             self.db.record_audit(self._user, self._role, "sign_out", "gui", {"user": self._user}, {"user": DEFAULT_OPERATOR})

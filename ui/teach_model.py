@@ -106,6 +106,13 @@ class TeachModel(QObject):
             self.samples_changed.emit()
             self.versions_changed.emit()
 
+    def active_target_frr(self) -> float | None:
+        """The target false-reject rate the line's active model was calibrated for (None without
+        a calibration): the natural target for its successor, which the teach page starts with."""
+        version_id = self.line.recipe.model_version_id
+        cal = self.db.latest_calibration(version_id) if version_id is not None else None
+        return None if cal is None or cal.target_frr is None else float(cal.target_frr)
+
     # -- samples -------------------------------------------------------------------------------
 
     def sample_paths(self) -> list[Path]:

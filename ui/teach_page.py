@@ -43,7 +43,7 @@ from inspector.overlay import heatmap_vmax
 from ui.line import LineModel
 from ui.operator_page import contour_level
 from ui.session import Session
-from ui.teach_model import CalibrationData, TeachModel, TrainingState, frr_at
+from ui.teach_model import DEFAULT_TARGET_FRR, CalibrationData, TeachModel, TrainingState, frr_at
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
 
 THUMB = 96
@@ -145,7 +145,11 @@ class TeachPage(QWidget):
         self.target_frr.setRange(0.05, 50.0)
         self.target_frr.setDecimals(2)
         self.target_frr.setSuffix(" %")
-        self.target_frr.setValue(1.0)
+        self.target_frr.setValue(100 * DEFAULT_TARGET_FRR)
+        self.target_frr.valueChanged.connect(self._on_target_frr_changed)
+        self.target_note = QLabel()
+        self.target_note.setWordWrap(True)
+        self._frr_default = 100 * DEFAULT_TARGET_FRR
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self._on_train_clicked)
         self.cancel_button = QPushButton("Cancel")
@@ -195,6 +199,7 @@ class TeachPage(QWidget):
         form = QFormLayout(train_box)
         form.addRow("Iterations", self.iterations)
         form.addRow("Target false-reject rate", self.target_frr)
+        form.addRow(self.target_note)
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
@@ -228,11 +233,39 @@ class TeachPage(QWidget):
         model.message.connect(self._on_message_changed)
         model.busy_changed.connect(self._on_busy_changed)
         session.user_changed.connect(self._on_user_changed)
+        line.status_changed.connect(self._on_line_status_changed)
         self._busy = False
+        self._on_line_status_changed()
         self._on_samples_changed()
         self._on_versions_changed()
         self._on_training_changed(model.state)
         self._on_user_changed(session.user, session.role)
+
+    # -- target false-reject rate ---------------------------------------------------------------------
+
+    def _on_line_status_changed(self) -> None:
+        """Starts from the active model's target (while nobody has changed the field) and says
+        where the target differs from it."""
+        active = self.model.active_target_frr()
+        default = 100 * (DEFAULT_TARGET_FRR if active is None else active)
+        if math.isclose(self.target_frr.value(), self._frr_default):
+            self.target_frr.setValue(default)
+        self._frr_default = default
+        self._on_target_frr_changed()
+
+    def _on_target_frr_changed(self) -> None:
+        active = self.model.active_target_frr()
+        value = self.target_frr.value()
+        if active is None:
+            text = "the active model has no calibration to compare with"
+        elif math.isclose(value, 100 * active, rel_tol=1e-3):
+            text = f"as the active model (version {self.line.recipe.model_version_id}) was calibrated"
+        else:
+            effect = ("more good parts" if value > 100 * active else
+                      "fewer good parts, and let more defects pass")
+            text = (f"<span style='color:{FAIL_COLOR}'>not the active model's target of {100 * active:.3g} %</span>: "
+                    f"the new version will reject {effect}")
+        self.target_note.setText(text)
 
     # -- line --------------------------------------------------------------------------------------
 

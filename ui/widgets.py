@@ -18,6 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QColor
+from inspector.overlay import OVERLAY_FADE
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,7 +38,6 @@ IDLE_COLOR = "#616161"
 COLOR_MAPS = ("turbo", "inferno", "viridis", "plasma", "CET-L3")
 CONTOUR_PEN = pg.mkPen("#00e5ff", width=2)
 #: Share of the colour scale over which the overlay fades in (scale top: ``heatmap_vmax``).
-OVERLAY_FADE = (0.15, 0.5)
 
 
 def levels_for(image: np.ndarray) -> tuple[float, float]:

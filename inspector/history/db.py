@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from inspector import __version__
+from inspector.data_folder import data_dir
 from inspector.file_digest import file_sha256
 from inspector.errors import DatabaseError
 from inspector.history import queries
@@ -37,16 +37,6 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 DEFAULT_BUSY_TIMEOUT_MS = 2000
-
-
-def data_dir() -> Path:
-    """The folder for the application's data: ``$INSPECTOR_DATA_DIR``, else the per-user one."""
-    if env := os.environ.get("INSPECTOR_DATA_DIR"):
-        return Path(env).expanduser()
-    if sys.platform == "win32" and (local := os.environ.get("LOCALAPPDATA")):
-        return Path(local) / "inspector"
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "inspector"
 
 
 def default_db_url() -> str:
@@ -386,6 +376,35 @@ class HistoryDB:
                 s.flush()
                 by_role = s.scalar(select(User.role).where(User.name == by)) or "system"
                 self._audit(s, by, by_role, "add_user", f"user:{name}", None, {"role": role})
+        except IntegrityError as exc:
+            raise DatabaseError(f"a user named {name!r} already exists") from exc
+        return user.id
+
+    def has_technician(self) -> bool:
+        """Whether any technician account exists (none: a new database, see :meth:`add_first_technician`)."""
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(User).where(User.role == "technician")) > 0
+
+    def add_first_technician(self, name: str, pin: str, *, via: str = "gui") -> int:
+        """Create the first technician of a new database, by themselves (audited as
+        ``add_first_technician``): whoever installs the line must be able to sign in without a
+        terminal. Refused once any technician exists -- after that, accounts are a technician's
+        to create (``inspector users add``). Checked after the insert, in the same transaction, so
+        two first starts at once cannot both succeed."""
+        if len(pin) < MIN_PIN_LENGTH:
+            raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+        if not name.strip():
+            raise DatabaseError("the technician needs a name")
+        user = User(name=name, role="technician", pin_hash=hash_pin(pin))
+        try:
+            with self.session() as s:
+                s.add(user)
+                s.flush()
+                technicians = s.scalar(select(func.count()).select_from(User).where(User.role == "technician"))
+                if technicians > 1:
+                    raise DatabaseError("a technician exists already; ask them to add your account")
+                self._audit(s, name, "technician", "add_first_technician", f"user:{name}", None,
+                            {"role": "technician", "via": via})
         except IntegrityError as exc:
             raise DatabaseError(f"a user named {name!r} already exists") from exc
         return user.id

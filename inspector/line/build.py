@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 DRIFT_WINDOW = 200
 #: Records the history writer holds in memory at most: each carries its frame and a float map.
 WRITER_MAX_BUFFERED = 64
+#: A line that expects frames and gets none for this many seconds raises ``line_stalled``.
+STALL_AFTER_S = 10.0
 
 
 class LineLink(Protocol):
@@ -167,6 +169,7 @@ def build_line(
     feeder_rate: float | None = None,
     links: Iterable[LineLink] = (),
     writer_max_buffered: int = WRITER_MAX_BUFFERED,
+    stall_after_s: float | None = STALL_AFTER_S,
 ) -> Line:
     """The line that inspects ``camera``'s frames with ``recipe`` (a
     :class:`~inspector.recipes.LoadedRecipe`: engine, rule, model version, product, good scores)
@@ -183,14 +186,23 @@ def build_line(
     warning raises the pipeline alarm :data:`~inspector.line.drift.DRIFT_ALARM`; ``on_drift(status)``
     is called as well when the status turns to warning or back to ok (on the writer's thread).
 
+    Stall: a line that expects frames all the time -- free run, or a software trigger with a
+    feeder -- raises the pipeline alarm ``line_stalled`` when it inspects nothing for
+    ``stall_after_s`` seconds (None: never), and ``line_resumed`` when frames come again. A
+    hardware-triggered line (or a software trigger someone else fires) may simply have no parts,
+    so it raises none.
+
     ``links`` are extra subscribers (see :class:`LineLink`), subscribed before anything runs.
     """
     store = ImageStore(image_dir, quota_bytes=quota_bytes, pass_sample_rate=pass_sample_rate)
     writer = HistoryWriter(db, store, max_buffered=writer_max_buffered)
+    trigger = TriggerMode(trigger)
+    expects_frames = trigger is TriggerMode.FREE_RUN or (trigger is TriggerMode.SOFTWARE and feeder_rate is not None)
     pipeline = Pipeline(
         camera, recipe.engine, recipe.rule, writer, mode=mode, queue_size=queue_size,
         model_version_id=recipe.model_version_id, product_id=recipe.product_id,
-        trigger=TriggerMode(trigger), trigger_line=trigger_line, max_frames=max_frames,
+        trigger=trigger, trigger_line=trigger_line, max_frames=max_frames,
+        stall_after_s=stall_after_s if expects_frames else None,
     )
     line = Line(pipeline, writer, store, recipe, drift_window=drift_window, on_drift=on_drift, feeder_rate=feeder_rate)
     for link in links:

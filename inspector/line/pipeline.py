@@ -54,6 +54,8 @@ SHADOW_ERROR: Final = "shadow_error"
 WRITER_BACKLOG: Final = "writer_backlog"
 FRAMES_UNRECORDED: Final = "frames_unrecorded"
 SUBSCRIBER_FAILED: Final = "subscriber_failed"
+LINE_STALLED: Final = "line_stalled"
+LINE_RESUMED: Final = "line_resumed"
 
 #: Repeats of one alarm kind within this many seconds are logged, not raised again.
 ALARM_THROTTLE_S = 10.0
@@ -96,6 +98,11 @@ class Pipeline:
     video file without looping) ends it; :meth:`wait` returns once those are inspected.
     ``shadow`` is an optional candidate engine that scores every frame after the decision
     without influencing it (its score lands in ``InspectionResult.shadow_score``).
+    ``stall_after_s``: a running line that neither acquires nor inspects a frame for this many
+    seconds raises ``line_stalled`` once (and ``line_resumed`` when frames come again); for a
+    line that expects frames all the time (free run, a part feeder). ``None`` (the default):
+    never, as for a hardware-triggered line that may simply have no parts. A disconnected camera
+    is alarmed as ``camera_lost`` instead, and a finite source that ran out is no stall.
 
     The pipeline owns the writer's lifecycle: :meth:`start` starts it and :meth:`stop` stops it.
     Give it a writer of its own: every record the writer stores is counted and announced as one
@@ -123,6 +130,7 @@ class Pipeline:
         trigger_line: str = "Line1",
         max_frames: int | None = None,
         grab_timeout_s: float = 0.2,
+        stall_after_s: float | None = None,
     ) -> None:
         if mode not in MODES:
             raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -130,6 +138,8 @@ class Pipeline:
             raise TypeError(f"rule must be a DecisionRule, got {type(rule).__name__}")
         if max_frames is not None and max_frames < 1:
             raise InspectorError(f"max frames must be >= 1, got {max_frames}")
+        if stall_after_s is not None and not stall_after_s > 0:
+            raise InspectorError(f"stall time must be positive seconds or None, got {stall_after_s}")
         self.camera = camera
         self.writer = writer
         self.mode = mode
@@ -138,6 +148,7 @@ class Pipeline:
         self.trigger_line = trigger_line
         self.max_frames = max_frames
         self.grab_timeout_s = grab_timeout_s
+        self.stall_after_s = stall_after_s
         self._decider = _Decider(engine, rule, model_version_id)
         self._shadow = shadow
         if queue_size is None:
@@ -163,6 +174,10 @@ class Pipeline:
         self._worker_done = threading.Event()
         self._acquisition: threading.Thread | None = None
         self._worker: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self._stall_lock = threading.Lock()
+        self._last_progress = time.monotonic()  # a frame acquired or inspected
+        self._stalled = False
         self._opened_camera = False
         self._stopped = False
         self._stopped_cleanly = True
@@ -225,8 +240,12 @@ class Pipeline:
         self._acquisition_rate.restart()
         self._acquisition = threading.Thread(target=self._acquire_loop, name="pipeline-acquisition", daemon=True)
         self._worker = threading.Thread(target=self._inspect_loop, name="pipeline-engine", daemon=True)
+        self._last_progress = time.monotonic()
         self._worker.start()
         self._acquisition.start()
+        if self.stall_after_s is not None:
+            self._watchdog = threading.Thread(target=self._watch_loop, name="pipeline-watchdog", daemon=True)
+            self._watchdog.start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until acquisition has ended and every acquired frame was inspected; False on
@@ -255,6 +274,8 @@ class Pipeline:
         assert self._worker is not None
         self._acquisition.join(_left(deadline))
         self._worker.join(_left(deadline))
+        if self._watchdog is not None:
+            self._watchdog.join(_left(deadline))
         clean = not self._acquisition.is_alive() and not self._worker.is_alive()
         if not clean:
             self._abort.set()  # the worker now counts what it still holds instead of scoring it
@@ -321,6 +342,7 @@ class Pipeline:
                 if frame is not None:
                     with self._lock:
                         self._acquired += 1
+                    self._progress()
                     self._acquisition_rate.add()
                     self._enqueue(frame)
                 elif connected and not self.camera.is_grabbing:
@@ -425,6 +447,7 @@ class Pipeline:
         self._rate.add()
         with self._lock:
             self._inspected += 1
+        self._progress()
         return result
 
     def _shadow_score(self, frame: Frame) -> float | None:
@@ -450,6 +473,33 @@ class Pipeline:
             time.sleep(0.01)
         if not self.writer.submit(result):
             self._count_unrecorded(1)  # the writer has alarmed it already
+
+    # -- stall watchdog --------------------------------------------------------------------------
+
+    def _progress(self) -> None:
+        with self._stall_lock:
+            self._last_progress = time.monotonic()
+            resumed, self._stalled = self._stalled, False
+        if resumed:
+            self._alarm(LINE_RESUMED, "frames again: inspection continues")
+
+    def _watch_loop(self) -> None:
+        """Raises ``line_stalled`` once per episode of ``stall_after_s`` without a frame."""
+        assert self.stall_after_s is not None
+        while not self._stop_requested.wait(min(1.0, self.stall_after_s / 4)):
+            if self._source_ended.is_set() or self._worker_done.is_set():
+                return  # acquisition ended by itself: no more frames are expected
+            with self._stall_lock:
+                now = time.monotonic()
+                if not self.camera.is_connected:
+                    self._last_progress = now  # camera_lost says it; count from the reconnect
+                idle_s = now - self._last_progress
+                stalled = idle_s >= self.stall_after_s and not self._stalled
+                self._stalled = self._stalled or stalled
+            if stalled:
+                self._alarm(LINE_STALLED, f"no part inspected for {idle_s:.0f} s although camera "
+                            f"{self.camera.camera_id} is connected: the line is stalled (check the "
+                            "camera, its trigger and the part feed)")
 
     # -- history writer thread -------------------------------------------------------------------
 

@@ -34,14 +34,13 @@ from inspector.method.efficientad import (
 )
 from inspector.errors import DataError, InspectorError, ModelFileError
 from inspector.image_io import read_image, to_square
+from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, TRAIN_MODES
 from inspector.model_file import load_teacher, load_tensors, optimizer_tensors, restore_optimizer, save_tensors, unprefixed
 
 log = logging.getLogger(__name__)
 
 #: Fewest good images a model can be trained on: at least one is held out for the map quantiles.
 MIN_GOOD_IMAGES = 10
-#: Paper, Section 4: Adam, lr 1e-4, weight decay 1e-5, lr x0.1 after 95 % of 70,000 iterations.
-PAPER_ITERATIONS = 70_000
 #: The autoencoder sees the training image with one of these, factor in [0.8, 1.2] (Section 3.3).
 AUGMENT_FACTOR_RANGE = (0.8, 1.2)
 #: Runs this long get a time estimate before they start; for shorter ones it would cost more than it says.
@@ -75,6 +74,39 @@ class TrainConfig:
     #: count is fixed before the first step from a measured step time, so the learning-rate
     #: schedule still ends where the recipe says; a resumed run keeps the count it chose.
     time_budget_s: float | None = None
+
+
+def default_mode(device: str = "auto") -> str:
+    """The training mode a device gets unless told otherwise: ``full`` on a CUDA GPU (the paper's
+    run takes about an hour there), ``quick`` on a CPU (where the paper's run takes days)."""
+    return "full" if pick_device(device).type == "cuda" else "quick"
+
+
+def mode_config(mode: str, iterations: int | None = None, **settings: Any) -> TrainConfig:
+    """The TrainConfig of a training mode; ``iterations`` overrides the mode's count (and, for
+    ``quick``, its time budget: an explicit count is trained in full)."""
+    if mode not in TRAIN_MODES:
+        raise InspectorError(f"mode must be one of {', '.join(TRAIN_MODES)}, not {mode!r}")
+    if iterations is not None:
+        return TrainConfig(iterations=iterations, **settings)
+    if mode == "quick":
+        return TrainConfig(iterations=QUICK_MAX_ITERATIONS, time_budget_s=QUICK_TRAIN_S, **settings)
+    return TrainConfig(iterations=PAPER_ITERATIONS, **settings)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What a run is about to do, told before its first step: ``iterations`` in all, of which
+    ``start`` are done (a resumed run), at a measured ``seconds_per_iteration``."""
+
+    iterations: int
+    start: int
+    seconds_per_iteration: float
+    device: str
+
+    @property
+    def eta_s(self) -> float:
+        return (self.iterations - self.start) * self.seconds_per_iteration
 
 
 @dataclass(frozen=True)
@@ -228,8 +260,14 @@ def train(
     on_progress: Callable[[TrainProgress], None] | None = None,
     cancel: threading.Event | None = None,
     show_progress: bool = True,
+    confirm: Callable[[TrainPlan], bool] | None = None,
 ) -> TrainResult:
-    """Trains EfficientAD on good images and calibrates its maps on a held-out 10 % of them."""
+    """Trains EfficientAD on good images and calibrates its maps on a held-out 10 % of them.
+
+    ``confirm`` sees the plan (iterations and measured time) of every run long enough to be
+    estimated, before the first step; when it returns False nothing is trained and
+    :class:`TrainingCancelled` is raised (a command line asks its user there; the core never does).
+    """
     if len(good_images) < MIN_GOOD_IMAGES:
         raise DataError(f"{len(good_images)} good images given; training needs at least {MIN_GOOD_IMAGES}")
     dev = pick_device(device)
@@ -248,14 +286,11 @@ def train(
     mean, std = teacher_channel_stats(model.teacher, (to_input(train_images[i : i + 8], dev) for i in range(0, len(train_images), 8)))
     model.set_teacher_stats(mean, std)
 
-    if config.time_budget_s is not None:
-        config = _fit_budget(config, model, dev, checkpoint)
+    step_s, budgeted = None, config.time_budget_s is not None
+    if budgeted:  # _fit_budget says what it fitted
+        config, step_s = _fit_budget(config, model, dev, checkpoint)
     elif config.iterations >= ESTIMATE_FROM_ITERATIONS:
         step_s = estimate_step_seconds(model, dev, amp=config.amp and bf16_supported(dev))
-        log.info(
-            "training EfficientAD-%s for %d iterations on %s: about %s (%.2f s per iteration)",
-            config.size.upper(), config.iterations, dev, format_duration(step_s * config.iterations), step_s,
-        )
 
     params = [*model.student.parameters(), *model.autoencoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -264,6 +299,15 @@ def train(
     start = load_checkpoint(checkpoint, model, optimizer, sampler, fingerprint) if checkpoint and checkpoint.is_file() else 0
     if start:
         log.info("resuming from iteration %d of %d (%s)", start, config.iterations, checkpoint)
+    if step_s is not None:
+        plan = TrainPlan(config.iterations, start, step_s, str(dev))
+        if not budgeted:
+            log.info(
+                "training EfficientAD-%s for %d iterations on %s: about %s (%.2f s per iteration)",
+                config.size.upper(), plan.iterations - plan.start, dev, format_duration(plan.eta_s), step_s,
+            )
+        if confirm is not None and not confirm(plan):
+            raise TrainingCancelled("training not started")
 
     losses = _train_loop(model, optimizer, sampler, train_images, penalty, config, dev, start, checkpoint, fingerprint, on_progress, cancel, show_progress)
 
@@ -381,12 +425,13 @@ def estimate_step_seconds(model: EfficientAD, dev: torch.device, steps: int = 3,
 BUDGET_MARGIN = 0.9
 
 
-def _fit_budget(config: TrainConfig, model: EfficientAD, dev: torch.device, checkpoint: Path | None) -> TrainConfig:
-    """``config`` with the iteration count that fits its time budget on ``dev``."""
+def _fit_budget(config: TrainConfig, model: EfficientAD, dev: torch.device, checkpoint: Path | None) -> tuple[TrainConfig, float | None]:
+    """``config`` with the iteration count that fits its time budget on ``dev``, and the measured
+    seconds per iteration (None for a resumed run, which keeps the count it chose unmeasured)."""
     planned = checkpoint_total(checkpoint)
     if planned is not None and planned <= config.iterations:
         log.info("resuming a time-budgeted run: it planned %d iterations", planned)
-        return replace(config, iterations=planned, time_budget_s=None)
+        return replace(config, iterations=planned, time_budget_s=None), None
     step_s = estimate_step_seconds(model, dev, amp=config.amp and bf16_supported(dev))
     fits = int(BUDGET_MARGIN * config.time_budget_s / step_s)
     iterations = max(1, min(config.iterations, fits))
@@ -400,7 +445,7 @@ def _fit_budget(config: TrainConfig, model: EfficientAD, dev: torch.device, chec
             "only %d iterations fit in the time budget on %s; expect a weak model (a GPU, or a longer "
             "budget, trains better)", iterations, dev,
         )
-    return replace(config, iterations=iterations, time_budget_s=None)
+    return replace(config, iterations=iterations, time_budget_s=None), step_s
 
 
 def format_duration(seconds: float) -> str:
