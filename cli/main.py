@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli import gui_command, line_commands, teach_commands, users_commands
-from cli.common import DEVICE_OPTION
+from cli.common import DEVICE_OPTION, output_folder, positive_int, unique_stems
 from inspector import ENGINE_BACKENDS, __version__
 from inspector.errors import InspectorError
 from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, TRAIN_MODES
@@ -194,11 +194,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"overlays in {out}/, colours 0 .. {vmax:.4g}" + (" (threshold mid-scale)" if rule and not args.vmax else ""))
     print(f"{'score':<9} {'verdict':<7}  image")
     counts = {"PASS": 0, "FAIL": 0}
-    for path, image in images:
+    for (path, image), name in zip(images, unique_stems([p for p, _ in images])):
         pred = engine.predict(image)
         verdict = rule.decide(pred.score, pred.anomaly_map).decision if rule else None
         threshold = rule.threshold if rule else None
-        write_png(out / f"{path.stem}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, vmax, threshold, verdict))
+        write_png(out / f"{name}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, vmax, threshold, verdict))
         print(f"{pred.score:<9.4f} {verdict or '-':<7}  {path}")
         if verdict:
             counts[verdict] += 1
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=TRAIN_MODES, default=None,
                    help=f"quick: as many iterations as fit in {QUICK_TRAIN_S // 60} min, at most {QUICK_MAX_ITERATIONS}; "
                         f"full: the paper's {PAPER_ITERATIONS} (days on a CPU) (default: quick on a CPU, full on a CUDA GPU)")
-    p.add_argument("--iterations", type=int, default=None, help="train exactly this many iterations (default: as --mode says)")
+    p.add_argument("--iterations", type=positive_int, default=None, help="train exactly this many iterations (default: as --mode says)")
     p.add_argument("--size", choices=("s", "m"), default="s", help="EfficientAD-S or -M (default: s)")
     p.add_argument("--teacher", default=None, help="teacher file, or 'random' (default: the shipped teacher)")
     p.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize", help="how parts become 256x256 (default: resize)")
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score images, say PASS/FAIL and write heatmap overlays")
     p.add_argument("model", help="model file (.safetensors); its calibrated threshold gives the verdicts")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--out", required=True, help="folder for the overlay PNGs")
+    p.add_argument("--out", required=True, type=output_folder, help="folder for the overlay PNGs (made if missing)")
     p.add_argument("--vmax", type=float, default=None,
                    help="map value at the top of the colour scale (default: twice the model's threshold, which puts it "
                         "mid-scale; 0.5 for an uncalibrated model)")
@@ -294,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="latency and throughput of the engine")
     p.add_argument("model")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--runs", type=int, default=30, help="timed calls per repeat")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--runs", type=positive_int, default=30, help="timed calls per repeat")
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--json", help="also write the figures as JSON")
     p.add_argument("--device", **DEVICE_OPTION)
@@ -314,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("s", "m"), default="s")
     p.add_argument("--recipe", choices=("paper", "cpu"), default="paper", help="paper: 60000 x 16 at 256 px; cpu: a 2-hour CPU budget")
     p.add_argument("--backbone", default="lite0", help="lite0, lite1, lite2 or wrn101:PATH")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--batch", type=int)
+    p.add_argument("--iterations", type=positive_int)
+    p.add_argument("--batch", type=positive_int)
     p.add_argument("--crop", type=int, help="PDN crop size in pixels (multiple of 4)")
     p.add_argument("--norm-images", type=int, help="images for the target mean/std")
     p.add_argument("--time-budget-min", type=float, help="stop after this many minutes, keeping the result")

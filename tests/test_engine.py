@@ -70,8 +70,12 @@ def test_backends_agree_and_auto_picks_one_by_measurement(tiny_model, tmp_path, 
     eager = Engine(tiny_model, device="cpu", backend="eager").predict(image)
     ort = Engine(tiny_model, device="cpu", backend="onnxruntime").predict(image)
     assert ort.score == pytest.approx(eager.score, abs=1e-3)
+    # Which backend is fastest depends on the machine; that auto takes the fastest it measured does not.
+    timings = {"eager": 0.050, "eager-bf16": 0.020, "onnxruntime": 0.030}
+    monkeypatch.setattr(Engine, "_measure_cpu_backends", lambda self, candidates, runs=3: {c: timings[c] for c in candidates})
     auto = Engine(tiny_model, device="cpu")
-    assert auto.backend in ("eager", "eager-bf16", "onnxruntime")
+    measured = {c: timings[c] for c in auto._cpu_candidates()}
+    assert auto.backend == min(measured, key=measured.get)
     assert auto.info["threads"] >= 1 and len(auto.info["model_sha256"]) == 64
 
 
