@@ -112,7 +112,7 @@ class LongRunQuestion:
 
 
 class StopOnCtrlC:
-    """The first Ctrl-C during training stops it after the current iteration, which keeps a
+    """The first Ctrl-C (or SIGTERM) during training stops it after the current iteration, which keeps a
     checkpoint of everything done; a second Ctrl-C, or one before the first iteration ends,
     interrupts at once (the last periodic checkpoint is what is kept then)."""
 
@@ -134,11 +134,13 @@ class StopOnCtrlC:
         if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
             yield
             return
-        previous = signal.signal(signal.SIGINT, self.handle)
+        # SIGTERM (systemd, docker stop, a shutdown) stops as gracefully as Ctrl-C.
+        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def what_was_kept(checkpoint: Path, argv: Sequence[str]) -> str:

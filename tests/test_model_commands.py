@@ -310,3 +310,22 @@ def test_predict_keeps_one_overlay_per_image_and_wants_a_folder(tiny_model, tiny
     with pytest.raises(SystemExit) as exit_:
         main(["predict", str(tiny_model), str(a_file), "--out", str(a_file)])
     assert exit_.value.code == 2 and "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_sigterm_stops_training_as_gracefully_as_ctrl_c():
+    """systemd, docker stop and a shutdown send SIGTERM: the first asks for a stop after the
+    iteration in progress (which keeps a checkpoint), like Ctrl-C; handlers are put back after."""
+    import os
+    import signal
+
+    from cli.main import StopOnCtrlC
+
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopOnCtrlC()
+    with stop.installed():
+        stop.on_progress(object())  # training is under way
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.event.wait(5.0)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)  # a second one stops at once
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -148,3 +148,20 @@ def test_a_declined_plan_trains_nothing(tile_train_paths, natural_dir, tmp_path,
               checkpoint=tmp_path / "run.ckpt", confirm=lambda plan: plans.append(plan) or False, show_progress=False)
     assert [(p.iterations, p.start, p.eta_s) for p in plans] == [(60, 0, 120.0)]
     assert not (tmp_path / "run.ckpt").exists()
+
+
+def test_a_checkpoint_is_kept_on_a_time_interval_whatever_the_iteration_count(tile_train_paths, natural_dir, tmp_path):
+    """A process killed between iteration checkpoints loses minutes, not the run: with the
+    interval at 0 s every finished iteration is on disk before the next starts."""
+    ckpt = tmp_path / "run.ckpt"
+    config = TrainConfig(iterations=4, checkpoint_every=1000, checkpoint_every_s=0.0)
+
+    def killed_during_the_third(progress):
+        if progress.iteration == 3:
+            raise KeyboardInterrupt  # as a kill that gives the loop no chance to save anything
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tile_train_paths, config, teacher="random", penalty_dir=natural_dir, device="cpu", checkpoint=ckpt,
+              on_progress=killed_during_the_third, show_progress=False)
+    _, meta = load_tensors(ckpt, "checkpoint")
+    assert meta["iteration"] == 2

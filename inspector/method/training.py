@@ -67,6 +67,9 @@ class TrainConfig:
     resize_mode: str = "resize"
     validation_fraction: float = 0.1
     checkpoint_every: int = 500
+    #: ... and at least this often in seconds: a CPU step can take seconds, and a power cut or a
+    #: killed process should cost minutes of training, not half a quick teach.
+    checkpoint_every_s: float = 120.0
     #: bf16 autocast for the forward passes where the hardware has it (CUDA, AVX-512 BF16 CPUs):
     #: 1.7x faster steps on this project's CPU; losses and statistics stay float32.
     amp: bool = True
@@ -339,6 +342,7 @@ def _train_loop(model, optimizer, g, train_images, penalty, config, dev, start, 
     losses: list[float] = []
     bar = tqdm(total=config.iterations, initial=start, desc="training", unit="it", disable=not show_progress, dynamic_ncols=True)
     t0, done_here = time.perf_counter(), 0
+    last_checkpoint = t0
     try:
         for it in range(start, config.iterations):
             if cancel is not None and cancel.is_set():
@@ -354,8 +358,10 @@ def _train_loop(model, optimizer, g, train_images, penalty, config, dev, start, 
             bar.set_postfix(loss=f"{loss:.4f}")
             if on_progress is not None:
                 on_progress(TrainProgress(it + 1, config.iterations, loss, (time.perf_counter() - t0) / done_here))
-            if checkpoint and (it + 1) % config.checkpoint_every == 0 and it + 1 < config.iterations:
+            due = (it + 1) % config.checkpoint_every == 0 or time.perf_counter() - last_checkpoint >= config.checkpoint_every_s
+            if checkpoint and due and it + 1 < config.iterations:
                 save_checkpoint(checkpoint, it + 1, config.iterations, model, optimizer, g, fingerprint)
+                last_checkpoint = time.perf_counter()
     finally:
         bar.close()
     if checkpoint:
