@@ -1,12 +1,26 @@
-"""What every command shares: the ``--device`` option and opening the history database."""
+"""What every command shares: the ``--device`` option, opening the history database, and
+credentials (a user's name and PIN) for the commands that change what the line decides."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
+import os
+import stat
+import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from inspector.errors import InspectorError
+
+if TYPE_CHECKING:
+    from inspector.history import HistoryDB
+
+#: Environment variables a script puts PINs in: never on the command line, where ``ps`` shows them.
+PIN_ENV = "INSPECTOR_PIN"
+NEW_PIN_ENV = "INSPECTOR_NEW_PIN"
 
 #: ``add_argument("--device", **DEVICE_OPTION)``
 DEVICE_OPTION: dict[str, Any] = dict(choices=("auto", "cpu", "cuda"), default="auto",
@@ -69,3 +83,107 @@ def unique_stems(paths: list[Path]) -> list[str]:
         seen[name] += 1
         out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
     return out
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+def add_credential_options(p: argparse.ArgumentParser, user_option: str = "--user", *, required: bool = False,
+                           who: str = "technician") -> None:
+    """``--user NAME`` (or ``user_option``) and ``--pin-file FILE``; the PIN itself is never an
+    option, since the command line of a running process is visible to every local account."""
+    p.add_argument(user_option, required=required, metavar="NAME",
+                   help=f"{who}'s user name; the PIN comes from ${PIN_ENV}, --pin-file, or is asked at a terminal")
+    p.add_argument("--pin-file", type=Path, default=None, metavar="FILE",
+                   help=f"file holding the PIN of {user_option} on its first line (mode 0600 or stricter)")
+
+
+def read_pin_file(path: Path, option: str = "--pin-file") -> str:
+    """The first line of a PIN file. Refused unless it is a regular file that only its owner may
+    read or write (mode 0600 or stricter): a PIN others can read is no longer a secret."""
+    try:  # non-blocking: a FIFO must be refused, not waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InspectorError(f"{option} {path}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode  # of the file opened, not of a name that may change under us
+        if not stat.S_ISREG(mode):
+            raise InspectorError(f"{option} {path}: not a regular file")
+        if mode & 0o077:
+            raise InspectorError(f"{option} {path}: mode {stat.S_IMODE(mode):04o} lets others read it; "
+                                 f"chmod 600 {path}")
+        lines = os.read(fd, 4096).decode("utf-8", errors="replace").splitlines()
+    finally:
+        os.close(fd)
+    if not lines or not lines[0]:
+        raise InspectorError(f"{option} {path}: the first line is empty; it should hold the PIN")
+    return lines[0]
+
+
+def read_pin(user: str, pin_file: Path | None = None) -> str:
+    """``user``'s PIN: from ``--pin-file``, else ``$INSPECTOR_PIN``, else asked at a terminal."""
+    if pin_file is not None:
+        return read_pin_file(pin_file)
+    pin = os.environ.get(PIN_ENV)
+    if pin:
+        return pin
+    if sys.stdin.isatty():
+        return getpass.getpass(f"PIN for {user}: ")
+    raise InspectorError(f"no PIN for {user!r}: set ${PIN_ENV}, give --pin-file FILE (mode 0600), "
+                         "or run the command at a terminal")
+
+
+def read_new_pin(name: str, pin_file: Path | None = None) -> str:
+    """The PIN a user is given: ``--new-pin-file``, else ``$INSPECTOR_NEW_PIN``, else asked twice
+    at a terminal, else one line on stdin (``… | inspector users add …``)."""
+    if pin_file is not None:
+        return read_pin_file(pin_file, "--new-pin-file")
+    pin = os.environ.get(NEW_PIN_ENV)
+    if pin:
+        return pin
+    if sys.stdin.isatty():
+        pin = getpass.getpass(f"new PIN for {name}: ")
+        if getpass.getpass("again: ") != pin:
+            raise InspectorError("the two PINs differ; nothing was changed")
+        return pin
+    pin = sys.stdin.readline().strip()
+    if not pin:
+        raise InspectorError(f"no new PIN for {name!r}: set ${NEW_PIN_ENV}, give --new-pin-file FILE (mode 0600), "
+                             "type it at a terminal, or pipe it on stdin")
+    return pin
+
+
+def shell_user() -> str:
+    """Who runs the command, for the audit of what needs no sign-in: ``cli:<login name>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return f"cli:uid{os.getuid()}"
+
+
+def verified_user(db: HistoryDB, user: str | None, pin_file: Path | None, action: str, target: str,
+                  roles: tuple[str, ...] | None = None, *, user_option: str = "--user") -> tuple[str, str]:
+    """``(user, role)`` once ``user``'s PIN is verified and their role is one of ``roles``
+    (default: those who may change what the line decides). Every refusal -- no user named, no
+    PIN to be had, a wrong PIN, a role without the right -- is audited as ``<action>_denied``
+    (the last two by :func:`inspector.roles.require_role`) and raised as AccessDenied."""
+    from inspector.roles import LINE_CHANGERS, AccessDenied, require_role
+
+    roles = roles or LINE_CHANGERS
+    if not user:
+        db.record_audit(shell_user(), "unknown", f"{action}_denied", target, None, {"reason": f"no {user_option}"})
+        raise AccessDenied(f"{action} refused: give {user_option} NAME of a {' or '.join(roles)}, with the PIN "
+                           f"in ${PIN_ENV} or --pin-file FILE (or typed at a terminal)")
+    return user, require_role(db, user, pin_or_denied(db, user, pin_file, action, target), action, target, roles)
+
+
+def pin_or_denied(db: HistoryDB, user: str, pin_file: Path | None, action: str, target: str) -> str:
+    """:func:`read_pin`, with a PIN that cannot be had (no ``$INSPECTOR_PIN``, no terminal, a PIN
+    file others may read) audited as ``<action>_denied`` like a wrong one, and raised as AccessDenied."""
+    from inspector.roles import AccessDenied
+
+    try:
+        return read_pin(user, pin_file)
+    except InspectorError as exc:
+        db.record_audit(user, "unknown", f"{action}_denied", target, None, {"reason": str(exc)})
+        raise AccessDenied(f"{action} refused: {exc}") from None

@@ -2,11 +2,17 @@
 
 Registered into the ``inspector`` command by :func:`register`. User-caused problems raise
 :class:`~inspector.errors.InspectorError`, which the command prints as one line (exit 2).
+
+``run`` inspects with a product's active recipe (model, threshold, pixel rule), as the desktop
+does. Anything else -- another model file, a threshold or pixel rule given by hand -- changes
+what the line decides, so it needs a technician (``--user`` with their PIN) and is audited as
+``run_override``; every run is audited (``run_start``, ``run_stop``), and so is every export.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import signal
 import threading
@@ -17,10 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.common import DEVICE_OPTION, quiet_migrations
+from cli.common import DEVICE_OPTION, add_credential_options, quiet_migrations, shell_user, verified_user
 from inspector import ENGINE_BACKENDS, recipes
 from inspector.errors import DatabaseError, InspectorError
 from inspector.line.build import DRIFT_WINDOW
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SUMMARY_S = 5.0
 DEFAULT_IMAGE_QUOTA_GB = 20.0
@@ -39,15 +47,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--camera", required=True, help="camera URI, e.g. basler://SERIAL, basler://emulated, "
                    "folder:///images?fps=5, file:///video.mp4, opencv://0")
-    p.add_argument("--model", required=True, help="model file (.safetensors) from `inspector train`")
+    p.add_argument("--product", default=None,
+                   help="product whose active recipe (model, threshold, pixel rule) decides; with --model: the "
+                   f"product to register the model under (default: the one it is registered for, else {recipes.DEFAULT_PRODUCT!r})")
+    p.add_argument("--model", default=None, help="override: inspect with this model file instead of the product's "
+                   "active one (a technician's; needs --user)")
     p.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--threshold", type=float, default=None,
-                   help="image-score threshold (default: the model's calibration)")
+                   help="override: image-score threshold (default: the model's calibration; needs --user)")
     p.add_argument("--pixel-threshold", type=float, default=None,
-                   help="also FAIL when map pixels above this form a large enough region")
+                   help="override: also FAIL when map pixels above this form a large enough region (needs --user)")
     p.add_argument("--min-defect-area", type=int, default=None,
-                   help="smallest region (camera pixels) above --pixel-threshold that FAILs (default 1)")
+                   help="override: smallest region (camera pixels) above --pixel-threshold that FAILs (default 1)")
+    add_credential_options(p, who="for overrides: the technician")
     p.add_argument("--mode", choices=("triggered", "live"), default="triggered",
                    help="triggered: every frame inspected; live: newest frames, older ones dropped")
     p.add_argument("--trigger", choices=("free_run", "hardware"), default="free_run",
@@ -62,8 +75,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="oldest images are deleted beyond this size")
     p.add_argument("--pass-sample-rate", type=float, default=0.01,
                    help="fraction of PASS frames whose images are kept (rejects: always)")
-    p.add_argument("--product", default=None,
-                   help=f"product the model belongs to (default: the one it is registered for, else {recipes.DEFAULT_PRODUCT!r})")
     p.add_argument("--summary-interval", type=float, default=DEFAULT_SUMMARY_S, help="seconds between summary lines")
     p.add_argument("--print-results", action="store_true",
                    help="print one line per durable verdict: result FRAME DECISION SCORE ID UID")
@@ -92,21 +103,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- inspector run -------------------------------------------------------------------------------
 
 
+#: The options of ``inspector run`` that override the product's active recipe: a technician's.
+OVERRIDES = ("model", "threshold", "pixel_threshold", "min_defect_area")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     quiet_migrations()
     from drivers import open_camera
-    from inspector.engine import Engine
     from inspector.history import HistoryDB, default_db_url
     from inspector.line import build_line
 
     _check_run_args(args)
+    db = HistoryDB(args.db or default_db_url())
+    db.upgrade()
+    user, role = run_user(args, db)  # refused before the camera is opened or the model loaded
+    active = product_recipe(args, db)
     camera = open_camera(args.camera)
     camera.open()  # a missing or busy device is reported before the model takes seconds to load
     try:
-        engine = Engine(args.model, device=args.device, backend=args.backend)
-        db = HistoryDB(args.db or default_db_url())
-        db.upgrade()
-        recipe = run_recipe(args, db, engine)
+        recipe = load_run_recipe(args, db, active)
+        engine = recipe.engine
+        overridden = overrides_given(args)
+        if overridden:
+            before, after = override_audit(db, recipe, overridden)
+            db.record_audit(user, role, "run_override", f"product:{recipe.product}", before, after)
         out = _Printer()
         line = build_line(
             camera, recipe, db,
@@ -129,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{engine.info['device']}, {engine.backend}); threshold {recipe.rule.threshold:g} from {recipe.source}; "
             f"{args.mode} mode; history {db.url}; drift {drift}; Ctrl-C stops"
         )
+        db.record_audit(user, role, "run_start", f"product:{recipe.product}", None, run_start_details(args, recipe))
         line.start()
         interrupted = False
         try:
@@ -151,6 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             why = "the camera's source ended"
         out.line(f"stopped ({why}): {summary_line(metrics)}; acquired {metrics.acquired}, "
                  f"recorded {metrics.recorded}")
+        _audit_run_stop(db, user, role, recipe, why, metrics)
         lost = metrics.unrecorded + metrics.writer.failed
         if not clean or lost:
             raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
@@ -162,6 +184,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
+    if args.product is None and args.model is None:
+        raise InspectorError("give --product NAME (inspect with its active recipe), or --model FILE with --user "
+                             "(a technician's override)")
     if args.max_frames is not None and args.max_frames < 1:
         raise InspectorError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.queue_size is not None and args.queue_size < 1:
@@ -178,26 +203,109 @@ def _check_run_args(args: argparse.Namespace) -> None:
             raise InspectorError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     if args.min_defect_area is not None and args.pixel_threshold is None:
         raise InspectorError("--min-defect-area needs --pixel-threshold")
+    if args.pixel_threshold is not None and args.threshold is None:
+        raise InspectorError("--pixel-threshold needs --threshold as well (or neither, to use the calibration)")
+
+
+def overrides_given(args: argparse.Namespace) -> list[str]:
+    """The options given that override the active recipe, as written: ``["--model", "--threshold"]``."""
+    return [f"--{name.replace('_', '-')}" for name in OVERRIDES if getattr(args, name) is not None]
+
+
+def run_user(args: argparse.Namespace, db: Any) -> tuple[str, str]:
+    """Who runs the line, for the audit: ``--user`` once their PIN is verified -- a technician's
+    when an override is given (refusals audited as ``run_override_denied``), anyone's otherwise
+    -- else the shell account, which may only run the active recipe."""
+    from inspector.roles import ROLES
+
+    target = f"product:{args.product}" if args.product else f"model:{args.model}"
+    if overrides_given(args):
+        return verified_user(db, args.user, args.pin_file, "run_override", target)
+    if args.user:
+        return verified_user(db, args.user, args.pin_file, "run", target, ROLES)
+    return shell_user(), "system"
+
+
+def product_recipe(args: argparse.Namespace, db: Any) -> Any:
+    """``--product``'s active :class:`~inspector.recipes.Recipe` (its threshold overridden by
+    ``--threshold``); None with ``--model``, whose recipe needs the file loaded (:func:`run_recipe`).
+    Cheap: read before the camera is opened, so a product with no active model says so at once."""
+    if args.model is not None:
+        return None
+    recipe = recipes.active_recipe(db, args.product)
+    rule = _override_rule(args)
+    if rule is not None:
+        recipe = recipes.version_recipe(db, recipe.model_version_id, rule=rule, rule_source="--threshold")
+    return recipe
+
+
+def load_run_recipe(args: argparse.Namespace, db: Any, recipe: Any) -> Any:
+    """The :class:`~inspector.recipes.LoadedRecipe` the run decides with: ``recipe`` (from
+    :func:`product_recipe`) with its engine, or ``--model``'s (:func:`run_recipe`). Slow: seconds."""
+    from inspector.engine import Engine
+
+    if recipe is None:
+        return run_recipe(args, db, Engine(args.model, device=args.device, backend=args.backend))
+    return recipes.LoadedRecipe.of(recipe, Engine(recipe.model_path, device=args.device, backend=args.backend))
+
+
+def _override_rule(args: argparse.Namespace) -> Any:
+    from inspector.line import DecisionRule
+
+    if args.threshold is not None:
+        return DecisionRule(args.threshold, args.pixel_threshold, args.min_defect_area)
+    if args.pixel_threshold is not None:
+        raise InspectorError("--pixel-threshold needs --threshold as well (or neither, to use the calibration)")
+    return None
 
 
 def run_recipe(args: argparse.Namespace, db: Any, engine: Any):
-    """The :class:`~inspector.recipes.LoadedRecipe` ``inspector run`` inspects with: the model
-    file registered for ``--product`` and its rule from :func:`inspector.recipes.model_file_recipe`
-    (latest calibration in the database, else the model file's), unless ``--threshold`` (with
+    """The :class:`~inspector.recipes.LoadedRecipe` of ``--model``: the model file registered for
+    ``--product`` and its rule from :func:`inspector.recipes.model_file_recipe` (latest
+    calibration in the database, else the model file's), unless ``--threshold`` (with
     ``--pixel-threshold``/``--min-defect-area``) overrides it."""
-    from inspector.line import DecisionRule
-
-    override = None
-    if args.threshold is not None:
-        override = DecisionRule(args.threshold, args.pixel_threshold, args.min_defect_area)
-    elif args.pixel_threshold is not None:
-        raise InspectorError("--pixel-threshold needs --threshold as well (or neither, to use the calibration)")
+    override = _override_rule(args)
     try:
         recipe = recipes.model_file_recipe(db, engine.model_path, engine.model_sha256, engine.metadata, args.product,
                                            rule=override, rule_source="--threshold")
     except recipes.NotCalibrated as exc:
         raise recipes.NotCalibrated(f"{exc}, or pass --threshold") from None
     return recipes.LoadedRecipe.of(recipe, engine)
+
+
+def _decision(recipe: Any) -> dict[str, Any]:
+    """What decides, as the audit records it: model version and file, rule, where the rule came from."""
+    rule = recipe.rule
+    return {"model_version": recipe.model_version_id, "model": str(recipe.model_path), "threshold": rule.threshold,
+            "pixel_threshold": rule.pixel_threshold, "min_defect_area_px": rule.min_defect_area_px,
+            "rule_source": recipe.source}
+
+
+def override_audit(db: Any, recipe: Any, overridden: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``run_override``'s before (the product's active recipe; None when it has none) and after
+    (what the run decides with, and which options overrode it)."""
+    try:
+        active = recipes.active_recipe(db, recipe.product, verify_file=False)
+    except InspectorError:
+        active = None
+    before = None if active is None else _decision(active)
+    return before, {**_decision(recipe), "overridden": overridden}
+
+
+def run_start_details(args: argparse.Namespace, recipe: Any) -> dict[str, Any]:
+    return {"camera": args.camera, "product": recipe.product, **_decision(recipe), "overridden": overrides_given(args),
+            "mode": args.mode, "max_frames": args.max_frames}
+
+
+def _audit_run_stop(db: Any, user: str, role: str, recipe: Any, why: str, m: Any) -> None:
+    """``run_stop`` with why and the counts. A database that is down must not turn a clean stop
+    into a crash: the verdicts themselves are journaled, and the failure is logged."""
+    counts = {"why": why, "acquired": m.acquired, "recorded": m.recorded, "passed": m.passed, "failed": m.failed,
+              "errors": m.errors, "dropped": m.dropped, "unrecorded": m.unrecorded + m.writer.failed}
+    try:
+        db.record_audit(user, role, "run_stop", f"product:{recipe.product}", None, counts)
+    except DatabaseError as exc:
+        log.warning("the run's stop could not be audited: %s", exc)
 
 
 def _default_image_dir(db: Any) -> Path:
@@ -292,10 +400,20 @@ def cmd_history_export(args: argparse.Namespace) -> int:
             n = db.export_csv(args.out, filters)
         except OSError as exc:
             raise InspectorError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        # What left the database, by whom, with which filters: exported images and verdicts are
+        # quality records, and the desktop's export is audited the same way.
+        db.record_audit(shell_user(), "system", "export_history", "inspections", None,
+                        {"out": str(args.out.resolve()), "rows": n, "filters": _filter_options(args)})
     finally:
         db.close()
     print(f"{n} inspections written to {args.out} ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def _filter_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The export's filters as given (None: not given), for the audit."""
+    names = ("since", "until", "decision", "errors_only", "min_score", "max_score", "model_version")
+    return {name: getattr(args, name) for name in names}
 
 
 def _require_sqlite_file(url: str) -> None:

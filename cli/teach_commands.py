@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from cli.common import DEVICE_OPTION, open_history
+from cli.common import DEVICE_OPTION, add_credential_options, open_history, pin_or_denied, verified_user
 from inspector import ENGINE_BACKENDS
 from inspector.errors import DataError, InspectorError, ModelFileError
 
@@ -42,18 +41,6 @@ def positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
 
-
-
-
-def _read_pin(args: argparse.Namespace) -> str:
-    if args.pin is not None:
-        return args.pin
-    if sys.stdin.isatty():
-        return getpass.getpass(f"PIN for {args.user}: ")
-    line = sys.stdin.readline().strip()  # e.g. `echo $PIN | inspector teach activate ...`
-    if not line:
-        raise InspectorError("no PIN given: use --pin, or type it when asked, or pipe it on stdin")
-    return line
 
 
 def _write_json(path: str | None, data: Any) -> None:
@@ -116,7 +103,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     good = calibration_images(args.good_dir)
     defects = defect_images(args.defects) if args.defects else None
     db = open_history(args.db) if args.db else None
-    plan = _db_plan(db, model, args) if db else None  # refuse before the slow part, not after
+    who = _calibrating_technician(db, model, args) if db else None  # refuse before the slow part, not after
+    plan = _db_plan(db, model, args) if db else None
 
     result = calibrate_model(
         model, good, defects, device=args.device, backend=args.backend, target_frr=args.target_frr, confidence=args.confidence,
@@ -131,9 +119,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"thresholds written into {out}" + ("" if out == model else f" ({model} is unchanged)"))
     model = out
     if db is not None:
-        version_id = _db_store(db, model, plan, result, report, args)
+        version_id = _db_store(db, model, plan, result, report, args, who)
         print(f"calibration stored in {db.url} for model version {version_id}")
     return 0
+
+
+def _calibrating_technician(db, model: Path, args: argparse.Namespace) -> tuple[str, str]:
+    """``(user, role)`` of ``--user`` once their PIN is verified: a calibration stored in the
+    database sets the threshold the line decides with, a technician's right (as on the desktop)."""
+    from inspector.roles import roles_with
+
+    return verified_user(db, args.user, args.pin_file, "calibrate", f"model:{model}", roles_with("calibrate"))
 
 
 def _calibrated_path(model: Path, args: argparse.Namespace, db) -> Path:
@@ -208,15 +204,15 @@ def _db_plan(db, model: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"version_id": None}
 
 
-def _db_store(db, model: Path, plan: dict[str, Any], result, report: Path, args: argparse.Namespace) -> int:
+def _db_store(db, model: Path, plan: dict[str, Any], result, report: Path, args: argparse.Namespace,
+              who: tuple[str, str]) -> int:
     from calibration.calibrate import store_calibration
     from inspector.recipes import ensure_product
     from calibration.teach import _calibration_metrics
     from inspector.history import file_sha256
     from inspector.history.tables import ModelVersion
 
-    user = args.user or getpass.getuser()
-    role = dict(db.list_users()).get(user, "system")
+    user, role = who  # verified by _calibrating_technician
     new_sha = file_sha256(model)
     version_id = plan["version_id"]
     if version_id is None:
@@ -297,14 +293,16 @@ def cmd_teach_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_teach_activate(args: argparse.Namespace) -> int:
     session = _session(args)
-    session.activate(args.version, user=args.user, pin=_read_pin(args))
+    pin = pin_or_denied(session.db, args.user, args.pin_file, "activate", f"product:{session.product_id}")
+    session.activate(args.version, user=args.user, pin=pin)
     print(f"version {args.version} is now the active model of {args.product!r}")
     return 0
 
 
 def cmd_teach_rollback(args: argparse.Namespace) -> int:
     session = _session(args)
-    version = session.rollback(user=args.user, pin=_read_pin(args))
+    pin = pin_or_denied(session.db, args.user, args.pin_file, "rollback", f"product:{session.product_id}")
+    version = session.rollback(user=args.user, pin=pin)
     print(f"rolled back: version {version} is again the active model of {args.product!r}")
     return 0
 
@@ -362,7 +360,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "beside it when the model is registered in the history database)")
     p.add_argument("--db", help="history database URL: also store the calibration there")
     p.add_argument("--product", help="with --db: product to register an unregistered model under")
-    p.add_argument("--user", help="who calibrates (recorded in the database; default: the login name)")
+    add_credential_options(p, who="with --db: the calibrating technician")
     p.add_argument("--device", **DEVICE_OPTION)
     p.add_argument("--backend", **backend)
     p.set_defaults(func=cmd_calibrate)
@@ -414,8 +412,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         s = step(name, help_, func)
         if name == "activate":
             s.add_argument("--version", type=int, required=True)
-        s.add_argument("--user", required=True, help="technician's user name")
-        s.add_argument("--pin", help="the user's PIN (default: asked for, or read from stdin)")
+        add_credential_options(s, required=True)
 
     s = step("shadow", "compare a candidate with the active model on recent parts", cmd_teach_shadow)
     s.add_argument("--version", type=int, required=True, help="candidate version")

@@ -8,6 +8,7 @@ against the database and audits a refusal.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from inspector.errors import InspectorError
@@ -45,12 +46,25 @@ class AccessDenied(InspectorError):
     """The user's PIN is wrong or their role may not do this; the refusal is audited."""
 
 
+class AccountLocked(AccessDenied):
+    """Too many wrong PINs in a row: the account takes none until ``until`` (UTC)."""
+
+    def __init__(self, user: str, until: datetime) -> None:
+        self.user, self.until = user, until
+        super().__init__(f"{user!r} is locked until {until:%Y-%m-%d %H:%M:%S} UTC after too many wrong PINs")
+
+
 def require_role(db: HistoryDB, user: str, pin: str, action: str, target: str, roles: tuple[str, ...] = LINE_CHANGERS) -> str:
     """The user's role if the PIN is right and the role is in ``roles``; else AccessDenied.
 
-    Each refusal is written to the audit trail as ``<action>_denied`` with the reason.
+    Each refusal is written to the audit trail as ``<action>_denied`` with the reason; a locked
+    account is refused with the time its lock ends.
     """
-    role = db.verify_pin(user, pin)
+    try:
+        role = db.verify_pin(user, pin)
+    except AccountLocked as exc:
+        db.record_audit(user, "unknown", f"{action}_denied", target, None, {"reason": str(exc)})
+        raise AccessDenied(f"{action} refused: {exc}") from exc
     if role is None:
         db.record_audit(user, "unknown", f"{action}_denied", target, None, {"reason": "wrong PIN or unknown user"})
         raise AccessDenied(f"{action} refused: wrong PIN or unknown user {user!r}")

@@ -282,49 +282,49 @@ def test_calibration_is_stored_and_audited(db: HistoryDB) -> None:
 
 
 def test_users_store_only_salted_pin_hashes(db: HistoryDB) -> None:
-    db.add_user("ann", "technician", "4711", by="admin")
-    db.add_user("bob", "operator", "4711")
-    assert db.verify_pin("ann", "4711") == "technician"
-    assert db.verify_pin("bob", "4711") == "operator"
-    assert db.verify_pin("ann", "4712") is None
-    assert db.verify_pin("nobody", "4711") is None
+    db.add_user("ann", "technician", "471100", by="admin")
+    db.add_user("bob", "operator", "471100")
+    assert db.verify_pin("ann", "471100") == "technician"
+    assert db.verify_pin("bob", "471100") == "operator"
+    assert db.verify_pin("ann", "471200") is None
+    assert db.verify_pin("nobody", "471100") is None
     with db.session() as s:
         hashes = s.scalars(select(User.pin_hash)).all()
-    assert all(h.startswith("scrypt$") and "4711" not in h for h in hashes)
+    assert all(h.startswith("scrypt$") and "471100" not in h for h in hashes)
     assert hashes[0] != hashes[1]  # salted
     assert db.list_users() == [("ann", "technician"), ("bob", "operator")]
     assert db.audit_events(limit=2)[1].after == {"role": "technician"}
 
 
 def test_user_errors(db: HistoryDB) -> None:
-    db.add_user("ann", "quality", "1234")
+    db.add_user("ann", "quality", "123400")
     with pytest.raises(DatabaseError, match="already exists"):
-        db.add_user("ann", "operator", "9999")
+        db.add_user("ann", "operator", "999900")
     with pytest.raises(DatabaseError, match="at least"):
         db.add_user("carl", "operator", "12")
     with pytest.raises(ValueError, match="role"):
-        db.add_user("dora", "admin", "1234")
+        db.add_user("dora", "admin", "123400")
     assert db.list_users() == [("ann", "quality")]
 
 
 def test_pins_change_and_users_leave_audited_but_the_last_technician_stays(db: HistoryDB) -> None:
-    db.add_user("ann", "technician", "1111")
-    db.add_user("bob", "operator", "2222")
-    db.set_pin("bob", "3333", by="ann")
-    assert db.verify_pin("bob", "2222") is None and db.verify_pin("bob", "3333") == "operator"
+    db.add_user("ann", "technician", "111100")
+    db.add_user("bob", "operator", "222200")
+    db.set_pin("bob", "333300", by="ann")
+    assert db.verify_pin("bob", "222200") is None and db.verify_pin("bob", "333300") == "operator"
     event_ = db.audit_events(limit=1)[0]
     assert (event_.user, event_.role, event_.action, event_.target) == ("ann", "technician", "set_pin", "user:bob")
-    assert "3333" not in str((event_.before, event_.after))
+    assert "333300" not in str((event_.before, event_.after))
     with pytest.raises(DatabaseError, match="at least"):
         db.set_pin("bob", "1")
     with pytest.raises(DatabaseError, match="no user"):
-        db.set_pin("nobody", "4444")
+        db.set_pin("nobody", "444400")
     with pytest.raises(DatabaseError, match="last technician"):
         db.remove_user("ann")
     db.remove_user("bob", by="ann")
-    assert db.list_users() == [("ann", "technician")] and db.verify_pin("bob", "3333") is None
+    assert db.list_users() == [("ann", "technician")] and db.verify_pin("bob", "333300") is None
     assert db.audit_events(limit=1)[0].before == {"role": "operator"}
-    db.add_user("cleo", "technician", "5555")
+    db.add_user("cleo", "technician", "555500")
     db.remove_user("ann", by="cleo")
     assert db.list_users() == [("cleo", "technician")]
 
@@ -344,7 +344,7 @@ def test_record_audit_round_trips_json(db: HistoryDB) -> None:
 
 
 def test_label_inspection_sets_who_and_when_and_is_audited(db: HistoryDB) -> None:
-    db.add_user("qa", "quality", "0000")
+    db.add_user("qa", "quality", "000000")
     [stored] = db.write_inspections([_record(1)])
     db.label_inspection(stored.inspection_id, "false_reject", "qa")
     db.label_inspection(stored.inspection_id, "confirmed_defect", "visitor")

@@ -29,6 +29,28 @@ from pipeline_support import REPO, copy_images, good_images, trained_model
 
 THRESHOLD = 0.05
 FAST = ["--backend", "eager", "--device", "cpu"]
+TECH, TECH_PIN = "tina", "471108"
+AS_TECH = ["--user", TECH]  # with $INSPECTOR_PIN set: --model and --threshold are a technician's overrides
+
+
+def staff(db_path: Path) -> None:
+    """A technician in the database at ``db_path`` (made if new)."""
+    db = HistoryDB(f"sqlite:///{db_path}")
+    db.upgrade()
+    db.add_user(TECH, "technician", TECH_PIN)
+    db.close()
+
+
+@pytest.fixture
+def technician(monkeypatch: pytest.MonkeyPatch):
+    """``as_technician(db_path) -> ["--user", TECH]``, their PIN in ``$INSPECTOR_PIN``."""
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
+
+    def as_technician(db_path: Path) -> list[str]:
+        staff(db_path)
+        return AS_TECH
+
+    return as_technician
 
 
 @pytest.fixture(scope="session")
@@ -59,15 +81,18 @@ def two_runs(model_path: Path, frames: Path, tmp_path_factory: pytest.TempPathFa
     """Two runs into one database: 3 frames at --threshold, then 2 at the model's calibration."""
     tmp = tmp_path_factory.mktemp("runs")
     db_path = tmp / "history.db"
+    staff(db_path)
     common = ["run", "--camera", f"folder://{frames}?fps=0", "--model", str(model_path), "--db",
-              f"sqlite:///{db_path}", "--image-dir", str(tmp / "images"), "--print-results", *FAST]
-    first = run_main([*common, "--max-frames", "3", "--threshold", str(THRESHOLD)])
-    db = HistoryDB(f"sqlite:///{db_path}")
-    (version_id,) = {row[0] for row in db_rows(db_path, "model_version_id")}
-    calibration_id = db.add_calibration(version_id, image_threshold=0.07, target_frr=0.01, expected_frr=0.01,
-                                        created_by="test")
-    db.close()
-    second = run_main([*common, "--max-frames", "2"])
+              f"sqlite:///{db_path}", "--image-dir", str(tmp / "images"), "--print-results", *FAST, *AS_TECH]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("INSPECTOR_PIN", TECH_PIN)
+        first = run_main([*common, "--max-frames", "3", "--threshold", str(THRESHOLD)])
+        db = HistoryDB(f"sqlite:///{db_path}")
+        (version_id,) = {row[0] for row in db_rows(db_path, "model_version_id")}
+        calibration_id = db.add_calibration(version_id, image_threshold=0.07, target_frr=0.01, expected_frr=0.01,
+                                            created_by="test")
+        db.close()
+        second = run_main([*common, "--max-frames", "2"])
     return dict(db_path=db_path, first=first, second=second, version_id=version_id,
                 calibration_id=calibration_id, tmp=tmp)
 
@@ -76,7 +101,7 @@ def two_runs(model_path: Path, frames: Path, tmp_path_factory: pytest.TempPathFa
 
 
 def test_run_raises_a_drift_alarm_when_scores_leave_the_calibrated_distribution(
-    tmp_path: Path, frames: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, frames: Path, model_path: Path, caplog: pytest.LogCaptureFixture, technician
 ) -> None:
     """The calibration's good scores are the reference: here they sit far below what the parts
     score now (as after a lighting change), so the monitor must raise a drift alarm."""
@@ -91,7 +116,8 @@ def test_run_raises_a_drift_alarm_when_scores_leave_the_calibrated_distribution(
                        report={"good_scores": reference}, created_by="test")
     db.close()
     argv = ["run", "--camera", f"folder://{frames}?fps=0&loop=1", "--model", str(model_path), "--db",
-            f"sqlite:///{db_path}", "--image-dir", str(tmp_path / "images"), "--max-frames", "50", *FAST]
+            f"sqlite:///{db_path}", "--image-dir", str(tmp_path / "images"), *technician(db_path),
+            "--max-frames", "50", *FAST]
     with caplog.at_level(logging.WARNING):
         status, out, err = run_main(argv)
     assert status == 0, err
@@ -135,6 +161,72 @@ def test_run_without_threshold_uses_the_latest_calibration(two_runs: dict) -> No
     assert status == 0, err
     assert f"threshold 0.07 from calibration {two_runs['calibration_id']}" in out
     assert [row[0] for row in db_rows(two_runs["db_path"], "threshold")] == [THRESHOLD] * 3 + [0.07] * 2
+
+
+def audit_events(db_path: Path, *actions: str) -> list:
+    """The audit events of those actions, oldest first."""
+    db = HistoryDB(f"sqlite:///{db_path}")
+    try:
+        return [e for e in reversed(db.audit_events(1000)) if e.action in actions]
+    finally:
+        db.close()
+
+
+def test_every_run_and_each_technicians_override_is_audited(two_runs: dict, model_path: Path) -> None:
+    overrides = audit_events(two_runs["db_path"], "run_override")
+    assert [(e.user, e.role) for e in overrides] == [(TECH, "technician")] * 2
+    first, second = (e.after for e in overrides)
+    assert first["overridden"] == ["--model", "--threshold"] and first["threshold"] == THRESHOLD
+    assert second["overridden"] == ["--model"] and second["threshold"] == 0.07
+    assert first["model"] == str(model_path.resolve()) and first["model_version"] == two_runs["version_id"]
+    assert overrides[0].before is None  # the product has no active recipe to override
+    runs = audit_events(two_runs["db_path"], "run_start", "run_stop")
+    assert [e.action for e in runs] == ["run_start", "run_stop"] * 2
+    start, stop = runs[0].after, runs[1].after
+    assert start["camera"].startswith("folder://") and start["product"] == "default"
+    assert start["threshold"] == THRESHOLD and start["rule_source"] == "--threshold"
+    assert (stop["why"], stop["acquired"], stop["recorded"]) == ("3 frames", 3, 3)
+    assert runs[3].after["why"] == "2 frames" and runs[2].after["rule_source"].startswith("calibration ")
+
+
+def test_a_run_without_overrides_inspects_with_the_products_active_recipe(
+    tmp_path: Path, frames: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No PIN needed for what the technician activated; a threshold of one's own needs theirs."""
+    monkeypatch.delenv("INSPECTOR_PIN", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal to ask at
+    db_path = tmp_path / "history.db"
+    staff(db_path)
+    db = HistoryDB(f"sqlite:///{db_path}")
+    product_id, version_id = register_model(db, model_path, file_sha256(model_path), "tile")
+    calibration_id = db.add_calibration(version_id, image_threshold=0.07, target_frr=0.01, expected_frr=0.01,
+                                        created_by="test")
+    db.set_active_model(product_id, version_id, user=TECH, role="technician")
+    db.close()
+    argv = ["run", "--camera", f"folder://{frames}?fps=0", "--product", "tile", "--db", f"sqlite:///{db_path}",
+            "--image-dir", str(tmp_path / "images"), "--max-frames", "2", *FAST]
+
+    status, out, err = run_main(argv)
+    assert status == 0, err
+    assert f"model version {version_id}" in out and f"threshold 0.07 from calibration {calibration_id}" in out
+    start, stop = audit_events(db_path, "run_start", "run_stop")
+    assert start.role == "system" and start.user.startswith("cli:")
+    assert (start.after["product"], start.after["model_version"], start.after["threshold"]) == ("tile", version_id, 0.07)
+    assert start.after["overridden"] == [] and start.after["rule_source"].startswith(f"calibration {calibration_id}")
+    assert (stop.after["why"], stop.after["acquired"], stop.after["recorded"]) == ("2 frames", 2, 2)
+
+    status, _, err = run_main([*argv, "--threshold", "1e30"])  # would pass every part
+    _assert_one_line_error(status, err, "run_override refused")
+    assert [e.action for e in audit_events(db_path, "run_override_denied", "run_start")] == ["run_start", "run_override_denied"]
+
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
+    status, out, err = run_main([*argv, "--threshold", "0.5", *AS_TECH])
+    assert status == 0 and "threshold 0.5 from --threshold" in out, err
+    (override,) = audit_events(db_path, "run_override")
+    assert (override.user, override.role, override.after["overridden"]) == (TECH, "technician", ["--threshold"])
+    assert (override.before["threshold"], override.after["threshold"]) == (0.07, 0.5)
+    assert override.before["model_version"] == override.after["model_version"] == version_id
+    assert [row[0] for row in db_rows(db_path, "threshold")] == [0.07, 0.07, 0.5, 0.5]
 
 
 def test_threshold_comes_from_the_option_then_the_recipe(tmp_path: Path, model_path: Path) -> None:
@@ -187,14 +279,16 @@ def _assert_one_line_error(status: int, err: str, *fragments: str) -> None:
         ("basler://00000000", "00000000"),
     ],
 )
-def test_bad_cameras_give_one_line_and_exit_2(camera: str, fragment: str, tmp_path: Path) -> None:
+def test_bad_cameras_give_one_line_and_exit_2(camera: str, fragment: str, tmp_path: Path, technician) -> None:
     status, _, err = run_main(["run", "--camera", camera, "--model", str(tmp_path / "m.safetensors"),
-                               "--db", f"sqlite:///{tmp_path / 'h.db'}", "--threshold", "0.1"])
+                               "--db", f"sqlite:///{tmp_path / 'h.db'}", "--threshold", "0.1",
+                               *technician(tmp_path / "h.db")])
     _assert_one_line_error(status, err, fragment)
 
 
-def test_bad_models_and_options_give_one_line_and_exit_2(tmp_path: Path, frames: Path, model_path: Path) -> None:
-    camera = ["--camera", f"folder://{frames}", "--db", f"sqlite:///{tmp_path / 'h.db'}"]
+def test_bad_models_and_options_give_one_line_and_exit_2(tmp_path: Path, frames: Path, model_path: Path,
+                                                          technician) -> None:
+    camera = ["--camera", f"folder://{frames}", "--db", f"sqlite:///{tmp_path / 'h.db'}", *technician(tmp_path / "h.db")]
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a model")
     cases = [
@@ -238,6 +332,10 @@ def test_history_export_filters(two_runs: dict) -> None:
     assert len(export(db_path, out, "--until", "2999-01-01T00:00+00:00", "--since", "2000-01-01")) == 5
     assert all(r["error"] == "" for r in everything)  # real verdicts: no engine error
     assert export(db_path, out, "--errors-only") == []
+    exports = audit_events(db_path, "export_history")
+    assert len(exports) == 9 and exports[0].after["rows"] == 5 and exports[0].after["out"] == str(out.resolve())
+    assert exports[-1].after["filters"]["errors_only"] is True and exports[-1].after["rows"] == 0
+    assert exports[3].after["filters"]["decision"] == "FAIL"
 
 
 def test_history_export_errors(tmp_path: Path, two_runs: dict) -> None:
@@ -258,9 +356,10 @@ def test_history_export_errors(tmp_path: Path, two_runs: dict) -> None:
 
 def _start_run(tmp_path: Path, frames: Path, model_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     db_path = tmp_path / "history.db"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "INSPECTOR_DATA_DIR": str(tmp_path / "data")}
+    staff(db_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "INSPECTOR_DATA_DIR": str(tmp_path / "data"), "INSPECTOR_PIN": TECH_PIN}
     child = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", "--camera", f"folder://{frames}?fps=0&loop=1",
+        [sys.executable, "-m", "cli", "run", "--camera", f"folder://{frames}?fps=0&loop=1", *AS_TECH,
          "--model", str(model_path), "--db", f"sqlite:///{db_path}", "--threshold", str(THRESHOLD),
          "--print-results", "--summary-interval", "1", *FAST, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,

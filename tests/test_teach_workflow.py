@@ -8,6 +8,7 @@ the thresholds it gets are meaningless as quality figures but exercise every ste
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -33,8 +34,8 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-TECH, TECH_PIN = "tina", "4711"
-OPERATOR, OPERATOR_PIN = "otto", "1234"
+TECH, TECH_PIN = "tina", "471108"
+OPERATOR, OPERATOR_PIN = "otto", "123456"
 
 
 def copy_images(src: Path, dst: Path, names: list[str]) -> Path:
@@ -117,7 +118,7 @@ def test_an_operator_cannot_activate_and_refusals_are_audited(world):
     with pytest.raises(AccessDenied, match="otto is operator; only technician may activate"):
         session.activate(taught.version_id, user=OPERATOR, pin=OPERATOR_PIN)
     with pytest.raises(AccessDenied, match="wrong PIN"):
-        session.activate(taught.version_id, user=TECH, pin="0000")
+        session.activate(taught.version_id, user=TECH, pin="000000")
     with pytest.raises(AccessDenied):
         set_camera_settings(db, "tile", {"exposure_us": 900.0}, user=OPERATOR, pin=OPERATOR_PIN)
     assert db.product_by_name("tile").active_model_version_id == active_before
@@ -219,7 +220,8 @@ def test_a_changed_model_file_is_refused(world, lifecycle, tmp_path):
     assert active_recipe(db, "tile").model_path == path
 
 
-def test_inspector_calibrate_command_writes_report_model_and_db(world, lifecycle, tmp_path, capsys):
+def test_inspector_calibrate_command_writes_report_model_and_db(world, lifecycle, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)  # --db: a technician's calibration, PIN from the environment
     model = tmp_path / "model.safetensors"
     shutil.copyfile(world["taught"].model_path, model)
     good = copy_images(world["good"], tmp_path / "held_out", [p.name for p in world["taught"].calibration_images])
@@ -246,11 +248,12 @@ def test_inspector_calibrate_command_writes_report_model_and_db(world, lifecycle
     assert rc == 0
     assert db.model_version(version.id).sha256 == file_sha256(model)
     assert db.latest_calibration(version.id).target_frr == 0.3
-    assert any(e.action == "recalibrate_candidate" for e in db.audit_events(20))
+    assert any((e.action, e.user, e.role) == ("recalibrate_candidate", TECH, "technician") for e in db.audit_events(20))
 
     # An active model's file is never rewritten in place.
     active = db.model_version(db.product_by_name("tile").active_model_version_id).path
-    rc = main(["calibrate", active, str(good), "--target-frr", "0.3", "--report", str(tmp_path / "r3"), "--db", url, "--device", "cpu", "--backend", "eager"])
+    rc = main(["calibrate", active, str(good), "--target-frr", "0.3", "--report", str(tmp_path / "r3"), "--db", url,
+               "--user", TECH, "--device", "cpu", "--backend", "eager"])
     assert rc == 2 and "never changed in place" in capsys.readouterr().err
 
     # A corrupt good image: a clear one-line error, the model file untouched.
@@ -261,7 +264,7 @@ def test_inspector_calibrate_command_writes_report_model_and_db(world, lifecycle
     assert rc == 2 and "broken.jpg: not a readable image" in err and file_sha256(model) == before
 
 
-def test_teach_commands_status_activate_and_refusal(world, lifecycle, tmp_path, capsys):
+def test_teach_commands_status_activate_and_refusal(world, lifecycle, tmp_path, capsys, monkeypatch):
     url = f"sqlite:///{world['root'] / 'history.db'}"
     common = ["--product", "tile", "--db", url, "--workdir", str(world["root"] / "work"), "--backend", "eager"]
     assert main(["teach", "status", *common, "--json", str(tmp_path / "status.json")]) == 0
@@ -274,9 +277,21 @@ def test_teach_commands_status_activate_and_refusal(world, lifecycle, tmp_path, 
     assert rc == 2 and "no product named 'no-such-product'" in capsys.readouterr().err
 
     target = lifecycle["v2"]
-    rc = main(["teach", "activate", *common, "--version", str(target), "--user", OPERATOR, "--pin", OPERATOR_PIN])
+    monkeypatch.delenv("INSPECTOR_PIN", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal: the PIN comes from the environment or a file
+    rc = main(["teach", "activate", *common, "--version", str(target), "--user", TECH])
+    assert rc == 2 and "no PIN for 'tina'" in capsys.readouterr().err
+    monkeypatch.setenv("INSPECTOR_PIN", OPERATOR_PIN)
+    rc = main(["teach", "activate", *common, "--version", str(target), "--user", OPERATOR])
     assert rc == 2 and "only technician may activate" in capsys.readouterr().err
-    assert main(["teach", "activate", *common, "--version", str(target), "--user", TECH, "--pin", TECH_PIN]) == 0
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
+    assert main(["teach", "activate", *common, "--version", str(target), "--user", TECH]) == 0
     assert world["db"].product_by_name("tile").active_model_version_id == target
-    assert main(["teach", "rollback", *common, "--user", TECH, "--pin", TECH_PIN]) == 0
+    monkeypatch.delenv("INSPECTOR_PIN")
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(TECH_PIN + "\n")
+    pin_file.chmod(0o600)
+    assert main(["teach", "rollback", *common, "--user", TECH, "--pin-file", str(pin_file)]) == 0
     assert world["db"].product_by_name("tile").active_model_version_id == world["taught"].version_id
+    denied = [e.action for e in world["db"].audit_events(20) if e.action == "activate_denied"]
+    assert len(denied) >= 2  # the missing PIN and the operator's, both audited

@@ -68,7 +68,7 @@ def test_sign_in_by_pin_and_rights_by_role(qtbot, tmp_path):
         window.show_page("teach")
 
     with pytest.raises(AccessDenied, match="wrong PIN"):
-        session.sign_in("tina", "9999")
+        session.sign_in("tina", "999900")
     assert session.role == "operator"
 
     # The dialog a person uses: a wrong PIN keeps it open with the reason, the right one signs in.
@@ -79,10 +79,10 @@ def test_sign_in_by_pin_and_rights_by_role(qtbot, tmp_path):
     dialog = SignInDialog(session, window)
     ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
     dialog.name_edit.setText("tina")
-    dialog.pin_edit.setText("1111")
+    dialog.pin_edit.setText("111100")
     ok.click()
     assert "wrong PIN" in dialog.error_label.text() and session.role == "operator" and dialog.pin_edit.text() == ""
-    dialog.pin_edit.setText("1234")
+    dialog.pin_edit.setText("123400")
     ok.click()
     assert session.role == "technician" and window.sign_in_button.text() == "Sign out"
     assert "CC BY-NC-SA 4.0" in about_text() and "ELPV" in about_text()
@@ -121,7 +121,7 @@ def test_a_new_database_offers_to_create_the_first_technician_once(qtbot, tmp_pa
 
     db = HistoryDB(f"sqlite:///{tmp_path / 'new.db'}")
     db.upgrade()
-    db.add_user("quinn", "quality", "5678")  # a quality engineer is no technician
+    db.add_user("quinn", "quality", "567800")  # a quality engineer is no technician
     session = Session(db)
     window = MainWindow(session, {name: QLabel(name) for name in ("operator", "teach", "review", "settings")})
     qtbot.addWidget(window)
@@ -133,19 +133,20 @@ def test_a_new_database_offers_to_create_the_first_technician_once(qtbot, tmp_pa
     assert dialog.first_start and "no technician yet" in dialog.hint_label.text() and fully_shown(dialog.hint_label)
     ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
     dialog.name_edit.setText("tina")
-    dialog.pin_edit.setText("1234")
-    dialog.repeat_edit.setText("1243")
+    dialog.pin_edit.setText("123400")
+    dialog.repeat_edit.setText("124300")
     ok.click()
     assert "differ" in dialog.error_label.text() and session.role == "operator" and not db.has_technician()
-    dialog.pin_edit.setText("12")
-    dialog.repeat_edit.setText("12")
+    assert dialog.pin_edit.placeholderText() == "at least 6 characters"
+    dialog.pin_edit.setText("12345")
+    dialog.repeat_edit.setText("12345")
     ok.click()
-    assert "at least 4" in dialog.error_label.text() and not db.has_technician()
-    dialog.pin_edit.setText("1234")
-    dialog.repeat_edit.setText("1234")
+    assert "at least 6" in dialog.error_label.text() and not db.has_technician()
+    dialog.pin_edit.setText("123400")
+    dialog.repeat_edit.setText("123400")
     ok.click()
     assert (session.user, session.role) == ("tina", "technician") and dialog.result() == dialog.DialogCode.Accepted
-    assert db.verify_pin("tina", "1234") == "technician" and window.nav.count() == 4
+    assert db.verify_pin("tina", "123400") == "technician" and window.nav.count() == 4
     first = [e for e in db.audit_events() if e.action == "add_first_technician"]
     assert len(first) == 1 and (first[0].user, first[0].role, first[0].target) == ("tina", "technician", "user:tina")
 
@@ -157,9 +158,35 @@ def test_a_new_database_offers_to_create_the_first_technician_once(qtbot, tmp_pa
     again.show()
     assert not again.first_start and not again.repeat_edit.isVisible() and fully_shown(again.hint_label)
     with pytest.raises(DatabaseError, match="exists already"):
-        session.create_first_technician("mallory", "9999")
-    assert db.verify_pin("mallory", "9999") is None and session.role == "operator"
+        session.create_first_technician("mallory", "999900")
+    assert db.verify_pin("mallory", "999900") is None and session.role == "operator"
     assert [e.action for e in db.audit_events()].count("add_first_technician") == 1
+
+
+def test_sign_in_after_five_wrong_pins_says_until_when_the_account_is_locked(qtbot, tmp_path):
+    from PyQt6.QtWidgets import QDialogButtonBox, QLabel
+
+    from ui.main_window import MainWindow, SignInDialog
+    from ui.session import Session
+
+    db = make_db(tmp_path)
+    session = Session(db)
+    window = MainWindow(session, {name: QLabel(name) for name in ("operator", "teach", "review", "settings")})
+    qtbot.addWidget(window)
+    dialog = SignInDialog(session, window)
+    qtbot.addWidget(dialog)
+    ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    dialog.name_edit.setText("tina")
+    for _ in range(5):
+        dialog.pin_edit.setText("000001")
+        ok.click()
+        assert "wrong PIN" in dialog.error_label.text()
+    dialog.pin_edit.setText("123400")  # the right one, refused while locked
+    ok.click()
+    assert "sign-in refused: 'tina' is locked until" in dialog.error_label.text() and session.role == "operator"
+    newest = db.audit_events(limit=1)[0]
+    assert newest.action == "sign_in_denied" and "locked until" in newest.after["reason"]
+    assert audit_actions(db).count("pin_locked") == 1
 
 
 def test_live_frames_update_image_overlay_banner_and_counters(qtbot, tmp_path, tiny_model, engine, frames):

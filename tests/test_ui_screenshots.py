@@ -60,21 +60,27 @@ def test_screenshot_run_writes_every_page_with_the_right_banner(qapp, tmp_path, 
     assert "CC BY-NC-SA 4.0" in (tmp_path / "data" / "demo_cells" / "ATTRIBUTION.txt").read_text()
 
 
-def test_users_command_adds_accounts_that_sign_in(tmp_path, capsys):
+def test_users_command_adds_accounts_that_sign_in(tmp_path, capsys, monkeypatch):
+    """The first technician adds themselves; later accounts are added by them (``--by`` with
+    their PIN in ``$INSPECTOR_PIN``); the new PIN comes from ``$INSPECTOR_NEW_PIN``."""
     from cli.main import main
     from inspector.history import HistoryDB
 
     url = f"sqlite:///{tmp_path / 'h.db'}"
-    assert main(["users", "add", "tina", "--role", "technician", "--pin", "4321", "--db", url]) == 0
-    assert main(["users", "add", "tina", "--role", "quality", "--pin", "4321", "--db", url]) == 2  # one line, no traceback
+    monkeypatch.setenv("INSPECTOR_NEW_PIN", "432100")
+    assert main(["users", "add", "tina", "--role", "technician", "--db", url]) == 0
+    monkeypatch.setenv("INSPECTOR_PIN", "432100")
+    assert main(["users", "add", "tina", "--role", "quality", "--db", url, "--by", "tina"]) == 2  # one line, no traceback
     assert "already exists" in capsys.readouterr().err
     assert main(["users", "list", "--db", url]) == 0
     assert "tina\ttechnician" in capsys.readouterr().out
-    assert HistoryDB(url).verify_pin("tina", "4321") == "technician"
-    assert main(["users", "add", "olaf", "--role", "operator", "--pin", "1234", "--db", url]) == 0
-    assert main(["users", "pin", "olaf", "--pin", "5678", "--db", url]) == 0
-    assert HistoryDB(url).verify_pin("olaf", "5678") == "operator"
-    assert main(["users", "remove", "tina", "--db", url]) == 2
+    assert HistoryDB(url).verify_pin("tina", "432100") == "technician"
+    monkeypatch.setenv("INSPECTOR_NEW_PIN", "123400")
+    assert main(["users", "add", "olaf", "--role", "operator", "--db", url, "--by", "tina"]) == 0
+    monkeypatch.setenv("INSPECTOR_NEW_PIN", "567800")
+    assert main(["users", "pin", "olaf", "--db", url, "--by", "tina"]) == 0
+    assert HistoryDB(url).verify_pin("olaf", "567800") == "operator"
+    assert main(["users", "remove", "tina", "--db", url, "--by", "tina"]) == 2
     assert "last technician" in capsys.readouterr().err
-    assert main(["users", "remove", "olaf", "--db", url]) == 0
+    assert main(["users", "remove", "olaf", "--db", url, "--by", "tina"]) == 0
     assert HistoryDB(url).list_users() == [("tina", "technician")]

@@ -41,7 +41,7 @@ def test_settings_change_camera_storage_product_and_users(qtbot, tmp_path, tiny_
         model.set_storage(2.0, 0.5)
     sign_in(session, "quinn")
     with pytest.raises(AccessDenied):
-        model.add_user("x", "operator", "1111")
+        model.add_user("x", "operator", "111100")
 
     sign_in(session, "tina")
     assert page.camera_button.isEnabled() and page.storage_button.isEnabled()
@@ -71,8 +71,8 @@ def test_settings_change_camera_storage_product_and_users(qtbot, tmp_path, tiny_
 
     page.user_name.setText("olga")
     page.user_role.setCurrentText("operator")
-    page.user_pin.setText("2468")
+    page.user_pin.setText("246800")
     page.user_button.click()
-    assert db.verify_pin("olga", "2468") == "operator"
+    assert db.verify_pin("olga", "246800") == "operator"
     for action in ("set_storage_denied", "manage_users_denied", "set_storage", "set_camera", "add_user"):
         assert action in audit_actions(db), action

@@ -21,6 +21,7 @@ from PyQt6.QtWidgets import (
 
 from inspector import __version__
 from inspector.errors import InspectorError
+from inspector.history.pins import MIN_PIN_LENGTH
 from demo import ATTRIBUTION
 from ui.session import OPERATOR, Session
 
@@ -54,6 +55,7 @@ class SignInDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         if self.first_start:
             buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Create and sign in")
+            self.pin_edit.setPlaceholderText(f"at least {MIN_PIN_LENGTH} characters")  # the database's rule
         buttons.accepted.connect(self._on_ok_clicked)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from inspector.roles import OPERATOR, QUALITY, RIGHTS, TECHNICIAN, AccessDenied, require_role, roles_with
+from inspector.roles import OPERATOR, QUALITY, RIGHTS, TECHNICIAN, AccessDenied, AccountLocked, require_role, roles_with
 from inspector.history import HistoryDB
 
 #: Pages each role sees, in the order of the navigation.
@@ -65,8 +65,13 @@ class Session(QObject):
         return PAGES[self._role]
 
     def sign_in(self, name: str, pin: str) -> str:
-        """Signs ``name`` in with their role; AccessDenied (audited) for a wrong name or PIN."""
-        role = self.db.verify_pin(name, pin)
+        """Signs ``name`` in with their role; AccessDenied (audited) for a wrong name or PIN, or
+        an account locked after too many wrong PINs (the message says until when)."""
+        try:
+            role = self.db.verify_pin(name, pin)
+        except AccountLocked as exc:
+            self.db.record_audit(name, "unknown", "sign_in_denied", "gui", None, {"reason": str(exc)})
+            raise AccessDenied(f"sign-in refused: {exc}") from exc
         if role is None:
             self.db.record_audit(name, "unknown", "sign_in_denied", "gui", None, {"reason": "wrong PIN or unknown user"})
             raise AccessDenied(f"sign-in refused: wrong PIN or unknown user {name!r}")

@@ -49,9 +49,11 @@ Review screen
     is then fail-safe, not a reject); ``InspectionFilter(errors_only=True)`` selects those.
 
 People and audit
-    ``add_user(name, role, pin, *, by)``, ``verify_pin(name, pin) -> role | None``,
+    ``add_user(name, role, pin, *, by)``, ``verify_pin(name, pin) -> role | None`` (raises
+    ``AccountLocked`` after five wrong PINs in a row, for a doubling delay; see :mod:`.pins`),
     ``list_users()``, ``record_audit(user, role, action, target, before, after)``,
-    ``audit_events(limit, offset)``.
+    ``audit_events(limit, offset)``, ``verify_audit_chain() -> ChainCheck`` (the audit rows form
+    a hash chain; see :mod:`.audit_chain`).
 
 Benchmark
     ``benchmark_inserts(url, n) -> inserts per second`` through the writer.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,10 +28,14 @@ from inspector.errors import DatabaseError
 from inspector.history import queries
 from inspector.history.tables import LABELS, ROLES, AuditEvent, Calibration, Inspection, ModelVersion, Product, User
 from inspector.history.tables import utc_now
-from inspector.history.pins import MIN_PIN_LENGTH, check_pin, hash_pin
+from inspector.history.audit_chain import GENESIS, ChainCheck, check_rows, row_hash
+from inspector.history.pins import (
+    check_pin, dummy_pin_hash, hash_pin, lock_delay, validate_name, validate_pin,
+)
 from inspector.history.queries import InspectionFilter, InspectionRow, YieldBucket
 from inspector.history.records import row_values
 from inspector.inspection import InspectionResult
+from inspector.roles import AccountLocked
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +62,18 @@ class HistoryDB:
     SQLite files are opened in WAL mode with ``synchronous=FULL`` (a committed row survives a
     crash or power cut) and a busy timeout of ``busy_timeout_ms``; foreign keys are enforced.
     Raises :class:`DatabaseError` when the database cannot be opened. Call :meth:`upgrade` once at
-    start-up to create or migrate the schema.
+    start-up to create or migrate the schema. ``clock`` tells the time PIN locks are measured
+    against (a test moves it instead of waiting).
     """
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.clock = clock
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
@@ -363,12 +375,20 @@ class HistoryDB:
             stmt = select(AuditEvent).order_by(AuditEvent.time.desc(), AuditEvent.id.desc())
             return list(s.scalars(stmt.limit(limit).offset(offset)))
 
+    def verify_audit_chain(self) -> ChainCheck:
+        """Check the audit trail's hash chain from its first row; the result names the first row
+        that was edited, or that follows a deleted or inserted one (see :mod:`.audit_chain`)."""
+        with self.session() as s:
+            rows = s.execute(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000))
+            return check_rows(row for (row,) in rows)
+
     def add_user(self, name: str, role: str, pin: str, *, by: str = "system") -> int:
-        """Create a user with a salted hash of ``pin`` (at least 4 characters); audited."""
+        """Create a user with a salted hash of ``pin``; audited. DatabaseError for a name or PIN
+        the policy refuses (:func:`.pins.validate_name`, :func:`.pins.validate_pin`)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        if len(pin) < MIN_PIN_LENGTH:
-            raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+        validate_name(name)
+        validate_pin(pin)
         user = User(name=name, role=role, pin_hash=hash_pin(pin))
         try:
             with self.session() as s:
@@ -391,10 +411,8 @@ class HistoryDB:
         terminal. Refused once any technician exists -- after that, accounts are a technician's
         to create (``inspector users add``). Checked after the insert, in the same transaction, so
         two first starts at once cannot both succeed."""
-        if len(pin) < MIN_PIN_LENGTH:
-            raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
-        if not name.strip():
-            raise DatabaseError("the technician needs a name")
+        validate_pin(pin)
+        validate_name(name)
         user = User(name=name, role="technician", pin_hash=hash_pin(pin))
         try:
             with self.session() as s:
@@ -410,14 +428,15 @@ class HistoryDB:
         return user.id
 
     def set_pin(self, name: str, pin: str, *, by: str = "system") -> None:
-        """Replace ``name``'s PIN (a forgotten or shared one); audited, the PIN itself never is."""
-        if len(pin) < MIN_PIN_LENGTH:
-            raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+        """Replace ``name``'s PIN (a forgotten or shared one); audited, the PIN itself never is.
+        A new PIN also lifts a lock: whoever set it has vouched for the person."""
+        validate_pin(pin)
         with self.session() as s:
             user = s.scalars(select(User).where(User.name == name)).one_or_none()
             if user is None:
                 raise DatabaseError(f"no user named {name!r}")
             user.pin_hash = hash_pin(pin)
+            user.failed_pins, user.locked_until = 0, None
             by_role = s.scalar(select(User.role).where(User.name == by)) or "system"
             self._audit(s, by, by_role, "set_pin", f"user:{name}", None, None)
 
@@ -437,12 +456,45 @@ class HistoryDB:
             self._audit(s, by, by_role, "remove_user", f"user:{name}", {"role": user.role}, None)
 
     def verify_pin(self, name: str, pin: str) -> str | None:
-        """The user's role if ``pin`` is theirs, else ``None`` (also for an unknown name)."""
+        """The user's role if ``pin`` is theirs, else ``None`` (also for an unknown name).
+
+        :data:`.pins.LOCK_AFTER_FAILURES` wrong PINs in a row lock the account for a delay that
+        doubles with each further wrong one (:func:`.pins.lock_delay`), audited as ``pin_locked``;
+        while locked, :class:`AccountLocked` is raised without looking at the PIN, and the first
+        right PIN after the lock ends starts the count again. An unknown name costs the same
+        hash work as a wrong PIN, so the time taken does not tell which names exist.
+        """
         with self.session() as s:
             user = s.scalars(select(User).where(User.name == name)).one_or_none()
-        if user is None or not check_pin(pin, user.pin_hash):
+        if user is None:
+            check_pin(pin, dummy_pin_hash())
             return None
-        return user.role
+        if user.locked_until is not None and self.clock() < user.locked_until:
+            raise AccountLocked(name, user.locked_until)
+        if check_pin(pin, user.pin_hash):
+            if user.failed_pins or user.locked_until is not None:
+                with self.session() as s:
+                    s.execute(update(User).where(User.id == user.id).values(failed_pins=0, locked_until=None))
+            return user.role
+        self._count_wrong_pin(user.id)
+        return None
+
+    def _count_wrong_pin(self, user_id: int) -> None:
+        """One more wrong PIN; locks the account once there are enough. The increment is the
+        transaction's first statement, so two wrong PINs at once both count."""
+        with self.session() as s:
+            s.execute(update(User).where(User.id == user_id).values(failed_pins=User.failed_pins + 1))
+            user = s.get(User, user_id)
+            delay = None if user is None else lock_delay(user.failed_pins)
+            if user is None or delay is None:
+                return
+            user.locked_until = self.clock() + delay
+            after = {
+                "failed_pins": user.failed_pins,
+                "locked_for_s": delay.total_seconds(),
+                "locked_until": user.locked_until.isoformat(),
+            }
+            self._audit(s, user.name, user.role, "pin_locked", f"user:{user.name}", None, after)
 
     def list_users(self) -> list[tuple[str, str]]:
         """``(name, role)`` of every user, by name."""
@@ -456,10 +508,23 @@ class HistoryDB:
     def _audit(
         s: Session, user: str, role: str, action: str, target: str, before: Any, after: Any
     ) -> int:
+        """Append an audit row to the hash chain, in the caller's transaction.
+
+        The row is inserted before the previous hash is read: the insert takes the database's
+        write lock (SQLite has one writer; PostgreSQL is told to lock the table), so no other
+        writer can append between the read and the commit, and two writers cannot both chain
+        to the same row.
+        """
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE"))
         event_ = AuditEvent(
-            user=user, role=role, action=action, target=target, before=before, after=after
+            time=utc_now(), user=user, role=role, action=action, target=target, before=before, after=after
         )
         s.add(event_)
+        s.flush()
+        previous = select(AuditEvent.hash).where(AuditEvent.id < event_.id).order_by(AuditEvent.id.desc()).limit(1)
+        event_.prev_hash = s.scalar(previous) or GENESIS
+        event_.hash = row_hash(event_.prev_hash, event_.time, user, role, action, target, before, after)
         s.flush()
         return event_.id
 

@@ -1,17 +1,36 @@
-"""Salted PIN hashes (scrypt from the standard library); the PIN itself is never stored."""
+"""Salted PIN hashes (scrypt from the standard library) and the account policy around them.
+
+The PIN itself is never stored. The policy lives here, once, for the database, the command line
+and the desktop: how long a PIN must be, which names an account may have, and how long an account
+stays locked after repeated wrong PINs.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
+import unicodedata
+from datetime import timedelta
+from functools import lru_cache
+
+from inspector.errors import DatabaseError
 
 # scrypt cost: n=2**14, r=8, p=1 is the interactive-login setting from the scrypt paper
 # (Percival 2009) and costs ~16 MiB and a few tens of milliseconds per check.
 _N, _R, _P = 2**14, 8, 1
 _SALT_BYTES = 16
 _KEY_BYTES = 32
-MIN_PIN_LENGTH = 4
+#: Six digits: 10**6 guesses, which the lock below turns into years of trying at the terminal.
+MIN_PIN_LENGTH = 6
+#: Names appear in every audit row and on screen; 64 characters fits the columns with room.
+MAX_NAME_LENGTH = 64
+#: Consecutive wrong PINs after which an account is locked.
+LOCK_AFTER_FAILURES = 5
+FIRST_LOCK = timedelta(seconds=30)
+#: Long enough to stop guessing, short enough that a technician locked out on a night shift
+#: is not kept from the line for the rest of it.
+MAX_LOCK = timedelta(minutes=15)
 
 
 def hash_pin(pin: str) -> str:
@@ -31,6 +50,44 @@ def check_pin(pin: str, stored: str) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(key, bytes.fromhex(key_hex))
+
+
+@lru_cache(maxsize=1)
+def dummy_pin_hash() -> str:
+    """A hash of the same cost as a real one, checked for an unknown name: refusing a name that
+    does not exist then takes as long as refusing a wrong PIN, so timing does not tell which
+    names are accounts."""
+    return hash_pin(os.urandom(_SALT_BYTES).hex())
+
+
+def validate_pin(pin: str) -> None:
+    """DatabaseError unless ``pin`` is long enough to be worth hashing."""
+    if len(pin) < MIN_PIN_LENGTH:
+        raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+
+
+def validate_name(name: str) -> None:
+    """DatabaseError for a name that could not be told apart in the audit trail or on screen:
+    empty, blank, padded with spaces, too long, or holding control or invisible format
+    characters (a line break or a right-to-left override would forge what an audit line says)."""
+    if not name.strip():
+        raise DatabaseError("a user needs a name")
+    if name != name.strip():
+        raise DatabaseError(f"a user name may not start or end with spaces: {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise DatabaseError(f"a user name has at most {MAX_NAME_LENGTH} characters, {name[:20]!r}... has {len(name)}")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise DatabaseError(f"a user name may not contain control characters: {name!r}")
+
+
+def lock_delay(failures: int) -> timedelta | None:
+    """How long ``failures`` consecutive wrong PINs lock an account: none below
+    :data:`LOCK_AFTER_FAILURES`, then :data:`FIRST_LOCK`, doubling with each further wrong PIN
+    up to :data:`MAX_LOCK`."""
+    if failures < LOCK_AFTER_FAILURES:
+        return None
+    doublings = min(failures - LOCK_AFTER_FAILURES, 32)  # bounded: 2**32 x 30 s is past any cap
+    return min(FIRST_LOCK * 2**doublings, MAX_LOCK)
 
 
 def _derive(pin: str, salt: bytes, n: int, r: int, p: int) -> bytes:

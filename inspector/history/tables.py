@@ -178,7 +178,12 @@ class Inspection(Base):
 
 
 class AuditEvent(Base):
-    """Who changed what, with the state before and after (JSON, ``None`` where not applicable)."""
+    """Who changed what, with the state before and after (JSON, ``None`` where not applicable).
+
+    The rows form a hash chain (:mod:`.audit_chain`): ``prev_hash`` is the hash of the row before
+    (by id), ``hash`` this row's own. Both are NULL only in a row written outside the inspector,
+    which :meth:`HistoryDB.verify_audit_chain` then names.
+    """
 
     __tablename__ = "audit_events"
 
@@ -190,10 +195,16 @@ class AuditEvent(Base):
     target: Mapped[str] = mapped_column(String(200))
     before: Mapped[Any | None] = mapped_column(JSON)
     after: Mapped[Any | None] = mapped_column(JSON)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class User(Base):
-    """A person who may log in; ``pin_hash`` is a salted scrypt hash (see :mod:`.pins`)."""
+    """A person who may log in; ``pin_hash`` is a salted scrypt hash (see :mod:`.pins`).
+
+    ``failed_pins`` counts wrong PINs since the last right one; from
+    :data:`.pins.LOCK_AFTER_FAILURES` on, the account is locked until ``locked_until``.
+    """
 
     __tablename__ = "users"
     __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role"),)
@@ -203,3 +214,5 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     pin_hash: Mapped[str] = mapped_column(String(255))
     created: Mapped[datetime] = mapped_column(default=utc_now)
+    failed_pins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column()
