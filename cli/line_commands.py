@@ -401,9 +401,13 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InspectorError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         # What left the database, by whom, with which filters: exported images and verdicts are
-        # quality records, and the desktop's export is audited the same way.
-        db.record_audit(shell_user(), "system", "export_history", "inspections", None,
-                        {"out": str(args.out.resolve()), "rows": n, "filters": _filter_options(args)})
+        # quality records, and the desktop's export is audited the same way. A read-only archive
+        # cannot take the entry; reading it is still allowed.
+        if db.read_only:
+            print(f"{url} is read-only (an archive): this export is not recorded in its audit trail")
+        else:
+            db.record_audit(shell_user(), "system", "export_history", "inspections", None,
+                            {"out": str(args.out.resolve()), "rows": n, "filters": _filter_options(args)})
     finally:
         db.close()
     print(f"{n} inspections written to {args.out} ({time.perf_counter() - started:.1f} s)")

@@ -443,3 +443,37 @@ def test_a_database_from_a_newer_inspector_is_refused_in_one_line_and_still_expo
     assert "\n" not in str(err.value)
     assert db.export_csv(tmp_path / "out.csv") == 0  # review and export read it without migrating
     db.close()
+
+
+def test_a_read_only_archive_is_read_as_it_is_and_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archive on a read-only folder or medium: SQLite could create no -wal/-shm files there,
+    so it is opened immutable and read-only; export reads it, writes are refused, nothing appears."""
+    archive = tmp_path / "archive"
+    url = f"sqlite:///{archive / 'history.db'}"
+    db = HistoryDB(url)
+    db.upgrade()
+    product = db.add_product("tile")
+    db.close()
+    before = sorted(p.name for p in archive.iterdir())
+    assert before == ["history.db"]  # WAL checkpointed and removed at close
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if mode == os.W_OK and str(path).startswith(str(archive)) else real_access(path, mode, *a, **k))
+    ro = HistoryDB(url)
+    assert ro.read_only
+    ro.upgrade()  # the current schema: used as it is
+    assert ro.product_by_name("tile").id == product
+    assert ro.export_csv(tmp_path / "out.csv") == 0
+    with pytest.raises(DatabaseError):
+        ro.add_product("plate")
+    ro.close()
+    assert sorted(p.name for p in archive.iterdir()) == before
+
+    explicit = HistoryDB(url, read_only=True)
+    assert explicit.read_only and explicit.product_by_name("tile") is not None
+    explicit.close()
+
+    from cli.main import main
+
+    assert main(["history", "export", "--db", url, "--out", str(tmp_path / "cli.csv")]) == 0
+    assert (tmp_path / "cli.csv").is_file() and sorted(p.name for p in archive.iterdir()) == before

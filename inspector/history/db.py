@@ -72,6 +72,7 @@ class HistoryDB:
         *,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         clock: Callable[[], datetime] = utc_now,
+        read_only: bool | None = None,
     ) -> None:
         self.clock = clock
         try:
@@ -81,6 +82,18 @@ class HistoryDB:
         self.url = parsed.render_as_string(hide_password=True)
         self.sqlite_path = _sqlite_file(parsed)
         sqlite = parsed.get_backend_name() == "sqlite"
+        if read_only is None:
+            read_only = self.sqlite_path is not None and not parsed.query.get("uri") and _unwritable(self.sqlite_path)
+        self.read_only = bool(read_only)
+        if self.read_only:
+            if self.sqlite_path is None or parsed.query.get("uri"):
+                raise DatabaseError(f"read-only opening is for a SQLite file, not {self.url}")
+            if not self.sqlite_path.is_file():
+                raise DatabaseError(f"no history database at {self.sqlite_path}")
+            # An archive (read-only folder or medium): immutable, so SQLite writes no -wal/-shm
+            # beside it, which it could not create there and without which a WAL file is unreadable.
+            parsed = make_url(f"sqlite:///file:{self.sqlite_path.resolve()}?mode=ro&immutable=1&uri=true")
+            log.info("history database %s opened read-only", self.url)
         kwargs: dict[str, Any] = {}
         if sqlite and self.sqlite_path is None:  # in-memory: one connection for all threads
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
@@ -88,7 +101,7 @@ class HistoryDB:
             if self.sqlite_path is not None and not parsed.query.get("uri"):
                 self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(parsed, **kwargs)
-            if sqlite:
+            if sqlite and not self.read_only:
                 event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_ms))
             with self.engine.connect():
                 pass
@@ -112,8 +125,25 @@ class HistoryDB:
     # -- schema -------------------------------------------------------------------------------
 
     def upgrade(self, revision: str = "head") -> None:
-        """Migrate the schema to ``revision`` (creates all tables in an empty database)."""
+        """Migrate the schema to ``revision`` (creates all tables in an empty database). A
+        read-only database is not migrated: one at the current schema is used as it is, any
+        other is refused with the versions involved."""
+        if self.read_only:
+            self._check_read_only_schema()
+            return
         self._migrate(command.upgrade, revision)
+
+    def _check_read_only_schema(self) -> None:
+        config = alembic_config()
+        with self.engine.connect() as connection:
+            self._refuse_a_newer_schema(config, connection)
+            current = MigrationContext.configure(connection).get_current_revision()
+        head = ScriptDirectory.from_config(config).get_current_head()
+        if current != head:
+            raise DatabaseError(
+                f"history database {self.url} is read-only at schema revision {current}, this software needs "
+                f"{head}: `inspector history export` reads it as it is; to use it on the line, copy it somewhere writable"
+            )
 
     create_schema = upgrade
 
@@ -536,6 +566,12 @@ class HistoryDB:
         return row
 
 
+
+
+def _unwritable(path: Path) -> bool:
+    """An existing SQLite file that this process cannot write, or whose folder it cannot write
+    (SQLite needs the folder for its journal): a read-only archive."""
+    return path.is_file() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
 
 
 def _sqlite_file(url: Any) -> Path | None:
