@@ -7,7 +7,6 @@ command prints what it did in a few lines; ``--json FILE`` writes the details wh
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import time
 from pathlib import Path
@@ -265,16 +264,18 @@ def _calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(
         target_frr=args.target_frr, confidence=args.confidence, tail=args.tail,
         pixel_fpr=None if args.no_pixel_rule else args.pixel_fpr, mm_per_px=args.mm_per_px,
-        defects=args.defects, user=args.user or getpass.getuser(),
+        defects=args.defects,
     )
 
 
 def cmd_teach_train(args: argparse.Namespace) -> int:
     session = _session(args)
+    # The candidate records who taught it: a verified technician, as on the desktop's teach page.
+    user, _ = verified_user(session.db, args.user, args.pin_file, "teach_train", f"product:{session.product_id}")
     result = session.train(
         mode=args.mode, iterations=args.iterations, size=args.size, teacher=args.teacher,
         penalty_dir=args.penalty_dir, resize_mode=args.resize_mode, seed=args.seed,
-        show_progress=True, **_calibration_kwargs(args),
+        show_progress=True, user=user, **_calibration_kwargs(args),
     )
     print(format_calibration(result.calibration))
     print(f"candidate version {result.version_id}: {result.model_path} ({len(result.train_images)} training, "
@@ -285,7 +286,8 @@ def cmd_teach_train(args: argparse.Namespace) -> int:
 
 def cmd_teach_calibrate(args: argparse.Namespace) -> int:
     session = _session(args)
-    result = session.calibrate(args.version, good=args.good, show_progress=True, **_calibration_kwargs(args))
+    user, _ = verified_user(session.db, args.user, args.pin_file, "teach_calibrate", f"product:{session.product_id}")
+    result = session.calibrate(args.version, good=args.good, show_progress=True, user=user, **_calibration_kwargs(args))
     print(format_calibration(result.calibration))
     print(f"candidate version {result.version_id} (recalibration of {args.version}): {result.model_path}; report {result.report_path}")
     return 0
@@ -396,13 +398,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize")
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--allow-mixed-sizes", action="store_true", help="the samples may differ in size")
-    s.add_argument("--user", help="who teaches (recorded; default: the login name)")
+    add_credential_options(s, who="the technician who teaches (recorded on the candidate)")
     _calibration_options(s)
 
     s = step("calibrate", "calibrate a version again; registers the result as a new candidate", cmd_teach_calibrate)
     s.add_argument("--version", type=int, required=True)
     s.add_argument("--good", help="good images held out from training (default: the version's calibration images)")
-    s.add_argument("--user", help="who calibrates (recorded; default: the login name)")
+    add_credential_options(s, who="the technician who calibrates (recorded on the candidate)")
     _calibration_options(s)
 
     for name, func, help_ in (

@@ -232,3 +232,18 @@ def test_a_run_needs_a_product_or_a_model(staffed: str) -> None:
     one_line_refusal(status, err, "give --product NAME")
     status, _, err = run_main(["run", "--camera", "folder:///x", "--db", staffed, "--product", "nothing"])
     one_line_refusal(status, err, "no product named 'nothing'")
+
+
+def test_teach_train_and_calibrate_record_only_a_verified_technician(staffed, tmp_path, monkeypatch):
+    common = ["--product", "tile", "--db", staffed, "--workdir", str(tmp_path / "work")]
+    status, _, err = run_main(["teach", "train", *common])
+    one_line_refusal(status, err, "teach_train refused", "--user")
+    monkeypatch.setenv("INSPECTOR_PIN", OPERATOR_PIN)
+    status, _, err = run_main(["teach", "train", *common, "--user", OPERATOR])
+    one_line_refusal(status, err, "only technician may teach_train")
+    status, _, err = run_main(["teach", "calibrate", *common, "--version", "1", "--user", OPERATOR])
+    one_line_refusal(status, err, "only technician may teach_calibrate")
+    from cli.common import shell_user
+
+    denied = [(user, action) for user, _, action, _ in audit(staffed) if action.endswith("_denied")]
+    assert denied == [(shell_user(), "teach_train_denied"), (OPERATOR, "teach_train_denied"), (OPERATOR, "teach_calibrate_denied")]
