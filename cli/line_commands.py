@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SUMMARY_S = 5.0
 DEFAULT_IMAGE_QUOTA_GB = 20.0
 STOP_TIMEOUT_S = 60.0
+#: At the end of a run, seconds to go on sending results to the MES; the rest waits in the outbox.
+PUBLISH_DRAIN_S = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", **DEVICE_OPTION)
     p.add_argument("--drift-window", type=int, default=DRIFT_WINDOW,
                    help="recent scores compared with the calibration's good scores for the drift alarm (0: off)")
+    p.add_argument("--publish", default=None, metavar="URI",
+                   help="also send every recorded verdict to the MES: mqtt://HOST:PORT/TOPIC[?station=NAME] "
+                   "(JSON, QoS 1; kept in the history's outbox while the broker is away)")
     p.set_defaults(func=cmd_run)
 
     h = subparsers.add_parser("history", help="inspection history: export")
@@ -118,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     db.upgrade()
     user, role = run_user(args, db)  # refused before the camera is opened or the model loaded
     active = product_recipe(args, db)
+    publisher = _publisher(args, db)  # a bad URI is reported before the camera is opened
     camera = open_camera(args.camera)
     camera.open()  # a missing or busy device is reported before the model takes seconds to load
     try:
@@ -136,8 +142,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line,
             queue_size=args.queue_size, max_frames=args.max_frames,
             drift_window=args.drift_window,
-            links=[out] if args.print_results else (),
+            links=[link for link in (out if args.print_results else None, publisher) if link is not None],
         )
+        if publisher is not None:
+            publisher.on_alarm = line.pipeline.raise_alarm  # mqtt_down/_recovered: log, console, links
+            publisher.start()
         if args.drift_window <= 0:
             drift = "alarm off (--drift-window 0)"
         elif line.drift is None:
@@ -161,6 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.line("stopping: inspecting and recording the frames already acquired ...")
         finally:  # whatever ended the loop, what was acquired is inspected and recorded
             clean = line.stop(STOP_TIMEOUT_S)
+        if publisher is not None:
+            left = publisher.stop(PUBLISH_DRAIN_S)
+            out.line(f"published {publisher.sent} results to {args.publish}; {left} wait in the outbox for the next run")
         metrics = line.metrics()
         if interrupted:
             why = "interrupted"
@@ -180,7 +192,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InspectorError("acquisition stopped by an internal error; see the alarms above")
         return 0
     finally:
+        if publisher is not None:
+            publisher.stop(0.0)  # no-op when already stopped; what is left stays in the outbox
         camera.close()
+
+
+def _publisher(args: argparse.Namespace, db: Any) -> Any:
+    """The MQTT link of ``--publish`` (None without): results go to the history's outbox in the
+    inspection's transaction, and from there to the broker."""
+    if not args.publish:
+        return None
+    from inspector.links.mqtt import MqttLink
+
+    return MqttLink(db, args.publish)
 
 
 def _check_run_args(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ from inspector.data_folder import data_dir
 from inspector.file_digest import file_sha256
 from inspector.errors import DatabaseError
 from inspector.history import queries
-from inspector.history.tables import LABELS, ROLES, AuditEvent, Calibration, Inspection, ModelVersion, Product, User
+from inspector.history.tables import LABELS, ROLES, AuditEvent, Calibration, Inspection, ModelVersion, OutboxMessage, Product, User
 from inspector.history.tables import utc_now
 from inspector.history.audit_chain import GENESIS, ChainCheck, check_rows, row_hash
 from inspector.history.pins import (
@@ -109,6 +109,11 @@ class HistoryDB:
             reason = error_reason(exc)
             raise DatabaseError(f"cannot open history database {self.url}: {reason}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: Set by a plant link (``inspector.links.mqtt``): the message of a newly stored inspection
+        #: (given the open session, to look up names; it must not raise), written to the outbox
+        #: table in the inspection's own transaction, so no crash between the two can lose a
+        #: message and a spill-journal replay queues it like a direct write.
+        self.outbox_message: Callable[[InspectionResult, Session], str] | None = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -329,8 +334,9 @@ class HistoryDB:
         """Insert in one transaction those of ``records`` not stored yet (matched by ``uid``).
 
         Returns ``records`` with their row ids (``inspection_id``), so writing the same records
-        again (a replay after a fault) is harmless. SQLAlchemy errors propagate: the caller
-        decides whether to retry.
+        again (a replay after a fault) is harmless. With :attr:`outbox_message` set, each new row's
+        message goes to the outbox in the same transaction. SQLAlchemy errors propagate: the
+        caller decides whether to retry.
         """
         with self.session() as s:
             uids = {r.uid for r in records}
@@ -340,6 +346,12 @@ class HistoryDB:
             if new:
                 # Ids are read back by uid rather than with RETURNING, which needs SQLite 3.35.
                 s.execute(insert(Inspection), list(new.values()))
+                message = self.outbox_message
+                if message is not None:
+                    queued = {r.uid: r for r in records if r.uid in new}  # in order, once each
+                    now = utc_now()
+                    rows = [{"uid": uid, "created": now, "payload": message(r, s)} for uid, r in queued.items()]
+                    s.execute(insert(OutboxMessage), rows)
                 inserted = select(Inspection.uid, Inspection.id).where(Inspection.uid.in_(new))
                 ids.update(s.execute(inserted).all())
         return [replace(r, inspection_id=ids[r.uid]) for r in records]

@@ -216,3 +216,20 @@ class User(Base):
     created: Mapped[datetime] = mapped_column(default=utc_now)
     failed_pins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column()
+
+
+class OutboxMessage(Base):
+    """A result message waiting for a plant link (the MES over MQTT): written in the same
+    transaction as its inspection, deleted once the broker has acknowledged it.
+
+    ``id`` never repeats (AUTOINCREMENT on SQLite too), so id order is the order the results were
+    recorded in even after the table was emptied; ``uid`` is the inspection's, once per message.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    created: Mapped[datetime] = mapped_column(default=utc_now)
+    payload: Mapped[str] = mapped_column(Text)
