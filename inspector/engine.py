@@ -28,7 +28,7 @@ from inspector import ENGINE_BACKENDS
 from inspector.backend_cache import REMEASURE_ENV, choice_key, remember_backend, remembered_backend
 from inspector.method.efficientad import EfficientAD, map_to_input_grid, normalize_input
 from inspector.errors import InspectorError
-from inspector.image_io import Placement, map_to_image, to_square
+from inspector.image_io import map_to_image, to_square
 from inspector.file_digest import file_sha256
 from inspector.model_file import load_model
 from inspector.onnx_export import export_onnx

@@ -47,3 +47,14 @@ def tiny_model(request, tmp_path_factory, shared_data) -> Path:
     from pipeline_support import trained_model
 
     return trained_model(request.config, tmp_path_factory)
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A new, migrated SQLite history database of the test's own (a module may define its own)."""
+    from inspector.history import HistoryDB
+
+    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
+    db.upgrade()
+    yield db
+    db.close()

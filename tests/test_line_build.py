@@ -54,14 +54,6 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_images(good_images(N_FRAMES, skip=200), tmp_path_factory.mktemp("frames"))
 
 
-@pytest.fixture
-def db(tmp_path: Path):
-    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
-    db.upgrade()
-    yield db
-    db.close()
-
-
 def recipe(db: HistoryDB, tmp_path: Path, threshold: float = 0.5, reference=(), product: str = "tile") -> LoadedRecipe:
     path = tmp_path / f"{product}.safetensors"
     path.write_bytes(product.encode())

@@ -138,14 +138,6 @@ def broker():
     thread.close()
 
 
-@pytest.fixture
-def db(tmp_path: Path):
-    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
-    db.upgrade()
-    yield db
-    db.close()
-
-
 def results(n: int, start: int = 0) -> list[InspectionResult]:
     now = datetime.now(timezone.utc)
     return [InspectionResult(now, "cam", i, score=i / 1000, decision="FAIL" if i % 7 == 0 else "PASS",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from inspector.errors import DataError, ModelFileError
-from inspector.history import HistoryDB, file_sha256
+from inspector.history import file_sha256
 from inspector.line import DecisionRule
 from inspector.recipes import (
     LoadedRecipe,
@@ -25,14 +25,6 @@ from inspector.recipes import (
 
 META = {"threshold": 0.3, "pixel_threshold": 0.2, "min_defect_area_px": 12,
         "calibration": {"good_scores": [0.1, 0.15, 0.2]}}
-
-
-@pytest.fixture
-def db(tmp_path: Path):
-    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
-    db.upgrade()
-    yield db
-    db.close()
 
 
 @pytest.fixture
