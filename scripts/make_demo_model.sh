@@ -26,7 +26,7 @@ python -m cli train "$WORK/split/train" --out "$WORK/demo_model_fp32.safetensors
     --iterations "$ITERATIONS" --device cpu --no-resume
 
 # fp16 tensors halve the file; load_model casts them back to float32.
-python - "$WORK/demo_model_fp32.safetensors" "$OUT/demo_model.safetensors" <<'PY'
+python - "$WORK/demo_model_fp32.safetensors" "$WORK/demo_model_fp16.safetensors" <<'PY'
 import sys
 from inspector.model_file import load_tensors, save_tensors, MODEL_KIND
 tensors, meta = load_tensors(sys.argv[1], MODEL_KIND)
@@ -37,8 +37,11 @@ save_tensors(sys.argv[2], half, meta)
 print(f"fp16 model written to {sys.argv[2]}")
 PY
 
-python -m cli calibrate "$OUT/demo_model.safetensors" "$WORK/split/calibration_good" \
-    --defects "$WORK/split/calibration_defect" --report "$WORK/calibration" --target-frr 0.02 --device cpu
+# --out: the shipped file may be registered in this machine's history (the demo registers it), and a
+# registered model file is never rewritten in place.
+python -m cli calibrate "$WORK/demo_model_fp16.safetensors" "$WORK/split/calibration_good" \
+    --defects "$WORK/split/calibration_defect" --report "$WORK/calibration" --target-frr 0.02 --device cpu \
+    --out "$OUT/demo_model.safetensors"
 
 python -m demo card "$OUT/demo_model.safetensors" "$WORK/calibration/report.json" "$OUT/demo_model.json" "$ITERATIONS"
 echo "== $(date -u +%FT%TZ) done"
