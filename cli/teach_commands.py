@@ -136,16 +136,19 @@ def _calibrated_path(model: Path, args: argparse.Namespace, db) -> Path:
     in the history database the line uses (``--db``, else the default one if it exists) and not
     as a candidate being calibrated with ``--db``: a registered file is never rewritten, or the
     line would refuse it as changed. Then a new file beside it, a new version to register."""
+    from inspector.history import default_db_url
+
+    url = db.url if db is not None else default_db_url()
     if args.out is not None:
         out = Path(args.out).resolve()
         if out == model:
             raise DataError("--out names the model file itself; give a new file (or leave --out out)")
+        if out.is_file() and (registered := _registration_in(url, out)) is not None:
+            raise DataError(f"--out {out} is a model file registered in {registered}; it is never rewritten: give a new file")
         return out
     if db is not None:
         return model  # _db_plan refused active and retired versions; a candidate is re-registered
-    from inspector.history import default_db_url
-
-    registered = _registration_in(default_db_url(), model)
+    registered = _registration_in(url, model)
     if registered is None:
         return model
     out = model.with_name(f"{model.stem}.calibrated-{time.strftime('%Y%m%d-%H%M%S')}{model.suffix}")

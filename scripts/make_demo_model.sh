@@ -37,9 +37,9 @@ save_tensors(sys.argv[2], half, meta)
 print(f"fp16 model written to {sys.argv[2]}")
 PY
 
-# --out: the shipped file may be registered in this machine's history (the demo registers it), and a
-# registered model file is never rewritten in place.
-python -m cli calibrate "$WORK/demo_model_fp16.safetensors" "$WORK/split/calibration_good" \
+# The demo registers the shipped file in the user's history, and calibration never rewrites a
+# registered model file: check against a scratch history, then write the release's file with --out.
+INSPECTOR_DATA_DIR="$WORK/data" python -m cli calibrate "$WORK/demo_model_fp16.safetensors" "$WORK/split/calibration_good" \
     --defects "$WORK/split/calibration_defect" --report "$WORK/calibration" --target-frr 0.02 --device cpu \
     --out "$OUT/demo_model.safetensors"
 

@@ -54,6 +54,10 @@ def test_a_registered_model_file_is_left_alone_and_a_new_file_is_written(tiny_mo
     assert file_sha256(model) == before and load_model(target)[1]["threshold"] is not None
     assert calibrate(model, good, tmp_path / "report3", "--out", str(model)) == 2
     assert "--out names the model file itself" in capsys.readouterr().err
+    other = tmp_path / "other.safetensors"  # another registered file may not be the target either
+    shutil.copyfile(model, other)
+    assert calibrate(written, good, tmp_path / "report4", "--out", str(other)) == 2
+    assert "is a model file registered in" in capsys.readouterr().err and file_sha256(other) == before
 
 
 def test_an_unregistered_model_file_is_calibrated_in_place(tiny_model, tmp_path, monkeypatch):
