@@ -25,14 +25,6 @@ from inspector.history.tables import Base, ModelVersion, User
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> HistoryDB:
-    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
-    db.upgrade()
-    yield db
-    db.close()
-
-
 def _record(frame_id: int, **kwargs: object) -> InspectionResult:
     values = dict(
         time=datetime(2026, 3, 1, 12, tzinfo=timezone.utc) + timedelta(seconds=frame_id),

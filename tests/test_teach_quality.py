@@ -12,7 +12,6 @@ import pytest
 from calibration.quality import QualityGates, SampleScreen, measure, screen_files, summarise
 from calibration.teach import TeachSession
 from inspector.errors import CameraError, DataError
-from inspector.history import HistoryDB
 
 
 def texture(seed: int, shape=(120, 160), level=0.5, dtype=np.uint8) -> np.ndarray:
@@ -73,14 +72,6 @@ def test_screen_files_reports_unreadable_files(tmp_path):
     assert decisions[0].accepted
     assert not decisions[1].accepted and "not a readable image" in decisions[1].reasons[0]
     assert "corrupt.png: unreadable" in summarise([decisions[1]])
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
-    db.upgrade()
-    yield db
-    db.close()
 
 
 def test_collect_from_folder_copies_accepted_and_lists_rejected(tmp_path, db):
