@@ -35,6 +35,8 @@ DEFAULT_IMAGE_QUOTA_GB = 20.0
 STOP_TIMEOUT_S = 60.0
 #: At the end of a run, seconds to go on sending results to the MES; the rest waits in the outbox.
 PUBLISH_DRAIN_S = 5.0
+#: At the end of a run, seconds to wait for the PLC to acknowledge the last results.
+PLC_DRAIN_S = 2.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--publish", default=None, metavar="URI",
                    help="also send every recorded verdict to the MES: mqtt://HOST:PORT/TOPIC[?station=NAME] "
                    "(JSON, QoS 1; kept in the history's outbox while the broker is away)")
+    p.add_argument("--plc", default=None, metavar="URI",
+                   help="also hand every recorded verdict to the PLC over Modbus TCP: "
+                   "modbus://HOST[:PORT][?unit=1&map=FILE.toml] (part id, OK/NG, score, strobe; the PLC acknowledges)")
+    p.add_argument("--plc-down", choices=("ng", "stop"), default="ng",
+                   help="while the PLC link is down: ng (go on; the parts reach the PLC as NG once it is back) "
+                   "or stop (stop the line)")
     p.set_defaults(func=cmd_run)
 
     h = subparsers.add_parser("history", help="inspection history: export")
@@ -124,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     user, role = run_user(args, db)  # refused before the camera is opened or the model loaded
     active = product_recipe(args, db)
     publisher = _publisher(args, db)  # a bad URI is reported before the camera is opened
+    plc = _plc_link(args)  # so is a bad PLC URI or register map
+    plc_down = threading.Event()  # set by the PLC link under --plc-down stop
     camera = open_camera(args.camera)
     camera.open()  # a missing or busy device is reported before the model takes seconds to load
     try:
@@ -142,11 +152,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line,
             queue_size=args.queue_size, max_frames=args.max_frames,
             drift_window=args.drift_window,
-            links=[link for link in (out if args.print_results else None, publisher) if link is not None],
+            links=[link for link in (out if args.print_results else None, publisher, plc) if link is not None],
         )
         if publisher is not None:
             publisher.on_alarm = line.pipeline.raise_alarm  # mqtt_down/_recovered: log, console, links
             publisher.start()
+        if plc is not None:
+            plc.on_alarm = line.pipeline.raise_alarm  # plc_down/_recovered, ...: log, console, links
+            plc.on_stop = lambda reason: plc_down.set()
+            plc.start()
         if args.drift_window <= 0:
             drift = "alarm off (--drift-window 0)"
         elif line.drift is None:
@@ -163,7 +177,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         interrupted = False
         try:
             with _sigterm_as_interrupt():
-                while not line.wait(args.summary_interval):
+                while not _wait_for_line(line, args.summary_interval, plc_down):
+                    if plc_down.is_set():
+                        out.line("stopping: the PLC link is down (--plc-down stop); inspecting and recording "
+                                 "the frames already acquired ...")
+                        break
                     out.line(summary_line(line.metrics()))
         except KeyboardInterrupt:
             interrupted = True
@@ -173,9 +191,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if publisher is not None:
             left = publisher.stop(PUBLISH_DRAIN_S)
             out.line(f"published {publisher.sent} results to {args.publish}; {left} wait in the outbox for the next run")
+        if plc is not None:
+            left = plc.stop(PLC_DRAIN_S)
+            out.line(f"PLC {args.plc}: {plc.acknowledged} results acknowledged ({plc.late} of them as late NG), "
+                     f"{left} not acknowledged, {plc.dropped} dropped from a full queue")
         metrics = line.metrics()
         if interrupted:
             why = "interrupted"
+        elif plc_down.is_set():
+            why = "the PLC link went down (--plc-down stop)"
         elif not line.source_ended:
             why = "acquisition failed"
         elif args.max_frames is not None and metrics.acquired >= args.max_frames:
@@ -188,12 +212,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         lost = metrics.unrecorded + metrics.writer.failed
         if not clean or lost:
             raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
+        if plc_down.is_set() and not interrupted:
+            raise InspectorError("the line stopped because the PLC link went down (--plc-down stop); "
+                                 "see the alarms above")
         if not interrupted and not line.source_ended:
             raise InspectorError("acquisition stopped by an internal error; see the alarms above")
         return 0
     finally:
         if publisher is not None:
             publisher.stop(0.0)  # no-op when already stopped; what is left stays in the outbox
+        if plc is not None:
+            plc.stop(0.0)  # no-op when already stopped
         camera.close()
 
 
@@ -205,6 +234,28 @@ def _publisher(args: argparse.Namespace, db: Any) -> Any:
     from inspector.links.mqtt import MqttLink
 
     return MqttLink(db, args.publish)
+
+
+def _plc_link(args: argparse.Namespace) -> Any:
+    """The Modbus PLC link of ``--plc`` (None without); parsing its URI reads the register map."""
+    if not args.plc:
+        return None
+    from inspector.links.modbus import ModbusLink
+
+    return ModbusLink(args.plc, down_policy=args.plc_down)
+
+
+def _wait_for_line(line: Any, seconds: float, stop_asked: threading.Event) -> bool:
+    """``line.wait(seconds)``, but False as soon as ``stop_asked`` is set: a link asks for the stop
+    from its own thread, and the stop itself (drain, print, audit) is the run's, on this one."""
+    deadline = time.monotonic() + seconds
+    while not stop_asked.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if line.wait(min(left, 0.2)):
+            return True
+    return False
 
 
 def _check_run_args(args: argparse.Namespace) -> None:

@@ -1,2 +1,3 @@
 """Links from the line to the plant: subscribers of the durable results (see
-:class:`inspector.line.build.LineLink`). ``mqtt``: every result to the MES over MQTT."""
+:class:`inspector.line.build.LineLink`). ``mqtt``: every result to the MES over MQTT; ``modbus``:
+each part's OK/NG to the PLC over Modbus TCP, with the strobe/acknowledge handshake."""
