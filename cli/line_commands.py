@@ -96,6 +96,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plc-down", choices=("ng", "stop"), default="ng",
                    help="while the PLC link is down: ng (go on; the parts reach the PLC as NG once it is back) "
                    "or stop (stop the line)")
+    p.add_argument("--opcua", default=None, metavar="URI",
+                   help="also serve the station's state to SCADA and PLC clients as an OPC UA server: "
+                   "opcua://HOST[:PORT][?readonly=1&station=NAME], e.g. opcua://0.0.0.0:4840 (no security: an "
+                   "isolated network only; readonly=1 leaves out the methods ChangeProduct and AcknowledgeAlarms)")
     p.set_defaults(func=cmd_run)
 
     h = subparsers.add_parser("history", help="inspection history: export")
@@ -133,6 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     active = product_recipe(args, db)
     publisher = _publisher(args, db)  # a bad URI is reported before the camera is opened
     plc = _plc_link(args)  # so is a bad PLC URI or register map
+    station = _opcua_link(args)  # and a bad OPC UA address
     plc_down = threading.Event()  # set by the PLC link under --plc-down stop
     camera = open_camera(args.camera)
     camera.open()  # a missing or busy device is reported before the model takes seconds to load
@@ -152,8 +157,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line,
             queue_size=args.queue_size, max_frames=args.max_frames,
             drift_window=args.drift_window,
-            links=[link for link in (out if args.print_results else None, publisher, plc) if link is not None],
+            links=[link for link in (out if args.print_results else None, publisher, plc, station)
+                   if link is not None],
         )
+        if station is not None:  # first: a port already taken ends the run before anything else starts
+            station.set_recipe(recipe.product, recipe.model_version_id, recipe.rule.threshold)
+            station.on_change_product = _product_changer(args, db, line, station)
+            station.on_acknowledge = lambda alarms: _audit_acknowledge(db, alarms)
+            station.start()
+            out.line(f"serving the station over OPC UA at {station.endpoint} (no security"
+                     f"{'; read-only' if station.target.readonly else ''})")
         if publisher is not None:
             publisher.on_alarm = line.pipeline.raise_alarm  # mqtt_down/_recovered: log, console, links
             publisher.start()
@@ -174,6 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         db.record_audit(user, role, "run_start", f"product:{recipe.product}", None, run_start_details(args, recipe))
         line.start()
+        if station is not None:
+            station.set_running(True)
         interrupted = False
         try:
             with _sigterm_as_interrupt():
@@ -188,6 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.line("stopping: inspecting and recording the frames already acquired ...")
         finally:  # whatever ended the loop, what was acquired is inspected and recorded
             clean = line.stop(STOP_TIMEOUT_S)
+            if station is not None:
+                station.set_running(False)
         if publisher is not None:
             left = publisher.stop(PUBLISH_DRAIN_S)
             out.line(f"published {publisher.sent} results to {args.publish}; {left} wait in the outbox for the next run")
@@ -208,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             why = "the camera's source ended"
         out.line(f"stopped ({why}): {summary_line(metrics)}; acquired {metrics.acquired}, "
                  f"recorded {metrics.recorded}")
-        _audit_run_stop(db, user, role, recipe, why, metrics)
+        _audit_run_stop(db, user, role, line.recipe, why, metrics)  # the product on the line at the end
         lost = metrics.unrecorded + metrics.writer.failed
         if not clean or lost:
             raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
@@ -223,6 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             publisher.stop(0.0)  # no-op when already stopped; what is left stays in the outbox
         if plc is not None:
             plc.stop(0.0)  # no-op when already stopped
+        if station is not None:
+            station.stop()
         camera.close()
 
 
@@ -243,6 +262,48 @@ def _plc_link(args: argparse.Namespace) -> Any:
     from inspector.links.modbus import ModbusLink
 
     return ModbusLink(args.plc, down_policy=args.plc_down)
+
+
+def _opcua_link(args: argparse.Namespace) -> Any:
+    """The OPC UA server of ``--opcua`` (None without); not started."""
+    if not args.opcua:
+        return None
+    from inspector.links.opcua import OpcUaLink
+
+    return OpcUaLink(args.opcua)
+
+
+def _product_changer(args: argparse.Namespace, db: Any, line: Any, station: Any) -> Any:
+    """What the OPC UA method ChangeProduct does: load the product's active recipe (on the link's
+    worker thread; the line goes on with the old one meanwhile), audit the change as
+    ``change_product`` by the user ``opcua``, then decide the next frames with it. None for a run
+    with a technician's override (``--model``, ``--threshold``): that decision is theirs, so such a
+    station takes no product changes. The camera keeps its settings: ``inspector run`` sets none."""
+    if overrides_given(args):
+        return None
+
+    def change(name: str) -> str:
+        before = line.recipe
+        if name == before.product:
+            return f"product {name!r} is already on the line (model version {before.model_version_id})"
+        loaded = load_run_recipe(args, db, recipes.active_recipe(db, name))
+        # No audit, no change: a database that refuses the entry refuses the product change.
+        db.record_audit("opcua", "system", "change_product", f"product:{name}",
+                        {"product": before.product, **_decision(before)}, {"product": name, **_decision(loaded)})
+        line.set_recipe(loaded)
+        station.set_recipe(loaded.product, loaded.model_version_id, loaded.rule.threshold)
+        return f"product {name!r} on the line: model version {loaded.model_version_id}, threshold {loaded.rule.threshold:g}"
+
+    return change
+
+
+def _audit_acknowledge(db: Any, alarms: list[Any]) -> None:
+    """An OPC UA client acknowledged ``alarms``: audited as the desktop's acknowledgement is."""
+    try:
+        db.record_audit("opcua", "system", "acknowledge_alarms", "line",
+                        {"alarms": [f"{a.kind}: {a.message}" for a in alarms]}, None)
+    except DatabaseError as exc:
+        log.warning("an OPC UA acknowledgement could not be audited: %s", exc)
 
 
 def _wait_for_line(line: Any, seconds: float, stop_asked: threading.Event) -> bool:

@@ -1,3 +1,5 @@
 """Links from the line to the plant: subscribers of the durable results (see
 :class:`inspector.line.build.LineLink`). ``mqtt``: every result to the MES over MQTT; ``modbus``:
-each part's OK/NG to the PLC over Modbus TCP, with the strobe/acknowledge handshake."""
+each part's OK/NG to the PLC over Modbus TCP, with the strobe/acknowledge handshake; ``opcua``:
+the station's state and its commands (change product, acknowledge alarms) served to SCADA and PLC
+clients over OPC UA."""
