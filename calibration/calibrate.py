@@ -32,7 +32,7 @@ from calibration.thresholds import (
 )
 from inspector.errors import DataError
 from inspector.image_io import list_images, read_image
-from inspector.model_file import MODEL_KIND, load_tensors, save_tensors
+from inspector.model_file import load_model_tensors, save_tensors
 
 if TYPE_CHECKING:
     from inspector.engine import Engine
@@ -257,7 +257,7 @@ def write_thresholds(model_path: str | Path, result: CalibrationResult, out: str
 
     The tensors are copied unchanged and verified on reading; the file is replaced atomically.
     """
-    tensors, meta = load_tensors(model_path, MODEL_KIND)
+    tensors, meta = load_model_tensors(model_path)
     meta = {k: v for k, v in meta.items() if k not in METADATA_KEYS and k != "tensor_sha256"}
     target = Path(out) if out is not None else Path(model_path)
     save_tensors(target, tensors, {**meta, **result.metadata()})

@@ -105,3 +105,79 @@ def shadow_compare(
         rank_correlation=rho,
         differences=[r for r in rows if r.active_decision != r.candidate_decision],
     )
+
+
+# --- Handing over from a running model to a new one ---------------------------------------------
+
+#: A candidate may take over when its AUROC is at most this much below the running model's: the
+#: two are measured on the same few dozen images, where a single image moves the AUROC by more.
+HANDOVER_AUROC_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class Handover:
+    """Whether a candidate is at least as good as the active model on held-out good images and
+    defects (synthetic ones made from those images, plus real ones where given)."""
+
+    candidate_auroc: float
+    active_auroc: float
+    good_images: int
+    synthetic_defects: int
+    real_defects: int
+    candidate_escape_rate: float | None  # real defects passed at the candidate's threshold
+    active_escape_rate: float | None
+    shadow: ShadowReport  # the two models' verdicts on the good images
+    switch: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["shadow"] = self.shadow.as_dict()
+        return out
+
+
+def handover_check(
+    candidate: Engine,
+    candidate_rule: DecisionRule,
+    active: Engine,
+    active_rule: DecisionRule,
+    good_paths: Sequence[Path],
+    defect_paths: Sequence[Path] | None = None,
+    seed: int = 0,
+) -> Handover:
+    """Scores the good images, a synthetic defect made from each (:mod:`calibration.synthetic`) and
+    any real defects with both models; the candidate should take over when its AUROC is within
+    :data:`HANDOVER_AUROC_TOLERANCE` of the active model's or better, and it passes no more of the
+    real defects."""
+    from calibration.synthetic import synthetic_defects
+    from inspector.ad_metrics import image_auroc
+
+    if len(good_paths) < 2:
+        raise DataError("comparing two models needs at least two held-out good images")
+    good = [read_image(p) for p in good_paths]
+    real = [read_image(p) for p in defect_paths or []]
+    defects = synthetic_defects(good, seed) + real
+    labels = np.array([0] * len(good) + [1] * len(defects))
+    scores: dict[str, np.ndarray] = {}
+    escape: dict[str, float | None] = {"candidate": None, "active": None}
+    for name, engine, rule in (("candidate", candidate, candidate_rule), ("active", active, active_rule)):
+        preds = [p for i in range(0, len(labels), 8) for p in engine.predict_batch((good + defects)[i : i + 8])]
+        scores[name] = np.array([p.score for p in preds])
+        if real:  # judged by the model's whole rule, pixel rule included, as on the line
+            verdicts = [rule.decide(p.score, p.anomaly_map).decision for p in preds[-len(real):]]
+            escape[name] = float(np.mean([v == "PASS" for v in verdicts]))
+    auroc = {name: image_auroc(labels, s) for name, s in scores.items()}
+    shadow = shadow_compare(candidate, candidate_rule, active, active_rule, [(str(p), im) for p, im in zip(good_paths, good)])
+    if auroc["candidate"] < auroc["active"] - HANDOVER_AUROC_TOLERANCE:
+        switch, reason = False, f"the candidate's AUROC {auroc['candidate']:.3f} is below the active model's {auroc['active']:.3f}"
+    elif real and escape["candidate"] > escape["active"]:
+        switch, reason = False, (f"the candidate passes {escape['candidate']:.0%} of the real defects, "
+                                 f"the active model {escape['active']:.0%}")
+    else:
+        switch, reason = True, f"the candidate's AUROC {auroc['candidate']:.3f} is at least the active model's {auroc['active']:.3f}"
+        if real:
+            reason += f" and it passes no more real defects ({escape['candidate']:.0%} vs {escape['active']:.0%})"
+    return Handover(
+        auroc["candidate"], auroc["active"], len(good), len(good), len(real),
+        escape["candidate"], escape["active"], shadow, switch, reason,
+    )

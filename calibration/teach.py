@@ -69,7 +69,7 @@ from inspector.recipes import (
 from calibration.report import write_json_atomic, write_report
 from inspector.roles import require_role
 from inspector.line.rule import rule_from_calibration
-from calibration.shadow import ShadowReport, shadow_compare
+from calibration.shadow import Handover, ShadowReport, handover_check, shadow_compare
 from calibration.thresholds import check_resolvable, pct
 from inspector.errors import CameraError, DataError, InspectorError
 from inspector.history import HistoryDB, InspectionFilter, data_dir
@@ -86,6 +86,8 @@ log = logging.getLogger(__name__)
 
 #: The quick mode (QUICK_TRAIN_S, QUICK_MAX_ITERATIONS) is the core's, shared with `inspector train`.
 MODES = {"quick": QUICK_MAX_ITERATIONS, "full": PAPER_ITERATIONS}
+#: What ``train`` makes: EfficientAD, or the instant memory-bank model (:mod:`inspector.method.instant`).
+KINDS = ("efficientad", "instant")
 #: Share of the good samples kept out of training to calibrate the thresholds.
 CALIBRATION_FRACTION = 0.2
 MIN_CALIBRATION_IMAGES = 3
@@ -118,6 +120,15 @@ class TeachResult:
     calibration_images: list[Path] = field(default_factory=list)
     rejected: list[SampleVerdict] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass
+class StagedTeach:
+    """A staged teach: the instant model (active at once), EfficientAD, and whether it took over."""
+
+    instant: TeachResult
+    efficientad: TeachResult | None = None
+    handover: Handover | None = None
 
 
 def _stamp() -> str:
@@ -341,6 +352,7 @@ class TeachSession:
     def train(
         self,
         *,
+        kind: str = "efficientad",
         mode: str = "quick",
         iterations: int | None = None,
         size: str = "s",
@@ -363,6 +375,10 @@ class TeachSession:
     ) -> TeachResult:
         """Trains on the samples, calibrates on the held-out share, registers a candidate version.
 
+        ``kind="instant"`` builds the memory-bank model (:mod:`inspector.method.instant`) instead
+        of training EfficientAD: about a minute, no iterations (``mode`` and ``iterations`` do not
+        apply). Both kinds use the same samples, split and calibration.
+
         Everything that can be checked before training is (sample count, the target rate's
         feasibility, the defect folder), so a bad request fails in seconds, not after training.
         If calibration fails after training, the trained model is still registered (without
@@ -374,6 +390,8 @@ class TeachSession:
 
         if mode not in MODES:
             raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if kind not in KINDS:
+            raise InspectorError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         t0 = time.perf_counter()
         if not self.sample_paths():
             raise DataError(f"{self.samples_dir}: no samples; collect good samples first")
@@ -390,16 +408,24 @@ class TeachSession:
         if rejected:
             log.warning("samples left out of training: %s", summarise(rejected))
 
-        budget = QUICK_TRAIN_S if mode == "quick" and iterations is None else None
-        config = TrainConfig(size=size, iterations=iterations or MODES[mode], seed=seed, resize_mode=resize_mode, time_budget_s=budget)
         self.models_dir.mkdir(parents=True, exist_ok=True)
         stamp = _stamp()
         model_path = self.models_dir / f"{safe_name(self.product)}-{stamp}.safetensors"
-        trained = train(
-            train_paths, config, teacher=teacher, penalty_dir=penalty_dir, device=self.device,
-            checkpoint=self.models_dir / "training.ckpt", on_progress=on_progress, cancel=cancel,
-            show_progress=show_progress,
-        )
+        if kind == "instant":
+            from inspector.method.instant_build import InstantConfig, build_instant
+
+            trained = build_instant(train_paths, InstantConfig(size=size, seed=seed, resize_mode=resize_mode),
+                                    teacher=teacher, device=self.device, show_progress=show_progress)
+            mode, how = "instant", "instant model"
+        else:
+            budget = QUICK_TRAIN_S if mode == "quick" and iterations is None else None
+            config = TrainConfig(size=size, iterations=iterations or MODES[mode], seed=seed, resize_mode=resize_mode, time_budget_s=budget)
+            trained = train(
+                train_paths, config, teacher=teacher, penalty_dir=penalty_dir, device=self.device,
+                checkpoint=self.models_dir / "training.ckpt", on_progress=on_progress, cancel=cancel,
+                show_progress=show_progress,
+            )
+            how = f"{mode} teach, {trained.metadata['iterations']} iterations"
         meta = {
             **trained.metadata,
             "product": self.product,
@@ -410,7 +436,8 @@ class TeachSession:
         train_s = time.perf_counter() - t0
         metrics = {
             "mode": mode,
-            "iterations": trained.metadata["iterations"],  # what a time budget fitted
+            "kind": kind,
+            "iterations": trained.metadata.get("iterations"),  # what a time budget fitted; None for instant
             "train_images": len(train_paths),
             "calibration_images": len(cal_paths),
             "final_loss": trained.metadata.get("final_loss"),
@@ -424,14 +451,14 @@ class TeachSession:
                 tail=tail, pixel_fpr=pixel_fpr, mm_per_px=mm_per_px, show_progress=show_progress,
             )
         except InspectorError as e:
-            version_id = self.db.add_model_version(self.product_id, model_path, metrics=metrics, note=f"{mode} teach, NOT calibrated")
+            version_id = self.db.add_model_version(self.product_id, model_path, metrics=metrics, note=f"{how}, NOT calibrated")
             raise type(e)(
                 f"{e} -- the trained model is kept as candidate version {version_id} ({model_path}); "
                 f"calibrate it with `inspector teach calibrate --version {version_id}`"
             ) from None
         report_path = write_report(self.reports_dir / stamp, result, extra={"product": self.product, "metrics": metrics})
         write_thresholds(model_path, result)  # not registered yet, so rewriting in place is safe
-        version_id = self._register(model_path, result, metrics, report_path, user, note or f"{mode} teach, {metrics['iterations']} iterations")
+        version_id = self._register(model_path, result, metrics, report_path, user, note or how)
         return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0)
 
     def _defects(self, defects: str | Path | Sequence[Path] | None) -> list[Path] | None:
@@ -486,16 +513,16 @@ class TeachSession:
         out = self.models_dir / f"{version.path.stem.split('-cal')[0]}-cal{stamp}.safetensors"
         report_path = write_report(self.reports_dir / stamp, result, extra={"product": self.product, "recalibrated_from": version_id})
         write_thresholds(version.path, result, out=out)
-        metrics = {k: v for k, v in version.metrics.items() if k in ("mode", "iterations", "train_images", "final_loss", "teacher")}
+        metrics = {k: v for k, v in version.metrics.items() if k in ("mode", "kind", "iterations", "train_images", "final_loss", "teacher")}
         new_id = self._register(out, result, metrics, report_path, user, f"recalibration of version {version_id}")
         return TeachResult(new_id, out, report_path, result, [], list(good_paths), [], time.perf_counter() - t0)
 
     def _calibration_images(self, version: VersionInfo, good: str | Path | Sequence[Path] | None) -> list[Path]:
         if good is not None:
             return list_images(good) if isinstance(good, (str, Path)) else [Path(p) for p in good]
-        from inspector.model_file import load_tensors
+        from inspector.model_file import load_model_tensors
 
-        _, meta = load_tensors(version.path, "efficientad")
+        _, meta = load_model_tensors(version.path)
         names = meta.get("calibration_images")
         if not names:
             raise DataError(f"version {version.id}: its model file names no calibration images; give good images held out from training")
@@ -566,6 +593,59 @@ class TeachSession:
         active_engine = Engine(recipe.model_path, device=self.device, backend=self.backend)
         candidate_engine = Engine(candidate.path, device=self.device, backend=self.backend)
         return shadow_compare(candidate_engine, rule_from_calibration(candidate.calibration), active_engine, recipe.rule, paths)
+
+    def handover(self, candidate_version_id: int, *, user: str, pin: str, defects: str | Path | Sequence[Path] | None = None) -> Handover:
+        """Activates the candidate only if it is at least as good as the active model on the
+        candidate's held-out calibration images, synthetic defects made from them and ``defects``
+        (:func:`calibration.shadow.handover_check`). Technician only; the check is audited
+        whichever way it goes."""
+        from inspector.engine import Engine
+
+        target = f"product:{self.product_id}"
+        role = require_role(self.db, user, pin, "activate", target)  # before minutes of scoring
+        recipe = self.recipe()
+        candidate = self._check_usable(candidate_version_id)
+        good = self._calibration_images(candidate, None)
+        check = handover_check(
+            Engine(candidate.path, device=self.device, backend=self.backend), rule_from_calibration(candidate.calibration),
+            Engine(recipe.model_path, device=self.device, backend=self.backend), recipe.rule, good, self._defects(defects),
+        )
+        self.db.record_audit(user, role, "handover_check", f"model_version:{candidate_version_id}",
+                             {"active_model_version_id": recipe.model_version_id},
+                             {k: v for k, v in check.as_dict().items() if k != "shadow"})
+        if check.switch:
+            self.activate(candidate_version_id, user=user, pin=pin)
+        return check
+
+    def teach_staged(
+        self,
+        *,
+        user: str,
+        pin: str,
+        on_stage: Callable[[str, Any], None] | None = None,
+        on_progress: Callable[[TrainProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        mode: str = "quick",
+        defects: str | Path | Sequence[Path] | None = None,
+        **options: Any,
+    ) -> StagedTeach:
+        """The technician's teach: the instant model first, activated as soon as it is calibrated
+        (about a minute), then EfficientAD trained (``mode``) on the same samples, which takes over
+        only when :meth:`handover` finds it at least as good. ``on_stage(name, result)`` is called
+        with ``("instant", TeachResult)``, ``("efficientad", TeachResult)`` and ``("handover",
+        Handover)`` as each step ends; ``options`` go to :meth:`train` (target rate, size, seed ...).
+        A cancelled EfficientAD training leaves the instant model active."""
+        stage = on_stage or (lambda name, result: None)
+        instant = self.train(kind="instant", defects=defects, user=user, **options)
+        self.activate(instant.version_id, user=user, pin=pin)
+        stage("instant", instant)
+        staged = StagedTeach(instant)
+        staged.efficientad = self.train(kind="efficientad", mode=mode, defects=defects, on_progress=on_progress,
+                                        cancel=cancel, user=user, **options)
+        stage("efficientad", staged.efficientad)
+        staged.handover = self.handover(staged.efficientad.version_id, user=user, pin=pin, defects=defects)
+        stage("handover", staged.handover)
+        return staged
 
     def recipe(self) -> Recipe:
         """The product's active model, thresholds and camera settings."""

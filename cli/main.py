@@ -51,8 +51,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from inspector.method.training import TrainingCancelled, default_mode, mode_config, train
 
     paths = good_training_images(args.data_dir)
+    if args.kind == "instant":
+        return _build_instant(args, paths)
     mode = args.mode or default_mode(args.device)
-    config = mode_config(mode, args.iterations, size=args.size, seed=args.seed, resize_mode=args.resize_mode)
+    config = mode_config(mode, args.iterations, size=args.size, seed=args.seed, resize_mode=args.resize_mode, image_size=args.image_size)
     checkpoint = Path(str(args.out) + ".ckpt")
     if args.no_resume:
         checkpoint.unlink(missing_ok=True)
@@ -76,6 +78,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"model written to {args.out} ({result.metadata['train_images']} training images, "
           f"{result.metadata['validation_images']} held out, {result.metadata['iterations']} iterations, {how})")
     return 0
+
+
+def _build_instant(args: argparse.Namespace, paths: list[Path]) -> int:
+    """``train --kind instant``: the memory-bank model, built in about a minute (no iterations)."""
+    from inspector.method.instant_build import InstantConfig, build_instant
+    from inspector.model_file import save_model
+
+    if args.mode is not None or args.iterations is not None:
+        raise InspectorError("--kind instant is built, not trained: --mode and --iterations do not apply")
+    config = InstantConfig(size=args.size, seed=args.seed, resize_mode=args.resize_mode, image_size=args.image_size)
+    result = build_instant(paths, config, teacher=args.teacher, device=args.device)
+    save_model(args.out, result.model, result.metadata)
+    print(f"instant model written to {args.out} ({result.metadata['train_images']} training images, "
+          f"{result.metadata['validation_images']} held out, {result.metadata['bank_size']}-patch memory bank, "
+          f"{result.metadata['build_seconds']:.0f} s)")
+    return 0
+
+
+def image_size(text: str) -> int:
+    """An --image-size: a multiple of 4 from 64 to 1024 (the PDN's map needs at least 8 cells)."""
+    size = positive_int(text)
+    if size % 4 or not 64 <= size <= 1024:
+        raise argparse.ArgumentTypeError(f"{text}: the image size must be a multiple of 4 from 64 to 1024")
+    return size
 
 
 #: Training estimated to take longer than this asks before it starts -- at a terminal only.
@@ -262,13 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on good images")
     p.add_argument("data_dir", help="MVTec-layout folder (train/good) or a folder of good images")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--kind", choices=("efficientad", "instant"), default="efficientad",
+                   help="efficientad: train EfficientAD (default); instant: build the memory-bank model on the "
+                        "teacher's features in about a minute, no training")
     p.add_argument("--mode", choices=TRAIN_MODES, default=None,
                    help=f"quick: as many iterations as fit in {QUICK_TRAIN_S // 60} min, at most {QUICK_MAX_ITERATIONS}; "
                         f"full: the paper's {PAPER_ITERATIONS} (days on a CPU) (default: quick on a CPU, full on a CUDA GPU)")
     p.add_argument("--iterations", type=positive_int, default=None, help="train exactly this many iterations (default: as --mode says)")
     p.add_argument("--size", choices=("s", "m"), default="s", help="EfficientAD-S or -M (default: s)")
     p.add_argument("--teacher", default=None, help="teacher file, or 'random' (default: the shipped teacher)")
-    p.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize", help="how parts become 256x256 (default: resize)")
+    p.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize",
+                   help="how parts become square: stretched, or fitted whole with a grey border (default: resize)")
+    p.add_argument("--image-size", type=image_size, default=256, help="side of the square the network sees (default: 256, the paper's)")
     p.add_argument("--penalty-dir", type=Path, default=None, help="natural images for the penalty loss (default: shipped)")
     p.add_argument("--seed", type=int, default=42, help="random seed: the same seed and data train the same model (default: 42)")
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by an interrupted run (default: resume from it)")

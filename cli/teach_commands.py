@@ -273,17 +273,54 @@ def _calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_teach_train(args: argparse.Namespace) -> int:
     session = _session(args)
+    if args.kind == "staged":
+        return _teach_staged(session, args)
     # The candidate records who taught it: a verified technician, as on the desktop's teach page.
     user, _ = verified_user(session.db, args.user, args.pin_file, "teach_train", f"product:{session.product_id}")
     result = session.train(
-        mode=args.mode, iterations=args.iterations, size=args.size, teacher=args.teacher,
+        kind=args.kind, mode=args.mode, iterations=args.iterations, size=args.size, teacher=args.teacher,
         penalty_dir=args.penalty_dir, resize_mode=args.resize_mode, seed=args.seed,
         show_progress=True, user=user, **_calibration_kwargs(args),
     )
+    _print_candidate(result)
+    print(f"activate it with: inspector teach activate --product {args.product!r} --version {result.version_id} --user NAME")
+    return 0
+
+
+def _print_candidate(result) -> None:
     print(format_calibration(result.calibration))
     print(f"candidate version {result.version_id}: {result.model_path} ({len(result.train_images)} training, "
           f"{len(result.calibration_images)} calibration images, {result.seconds:.0f} s); report {result.report_path}")
-    print(f"activate it with: inspector teach activate --product {args.product!r} --version {result.version_id} --user NAME")
+
+
+def _teach_staged(session, args: argparse.Namespace) -> int:
+    """``--kind staged``: the instant model active in about a minute, EfficientAD trained after it
+    and taking over only when at least as good. Activation is part of it, so the PIN is needed
+    (and checked) up front, not after half an hour of training."""
+    from inspector.roles import LINE_CHANGERS, require_role
+
+    target = f"product:{session.product_id}"
+    if not args.user:
+        verified_user(session.db, args.user, args.pin_file, "teach_train", target)  # the usual audited refusal
+    user, pin = args.user, pin_or_denied(session.db, args.user, args.pin_file, "teach_train", target)  # asked once
+    require_role(session.db, user, pin, "teach_train", target, LINE_CHANGERS)
+
+    def stage(name: str, result: Any) -> None:
+        if name == "instant":
+            _print_candidate(result)
+            print(f"instant model: version {result.version_id} is now active; training EfficientAD ({args.mode} mode) ...", flush=True)
+        elif name == "efficientad":
+            _print_candidate(result)
+        else:
+            active = "takes over" if result.switch else "does NOT take over; the instant model stays active"
+            print(f"handover: EfficientAD {active}: {result.reason} ({result.good_images} good, "
+                  f"{result.synthetic_defects} synthetic and {result.real_defects} real defects)")
+
+    session.teach_staged(
+        user=user, pin=pin, on_stage=stage, mode=args.mode, size=args.size, teacher=args.teacher,
+        penalty_dir=args.penalty_dir, resize_mode=args.resize_mode, seed=args.seed, iterations=args.iterations,
+        show_progress=True, **_calibration_kwargs(args),
+    )
     return 0
 
 
@@ -393,6 +430,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--allow-mixed-sizes", action="store_true", help="accept samples of different sizes")
 
     s = step("train", "train on the samples, calibrate on a held-out 20%%, register a candidate", cmd_teach_train)
+    s.add_argument("--kind", choices=("efficientad", "instant", "staged"), default="efficientad",
+                   help="efficientad: train EfficientAD (default); instant: build the memory-bank model in about a minute; "
+                        "staged: the instant model, activated at once, then EfficientAD, which takes over only when at "
+                        "least as good on the held-out images (needs the technician's PIN for the activations)")
     s.add_argument("--mode", choices=("quick", "full"), default="quick", help="quick (as many iterations as fit in 24 minutes, at most 10000) or full (the paper's 70000)")
     s.add_argument("--iterations", type=int, help="override the mode's iteration count")
     s.add_argument("--size", choices=("s", "m"), default="s")

@@ -176,9 +176,9 @@ def write_card(model: Path, report: Path, out: Path, iterations: int) -> dict:
     import json
 
     from inspector.file_digest import file_sha256
-    from inspector.model_file import MODEL_KIND, load_tensors
+    from inspector.model_file import load_model_tensors
 
-    _, meta = load_tensors(model, MODEL_KIND)
+    _, meta = load_model_tensors(model)
     rep = json.loads(Path(report).read_text())
     card = {
         "name": "demo_model",
@@ -214,14 +214,14 @@ def register_demo_model(db: Any) -> int:
     import json
 
     from inspector.file_digest import file_sha256
-    from inspector.model_file import load_tensors
+    from inspector.model_file import load_model_tensors
     from inspector.recipes import register_model
 
     if not DEMO_MODEL.is_file() or not DEMO_CARD.is_file():
         raise ModelFileError(f"the demo model is missing from {ASSETS} (damaged install?); give --model")
     product_id, version_id = register_model(db, DEMO_MODEL, file_sha256(DEMO_MODEL), DEMO_PRODUCT)
     if db.latest_calibration(version_id) is None:
-        _, meta = load_tensors(DEMO_MODEL, "efficientad")
+        _, meta = load_model_tensors(DEMO_MODEL)
         card = json.loads(DEMO_CARD.read_text())
         c = card["calibration"]
         db.add_calibration(

@@ -1,6 +1,7 @@
 """The inference engine: a model file in, (score, anomaly map) per image out.
 
-One :class:`Engine` holds one model on one device. ``predict`` takes what a camera gives — a numpy
+One :class:`Engine` holds one model on one device: EfficientAD, or the instant model
+(:mod:`inspector.method.instant`), which has the same interface. ``predict`` takes what a camera gives — a numpy
 image, (H, W) or (H, W, 3), uint8 or uint16 — and returns a :class:`Prediction` whose map has the
 image's own size. On CUDA the networks run in half precision with channels-last memory, batch 1
 replays a captured CUDA graph, and host copies go through pinned memory. On the CPU the engine
@@ -26,7 +27,7 @@ import torch
 
 from inspector import ENGINE_BACKENDS
 from inspector.backend_cache import REMEASURE_ENV, choice_key, remember_backend, remembered_backend
-from inspector.method.efficientad import EfficientAD, map_to_input_grid, normalize_input
+from inspector.method.efficientad import map_to_input_grid, normalize_input
 from inspector.errors import InspectorError
 from inspector.image_io import map_to_image, to_square
 from inspector.file_digest import file_sha256
@@ -88,7 +89,8 @@ class Engine:
             torch.set_num_threads(threads or cpu_threads())
         self.half = self.device.type == "cuda" if half is None else half
         dtype = torch.float16 if self.half else torch.float32
-        self.model: EfficientAD = model.to(self.device, dtype=dtype, memory_format=torch.channels_last).eval()
+        self.kind: str = self.metadata.get("kind", "efficientad")
+        self.model: torch.nn.Module = model.to(self.device, dtype=dtype, memory_format=torch.channels_last).eval()
         for buffer in self.model.buffers():  # statistics stay fp32: quantile gaps are small numbers
             buffer.data = buffer.data.float()
         self._dtype = dtype
@@ -138,6 +140,7 @@ class Engine:
             "model": str(self.model_path),
             "model_sha256": self.model_sha256,
             "architecture": self.metadata.get("architecture"),
+            "kind": self.kind,
             "device": str(self.device),
             "backend": self.backend,
             "precision": self.precision,
@@ -257,7 +260,7 @@ class Engine:
 class _CudaGraph:
     """Batch-1 inference replayed from a captured CUDA graph, with pinned host buffers."""
 
-    def __init__(self, model: EfficientAD, size: int, dtype: torch.dtype) -> None:
+    def __init__(self, model: torch.nn.Module, size: int, dtype: torch.dtype) -> None:
         dev = next(model.parameters()).device
         self.host_in = torch.zeros((1, size, size, 3), dtype=torch.float32).pin_memory()
         self.static_in = torch.zeros((1, 3, size, size), device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)

@@ -6,19 +6,19 @@ score and a full-size map back in host memory, so host<->device copies are inclu
 
 from __future__ import annotations
 
-import platform
 import time
 
 import numpy as np
 import torch
 
+from inspector.devices import cpu_description
 from inspector.engine import Engine
 
 
 def machine_note(engine: Engine) -> str:
     if engine.device.type == "cuda":
         return torch.cuda.get_device_name(engine.device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{cpu_description()}; {torch.get_num_threads()} threads"
 
 
 def bench(engine: Engine, batch: int = 1, runs: int = 50, repeats: int = 3, warmup: int = 5, image_size: tuple[int, int] = (256, 256)) -> dict:

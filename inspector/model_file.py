@@ -199,28 +199,50 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 # --- EfficientAD models and teachers -------------------------------------------------------------
 
 MODEL_KIND = "efficientad"
+#: The instant model (:mod:`inspector.method.instant`): the teacher plus a patch memory bank.
+INSTANT_KIND = "instant"
+#: Every kind of model the engine runs; each has EfficientAD's interface (image in, map out).
+MODEL_KINDS = (MODEL_KIND, INSTANT_KIND)
 TEACHER_KIND = "teacher"
 
 
-def save_model(path: str | Path, model: EfficientAD, metadata: dict[str, Any]) -> None:
-    """One file per trained model: all three networks, the statistics, and the metadata."""
-    meta = {"kind": MODEL_KIND, "size": model.size, **metadata}
+def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any]) -> None:
+    """One file per trained model: its networks, the statistics, and the metadata; the model's
+    ``kind`` (EfficientAD unless the model says otherwise) tells :func:`load_model` what to build."""
+    meta = {"kind": getattr(model, "kind", MODEL_KIND), "size": model.size, **metadata}
     save_tensors(path, model.state_dict(), meta)
 
 
-def load_model(path: str | Path) -> tuple[EfficientAD, dict[str, Any]]:
-    """Loads a trained model on the CPU in eval mode, with its metadata."""
-    from inspector.method.efficientad import EfficientAD
+def load_model_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A model file's verified tensors and metadata, of any kind the engine runs."""
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") not in MODEL_KINDS:
+        raise ModelFileError(f"{path}: expected a model file ({' or '.join(MODEL_KINDS)}), this is a {meta.get('kind')!r} file")
+    return tensors, meta
 
-    tensors, meta = load_tensors(path, MODEL_KIND)
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Loads a trained model (EfficientAD or instant) on the CPU in eval mode, with its metadata."""
+    from inspector.method.efficientad import EfficientAD
+    from inspector.method.instant import InstantModel
+
+    tensors, meta = load_model_tensors(path)
     check_model_metadata(path, meta)
     size = meta["size"]
-    model = EfficientAD(size)
+    if meta["kind"] == INSTANT_KIND:
+        bank = tensors.get("bank")
+        if bank is None or bank.dim() != 2:
+            raise ModelFileError(f"{path}: an instant model without a usable memory bank")
+        model: torch.nn.Module = InstantModel(size, bank_size=bank.shape[0], neighbourhood=meta.get("neighbourhood", 3))
+        what = f"an instant model on a PDN-{size.upper()} teacher"
+    else:
+        model = EfficientAD(size)
+        what = f"an EfficientAD-{size.upper()} model"
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise ModelFileError(f"{path}: tensors do not fit an EfficientAD-{size.upper()} model ({first})") from None
+        raise ModelFileError(f"{path}: tensors do not fit {what} ({first})") from None
     return model.eval(), meta
 
 
@@ -233,6 +255,10 @@ def check_model_metadata(path: str | Path, meta: dict[str, Any]) -> None:
         raise ModelFileError(f"{path}: image size {image_size!r} is unusable (a multiple of 4 from 32 to 4096)")
     if meta.get("resize_mode", "resize") not in ("resize", "letterbox"):
         raise ModelFileError(f"{path}: unknown resize mode {meta.get('resize_mode')!r}")
+    if meta.get("kind") == INSTANT_KIND:
+        k = meta.get("neighbourhood", 3)
+        if isinstance(k, bool) or not isinstance(k, int) or k not in (1, 3, 5, 7):
+            raise ModelFileError(f"{path}: neighbourhood {k!r} is unusable (1, 3, 5 or 7)")
     for key in ("threshold", "pixel_threshold"):
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inspector.method.efficientad import EfficientAD
 from inspector.errors import InspectorError
 from inspector.model_file import atomic_write, load_model
 
 
-def export_onnx(model: EfficientAD, path: str | Path, image_size: int = 256) -> None:
+def export_onnx(model: torch.nn.Module, path: str | Path, image_size: int = 256) -> None:
     """Writes normalised image (N, 3, S, S) -> combined map (N, 1, S/4-8, S/4-8) as ONNX, batch dynamic.
 
     The model is exported from a float32 CPU copy; ``model`` itself is left as it was.

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
     n_cal = max(MIN_CALIBRATION_IMAGES, math.ceil(CALIBRATION_FRACTION * len(collected.accepted)))
     target = args.target_frr or max(0.01, 1.0001 / (n_cal + 1))
     taught = session.train(
-        mode="quick", iterations=args.iterations, teacher=args.teacher, target_frr=target,
+        kind=args.kind, mode="quick", iterations=args.iterations, teacher=args.teacher, target_frr=target,
         pixel_fpr=None, show_progress=True, user="bench",
     )
     session.activate(taught.version_id, user="bench", pin="0000")
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> dict:
         "samples_rejected": len(collected.rejected),
         "train_images": len(taught.train_images),
         "calibration_images": len(taught.calibration_images),
+        "kind": args.kind,
         "iterations": metrics.get("iterations"),
         "pick": args.pick,
         "teacher": metrics.get("teacher"),
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python scripts/bench_quick_teach.py", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/magnetic_tile", help="MVTec-layout category folder")
     p.add_argument("--images", type=int, default=100, help="good images to teach from (50-200)")
+    p.add_argument("--kind", choices=("efficientad", "instant"), default="efficientad",
+                   help="what the teach makes: EfficientAD (quick mode) or the instant memory-bank model")
     p.add_argument("--iterations", type=int, default=None,
                    help="training iterations (default: the quick mode's, as many as fit in its time budget)")
     p.add_argument("--pick", choices=("random", "first"), default="random",
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(
-        f"quick teach on {r['device']}: {r['samples_accepted']} of {r['images_offered']} images accepted, "
+        f"{'quick teach' if r['kind'] == 'efficientad' else 'instant teach'} on {r['device']}: {r['samples_accepted']} of {r['images_offered']} images accepted, "
         f"{r['train_images']} trained / {r['calibration_images']} calibrated, {r['iterations']} iterations "
         f"(teacher {r['teacher']}): activated after {r['seconds_to_active']:.0f} s "
         f"(training {r['seconds_train']:.0f} s)\n"

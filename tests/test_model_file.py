@@ -74,7 +74,7 @@ def test_other_format_version_is_refused(tmp_path):
 def test_wrong_kind_and_missing_file_are_refused(tmp_path):
     path = tmp_path / "teacher.safetensors"
     save_tensors(path, {"x": torch.zeros(2)}, {"kind": "teacher"})
-    with pytest.raises(ModelFileError, match="expected a efficientad file"):
+    with pytest.raises(ModelFileError, match=r"expected a model file \(efficientad or instant\), this is a .teacher. file"):
         load_model(path)
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model(tmp_path / "missing.safetensors")

@@ -74,6 +74,8 @@ def test_teach_flow(qtbot, tmp_path, tiny_model, engine, shared_data, tile_train
     assert page.gallery.count() == n - 1 == 1 + len(tile_train_paths)
 
     # Training runs off the GUI thread and can be cancelled.
+    assert page.kind.currentData() == "staged"  # the technician's default
+    page.kind.setCurrentIndex(page.kind.findData("efficientad"))
     page.iterations.setValue(1000)
     page.target_frr.setValue(25.0)  # 3 calibration images resolve 25 %, not less
     assert "not the active model's target of 10 %" in page.target_note.text()  # the page says so
@@ -120,6 +122,23 @@ def test_teach_flow(qtbot, tmp_path, tiny_model, engine, shared_data, tile_train
     page.rollback_button.click()
     qtbot.waitUntil(lambda: line.recipe.model_version_id == v1, timeout=120_000)
     assert db.product_by_name("tile").active_model_version_id == v1
+
+    # The staged teach: the instant model runs the line within about a minute, EfficientAD trains
+    # after it and takes over only when the handover check finds it at least as good.
+    running = []
+    line.status_changed.connect(lambda: running.append(line.recipe.model_version_id))
+    page.kind.setCurrentIndex(page.kind.findData("staged"))
+    page.target_frr.setValue(25.0)
+    page.train_button.click()
+    qtbot.waitUntil(lambda: not teach.state.running, timeout=300_000)
+    kinds = {v.id: v.metrics.get("kind") for v in teach.versions()}
+    assert "instant" in kinds.values(), (teach.state.message, messages[-3:])
+    instant = max(i for i, k in kinds.items() if k == "instant")
+    trained = max(i for i, k in kinds.items() if k == "efficientad")
+    assert instant in running  # the line ran the instant model while EfficientAD trained
+    assert ("stays active" in teach.state.message) != ("is active" in teach.state.message), teach.state.message
+    assert line.recipe.model_version_id == (instant if "stays active" in teach.state.message else trained)
+    assert "handover_check" in audit_actions(db)
     line.stop()
 
     session.sign_out()

@@ -22,7 +22,7 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from inspector.recipes import LoadedRecipe, VersionInfo, load_active_recipe
 from inspector.line.rule import rule_from_values
 from calibration.shadow import ShadowReport
-from calibration.teach import TeachResult, TeachSession
+from calibration.teach import StagedTeach, TeachResult, TeachSession
 from calibration.thresholds import FrrEstimate, frr_at
 from inspector.errors import DataError, InspectorError
 from inspector.history import HistoryDB
@@ -49,6 +49,21 @@ class CalibrationData:
     defect_scores: np.ndarray | None
     pixel_threshold: float | None
     min_defect_area_px: int | None
+
+
+#: What the Train button makes (TeachSession.train's kinds, plus the staged teach).
+TRAIN_KINDS = ("staged", "efficientad", "instant")
+
+
+@dataclass(frozen=True)
+class StageDone:
+    """A step of a staged teach ended (on the worker thread): ``name`` is ``"instant"``,
+    ``"efficientad"`` or ``"handover"``; ``recipe`` is the product's active recipe after it, loaded
+    on the worker so that the GUI thread only swaps it in."""
+
+    name: str
+    result: object
+    recipe: LoadedRecipe | None
 
 
 @dataclass(frozen=True)
@@ -168,23 +183,46 @@ class TeachModel(QObject):
 
     # -- training --------------------------------------------------------------------------------
 
-    def train(self, iterations: int | None = None, target_frr: float = DEFAULT_TARGET_FRR, defects: Path | None = None) -> Task:
-        """Trains on the samples in a worker thread; progress in ``training_changed``."""
+    def train(self, iterations: int | None = None, target_frr: float = DEFAULT_TARGET_FRR, defects: Path | None = None,
+              kind: str = "efficientad") -> Task:
+        """Trains on the samples in a worker thread; progress in ``training_changed``.
+
+        ``kind="staged"`` (the page's default) builds the instant model, activates it and loads
+        it into the line within about a minute, then trains EfficientAD, which takes over only
+        when the handover check finds it at least as good (:meth:`TeachSession.teach_staged`);
+        it needs the right to activate as well as to teach."""
+        if kind not in TRAIN_KINDS:
+            raise InspectorError(f"kind must be one of {', '.join(TRAIN_KINDS)}, not {kind!r}")
         if self.training is not None and self.training.running:
             raise InspectorError("training is already running")
         creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
+        if kind == "staged":
+            creds = self.session.authorize("activate_model", f"product:{self.teach.product_id}")
         teach = self.teach
         self.db.record_audit(creds.user, creds.role, "train_started", f"product:{teach.product_id}", None,
-                             {"iterations": iterations, "target_frr": target_frr, "samples": len(teach.sample_paths())})
+                             {"iterations": iterations, "target_frr": target_frr, "samples": len(teach.sample_paths()), "kind": kind})
+        note = f"taught in the GUI by {creds.user}"
 
-        def work(task: Task) -> TeachResult:
-            return teach.train(
-                mode="quick", iterations=iterations, target_frr=target_frr, defects=defects, penalty_dir=self.penalty_dir,
-                on_progress=task.progress.emit, cancel=task.cancel, user=creds.user,
-                note=f"taught in the GUI by {creds.user}",
+        def work(task: Task) -> TeachResult | StagedTeach:
+            if kind != "staged":
+                return teach.train(
+                    kind=kind, mode="quick", iterations=iterations, target_frr=target_frr, defects=defects,
+                    penalty_dir=self.penalty_dir, on_progress=task.progress.emit, cancel=task.cancel, user=creds.user, note=note,
+                )
+
+            def on_stage(name: str, result: object) -> None:
+                recipe = None
+                if name == "instant" or (name == "handover" and result.switch):
+                    recipe = load_active_recipe(self.db, teach.product, device=self.device, backend=self.backend)
+                task.progress.emit(StageDone(name, result, recipe))
+
+            return teach.teach_staged(
+                user=creds.user, pin=creds.pin, on_stage=on_stage, on_progress=task.progress.emit, cancel=task.cancel,
+                iterations=iterations, target_frr=target_frr, defects=defects, penalty_dir=self.penalty_dir,
             )
 
-        self._set_state(TrainingState(True, 0, iterations or 0, message="preparing (teacher statistics, step timing) ..."))
+        first = "building the instant model ..." if kind in ("staged", "instant") else "preparing (teacher statistics, step timing) ..."
+        self._set_state(TrainingState(True, 0, iterations or 0, message=first))
         self.training = run_task("training", work, self, finished=self._on_training_finished,
                                  failed=self._on_training_failed, progress=self._on_training_progress)
         return self.training
@@ -194,10 +232,37 @@ class TeachModel(QObject):
             self.training.cancel.set()
             self._set_state(TrainingState(True, self.state.iteration, self.state.total, self.state.eta_s, self.state.loss, "cancelling ..."))
 
-    def _on_training_progress(self, p: TrainProgress) -> None:
+    def _on_training_progress(self, p: TrainProgress | StageDone) -> None:
+        if isinstance(p, StageDone):
+            self._on_stage_done(p)
+            return
         self._set_state(TrainingState(True, p.iteration, p.total, p.eta_s, p.loss, f"iteration {p.iteration} of {p.total}"))
 
-    def _on_training_finished(self, result: TeachResult) -> None:
+    def _on_stage_done(self, stage: StageDone) -> None:
+        if stage.recipe is not None:
+            self.line.set_recipe(stage.recipe)
+        if stage.name == "instant":
+            text = (f"instant model: version {stage.result.version_id} is active on the line "
+                    f"(threshold {stage.result.calibration.image.threshold:.4g}); training EfficientAD ...")
+            self._set_state(TrainingState(True, 0, self.state.total, message=text))
+        elif stage.name == "efficientad":
+            text = f"EfficientAD trained: version {stage.result.version_id}; comparing it with the instant model ..."
+        else:
+            text = (f"EfficientAD takes over: {stage.result.reason}" if stage.result.switch
+                    else f"the instant model stays active: {stage.result.reason}")
+        self.message.emit(text, False)
+        self.versions_changed.emit()
+
+    def _on_training_finished(self, result: TeachResult | StagedTeach) -> None:
+        if isinstance(result, StagedTeach):
+            h = result.handover
+            text = (f"EfficientAD version {result.efficientad.version_id} is active: {h.reason}" if h.switch else
+                    f"instant version {result.instant.version_id} stays active: {h.reason}")
+            self._set_state(TrainingState(False, self.state.total, self.state.total, 0.0, self.state.loss, text))
+            self.message.emit(text, False)
+            self.versions_changed.emit()
+            self.version_created.emit(result.efficientad.version_id)
+            return
         im = result.calibration.image
         text = (f"version {result.version_id} trained and calibrated: threshold {im.threshold:.4g}, expected "
                 f"false-reject rate {100 * im.expected_frr:.2g} % ({100 * im.frr_ci_low:.2g} .. {100 * im.frr_ci_high:.2g} %)")

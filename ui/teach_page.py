@@ -17,6 +17,7 @@ from PyQt6.QtCore import QSize, Qt
 from PyQt6.QtGui import QIcon, QImage, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -141,6 +142,12 @@ class TeachPage(QWidget):
         # 0 is the quick mode: as many iterations as fit in its time budget on this machine.
         self.iterations.setSpecialValueText(f"quick ({QUICK_TRAIN_S // 60} min)")
         self.iterations.setValue(0)
+        self.kind = QComboBox()
+        for label, kind in (("Instant now, EfficientAD after (recommended)", "staged"),
+                            ("EfficientAD only", "efficientad"), ("Instant model only", "instant")):
+            self.kind.addItem(label, kind)
+        self.kind.setToolTip("The instant model is ready in about a minute and runs the line while EfficientAD trains;\n"
+                             "EfficientAD takes over only when it is at least as good on the held-out samples.")
         self.target_frr = QDoubleSpinBox()
         self.target_frr.setRange(0.05, 50.0)
         self.target_frr.setDecimals(2)
@@ -197,6 +204,7 @@ class TeachPage(QWidget):
         right = QVBoxLayout()
         train_box = QGroupBox("Training")
         form = QFormLayout(train_box)
+        form.addRow("Model", self.kind)
         form.addRow("Iterations", self.iterations)
         form.addRow("Target false-reject rate", self.target_frr)
         form.addRow(self.target_note)
@@ -318,7 +326,8 @@ class TeachPage(QWidget):
     # -- training ----------------------------------------------------------------------------------
 
     def _on_train_clicked(self) -> None:
-        self._guard(lambda: self.model.train(self.iterations.value() or None, self.target_frr.value() / 100.0))
+        self._guard(lambda: self.model.train(self.iterations.value() or None, self.target_frr.value() / 100.0,
+                                             kind=self.kind.currentData()))
 
     def _on_training_changed(self, state: TrainingState) -> None:
         self.progress.setRange(0, max(state.total, 1))
