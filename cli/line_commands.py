@@ -37,6 +37,8 @@ STOP_TIMEOUT_S = 60.0
 PUBLISH_DRAIN_S = 5.0
 #: At the end of a run, seconds to wait for the PLC to acknowledge the last results.
 PLC_DRAIN_S = 2.0
+#: At the end of a run, seconds to go on forwarding to the plant database; the rest goes next run.
+PLANT_DRAIN_S = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -90,6 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--publish", default=None, metavar="URI",
                    help="also send every recorded verdict to the MES: mqtt://HOST:PORT/TOPIC[?station=NAME] "
                    "(JSON, QoS 1; kept in the history's outbox while the broker is away)")
+    p.add_argument("--plant-db", default=None, metavar="URL",
+                   help="also forward every recorded verdict to the plant's shared database: "
+                   "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?station=NAME] (the station defaults to the host "
+                   "name; --db stays the station's own history, which keeps recording while the plant database is away)")
     p.add_argument("--plc", default=None, metavar="URI",
                    help="also hand every recorded verdict to the PLC over Modbus TCP: "
                    "modbus://HOST[:PORT][?unit=1&map=FILE.toml] (part id, OK/NG, score, strobe; the PLC acknowledges)")
@@ -105,7 +111,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     h = subparsers.add_parser("history", help="inspection history: export")
     hsub = h.add_subparsers(dest="history_command", required=True, metavar="COMMAND")
     e = hsub.add_parser("export", help="write inspections to a CSV file, one row each, newest first")
-    e.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder)")
+    e.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder); the "
+                   "plant database's, postgresql://USER@HOST/DB, exports every station's")
+    e.add_argument("--station", default=None, help="only this station's inspections (see the station column)")
     e.add_argument("--out", required=True, type=Path, help="CSV file to write")
     e.add_argument("--since", default=None, help="from this time on (ISO 8601; without a zone: local time)")
     e.add_argument("--until", default=None, help="before this time (ISO 8601; without a zone: local time)")
@@ -136,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     user, role = run_user(args, db)  # refused before the camera is opened or the model loaded
     active = product_recipe(args, db)
     publisher = _publisher(args, db)  # a bad URI is reported before the camera is opened
+    plant = _plant_link(args, db)  # so is a bad plant database URL; it names the station before any row
     plc = _plc_link(args)  # so is a bad PLC URI or register map
     station = _opcua_link(args)  # and a bad OPC UA address
     plc_down = threading.Event()  # set by the PLC link under --plc-down stop
@@ -157,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line,
             queue_size=args.queue_size, max_frames=args.max_frames,
             drift_window=args.drift_window,
-            links=[link for link in (out if args.print_results else None, publisher, plc, station)
+            links=[link for link in (out if args.print_results else None, publisher, plant, plc, station)
                    if link is not None],
         )
         if station is not None:  # first: a port already taken ends the run before anything else starts
@@ -170,6 +179,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if publisher is not None:
             publisher.on_alarm = line.pipeline.raise_alarm  # mqtt_down/_recovered: log, console, links
             publisher.start()
+        if plant is not None:
+            plant.on_alarm = line.pipeline.raise_alarm  # plant_db_down/_recovered: log, console, links
+            plant.start()
         if plc is not None:
             plc.on_alarm = line.pipeline.raise_alarm  # plc_down/_recovered, ...: log, console, links
             plc.on_stop = lambda reason: plc_down.set()
@@ -208,6 +220,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if publisher is not None:
             left = publisher.stop(PUBLISH_DRAIN_S)
             out.line(f"published {publisher.sent} results to {args.publish}; {left} wait in the outbox for the next run")
+        if plant is not None:
+            left = plant.stop(PLANT_DRAIN_S)
+            out.line(f"forwarded {plant.forwarded} inspections of station {plant.station!r} to {plant.target}; "
+                     f"{left} wait in the local history for the next run")
         if plc is not None:
             left = plc.stop(PLC_DRAIN_S)
             out.line(f"PLC {args.plc}: {plc.acknowledged} results acknowledged ({plc.late} of them as late NG), "
@@ -238,6 +254,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if publisher is not None:
             publisher.stop(0.0)  # no-op when already stopped; what is left stays in the outbox
+        if plant is not None:
+            plant.stop(0.0)  # no-op when already stopped; what is left goes next run
         if plc is not None:
             plc.stop(0.0)  # no-op when already stopped
         if station is not None:
@@ -253,6 +271,16 @@ def _publisher(args: argparse.Namespace, db: Any) -> Any:
     from inspector.links.mqtt import MqttLink
 
     return MqttLink(db, args.publish)
+
+
+def _plant_link(args: argparse.Namespace, db: Any) -> Any:
+    """The plant database link of ``--plant-db`` (None without): the station records into its own
+    history (``--db``) as always, and a thread forwards the rows to the plant database."""
+    if not args.plant_db:
+        return None
+    from inspector.links.plant import PlantLink
+
+    return PlantLink(db, args.plant_db)
 
 
 def _plc_link(args: argparse.Namespace) -> Any:
@@ -524,6 +552,7 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         max_score=args.max_score,
         model_version_id=args.model_version,
         errors_only=args.errors_only,
+        station=args.station,
     )
     if not args.out.parent.is_dir():
         raise InspectorError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
@@ -552,7 +581,7 @@ def cmd_history_export(args: argparse.Namespace) -> int:
 
 def _filter_options(args: argparse.Namespace) -> dict[str, Any]:
     """The export's filters as given (None: not given), for the audit."""
-    names = ("since", "until", "decision", "errors_only", "min_score", "max_score", "model_version")
+    names = ("since", "until", "decision", "errors_only", "min_score", "max_score", "model_version", "station")
     return {name: getattr(args, name) for name in names}
 
 

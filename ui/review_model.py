@@ -47,6 +47,7 @@ COLUMNS = (
     ("product_name", "Product", 110),
     ("model_version_id", "Model", 55),
     ("id", "Id", 70),
+    ("station", "Station", 100),
     ("camera_id", "Camera", 120),
 )
 
@@ -208,6 +209,15 @@ def load_review_images(row: InspectionRow) -> tuple[np.ndarray | None, np.ndarra
     return image, heat
 
 
+def missing_image_note(row: InspectionRow, here: str) -> str:
+    """Why the review shows no image for ``row``, seen from station ``here`` (the history's own):
+    a row of another station, read from the plant database, names a file on that station's disk,
+    which this computer reaches only if it is shared here under the same path."""
+    if row.image_path is not None and row.station and row.station != here:
+        return f" (image not reachable from here: it is on station {row.station} at {row.image_path})"
+    return " (image not kept: passes are sampled, or the quota removed it)"
+
+
 class ReviewModel(QObject):
     """What the quality engineer does on the review page; every write is rights-checked and audited.
 
@@ -223,6 +233,10 @@ class ReviewModel(QObject):
         self.session = session
         self.teach_workdir = teach_workdir
         self.table = InspectionTableModel(db, self)
+
+    def stations(self) -> list[str]:
+        """The stations with inspections in this history, for the filter."""
+        return self.db.stations()
 
     def products(self) -> list[tuple[str, int]]:
         """(name, id) of every product, by name, for the filter."""

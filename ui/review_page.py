@@ -37,7 +37,7 @@ from PyQt6.QtWidgets import (
 from inspector.errors import InspectorError
 from inspector.history import InspectionFilter
 from inspector.overlay import heatmap_vmax
-from ui.review_model import COLUMNS, ReviewModel, load_review_images
+from ui.review_model import COLUMNS, ReviewModel, load_review_images, missing_image_note
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
 
@@ -72,6 +72,7 @@ class ReviewPage(QWidget):
             s.setSingleStep(0.01)
         self.max_score.setValue(10.0)
         self.product_combo = QComboBox()
+        self.station_combo = QComboBox()  # a plant database holds many stations' inspections
         self.version_spin = QSpinBox()
         self.version_spin.setRange(0, 10_000_000)
         self.version_spin.setSpecialValueText(ANY)
@@ -97,8 +98,10 @@ class ReviewPage(QWidget):
         fg.addWidget(self.product_combo, 1, 5)
         fg.addWidget(QLabel("Model version"), 1, 6)
         fg.addWidget(self.version_spin, 1, 7)
-        fg.addWidget(self.apply_button, 0, 8)
-        fg.addWidget(self.count_label, 1, 8)
+        fg.addWidget(QLabel("Station"), 0, 8)
+        fg.addWidget(self.station_combo, 0, 9)
+        fg.addWidget(self.apply_button, 0, 10)
+        fg.addWidget(self.count_label, 1, 10)
 
         # table and detail
         self.table = QTableView()
@@ -180,7 +183,16 @@ class ReviewPage(QWidget):
     # -- filters -------------------------------------------------------------------------------------
 
     def reload_choices(self) -> None:
-        """Products for the filter (from the database)."""
+        """Products and stations for the filter (from the database)."""
+        stations = self.model.stations()
+        current_station = self.station_combo.currentData()
+        self.station_combo.blockSignals(True)
+        self.station_combo.clear()
+        self.station_combo.addItem(ANY, None)
+        for name in stations:
+            self.station_combo.addItem(name, name)
+        self.station_combo.setCurrentIndex(max(self.station_combo.findData(current_station), 0))
+        self.station_combo.blockSignals(False)
         products = self.model.products()
         current = self.product_combo.currentData()
         self.product_combo.blockSignals(True)
@@ -209,6 +221,7 @@ class ReviewPage(QWidget):
             max_score=self.max_score.value() if self.use_score.isChecked() else None,
             product_id=self.product_combo.currentData(),
             model_version_id=version or None,
+            station=self.station_combo.currentData(),
         )
 
     def refresh(self) -> None:
@@ -258,13 +271,14 @@ class ReviewPage(QWidget):
         else:
             self.image_view.show_frame(image, heat)
         color = PASS_COLOR if row.decision == "PASS" else FAIL_COLOR
-        kept = "" if image is not None else " (image not kept: passes are sampled, or the quota removed it)"
+        kept = "" if image is not None else missing_image_note(row, self.model.db.station)
         verdict = f"<b style='color:{color}'>{row.decision}</b>"
         if row.error is not None:  # a fail-safe FAIL, not a judgement of the part
             verdict = f"<b style='color:{FAIL_COLOR}'>ERROR</b> (FAIL, the engine could not score it: {html.escape(row.error)})"
         self.detail_label.setText(
             f"part {row.id}: {verdict}, score {row.score:.4g} (threshold "
-            f"{row.threshold:.4g}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, {row.camera_id} frame {row.frame_id}, "
+            f"{row.threshold:.4g}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, station {html.escape(row.station)}, "
+            f"{row.camera_id} frame {row.frame_id}, "
             f"model version {row.model_version_id}; label: {row.label}" + (f" by {row.labelled_by}" if row.labelled_by else "") + kept
         )
 

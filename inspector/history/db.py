@@ -27,7 +27,7 @@ from inspector.file_digest import file_sha256
 from inspector.errors import DatabaseError
 from inspector.history import queries
 from inspector.history.tables import LABELS, ROLES, AuditEvent, Calibration, Inspection, ModelVersion, OutboxMessage, Product, User
-from inspector.history.tables import utc_now
+from inspector.history.tables import default_station, utc_now
 from inspector.history.audit_chain import GENESIS, ChainCheck, check_rows, row_hash
 from inspector.history.pins import (
     check_pin, dummy_pin_hash, hash_pin, lock_delay, validate_name, validate_pin,
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 DEFAULT_BUSY_TIMEOUT_MS = 2000
+#: Key of the PostgreSQL advisory lock that serialises schema upgrades: stations starting at once
+#: against one plant database would otherwise both create the same tables.
+_MIGRATION_LOCK_KEY = 0x1E5_C7_0B
 
 
 def default_db_url() -> str:
@@ -63,7 +66,8 @@ class HistoryDB:
     crash or power cut) and a busy timeout of ``busy_timeout_ms``; foreign keys are enforced.
     Raises :class:`DatabaseError` when the database cannot be opened. Call :meth:`upgrade` once at
     start-up to create or migrate the schema. ``clock`` tells the time PIN locks are measured
-    against (a test moves it instead of waiting).
+    against (a test moves it instead of waiting). ``station`` names the station whose inspections
+    this process records (every row carries it; default: the host name).
     """
 
     def __init__(
@@ -73,12 +77,16 @@ class HistoryDB:
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         clock: Callable[[], datetime] = utc_now,
         read_only: bool | None = None,
+        station: str | None = None,
     ) -> None:
         self.clock = clock
+        self.station = station or default_station()
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
             raise DatabaseError(f"not a database URL: {url!r}") from exc
+        if parsed.drivername == "postgresql":  # SQLAlchemy's default is psycopg2; ours is psycopg 3
+            parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed.render_as_string(hide_password=True)
         self.sqlite_path = _sqlite_file(parsed)
         sqlite = parsed.get_backend_name() == "sqlite"
@@ -117,6 +125,11 @@ class HistoryDB:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def stations(self) -> list[str]:
+        """The stations with inspections here, by name (one, unless this is a plant database)."""
+        with self.session() as s:
+            return list(s.scalars(select(Inspection.station).distinct().order_by(Inspection.station)))
 
     def reconnect(self) -> None:
         """Drop pooled connections so the next use opens fresh ones (after a fault was fixed,
@@ -160,6 +173,8 @@ class HistoryDB:
         config = alembic_config()
         try:
             with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":  # released at commit
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
                 self._refuse_a_newer_schema(config, connection)
                 config.attributes["connection"] = connection
                 step(config, revision)
@@ -331,7 +346,8 @@ class HistoryDB:
     # -- inspections ----------------------------------------------------------------------------
 
     def write_inspections(self, records: Sequence[InspectionResult]) -> list[InspectionResult]:
-        """Insert in one transaction those of ``records`` not stored yet (matched by ``uid``).
+        """Insert in one transaction those of ``records`` not stored yet (matched by :attr:`station`
+        and ``uid``).
 
         Returns ``records`` with their row ids (``inspection_id``), so writing the same records
         again (a replay after a fault) is harmless. With :attr:`outbox_message` set, each new row's
@@ -340,9 +356,10 @@ class HistoryDB:
         """
         with self.session() as s:
             uids = {r.uid for r in records}
-            known = select(Inspection.uid, Inspection.id).where(Inspection.uid.in_(uids))
+            mine = Inspection.station == self.station
+            known = select(Inspection.uid, Inspection.id).where(mine, Inspection.uid.in_(uids))
             ids = dict(s.execute(known).all())
-            new = {r.uid: row_values(r) for r in records if r.uid not in ids}
+            new = {r.uid: {**row_values(r), "station": self.station} for r in records if r.uid not in ids}
             if new:
                 # Ids are read back by uid rather than with RETURNING, which needs SQLite 3.35.
                 s.execute(insert(Inspection), list(new.values()))
@@ -352,7 +369,7 @@ class HistoryDB:
                     now = utc_now()
                     rows = [{"uid": uid, "created": now, "payload": message(r, s)} for uid, r in queued.items()]
                     s.execute(insert(OutboxMessage), rows)
-                inserted = select(Inspection.uid, Inspection.id).where(Inspection.uid.in_(new))
+                inserted = select(Inspection.uid, Inspection.id).where(mine, Inspection.uid.in_(new))
                 ids.update(s.execute(inserted).all())
         return [replace(r, inspection_id=ids[r.uid]) for r in records]
 

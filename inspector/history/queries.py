@@ -29,7 +29,8 @@ class InspectionFilter:
 
     ``start`` is inclusive and ``end`` exclusive (timezone-aware). ``min_score``/``max_score`` are
     inclusive bounds on the image score. ``errors_only`` keeps the inspections the engine could
-    not score (their FAIL is fail-safe, not a reject of the part).
+    not score (their FAIL is fail-safe, not a reject of the part). ``station`` keeps one
+    station's rows (a plant database holds many).
     """
 
     start: datetime | None = None
@@ -42,6 +43,7 @@ class InspectionFilter:
     label: str | None = None
     camera_id: str | None = None
     errors_only: bool = False
+    station: str | None = None
 
     def __post_init__(self) -> None:
         if self.decision is not None and self.decision not in DECISIONS:
@@ -62,6 +64,7 @@ class InspectionFilter:
             t.model_version_id: self.model_version_id,
             t.label: self.label,
             t.camera_id: self.camera_id,
+            t.station: self.station,
         }
         conditions = [column == value for column, value in equal.items() if value is not None]
         if self.start is not None:
@@ -84,7 +87,8 @@ class InspectionRow:
     ``error`` is the engine's message where it could not score the frame, else ``None``.
     ``heatmap_low``/``heatmap_high`` are the map values the stored 16-bit heatmap's 0 and 65535
     stand for; ``None`` for a legacy heatmap (a JET colour picture, stored before revision 0003).
-    Read the map with :func:`inspector.history.image_store.read_heatmap`.
+    Read the map with :func:`inspector.history.image_store.read_heatmap`. ``station`` recorded
+    it; its image paths are that station's (see :attr:`image_exists`).
     """
 
     id: int
@@ -109,9 +113,12 @@ class InspectionRow:
     error: str | None
     heatmap_low: float | None
     heatmap_high: float | None
+    station: str = ""  # last, with a default: rows built by hand before there were stations
 
     @property
     def image_exists(self) -> bool:
+        """Whether the image can be opened from here: a row read from the plant database names a
+        file on its station's disk, which another computer sees only through a share."""
         return self.image_path is not None and os.path.isfile(self.image_path)
 
     @property
@@ -120,9 +127,10 @@ class InspectionRow:
 
 
 ROW_COLUMNS = [f.name for f in fields(InspectionRow)]
-#: Columns of the CSV export: those of a row but the heatmap's value range (the export's format
-#: predates it; the PNGs it copies are for people, the database keeps the values).
-CSV_COLUMNS = [name for name in ROW_COLUMNS if name not in ("heatmap_low", "heatmap_high")]
+#: Columns of the CSV export: the station first (a plant database's export mixes stations), then
+#: those of a row but the heatmap's value range (the export's format predates it; the PNGs it
+#: copies are for people, the database keeps the values), ending with ``error`` as before.
+CSV_COLUMNS = ["station"] + [name for name in ROW_COLUMNS if name not in ("heatmap_low", "heatmap_high", "station")]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ fails while the models and the migrated schema differ.
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,6 +40,11 @@ MODEL_STATUSES = ("candidate", "active", "retired")
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def default_station() -> str:
+    """A station's name when none is given: the host name (as the MQTT and OPC UA links use)."""
+    return socket.gethostname()[:64]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -135,7 +142,9 @@ class Inspection(Base):
     """One inspected frame and its verdict.
 
     ``uid`` is chosen by the producer, so a record replayed from the spill journal after a database
-    fault is recognised and stored once.
+    fault is recognised and stored once. ``station`` names the station that recorded it: one plant
+    database holds the rows of many stations (:mod:`inspector.links.plant`), and a row is the
+    same inspection wherever it is stored when its station and uid are.
     """
 
     __tablename__ = "inspections"
@@ -148,10 +157,15 @@ class Inspection(Base):
         Index("ix_inspections_model_version_time", "model_version_id", "time"),
         Index("ix_inspections_product_time", "product_id", "time"),
         Index("ix_inspections_label_time", "label", "time"),
+        Index("ix_inspections_station_time", "station", "time"),
+        # What a replay (spill journal, plant forwarder) is recognised by: ON CONFLICT needs it.
+        UniqueConstraint("station", "uid", name="uq_inspections_station_uid"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    uid: Mapped[str] = mapped_column(String(32), unique=True)  # uuid4 hex
+    # A Python-side default only: the schema has none, as the name is the machine's, not the schema's.
+    station: Mapped[str] = mapped_column(String(64), default=default_station)
+    uid: Mapped[str] = mapped_column(String(32))  # uuid4 hex
     time: Mapped[datetime] = mapped_column(index=True)
     camera_id: Mapped[str] = mapped_column(String(64))
     frame_id: Mapped[int] = mapped_column(BigInteger)
@@ -233,3 +247,13 @@ class OutboxMessage(Base):
     uid: Mapped[str] = mapped_column(String(32), unique=True)
     created: Mapped[datetime] = mapped_column(default=utc_now)
     payload: Mapped[str] = mapped_column(Text)
+
+
+class ForwardMark(Base):
+    """How far a forwarder got: the highest local ``inspections.id`` that ``target`` (a plant
+    database's URL, without password) has committed. Rows above it go next, in id order."""
+
+    __tablename__ = "forward_marks"
+
+    target: Mapped[str] = mapped_column(String(500), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)

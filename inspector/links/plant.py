@@ -1,0 +1,373 @@
+"""One history for the plant: every recorded inspection forwarded to a shared PostgreSQL database,
+``postgresql://USER@HOST[:PORT]/DB[?station=NAME]``.
+
+Why forward rather than write there directly: the plant database may be away for hours (network,
+maintenance) and the line must neither wait for it nor lose a row. So the station records into its
+own SQLite history exactly as without a plant link, and a thread copies those rows, in local id
+(recording) order, to the plant database. Its high-water mark -- the last local id the plant has
+committed -- lives in the local ``forward_marks`` table and moves only after the plant's commit; the
+plant's insert is ``ON CONFLICT (station, uid) DO NOTHING``, so a crash between the two only means
+sending a batch again, which is harmless. Nothing on the line's path touches the network.
+
+The plant database has the same schema as a station's (the same Alembic migrations; the first
+station to reach an empty database creates it, under an advisory lock so two cannot race). Product
+and model-version ids are a station's own, so rows arrive with the plant's ids for them: products
+matched by name, model versions by product and file hash, created there on first sight. Image
+paths stay the station's (the images stay on its disk); the review page says when a file cannot be
+opened from where it is viewed.
+
+What is not forwarded: a label set on the station after its row was forwarded (label in the plant
+database's review instead), users, audit events, calibrations.
+
+The outage raises ``plant_db_down`` and the reconnect ``plant_db_recovered`` through ``on_alarm``
+(the line's alarm path in ``inspector run``), or the log without one. psycopg (3) is needed only
+for a PostgreSQL target: ``pip install 'inspector[plant]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from inspector.errors import DatabaseError, InspectorError
+from inspector.history.db import HistoryDB, error_reason
+from inspector.history.tables import ForwardMark, Inspection, ModelVersion, Product
+from inspector.inspection import InspectionResult
+
+log = logging.getLogger(__name__)
+
+PLANT_DB_DOWN: Final = "plant_db_down"
+PLANT_DB_RECOVERED: Final = "plant_db_recovered"
+#: Seconds libpq waits for a plant database that does not answer, per connection attempt.
+CONNECT_TIMEOUT_S: Final = 5
+STATION_MAX: Final = 64  # the width of inspections.station
+
+AlarmSink = Callable[[str, str], None]
+
+# Copied as they are; id is the station's, product and model version are mapped to the plant's.
+_COPIED = [c.name for c in Inspection.__table__.columns if c.name not in ("id", "product_id", "model_version_id")]
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def parse_plant_url(url: str) -> tuple[URL, str | None]:
+    """The SQLAlchemy URL of the plant database and the ``station`` it names (None: not given).
+
+    ``postgresql://`` means psycopg 3 (SQLAlchemy's own default is psycopg2); a SQLite URL is
+    accepted too (a test, a one-line plant). libpq gets a connect timeout unless one is given.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InspectorError(f"not a database URL: {url!r} (expected postgresql://USER@HOST/DB)") from exc
+    backend = parsed.get_backend_name()
+    if backend not in _INSERTS:
+        raise InspectorError(f"the plant database must be PostgreSQL (or SQLite), not {backend}: {url!r}")
+    station = parsed.query.get("station")
+    if isinstance(station, tuple):
+        raise InspectorError(f"give ?station= once in {url!r}")
+    if station is not None and not 0 < len(station) <= STATION_MAX:
+        raise InspectorError(f"a station's name has 1 to {STATION_MAX} characters, got {station!r}")
+    parsed = parsed.difference_update_query(["station"])
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if "connect_timeout" not in parsed.query:
+            parsed = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
+    return parsed, station
+
+
+class PlantLink:
+    """A line link (``build_line(..., links=[link])``) that forwards every inspection recorded in
+    ``db`` to the plant database at ``url`` (see the module docstring).
+
+    A ``?station=NAME`` in ``url`` becomes ``db.station``, the name every row is recorded under
+    (default: the host name), so construct the link before the line writes anything. ``batch``:
+    rows per plant transaction; ``on_alarm(kind, message)``: where ``plant_db_down`` and
+    ``plant_db_recovered`` go (may be set later, before :meth:`start`). :meth:`start` the
+    forwarder; :meth:`stop` it after the line.
+    """
+
+    def __init__(
+        self,
+        db: HistoryDB,
+        url: str,
+        *,
+        on_alarm: AlarmSink | None = None,
+        batch: int = 500,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self.plant_url, station = parse_plant_url(url)
+        if station is not None:
+            db.station = station
+        self.db = db
+        #: The mark's key: which plant database, without its password (nor the connect timeout).
+        self.target = self.plant_url.difference_update_query(["connect_timeout"]).render_as_string(hide_password=True)
+        self.on_alarm = on_alarm
+        self.batch = batch
+        self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
+        self.forwarded = 0  # rows committed to the plant database by this link (replays included)
+        self._plant: HistoryDB | None = None
+        self._last_id: int | None = None  # the mark, once read
+        self._products: dict[int, int] = {}  # station's id -> plant's
+        self._models: dict[int, int] = {}
+        self._cv = threading.Condition()
+        self._woken = False
+        self._stop_at: float | None = None
+        self._down = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def station(self) -> str:
+        return self.db.station
+
+    @property
+    def connected(self) -> bool:
+        return self._plant is not None
+
+    # -- the line's side: quick, never blocks ------------------------------------------------
+
+    def on_result(self, result: InspectionResult) -> None:
+        """A result is durable in the local history: wake the forwarder."""
+        with self._cv:
+            self._woken = True
+            self._cv.notify_all()
+
+    # -- the forwarder ----------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Inspections recorded here that the plant database has not committed yet."""
+        with self.db.session() as s:
+            last = self._mark(s)
+            return int(s.scalar(select(func.count()).select_from(Inspection).where(Inspection.id > last)) or 0)
+
+    def start(self) -> None:
+        """Start the forwarder (it sends what an earlier run left behind first)."""
+        if self.plant_url.get_backend_name() == "postgresql":
+            try:  # fail now, on the caller's thread, if the driver is missing
+                import psycopg  # noqa: F401
+            except ImportError as exc:
+                raise InspectorError("the plant database link needs psycopg: pip install 'inspector[plant]'") from exc
+        self._thread = threading.Thread(target=self._run, name="plant-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """Forward what can be forwarded within ``timeout`` seconds, then disconnect; the rest waits
+        for the next run. Returns the inspections not forwarded."""
+        with self._cv:
+            self._stop_at = time.monotonic() + timeout
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._plant is not None:
+            self._plant.close()
+            self._plant = None
+        return self.pending()
+
+    def _run(self) -> None:
+        try:
+            self._forward_until_stopped()
+        except Exception as exc:  # a bug: say so loudly; the local history keeps every row
+            log.exception("plant database forwarder crashed")
+            self._alarm(PLANT_DB_DOWN, f"plant database forwarder stopped by an internal error ({exc}); "
+                        "inspections wait in the local history")
+
+    def _forward_until_stopped(self) -> None:
+        backoff = self.retry_initial_s
+        while True:
+            if self._plant is None and not self._connect():
+                if self._stopping_done(caught_up=False):
+                    return
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.retry_max_s)
+                continue
+            backoff = self.retry_initial_s
+            try:
+                rows = self._read_batch()
+            except (SQLAlchemyError, DatabaseError) as exc:  # the local writer spills meanwhile
+                log.warning("plant link cannot read the local history: %s", exc)
+                if self._stopping_done(caught_up=False):
+                    return
+                self._sleep(self.retry_max_s)
+                continue
+            if rows:
+                try:
+                    self._send(rows)
+                except (SQLAlchemyError, DatabaseError) as exc:
+                    self._lost(exc)
+                    continue
+                self._save_mark()
+                continue  # more may be waiting: no pause while catching up
+            if self._stopping_done(caught_up=True):
+                return
+            self._wait()
+
+    def _stopping_done(self, *, caught_up: bool) -> bool:
+        """Stopping, and either everything was forwarded or the deadline passed."""
+        return self._stop_at is not None and (caught_up or time.monotonic() >= self._stop_at)
+
+    def _connect(self) -> bool:
+        """Open the plant database and bring its schema up to this software's (the migrations are
+        idempotent; an advisory lock keeps two stations from running them at once)."""
+        try:
+            plant = HistoryDB(self.plant_url.render_as_string(hide_password=False), station=self.station)
+        except DatabaseError as exc:
+            self._alarm_down(f"cannot reach {self._where()}: {exc}")
+            return False
+        try:
+            plant.upgrade()
+        except DatabaseError as exc:
+            plant.close()
+            self._alarm_down(f"cannot use {self._where()}: {exc}")
+            return False
+        self._plant = plant
+        if self._down:
+            self._down = False
+            try:
+                left = self.pending()
+            except (SQLAlchemyError, DatabaseError):
+                left = "some"
+            self._alarm(PLANT_DB_RECOVERED, f"{self._where()} reachable again; {left} inspections to forward")
+        return True
+
+    def _lost(self, exc: BaseException) -> None:
+        plant, self._plant = self._plant, None
+        if plant is not None:
+            plant.close()  # pooled connections to a restarted server are dead
+        self._alarm_down(f"lost {self._where()}: {error_reason(exc)}")
+
+    def _mark(self, s: Any) -> int:
+        if self._last_id is None:
+            mark = s.get(ForwardMark, self.target)
+            self._last_id = 0 if mark is None else mark.last_id
+        return self._last_id
+
+    def _read_batch(self) -> list[dict[str, Any]]:
+        """The next local rows above the mark, in id order, with what naming their product and
+        model version in the plant database takes."""
+        with self.db.session() as s:
+            last = self._mark(s)
+            columns = [Inspection.id, Inspection.product_id, Inspection.model_version_id,
+                       *(getattr(Inspection, name) for name in _COPIED)]
+            stmt = select(*columns).where(Inspection.id > last).order_by(Inspection.id).limit(self.batch)
+            rows = [dict(row._mapping) for row in s.execute(stmt)]
+            for row in rows:
+                product_id, model_id = row["product_id"], row["model_version_id"]
+                if product_id is not None and product_id not in self._products:
+                    row["_product"] = s.get(Product, product_id)
+                if model_id is not None and model_id not in self._models:
+                    row["_model"] = s.get(ModelVersion, model_id)
+                    row["_model_product"] = s.get(Product, row["_model"].product_id) if row["_model"] else None
+        return rows
+
+    def _send(self, rows: list[dict[str, Any]]) -> None:
+        """One plant transaction: the rows, with plant ids for their products and model versions.
+        The id caches take the new ids only after the commit (a rolled-back id means nothing)."""
+        assert self._plant is not None
+        products, models = dict(self._products), dict(self._models)
+        with self._plant.session() as p:
+            insert = _INSERTS[p.get_bind().dialect.name]
+            values = []
+            for row in rows:
+                if "_product" in row and row["product_id"] not in products:
+                    products[row["product_id"]] = self._plant_product(p, insert, row["_product"])
+                if "_model" in row and row["model_version_id"] not in models:
+                    owner = self._plant_product(p, insert, row["_model_product"])
+                    models[row["model_version_id"]] = self._plant_model(p, row["_model"], owner)
+                value = {name: row[name] for name in _COPIED}
+                value["product_id"] = products.get(row["product_id"]) if row["product_id"] is not None else None
+                value["model_version_id"] = (models.get(row["model_version_id"])
+                                             if row["model_version_id"] is not None else None)
+                values.append(value)
+            stmt = insert(Inspection).on_conflict_do_nothing(index_elements=["station", "uid"])
+            p.execute(stmt, values)
+        self._products, self._models = products, models
+        self._last_id = rows[-1]["id"]
+        self.forwarded += len(rows)
+
+    def _plant_product(self, p: Any, insert: Any, product: Product | None) -> int | None:
+        """The plant's id of the station's product, by name; created there on first sight."""
+        if product is None:  # the station's row names a product that is gone: keep the row
+            return None
+        p.execute(insert(Product).values(name=product.name, description=product.description,
+                                         camera_settings=product.camera_settings)
+                  .on_conflict_do_nothing(index_elements=["name"]))
+        return p.scalar(select(Product.id).where(Product.name == product.name))
+
+    def _plant_model(self, p: Any, model: ModelVersion | None, product_id: int | None) -> int | None:
+        """The plant's id of the station's model version, by product and file hash; created there
+        on first sight (a reference for the review, not a recipe: its status stays candidate)."""
+        if model is None or product_id is None:
+            return None
+        if p.get_bind().dialect.name == "postgresql":  # two stations meeting the same new model
+            p.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": model.sha256})
+        found = select(ModelVersion.id).where(ModelVersion.product_id == product_id,
+                                              ModelVersion.sha256 == model.sha256).order_by(ModelVersion.id).limit(1)
+        model_id = p.scalar(found)
+        if model_id is None:
+            copy = ModelVersion(product_id=product_id, sha256=model.sha256, path=model.path, created=model.created,
+                                metrics=model.metrics, report_path=model.report_path,
+                                note=f"from station {self.station}")
+            p.add(copy)
+            p.flush()
+            model_id = copy.id
+        return model_id
+
+    def _save_mark(self) -> None:
+        """Keep the mark in the local history. Failing here only means forwarding rows again."""
+        try:
+            with self.db.session() as s:
+                mark = s.get(ForwardMark, self.target)
+                if mark is None:
+                    s.add(ForwardMark(target=self.target, last_id=self._last_id))
+                else:
+                    mark.last_id = self._last_id
+        except (SQLAlchemyError, DatabaseError) as exc:
+            log.warning("plant link cannot store its mark (rows go again after a restart): %s", exc)
+
+    def _wait(self) -> None:
+        """Until a new result; the timeout also finds rows recorded without :meth:`on_result`
+        (a journal replay), and is short while stopping."""
+        with self._cv:
+            if not self._woken:
+                self._cv.wait(0.05 if self._stop_at is not None else 0.5)
+            self._woken = False
+
+    def _sleep(self, seconds: float) -> None:
+        """The retry backoff, cut short by a stop's deadline."""
+        end = time.monotonic() + seconds
+        with self._cv:
+            while True:
+                limit = end if self._stop_at is None else min(end, self._stop_at)
+                left = limit - time.monotonic()
+                if left <= 0:
+                    return
+                self._cv.wait(left)
+
+    def _where(self) -> str:
+        return f"plant database {self.target}"
+
+    def _alarm_down(self, message: str) -> None:
+        if not self._down:
+            self._down = True
+            self._alarm(PLANT_DB_DOWN, f"{message}; inspections wait in the local history")
+        else:
+            log.debug("%s", message)
+
+    def _alarm(self, kind: str, message: str) -> None:
+        if self.on_alarm is None:
+            (log.warning if kind == PLANT_DB_DOWN else log.info)("%s: %s", kind, message)
+            return
+        try:
+            self.on_alarm(kind, message)
+        except Exception:
+            log.exception("plant link alarm callback failed")
