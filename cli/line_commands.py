@@ -98,7 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "name; --db stays the station's own history, which keeps recording while the plant database is away)")
     p.add_argument("--plc", default=None, metavar="URI",
                    help="also hand every recorded verdict to the PLC over Modbus TCP: "
-                   "modbus://HOST[:PORT][?unit=1&map=FILE.toml] (part id, OK/NG, score, strobe; the PLC acknowledges)")
+                   "modbus://HOST[:PORT][?unit=1&map=FILE.toml&products=1:tile,2:disc] (part id, OK/NG, score, strobe; "
+                   "the PLC acknowledges; with products=, the PLC's product number switches the product, audited)")
     p.add_argument("--plc-down", choices=("ng", "stop"), default="ng",
                    help="while the PLC link is down: ng (go on; the parts reach the PLC as NG once it is back) "
                    "or stop (stop the line)")
@@ -148,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plc = _plc_link(args)  # so is a bad PLC URI or register map
     station = _opcua_link(args)  # and a bad OPC UA address
     plc_down = threading.Event()  # set by the PLC link under --plc-down stop
+    plc_products = None  # the PLC's product numbers to product changes
     camera = open_camera(args.camera)
     camera.open()  # a missing or busy device is reported before the model takes seconds to load
     try:
@@ -169,9 +171,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             links=[link for link in (out if args.print_results else None, publisher, plant, plc, station)
                    if link is not None],
         )
+        switcher = _product_switcher(args, db, line, station)  # OPC UA's ChangeProduct, the PLC's number
         if station is not None:  # first: a port already taken ends the run before anything else starts
             station.set_recipe(recipe.product, recipe.model_version_id, recipe.rule.threshold)
-            station.on_change_product = _product_changer(args, db, line, station)
+            station.on_change_product = _product_changer(switcher, "opcua")
             station.on_acknowledge = lambda alarms: _audit_acknowledge(db, alarms)
             station.start()
             out.line(f"serving the station over OPC UA at {station.endpoint} (no security"
@@ -185,6 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if plc is not None:
             plc.on_alarm = line.pipeline.raise_alarm  # plc_down/_recovered, ...: log, console, links
             plc.on_stop = lambda reason: plc_down.set()
+            plc_products = _plc_product_selector(args, plc.target.products, line, switcher, out)
+            if plc_products is not None:
+                plc.on_product = plc_products
             plc.start()
         if args.drift_window <= 0:
             drift = "alarm off (--drift-window 0)"
@@ -258,6 +264,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             plant.stop(0.0)  # no-op when already stopped; what is left goes next run
         if plc is not None:
             plc.stop(0.0)  # no-op when already stopped
+        if plc_products is not None:
+            plc_products.close()
         if station is not None:
             station.stop()
         camera.close()
@@ -301,28 +309,47 @@ def _opcua_link(args: argparse.Namespace) -> Any:
     return OpcUaLink(args.opcua)
 
 
-def _product_changer(args: argparse.Namespace, db: Any, line: Any, station: Any) -> Any:
-    """What the OPC UA method ChangeProduct does: load the product's active recipe (on the link's
-    worker thread; the line goes on with the old one meanwhile), audit the change as
-    ``change_product`` by the user ``opcua``, then decide the next frames with it. None for a run
-    with a technician's override (``--model``, ``--threshold``): that decision is theirs, so such a
-    station takes no product changes. The camera keeps its settings: ``inspector run`` sets none."""
+def _product_switcher(args: argparse.Namespace, db: Any, line: Any, station: Any) -> Any:
+    """What a product change asked for by the plant does (OPC UA's ChangeProduct, the PLC's
+    product number): load the product's active recipe (on the asker's thread; the line goes on
+    with the old one meanwhile), audit the change as ``change_product`` by the system user
+    ``opcua`` or ``plc``, then decide the next frames with it
+    (:class:`inspector.line.product_change.ProductSwitcher`). None for a run with a technician's
+    override (``--model``, ``--threshold``): that decision is theirs, so such a station takes no
+    product changes. The camera keeps its settings: ``inspector run`` sets none."""
+    from inspector.line.product_change import ProductSwitcher
+
     if overrides_given(args):
         return None
 
-    def change(name: str) -> str:
-        before = line.recipe
-        if name == before.product:
-            return f"product {name!r} is already on the line (model version {before.model_version_id})"
-        loaded = load_run_recipe(args, db, recipes.active_recipe(db, name))
-        # No audit, no change: a database that refuses the entry refuses the product change.
-        db.record_audit("opcua", "system", "change_product", f"product:{name}",
-                        {"product": before.product, **_decision(before)}, {"product": name, **_decision(loaded)})
-        line.set_recipe(loaded)
-        station.set_recipe(loaded.product, loaded.model_version_id, loaded.rule.threshold)
-        return f"product {name!r} on the line: model version {loaded.model_version_id}, threshold {loaded.rule.threshold:g}"
+    def shown(loaded: Any) -> None:
+        if station is not None:
+            station.set_recipe(loaded.product, loaded.model_version_id, loaded.rule.threshold)
 
-    return change
+    return ProductSwitcher(db, line, lambda name: load_run_recipe(args, db, recipes.active_recipe(db, name)),
+                           user="opcua", on_changed=shown)
+
+
+def _product_changer(switcher: Any, user: str) -> Any:
+    """``change(name) -> message`` by ``user`` through ``switcher`` (None: no product changes)."""
+    if switcher is None:
+        return None
+    return lambda name: switcher.change(name, user=user)
+
+
+def _plc_product_selector(args: argparse.Namespace, products: Any, line: Any, switcher: Any, out: Any) -> Any:
+    """The PLC link's ``on_product``: its product numbers (``?products=1:tile,2:disc`` in ``--plc``)
+    to product changes by the user ``plc``; None without numbers, or with an override."""
+    from inspector.line.product_change import PlcProductSelector
+
+    if not products:
+        return None
+    if switcher is None:
+        log.warning("the PLC's product numbers are ignored: this run decides with a technician's override (%s)",
+                    ", ".join(overrides_given(args)))
+        return None
+    return PlcProductSelector(products, _product_changer(switcher, "plc"), on_alarm=line.pipeline.raise_alarm,
+                              on_message=out.line)
 
 
 def _audit_acknowledge(db: Any, alarms: list[Any]) -> None:
@@ -439,10 +466,9 @@ def run_recipe(args: argparse.Namespace, db: Any, engine: Any):
 
 def _decision(recipe: Any) -> dict[str, Any]:
     """What decides, as the audit records it: model version and file, rule, where the rule came from."""
-    rule = recipe.rule
-    return {"model_version": recipe.model_version_id, "model": str(recipe.model_path), "threshold": rule.threshold,
-            "pixel_threshold": rule.pixel_threshold, "min_defect_area_px": rule.min_defect_area_px,
-            "rule_source": recipe.source}
+    from inspector.line.product_change import decision_details
+
+    return decision_details(recipe)
 
 
 def override_audit(db: Any, recipe: Any, overridden: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:

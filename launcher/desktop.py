@@ -31,7 +31,7 @@ from ui.operator_page import OperatorPage
 from ui.review_model import ReviewModel
 from ui.review_page import ReviewPage
 from ui.session import Session
-from ui.settings_model import SETTINGS_FILE, GuiSettings, SettingsModel
+from ui.settings_model import SETTINGS_FILE, GuiSettings, SettingsModel, link_settings
 from ui.settings_page import SettingsPage
 from ui.teach_model import TeachModel
 from ui.teach_page import TeachPage
@@ -94,7 +94,7 @@ class DesktopApp:
         uri, trigger = resolve_camera(options, self.settings, self.data_dir)
         image_dir = (self.db.sqlite_path.parent if self.db.sqlite_path is not None else self.data_dir) / "images"
         config = LineConfig(uri, image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
-                            pass_sample_rate=self.settings.pass_sample_rate)
+                            pass_sample_rate=self.settings.pass_sample_rate, **link_settings(self.settings))
         product = self.db.product_by_name(recipe.product)
         self.session = Session(self.db)
         self.line = LineModel(self.db, config, recipe, dict(product.camera_settings or {}) if product else {})

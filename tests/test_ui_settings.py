@@ -10,7 +10,7 @@ pytest.importorskip("PyQt6")
 pytest.importorskip("pyqtgraph")
 
 from inspector.roles import AccessDenied  # noqa: E402
-from inspector.errors import CameraError  # noqa: E402
+from inspector.errors import CameraError, InspectorError  # noqa: E402
 from ui_support import audit_actions, make_db, make_line, register_model, resized_copies, sign_in  # noqa: E402
 
 
@@ -76,3 +76,94 @@ def test_settings_change_camera_storage_product_and_users(qtbot, tmp_path, tiny_
     assert db.verify_pin("olga", "246800") == "operator"
     for action in ("set_storage_denied", "manage_users_denied", "set_storage", "set_camera", "add_user"):
         assert action in audit_actions(db), action
+
+
+def test_plant_links_are_tested_saved_run_with_the_line_and_their_state_shown(qtbot, tmp_path, tiny_model, shared_data):
+    """Real servers on 127.0.0.1: a pymodbus PLC, an amqtt broker; the station's own OPC UA server;
+    a SQLite file as the plant database."""
+    pytest.importorskip("pymodbus")
+    pytest.importorskip("amqtt")
+    pytest.importorskip("asyncua")
+    from test_link_probe import free_port
+    from test_modbus_link import PlcMemory, PlcServer
+    from test_mqtt_link import BrokerThread
+
+    from inspector.engine import Engine
+    from ui.operator_page import OperatorPage
+    from ui.session import Session
+    from ui.settings_model import GuiSettings, SettingsModel
+    from ui.settings_page import SettingsPage
+
+    engine = Engine(tiny_model, device="cpu", backend="eager")
+    good = sorted((shared_data / "magnetic_tile" / "test" / "good").glob("*.jpg"))
+    frames = resized_copies(good[:2], tmp_path / "frames")
+    db = make_db(tmp_path)
+    product_id, version_id = register_model(db, tiny_model)
+    line = make_line(db, engine, frames, 1.0, tmp_path / "images", product_id, version_id)
+    session = Session(db)
+    path = tmp_path / "gui.json"
+    model = SettingsModel(db, line, session, GuiSettings(), path, device="cpu", backend="eager")
+    page = SettingsPage(model, session)
+    operator = OperatorPage(line, session)
+    qtbot.addWidget(page)
+    qtbot.addWidget(operator)
+    plc = PlcServer(PlcMemory())
+    plc.start()
+    broker = BrokerThread(free_port())
+    broker.start()
+    try:
+        # The demo's default: no links, nothing shown.
+        assert line.link_states == {} and operator.links.isHidden()
+        plc_uri = f"modbus://127.0.0.1:{plc.port}?unit=1"
+        mqtt_uri = f"mqtt://127.0.0.1:{broker.port}/plant/results"
+        opcua_uri = f"opcua://127.0.0.1:{free_port()}"
+        plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
+
+        # Anyone may test a connection (off the GUI thread); the answer is one line.
+        page.link_edits["plc"].setText(plc_uri)
+        page.link_tests["plc"].click()
+        page.link_edits["mqtt"].setText(f"mqtt://127.0.0.1:{free_port()}/plant/results")  # nobody there
+        page.link_tests["mqtt"].click()
+        qtbot.waitUntil(lambda: "connected to PLC 127.0.0.1" in page.link_results["plc"].text()
+                        and "cannot reach MQTT broker" in page.link_results["mqtt"].text(), timeout=10_000)
+        assert page.link_tests["plc"].isEnabled()
+
+        # Changing them is a technician's.
+        assert not page.links_button.isEnabled() and page.link_edits["plc"].isReadOnly()
+        with pytest.raises(AccessDenied):
+            model.set_links(plc_uri, "ng", None, None, None)
+        sign_in(session, "tina")
+        with pytest.raises(InspectorError, match="not an MQTT link"):  # checked before anything changes
+            model.set_links(plc_uri, "ng", "mqtt://broker", None, None)
+        assert line.config.plc_uri is None
+        for name, uri in (("plc", plc_uri), ("mqtt", mqtt_uri), ("opcua", opcua_uri), ("plant_db", plant_url)):
+            page.link_edits[name].setText(uri)
+        page.links_button.click()
+        saved = GuiSettings.load(path)
+        assert (saved.plc_uri, saved.mqtt_uri, saved.opcua_uri, saved.plant_db_url) == (plc_uri, mqtt_uri, opcua_uri, plant_url)
+        assert line.config.plc_uri == plc_uri and set(line.links) == {"plc", "mqtt", "opcua", "plant_db"}
+
+        # The line runs them: every verdict reaches the PLC; the operator page shows each state.
+        connected = {"plc": "connected", "mqtt": "connected", "opcua": "serving", "plant_db": "connected"}
+        qtbot.waitUntil(lambda: line.link_states == connected and len(plc.memory.seen()) == 2, timeout=60_000)
+        assert "PLC <b style='color:#2e7d32'>connected</b>" in operator.links.text()
+        assert "OPC UA <b style='color:#2e7d32'>serving</b>" in operator.links.text()
+        assert not operator.links.isHidden() and "connected" in page.link_states["plc"].text()
+        page.link_tests["opcua"].click()  # its own server: serving
+        qtbot.waitUntil(lambda: "serving at opc.tcp://127.0.0.1" in page.link_results["opcua"].text(), timeout=5_000)
+
+        # The PLC goes away: its alarm reaches the GUI thread and the state says so.
+        plc.stop()
+        qtbot.waitUntil(lambda: line.link_states["plc"] == "retrying", timeout=10_000)
+        assert any(a.kind == "plc_down" for a in line.alarms) and "retrying" in operator.links.text()
+        plc.start()
+        qtbot.waitUntil(lambda: line.link_states["plc"] == "connected", timeout=10_000)
+        assert any(a.kind == "plc_recovered" for a in line.alarms)
+    finally:
+        line.stop()
+        plc.close()
+        broker.close()
+    assert set(line.link_states.values()) == {"stopped"} and db.outbox_message is None
+    (entry,) = [e for e in db.audit_events(limit=100) if e.action == "set_links"]
+    assert entry.user == "tina" and entry.after["plc_uri"] == plc_uri and entry.before["plc_uri"] is None
+    assert "configure_camera_denied" in audit_actions(db)

@@ -38,6 +38,26 @@ METRICS_INTERVAL_MS = 1000
 TREND_LENGTH = 200
 MAX_ALARMS = 200
 TRIGGERS = ("free_run", "software", "hardware")
+PLC_DOWN_POLICIES = ("ng", "stop")
+#: The plant links by name, in the order they are shown, with the LineConfig field of each.
+LINKS = {"plc": "plc_uri", "mqtt": "mqtt_uri", "opcua": "opcua_uri", "plant_db": "plant_db_url"}
+LINK_TITLES = {"plc": "PLC", "mqtt": "MES (MQTT)", "opcua": "OPC UA", "plant_db": "plant database"}
+#: The alarms that say a link's state changed: its state is read again when one arrives.
+LINK_ALARMS = frozenset({"plc_down", "plc_recovered", "mqtt_down", "mqtt_recovered", "plant_db_down",
+                         "plant_db_recovered"})
+#: How each link state shows (the operator page, the settings page).
+LINK_STATE_COLORS = {"connected": "#2e7d32", "serving": "#2e7d32", "connecting": "#616161", "retrying": "#e65100",
+                     "down": "#c62828", "stopped": "#616161"}
+
+
+def link_state_html(title: str, state: str) -> str:
+    """``title`` and the link's ``state``, coloured: green connected/serving, orange retrying, red down."""
+    return f"{title} <b style='color:{LINK_STATE_COLORS.get(state, '#616161')}'>{state}</b>"
+
+
+#: Seconds a stopping line gives each link to hand over what it holds (the rest waits for the
+#: next start: the MQTT outbox, the plant forward mark; the PLC's parts are long gone).
+LINK_DRAIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +65,11 @@ class LineConfig:
     """How the line runs. ``trigger="software"`` presents parts with a
     :class:`~inspector.line.PartFeeder` (at most ``feeder_rate`` per second, one at a time) -- the
     demo's stand-in for a conveyor. ``stall_after_s``: seconds without a part before a free-run
-    or fed line alarms ``line_stalled`` (see :func:`~inspector.line.build_line`)."""
+    or fed line alarms ``line_stalled`` (see :func:`~inspector.line.build_line`).
+
+    The plant links, each None (the default: the demo's) or its URI, as ``inspector run`` takes
+    them: ``plc_uri`` (``--plc``, with ``plc_down`` as ``--plc-down``), ``mqtt_uri``
+    (``--publish``), ``opcua_uri`` (``--opcua``), ``plant_db_url`` (``--plant-db``)."""
 
     camera_uri: str
     image_dir: Path
@@ -56,8 +80,15 @@ class LineConfig:
     pass_sample_rate: float = 0.05
     trigger_line: str = "Line1"
     stall_after_s: float = STALL_AFTER_S
+    plc_uri: str | None = None
+    plc_down: str = "ng"
+    mqtt_uri: str | None = None
+    opcua_uri: str | None = None
+    plant_db_url: str | None = None
 
     def __post_init__(self) -> None:
+        if self.plc_down not in PLC_DOWN_POLICIES:
+            raise InspectorError(f"PLC down policy must be one of {', '.join(PLC_DOWN_POLICIES)}, not {self.plc_down!r}")
         if self.trigger not in TRIGGERS:
             raise InspectorError(f"trigger must be one of {', '.join(TRIGGERS)}, not {self.trigger!r}")
         if not self.quota_gb > 0:
@@ -99,19 +130,22 @@ class LineModel(QObject):
     ``result_changed(InspectionResult)``: the newest result, at most DISPLAY_HZ per second;
     ``counters_changed()``, ``trend_changed()``: with it; ``alarms_changed()``: an alarm came or
     was acknowledged; ``metrics_changed(PipelineMetrics)``: once a second while running;
-    ``status_changed()``: started, stopped, camera or recipe changed, drift warning or recovery.
+    ``status_changed()``: started, stopped, camera or recipe changed, drift warning or recovery;
+    ``links_changed()``: a plant link's state changed (:attr:`link_states`).
 
     :attr:`recipe` is what decides (a :class:`~inspector.recipes.LoadedRecipe`); :attr:`line`
     the running :class:`~inspector.line.Line`, None while stopped.
     """
 
     result_changed = pyqtSignal(object)
+    links_changed = pyqtSignal()
     counters_changed = pyqtSignal()
     trend_changed = pyqtSignal()
     alarms_changed = pyqtSignal()
     metrics_changed = pyqtSignal(object)
     status_changed = pyqtSignal()
     _drift_changed = pyqtSignal(object)  # from the line's writer thread to the GUI thread
+    _plc_stop_asked = pyqtSignal(str)  # from the PLC link's thread (down policy "stop")
 
     def __init__(self, db: HistoryDB, config: LineConfig, recipe: LoadedRecipe, camera_settings: dict[str, Any] | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -130,6 +164,12 @@ class LineModel(QObject):
         self.camera_state = "stopped"
         self.drift_status: DriftStatus | None = None
         self._drift_changed.connect(self._on_drift_changed)
+        self._plc_stop_asked.connect(self._on_plc_stop_asked)
+        #: The running line's plant links by name (see :data:`LINKS`), and the state of each
+        #: configured one: its ``state`` ("connecting", "connected", "retrying", "serving",
+        #: "stopped"), or "down" when it could not be made or started (the alarm says why).
+        self.links: dict[str, Any] = {}
+        self.link_states: dict[str, str] = {}
         self._dirty = False
         self._display = QTimer(self)
         self._display.setInterval(1000 // DISPLAY_HZ)
@@ -166,19 +206,22 @@ class LineModel(QObject):
             self.camera_state = "unavailable"
             self.status_changed.emit()
             return False
+        links = self._make_links()
         line = build_line(
             camera, self.recipe, self.db, image_dir=cfg.image_dir, quota_bytes=int(cfg.quota_gb * 1e9),
             pass_sample_rate=cfg.pass_sample_rate, mode=cfg.mode, trigger=cfg.trigger,
             trigger_line=cfg.trigger_line, feeder_rate=cfg.feeder_rate, on_drift=self._drift_changed.emit,
-            stall_after_s=cfg.stall_after_s,
+            stall_after_s=cfg.stall_after_s, links=list(links.values()),
         )
         bridge = PipelineBridge(self)
         bridge.result_received.connect(self._on_result_received)
         bridge.alarm_received.connect(self._on_alarm_received)
         bridge.attach(line.pipeline)  # before start: no result is missed
+        self._start_links(line, links)
         try:
             line.start()
         except InspectorError as exc:
+            self._stop_links()
             camera.close()
             self._add_alarm("camera_error", str(exc))
             self.camera_state = "unavailable"
@@ -200,6 +243,7 @@ class LineModel(QObject):
             if self.camera is not None:
                 self.camera.close()
         self.line, self.camera = None, None
+        self._stop_links()
         self._metrics_timer.stop()
         self.camera_state = "stopped"
         # Results queued before the stop are still delivered; one more tick shows the last.
@@ -263,6 +307,8 @@ class LineModel(QObject):
         self._dirty = True
 
     def _on_alarm_received(self, alarm: Any) -> None:
+        if alarm.kind in LINK_ALARMS:
+            self._refresh_links()
         if alarm.kind == CAMERA_LOST:
             self.camera_state = "lost"
             self.status_changed.emit()
@@ -283,10 +329,106 @@ class LineModel(QObject):
         self.trend_changed.emit()
 
     def _on_metrics_tick(self) -> None:
+        self._refresh_links()  # a first connection raises no alarm
         if self.line is None:
             return
         self.last_metrics = self.line.metrics()
         self.metrics_changed.emit(self.last_metrics)
+
+    # -- plant links ------------------------------------------------------------------------------
+
+    def _make_links(self) -> dict[str, Any]:
+        """The configured links, made (not started), as ``inspector run`` makes them; one that
+        cannot be made (a bad URI, a second outbox) is alarmed as ``link_error`` and left out."""
+        cfg = self.config
+        links: dict[str, Any] = {}
+        states: dict[str, str] = {}
+        for name, attr in LINKS.items():
+            uri = getattr(cfg, attr)
+            if not uri:
+                continue
+            try:
+                if name == "plc":
+                    from inspector.links.modbus import ModbusLink
+
+                    links[name] = ModbusLink(uri, down_policy=cfg.plc_down)
+                elif name == "mqtt":
+                    from inspector.links.mqtt import MqttLink
+
+                    links[name] = MqttLink(self.db, uri)
+                elif name == "opcua":
+                    from inspector.links.opcua import OpcUaLink
+
+                    links[name] = OpcUaLink(uri)
+                else:
+                    from inspector.links.plant import PlantLink
+
+                    links[name] = PlantLink(self.db, uri)
+                states[name] = "stopped"
+            except InspectorError as exc:
+                self._add_alarm("link_error", f"{LINK_TITLES[name]} link not started: {exc}")
+                states[name] = "down"
+        self.links, self.link_states = links, states
+        self.links_changed.emit()
+        return links
+
+    def _start_links(self, line: Line, links: dict[str, Any]) -> None:
+        """Start the links after ``build_line`` (which subscribed them), their alarms to the line's
+        alarm path -- and so to the operator page. The OPC UA server first, as in ``inspector run``."""
+        recipe = self.recipe
+        for name in ("opcua", "mqtt", "plant_db", "plc"):
+            link = links.get(name)
+            if link is None:
+                continue
+            if name == "opcua":
+                link.set_recipe(recipe.product, recipe.model_version_id, recipe.rule.threshold)
+            else:
+                link.on_alarm = line.pipeline.raise_alarm
+            if name == "plc":
+                link.on_stop = self._plc_stop_asked.emit
+            try:
+                link.start()
+            except InspectorError as exc:
+                self._add_alarm("link_error", f"{LINK_TITLES[name]} link not started: {exc}")
+                self.link_states[name] = "down"
+                del links[name]
+                if name == "opcua":
+                    link.stop()
+                continue
+            if name == "opcua":
+                link.set_running(True)
+        self._refresh_links()
+
+    def _stop_links(self) -> None:
+        for name, link in list(self.links.items()):
+            try:
+                if name == "opcua":
+                    link.set_running(False)
+                    link.stop()
+                else:
+                    link.stop(LINK_DRAIN_S)  # what is left waits for the next start (MQTT, plant)
+            except Exception:  # a link's bug must not keep the line from stopping
+                log.exception("stopping the %s link failed", name)
+        if "mqtt" in self.links:
+            self.db.outbox_message = None  # the next start's MQTT link writes the outbox again
+        self.links = {}
+        self.link_states = {name: "stopped" for name in self.link_states}
+        self.links_changed.emit()
+
+    def _refresh_links(self) -> None:
+        states = {name: (_link_state(self.links[name]) if name in self.links else state)
+                  for name, state in self.link_states.items()}
+        if self.line is not None:  # a link whose thread ended while the line runs is down
+            states = {name: "down" if state == "stopped" else state for name, state in states.items()}
+        if states != self.link_states:
+            self.link_states = states
+            self.links_changed.emit()
+
+    def _on_plc_stop_asked(self, reason: str) -> None:
+        if self.line is None:
+            return
+        self._add_alarm("line_stopped", f"the line stopped: the PLC link is down (down policy 'stop'): {reason}")
+        self.stop()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -298,6 +440,13 @@ class LineModel(QObject):
         # The drift alarm itself comes as a pipeline alarm, through the bridge.
         self.drift_status = status
         self.status_changed.emit()
+
+
+def _link_state(link: Any) -> str:
+    """A link's ``state`` property (PLC, MQTT, plant database); the OPC UA server's ``serving``."""
+    if hasattr(link, "serving"):
+        return "serving" if link.serving else "stopped"
+    return link.state
 
 
 def _camera_kwargs(settings: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from PyQt6.QtWidgets import (
 
 from inspector.line import InspectionResult, PipelineMetrics
 from inspector.overlay import heatmap_vmax
-from ui.line import LineModel
+from ui.line import LINK_TITLES, LineModel, link_state_html
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, Banner, CountersPanel, HeatmapView, TrendPlot
 
@@ -53,6 +53,8 @@ class OperatorPage(QWidget):
         self.figures.setTextFormat(Qt.TextFormat.RichText)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.links = QLabel()  # the plant links' states; hidden when none is configured (the demo)
+        self.links.setWordWrap(True)
         self.alarm_list = QListWidget()
         self.alarm_list.setMaximumHeight(140)
         self.ack_button = QPushButton("Acknowledge alarms")
@@ -67,6 +69,7 @@ class OperatorPage(QWidget):
         fl = QVBoxLayout(figures_box)
         fl.addWidget(self.figures)
         fl.addWidget(self.status)
+        fl.addWidget(self.links)
         right.addWidget(figures_box)
         alarms_box = QGroupBox("Alarms")
         al = QVBoxLayout(alarms_box)
@@ -93,8 +96,10 @@ class OperatorPage(QWidget):
         line.alarms_changed.connect(self._on_alarms_changed)
         line.metrics_changed.connect(self._on_metrics_changed)
         line.status_changed.connect(self._on_status_changed)
+        line.links_changed.connect(self._on_links_changed)
         session.user_changed.connect(self._on_user_changed)
         self._on_status_changed()
+        self._on_links_changed()
         self._on_metrics_changed(line.last_metrics)
         self._on_alarms_changed()
         self._on_user_changed(session.user, session.role)
@@ -164,6 +169,11 @@ class OperatorPage(QWidget):
             f"threshold <b>{model.rule.threshold:.4g}</b>{drift_text}"
         )
         self._on_trend_changed()
+
+    def _on_links_changed(self) -> None:
+        states = self.line.link_states
+        self.links.setVisible(bool(states))
+        self.links.setText(" &nbsp; ".join(link_state_html(LINK_TITLES[name], state) for name, state in states.items()))
 
     def _on_alarms_changed(self) -> None:
         self.alarm_list.blockSignals(True)

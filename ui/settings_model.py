@@ -22,13 +22,16 @@ from inspector.errors import InspectorError
 from inspector.history import HistoryDB
 from inspector.history.tables import ROLES
 
-from ui.line import LineConfig, LineModel
+from ui.line import LINK_TITLES, LINKS, PLC_DOWN_POLICIES, LineConfig, LineModel
 from ui.session import Session
 from ui.worker import Task, run_task
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "gui.json"
+#: Seconds a "Test connection" waits for an answer.
+LINK_TEST_TIMEOUT_S = 3.0
+_LINK_OF = {attr: name for name, attr in LINKS.items()}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class GuiSettings:
     product: str | None = None
     quota_gb: float = 5.0
     pass_sample_rate: float = 0.05
+    plc_uri: str | None = None
+    plc_down: str = "ng"
+    mqtt_uri: str | None = None
+    opcua_uri: str | None = None
+    plant_db_url: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> GuiSettings:
@@ -60,12 +68,56 @@ class GuiSettings:
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(asdict(self), indent=2) + "\n"))
 
 
+def link_settings(settings: GuiSettings) -> dict[str, Any]:
+    """The plant links of ``settings`` as :class:`~ui.line.LineConfig` takes them."""
+    plc_down = settings.plc_down if settings.plc_down in PLC_DOWN_POLICIES else "ng"  # a hand-edited file
+    return {"plc_uri": settings.plc_uri, "plc_down": plc_down, "mqtt_uri": settings.mqtt_uri,
+            "opcua_uri": settings.opcua_uri, "plant_db_url": settings.plant_db_url}
+
+
+def check_link(name: str, uri: str) -> None:
+    """Refuse a malformed URI for the link ``name`` (see :data:`ui.line.LINKS`) with
+    InspectorError; nothing is connected (reading a PLC's register map is all it does)."""
+    if name == "plc":
+        from inspector.links.modbus import parse_modbus_uri
+
+        parse_modbus_uri(uri)
+    elif name == "mqtt":
+        from inspector.links.mqtt import parse_mqtt_uri
+
+        parse_mqtt_uri(uri)
+    elif name == "opcua":
+        from inspector.links.opcua import parse_opcua_uri
+
+        parse_opcua_uri(uri)
+    elif name == "plant_db":
+        from inspector.links.plant import parse_plant_url
+
+        parse_plant_url(uri)
+    else:
+        raise InspectorError(f"no link named {name!r}")
+
+
+def shown_uri(name: str, uri: str | None) -> str | None:
+    """``uri`` as the audit and messages show it: a database password hidden."""
+    if uri is None or name != "plant_db":
+        return uri
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # checked before; never show what could not be parsed
+        return "(a database URL)"
+
+
 class SettingsModel(QObject):
-    """Signals: ``settings_changed()``, ``message(text, is_error)``, ``busy_changed(bool)``."""
+    """Signals: ``settings_changed()``, ``message(text, is_error)``, ``busy_changed(bool)``,
+    ``link_tested(name, text, ok)``: a "Test connection" of a plant link ended."""
 
     settings_changed = pyqtSignal()
     message = pyqtSignal(str, bool)
     busy_changed = pyqtSignal(bool)
+    link_tested = pyqtSignal(str, str, bool)
 
     def __init__(self, db: HistoryDB, line: LineModel, session: Session, settings: GuiSettings, path: Path,
                  device: str = "auto", backend: str = "auto", parent: QObject | None = None) -> None:
@@ -137,6 +189,65 @@ class SettingsModel(QObject):
         self.busy_changed.emit(True)
         task = run_task("product change", lambda t: load_active_recipe(self.db, name, device=self.device, backend=self.backend), self,
                         finished=finished, failed=failed)
+        self._tasks.append(task)
+        return task
+
+    def set_links(self, plc_uri: str | None, plc_down: str, mqtt_uri: str | None, opcua_uri: str | None,
+                  plant_db_url: str | None) -> bool:
+        """Sets the plant links (empty: none) and restarts the line with them. Each URI is checked
+        before anything changes; a technician's (the right to configure the camera), audited as
+        ``set_links`` (a database password hidden)."""
+        uris = {name: (uri or "").strip() or None for name, uri in
+                (("plc", plc_uri), ("mqtt", mqtt_uri), ("opcua", opcua_uri), ("plant_db", plant_db_url))}
+        if plc_down not in PLC_DOWN_POLICIES:
+            raise InspectorError(f"PLC down policy must be one of {', '.join(PLC_DOWN_POLICIES)}, not {plc_down!r}")
+        for name, uri in uris.items():
+            if uri is not None:
+                check_link(name, uri)
+        creds = self.session.authorize("configure_camera", "links")
+        changes = {LINKS[name]: uri for name, uri in uris.items()} | {"plc_down": plc_down}
+        old = self.line.config
+        before = {k: shown_uri(_LINK_OF[k], getattr(old, k)) if k in _LINK_OF else getattr(old, k) for k in changes}
+        after = {k: shown_uri(_LINK_OF[k], v) if k in _LINK_OF else v for k, v in changes.items()}
+        config = LineConfig(**{**asdict(old), **changes})
+        self.db.record_audit(creds.user, creds.role, "set_links", "gui", before, after)
+        self._save(**changes)
+        ok = self.line.restart(config)
+        configured = [LINK_TITLES[name] for name, uri in uris.items() if uri is not None]
+        self.message.emit(("plant links: " + ", ".join(configured) if configured else "no plant links")
+                          + ("; line restarted" if ok else "; the line could not be started: see the alarms"), not ok)
+        return ok
+
+    def test_link(self, name: str, uri: str, timeout: float = LINK_TEST_TIMEOUT_S) -> Task | None:
+        """Tries the link ``uri`` names, off the GUI thread (:func:`inspector.links.probe.probe`);
+        the outcome comes as ``link_tested(name, text, ok)``. Anyone may test: it changes nothing.
+        None when the answer is known at once (empty, malformed, the station's own OPC UA server
+        serving): ``link_tested`` has come already."""
+        from inspector.links.probe import probe
+
+        uri = uri.strip()
+        if not uri:
+            self.link_tested.emit(name, "nothing to test: no address given", False)
+            return None
+        try:
+            check_link(name, uri)
+        except InspectorError as exc:
+            self.link_tested.emit(name, str(exc), False)
+            return None
+        serving = self.line.links.get("opcua")
+        if name == "opcua" and serving is not None and serving.serving and uri == self.line.config.opcua_uri:
+            self.link_tested.emit(name, f"serving at {serving.endpoint}", True)
+            return None
+
+        def finished(text: str) -> None:
+            self._tasks.remove(task)
+            self.link_tested.emit(name, text, True)
+
+        def failed(text: str) -> None:
+            self._tasks.remove(task)
+            self.link_tested.emit(name, text, False)
+
+        task = run_task(f"test {name}", lambda t: probe(uri, timeout), self, finished=finished, failed=failed)
         self._tasks.append(task)
         return task
 

@@ -1,6 +1,8 @@
-"""The Settings page: camera and its configuration, product (recipe), image storage, users.
+"""The Settings page: camera and its configuration, product (recipe), image storage, plant links
+(PLC, MES, OPC UA, plant database: each with "Test connection" and its state), users.
 
-A view of :class:`~ui.settings_model.SettingsModel`; only a technician may change anything.
+A view of :class:`~ui.settings_model.SettingsModel`; only a technician may change anything;
+anyone may test a link's connection (it changes nothing).
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ from PyQt6.QtWidgets import (
 from drivers import EXAMPLE_URIS
 from inspector.errors import InspectorError
 from inspector.roles import ROLES
-from ui.line import TRIGGERS
+from ui.line import LINK_TITLES, LINKS, PLC_DOWN_POLICIES, TRIGGERS, link_state_html
 from ui.session import Session
 from ui.settings_model import SettingsModel
 from ui.widgets import FAIL_COLOR
 
 TRIGGER_TEXT = {"free_run": "free run", "software": "software (demo part feeder)", "hardware": "hardware line"}
+PLC_DOWN_TEXT = {"ng": "go on, NG for every part (safe default)", "stop": "stop the line"}
+LINK_HINTS = {
+    "plc": "modbus://HOST:PORT?unit=1&map=FILE.toml&products=1:tile,2:disc (empty: no PLC)",
+    "mqtt": "mqtt://HOST:PORT/TOPIC?station=NAME (empty: no MES)",
+    "opcua": "opcua://0.0.0.0:4840?station=NAME (this station's own server; empty: none)",
+    "plant_db": "postgresql://USER:PASSWORD@HOST:PORT/DB?station=NAME (empty: no plant database)",
+}
 
 
 class SettingsPage(QWidget):
@@ -64,6 +73,27 @@ class SettingsPage(QWidget):
         self.storage_button = QPushButton("Apply storage")
         self.storage_button.clicked.connect(self._on_storage_clicked)
 
+        # Plant links: a field each, a "Test connection" button and what it found, the live state.
+        self.link_edits: dict[str, QLineEdit] = {}
+        self.link_tests: dict[str, QPushButton] = {}
+        self.link_results: dict[str, QLabel] = {}
+        self.link_states: dict[str, QLabel] = {}
+        for name in LINKS:
+            edit = QLineEdit()
+            edit.setPlaceholderText(LINK_HINTS[name])
+            edit.setToolTip(LINK_HINTS[name])
+            button = QPushButton("Test connection")
+            button.clicked.connect(lambda _=False, n=name: self._on_test_clicked(n))
+            result = QLabel()
+            result.setWordWrap(True)
+            self.link_edits[name], self.link_tests[name], self.link_results[name] = edit, button, result
+            self.link_states[name] = QLabel()
+        self.plc_down = QComboBox()
+        for policy in PLC_DOWN_POLICIES:
+            self.plc_down.addItem(PLC_DOWN_TEXT[policy], policy)
+        self.links_button = QPushButton("Apply links (restarts the line)")
+        self.links_button.clicked.connect(self._on_links_clicked)
+
         self.user_name = QLineEdit()
         self.user_role = QComboBox()
         self.user_role.addItems(list(ROLES))
@@ -92,6 +122,18 @@ class SettingsPage(QWidget):
         sf.addRow("Keep images of", self.pass_rate)
         sf.addRow(self.storage_label)
         sf.addRow(self.storage_button)
+        links_box = QGroupBox("Plant links")
+        lf = QFormLayout(links_box)
+        for name in LINKS:
+            row = QHBoxLayout()
+            row.addWidget(self.link_edits[name], 1)
+            row.addWidget(self.link_tests[name])
+            row.addWidget(self.link_states[name])
+            lf.addRow(LINK_TITLES[name], row)
+            if name == "plc":
+                lf.addRow("While the PLC is down", self.plc_down)
+            lf.addRow("", self.link_results[name])
+        lf.addRow(self.links_button)
         users_box = QGroupBox("Users")
         uf = QFormLayout(users_box)
         uf.addRow("Name", self.user_name)
@@ -100,7 +142,7 @@ class SettingsPage(QWidget):
         uf.addRow(self.user_button)
 
         layout = QVBoxLayout(self)
-        for box in (camera_box, product_box, storage_box, users_box):
+        for box in (camera_box, product_box, storage_box, links_box, users_box):
             layout.addWidget(box)
         layout.addWidget(self.message_label)
         layout.addStretch(1)
@@ -108,15 +150,19 @@ class SettingsPage(QWidget):
         model.settings_changed.connect(self._on_settings_changed)
         model.message.connect(self._on_message_changed)
         model.busy_changed.connect(self._on_busy_changed)
+        model.link_tested.connect(self._on_link_tested)
         model.line.status_changed.connect(self._on_settings_changed)
+        model.line.links_changed.connect(self._on_links_changed)
         session.user_changed.connect(self._on_user_changed)
         self._busy = False
         self._on_settings_changed()
+        self._on_links_changed()
         self._on_user_changed(session.user, session.role)
 
     def _on_settings_changed(self) -> None:
         line = self.model.line
-        widgets = (self.camera_edit, self.trigger_combo, self.exposure, self.gain, self.product_combo, self.quota, self.pass_rate)
+        widgets = (self.camera_edit, self.trigger_combo, self.exposure, self.gain, self.product_combo, self.quota,
+                   self.pass_rate, self.plc_down, *self.link_edits.values())
         for w in widgets:
             w.blockSignals(True)
         self.camera_edit.setText(line.config.camera_uri)
@@ -129,6 +175,9 @@ class SettingsPage(QWidget):
         self.product_combo.setCurrentText(line.recipe.product)
         self.quota.setValue(line.config.quota_gb)
         self.pass_rate.setValue(100 * line.config.pass_sample_rate)
+        for name, attr in LINKS.items():
+            self.link_edits[name].setText(getattr(line.config, attr) or "")
+        self.plc_down.setCurrentIndex(max(self.plc_down.findData(line.config.plc_down), 0))
         for w in widgets:
             w.blockSignals(False)
         self.storage_label.setText(f"images in {line.config.image_dir}")
@@ -143,6 +192,28 @@ class SettingsPage(QWidget):
 
     def _on_storage_clicked(self) -> None:
         self._guard(lambda: self.model.set_storage(self.quota.value(), self.pass_rate.value() / 100.0))
+
+    def _on_links_clicked(self) -> None:
+        edits = self.link_edits
+        self._guard(lambda: self.model.set_links(edits["plc"].text(), self.plc_down.currentData(), edits["mqtt"].text(),
+                                                 edits["opcua"].text(), edits["plant_db"].text()))
+
+    def _on_test_clicked(self, name: str) -> None:
+        self.link_tests[name].setEnabled(False)
+        self.link_results[name].setText("testing …")
+        self.model.test_link(name, self.link_edits[name].text())
+
+    def _on_link_tested(self, name: str, text: str, ok: bool) -> None:
+        self.link_tests[name].setEnabled(True)
+        color = "#1b5e20" if ok else FAIL_COLOR
+        self.link_results[name].setText(f"<span style='color:{color}'>{'✓' if ok else '✗'} {text}</span>")
+
+    def _on_links_changed(self) -> None:
+        states = self.model.line.link_states
+        for name, label in self.link_states.items():
+            state = states.get(name)
+            label.setText(link_state_html("", state).strip() if state else "")
+            label.setVisible(state is not None)
 
     def _on_user_clicked(self) -> None:
         self._guard(lambda: self.model.add_user(self.user_name.text(), self.user_role.currentText(), self.user_pin.text()))
@@ -161,6 +232,11 @@ class SettingsPage(QWidget):
         self.camera_button.setEnabled(s.can("configure_camera") and not self._busy)
         self.product_button.setEnabled(s.can("choose_product") and not self._busy)
         self.storage_button.setEnabled(s.can("set_storage") and not self._busy)
+        can_link = s.can("configure_camera")
+        self.links_button.setEnabled(can_link and not self._busy)
+        self.plc_down.setEnabled(can_link)
+        for edit in self.link_edits.values():
+            edit.setReadOnly(not can_link)
         self.user_button.setEnabled(s.can("manage_users"))
 
     def _guard(self, action) -> None:

@@ -45,7 +45,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -193,17 +193,21 @@ def _runs(fields: Mapping[str, Field]) -> list[tuple[int, list[str]]]:
 
 @dataclass(frozen=True)
 class ModbusTarget:
-    """The PLC: ``host``:``port``, Modbus ``unit`` id, and the register ``map``."""
+    """The PLC: ``host``:``port``, Modbus ``unit`` id, and the register ``map``; ``products``: the
+    product (recipe) names by the PLC's product number (``?products=1:tile,2:disc``; empty: none)."""
 
     host: str
     port: int
     unit: int
     map: RegisterMap
+    products: Mapping[int, str] = field(default_factory=dict)
 
 
 def parse_modbus_uri(uri: str) -> ModbusTarget:
-    """``modbus://HOST[:PORT][?unit=N][&map=FILE.toml]`` (port 502, unit 1, the default map).
-    The map is read here, so that a bad one is reported before anything starts."""
+    """``modbus://HOST[:PORT][?unit=N][&map=FILE.toml][&products=1:tile,2:disc]`` (port 502, unit 1,
+    the default map, no product numbers). The map is read here, so that a bad one is reported
+    before anything starts. ``products`` names the product (recipe) each of the PLC's product
+    numbers (1..65535; 0 means "none chosen") selects."""
     parts = urlsplit(uri)
     if parts.scheme != "modbus" or not parts.hostname or parts.path not in ("", "/") or parts.fragment:
         raise InspectorError(f"not a Modbus PLC link: {uri!r} (expected modbus://HOST:PORT?unit=1&map=FILE.toml)")
@@ -215,16 +219,32 @@ def parse_modbus_uri(uri: str) -> ModbusTarget:
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
         raise InspectorError(f"bad options in {uri!r} (expected ?unit=N&map=FILE.toml)") from None
-    unknown = sorted(set(query) - {"unit", "map"})
+    unknown = sorted(set(query) - {"unit", "map", "products"})
     if unknown or any(len(v) > 1 for v in query.values()):
-        raise InspectorError(f"bad options in {uri!r}: the options are unit and map, each once")
+        raise InspectorError(f"bad options in {uri!r}: the options are unit and map (and products), each once")
     unit_text = query.get("unit", [str(DEFAULT_UNIT)])[0]
     if not re.fullmatch(r"\d{1,3}", unit_text) or int(unit_text) > 255:
         raise InspectorError(f"bad unit in {uri!r}: a Modbus unit id is 0..255, got {unit_text!r}")
     map_path = query.get("map", [None])[0]
     if map_path == "":
         raise InspectorError(f"empty map in {uri!r}: give map=FILE.toml or leave it out for the default")
-    return ModbusTarget(parts.hostname, port, int(unit_text), load_register_map(map_path))
+    products = _product_numbers(query["products"][0], uri) if "products" in query else {}
+    return ModbusTarget(parts.hostname, port, int(unit_text), load_register_map(map_path), products)
+
+
+def _product_numbers(text: str, uri: str) -> dict[int, str]:
+    """``1:tile,2:disc`` as ``{1: "tile", 2: "disc"}``: each number once, 1..65535."""
+    products: dict[int, str] = {}
+    for item in text.split(","):
+        number, sep, name = item.partition(":")
+        number, name = number.strip(), name.strip()
+        if not sep or not re.fullmatch(r"\d{1,5}", number) or not 0 < int(number) <= _UINT16 or not name:
+            raise InspectorError(f"bad products in {uri!r}: expected products=NUMBER:NAME,... with numbers "
+                                 f"1..65535 (0 means no product chosen), got {item!r}")
+        if int(number) in products:
+            raise InspectorError(f"bad products in {uri!r}: product number {int(number)} given twice")
+        products[int(number)] = name
+    return products
 
 
 # --- the link --------------------------------------------------------------------------------------
@@ -379,6 +399,17 @@ class ModbusLink:
     @property
     def connected(self) -> bool:
         return self._client is not None
+
+    @property
+    def state(self) -> str:
+        """``"stopped"`` (not started, or stopped), ``"connecting"`` (started, no answer yet),
+        ``"connected"``, or ``"retrying"`` (the link is down and reconnecting)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return "stopped"
+        if self._client is not None:
+            return "connected"
+        return "retrying" if self._down else "connecting"
 
     def pending(self) -> int:
         """Results not yet acknowledged by the PLC: queued, and the one in the handshake."""

@@ -202,6 +202,17 @@ class MqttLink:
         conn = self._conn
         return conn is not None and conn.connected.is_set() and not conn.lost
 
+    @property
+    def state(self) -> str:
+        """``"stopped"`` (not started, or stopped), ``"connecting"`` (started, no answer yet),
+        ``"connected"``, or ``"retrying"`` (the broker is away and the link reconnecting)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return "stopped"
+        if self.connected:
+            return "connected"
+        return "retrying" if self._down else "connecting"
+
     def pending(self) -> int:
         """Messages in the outbox: not yet acknowledged by the broker."""
         with self.db.session() as s:

@@ -133,6 +133,17 @@ class PlantLink:
     def connected(self) -> bool:
         return self._plant is not None
 
+    @property
+    def state(self) -> str:
+        """``"stopped"`` (not started, or stopped), ``"connecting"`` (started, no answer yet),
+        ``"connected"``, or ``"retrying"`` (the plant database is away and the link reconnecting)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return "stopped"
+        if self._plant is not None:
+            return "connected"
+        return "retrying" if self._down else "connecting"
+
     # -- the line's side: quick, never blocks ------------------------------------------------
 
     def on_result(self, result: InspectionResult) -> None:
