@@ -180,26 +180,47 @@ def write_card(model: Path, report: Path, out: Path, iterations: int) -> dict:
 
     _, meta = load_model_tensors(model)
     rep = json.loads(Path(report).read_text())
+    instant = meta.get("kind") == "instant"
+    if instant:
+        made = {
+            "kind": "instant",
+            "bank_size": meta.get("bank_size"),
+            "build_seconds": meta.get("build_seconds"),
+            "tensor_dtype": "float32",
+            "training_data": f"{meta.get('train_images')} good monocrystalline ELPV cells (defect probability 0) for the "
+                             f"memory bank, {meta.get('validation_images')} more for the map quantiles; split "
+                             f"{SPLIT_VERSION} of demo/__init__.py",
+        }
+        note = ("the instant model (no training): nearest-neighbour distance of the shipped teacher's patch features to "
+                "a memory bank of good cells; threshold for a 1 % false-reject rate on the held-out good cells")
+        reproduce = "scripts/make_demo_model.sh instant"
+    else:
+        made = {
+            "kind": "efficientad",
+            "iterations": iterations,
+            "tensor_dtype": "float16",
+            "training_data": f"{meta.get('train_images')} good monocrystalline ELPV cells (defect probability 0) for the "
+                             f"student and autoencoder, {meta.get('validation_images')} more for the map quantiles; "
+                             f"split {SPLIT_VERSION} of demo/__init__.py",
+        }
+        note = ("a few hundred CPU training iterations make a weak detector, so the threshold is set for a "
+                "2 % false-reject rate rather than 0.5 %, at which every defect would pass and the demo "
+                "would never show a reject")
+        reproduce = f"scripts/make_demo_model.sh {iterations}"
     card = {
         "name": "demo_model",
         "purpose": "the `inspector gui` demo only; not a production model",
         "architecture": meta.get("architecture"),
-        "iterations": iterations,
+        **made,
         "teacher": meta.get("teacher"),
-        "tensor_dtype": "float16",
         "sha256": file_sha256(model),
-        "training_data": f"{meta.get('train_images')} good monocrystalline ELPV cells (defect probability 0) for the "
-                         f"student and autoencoder, {meta.get('validation_images')} more for the map quantiles; "
-                         f"split {SPLIT_VERSION} of demo/__init__.py",
         "calibration_data": f"{rep.get('n_good')} held-out good mono cells and {rep.get('n_defective')} defective mono "
                             "cells (defect probability 1), scored by `inspector calibrate`; none of them is replayed by the demo",
         "calibration": {k: rep[k] for k in CARD_CALIBRATION_KEYS if k in rep},
-        "calibration_note": "a few hundred CPU training iterations make a weak detector, so the threshold is set for a "
-                            "2 % false-reject rate rather than 0.5 %, at which every defect would pass and the demo "
-                            "would never show a reject",
+        "calibration_note": note,
         "good_scores": rep.get("good_scores", []),
         "defect_scores": rep.get("defect_scores"),
-        "reproduce": f"scripts/make_demo_model.sh {iterations}",
+        "reproduce": reproduce,
         "attribution": ATTRIBUTION,
         "license": "CC BY-NC-SA 4.0 (derived from the ELPV dataset)",
     }

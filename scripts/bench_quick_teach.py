@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_quick_teach_"))
     db = HistoryDB(f"sqlite:///{work / 'history.db'}")
     db.upgrade()
-    db.add_user("bench", "technician", "0000")
+    db.add_user("bench", "technician", "000000")
     session = TeachSession(db, "bench", work, gates=QualityGates(same_size=args.same_size), device=args.device)
 
     source = data / "train" / "good"
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict:
         kind=args.kind, mode="quick", iterations=args.iterations, teacher=args.teacher, target_frr=target,
         pixel_fpr=None, show_progress=True, user="bench",
     )
-    session.activate(taught.version_id, user="bench", pin="0000")
+    session.activate(taught.version_id, user="bench", pin="000000")
     t_active = time.perf_counter() - t0
     metrics = db.model_version(taught.version_id).metrics
 

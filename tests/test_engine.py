@@ -97,10 +97,11 @@ def test_engine_errors(tmp_path, tiny_model):
         Engine(tiny_model, backend="tensorrt")
 
 
-def test_bf16_autocast_keeps_scores_within_the_stated_tolerance_of_the_threshold():
-    """On a trained, calibrated model and real parts, good and defective: a bf16 score stays
-    within HALF_SCORE_TOLERANCE x threshold of fp32's, so a part lands on the same side of the
-    threshold unless fp32 itself put it that close."""
+def test_bf16_is_close_on_the_instant_demo_model_but_never_chosen_for_it(tmp_path, monkeypatch):
+    """The shipped demo model is an instant model. Forced into bf16 it decides real parts like
+    fp32 (outside a band around the threshold) and its pixel rule sees the same regions; but its
+    scores move up to about twice EfficientAD's HALF_SCORE_TOLERANCE, so the engine's own choice
+    never runs it in bf16 (inspector/engine.py, _cpu_candidates)."""
     import torch
 
     import demo
@@ -114,15 +115,21 @@ def test_bf16_autocast_keeps_scores_within_the_stated_tolerance_of_the_threshold
     model = ASSETS_DIR / "demo" / "demo_model.safetensors"
     fp32 = Engine(model, device="cpu", backend="eager")
     bf16 = Engine(model, device="cpu", backend="eager-bf16")
-    threshold = fp32.metadata["threshold"]
+    assert fp32.kind == "instant"
+    threshold, pixel_threshold = fp32.metadata["threshold"], fp32.metadata["pixel_threshold"]
+    band = 2 * HALF_SCORE_TOLERANCE * threshold
     split = demo.elpv_split()
     for path in split.calibration_good[:4] + split.calibration_defect[:4]:
         image = read_image(path)
         ref, got = fp32.predict(image), bf16.predict(image)
-        assert abs(got.score - ref.score) <= HALF_SCORE_TOLERANCE * threshold, path.name
-        if abs(ref.score - threshold) > HALF_SCORE_TOLERANCE * threshold:
+        assert abs(got.score - ref.score) <= band, path.name
+        if abs(ref.score - threshold) > band:
             assert (got.score > threshold) == (ref.score > threshold), path.name
-        assert np.corrcoef(got.anomaly_map.ravel(), ref.anomaly_map.ravel())[0, 1] > 0.99
+        same = np.mean((got.anomaly_map > pixel_threshold) == (ref.anomaly_map > pixel_threshold))
+        assert same >= 0.995, path.name
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path / "data"))
+    auto = Engine(model, device="cpu")
+    assert "eager-bf16" not in auto._cpu_candidates() and auto.backend != "eager-bf16"
 
 
 def test_auto_measures_once_per_model_and_machine_and_remembers_the_choice(tiny_model, tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ def test_fp16_cuda_graph_scores_match_fp32_cpu(model_file):
 
 
 def test_fp16_cuda_scores_stay_within_the_tolerance_of_the_threshold_on_a_trained_model():
-    """The shipped demo model is trained and calibrated: fp16 on the GPU keeps each real part's
+    """The shipped demo model (an instant model) is calibrated: fp16 on the GPU keeps each real part's
     score within HALF_SCORE_TOLERANCE x threshold of fp32 on the CPU."""
     import demo
     from inspector import ASSETS_DIR

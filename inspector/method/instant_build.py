@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Patch features the coreset is chosen from: a random sample of the training images' positions,
 #: so memory stays bounded (this many x 384 floats) however many images are taught.
-CANDIDATES = 60_000
+CANDIDATES = 120_000
 #: The coreset's greedy search runs on a random projection to this many dimensions (PatchCore:
 #: the Johnson-Lindenstrauss lemma keeps the distances' order close enough to pick good centres).
 PROJECTION_DIM = 64
@@ -114,9 +114,14 @@ def build_instant(
     device: str = "auto",
     show_progress: bool = True,
     on_stage: Callable[[str], None] | None = None,
+    feature_net: torch.nn.Module | None = None,
 ) -> InstantResult:
     """Builds the instant model from good images: no training, about a minute on a 2-core CPU for
-    a few hundred images. Holds out the same 10 % as EfficientAD's training for the map quantiles."""
+    a few hundred images. Holds out the same 10 % as EfficientAD's training for the map quantiles.
+
+    ``feature_net`` is for experiments (``scripts/feature_ceiling.py``): a module that maps the
+    normalised image to (N, C, h, w) features in place of the teacher, e.g. a backbone's
+    distillation targets; such a model runs in memory but is not a loadable model file."""
     if len(good_images) < MIN_GOOD_IMAGES:
         raise DataError(f"{len(good_images)} good images given; a model needs at least {MIN_GOOD_IMAGES}")
     started = time.perf_counter()
@@ -124,7 +129,10 @@ def build_instant(
     dev = pick_device(device)
     torch.manual_seed(config.seed)
     model = InstantModel(config.size, config.bank_size, config.neighbourhood)
-    teacher_info = load_teacher_weights(model, teacher)  # it only touches model.teacher
+    if feature_net is None:
+        teacher_info = load_teacher_weights(model, teacher)  # it only touches model.teacher
+    else:
+        model.teacher, teacher_info = feature_net, {"teacher": f"experiment: {type(feature_net).__name__}"}
     model.to(dev).eval().requires_grad_(False)
     model.teacher.to(memory_format=torch.channels_last)
 

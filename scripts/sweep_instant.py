@@ -1,0 +1,86 @@
+"""Instant-model settings against accuracy: one build and one evaluation per setting.
+
+    python scripts/sweep_instant.py --data ../shared/data/magnetic_tile '{}' '{"resize_mode": "letterbox"}'
+    python scripts/sweep_instant.py --elpv '{}' '{"bank_size": 8192}' '{"neighbourhood": 1}'
+
+Each argument is a JSON object of :class:`inspector.method.instant_build.InstantConfig` fields.
+``--data``: built on ``train/good`` of an MVTec-layout folder, scored on its whole test set
+(``inspector eval``'s image AUROC, pixel AUROC, AU-PRO). ``--elpv``: built on the demo split's
+training cells (``demo.elpv_split``), calibrated on its 200 held-out good and 60 defective cells
+for a 1 % false-reject rate like the shipped demo model: AUROC and the escape rates at that
+threshold. Prints one line per setting with the build time and the CPU; ``--json`` appends them.
+A measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from inspector.devices import cpu_description
+from inspector.image_io import good_training_images
+from inspector.method.instant_build import InstantConfig, build_instant
+from inspector.model_file import save_model
+
+
+def on_mvtec(model: Path, data: Path) -> dict:
+    from inspector.engine import Engine
+    from inspector.evaluate import evaluate
+
+    metrics = evaluate(Engine(model, device="cpu", backend="eager"), data, show_progress=False)
+    return {k: round(metrics[k], 4) for k in ("image_auroc", "pixel_auroc", "aupro")}
+
+
+def on_elpv(model: Path, split) -> dict:
+    from calibration.calibrate import calibrate_model
+
+    result = calibrate_model(model, split.calibration_good, split.calibration_defect, device="cpu", backend="eager",
+                             target_frr=0.01, show_progress=False)
+    report = result.report()
+    return {k: round(report[k], 4) for k in ("auroc", "escape_rate", "combined_escape_rate", "expected_frr", "threshold")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", type=Path, help="MVTec-layout folder")
+    where.add_argument("--elpv", action="store_true", help="the demo's ELPV mono-cell split")
+    parser.add_argument("settings", nargs="+", help="InstantConfig fields as JSON, e.g. '{\"bank_size\": 4096}'")
+    parser.add_argument("--json", type=Path, help="append one JSON line per setting here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    if args.elpv:
+        import demo
+
+        split = demo.elpv_split()
+        train = split.train
+    else:
+        train = good_training_images(args.data)
+    machine = cpu_description()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "instant.safetensors"
+        for text in args.settings:
+            settings = json.loads(text)
+            t = time.perf_counter()
+            built = build_instant(train, InstantConfig(**settings), device="cpu", show_progress=False)
+            seconds = time.perf_counter() - t
+            save_model(model, built.model, built.metadata)
+            t = time.perf_counter()
+            figures = on_elpv(model, split) if args.elpv else on_mvtec(model, args.data)
+            row = {"data": "elpv-mono demo split" if args.elpv else str(args.data), "settings": settings,
+                   "train_images": built.metadata["train_images"], "build_seconds": round(seconds, 1),
+                   "eval_seconds": round(time.perf_counter() - t, 1), **figures, "machine": machine}
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
