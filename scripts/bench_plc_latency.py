@@ -5,12 +5,13 @@ A pymodbus server on 127.0.0.1 in a process of its own (so it does not share thi
 plays the PLC: its memory notes the time each strobe rises, and acknowledges at once, so the
 figures are the station's and the loopback's. A real PLC adds its scan time to the acknowledge,
 which delays the next part only when parts come faster than the handshake. The link gets N
-results at ``--rate`` per second through ``on_result``, as the history writer hands them over;
-the latency of a part is the strobe's time minus the ``on_result`` call's, both on the system-wide
+results at ``--rate`` per second through ``on_decision``, as the line's inspection thread hands
+them over the moment a part is decided; the latency of a part is the strobe's time minus the
+``on_decision`` call's, both on the system-wide
 monotonic clock. A part takes three requests before its strobe is up (poll the PLC, write the
 result, raise the strobe), so the round trip of one bare request to the same server is printed
-too, as the floor. The issue's target: OK/NG written within 5 ms of the decision. ``on_result``
-comes once the result is durable, so the writer's time (images, database commit) is not in here.
+too, as the floor. The issue's target: OK/NG written within 5 ms of the decision; ``on_decision``
+is called right after the decision, before the record is stored, so these are that figure.
 
     python scripts/bench_plc_latency.py --results 2000 --rate 100 [--json FILE]
 """
@@ -127,7 +128,7 @@ def measure(n: int, rate: float) -> dict[str, Any]:
             if pause > 0:
                 time.sleep(pause)
             handed[i] = time.monotonic()
-            link.on_result(result)
+            link.on_decision(result)
             next_at += 1.0 / rate
         left = link.stop(10.0)
         here.send("done")
@@ -186,7 +187,7 @@ def main() -> int:
     floor = {"round_trip_p50_ms": statistics.median(bare), "round_trip_p99_ms": percentile(bare, 99)}
     print(f"one bare request to the same PLC ({len(bare)}): p50 {floor['round_trip_p50_ms']:.2f} ms, "
           f"p99 {floor['round_trip_p99_ms']:.2f} ms", flush=True)
-    print(f"on_result -> strobe in the PLC, {len(ms)} results at {args.rate:g}/s (pymodbus {pymodbus.__version__}): "
+    print(f"decision -> strobe in the PLC, {len(ms)} results at {args.rate:g}/s (pymodbus {pymodbus.__version__}): "
           f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, max {figures['max_ms']:.2f} ms; "
           f"{figures['within_5ms']:.1%} within 5 ms", flush=True)
     if run["missing"] or run["not_acknowledged"] or run["alarms"]:

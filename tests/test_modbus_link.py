@@ -262,8 +262,8 @@ def test_a_result_waits_for_the_plcs_ack_before_the_next_goes_out(plc, links) ->
     plc.memory.auto_ack = False
     link = link_to(links, plc)
     link.start()
-    link.on_result(result(0, score=0.1234, part_id="17"))
-    link.on_result(result(1, score=70.0, decision="FAIL", part_id="18"))  # beyond the scaled range
+    link.on_decision(result(0, score=0.1234, part_id="17"))
+    link.on_decision(result(1, score=70.0, decision="FAIL", part_id="18"))  # beyond the scaled range
     wait_until(lambda: len(plc.memory.seen()) == 1, 5, "the first result at the PLC")
     assert plc.memory.seen()[0] == Seen(part_id=17, result=OK, score=123, flags=0)
     assert plc.memory.get("strobe") == 1
@@ -293,7 +293,7 @@ def test_the_strobe_and_the_ack_may_be_coils(links, tmp_path: Path) -> None:
         links.append(link)
         link.start()
         for i in range(3):
-            link.on_result(result(i, part_id=str(i)))
+            link.on_decision(result(i, part_id=str(i)))
         wait_until(lambda: link.acknowledged == 3, 5, "three results over coils")
         assert plc.memory.seen() == [Seen(i, OK, 100, 0) for i in range(3)]
         assert link.stop(1.0) == 0
@@ -313,15 +313,15 @@ def test_the_station_echoes_the_plcs_part_id_and_reports_triggers_and_products(p
 
     plc.memory.trigger(4711)
     wait_until(lambda: triggers == [4711], 5, "the first trigger")
-    link.on_result(result(0))
+    link.on_decision(result(0))
     plc.memory.trigger(4712)
     wait_until(lambda: len(triggers) == 2, 5, "the second trigger")  # two in one poll would lose the first id
     plc.memory.trigger(4713)
     wait_until(lambda: triggers == [4711, 4712, 4713], 5, "the third trigger")
-    link.on_result(result(1, score=0.6, decision="FAIL"))
-    link.on_result(result(2, error="engine failed", decision="FAIL", score=0.0))
-    link.on_result(result(3, part_id="900"))  # the line knew this part's id: that one goes back
-    link.on_result(result(4))  # no trigger left to answer: 0, "unknown part"
+    link.on_decision(result(1, score=0.6, decision="FAIL"))
+    link.on_decision(result(2, error="engine failed", decision="FAIL", score=0.0))
+    link.on_decision(result(3, part_id="900"))  # the line knew this part's id: that one goes back
+    link.on_decision(result(4))  # no trigger left to answer: 0, "unknown part"
     plc.memory.set("product", 8)
     wait_until(lambda: link.acknowledged == 5 and products == [7, 8], 5, "five results and the product change")
     assert plc.memory.seen() == [
@@ -341,14 +341,14 @@ def test_a_plc_outage_is_alarmed_and_loses_no_decision(plc, links) -> None:
     batch = [result(i, score=i / 100, decision="FAIL" if i % 7 == 0 else "PASS", part_id=str(i)) for i in range(60)]
     plc.memory.cut_at = 10  # the cable goes while part 10's strobe is up, before the PLC's ack
     for r in batch[:40]:
-        link.on_result(r)
+        link.on_decision(r)
     wait_until(lambda: [k for k, _ in alarms] == [PLC_DOWN], 5, "plc_down")
     time.sleep(0.1)  # reconnects fail meanwhile
     assert link.acknowledged == 10 and link.pending() == 30 and not link.connected
     plc.start()  # the same port, the same memory: the cable is back
     wait_until(lambda: [k for k, _ in alarms] == [PLC_DOWN, PLC_RECOVERED], 5, "plc_recovered")
     for r in batch[40:]:
-        link.on_result(r)
+        link.on_decision(r)
     wait_until(lambda: link.acknowledged == 60, 10, "every result acknowledged")
     assert link.stop(1.0) == 0 and link.dropped == 0
 
@@ -369,7 +369,7 @@ def test_down_policy_stop_asks_the_line_to_stop_once(plc, links) -> None:
     link = link_to(links, plc, down_policy="stop", on_stop=stops.append,
                    on_alarm=lambda kind, message: alarms.append(kind))
     link.start()
-    link.on_result(result(0, part_id="1"))
+    link.on_decision(result(0, part_id="1"))
     wait_until(lambda: alarms == [PLC_DOWN], 5, "plc_down")
     time.sleep(0.2)  # reconnects keep failing: still one alarm, one stop
     assert alarms == [PLC_DOWN] and len(stops) == 1 and "cannot reach PLC 127.0.0.1" in stops[0]
@@ -385,10 +385,10 @@ def test_a_plc_that_does_not_acknowledge_is_alarmed_and_a_full_queue_drops_the_o
     alarms: list[str] = []
     link = link_to(links, plc, max_queued=3, ack_timeout_s=0.1, on_alarm=lambda kind, message: alarms.append(kind))
     link.start()
-    link.on_result(result(0, part_id="0"))
+    link.on_decision(result(0, part_id="0"))
     wait_until(lambda: PLC_NO_ACK in alarms, 5, "plc_no_ack")
     for i in range(1, 6):  # 1 and 2 are pushed out by 3, 4 and 5
-        link.on_result(result(i, part_id=str(i)))
+        link.on_decision(result(i, part_id=str(i)))
     assert alarms == [PLC_NO_ACK, PLC_QUEUE_FULL] and link.dropped == 2 and link.pending() == 4
     plc.memory.auto_ack = True
     plc.memory.set("ack", 1)  # the PLC program wakes up

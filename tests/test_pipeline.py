@@ -313,6 +313,31 @@ def test_a_frame_the_engine_cannot_score_fails_and_inspection_goes_on(engine, db
     assert (m.passed, m.failed, m.errors) == (2, 0, 1)
 
 
+def test_decision_subscribers_hear_every_verdict_before_it_is_stored(engine, db_path: Path, tmp_path: Path) -> None:
+    """A PLC link hears a part's verdict on the inspection thread, before the history has its row;
+    a decision subscriber that fails is alarmed and costs no record."""
+    folder = copy_images(good_images(3, skip=130), tmp_path / "frames")
+    pipeline, rec, _ = build(f"folder://{folder}?fps=0", engine, db_path, tmp_path)
+    heard: list[tuple[str, int]] = []
+
+    def plc(result: InspectionResult) -> None:
+        heard.append((result.uid, len(rows(db_path))))  # rows stored when the verdict was heard
+
+    def broken(result: InspectionResult) -> None:
+        raise RuntimeError("link bug")
+
+    pipeline.on_decision(plc)
+    pipeline.on_decision(broken)
+    pipeline.start()
+    assert pipeline.wait(timeout=120)
+    assert pipeline.stop()
+    assert [uid for uid, _ in heard] == [r.uid for r in rec.results]  # every verdict, in order
+    assert heard[0][1] == 0  # the first before any row
+    assert all(stored <= i for i, (_, stored) in enumerate(heard))  # never after its own row
+    assert "subscriber_failed" in rec.kinds()
+    assert_recorded_in_order(rec.results, db_path)
+
+
 def test_camera_lost_and_reconnected_are_alarmed(engine, db_path: Path, tmp_path: Path) -> None:
     folder = copy_images(good_images(2, skip=140), tmp_path / "frames")
     camera = FolderCamera(folder, fps=5, loop=True, backoff_s=(0.05, 0.2))  # quick reconnect attempts

@@ -43,12 +43,17 @@ STALL_AFTER_S = 10.0
 
 
 class LineLink(Protocol):
-    """An extra subscriber of the line (a PLC or MES link). Either method may be left out.
+    """An extra subscriber of the line (a PLC or MES link). Any method may be left out.
 
     ``on_result(InspectionResult)`` is called for every result once it is durable, in frame
     order, on the history writer's thread; ``on_alarm(Alarm)`` for every alarm, on the thread
-    that raised it. Both must be quick.
+    that raised it. A link that must act on a verdict at once (a PLC diverting the part) offers
+    ``on_decision(InspectionResult)`` instead of ``on_result``: called on the inspection thread as
+    soon as the part is decided, before the record is stored (no id or image paths yet). All
+    must be quick: they only hand the result to the link's own thread.
     """
+
+    def on_decision(self, result: Any) -> None: ...
 
     def on_result(self, result: Any) -> None: ...
 
@@ -206,10 +211,12 @@ def build_line(
     )
     line = Line(pipeline, writer, store, recipe, drift_window=drift_window, on_drift=on_drift, feeder_rate=feeder_rate)
     for link in links:
-        on_result, on_alarm = getattr(link, "on_result", None), getattr(link, "on_alarm", None)
-        if on_result is None and on_alarm is None:
-            raise TypeError(f"a line link needs on_result or on_alarm, {type(link).__name__} has neither")
-        if on_result is not None:
+        on_decision, on_result, on_alarm = (getattr(link, name, None) for name in ("on_decision", "on_result", "on_alarm"))
+        if on_decision is None and on_result is None and on_alarm is None:
+            raise TypeError(f"a line link needs on_decision, on_result or on_alarm, {type(link).__name__} has none")
+        if on_decision is not None:  # the verdict now; the durable record would come too late
+            pipeline.on_decision(on_decision)
+        elif on_result is not None:
             pipeline.subscribe(on_result)
         if on_alarm is not None:
             pipeline.on_alarm(on_alarm)

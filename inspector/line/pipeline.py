@@ -155,6 +155,7 @@ class Pipeline:
             queue_size = DEFAULT_QUEUE_SIZE[mode]
         self._queue: FrameQueue[Frame] = FrameQueue(queue_size)
         self._result_subscribers: tuple[ResultSubscriber, ...] = ()
+        self._decision_subscribers: tuple[ResultSubscriber, ...] = ()
         self._alarm_subscribers: tuple[AlarmSubscriber, ...] = ()
         self.alarms: deque[Alarm] = deque(maxlen=200)  # most recent, oldest first
 
@@ -187,6 +188,13 @@ class Pipeline:
     def subscribe(self, subscriber: ResultSubscriber) -> None:
         """Call ``subscriber(result)`` for every durable result (see the class docstring)."""
         self._result_subscribers = (*self._result_subscribers, subscriber)
+
+    def on_decision(self, subscriber: ResultSubscriber) -> None:
+        """Call ``subscriber(result)`` for every verdict as soon as it is decided, on the
+        inspection thread, before the record is stored: for a PLC that must divert the part now.
+        The record is not durable yet (no id, no image paths), and the subscriber must only queue:
+        acquisition waits for it. One that raises is logged and alarmed; the line goes on."""
+        self._decision_subscribers = (*self._decision_subscribers, subscriber)
 
     def on_alarm(self, subscriber: AlarmSubscriber) -> None:
         """Call ``subscriber(alarm)`` for every alarm of the pipeline and its history writer."""
@@ -395,7 +403,9 @@ class Pipeline:
                     self._count_unrecorded(1)
                     continue
                 try:
-                    self._submit(self._inspect(frame))
+                    result = self._inspect(frame)
+                    self._decided(result)
+                    self._submit(result)
                 except Exception as exc:  # a bug; the frame is counted, the thread carries on
                     log.exception("pipeline could not inspect frame %s", frame.frame_id)
                     self._count_unrecorded(1)
@@ -449,6 +459,14 @@ class Pipeline:
             self._inspected += 1
         self._progress()
         return result
+
+    def _decided(self, result: InspectionResult) -> None:
+        for subscriber in self._decision_subscribers:
+            try:
+                subscriber(result)
+            except Exception as exc:  # a link's bug must not cost the record
+                log.exception("decision subscriber %r failed", subscriber)
+                self._alarm(SUBSCRIBER_FAILED, f"decision subscriber {subscriber!r} failed: {exc}", throttle_s=ALARM_THROTTLE_S)
 
     def _shadow_score(self, frame: Frame) -> float | None:
         shadow = self._shadow

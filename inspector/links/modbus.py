@@ -12,8 +12,9 @@ the PLC wrote when it triggered the part (results answer triggers in order, one 
 can tell which part a result is for; a record's own part id wins where it is a number, and 0 means
 "not known" (no trigger to answer: a free-running line).
 
-Why a thread of its own: :meth:`ModbusLink.on_result` runs on the history writer's thread, which
-must never wait for a PLC. It only appends a few numbers (not the record, which holds the image) to
+Why a thread of its own: :meth:`ModbusLink.on_decision` runs on the line's inspection thread as
+soon as a part is decided (before the record is stored: the PLC needs the verdict now, the
+history can follow), and acquisition must never wait for a PLC. It only appends a few numbers (not the record, which holds the image) to
 a bounded queue; the link's thread owns the connection, writes the results in order, and polls
 the PLC's trigger counter, product number and part id between them (``on_trigger()``,
 ``on_product(number)``).
@@ -307,7 +308,7 @@ class ModbusLink:
     step of the PLC's trigger counter; ``on_product(number)`` with the PLC's product number when
     first read and on every change; ``on_stop(reason)`` once per outage under
     ``down_policy="stop"``. They run on the link's thread (``plc_queue_full`` on the caller's of
-    :meth:`on_result`) and must be quick: the handshake waits for them.
+    :meth:`on_decision`) and must be quick: the handshake waits for them.
 
     ``max_queued``: results waiting for the PLC at most; ``poll_s``: seconds between polls of the
     PLC while nothing is under way, ``handshake_poll_s`` while a handshake is open (the PLC
@@ -377,8 +378,8 @@ class ModbusLink:
 
     # -- the line's side: quick, never blocks ------------------------------------------------
 
-    def on_result(self, result: InspectionResult) -> None:
-        """Queue the result for the PLC (on the history writer's thread)."""
+    def on_decision(self, result: InspectionResult) -> None:
+        """Queue the verdict for the PLC (on the line's inspection thread, as soon as it is decided)."""
         with self._cv:
             full = len(self._queue) >= self.max_queued
             if full:  # the oldest go: of all the parts waiting, they are the furthest past the diverter
