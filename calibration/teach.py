@@ -353,6 +353,7 @@ class TeachSession:
         self,
         *,
         kind: str = "efficientad",
+        features: str = "lite2",
         mode: str = "quick",
         iterations: int | None = None,
         size: str = "s",
@@ -377,7 +378,8 @@ class TeachSession:
 
         ``kind="instant"`` builds the memory-bank model (:mod:`inspector.method.instant`) instead
         of training EfficientAD: about a minute, no iterations (``mode`` and ``iterations`` do not
-        apply). Both kinds use the same samples, split and calibration.
+        apply; ``features`` says whose features it searches: ``lite2``, EfficientNet-Lite2's, or
+        ``pdn``, the shipped teacher's). Both kinds use the same samples, split and calibration.
 
         Everything that can be checked before training is (sample count, the target rate's
         feasibility, the defect folder), so a bad request fails in seconds, not after training.
@@ -414,7 +416,7 @@ class TeachSession:
         if kind == "instant":
             from inspector.method.instant_build import InstantConfig, build_instant
 
-            trained = build_instant(train_paths, InstantConfig(size=size, seed=seed, resize_mode=resize_mode),
+            trained = build_instant(train_paths, InstantConfig(size=size, seed=seed, resize_mode=resize_mode, features=features),
                                     teacher=teacher, device=self.device, show_progress=show_progress)
             mode, how = "instant", "instant model"
         else:

@@ -53,6 +53,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     paths = good_training_images(args.data_dir)
     if args.kind == "instant":
         return _build_instant(args, paths)
+    if args.features is not None:
+        raise InspectorError("--features is for --kind instant; EfficientAD learns from its teacher (--teacher)")
     mode = args.mode or default_mode(args.device)
     config = mode_config(mode, args.iterations, size=args.size, seed=args.seed, resize_mode=args.resize_mode, image_size=args.image_size)
     checkpoint = Path(str(args.out) + ".ckpt")
@@ -87,7 +89,10 @@ def _build_instant(args: argparse.Namespace, paths: list[Path]) -> int:
 
     if args.mode is not None or args.iterations is not None:
         raise InspectorError("--kind instant is built, not trained: --mode and --iterations do not apply")
-    config = InstantConfig(size=args.size, seed=args.seed, resize_mode=args.resize_mode, image_size=args.image_size)
+    features = args.features or ("pdn" if args.teacher is not None else "lite2")  # a teacher given: its features
+    if args.teacher is not None and features != "pdn":
+        raise InspectorError(f"--teacher applies to --features pdn, not {features}")
+    config = InstantConfig(size=args.size, seed=args.seed, resize_mode=args.resize_mode, image_size=args.image_size, features=features)
     result = build_instant(paths, config, teacher=args.teacher, device=args.device)
     save_model(args.out, result.model, result.metadata)
     print(f"instant model written to {args.out} ({result.metadata['train_images']} training images, "
@@ -291,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("efficientad", "instant"), default="efficientad",
                    help="efficientad: train EfficientAD (default); instant: build the memory-bank model on the "
                         "teacher's features in about a minute, no training")
+    p.add_argument("--features", choices=("lite2", "pdn", "lite0"), default=None,
+                   help="--kind instant: whose features the memory bank holds: EfficientNet-Lite2's (lite2, default: "
+                        "more accurate and faster), the shipped teacher's (pdn) or Lite0's (lite0, the [distill] extra)")
     p.add_argument("--mode", choices=TRAIN_MODES, default=None,
                    help=f"quick: as many iterations as fit in {QUICK_TRAIN_S // 60} min, at most {QUICK_MAX_ITERATIONS}; "
                         f"full: the paper's {PAPER_ITERATIONS} (days on a CPU) (default: quick on a CPU, full on a CUDA GPU)")

@@ -278,7 +278,7 @@ def cmd_teach_train(args: argparse.Namespace) -> int:
     # The candidate records who taught it: a verified technician, as on the desktop's teach page.
     user, _ = verified_user(session.db, args.user, args.pin_file, "teach_train", f"product:{session.product_id}")
     result = session.train(
-        kind=args.kind, mode=args.mode, iterations=args.iterations, size=args.size, teacher=args.teacher,
+        kind=args.kind, features=args.features, mode=args.mode, iterations=args.iterations, size=args.size, teacher=args.teacher,
         penalty_dir=args.penalty_dir, resize_mode=args.resize_mode, seed=args.seed,
         show_progress=True, user=user, **_calibration_kwargs(args),
     )
@@ -317,7 +317,7 @@ def _teach_staged(session, args: argparse.Namespace) -> int:
                   f"{result.synthetic_defects} synthetic and {result.real_defects} real defects)")
 
     session.teach_staged(
-        user=user, pin=pin, on_stage=stage, mode=args.mode, size=args.size, teacher=args.teacher,
+        user=user, pin=pin, on_stage=stage, mode=args.mode, features=args.features, size=args.size, teacher=args.teacher,
         penalty_dir=args.penalty_dir, resize_mode=args.resize_mode, seed=args.seed, iterations=args.iterations,
         show_progress=True, **_calibration_kwargs(args),
     )
@@ -434,6 +434,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="efficientad: train EfficientAD (default); instant: build the memory-bank model in about a minute; "
                         "staged: the instant model, activated at once, then EfficientAD, which takes over only when at "
                         "least as good on the held-out images (needs the technician's PIN for the activations)")
+    s.add_argument("--features", choices=("lite2", "pdn", "lite0"), default="lite2",
+                   help="the instant model's features: EfficientNet-Lite2's (lite2, default: more accurate and faster) "
+                        "or the shipped teacher's (pdn)")
     s.add_argument("--mode", choices=("quick", "full"), default="quick", help="quick (as many iterations as fit in 24 minutes, at most 10000) or full (the paper's 70000)")
     s.add_argument("--iterations", type=int, help="override the mode's iteration count")
     s.add_argument("--size", choices=("s", "m"), default="s")

@@ -185,13 +185,15 @@ def write_card(model: Path, report: Path, out: Path, iterations: int) -> dict:
         made = {
             "kind": "instant",
             "bank_size": meta.get("bank_size"),
+            "features": meta.get("features", "pdn"),
             "build_seconds": meta.get("build_seconds"),
             "tensor_dtype": "float32",
             "training_data": f"{meta.get('train_images')} good monocrystalline ELPV cells (defect probability 0) for the "
                              f"memory bank, {meta.get('validation_images')} more for the map quantiles; split "
                              f"{SPLIT_VERSION} of demo/__init__.py",
         }
-        note = ("the instant model (no training): nearest-neighbour distance of the shipped teacher's patch features to "
+        source = "the shipped teacher's" if meta.get("features", "pdn") == "pdn" else f"EfficientNet-{str(meta.get('features')).capitalize()}'s"
+        note = (f"the instant model (no training): nearest-neighbour distance of {source} patch features to "
                 "a memory bank of good cells; threshold for a 1 % false-reject rate on the held-out good cells")
         reproduce = "scripts/make_demo_model.sh instant"
     else:

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from inspector import MODEL_FORMAT_VERSION, __version__
-from inspector.errors import ModelFileError
+from inspector.errors import InspectorError, ModelFileError
 
 if TYPE_CHECKING:
     from inspector.method.efficientad import EfficientAD
@@ -233,8 +233,12 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         bank = tensors.get("bank")
         if bank is None or bank.dim() != 2:
             raise ModelFileError(f"{path}: an instant model without a usable memory bank")
-        model: torch.nn.Module = InstantModel(size, bank_size=bank.shape[0], neighbourhood=meta.get("neighbourhood", 3))
-        what = f"an instant model on a PDN-{size.upper()} teacher"
+        features = meta.get("features", "pdn")
+        try:
+            model: torch.nn.Module = InstantModel(size, bank_size=bank.shape[0], neighbourhood=meta.get("neighbourhood", 3), features=features)
+        except InspectorError as e:  # the backbone's code package is missing
+            raise ModelFileError(f"{path}: {e}") from None
+        what = f"an instant model on {'a PDN-' + size.upper() + ' teacher' if features == 'pdn' else features + ' features'}"
     else:
         model = EfficientAD(size)
         what = f"an EfficientAD-{size.upper()} model"
@@ -259,6 +263,8 @@ def check_model_metadata(path: str | Path, meta: dict[str, Any]) -> None:
         k = meta.get("neighbourhood", 3)
         if isinstance(k, bool) or not isinstance(k, int) or k not in (1, 3, 5, 7):
             raise ModelFileError(f"{path}: neighbourhood {k!r} is unusable (1, 3, 5 or 7)")
+        if meta.get("features", "pdn") not in ("pdn", "lite0", "lite2"):
+            raise ModelFileError(f"{path}: unknown feature source {meta.get('features')!r}")
     for key in ("threshold", "pixel_threshold"):
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):

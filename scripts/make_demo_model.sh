@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the shipped demo model inspector/assets/demo/demo_model.safetensors and its card.
 #
-# The shipped model is the instant model (scripts/make_demo_model.sh instant): the memory bank on
-# the shipped teacher's features, built in a minute or two, calibrated for a 1 % false-reject rate
+# The shipped model is the instant model (scripts/make_demo_model.sh instant): a memory bank of
+# EfficientNet-Lite2 patch features, built in a minute or two, calibrated for a 1 % false-reject rate
 # (README, "The instant model", has its figures against the EfficientAD-S demo model it replaced).
 # With a number instead of "instant", the script makes that EfficientAD-S model:
 # EfficientAD-S trained on 300 good monocrystalline ELPV solar cells (pip install elpv-dataset;

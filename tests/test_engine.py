@@ -97,39 +97,34 @@ def test_engine_errors(tmp_path, tiny_model):
         Engine(tiny_model, backend="tensorrt")
 
 
-def test_bf16_is_close_on_the_instant_demo_model_but_never_chosen_for_it(tmp_path, monkeypatch):
-    """The shipped demo model is an instant model. Forced into bf16 it decides real parts like
-    fp32 (outside a band around the threshold) and its pixel rule sees the same regions; but its
-    scores move up to about twice EfficientAD's HALF_SCORE_TOLERANCE, so the engine's own choice
-    never runs it in bf16 (inspector/engine.py, _cpu_candidates)."""
-    import torch
+def test_the_instant_demo_model_runs_in_fp32_and_its_backends_agree(tmp_path, monkeypatch):
+    """The shipped demo model is an instant model: bf16 moves its scores by several per cent of
+    the threshold (nearest-neighbour distances are small next to the features), so the engine's
+    own choice never runs it in bf16; the fp32 backends it chooses between agree on real parts,
+    good and defective, far inside HALF_SCORE_TOLERANCE."""
+    import importlib.util
 
     import demo
     from inspector import ASSETS_DIR
-    from inspector.devices import bf16_supported
     from inspector.engine import HALF_SCORE_TOLERANCE
     from inspector.image_io import read_image
 
-    if not bf16_supported(torch.device("cpu")):
-        pytest.skip("this CPU has no bfloat16 support")
     model = ASSETS_DIR / "demo" / "demo_model.safetensors"
-    fp32 = Engine(model, device="cpu", backend="eager")
-    bf16 = Engine(model, device="cpu", backend="eager-bf16")
-    assert fp32.kind == "instant"
-    threshold, pixel_threshold = fp32.metadata["threshold"], fp32.metadata["pixel_threshold"]
-    band = 2 * HALF_SCORE_TOLERANCE * threshold
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path / "data"))
+    auto = Engine(model, device="cpu")
+    assert auto.kind == "instant"
+    assert "eager-bf16" not in auto._cpu_candidates() and auto.backend != "eager-bf16" and auto.precision == "fp32"
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime (the [onnx] extra) is not installed: eager is the only fp32 backend")
+    eager = Engine(model, device="cpu", backend="eager")
+    ort = Engine(model, device="cpu", backend="onnxruntime")
+    threshold = eager.metadata["threshold"]
     split = demo.elpv_split()
     for path in split.calibration_good[:4] + split.calibration_defect[:4]:
         image = read_image(path)
-        ref, got = fp32.predict(image), bf16.predict(image)
-        assert abs(got.score - ref.score) <= band, path.name
-        if abs(ref.score - threshold) > band:
-            assert (got.score > threshold) == (ref.score > threshold), path.name
-        same = np.mean((got.anomaly_map > pixel_threshold) == (ref.anomaly_map > pixel_threshold))
-        assert same >= 0.995, path.name
-    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path / "data"))
-    auto = Engine(model, device="cpu")
-    assert "eager-bf16" not in auto._cpu_candidates() and auto.backend != "eager-bf16"
+        ref, got = eager.predict(image), ort.predict(image)
+        assert abs(got.score - ref.score) <= 0.1 * HALF_SCORE_TOLERANCE * threshold, path.name
+        assert np.abs(got.anomaly_map - ref.anomaly_map).max() <= 0.1 * HALF_SCORE_TOLERANCE * threshold, path.name
 
 
 def test_auto_measures_once_per_model_and_machine_and_remembers_the_choice(tiny_model, tmp_path, monkeypatch):

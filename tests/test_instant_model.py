@@ -47,7 +47,7 @@ def good_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def instant_file(good_folder, tmp_path_factory) -> Path:
     paths = sorted(good_folder.glob("*.png"))
-    result = build_instant(paths, InstantConfig(image_size=SIZE, bank_size=256, candidates=4000), device="cpu", show_progress=False)
+    result = build_instant(paths, InstantConfig(image_size=SIZE, bank_size=256, candidates=4000, features="pdn"), device="cpu", show_progress=False)
     path = tmp_path_factory.mktemp("model") / "instant.safetensors"
     save_model(path, result.model, result.metadata)
     return path
@@ -155,9 +155,34 @@ def test_too_few_images_is_a_clear_error(good_folder):
 def test_inspector_train_kind_instant_writes_a_model_the_engine_runs(good_folder, tmp_path):
     out = tmp_path / "cli.safetensors"
     cmd = [sys.executable, "-m", "cli", "train", str(good_folder), "--out", str(out), "--kind", "instant", "--image-size", str(SIZE), "--device", "cpu"]
+    # The default features are Lite2's; --teacher means the PDN's, and contradicts --features lite2.
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "instant model written" in done.stdout and "memory bank" in done.stdout
     assert Engine(out, device="cpu", backend="eager").kind == "instant"
     refused = subprocess.run([*cmd, "--iterations", "5"], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "--kind instant is built, not trained" in refused.stderr
+    assert load_model(out)[1]["features"] == "lite2"
+    contradiction = subprocess.run([*cmd, "--teacher", "random", "--features", "lite2"], capture_output=True, text=True, timeout=120)
+    assert contradiction.returncode != 0 and "--teacher applies to --features pdn" in contradiction.stderr
+
+
+def test_an_instant_model_on_backbone_features_saves_loads_scores_and_exports(good_folder, tmp_path):
+    from inspector.method.backbones import BackboneFeatures
+
+    paths = sorted(good_folder.glob("*.png"))
+    built = build_instant(paths, InstantConfig(image_size=SIZE, bank_size=256, candidates=4000, features="lite2"),
+                          device="cpu", show_progress=False)
+    path = tmp_path / "lite2.safetensors"
+    save_model(path, built.model, built.metadata)
+    model, meta = load_model(path)  # the weights come from the file, not from the weight package
+    assert isinstance(model.teacher, BackboneFeatures) and meta["features"] == "lite2" and meta["teacher"] is None
+    engine = Engine(path, device="cpu", backend="eager")
+    rng = np.random.default_rng(5)
+    good = [_texture(rng) for _ in range(4)]
+    preds = engine.predict_batch([*good, _with_defect(_texture(rng))])
+    assert preds[-1].score > max(p.score for p in preds[:-1])
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from inspector.onnx_export import export_and_check
+
+        assert export_and_check(path, tmp_path / "lite2.onnx") < 1e-3

