@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
     n_cal = max(MIN_CALIBRATION_IMAGES, math.ceil(CALIBRATION_FRACTION * len(collected.accepted)))
     target = args.target_frr or max(0.01, 1.0001 / (n_cal + 1))
     taught = session.train(
-        kind=args.kind, mode="quick", iterations=args.iterations, teacher=args.teacher, target_frr=target,
+        kind=args.kind, features=args.features, mode="quick", iterations=args.iterations, teacher=args.teacher, target_frr=target,
         pixel_fpr=None, show_progress=True, user="bench",
     )
     session.activate(taught.version_id, user="bench", pin="000000")
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=100, help="good images to teach from (50-200)")
     p.add_argument("--kind", choices=("efficientad", "instant"), default="efficientad",
                    help="what the teach makes: EfficientAD (quick mode) or the instant memory-bank model")
+    p.add_argument("--features", choices=("lite2", "pdn", "lite0"), default="lite2",
+                   help="--kind instant: whose features the memory bank holds (default: lite2)")
     p.add_argument("--iterations", type=int, default=None,
                    help="training iterations (default: the quick mode's, as many as fit in its time budget)")
     p.add_argument("--pick", choices=("random", "first"), default="random",
