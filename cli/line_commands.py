@@ -207,18 +207,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         line.start()
         if station is not None:
             station.set_running(True)
-        interrupted = False
+        interrupted = threading.Event()  # Ctrl-C or SIGTERM: set by the signal handler
         try:
-            with _sigterm_as_interrupt():
-                while not _wait_for_line(line, args.summary_interval, plc_down):
+            with _stop_signals(interrupted):
+                while not _wait_for_line(line, args.summary_interval, plc_down, interrupted):
+                    if interrupted.is_set():
+                        out.line("stopping: inspecting and recording the frames already acquired ...")
+                        break
                     if plc_down.is_set():
                         out.line("stopping: the PLC link is down (--plc-down stop); inspecting and recording "
                                  "the frames already acquired ...")
                         break
                     out.line(summary_line(line.metrics()))
-        except KeyboardInterrupt:
-            interrupted = True
-            out.line("stopping: inspecting and recording the frames already acquired ...")
         finally:  # whatever ended the loop, what was acquired is inspected and recorded
             clean = line.stop(STOP_TIMEOUT_S)
             if station is not None:
@@ -235,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.line(f"PLC {args.plc}: {plc.acknowledged} results acknowledged ({plc.late} of them as late NG), "
                      f"{left} not acknowledged, {plc.dropped} dropped from a full queue")
         metrics = line.metrics()
-        if interrupted:
+        if interrupted.is_set():
             why = "interrupted"
         elif plc_down.is_set():
             why = "the PLC link went down (--plc-down stop)"
@@ -251,10 +251,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         lost = metrics.unrecorded + metrics.writer.failed
         if not clean or lost:
             raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
-        if plc_down.is_set() and not interrupted:
+        if plc_down.is_set() and not interrupted.is_set():
             raise InspectorError("the line stopped because the PLC link went down (--plc-down stop); "
                                  "see the alarms above")
-        if not interrupted and not line.source_ended:
+        if not interrupted.is_set() and not line.source_ended:
             raise InspectorError("acquisition stopped by an internal error; see the alarms above")
         return 0
     finally:
@@ -361,11 +361,12 @@ def _audit_acknowledge(db: Any, alarms: list[Any]) -> None:
         log.warning("an OPC UA acknowledgement could not be audited: %s", exc)
 
 
-def _wait_for_line(line: Any, seconds: float, stop_asked: threading.Event) -> bool:
-    """``line.wait(seconds)``, but False as soon as ``stop_asked`` is set: a link asks for the stop
-    from its own thread, and the stop itself (drain, print, audit) is the run's, on this one."""
+def _wait_for_line(line: Any, seconds: float, *stops: threading.Event) -> bool:
+    """``line.wait(seconds)``, but False as soon as one of ``stops`` is set: a signal or a link
+    asks for the stop from another thread, and the stop itself (drain, print, audit) is the
+    run's, on this one."""
     deadline = time.monotonic() + seconds
-    while not stop_asked.is_set():
+    while not any(stop.is_set() for stop in stops):
         left = deadline - time.monotonic()
         if left <= 0:
             return False
@@ -547,20 +548,26 @@ class _Printer:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd, docker stop) stops as gracefully as Ctrl-C."""
+def _stop_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM (systemd, docker stop) set ``stop``: the run then stops gracefully,
+    inspecting and recording what was acquired. Why not KeyboardInterrupt: raised wherever the main
+    thread happens to be, it can leave a lock or a queue half-updated under the threads the stop
+    then waits for. A second signal, while the first is being served, still interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def ask(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --- inspector history export --------------------------------------------------------------------
