@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from inspector.devices import cpu_description
 from inspector.inspection import InspectionResult
 from inspector.links.modbus import ModbusLink, load_register_map
 
@@ -146,22 +147,9 @@ def measure(n: int, rate: float) -> dict[str, Any]:
 
 
 def cpu_note() -> str:
-    model, flags = "", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    shown = ", ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"machine: {platform.platform()}, {model}, {os.cpu_count()} logical CPUs, flags {shown}, "
-            f"load average {load} at start; python {platform.python_version()}; PLC: pymodbus server on 127.0.0.1 "
-            "(own process), acknowledging at once")
+    return (f"machine: {platform.platform()}, {cpu_description()}, load average {load} at start; "
+            f"python {platform.python_version()}; PLC: pymodbus server on 127.0.0.1 (own process), acknowledging at once")
 
 
 def main() -> int:
