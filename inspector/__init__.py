@@ -11,6 +11,8 @@ cli), no Qt and no argparse; ``lint-imports`` checks that in CI. Its rooms:
 ``history/``      the database, the durable writer, the image store, migrations
 ``recipes``       products and their active model, threshold and camera settings
 ``roles``         who may do what
+``precision_gate``  whether a reduced-precision backend (int8, bf16, fp16) may run a model
+``quantize``, ``quantize_openvino``  the engine's onnxruntime and OpenVINO backends, fp32 and int8
 ``image_io``, ``overlay``, ``ad_metrics``, ``evaluate``, ``engine_bench``, ``onnx_export``, ``devices``
 """
 
@@ -28,4 +30,4 @@ MODEL_FORMAT_VERSION = 1
 
 #: Inference backends of :class:`inspector.engine.Engine` (here so that command lines can offer
 #: them without importing torch).
-ENGINE_BACKENDS = ("auto", "eager", "eager-bf16", "compile", "onnxruntime")
+ENGINE_BACKENDS = ("auto", "eager", "eager-bf16", "compile", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")

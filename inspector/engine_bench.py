@@ -1,7 +1,9 @@
 """Latency and throughput of the inference engine (a benchmark, never a test).
 
 Batch-1 latency is measured the way a line sees it: a uint8 camera image in host memory to a
-score and a full-size map back in host memory, so host<->device copies are included.
+score and a full-size map back in host memory, so host<->device copies are included. The result
+says which backend ran, in what precision, why (the engine's choice and its accuracy gate), and on
+what machine (the GPU's name, or the CPU's model and its speed-relevant flags).
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ def machine_note(engine: Engine) -> str:
     if engine.device.type == "cuda":
         return torch.cuda.get_device_name(engine.device)
     return f"{cpu_description()}; {torch.get_num_threads()} threads"
+
+
+def gate_of(engine: Engine) -> dict | None:
+    """The accuracy gate result of the precision that runs (None for fp32: nothing to check)."""
+    if engine.precision == "fp32":
+        return None
+    result = engine.gates.get("cuda-fp16" if engine.half else engine.backend)
+    return result.as_dict() if result else {"passed": None, "reason": "not checked (forced)"}
 
 
 def bench(engine: Engine, batch: int = 1, runs: int = 50, repeats: int = 3, warmup: int = 5, image_size: tuple[int, int] = (256, 256)) -> dict:
@@ -42,6 +52,9 @@ def bench(engine: Engine, batch: int = 1, runs: int = 50, repeats: int = 3, warm
         "machine": machine_note(engine),
         "backend": engine.backend,
         "precision": engine.precision,
+        "backend_reason": engine.backend_reason,
+        "gate": gate_of(engine),
+        "gates": {name: result.as_dict() for name, result in engine.gates.items()},
         "architecture": engine.metadata.get("architecture"),
         "batch": batch,
         "runs": int(all_ms.size),

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from inspector.method.efficientad import EfficientAD
-from inspector.engine import HALF_SCORE_TOLERANCE, Engine
+from inspector.engine import Engine
+from inspector.precision_gate import SCORE_TOLERANCE, GateImages
 from inspector.model_file import save_model
 from inspector.method.training import validation_quantiles
 
@@ -44,7 +45,7 @@ def camera_images(n: int, seed: int = 2) -> list[np.ndarray]:
 
 def test_fp16_cuda_graph_scores_match_fp32_cpu(model_file):
     cpu = Engine(model_file, device="cpu", backend="eager")
-    gpu = Engine(model_file, device="cuda")
+    gpu = Engine(model_file, device="cuda", half=True)  # forced: this model has no images for the accuracy gate
     assert gpu.backend == "cuda-graph" and gpu.half
     for image in camera_images(4):
         ref, got = cpu.predict(image), gpu.predict(image)
@@ -53,24 +54,32 @@ def test_fp16_cuda_graph_scores_match_fp32_cpu(model_file):
 
 
 def test_fp16_cuda_scores_stay_within_the_tolerance_of_the_threshold_on_a_trained_model():
-    """The shipped demo model (an instant model) is calibrated: fp16 on the GPU keeps each real part's
-    score within HALF_SCORE_TOLERANCE x threshold of fp32 on the CPU."""
+    """The shipped demo model (an instant model) is calibrated: fp16 on the GPU passes the accuracy
+    gate on its held-out cells and keeps each real part's score within SCORE_TOLERANCE x threshold
+    of fp32 on the CPU."""
     import demo
     from inspector import ASSETS_DIR
     from inspector.image_io import read_image
 
     model = ASSETS_DIR / "demo" / "demo_model.safetensors"
-    cpu = Engine(model, device="cpu", backend="eager")
-    gpu = Engine(model, device="cuda")
-    threshold = cpu.metadata["threshold"]
     split = demo.elpv_split()
+    images = GateImages(good=tuple(split.calibration_good[:40]), defects=tuple(split.calibration_defect[:20]))
+    cpu = Engine(model, device="cpu", backend="eager")
+    gpu = Engine(model, device="cuda", gate_images=images)
+    assert gpu.half and gpu.gates["cuda-fp16"].passed, gpu.backend_reason
+    threshold = cpu.metadata["threshold"]
     for path in split.calibration_good[:4] + split.calibration_defect[:4]:
         image = read_image(path)
-        assert abs(gpu.predict(image).score - cpu.predict(image).score) <= HALF_SCORE_TOLERANCE * threshold, path.name
+        assert abs(gpu.predict(image).score - cpu.predict(image).score) <= SCORE_TOLERANCE * threshold, path.name
+
+
+def test_without_images_for_the_gate_cuda_runs_fp32(model_file):
+    gpu = Engine(model_file, device="cuda")
+    assert not gpu.half and gpu.precision == "fp32" and "not eligible" in gpu.backend_reason
 
 
 def test_cuda_batch_matches_batch_one(model_file):
-    gpu = Engine(model_file, device="cuda")
+    gpu = Engine(model_file, device="cuda", half=True)
     images = camera_images(3)
     batch = gpu.predict_batch(images)
     single = [gpu.predict(im) for im in images]

@@ -7,6 +7,7 @@ at the display rate, with the newest result) and writes back only through the mo
 
 from __future__ import annotations
 
+import html
 import math
 
 from PyQt6.QtCore import Qt
@@ -162,11 +163,14 @@ class OperatorPage(QWidget):
         cam_color = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR, "stalled": FAIL_COLOR}.get(line.camera_state, "#616161")
         drift = line.drift_status
         drift_text = "" if drift is None else f"<br>drift: {drift.status}"
+        # Which backend runs and why (the engine's choice and its accuracy gate), in one line.
+        reason = getattr(model.engine, "backend_reason", "")
+        engine_text = f"<br>engine: {html.escape(reason)}" if reason else ""
         self.status.setText(
             f"camera <b style='color:{cam_color}'>{line.camera_state}</b>: {line.config.camera_uri}<br>"
             f"product <b>{model.product}</b>, model {model.model_path.name}"
             f" (version {model.model_version_id if model.model_version_id is not None else '–'}), "
-            f"threshold <b>{model.rule.threshold:.4g}</b>{drift_text}"
+            f"threshold <b>{model.rule.threshold:.4g}</b>{drift_text}{engine_text}"
         )
         self._on_trend_changed()
 
