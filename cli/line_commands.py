@@ -26,6 +26,7 @@ from typing import Any
 from cli.common import DEVICE_OPTION, add_credential_options, quiet_migrations, shell_user, verified_user
 from inspector import ENGINE_BACKENDS, recipes
 from inspector.errors import DatabaseError, InspectorError
+from inspector.line.batcher import DEFAULT_MAX_WAIT_MS
 from inspector.line.build import DRIFT_WINDOW
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "print a summary line periodically. Ctrl-C (or SIGTERM) stops gracefully: every frame "
         "acquired so far is inspected and recorded first.",
     )
-    p.add_argument("--camera", required=True, help="camera URI, e.g. basler://SERIAL, basler://emulated, "
-                   "folder:///images?fps=5, file:///video.mp4, opencv://0")
+    p.add_argument("--camera", required=True, action="append",
+                   help="camera URI, e.g. basler://SERIAL, basler://emulated, folder:///images?fps=5, file:///video.mp4, "
+                   "opencv://0; give it again for more cameras on one engine (their frames are scored together)")
     p.add_argument("--product", default=None,
                    help="product whose active recipe (model, threshold, pixel rule) decides; with --model: the "
                    f"product to register the model under (default: the one it is registered for, else {recipes.DEFAULT_PRODUCT!r})")
     p.add_argument("--model", default=None, help="override: inspect with this model file instead of the product's "
                    "active one (a technician's; needs --user)")
     p.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (per camera)")
     p.add_argument("--threshold", type=float, default=None,
                    help="override: image-score threshold (default: the model's calibration; needs --user)")
     p.add_argument("--pixel-threshold", type=float, default=None,
@@ -87,6 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto",
                    help="inference backend (auto: the fastest here)")
     p.add_argument("--device", **DEVICE_OPTION)
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="several cameras: frames per forward pass at most (default: measured at the start -- every "
+                   "camera's frame where a batch makes a frame cheaper on this device, else 1: one frame per pass)")
+    p.add_argument("--batch-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS,
+                   help="several cameras: how long a frame waits at most for the other cameras' to join its "
+                   "forward pass (ms)")
     p.add_argument("--drift-window", type=int, default=DRIFT_WINDOW,
                    help="recent scores compared with the calibration's good scores for the drift alarm (0: off)")
     p.add_argument("--publish", default=None, metavar="URI",
@@ -135,6 +143,12 @@ OVERRIDES = ("model", "threshold", "pixel_threshold", "min_defect_area")
 
 def cmd_run(args: argparse.Namespace) -> int:
     quiet_migrations()
+    if isinstance(args.camera, list):  # --camera is repeatable
+        if len(args.camera) > 1:  # several cameras on one engine: cli/run_cameras.py
+            from cli.run_cameras import cmd_run_cameras
+
+            return cmd_run_cameras(args)
+        args.camera = args.camera[0]
     from drivers import open_camera
     from inspector.history import HistoryDB, default_db_url
     from inspector.line import build_line

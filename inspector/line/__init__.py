@@ -44,6 +44,14 @@ frame, counted in ``metrics().dropped``).
 ``metrics()`` returns a frozen :class:`PipelineMetrics` snapshot (rate, latency p50/p99, queue,
 drops, camera and writer counters).
 
+Several cameras on one engine: :func:`build_lines` builds a line per camera (each with its own
+queue, rule, drift monitor, writer and records tagged with its ``camera_id``) around one
+:class:`FrameBatcher`, which scores frames that arrive together in one forward pass (a frame
+waits at most ``max_wait_ms`` for the others)::
+
+    lines = build_lines([camera_a, camera_b], recipe, db, image_dir=folder, max_wait_ms=3.0)
+    lines.start(); ...; lines.stop()      # lines.metrics(): {camera_id: PipelineMetrics}
+
 A frame the engine cannot score becomes an error result: decision FAIL (fail-safe), score 0.0,
 ``error`` set, an ``engine_error`` alarm; the thread carries on with the next frame.
 """
@@ -68,7 +76,8 @@ from inspector.line.rule import Decision, DecisionRule, largest_region_px
 from inspector.line.frame_queue import FrameQueue
 from inspector.line.line_metrics import PipelineMetrics
 from inspector.line.part_feeder import PartFeeder
-from inspector.line.build import Line, LineLink, build_line
+from inspector.line.build import Line, LineLink, Lines, build_line, build_lines
+from inspector.line.batcher import BatchedScorer, BatcherStats, FrameBatcher
 from inspector.inspection import InspectionResult
 
 __all__ = [
@@ -88,12 +97,17 @@ __all__ = [
     "DecisionRule",
     "FrameQueue",
     "InspectionResult",
+    "BatchedScorer",
+    "BatcherStats",
+    "FrameBatcher",
     "Line",
     "LineLink",
+    "Lines",
     "PartFeeder",
     "Pipeline",
     "PipelineMetrics",
     "Scorer",
     "build_line",
+    "build_lines",
     "largest_region_px",
 ]

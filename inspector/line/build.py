@@ -1,4 +1,4 @@
-"""One function builds a line: :func:`build_line`.
+"""One function builds a line: :func:`build_line`; several cameras on one engine: :func:`build_lines`.
 
 ``inspector run``, the desktop and the pipeline benchmark all put the same parts together: the
 image store and history writer on the database, the pipeline from the camera through the
@@ -13,21 +13,37 @@ into). Opening a camera from a URI stays with the caller (``drivers.open_camera`
     ...
     line.stop()      # every frame acquired so far is inspected and recorded
     camera.close()
+
+Several cameras share one engine with :func:`build_lines`: a line per camera (its own pipeline,
+rule, drift monitor, history writer and journal, records tagged with its ``camera_id``), one
+image store and database, and one :class:`~inspector.line.batcher.FrameBatcher` that scores the
+frames arriving together in one forward pass::
+
+    lines = build_lines(cameras, recipe, db, image_dir=folder, max_wait_ms=3.0)
+    lines.start(); ...; lines.stop()
+    lines.metrics()   # {camera_id: PipelineMetrics}
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable, Iterable
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from inspector.errors import InspectorError
 from inspector.frames import FrameSource, TriggerMode
 from inspector.history import HistoryDB, HistoryWriter, ImageStore
+from inspector.history.writer import default_journal_path
+from inspector.line.batcher import DEFAULT_MAX_WAIT_MS, BatchingChoice, FrameBatcher, measure_batching
 from inspector.line.drift import DRIFT_ALARM, MIN_RECENT, DriftMonitor, DriftStatus
 from inspector.line.line_metrics import PipelineMetrics
 from inspector.line.part_feeder import PartFeeder
-from inspector.line.pipeline import Pipeline
+from inspector.line.pipeline import Pipeline, Scorer
 
 if TYPE_CHECKING:
     from inspector.recipes import LoadedRecipe
@@ -67,6 +83,10 @@ class Line:
     :meth:`start`, :meth:`stop`, :meth:`wait` and :meth:`metrics` are the pipeline's (the
     feeder starts and stops with it); :meth:`set_recipe` switches product or model between two
     frames. The camera stays the caller's to close.
+
+    Beside other cameras on one engine (:func:`build_lines`), ``scorer`` turns each recipe's
+    engine into what the pipeline calls (the batcher's scorer), and ``names_camera`` puts the
+    camera's id into the line's own alarms.
     """
 
     def __init__(
@@ -79,8 +99,12 @@ class Line:
         drift_window: int,
         on_drift: Callable[[DriftStatus], None] | None,
         feeder_rate: float | None,
+        scorer: Callable[[Any], Scorer] | None = None,
+        names_camera: bool = False,
     ) -> None:
         self.pipeline, self.writer, self.store, self.recipe = pipeline, writer, store, recipe
+        self._scorer = scorer  # a recipe's engine -> what the pipeline calls (None: the engine)
+        self.names_camera = names_camera  # beside other cameras: its own alarms say which camera
         self.drift_window = drift_window
         self.on_drift = on_drift
         self.feeder_rate = feeder_rate
@@ -127,7 +151,8 @@ class Line:
         old one); the drift monitor starts over against the new recipe's good scores."""
         if recipe.product_id != self.recipe.product_id:
             self.pipeline.product_id = recipe.product_id
-        self.pipeline.set_model(recipe.engine, recipe.rule, recipe.model_version_id)
+        engine = recipe.engine if self._scorer is None else self._scorer(recipe.engine)
+        self.pipeline.set_model(engine, recipe.rule, recipe.model_version_id)
         self.recipe = recipe
         self.drift = self._drift_monitor(recipe)
 
@@ -146,7 +171,9 @@ class Line:
 
     def _drift_warning(self, status: DriftStatus) -> None:
         # A pipeline alarm: the log, the console and every alarm subscriber (links too) see it.
-        self.pipeline.raise_alarm(DRIFT_ALARM, status.message)
+        # Beside other cameras (build_lines) it names its own.
+        message = f"camera {self.camera.camera_id}: {status.message}" if self.names_camera else status.message
+        self.pipeline.raise_alarm(DRIFT_ALARM, message)
         if self.on_drift is not None:
             self.on_drift(status)
 
@@ -201,15 +228,42 @@ def build_line(
     """
     store = ImageStore(image_dir, quota_bytes=quota_bytes, pass_sample_rate=pass_sample_rate)
     writer = HistoryWriter(db, store, max_buffered=writer_max_buffered)
+    return _assemble(camera, recipe, writer, store, None, mode=mode, trigger=trigger, trigger_line=trigger_line,
+                     queue_size=queue_size, max_frames=max_frames, drift_window=drift_window, on_drift=on_drift,
+                     feeder_rate=feeder_rate, links=links, stall_after_s=stall_after_s)
+
+
+def _assemble(
+    camera: FrameSource,
+    recipe: LoadedRecipe,
+    writer: HistoryWriter,
+    store: ImageStore,
+    scorer: Callable[[Any], Scorer] | None,
+    *,
+    mode: str,
+    trigger: TriggerMode | str,
+    trigger_line: str,
+    queue_size: int | None,
+    max_frames: int | None,
+    drift_window: int,
+    on_drift: Callable[[DriftStatus], None] | None,
+    feeder_rate: float | None,
+    links: Iterable[LineLink],
+    stall_after_s: float | None,
+    names_camera: bool = False,
+) -> Line:
+    """The pipeline on ``camera`` and ``writer``, its :class:`Line` and its links (see :func:`build_line`);
+    ``scorer`` turns a recipe's engine into what the pipeline calls (None: the engine itself)."""
     trigger = TriggerMode(trigger)
     expects_frames = trigger is TriggerMode.FREE_RUN or (trigger is TriggerMode.SOFTWARE and feeder_rate is not None)
     pipeline = Pipeline(
-        camera, recipe.engine, recipe.rule, writer, mode=mode, queue_size=queue_size,
-        model_version_id=recipe.model_version_id, product_id=recipe.product_id,
+        camera, recipe.engine if scorer is None else scorer(recipe.engine), recipe.rule, writer, mode=mode,
+        queue_size=queue_size, model_version_id=recipe.model_version_id, product_id=recipe.product_id,
         trigger=trigger, trigger_line=trigger_line, max_frames=max_frames,
         stall_after_s=stall_after_s if expects_frames else None,
     )
-    line = Line(pipeline, writer, store, recipe, drift_window=drift_window, on_drift=on_drift, feeder_rate=feeder_rate)
+    line = Line(pipeline, writer, store, recipe, drift_window=drift_window, on_drift=on_drift, feeder_rate=feeder_rate,
+                scorer=scorer, names_camera=names_camera)
     for link in links:
         on_decision, on_result, on_alarm = (getattr(link, name, None) for name in ("on_decision", "on_result", "on_alarm"))
         if on_decision is None and on_result is None and on_alarm is None:
@@ -221,3 +275,172 @@ def build_line(
         if on_alarm is not None:
             pipeline.on_alarm(on_alarm)
     return line
+
+
+# -- several cameras on one engine ----------------------------------------------------------------
+
+
+class Lines:
+    """Several cameras' :class:`Line` s on one engine (built by :func:`build_lines`): :attr:`lines`
+    in camera order, the shared :attr:`batcher` and image :attr:`store`.
+
+    :meth:`start`, :meth:`stop`, :meth:`wait`, :meth:`set_recipe` act on every line;
+    :meth:`metrics` is per camera. The cameras stay the caller's to close.
+    """
+
+    def __init__(self, lines: Sequence[Line], batcher: FrameBatcher, store: ImageStore,
+                 batching: BatchingChoice | None = None) -> None:
+        self.lines = tuple(lines)
+        self.batcher = batcher
+        self.store = store
+        self.batching = batching  # what build_lines measured; None where max_batch was given
+
+    @property
+    def recipe(self) -> LoadedRecipe:
+        return self.lines[0].recipe
+
+    @property
+    def cameras(self) -> tuple[FrameSource, ...]:
+        return tuple(line.camera for line in self.lines)
+
+    @property
+    def running(self) -> bool:
+        return any(line.running for line in self.lines)
+
+    @property
+    def source_ended(self) -> bool:
+        """True once every camera's acquisition ended by itself (finite source or ``max_frames``)."""
+        return all(line.source_ended for line in self.lines)
+
+    def start(self) -> None:
+        """Starts every line, in camera order. When one cannot start (a camera that will not
+        open), the ones started are stopped again and the error is raised."""
+        started: list[Line] = []
+        try:
+            for line in self.lines:
+                line.start()
+                started.append(line)
+        except BaseException:
+            for line in started:
+                line.stop()
+            self.batcher.close()
+            raise
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stops every line at once (each inspects and records what its camera acquired, their
+        frames still batched together), then the batcher's thread. False when that did not all
+        finish within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        clean = [False] * len(self.lines)
+
+        def stop(i: int) -> None:
+            clean[i] = self.lines[i].stop(timeout)
+
+        # One thread per line: stopped one after another, the later cameras would go on acquiring
+        # while the earlier ones drain.
+        stopping = [threading.Thread(target=stop, args=(i,), name=f"stop {line.camera.camera_id}", daemon=True)
+                    for i, line in enumerate(self.lines)]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:  # a line's stop is bounded by its timeout (plus its own grace)
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()) + 15.0)
+        return self.batcher.close(None if deadline is None else max(1.0, deadline - time.monotonic())) and all(clean)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every line's acquisition ended and its frames were inspected; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return all(line.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                   for line in self.lines)
+
+    def metrics(self) -> dict[str, PipelineMetrics]:
+        """Each camera's :class:`PipelineMetrics`, by camera id, in camera order."""
+        return {line.camera.camera_id: line.metrics() for line in self.lines}
+
+    def set_recipe(self, recipe: LoadedRecipe) -> None:
+        """Every camera decides its next frames with this recipe (see :meth:`Line.set_recipe`)."""
+        for line in self.lines:
+            line.set_recipe(recipe)
+
+    def set_shadow(self, engine: Any | None) -> None:
+        """Every camera's next frames are scored by this candidate engine too, through the batcher
+        (None: no more)."""
+        for line in self.lines:
+            line.pipeline.set_shadow(None if engine is None else self.batcher.scorer(engine))
+
+    def raise_alarm(self, kind: str, message: str) -> None:
+        """An alarm of the station as a whole (a link's): raised once, on the first camera's pipeline,
+        which every link and the log hear."""
+        self.lines[0].pipeline.raise_alarm(kind, message)
+
+
+def build_lines(
+    cameras: Sequence[FrameSource],
+    recipe: LoadedRecipe,
+    db: HistoryDB,
+    *,
+    image_dir: str | Path,
+    quota_bytes: int | None = None,
+    pass_sample_rate: float = 0.01,
+    mode: str = "triggered",
+    trigger: TriggerMode | str = TriggerMode.FREE_RUN,
+    trigger_line: str = "Line1",
+    queue_size: int | None = None,
+    max_frames: int | None = None,
+    drift_window: int = DRIFT_WINDOW,
+    on_drift: Callable[[DriftStatus], None] | None = None,
+    feeder_rate: float | None = None,
+    links: Iterable[LineLink] = (),
+    writer_max_buffered: int = WRITER_MAX_BUFFERED,
+    stall_after_s: float | None = STALL_AFTER_S,
+    max_batch: int | None = None,
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+) -> Lines:
+    """The lines that inspect each of ``cameras`` with ``recipe``'s engine, shared: frames that
+    arrive together are scored in one forward pass (:class:`~inspector.line.batcher.FrameBatcher`);
+    not started.
+
+    Each camera gets what :func:`build_line` gives one (the same options, applied to each:
+    ``max_frames`` per camera), with its own pipeline, rule, drift monitor and history writer;
+    the writers share ``db`` (each spills to a journal of its own camera's while the database is
+    away) and one image store under ``image_dir`` (one quota for all). ``links`` are subscribed
+    on every camera's pipeline, so their ``on_result``/``on_decision`` are called from several
+    threads. ``max_batch``: frames per forward pass at most (at most the number of cameras; 1
+    scores one frame per pass). None (the default) measures the recipe's engine first
+    (:func:`~inspector.line.batcher.measure_batching`, a second or two on a CPU) and batches all
+    cameras' frames where that pays, else scores one frame per pass; the result is
+    :attr:`Lines.batching`. ``max_wait_ms``: how long a frame waits for others.
+
+    Camera ids must differ: they tell the records apart.
+    """
+    cameras = list(cameras)
+    links = tuple(links)
+    if not cameras:
+        raise InspectorError("no camera to inspect")
+    ids = [camera.camera_id for camera in cameras]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise InspectorError(f"camera {twice[0]!r} given twice; each camera may run once")
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        raise InspectorError(f"max batch must be a whole number >= 1, got {max_batch!r}")
+    batching = measure_batching(recipe.engine, len(cameras)) if max_batch is None else None
+    batcher = FrameBatcher(min(max_batch or batching.max_batch, len(cameras)), max_wait_ms)
+    store = ImageStore(image_dir, quota_bytes=quota_bytes, pass_sample_rate=pass_sample_rate)
+    lines = []
+    for camera in cameras:
+        writer = HistoryWriter(db, store, max_buffered=writer_max_buffered,
+                               journal_path=camera_journal_path(db, camera.camera_id))
+        lines.append(_assemble(camera, recipe, writer, store, batcher.scorer, mode=mode, trigger=trigger,
+                               trigger_line=trigger_line, queue_size=queue_size, max_frames=max_frames,
+                               drift_window=drift_window, on_drift=on_drift, feeder_rate=feeder_rate, links=links,
+                               stall_after_s=stall_after_s, names_camera=True))
+    return Lines(lines, batcher, store, batching)
+
+
+def camera_journal_path(db: HistoryDB, camera_id: str) -> Path:
+    """The spill journal of one camera's writer beside others on ``db``:
+    ``<db's journal>.<camera>-<hash>.jsonl`` (the hash keeps ids that read alike apart). A camera
+    replays what it left there the next time it runs beside others."""
+    default = default_journal_path(db)
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", camera_id).strip("_")[:40]
+    digest = hashlib.sha256(camera_id.encode("utf-8")).hexdigest()[:8]
+    return default.with_name(f"{default.stem}.{slug}-{digest}{default.suffix}")

@@ -1,0 +1,184 @@
+"""``inspector run`` with several ``--camera`` s: one line per camera on one engine.
+
+Each camera gets its own pipeline, rule, drift monitor and records (tagged with its camera id);
+frames that arrive together are scored in one forward pass (:func:`inspector.line.build_lines`).
+Everything else is ``inspector run``'s (:mod:`cli.line_commands`): the recipe and who may
+override it, the audit (``run_start`` with the list of cameras, ``run_stop`` with each camera's
+counts), Ctrl-C, the summaries -- one line per camera -- and the MES and plant database links.
+The PLC and OPC UA links speak for one camera's line, so they take one ``--camera``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import Any
+
+from cli import line_commands as run
+from inspector.errors import DatabaseError, InspectorError
+
+
+def cmd_run_cameras(args: argparse.Namespace) -> int:
+    from drivers import open_camera
+    from inspector.history import HistoryDB, default_db_url
+    from inspector.line import build_lines
+
+    _check_camera_args(args)
+    run._check_run_args(args)
+    db = HistoryDB(args.db or default_db_url())
+    db.upgrade()
+    user, role = run.run_user(args, db)  # refused before a camera is opened or the model loaded
+    active = run.product_recipe(args, db)
+    publisher = run._publisher(args, db)  # a bad URI is reported before the cameras are opened
+    plant = run._plant_link(args, db)
+    cameras: list[Any] = []
+    try:
+        for uri in args.camera:
+            cameras.append(open_camera(uri))
+            cameras[-1].open()  # a missing or busy device is reported before the model takes seconds to load
+        recipe = run.load_run_recipe(args, db, active)
+        engine = recipe.engine
+        overridden = run.overrides_given(args)
+        if overridden:
+            before, after = run.override_audit(db, recipe, overridden)
+            db.record_audit(user, role, "run_override", f"product:{recipe.product}", before, after)
+        out = run._Printer()
+        lines = build_lines(
+            cameras, recipe, db,
+            image_dir=args.image_dir or run._default_image_dir(db),
+            quota_bytes=int(args.image_quota_gb * 1e9),
+            pass_sample_rate=args.pass_sample_rate,
+            mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line,
+            queue_size=args.queue_size, max_frames=args.max_frames,
+            drift_window=args.drift_window,
+            max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms,
+            links=[link for link in (_CameraPrinter(out) if args.print_results else None, publisher, plant)
+                   if link is not None],
+        )
+        for link in (publisher, plant):
+            if link is not None:
+                link.on_alarm = lines.raise_alarm  # mqtt_down, plant_db_down, ...: log, console, links
+                link.start()
+        out.line(
+            f"inspecting {len(cameras)} cameras ({', '.join(args.camera)}) on one engine: {engine.model_path.name} "
+            f"(model version {recipe.model_version_id}, {engine.info['device']}, {engine.backend}), {_batching(args, lines)}; "
+            f"threshold {recipe.rule.threshold:g} from {recipe.source}; {args.mode} mode; history {db.url}; "
+            f"drift {_drift(args, lines, recipe)}; Ctrl-C stops"
+        )
+        db.record_audit(user, role, "run_start", f"product:{recipe.product}", None, run.run_start_details(args, recipe))
+        lines.start()
+        interrupted = threading.Event()  # Ctrl-C or SIGTERM: set by the signal handler
+        try:
+            with run._stop_signals(interrupted):
+                while not run._wait_for_line(lines, args.summary_interval, interrupted):
+                    if interrupted.is_set():
+                        out.line("stopping: inspecting and recording the frames already acquired ...")
+                        break
+                    for camera_id, m in lines.metrics().items():
+                        out.line(f"{camera_id}: {run.summary_line(m)}")
+                    out.line(_engine_line(lines))
+        finally:  # whatever ended the loop, what was acquired is inspected and recorded
+            clean = lines.stop(run.STOP_TIMEOUT_S)
+        if publisher is not None:
+            left = publisher.stop(run.PUBLISH_DRAIN_S)
+            out.line(f"published {publisher.sent} results to {args.publish}; {left} wait in the outbox for the next run")
+        if plant is not None:
+            left = plant.stop(run.PLANT_DRAIN_S)
+            out.line(f"forwarded {plant.forwarded} inspections of station {plant.station!r} to {plant.target}; "
+                     f"{left} wait in the local history for the next run")
+        metrics = lines.metrics()
+        whys = {line.camera.camera_id: _why(args, line, interrupted) for line in lines.lines}
+        for camera_id, m in metrics.items():
+            out.line(f"stopped ({whys[camera_id]}): {camera_id}: {run.summary_line(m)}; acquired {m.acquired}, "
+                     f"recorded {m.recorded}")
+        acquired = sum(m.acquired for m in metrics.values())
+        recorded = sum(m.recorded for m in metrics.values())
+        out.line(f"all {len(cameras)} cameras: acquired {acquired}, recorded {recorded}; {_engine_line(lines)}")
+        _audit_run_stop(db, user, role, lines.recipe, whys, metrics)
+        lost = sum(m.unrecorded + m.writer.failed for m in metrics.values())
+        if not clean or lost:
+            raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
+        if not interrupted.is_set() and not lines.source_ended:
+            raise InspectorError("acquisition stopped by an internal error; see the alarms above")
+        return 0
+    finally:
+        if publisher is not None:
+            publisher.stop(0.0)  # no-op when already stopped; what is left stays in the outbox
+        if plant is not None:
+            plant.stop(0.0)  # no-op when already stopped; what is left goes next run
+        for camera in cameras:
+            camera.close()
+
+
+def _check_camera_args(args: argparse.Namespace) -> None:
+    twice = sorted({uri for uri in args.camera if args.camera.count(uri) > 1})
+    if twice:
+        raise InspectorError(f"--camera {twice[0]} given twice; each camera may run once")
+    for option in ("plc", "opcua"):
+        if getattr(args, option):
+            raise InspectorError(f"--{option} serves one camera's line; give one --camera with it")
+    if args.max_batch is not None and args.max_batch < 1:
+        raise InspectorError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if not 0.0 <= args.batch_wait_ms <= 1000.0:
+        raise InspectorError(f"--batch-wait-ms must be within 0..1000, got {args.batch_wait_ms:g}")
+
+
+def _batching(args: argparse.Namespace, lines: Any) -> str:
+    n = lines.batcher.max_batch
+    how = (f"up to {n} frames per forward pass, a frame waiting at most {args.batch_wait_ms:g} ms for the others"
+           if n > 1 else "one frame per forward pass")
+    return how if lines.batching is None else f"{how} (measured: {lines.batching})"
+
+
+def _drift(args: argparse.Namespace, lines: Any, recipe: Any) -> str:
+    if args.drift_window <= 0:
+        return "alarm off (--drift-window 0)"
+    if lines.lines[0].drift is None:
+        return "alarm off (the calibration has no good-part scores; recalibrate to turn it on)"
+    return f"checked per camera against {len(recipe.reference_scores)} calibration scores"
+
+
+def _engine_line(lines: Any) -> str:
+    s = lines.batcher.stats
+    failed = f", {s.failed_passes} failed" if s.failed_passes else ""
+    return f"engine: {s.frames} frames in {s.passes} forward passes ({s.mean_batch:.2f} frames per pass{failed})"
+
+
+def _why(args: argparse.Namespace, line: Any, interrupted: threading.Event) -> str:
+    if interrupted.is_set():
+        return "interrupted"
+    if not line.source_ended:
+        return "acquisition failed"
+    if args.max_frames is not None and line.metrics().acquired >= args.max_frames:
+        return f"{args.max_frames} frames"
+    return "the camera's source ended"
+
+
+def _audit_run_stop(db: Any, user: str, role: str, recipe: Any, whys: dict[str, str], metrics: dict[str, Any]) -> None:
+    """``run_stop`` with each camera's why and counts and their totals; a database that is down
+    is logged, not raised (the verdicts themselves are journaled)."""
+    cameras = {camera_id: {"why": whys[camera_id], **_counts(m)} for camera_id, m in metrics.items()}
+    totals = {key: sum(c[key] for c in cameras.values()) for key in _counts(next(iter(metrics.values())))}
+    why = "; ".join(sorted(set(whys.values())))
+    try:
+        db.record_audit(user, role, "run_stop", f"product:{recipe.product}", None,
+                        {"why": why, **totals, "cameras": cameras})
+    except DatabaseError as exc:
+        run.log.warning("the run's stop could not be audited: %s", exc)
+
+
+def _counts(m: Any) -> dict[str, int]:
+    return {"acquired": m.acquired, "recorded": m.recorded, "passed": m.passed, "failed": m.failed,
+            "errors": m.errors, "dropped": m.dropped, "unrecorded": m.unrecorded + m.writer.failed}
+
+
+class _CameraPrinter:
+    """``--print-results`` beside other cameras: ``result CAMERA FRAME DECISION SCORE ID UID``."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def on_result(self, r: Any) -> None:  # a line link, called from every camera's writer thread
+        row = "journal" if r.inspection_id is None else str(r.inspection_id)
+        error = f" error: {r.error}" if r.error else ""
+        self.out.line(f"result {r.camera_id} {r.frame_id} {r.decision} {r.score:.6f} {row} {r.uid}{error}")
