@@ -1,17 +1,43 @@
 #!/usr/bin/env bash
-# All GPU work of a session in one call of the device tool (see DEVELOPERS.md, "The GPU machine"):
-#   python scripts/device/prepare_data.py ../shared/data .devdata     # here, once
-#   device run: bash scripts/device/run_gpu.sh    carry: [".devdata", ".whl"]
-# .whl holds efficientnet_lite_pytorch-0.1.0-py3-none-any.whl (the Lite0 model code; its weights
-# travel in .devdata/lite0.safetensors). Figures land in $OUT (runs/gpu when run elsewhere).
+# All GPU work of issue 15 in one call of the device tool (scripts/device/gpu_checks.py says what
+# each stage does). Here, once, with ../shared/data present:
+#
+#   python scripts/device/prepare_data.py ../shared/data runs/devdata     # ~60 MiB transfer; it says
+#
+# then the device tool: run, command "bash scripts/device/run_gpu.sh", carry ["runs/devdata"],
+# timeout_s 600. Figures land in $OUT (runs/gpu_out elsewhere): results.json, run.log,
+# extras.tar (cards, logs), teacher_small.safetensors, teacher_medium.safetensors.part0/1.
+# A second call on the still-warm machine continues from runs/gpu_state (checkpoints, teachers):
+#
+#   PLAN=distill_s=rest TOTAL_S=170 bash scripts/device/run_gpu.sh
+#
+# Here, a dry run of every stage on the CPU (a pack made with prepare_data.py --tiny):
+#
+#   PACK=/tmp/tiny STATE=/tmp/state OUT=/tmp/out bash scripts/device/run_gpu.sh --dry-run
 set -u
-OUT=${OUT:-runs/gpu}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-{ nvidia-smi; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; nproc; } > "$OUT/machine.txt" 2>&1
-head -20 "$OUT/machine.txt"
-timeout 90 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_engine_cuda.py 2>&1 | tail -15 | tee "$OUT/pytest_cuda.txt"
-# EXTRA, e.g. "--skip-bench --teacher inspector/weights/teacher_small.safetensors": only the
-# downstream comparison of the shipped teacher against a random one.
-python3 scripts/device/gpu_checks.py --out "$OUT" --total-s "${TOTAL_S:-470}" --distill-s "${DISTILL_S:-230}" ${EXTRA:-} 2>&1 | tee "$OUT/gpu_checks.log" | grep -v "^ *$" | tail -40
+cd "$(dirname "$0")/../.."
+START=$(date +%s)
+OUT=${OUT:-runs/gpu_out}
+PACK=${PACK:-runs/devdata}
+STATE=${STATE:-runs/gpu_state}
+TOTAL_S=${TOTAL_S:-560}  # of the device tool's 600 s: the rest is the wheels and a margin
+PYTHON=${PYTHON:-python3}
+mkdir -p "$OUT" "$STATE"
+exec > >(tee -a "$OUT/run.log") 2>&1
+echo "== $(date -u +%FT%TZ) run_gpu.sh $*: pack $PACK, state $STATE, out $OUT, ${TOTAL_S} s"
+if [ "${1:-}" != --dry-run ]; then
+    # The device image lacks these (prepare_data.py fetched them): EfficientNet-Lite's code, and
+    # SQLAlchemy, alembic and Mako for the pipeline benchmark's history database.
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$PACK"/whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    nvidia-smi || true
+fi
+export PYTHONUNBUFFERED=1
+LEFT=$((TOTAL_S - $(date +%s) + START))
+# SIGINT 20 s after the plan's end lets gpu_checks write what it has; SIGKILL 15 s later.
+timeout --signal=INT --kill-after=15 $((LEFT + 20)) "$PYTHON" scripts/device/gpu_checks.py \
+    --out "$OUT" --pack "$PACK" --state "$STATE" --total-s "$LEFT" ${PLAN:+--plan "$PLAN"} ${REFS:+--refs "$REFS"} "$@"
+CODE=$?
+echo "== $(date -u +%FT%TZ) gpu_checks exit $CODE after $(( $(date +%s) - START )) s; files in $OUT:"
+ls -la "$OUT"
+exit $CODE
