@@ -78,7 +78,7 @@ from inspector.method.training import (
     MIN_GOOD_IMAGES,
     PAPER_ITERATIONS,
     QUICK_MAX_ITERATIONS,
-    QUICK_TRAIN_S,
+    QUICK_TRAIN_S,  # noqa: F401 -- the GUI's teach page says the quick budget
     TrainProgress,
 )
 
@@ -388,7 +388,7 @@ class TeachSession:
         """
         from inspector.engine import Engine
         from inspector.model_file import save_model
-        from inspector.method.training import TrainConfig, train
+        from inspector.method.training import mode_config, train
 
         if mode not in MODES:
             raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -420,14 +420,14 @@ class TeachSession:
                                     teacher=teacher, device=self.device, show_progress=show_progress)
             mode, how = "instant", "instant model"
         else:
-            budget = QUICK_TRAIN_S if mode == "quick" and iterations is None else None
-            config = TrainConfig(size=size, iterations=iterations or MODES[mode], seed=seed, resize_mode=resize_mode, time_budget_s=budget)
+            # The recipe follows the budget: the quick mode trains the short recipe, full the paper's.
+            config = mode_config(mode, iterations, size=size, seed=seed, resize_mode=resize_mode)
             trained = train(
                 train_paths, config, teacher=teacher, penalty_dir=penalty_dir, device=self.device,
                 checkpoint=self.models_dir / "training.ckpt", on_progress=on_progress, cancel=cancel,
                 show_progress=show_progress,
             )
-            how = f"{mode} teach, {trained.metadata['iterations']} iterations"
+            how = f"{mode} teach, {trained.metadata['iterations']} iterations of the {config.recipe} recipe"
         meta = {
             **trained.metadata,
             "product": self.product,

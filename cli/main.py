@@ -23,7 +23,7 @@ from cli import audit_commands, gui_command, line_commands, teach_commands, user
 from cli.common import DEVICE_OPTION, output_folder, positive_int, unique_stems
 from inspector import ENGINE_BACKENDS, __version__
 from inspector.errors import InspectorError
-from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, TRAIN_MODES
+from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, SHORT_RECIPE_BELOW, TRAIN_MODES
 
 if TYPE_CHECKING:
     from inspector.method.training import TrainPlan
@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.features is not None:
         raise InspectorError("--features is for --kind instant; EfficientAD learns from its teacher (--teacher)")
     mode = args.mode or default_mode(args.device)
-    config = mode_config(mode, args.iterations, size=args.size, seed=args.seed, resize_mode=args.resize_mode, image_size=args.image_size)
+    config = mode_config(mode, args.iterations, recipe=args.recipe, size=args.size, seed=args.seed, resize_mode=args.resize_mode, image_size=args.image_size)
     checkpoint = Path(str(args.out) + ".ckpt")
     if args.no_resume:
         checkpoint.unlink(missing_ok=True)
@@ -78,7 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     save_model(args.out, result.model, result.metadata)
     how = "as set by --iterations" if args.iterations is not None else f"{mode} mode"
     print(f"model written to {args.out} ({result.metadata['train_images']} training images, "
-          f"{result.metadata['validation_images']} held out, {result.metadata['iterations']} iterations, {how})")
+          f"{result.metadata['validation_images']} held out, {result.metadata['iterations']} iterations of the "
+          f"{config.recipe} recipe, {how})")
     return 0
 
 
@@ -243,8 +244,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from inspector.engine_bench import bench
     from inspector.engine import Engine
+    from inspector.precision_gate import images_from_folder
 
-    engine = Engine(args.model, device=args.device, backend=args.backend)
+    images = images_from_folder(args.images) if args.images else None
+    engine = Engine(args.model, device=args.device, backend=args.backend, gate_images=images)
     result = bench(engine, batch=args.batch, runs=args.runs, repeats=args.repeats)
     print(
         f"{result['architecture']} on {result['machine']} ({result['device']}, {result['backend']}, "
@@ -253,6 +256,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"{', '.join(f'{m:.2f}' for m in result['latency_ms_repeat_medians'])} ms; "
         f"{result['throughput_img_s']:.1f} images/s"
     )
+    print(f"backend: {result['backend_reason']}")
+    for name, gate in result["gates"].items():
+        print(f"  accuracy gate, {name} ({gate['precision']}): {gate['reason']}")
     if args.json:
         write_json(args.json, result)
     return 0
@@ -303,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"quick: as many iterations as fit in {QUICK_TRAIN_S // 60} min, at most {QUICK_MAX_ITERATIONS}; "
                         f"full: the paper's {PAPER_ITERATIONS} (days on a CPU) (default: quick on a CPU, full on a CUDA GPU)")
     p.add_argument("--iterations", type=positive_int, default=None, help="train exactly this many iterations (default: as --mode says)")
+    p.add_argument("--recipe", choices=("short", "paper"), default=None,
+                   help=f"short: student-teacher only, cached teacher outputs, batches, cosine schedule (for minutes "
+                        f"on a CPU); paper: Algorithm 1 as published (default: short for the quick mode or fewer than "
+                        f"{SHORT_RECIPE_BELOW} iterations, else paper)")
     p.add_argument("--size", choices=("s", "m"), default="s", help="EfficientAD-S or -M (default: s)")
     p.add_argument("--teacher", default=None, help="teacher file, or 'random' (default: the shipped teacher)")
     p.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize",
@@ -339,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=positive_int, default=30, help="timed calls per repeat")
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto", help=BACKEND_HELP)
+    p.add_argument("--images", help="the model's own images for the accuracy gate of reduced precision (int8, bf16, fp16) "
+                                    "and int8 calibration: a folder of good images, or an MVTec-layout folder (calibrates on "
+                                    "train/good, compares on the test set) (default: those the model file names, if any)")
     p.add_argument("--json", help="also write the figures as JSON")
     p.add_argument("--device", **DEVICE_OPTION)
     p.set_defaults(func=cmd_bench)

@@ -240,8 +240,9 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
             raise ModelFileError(f"{path}: {e}") from None
         what = f"an instant model on {'a PDN-' + size.upper() + ' teacher' if features == 'pdn' else features + ' features'}"
     else:
-        model = EfficientAD(size)
-        what = f"an EfficientAD-{size.upper()} model"
+        autoencoder = meta.get("autoencoder", True)
+        model = EfficientAD(size, autoencoder=autoencoder)
+        what = f"an EfficientAD-{size.upper()} model" + ("" if autoencoder else " without autoencoder")
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
@@ -265,6 +266,8 @@ def check_model_metadata(path: str | Path, meta: dict[str, Any]) -> None:
             raise ModelFileError(f"{path}: neighbourhood {k!r} is unusable (1, 3, 5 or 7)")
         if meta.get("features", "pdn") not in ("pdn", "lite0", "lite2"):
             raise ModelFileError(f"{path}: unknown feature source {meta.get('features')!r}")
+    if not isinstance(meta.get("autoencoder", True), bool):
+        raise ModelFileError(f"{path}: autoencoder {meta.get('autoencoder')!r} is not true or false")
     for key in ("threshold", "pixel_threshold"):
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):

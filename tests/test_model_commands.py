@@ -67,7 +67,7 @@ def test_train_on_a_cpu_without_iterations_picks_the_quick_mode(tiny_mvtec, natu
     monkeypatch.setattr(training, "estimate_step_seconds", lambda *a, **k: training.BUDGET_MARGIN * QUICK_TRAIN_S / 2)
     out = tmp_path / "m.safetensors"
     assert main(train_args(tiny_mvtec, out, natural_dir)) == 0
-    assert "2 iterations, quick mode" in capsys.readouterr().out
+    assert "2 iterations of the short recipe, quick mode" in capsys.readouterr().out
     from inspector.model_file import load_model
 
     assert load_model(out)[1]["iterations"] == 2
@@ -98,7 +98,7 @@ def test_a_long_run_asks_first_at_a_terminal(tiny_mvtec, natural_dir, tmp_path, 
 
     monkeypatch.setattr(training, "ESTIMATE_FROM_ITERATIONS", 1)
     monkeypatch.setattr(training, "estimate_step_seconds", lambda *a, **k: 3600.0)  # 2 iterations: about 2 h
-    monkeypatch.setattr(training, "train_step", lambda *a, **k: pytest.fail("a declined run trained"))
+    monkeypatch.setattr(training, "short_step", lambda *a, **k: pytest.fail("a declined run trained"))
     monkeypatch.setattr(cli_main, "interactive", lambda: True)
     asked = []
     monkeypatch.setattr("builtins.input", lambda question: asked.append(question) or "n")
@@ -122,7 +122,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_prints_the_command_that_resumes(tiny_mvte
     import inspector.method.training as training
 
     monkeypatch.setattr(cli_main, "interactive", lambda: pytest.fail("asked whether a terminal is there with --yes"))
-    real_step, steps = training.train_step, []
+    real_step, steps = training.short_step, []  # 3 iterations: the short recipe
 
     def step(*args, **kwargs):
         steps.append(1)
@@ -130,7 +130,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_prints_the_command_that_resumes(tiny_mvte
             signal.raise_signal(signal.SIGINT)  # as a user pressing Ctrl-C during the second iteration
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_step", step)
+    monkeypatch.setattr(training, "short_step", step)
     out = tmp_path / "m.safetensors"
     argv = train_args(tiny_mvtec, out, natural_dir, "--iterations", "3", "--yes", "--no-resume")
     handler = signal.getsignal(signal.SIGINT)

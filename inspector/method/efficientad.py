@@ -134,20 +134,23 @@ def raw_maps(
     image: torch.Tensor,
     teacher: nn.Module,
     student: nn.Module,
-    autoencoder: nn.Module,
+    autoencoder: nn.Module | None,
     teacher_mean: torch.Tensor,
     teacher_std: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unnormalised student-teacher and student-autoencoder maps, each (N, 1, 56, 56), float32.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unnormalised student-teacher and student-autoencoder maps, each (N, 1, 56, 56), float32;
+    the second is None for a student-teacher-only model (no autoencoder).
 
     The networks may run in half precision; the maps are computed in float32 so that squaring and
     averaging 384 channels does not lose the small differences that make a defect.
     """
     teacher_out = (teacher(image).float() - teacher_mean.float()) / teacher_std.float()
     student_out = student(image).float()
-    ae_out = autoencoder(image).float()
     c = teacher_out.shape[1]
     map_st = ((teacher_out - student_out[:, :c]) ** 2).mean(dim=1, keepdim=True)
+    if autoencoder is None:
+        return map_st, None
+    ae_out = autoencoder(image).float()
     map_ae = ((ae_out - student_out[:, c:]) ** 2).mean(dim=1, keepdim=True)
     return map_st, map_ae
 
@@ -172,11 +175,14 @@ def combine_maps(
 
 
 @torch.no_grad()
-def map_quantiles(map_st: torch.Tensor, map_ae: torch.Tensor) -> dict[str, torch.Tensor]:
+def map_quantiles(map_st: torch.Tensor, map_ae: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """The 0.9 and 0.995 quantiles of both maps over held-out good images (Section 3.4).
 
-    ``map_st`` and ``map_ae`` are the raw maps of all validation images, e.g. (N, 1, 56, 56).
+    ``map_st`` and ``map_ae`` are the raw maps of all validation images, e.g. (N, 1, 56, 56);
+    ``map_ae`` is None for a student-teacher-only model.
     """
+    if map_ae is None:
+        return {"q_st_start": exact_quantile(map_st, MAP_QUANTILE_START), "q_st_end": exact_quantile(map_st, MAP_QUANTILE_END)}
     return {
         "q_st_start": exact_quantile(map_st, MAP_QUANTILE_START),
         "q_st_end": exact_quantile(map_st, MAP_QUANTILE_END),
@@ -199,14 +205,20 @@ class EfficientAD(nn.Module):
 
     ``forward`` maps normalised (N, 3, 256, 256) images to the combined, normalised (N, 1, 56, 56)
     anomaly map; it is what the inference engine, ``torch.compile`` and the ONNX export run.
+
+    ``autoencoder=False`` makes the student-teacher-only model of the short training recipe: no
+    autoencoder, a student of 384 channels, and the normalised student-teacher map as the anomaly
+    map. The paper's ablation (Table 4) shows the autoencoder buys logical anomalies; at the few
+    hundred iterations a CPU affords it is undertrained and its map drags the combined one down
+    (issue 16's measurements), so short budgets train without it.
     """
 
-    def __init__(self, size: str = "s", out_channels: int = OUT_CHANNELS) -> None:
+    def __init__(self, size: str = "s", out_channels: int = OUT_CHANNELS, autoencoder: bool = True) -> None:
         super().__init__()
         self.size = size
         self.teacher = make_pdn(size, out_channels)
-        self.student = make_pdn(size, 2 * out_channels)
-        self.autoencoder = Autoencoder(out_channels)
+        self.student = make_pdn(size, (2 if autoencoder else 1) * out_channels)
+        self.autoencoder = Autoencoder(out_channels) if autoencoder else None
         shape = (1, out_channels, 1, 1)
         self.register_buffer("teacher_mean", torch.zeros(shape))
         self.register_buffer("teacher_std", torch.ones(shape))
@@ -215,11 +227,17 @@ class EfficientAD(nn.Module):
         for name in ("q_st_end", "q_ae_end"):
             self.register_buffer(name, torch.tensor(MAP_SCALE))
 
-    def raw_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def has_autoencoder(self) -> bool:
+        return self.autoencoder is not None
+
+    def raw_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return raw_maps(image, self.teacher, self.student, self.autoencoder, self.teacher_mean, self.teacher_std)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         map_st, map_ae = self.raw_maps(image)
+        if map_ae is None:
+            return normalize_map(map_st, self.q_st_start, self.q_st_end)
         return combine_maps(map_st, map_ae, self.q_st_start, self.q_st_end, self.q_ae_start, self.q_ae_end)
 
     def set_teacher_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:

@@ -13,3 +13,7 @@ PAPER_ITERATIONS = 70_000
 QUICK_TRAIN_S = 24 * 60
 QUICK_MAX_ITERATIONS = 10_000
 TRAIN_MODES = ("quick", "full")
+#: Budgets below this many iterations train with the short recipe (no autoencoder, cached teacher
+#: outputs, batches, cosine schedule: inspector.method.training); the paper's recipe needs its
+#: tens of thousands of iterations to pay off.
+SHORT_RECIPE_BELOW = 10_000
