@@ -14,6 +14,7 @@ default would silently compute in bf16, a reduced precision the accuracy gate ha
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import threading
 from collections.abc import Sequence
@@ -34,8 +35,34 @@ def nncf_installed() -> bool:
     return importlib.util.find_spec("nncf") is not None
 
 
+CALIBRATION_FILE = "calibration.npy"
+
+
 def build_openvino_int8(fp32_folder: Path, folder: Path, calibration: Sequence[np.ndarray]) -> None:
-    """Quantises ``fp32_folder``'s ONNX graph with NNCF into an OpenVINO IR in ``folder``."""
+    """Quantises ``fp32_folder``'s ONNX graph with NNCF into an OpenVINO IR in ``folder``.
+
+    NNCF runs in a child process: it makes and drops OpenVINO Cores of its own, and a dropped Core
+    leaves the process to die on its next SIGINT (see :func:`_core`); a line or a teach session
+    must never carry that risk. The calibration inputs travel as one .npy file.
+    """
+    import subprocess
+    import sys
+
+    from inspector.errors import InspectorError
+
+    np.save(folder / CALIBRATION_FILE, np.stack([np.asarray(c, np.float32) for c in calibration]), allow_pickle=False)
+    try:
+        done = subprocess.run([sys.executable, "-m", "inspector.quantize_openvino", str(fp32_folder), str(folder)],
+                              capture_output=True, text=True)
+    finally:
+        (folder / CALIBRATION_FILE).unlink(missing_ok=True)
+    if done.returncode != 0 or not (folder / IR_FILE).is_file():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InspectorError(f"OpenVINO int8 quantisation failed (exit {done.returncode}): {last}")
+
+
+def _quantise(fp32_folder: Path, folder: Path) -> None:
+    """NNCF's post-training quantisation (the child process of :func:`build_openvino_int8`)."""
     import logging
 
     import nncf
@@ -53,16 +80,25 @@ def build_openvino_int8(fp32_folder: Path, folder: Path, calibration: Sequence[n
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
         overflow_fix=OverflowFix.FIRST_LAYER if needs_reduced_range() else OverflowFix.DISABLE,
     )
-    quantised = nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=len(calibration), ignored_scope=scope,
+    calibration = list(np.load(folder / CALIBRATION_FILE, allow_pickle=False))
+    quantised = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration), ignored_scope=scope,
                               advanced_parameters=advanced)
     ov.save_model(quantised, str(folder / IR_FILE))
 
 
-def openvino_runner(folder: Path, threads: int) -> Runner:
-    """A compiled OpenVINO CPU model of ``folder``'s IR, or of its ONNX graph where it has no IR."""
+@functools.cache
+def _core():
+    """One OpenVINO Core for the process's lifetime. A Core that is garbage-collected unloads its
+    CPU plugin, and the process then died (SIGSEGV) on its next SIGINT: a Ctrl-C, or the graceful
+    stop of ``inspector run``. Kept, the plugin stays loaded."""
     import openvino as ov
 
-    core = ov.Core()
+    return ov.Core()
+
+
+def openvino_runner(folder: Path, threads: int) -> Runner:
+    """A compiled OpenVINO CPU model of ``folder``'s IR, or of its ONNX graph where it has no IR."""
+    core = _core()
     path = folder / IR_FILE if (folder / IR_FILE).is_file() else folder / ONNX_FILE
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
@@ -76,3 +112,9 @@ def openvino_runner(folder: Path, threads: int) -> Runner:
             return compiled(x)[0]
 
     return run
+
+
+if __name__ == "__main__":
+    import sys
+
+    _quantise(Path(sys.argv[1]), Path(sys.argv[2]))
