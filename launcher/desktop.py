@@ -8,17 +8,21 @@ shipped demo model. :func:`take_screenshots` runs it for a few seconds and saves
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PyQt6.QtCore import QPoint, QTimer
 from PyQt6.QtWidgets import QApplication
+from pyqtgraph.util.garbage_collector import GarbageCollector
 
 from inspector.errors import DataError
 from inspector.history import HistoryDB, data_dir, default_db_url
@@ -186,6 +190,29 @@ def launch(options: GuiOptions, screenshots: Path | None = None, screenshot_seco
     """Runs the desktop until its window closes (or Ctrl-C); with ``screenshots``, runs the line
     for a few seconds, saves one PNG per page there and returns. The exit status."""
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
+    with garbage_collected_in_the_gui_thread():
+        return _launch(qapp, options, screenshots, screenshot_seconds)
+
+
+@contextmanager
+def garbage_collected_in_the_gui_thread(interval_s: float = 1.0) -> Iterator[GarbageCollector]:
+    """Python's cycle collector, run only by a timer of the GUI thread while the block runs.
+
+    Left automatic it runs in whichever thread happens to allocate -- the camera's, the
+    pipeline's -- and a Qt object it frees there dies under the GUI thread's painter: a segfault
+    in a plot's paint, long after the object was dropped."""
+    was_enabled = gc.isenabled()
+    collector = GarbageCollector(interval=interval_s)
+    try:
+        yield collector
+    finally:
+        collector.timer.stop()
+        gc.collect()
+        if was_enabled:
+            gc.enable()
+
+
+def _launch(qapp: QApplication, options: GuiOptions, screenshots: Path | None, screenshot_seconds: float) -> int:
     print("loading the model and opening the camera ...", flush=True)
     app = DesktopApp(options)
     try:

@@ -1,5 +1,6 @@
 """Shared fixtures. Tests run headless: Qt's offscreen platform, pypylon's camera emulator."""
 
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -58,3 +59,25 @@ def db(tmp_path):
     db.upgrade()
     yield db
     db.close()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_in_the_gui_thread(request):
+    """Desktop tests collect Python's cyclic garbage only here, in the GUI thread.
+
+    Left automatic, the collector runs in whatever thread allocates (the line's camera and
+    pipeline threads, tqdm's monitor) and may free a widget of an earlier test there, while the
+    GUI thread paints: a rare segfault in pyqtgraph's paint. The desktop does the same with a
+    GUI-thread timer (launcher.desktop.garbage_collected_in_the_gui_thread)."""
+    if not {"qtbot", "qapp"} & set(request.fixturenames):
+        yield
+        return
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
+        if was_enabled:
+            gc.enable()

@@ -84,3 +84,39 @@ def test_users_command_adds_accounts_that_sign_in(tmp_path, capsys, monkeypatch)
     assert "last technician" in capsys.readouterr().err
     assert main(["users", "remove", "olaf", "--db", url, "--by", "tina"]) == 0
     assert HistoryDB(url).list_users() == [("tina", "technician")]
+
+
+def test_the_desktop_collects_cyclic_garbage_on_the_gui_thread_only(qapp):
+    """Garbage made by a camera or pipeline thread is freed by the GUI thread's timer, never by the
+    thread that happened to allocate (a Qt object freed there crashes the GUI's painter)."""
+    import gc
+    import threading
+    import time
+    import weakref
+
+    from launcher.desktop import garbage_collected_in_the_gui_thread
+
+    freed_in: list[str] = []
+    kept: list = []
+
+    class Node:
+        pass
+
+    def worker() -> None:
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: only the cycle collector frees it
+        weakref.finalize(a, lambda: freed_in.append(threading.current_thread().name))
+        del a, b
+        kept.append([[i] for i in range(5000)])  # far past the collector's allocation threshold
+
+    with garbage_collected_in_the_gui_thread(interval_s=0.05):
+        assert not gc.isenabled()
+        t = threading.Thread(target=worker, name="camera")
+        t.start()
+        t.join()
+        assert freed_in == []
+        deadline = time.monotonic() + 10
+        while not freed_in and time.monotonic() < deadline:
+            qapp.processEvents()
+            time.sleep(0.01)
+    assert freed_in == [threading.main_thread().name]
