@@ -120,6 +120,7 @@ class TeachResult:
     calibration_images: list[Path] = field(default_factory=list)
     rejected: list[SampleVerdict] = field(default_factory=list)
     seconds: float = 0.0
+    engine: dict[str, Any] = field(default_factory=dict)  # the backend chosen here (_prepare_engine)
 
 
 @dataclass
@@ -374,7 +375,8 @@ class TeachSession:
         note: str = "",
         show_progress: bool = False,
     ) -> TeachResult:
-        """Trains on the samples, calibrates on the held-out share, registers a candidate version.
+        """Trains on the samples, calibrates on the held-out share, prepares the engine for this
+        machine (:meth:`_prepare_engine`), registers a candidate version.
 
         ``kind="instant"`` builds the memory-bank model (:mod:`inspector.method.instant`) instead
         of training EfficientAD: about a minute, no iterations (``mode`` and ``iterations`` do not
@@ -458,10 +460,32 @@ class TeachSession:
                 f"{e} -- the trained model is kept as candidate version {version_id} ({model_path}); "
                 f"calibrate it with `inspector teach calibrate --version {version_id}`"
             ) from None
-        report_path = write_report(self.reports_dir / stamp, result, extra={"product": self.product, "metrics": metrics})
         write_thresholds(model_path, result)  # not registered yet, so rewriting in place is safe
+        metrics.update(self._prepare_engine(model_path))
+        report_path = write_report(self.reports_dir / stamp, result, extra={"product": self.product, "metrics": metrics})
         version_id = self._register(model_path, result, metrics, report_path, user, note or how)
-        return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0)
+        return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0,
+                           metrics.get("engine", {}))
+
+    def _prepare_engine(self, model_path: Path) -> dict[str, Any]:
+        """Measures, gates and builds the CPU backends of the finished model file now, while the
+        technician waits anyway, so that the line's first start with it reuses the choice and the
+        int8 builds instead of spending minutes on them (:mod:`inspector.backend_cache`). Only for
+        the CPU's automatic choice; a failure here is logged, never fails the teach."""
+        from inspector.devices import pick_device
+        from inspector.engine import Engine
+
+        if self.backend != "auto" or pick_device(self.device).type != "cpu":
+            return {}
+        t = time.perf_counter()
+        try:
+            engine = Engine(model_path, device=self.device, backend="auto", warmup=False)
+        except Exception as e:  # noqa: BLE001 -- the line measures again at its start
+            log.warning("the engine was not prepared for %s (the line's first start measures instead): %s", model_path.name, e)
+            return {"engine": {"prepared": False, "error": str(e)}}
+        seconds = round(time.perf_counter() - t, 1)
+        log.info("engine prepared for %s in %.0f s: %s", model_path.name, seconds, engine.backend_reason)
+        return {"engine": {"prepared": True, "backend": engine.backend, "reason": engine.backend_reason, "seconds": seconds}}
 
     def _defects(self, defects: str | Path | Sequence[Path] | None) -> list[Path] | None:
         if defects is None:

@@ -291,6 +291,11 @@ def _print_candidate(result) -> None:
     print(format_calibration(result.calibration))
     print(f"candidate version {result.version_id}: {result.model_path} ({len(result.train_images)} training, "
           f"{len(result.calibration_images)} calibration images, {result.seconds:.0f} s); report {result.report_path}")
+    engine = result.engine
+    if engine.get("prepared"):
+        print(f"engine on this machine: {engine['reason']} (measured and built in {engine['seconds']:.0f} s; the line reuses it)")
+    elif engine:
+        print(f"engine not prepared ({engine['error']}); the line's first start measures the backends instead")
 
 
 def _teach_staged(session, args: argparse.Namespace) -> int:

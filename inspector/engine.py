@@ -293,6 +293,11 @@ class Engine:
             log.debug("onnxruntime is not installed (the [onnx] extra): not measured")
         if quantize_openvino.openvino_installed():
             candidates += ["openvino", "openvino-int8"] if quantize_openvino.nncf_installed() else ["openvino"]
+        if self.kind == "instant":
+            # Likewise int8 (docs/evidence/int8_cpu.json, the demo's instant model): decisions agreed
+            # on 67 % (onnxruntime) and 96 % (OpenVINO) of parts, and OpenVINO's int8 was no faster
+            # than its fp32. Building and gating them would cost minutes of the teach's first minute.
+            candidates = [c for c in candidates if PRECISION[c] != "int8"]
         return candidates
 
     def _auto_cpu_backend(self) -> str:

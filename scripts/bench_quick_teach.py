@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> dict:
     thr = taught.calibration.image.threshold
     result = {
         "device": str(engine.device),
+        "backend": engine.backend_reason,  # the test set is scored as the line would score it
+        "engine_prepared": metrics.get("engine"),  # measured, gated and built during the teach
         "images_offered": args.images,
         "samples_accepted": len(collected.accepted),
         "samples_rejected": len(collected.rejected),

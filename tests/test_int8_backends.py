@@ -131,6 +131,23 @@ def calibrated(tiny_model, images, tmp_path_factory, data_dir):
     return path
 
 
+def test_instant_models_do_not_spend_their_start_on_int8_or_bf16():
+    """Both failed the gate by far on the demo's instant model (docs/evidence/int8_cpu.json)."""
+    import types
+
+    import torch
+
+    def candidates(kind):
+        return Engine._cpu_candidates(types.SimpleNamespace(kind=kind, device=torch.device("cpu")))
+
+    from inspector.engine import PRECISION
+
+    assert all(PRECISION[c] == "fp32" for c in candidates("instant")) and "eager" in candidates("instant")
+    assert set(candidates("instant")) < set(candidates("efficientad"))
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert "onnxruntime" in candidates("instant") and "onnxruntime-int8" in candidates("efficientad")
+
+
 @needs_ort
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime-int8", pytest.param("openvino-int8", marks=needs_openvino)])

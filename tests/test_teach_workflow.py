@@ -112,6 +112,36 @@ def test_train_creates_a_calibrated_candidate(world):
     assert not list(taught.report_path.parent.glob(".*.tmp"))
 
 
+def test_the_teach_prepares_the_engine_and_the_lines_first_start_reuses_it(world, tmp_path, monkeypatch):
+    """With the automatic backend, the teach measures and gates the CPU backends on the finished
+    file (its own calibration images), so the line's first start measures and builds nothing."""
+    import torch
+
+    from inspector.devices import bf16_supported
+    from inspector.engine import Engine
+
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path / "data"))
+    # The cheap candidates (the int8 builds are the int8 tests'); bf16 is gated where the CPU has it.
+    monkeypatch.setattr(Engine, "_cpu_candidates", lambda self: ["eager", "eager-bf16"] if bf16_supported(self.device) else ["eager"])
+    session = TeachSession(world["db"], "tile-auto", tmp_path / "work", gates=QualityGates(same_size=False), device="cpu", backend="auto")
+    session.collect_from_folder(world["good"])
+    taught = session.train(iterations=2, teacher="random", penalty_dir=world["penalty"], target_frr=0.25, user=TECH)
+    engine = taught.engine
+    assert engine["prepared"] and engine["backend"] in ("eager", "eager-bf16") and engine["seconds"] >= 0
+    assert engine["reason"].startswith(engine["backend"])
+    if bf16_supported(torch.device("cpu")):
+        assert "bf16" in engine["reason"]  # gated (passed or failed), not skipped as ineligible
+    stored = [v for v in session.versions() if v.id == taught.version_id][0]
+    assert stored.metrics["engine"] == engine
+
+    def measured(*args, **kwargs):
+        raise AssertionError("the line measured the backends again")
+
+    monkeypatch.setattr(Engine, "_measure_cpu_backends", measured)
+    line_engine = Engine(taught.model_path, device="cpu", backend="auto", warmup=False)
+    assert (line_engine.backend, line_engine.backend_reason) == (engine["backend"], engine["reason"])
+
+
 def test_an_operator_cannot_activate_and_refusals_are_audited(world):
     db, session, taught = world["db"], world["session"], world["taught"]
     active_before = db.product_by_name("tile").active_model_version_id
