@@ -54,6 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 from inspector import ASSETS_DIR
 from inspector.errors import InspectorError
 from inspector.inspection import InspectionResult
+from inspector.links.sender import SenderThread
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def _part_number(part_id: str | None) -> int | None:
     return None
 
 
-class ModbusLink:
+class ModbusLink(SenderThread):
     """A line link (``build_line(..., links=[link])``) that hands every durable result to the PLC
     at ``uri`` (see the module docstring for the handshake, the outage and the down policy).
 
@@ -317,6 +318,10 @@ class ModbusLink:
     ``timeout_s``: for connecting and for each request; reconnects back off from
     ``retry_initial_s`` doubling to ``retry_max_s``.
     """
+
+    DOWN_ALARM, RECOVERED_ALARM = PLC_DOWN, PLC_RECOVERED
+    WAITING = "results wait and go to the PLC as NG when it is back"
+    NAME = "PLC link"
 
     def __init__(
         self,
@@ -511,7 +516,7 @@ class ModbusLink:
             return
         self._down = True
         stop = self.down_policy == "stop"
-        self._alarm(PLC_DOWN, f"{message}; results wait and go to the PLC as NG when it is back"
+        self._alarm(PLC_DOWN, f"{message}; {self.WAITING}"
                     + ("; the line is asked to stop (down policy 'stop')" if stop else ""))
         if stop and self.on_stop is not None:
             self._call(self.on_stop, message)
@@ -643,17 +648,6 @@ class ModbusLink:
             if not (self._queue and self._open is None and not self._ack):
                 self._cv.wait(seconds)
 
-    def _sleep(self, seconds: float) -> None:
-        """The reconnect backoff, cut short by a stop's deadline."""
-        end = time.monotonic() + seconds
-        with self._cv:
-            while True:
-                limit = end if self._stop_at is None else min(end, self._stop_at)
-                left = limit - time.monotonic()
-                if left <= 0:
-                    return
-                self._cv.wait(left)
-
     # -- helpers --------------------------------------------------------------------------------------
 
     def _where(self) -> str:
@@ -665,11 +659,3 @@ class ModbusLink:
         except Exception:
             log.exception("PLC link callback %r failed", callback)
 
-    def _alarm(self, kind: str, message: str) -> None:
-        if self.on_alarm is None:
-            (log.info if kind == PLC_RECOVERED else log.warning)("%s: %s", kind, message)
-            return
-        try:
-            self.on_alarm(kind, message)
-        except Exception:
-            log.exception("PLC link alarm callback failed")

@@ -38,6 +38,7 @@ from inspector.errors import InspectorError
 from inspector.history.db import HistoryDB
 from inspector.history.tables import OutboxMessage, Product
 from inspector.inspection import InspectionResult
+from inspector.links.sender import SenderThread
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class _Connection:
     last_id: int = 0  # highest outbox row id published on this connection
 
 
-class MqttLink:
+class MqttLink(SenderThread):
     """A line link (``build_line(..., links=[link])``) that publishes every durable result to
     ``uri`` through the outbox of ``db`` (see the module docstring).
 
@@ -131,6 +132,10 @@ class MqttLink:
     ``mqtt_recovered`` go (may be set later, before :meth:`start`). Construct it before the line
     writes anything; :meth:`start` the sender, :meth:`stop` it after the line.
     """
+
+    DOWN_ALARM, RECOVERED_ALARM = MQTT_DOWN, MQTT_RECOVERED
+    WAITING = "results wait in the outbox"
+    NAME = "MQTT link"
 
     def __init__(
         self,
@@ -406,18 +411,3 @@ class MqttLink:
     def _where(self) -> str:
         return f"MQTT broker {self.target.host}:{self.target.port}"
 
-    def _alarm_down(self, message: str) -> None:
-        if not self._down:
-            self._down = True
-            self._alarm(MQTT_DOWN, f"{message}; results wait in the outbox")
-        else:
-            log.debug("%s", message)
-
-    def _alarm(self, kind: str, message: str) -> None:
-        if self.on_alarm is None:
-            (log.warning if kind == MQTT_DOWN else log.info)("%s: %s", kind, message)
-            return
-        try:
-            self.on_alarm(kind, message)
-        except Exception:
-            log.exception("MQTT link alarm callback failed")

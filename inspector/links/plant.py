@@ -41,6 +41,7 @@ from inspector.errors import DatabaseError, InspectorError
 from inspector.history.db import HistoryDB, error_reason
 from inspector.history.tables import ForwardMark, Inspection, ModelVersion, Product
 from inspector.inspection import InspectionResult
+from inspector.links.sender import SenderThread
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def parse_plant_url(url: str) -> tuple[URL, str | None]:
     return parsed, station
 
 
-class PlantLink:
+class PlantLink(SenderThread):
     """A line link (``build_line(..., links=[link])``) that forwards every inspection recorded in
     ``db`` to the plant database at ``url`` (see the module docstring).
 
@@ -94,6 +95,10 @@ class PlantLink:
     ``plant_db_recovered`` go (may be set later, before :meth:`start`). :meth:`start` the
     forwarder; :meth:`stop` it after the line.
     """
+
+    DOWN_ALARM, RECOVERED_ALARM = PLANT_DB_DOWN, PLANT_DB_RECOVERED
+    WAITING = "inspections wait in the local history"
+    NAME = "plant link"
 
     def __init__(
         self,
@@ -353,32 +358,6 @@ class PlantLink:
                 self._cv.wait(0.05 if self._stop_at is not None else 0.5)
             self._woken = False
 
-    def _sleep(self, seconds: float) -> None:
-        """The retry backoff, cut short by a stop's deadline."""
-        end = time.monotonic() + seconds
-        with self._cv:
-            while True:
-                limit = end if self._stop_at is None else min(end, self._stop_at)
-                left = limit - time.monotonic()
-                if left <= 0:
-                    return
-                self._cv.wait(left)
-
     def _where(self) -> str:
         return f"plant database {self.target}"
 
-    def _alarm_down(self, message: str) -> None:
-        if not self._down:
-            self._down = True
-            self._alarm(PLANT_DB_DOWN, f"{message}; inspections wait in the local history")
-        else:
-            log.debug("%s", message)
-
-    def _alarm(self, kind: str, message: str) -> None:
-        if self.on_alarm is None:
-            (log.warning if kind == PLANT_DB_DOWN else log.info)("%s: %s", kind, message)
-            return
-        try:
-            self.on_alarm(kind, message)
-        except Exception:
-            log.exception("plant link alarm callback failed")
