@@ -435,6 +435,8 @@ class TeachSession:
             "product": self.product,
             "teach_mode": mode,
             "calibration_images": [p.name for p in cal_paths],
+            # Where known defects are, the accuracy gate of reduced precision checks AUROC on them too.
+            **({"defect_images": [str(p.resolve()) for p in defect_paths]} if defect_paths else {}),
         }
         save_model(model_path, trained.model, meta)
         train_s = time.perf_counter() - t0

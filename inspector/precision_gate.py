@@ -114,8 +114,10 @@ def find_gate_images(model_path: Path, metadata: dict[str, Any]) -> GateImages |
 
     A model taught by :mod:`calibration.teach` names its held-out calibration images
     (``calibration_images``), which lie in the sample folder beside its ``models/`` folder; the
-    other samples there are its training images. Model files from ``inspector train`` record no
-    image paths, so nothing can be found for them (give the images explicitly).
+    other samples there are its training images. Known defective parts it was calibrated with
+    (``defect_images``, absolute paths) join the gate where they still exist, for its AUROC check.
+    Model files from ``inspector train`` record no image paths, so nothing can be found for them
+    (give the images explicitly).
     """
     names = metadata.get("calibration_images")
     samples = model_path.parent.parent / "samples"
@@ -126,7 +128,12 @@ def find_gate_images(model_path: Path, metadata: dict[str, Any]) -> GateImages |
         log.info("%d of the %d calibration images of %s are gone from %s: no accuracy gate", len(names) - len(good), len(names), model_path.name, samples)
         return None
     train = [p for p in list_images(samples) if p.name not in set(names)]
-    return GateImages(good=tuple(good), train=tuple(train), source=f"{samples} (the teach samples)")
+    defects = [Path(p) for p in metadata.get("defect_images") or [] if Path(p).is_file()]
+    if len(defects) < len(metadata.get("defect_images") or []):
+        log.info("%d of the defect images %s was calibrated with are gone: the gate compares on the %d left",
+                 len(metadata["defect_images"]) - len(defects), model_path.name, len(defects))
+    source = f"{samples} (the teach samples)" + (f" and {len(defects)} known defective parts" if defects else "")
+    return GateImages(good=tuple(good), defects=tuple(defects), train=tuple(train), source=source)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,11 @@ def test_taught_models_point_to_their_own_images(tmp_path):
     found = gate.find_gate_images(model, {"calibration_images": ["b.png", "d.png"]})
     assert [p.name for p in found.good] == ["b.png", "d.png"] and [p.name for p in found.train] == ["a.png", "c.png"]
     assert gate.find_gate_images(model, {"calibration_images": ["b.png", "gone.png"]}) is None
+    # Known defects it was calibrated with join the gate; those gone since are left out.
+    (tmp_path / "crack.png").write_bytes(b"png")
+    found = gate.find_gate_images(model, {"calibration_images": ["b.png"], "defect_images": [str(tmp_path / "crack.png"), "/gone/x.png"]})
+    assert [p.name for p in found.defects] == ["crack.png"] and "1 known defective parts" in found.source
+    assert found.digest() != gate.find_gate_images(model, {"calibration_images": ["b.png"]}).digest()
     assert gate.find_gate_images(model, {}) is None
     assert gate.find_gate_images(tmp_path / "elsewhere.safetensors", {"calibration_images": ["b.png"]}) is None
 

@@ -96,6 +96,9 @@ def test_train_creates_a_calibrated_candidate(world):
     assert meta["min_defect_area_px"] == calibration.min_defect_area_px
     assert meta["calibration"]["target_frr"] == 0.25 and calibration.target_frr == 0.25
     assert calibration.created_by == OPERATOR
+    # The known defects it was calibrated with are named, for the accuracy gate of reduced precision.
+    assert sorted(Path(p).name for p in meta["defect_images"]) == sorted(p.name for p in world["defects"].rglob("*.*"))
+    assert all(Path(p).is_absolute() for p in meta["defect_images"])
     # 4 calibration scores, target 25 %: the highest of them, expected FRR 1/5 with Beta(1, 4).
     scores = np.array(calibration.report["good_scores"])
     assert calibration.image_threshold == pytest.approx(scores.max())
