@@ -226,7 +226,12 @@ def test_an_engine_error_reaches_every_frame_in_its_pass_and_the_lines_go_on(
         errors = [r for r in got if r.error is not None]
         assert errors and all(r.decision == "FAIL" and "engine broke" in r.error for r in errors)
         assert got[-1].error is None, f"{camera_id}: not scored again once the engine works"
-        assert ENGINE_ERROR in [a.kind for a in alarms[camera_id]]
+        engine_alarms = [a for a in alarms[camera_id] if a.kind == ENGINE_ERROR]
+        # Each says which camera it concerns (the frame id alone is ambiguous beside another camera).
+        assert engine_alarms and all(f"camera {camera_id}" in a.message for a in engine_alarms)
+    # A station-wide alarm (a link's) is raised as given, not as one camera's.
+    lines.raise_alarm("mqtt_down", "MQTT broker down")
+    assert lines.lines[0].pipeline.alarms[-1].message == "MQTT broker down"
     assert len(stored(db)) == 2 * (FRAMES + 1)
     assert lines.batcher.stats.failed_passes >= 1 and lines.batcher.stats.errors >= 2
 

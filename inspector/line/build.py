@@ -260,7 +260,7 @@ def _assemble(
         camera, recipe.engine if scorer is None else scorer(recipe.engine), recipe.rule, writer, mode=mode,
         queue_size=queue_size, model_version_id=recipe.model_version_id, product_id=recipe.product_id,
         trigger=trigger, trigger_line=trigger_line, max_frames=max_frames,
-        stall_after_s=stall_after_s if expects_frames else None,
+        stall_after_s=stall_after_s if expects_frames else None, names_camera=names_camera,
     )
     line = Line(pipeline, writer, store, recipe, drift_window=drift_window, on_drift=on_drift, feeder_rate=feeder_rate,
                 scorer=scorer, names_camera=names_camera)

@@ -131,6 +131,7 @@ class Pipeline:
         max_frames: int | None = None,
         grab_timeout_s: float = 0.2,
         stall_after_s: float | None = None,
+        names_camera: bool = False,
     ) -> None:
         if mode not in MODES:
             raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -141,6 +142,8 @@ class Pipeline:
         if stall_after_s is not None and not stall_after_s > 0:
             raise InspectorError(f"stall time must be positive seconds or None, got {stall_after_s}")
         self.camera = camera
+        # Beside other cameras (inspector run --camera A --camera B) its own alarms say which camera.
+        self.names_camera = names_camera
         self.writer = writer
         self.mode = mode
         self.product_id = product_id
@@ -340,7 +343,7 @@ class Pipeline:
                     frame = self.camera.grab(self.grab_timeout_s)
                 except Exception as exc:  # e.g. a Basler grab error; the next grab may work
                     message = str(exc) if isinstance(exc, InspectorError) else f"{type(exc).__name__}: {exc}"
-                    self._alarm(CAMERA_ERROR, f"{self.camera.camera_id}: {message}", throttle_s=ALARM_THROTTLE_S)
+                    self._alarm(CAMERA_ERROR, f"camera {self.camera.camera_id}: {message}", throttle_s=ALARM_THROTTLE_S)
                     self._stop_requested.wait(0.5)
                     continue
                 now_connected = self.camera.is_connected
@@ -428,7 +431,7 @@ class Pipeline:
         except Exception as exc:
             error = str(exc) if isinstance(exc, InspectorError) else f"{type(exc).__name__}: {exc}"
             score, anomaly_map, model_ms, decision = 0.0, None, None, None
-            self._alarm(ENGINE_ERROR, f"frame {frame.frame_id} of {frame.camera_id} could not be scored "
+            self._alarm(ENGINE_ERROR, f"frame {frame.frame_id} of camera {frame.camera_id} could not be scored "
                         f"and FAILs: {error}", throttle_s=ALARM_THROTTLE_S)
         latency_ms = (time.time() - frame.host_timestamp) * 1000.0
         shadow_score = self._shadow_score(frame) if error is None else None
@@ -551,10 +554,16 @@ class Pipeline:
 
     def raise_alarm(self, kind: str, message: str) -> None:
         """Raise an alarm from outside the pipeline (e.g. a drift monitor observing its results):
-        it reaches the log and every alarm subscriber like the pipeline's own."""
-        self._alarm(kind, message)
+        it reaches the log and every alarm subscriber like the pipeline's own (as given: it may
+        concern the whole station, not this camera)."""
+        self._raise(kind, message)
 
     def _alarm(self, kind: str, message: str, throttle_s: float = 0.0) -> None:
+        if self.names_camera and f"camera {self.camera.camera_id}" not in message:
+            message = f"camera {self.camera.camera_id}: {message}"
+        self._raise(kind, message, throttle_s)
+
+    def _raise(self, kind: str, message: str, throttle_s: float = 0.0) -> None:
         alarm = self._throttle.alarm(kind, message, throttle_s)
         if alarm is not None:
             self._deliver(alarm)
