@@ -41,8 +41,9 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 
-def atomic_write(path: str | Path, write) -> None:
+def atomic_write(path: str | Path, write, mode: int | None = None) -> None:
     """Calls ``write(tmp_path)`` and moves the result into place, so no partial file is ever left.
+    ``mode``: the file's permissions (default: what the umask gives a new file).
 
     The file is fsynced before the rename and its folder after it: a power cut leaves the old
     file or the new one, never an empty "finished" one. A temporary file left by a process killed
@@ -56,9 +57,11 @@ def atomic_write(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the result from other users
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp's 0600 would hide the result from other users
+        os.chmod(tmp, mode)
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_folder(path.parent)

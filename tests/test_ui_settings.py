@@ -167,3 +167,15 @@ def test_plant_links_are_tested_saved_run_with_the_line_and_their_state_shown(qt
     (entry,) = [e for e in db.audit_events(limit=100) if e.action == "set_links"]
     assert entry.user == "tina" and entry.after["plc_uri"] == plc_uri and entry.before["plc_uri"] is None
     assert "configure_camera_denied" in audit_actions(db)
+
+
+def test_the_settings_file_is_readable_by_its_owner_only(tmp_path):
+    """A link's URI in it may hold a password."""
+    import stat
+
+    from ui.settings_model import GuiSettings
+
+    path = tmp_path / "gui.json"
+    GuiSettings(plant_db_url="postgresql://inspector:secret@plant/history").save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert GuiSettings.load(path).plant_db_url == "postgresql://inspector:secret@plant/history"

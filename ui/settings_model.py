@@ -65,7 +65,9 @@ class GuiSettings:
         from inspector.model_file import atomic_write
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(asdict(self), indent=2) + "\n"))
+        # Readable by its owner only: a link's URI may hold a password (the plant database's, an
+        # MQTT broker's). Better still, keep it out of the URI (README, "Plant links").
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(asdict(self), indent=2) + "\n"), mode=0o600)
 
 
 def link_settings(settings: GuiSettings) -> dict[str, Any]:
