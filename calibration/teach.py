@@ -388,7 +388,6 @@ class TeachSession:
         If calibration fails after training, the trained model is still registered (without
         thresholds) and the error says which version to calibrate.
         """
-        from inspector.engine import Engine
         from inspector.model_file import save_model
         from inspector.method.training import mode_config, train
 
@@ -450,12 +449,24 @@ class TeachSession:
             "teacher": trained.metadata.get("teacher"),
             "train_seconds": round(train_s, 1),
         }
+        version_id, report_path, result, engine = self._calibrate_and_register(
+            model_path, cal_paths, defect_paths, metrics, how, stamp, user=user, note=note, show_progress=show_progress,
+            calibration=dict(target_frr=target_frr, confidence=confidence, tail=tail, pixel_fpr=pixel_fpr, mm_per_px=mm_per_px),
+        )
+        return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0, engine)
+
+    def _calibrate_and_register(
+        self, model_path: Path, cal_paths: list[Path], defect_paths: list[Path] | None, metrics: dict[str, Any], how: str,
+        stamp: str, *, user: str, note: str, show_progress: bool, calibration: dict[str, Any],
+    ) -> tuple[int, Path, CalibrationResult, dict[str, Any]]:
+        """A new model file calibrated on its held-out good images, its engine prepared, and
+        registered as a candidate: (version id, report, calibration, engine). Should calibration
+        fail, the model is still registered, uncalibrated, and the error names the version."""
+        from inspector.engine import Engine
+
         try:
             engine = Engine(model_path, device=self.device, backend=self.backend)
-            result = calibrate_engine(
-                engine, cal_paths, defect_paths, target_frr=target_frr, confidence=confidence,
-                tail=tail, pixel_fpr=pixel_fpr, mm_per_px=mm_per_px, show_progress=show_progress,
-            )
+            result = calibrate_engine(engine, cal_paths, defect_paths, show_progress=show_progress, **calibration)
         except InspectorError as e:
             version_id = self.db.add_model_version(self.product_id, model_path, metrics=metrics, note=f"{how}, NOT calibrated")
             raise type(e)(
@@ -463,11 +474,10 @@ class TeachSession:
                 f"calibrate it with `inspector teach calibrate --version {version_id}`"
             ) from None
         write_thresholds(model_path, result)  # not registered yet, so rewriting in place is safe
-        metrics.update(self._prepare_engine(model_path))
+        metrics = {**metrics, **self._prepare_engine(model_path)}
         report_path = write_report(self.reports_dir / stamp, result, extra={"product": self.product, "metrics": metrics})
         version_id = self._register(model_path, result, metrics, report_path, user, note or how)
-        return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0,
-                           metrics.get("engine", {}))
+        return version_id, report_path, result, metrics.get("engine", {})
 
     def _prepare_engine(self, model_path: Path) -> dict[str, Any]:
         """Measures, gates and builds the CPU backends of the finished model file now, while the
