@@ -1,0 +1,124 @@
+"""This engine against anomalib's EfficientAd-S on the CPU, batch 1, in one process, interleaved.
+
+    python scripts/bench_vs_anomalib.py MODEL [--rounds 5] [--runs 10] [--json FILE]
+
+Needs anomalib (``pip install anomalib==2.7.0``; not a dependency of this project) and the same
+torch for both. MODEL is an EfficientAD-S model file with a calibrated threshold, an ELPV one
+(the gate's images are the demo's ELPV split, as in ``scripts/bench_int8_cpu.py``), e.g. the
+EfficientAD-S demo model shipped until version 0.1
+(``git show 4497a7e^:inspector/assets/demo/demo_model.safetensors``). Timed, each round in turn:
+
+- anomalib: ``EfficientAdModel(model_size=S)`` in eval mode under ``torch.no_grad``, eager fp32, on
+  an already normalised (1, 3, 256, 256) tensor: its networks, map arithmetic and upsampling, and
+  nothing else (no decoding, resizing or normalising): the least it can cost;
+- this engine in eager fp32, ``predict`` on a 256 x 256 uint8 frame (conversion, networks, maps,
+  upsampling to the frame): the like-for-like reference;
+- this engine as its start-up measurement configures it (``backend="auto"``: fastest of eager,
+  bf16, onnxruntime, OpenVINO, int8, each reduced precision behind the accuracy gate).
+
+Both models have the same layers (PDN-S teacher, 768-channel student, autoencoder); weights do not
+change their cost, so anomalib's are left at initialisation. Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def timed(call, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python scripts/bench_vs_anomalib.py", description=__doc__.splitlines()[0])
+    p.add_argument("model", type=Path)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--runs", type=int, default=10, help="timed calls per contestant per round")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    try:
+        import anomalib
+        from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel, EfficientAdModelSize
+    except ImportError as e:
+        print(f"anomalib is not importable here ({e}); pip install anomalib==2.7.0 with a torch it accepts")
+        return 2
+    import torch
+
+    import demo
+    from inspector.devices import cpu_description
+    from inspector.engine import Engine
+    from inspector.precision_gate import GateImages
+
+    split = demo.elpv_split()
+    images = GateImages(good=tuple(split.calibration_good), defects=tuple(split.calibration_defect), train=tuple(split.train),
+                        source="demo ELPV split: int8 calibrated on training cells, gate on 200 held-out good + 60 defective cells")
+    eager = Engine(args.model, device="cpu", backend="eager", gate_images=images)
+    auto = Engine(args.model, device="cpu", backend="auto", gate_images=images)
+    threads = torch.get_num_threads()  # the engine's choice; anomalib runs with the same
+
+    theirs = EfficientAdModel(teacher_out_channels=384, model_size=EfficientAdModelSize.S).eval()
+    with torch.no_grad():  # set, so that its normalising branches run as in a trained model
+        theirs.mean_std["mean"].fill_(0.1)
+        theirs.mean_std["std"].fill_(1.0)
+        for name, value in (("qa_st", 0.1), ("qb_st", 1.0), ("qa_ae", 0.1), ("qb_ae", 1.0)):
+            theirs.quantiles[name].fill_(value)
+    tensor = torch.randn(1, 3, 256, 256)
+    frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+
+    def anomalib_call() -> None:
+        with torch.no_grad():
+            theirs(tensor)
+
+    contestants = {
+        f"anomalib {anomalib.__version__} EfficientAd-S, eager fp32": anomalib_call,
+        "this engine, eager fp32": lambda: eager.predict(frame),
+        f"this engine, {auto.backend_reason}": lambda: auto.predict(frame),
+    }
+    for call in contestants.values():  # warm-up
+        timed(call, 3)
+    rounds: dict[str, list[list[float]]] = {name: [] for name in contestants}
+    t0 = time.time()
+    for _ in range(args.rounds):
+        for name, call in contestants.items():
+            rounds[name].append(timed(call, args.runs))
+    rows = []
+    for name, per_round in rounds.items():
+        flat = [x for r in per_round for x in r]
+        rows.append({"contestant": name, "latency_ms_p50": round(float(np.median(flat)), 1),
+                     "latency_ms_p99": round(float(np.percentile(flat, 99)), 1),
+                     "round_medians_ms": [round(float(np.median(r)), 1) for r in per_round]})
+    reference = rows[0]["latency_ms_p50"]
+    for row in rows:
+        row["speedup_vs_anomalib"] = round(reference / row["latency_ms_p50"], 2)
+    result = {
+        "what": "batch-1 CPU latency: anomalib's EfficientAd-S against this engine, one process, interleaved rounds (scripts/bench_vs_anomalib.py)",
+        "machine": cpu_description(), "threads": threads, "torch": torch.__version__, "model": args.model.name,
+        "engine_backend": auto.backend, "engine_reason": auto.backend_reason,
+        "gates": {k: v.as_dict() for k, v in auto.gates.items()}, "rounds": args.rounds, "runs_per_round": args.runs,
+        "seconds": round(time.time() - t0), "results": rows,
+    }
+    for row in rows:
+        print(f"{row['contestant']:<90} p50 {row['latency_ms_p50']:7.1f} ms  p99 {row['latency_ms_p99']:7.1f} ms  x{row['speedup_vs_anomalib']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
