@@ -281,12 +281,6 @@ class Engine:
         """The CPU backends worth measuring here: bf16 where the CPU computes it natively,
         onnxruntime and OpenVINO where installed (optional extras: no news when they are not)."""
         candidates = ["eager", "eager-bf16"] if bf16_supported(self.device) else ["eager"]
-        if self.kind == "instant":
-            # A nearest-neighbour distance is small next to the features it comes from, so bf16's
-            # error in the features grows several-fold in the map: scores moved up to 1.9 % of the
-            # threshold with the teacher's features and 6 % with Lite2's, against 0.8 % for
-            # EfficientAD. Known to fail the accuracy gate, so not worth its time at start-up.
-            candidates.remove("eager-bf16") if "eager-bf16" in candidates else None
         if importlib.util.find_spec("onnxruntime") is not None:
             candidates += ["onnxruntime", "onnxruntime-int8"]
         else:
@@ -294,10 +288,15 @@ class Engine:
         if quantize_openvino.openvino_installed():
             candidates += ["openvino", "openvino-int8"] if quantize_openvino.nncf_installed() else ["openvino"]
         if self.kind == "instant":
-            # Likewise int8 (docs/evidence/int8_cpu.json, the demo's instant model): decisions agreed
-            # on 67 % (onnxruntime) and 96 % (OpenVINO) of parts, and OpenVINO's int8 was no faster
-            # than its fp32. Building and gating them would cost minutes of the teach's first minute.
-            candidates = [c for c in candidates if PRECISION[c] != "int8"]
+            # Instant models run in fp32 only: both reduced precisions are known to fail the accuracy
+            # gate, so not worth their time at start-up (minutes of the teach's first minute).
+            # bf16: a nearest-neighbour distance is small next to the features it comes from, so
+            # bf16's error in the features grows several-fold in the map: scores moved up to 1.9 %
+            # of the threshold with the teacher's features and 6 % with Lite2's, against 0.8 % for
+            # EfficientAD. int8 (docs/evidence/int8_cpu.json, the demo's instant model): decisions
+            # agreed on 67 % (onnxruntime) and 96 % (OpenVINO) of parts, and OpenVINO's int8 was
+            # no faster than its fp32.
+            candidates = [c for c in candidates if PRECISION[c] == "fp32"]
         return candidates
 
     def _auto_cpu_backend(self) -> str:
