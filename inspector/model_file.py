@@ -238,8 +238,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
             raise ModelFileError(f"{path}: an instant model without a usable memory bank")
         features = meta.get("features", "pdn")
         try:
-            model: torch.nn.Module = InstantModel(size, bank_size=bank.shape[0], neighbourhood=meta.get("neighbourhood", 3), features=features,
-                                                  position_weight=meta.get("position_weight", 0.0))
+            model: torch.nn.Module = InstantModel(size, bank_size=bank.shape[0], neighbourhood=meta.get("neighbourhood", 3), features=features)
         except InspectorError as e:  # the backbone's code package is missing
             raise ModelFileError(f"{path}: {e}") from None
         what = f"an instant model on {'a PDN-' + size.upper() + ' teacher' if features == 'pdn' else features + ' features'}"
@@ -270,9 +269,6 @@ def check_model_metadata(path: str | Path, meta: dict[str, Any]) -> None:
             raise ModelFileError(f"{path}: neighbourhood {k!r} is unusable (1, 3, 5 or 7)")
         if meta.get("features", "pdn") not in ("pdn", "lite0", "lite2"):
             raise ModelFileError(f"{path}: unknown feature source {meta.get('features')!r}")
-        weight = meta.get("position_weight", 0.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1e6:
-            raise ModelFileError(f"{path}: position weight {weight!r} is unusable (0 or a positive number)")
     if not isinstance(meta.get("autoencoder", True), bool):
         raise ModelFileError(f"{path}: autoencoder {meta.get('autoencoder')!r} is not true or false")
     for key in ("threshold", "pixel_threshold"):

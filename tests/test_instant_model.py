@@ -15,7 +15,7 @@ import torch
 
 from inspector.engine import Engine
 from inspector.errors import DataError, ModelFileError
-from inspector.method.instant import InstantModel, nearest_distance, neighbourhood_average, patch_features, with_positions
+from inspector.method.instant import InstantModel, nearest_distance, neighbourhood_average, patch_features
 from inspector.method.instant_build import InstantConfig, build_instant, greedy_coreset
 from inspector.model_file import load_model, save_model, save_tensors
 
@@ -186,46 +186,3 @@ def test_an_instant_model_on_backbone_features_saves_loads_scores_and_exports(go
         from inspector.onnx_export import export_and_check
 
         assert export_and_check(path, tmp_path / "lite2.onnx") < 1e-3
-
-
-def _fixtured(rng: np.random.Generator, line_at: int) -> np.ndarray:
-    """A fixtured part: plain with a little noise, and a dark vertical line where it belongs. At
-    the model's own size, so that no resizing blurs the line differently in different places."""
-    base = np.clip(150 + rng.normal(0, 4, (SIZE, SIZE)) + rng.uniform(-6, 6), 0, 255)
-    base[:, line_at : line_at + 4] = 40
-    return np.repeat(base[..., None], 3, axis=2).astype(np.uint8)
-
-
-def test_with_positions_appends_each_places_scaled_coordinates():
-    features = torch.zeros(2, 4, 3, 5)
-    out = with_positions(features, 10.0)
-    assert out.shape == (2, 6, 3, 5)
-    assert out[0, 4, 0].tolist() == pytest.approx([0, 2.5, 5, 7.5, 10])  # x across the width
-    assert out[1, 5, :, 0].tolist() == pytest.approx([0, 5, 10])  # y down the height
-    assert with_positions(features, 0.0) is features
-
-
-def test_position_weight_flags_a_good_looking_detail_in_the_wrong_place(tmp_path):
-    # Every good part has its dark line a quarter across; the bad part has it three quarters
-    # across. A bank without positions finds the line's patches among the good ones and passes
-    # the part; with positions the line must also be where good parts have it.
-    rng = np.random.default_rng(11)
-    folder = tmp_path / "good"
-    folder.mkdir()
-    for i in range(16):
-        cv2.imwrite(str(folder / f"g{i:02d}.png"), _fixtured(rng, 32))
-    paths = sorted(folder.glob("*.png"))
-    good = [_fixtured(rng, 32) for _ in range(4)]
-    misplaced = _fixtured(rng, 92)
-    margin = {}
-    for weight in (0.0, 20.0):
-        built = build_instant(paths, InstantConfig(image_size=SIZE, bank_size=256, candidates=4000, features="pdn", position_weight=weight),
-                              device="cpu", show_progress=False)
-        path = tmp_path / f"w{weight:g}.safetensors"
-        save_model(path, built.model, built.metadata)
-        model, meta = load_model(path)
-        assert meta["position_weight"] == weight and model.bank.shape[1] == 384 + (2 if weight else 0)
-        preds = Engine(path, device="cpu", backend="eager").predict_batch([*good, misplaced])
-        margin[weight] = preds[-1].score - max(p.score for p in preds[:-1])
-    assert margin[20.0] > 0, margin
-    assert margin[20.0] > margin[0.0] + 0.25, margin  # map units: 0.1 is the gap between its quantiles

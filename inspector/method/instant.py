@@ -59,24 +59,6 @@ def patch_features(teacher: nn.Module, mean: torch.Tensor, std: torch.Tensor, im
     return neighbourhood_average((teacher(image).float() - mean) / std, neighbourhood)
 
 
-def with_positions(features: torch.Tensor, weight: float) -> torch.Tensor:
-    """(N, C, h, w) -> (N, C + 2, h, w): each position's (x, y), as fractions of the image side
-    times ``weight``, appended to its features; unchanged where ``weight`` is 0.
-
-    For fixtured parts, where every good part looks the same at the same place: a patch then
-    matches only bank entries from nearby places, so a thin dark line in a cell's middle no longer
-    passes as the dark edge it resembles at the border. ``weight`` is the distance a shift by a
-    whole image side adds (the features are standardised per channel).
-    """
-    if weight <= 0:
-        return features
-    n, _, h, w = features.shape
-    ys = torch.linspace(0, weight, h, device=features.device, dtype=features.dtype)
-    xs = torch.linspace(0, weight, w, device=features.device, dtype=features.dtype)
-    grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)])  # (2, h, w)
-    return torch.cat([features, grid[None].expand(n, 2, h, w)], dim=1)
-
-
 def nearest_distance(features: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
     """(N, C, h, w) features, (M, C) bank with its squared norms (M,) -> (N, 1, h, w) distances.
 
@@ -101,12 +83,10 @@ class InstantModel(nn.Module):
     kind = INSTANT_KIND
 
     def __init__(self, size: str = "s", bank_size: int = BANK_SIZE, neighbourhood: int = NEIGHBOURHOOD,
-                 out_channels: int = OUT_CHANNELS, features: str = "pdn", pretrained: bool = False,
-                 position_weight: float = 0.0) -> None:
+                 out_channels: int = OUT_CHANNELS, features: str = "pdn", pretrained: bool = False) -> None:
         super().__init__()
         self.size = size
         self.neighbourhood = neighbourhood
-        self.position_weight = float(position_weight)
         self.features = features
         if features == "pdn":
             self.teacher = make_pdn(size, out_channels)
@@ -117,14 +97,14 @@ class InstantModel(nn.Module):
         shape = (1, out_channels, 1, 1)
         self.register_buffer("teacher_mean", torch.zeros(shape))
         self.register_buffer("teacher_std", torch.ones(shape))
-        self.register_buffer("bank", torch.zeros(bank_size, out_channels + (2 if self.position_weight > 0 else 0)))
+        self.register_buffer("bank", torch.zeros(bank_size, out_channels))
         self.register_buffer("bank_sq", torch.zeros(bank_size))
         self.register_buffer("q_start", torch.tensor(0.0))
         self.register_buffer("q_end", torch.tensor(MAP_SCALE))
 
     def raw_map(self, image: torch.Tensor) -> torch.Tensor:
         features = patch_features(self.teacher, self.teacher_mean.float(), self.teacher_std.float(), image, self.neighbourhood)
-        return nearest_distance(with_positions(features, self.position_weight), self.bank, self.bank_sq)
+        return nearest_distance(features, self.bank, self.bank_sq)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return MAP_SCALE * (self.raw_map(image) - self.q_start) / (self.q_end - self.q_start)

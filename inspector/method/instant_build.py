@@ -22,7 +22,7 @@ from inspector import __version__
 from inspector.devices import bf16_supported, pick_device
 from inspector.errors import DataError
 from inspector.method.efficientad import MAP_QUANTILE_END, MAP_QUANTILE_START, exact_quantile, normalize_input
-from inspector.method.instant import BANK_SIZE, FEATURE_SOURCES, NEIGHBOURHOOD, InstantModel, neighbourhood_average, with_positions
+from inspector.method.instant import BANK_SIZE, FEATURE_SOURCES, NEIGHBOURHOOD, InstantModel, neighbourhood_average
 from inspector.method.training import MIN_GOOD_IMAGES, content_hash, load_squares, load_teacher_weights, split_holdout, to_input
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,7 @@ class InstantConfig:
     #: its depthwise convolutions, faster than the PDN teacher), ``pdn`` (the shipped teacher's) or
     #: ``lite0``. README, "The instant model", has the figures.
     features: str = "lite2"
-    #: 0, or the distance a shift by a whole image side adds to a patch's match
-    #: (:func:`~inspector.method.instant.with_positions`): for fixtured parts only.
-    position_weight: float = 0.0
+
 
 
 def greedy_coreset(features: torch.Tensor, k: int, seed: int = 0, projection_dim: int = PROJECTION_DIM) -> torch.Tensor:
@@ -98,11 +96,11 @@ def _sample_features(model: InstantModel, images: torch.Tensor, dev: torch.devic
         s, sq = raw.double().sum(dim=(0, 2, 3)), (raw.double() ** 2).sum(dim=(0, 2, 3))
         total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
         count += raw.shape[0] * raw.shape[2] * raw.shape[3]
-        pooled = with_positions(neighbourhood_average(raw, model.neighbourhood), 1.0)  # positions scaled later
-        flat = pooled.permute(0, 2, 3, 1).reshape(raw.shape[0], -1, pooled.shape[1]).cpu()  # (n, h*w, C + 2)
+        pooled = neighbourhood_average(raw, model.neighbourhood)
+        flat = pooled.permute(0, 2, 3, 1).reshape(raw.shape[0], -1, raw.shape[1]).cpu()  # (n, h*w, C)
         for f in flat:  # the same number of random positions from every image
             samples.append(f[torch.randperm(f.shape[0], generator=g)[:per_image]])
-    mean = total / count  # of the features only; positions are the last two columns of the samples
+    mean = total / count
     std = (total_sq / count - mean**2).clamp_min(0).sqrt()
     return torch.cat(samples), mean.float()[None, :, None, None], std.float()[None, :, None, None]
 
@@ -131,8 +129,7 @@ def build_instant(
     torch.manual_seed(config.seed)
     if config.features not in FEATURE_SOURCES:
         raise DataError(f"features must be one of {', '.join(FEATURE_SOURCES)}, not {config.features!r}")
-    model = InstantModel(config.size, config.bank_size, config.neighbourhood, features=config.features, pretrained=True,
-                         position_weight=config.position_weight)
+    model = InstantModel(config.size, config.bank_size, config.neighbourhood, features=config.features, pretrained=True)
     if config.features == "pdn":
         teacher_info = load_teacher_weights(model, teacher)  # it only touches model.teacher
     else:
@@ -152,9 +149,7 @@ def build_instant(
     pool, mean, std = _sample_features(model, train_images, dev, per_image, g, show_progress)
     model.teacher_mean.copy_(mean)
     model.teacher_std.copy_(std)
-    pool, places = (pool[:, :-2] - mean.cpu().view(1, -1)) / std.cpu().view(1, -1), pool[:, -2:]
-    if config.position_weight > 0:
-        pool = torch.cat([pool, config.position_weight * places], dim=1)
+    pool = (pool - mean.cpu().view(1, -1)) / std.cpu().view(1, -1)
 
     stage("memory bank")
     bank_size = min(config.bank_size, len(pool))
@@ -180,7 +175,6 @@ def build_instant(
         "resize_mode": config.resize_mode,
         "bank_size": bank_size,
         "neighbourhood": config.neighbourhood,
-        "position_weight": config.position_weight,
         "candidate_patches": len(pool),
         "seed": config.seed,
         "train_images": len(train_idx),
