@@ -49,9 +49,7 @@ class InstantConfig:
     #: its depthwise convolutions, faster than the PDN teacher), ``pdn`` (the shipped teacher's) or
     #: ``lite0``. README, "The instant model", has the figures.
     features: str = "lite2"
-    #: Also bank the training images mirrored left-right, top-bottom and both: four times the
-    #: good patterns from the same samples, for parts that look alike mirrored.
-    flips: bool = False
+
 
 
 def greedy_coreset(features: torch.Tensor, k: int, seed: int = 0, projection_dim: int = PROJECTION_DIM) -> torch.Tensor:
@@ -143,8 +141,6 @@ def build_instant(
     train_idx, val_idx = split_holdout(len(good_images), config.validation_fraction, config.seed)
     images = load_squares(good_images, config.image_size, config.resize_mode)
     train_images, val_images = images[train_idx], images[val_idx]
-    if config.flips:
-        train_images = torch.cat([train_images, train_images.flip(3), train_images.flip(2), train_images.flip(2, 3)])
 
     stage("patch features")
     g = torch.Generator().manual_seed(config.seed)
@@ -179,7 +175,6 @@ def build_instant(
         "resize_mode": config.resize_mode,
         "bank_size": bank_size,
         "neighbourhood": config.neighbourhood,
-        "flips": config.flips,
         "candidate_patches": len(pool),
         "seed": config.seed,
         "train_images": len(train_idx),
