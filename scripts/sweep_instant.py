@@ -4,13 +4,13 @@
     python scripts/sweep_instant.py --elpv '{}' '{"bank_size": 8192}' '{"neighbourhood": 1}'
 
 Each argument is a JSON object of :class:`inspector.method.instant_build.InstantConfig` fields.
-``--data``: built on ``train/good`` of an MVTec-layout folder, scored on its whole test set
-(``inspector eval``'s image AUROC, pixel AUROC, AU-PRO). ``--elpv``: built on the demo split's
+``--data``: built on ``train/good`` of an MVTec-layout folder (or ``--images N`` of them, drawn
+with seed 0), scored on its whole test set (``inspector eval``'s image AUROC, pixel AUROC, AU-PRO). ``--elpv``: built on the demo split's
 training cells (``demo.elpv_split``), calibrated on its 200 held-out good and 60 defective cells
 for a 1 % false-reject rate like the shipped demo model: AUROC and the escape rates at that
 threshold; ``--elpv-all`` builds on the same cells and scores every other mono cell (288 good,
-313 defective: AUROC to about +-0.01 instead of +-0.015). Prints one line per setting with the build time and the CPU; ``--json`` appends them.
-A measurement, not a test.
+313 defective: AUROC to about +-0.01 instead of +-0.015). Prints one line per setting with the
+build time and the CPU; ``--json`` appends them. A measurement, not a test.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from inspector.devices import cpu_description
 from inspector.image_io import good_training_images
@@ -53,6 +55,8 @@ def main() -> int:
     where.add_argument("--elpv", action="store_true", help="the demo's ELPV mono-cell split")
     where.add_argument("--elpv-all", action="store_true", help="built like --elpv, scored on every mono cell not built on")
     parser.add_argument("settings", nargs="+", help="InstantConfig fields as JSON, e.g. '{\"bank_size\": 4096}'")
+    parser.add_argument("--images", type=int, default=0,
+                        help="--data: build on this many of train/good, drawn with seed 0 (86: a 100-image quick teach's share)")
     parser.add_argument("--json", type=Path, help="append one JSON line per setting here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -69,6 +73,9 @@ def main() -> int:
                             calibration_defect=sorted(p for p, prob, kind in rows if kind == "mono" and prob == 1.0))
     else:
         train = good_training_images(args.data)
+        if args.images:
+            draw = np.random.default_rng(0).choice(len(train), min(args.images, len(train)), replace=False)
+            train = [train[i] for i in sorted(draw)]
     machine = cpu_description()
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "instant.safetensors"
