@@ -462,10 +462,15 @@ class TeachSession:
         """A new model file calibrated on its held-out good images, its engine prepared, and
         registered as a candidate: (version id, report, calibration, engine). Should calibration
         fail, the model is still registered, uncalibrated, and the error names the version."""
+        from inspector.devices import pick_device
         from inspector.engine import Engine
 
+        # Thresholds are set in fp32, the precision the accuracy gate compares reduced ones with;
+        # the CPU's automatic choice is _prepare_engine's, once they exist (choosing here as well
+        # would measure every backend twice, the first time for a file about to change).
+        auto_cpu = self.backend == "auto" and pick_device(self.device).type == "cpu"
         try:
-            engine = Engine(model_path, device=self.device, backend=self.backend)
+            engine = Engine(model_path, device=self.device, backend="eager" if auto_cpu else self.backend)
             result = calibrate_engine(engine, cal_paths, defect_paths, show_progress=show_progress, **calibration)
         except InspectorError as e:
             version_id = self.db.add_model_version(self.product_id, model_path, metrics=metrics, note=f"{how}, NOT calibrated")

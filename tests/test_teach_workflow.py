@@ -128,7 +128,11 @@ def test_the_teach_prepares_the_engine_and_the_lines_first_start_reuses_it(world
     monkeypatch.setattr(Engine, "_cpu_candidates", lambda self: ["eager", "eager-bf16"] if bf16_supported(self.device) else ["eager"])
     session = TeachSession(world["db"], "tile-auto", tmp_path / "work", gates=QualityGates(same_size=False), device="cpu", backend="auto")
     session.collect_from_folder(world["good"])
+    measurements = []
+    measure = Engine._measure_cpu_backends
+    monkeypatch.setattr(Engine, "_measure_cpu_backends", lambda self, *a, **k: measurements.append(self.model_path) or measure(self, *a, **k))
     taught = session.train(iterations=2, teacher="random", penalty_dir=world["penalty"], target_frr=0.25, user=TECH)
+    assert measurements == [taught.model_path]  # once, on the calibrated file: calibration scores in fp32 eager
     engine = taught.engine
     assert engine["prepared"] and engine["backend"] in ("eager", "eager-bf16") and engine["seconds"] >= 0
     assert engine["reason"].startswith(engine["backend"])
