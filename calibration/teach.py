@@ -462,15 +462,13 @@ class TeachSession:
         """A new model file calibrated on its held-out good images, its engine prepared, and
         registered as a candidate: (version id, report, calibration, engine). Should calibration
         fail, the model is still registered, uncalibrated, and the error names the version."""
-        from inspector.devices import pick_device
         from inspector.engine import Engine
 
         # Thresholds are set in fp32, the precision the accuracy gate compares reduced ones with;
         # the CPU's automatic choice is _prepare_engine's, once they exist (choosing here as well
         # would measure every backend twice, the first time for a file about to change).
-        auto_cpu = self.backend == "auto" and pick_device(self.device).type == "cpu"
         try:
-            engine = Engine(model_path, device=self.device, backend="eager" if auto_cpu else self.backend)
+            engine = Engine(model_path, device=self.device, backend="eager" if self._chooses_cpu_backend() else self.backend)
             result = calibrate_engine(engine, cal_paths, defect_paths, show_progress=show_progress, **calibration)
         except InspectorError as e:
             version_id = self.db.add_model_version(self.product_id, model_path, metrics=metrics, note=f"{how}, NOT calibrated")
@@ -484,15 +482,20 @@ class TeachSession:
         version_id = self._register(model_path, result, metrics, report_path, user, note or how)
         return version_id, report_path, result, metrics.get("engine", {})
 
+    def _chooses_cpu_backend(self) -> bool:
+        """Whether the engine picks among CPU backends by measuring them (``backend="auto"`` on a CPU)."""
+        from inspector.devices import pick_device
+
+        return self.backend == "auto" and pick_device(self.device).type == "cpu"
+
     def _prepare_engine(self, model_path: Path) -> dict[str, Any]:
         """Measures, gates and builds the CPU backends of the finished model file now, while the
         technician waits anyway, so that the line's first start with it reuses the choice and the
         int8 builds instead of spending minutes on them (:mod:`inspector.backend_cache`). Only for
         the CPU's automatic choice; a failure here is logged, never fails the teach."""
-        from inspector.devices import pick_device
         from inspector.engine import Engine
 
-        if self.backend != "auto" or pick_device(self.device).type != "cpu":
+        if not self._chooses_cpu_backend():
             return {}
         t = time.perf_counter()
         try:

@@ -5,10 +5,10 @@
 
 Each argument is a JSON object of :class:`inspector.method.instant_build.InstantConfig` fields.
 ``--data``: built on ``train/good`` of an MVTec-layout folder (or ``--images N`` of them, drawn
-with seed 0), scored on its whole test set (``inspector eval``'s image AUROC, pixel AUROC, AU-PRO). ``--elpv``: built on the demo split's
-training cells (``demo.elpv_split``), calibrated on its 200 held-out good and 60 defective cells
-for a 1 % false-reject rate like the shipped demo model: AUROC and the escape rates at that
-threshold; ``--elpv-all`` builds on the same cells and scores every other mono cell (288 good,
+with seed 0), scored on its whole test set (``inspector eval``'s image AUROC, pixel AUROC,
+AU-PRO). ``--elpv``: built on the demo split's training cells (``demo.elpv_split``), calibrated
+on its 200 held-out good and 60 defective cells for a 1 % false-reject rate like the shipped demo
+model: AUROC and the escape rates at that threshold; ``--elpv-all`` builds on the same cells and scores every other mono cell (288 good,
 313 defective: AUROC to about +-0.01 instead of +-0.015). Prints one line per setting with the
 build time and the CPU; ``--json`` appends them. A measurement, not a test.
 """
