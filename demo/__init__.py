@@ -90,12 +90,19 @@ def read_labels(root: Path) -> list[tuple[Path, float, str]]:
     return rows
 
 
+def mono_cells(root: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """All monocrystalline cells, sorted: (good: defect probability 0, defective: probability 1).
+    The uncertain ones (1/3, 2/3) are in neither."""
+    rows = read_labels(root or elpv_root())
+    good = sorted(p for p, prob, kind in rows if kind == "mono" and prob == 0.0)
+    bad = sorted(p for p, prob, kind in rows if kind == "mono" and prob == 1.0)
+    return good, bad
+
+
 def elpv_split(root: Path | None = None) -> ElpvSplit:
     """The fixed split of monocrystalline cells into training, calibration and replay sets."""
     root = root or elpv_root()
-    rows = read_labels(root)
-    good = sorted(p for p, prob, kind in rows if kind == "mono" and prob == 0.0)
-    bad = sorted(p for p, prob, kind in rows if kind == "mono" and prob == 1.0)
+    good, bad = mono_cells(root)
     need_good = N_REPLAY_GOOD + N_CALIBRATION_GOOD + N_TRAIN
     if len(good) < need_good or len(bad) < N_REPLAY_DEFECT + N_CALIBRATION_DEFECT:
         raise DataError(f"{root}: too few mono cells ({len(good)} good, {len(bad)} defective) for the demo split")

@@ -8,9 +8,10 @@ Each argument is a JSON object of :class:`inspector.method.instant_build.Instant
 with seed 0), scored on its whole test set (``inspector eval``'s image AUROC, pixel AUROC,
 AU-PRO). ``--elpv``: built on the demo split's training cells (``demo.elpv_split``), calibrated
 on its 200 held-out good and 60 defective cells for a 1 % false-reject rate like the shipped demo
-model: AUROC and the escape rates at that threshold; ``--elpv-all`` builds on the same cells and scores every other mono cell (288 good,
-313 defective: AUROC to about +-0.01 instead of +-0.015). Prints one line per setting with the
-build time and the CPU; ``--json`` appends them. A measurement, not a test.
+model: AUROC and the escape rates at that threshold; ``--elpv-all`` builds on the same cells and
+scores every other mono cell (288 good, 313 defective: AUROC to about +-0.01 instead of +-0.015).
+Prints one line per setting with the build time and the CPU; ``--json`` appends them. A
+measurement, not a test.
 """
 
 from __future__ import annotations
@@ -67,15 +68,15 @@ def main() -> int:
         split = demo.elpv_split()
         train = split.train
         if args.elpv_all:
-            rows = demo.read_labels(demo.elpv_root())
+            good, defective = demo.mono_cells()
             built_on = set(train)
-            split = replace(split, calibration_good=sorted(p for p, prob, kind in rows if kind == "mono" and prob == 0.0 and p not in built_on),
-                            calibration_defect=sorted(p for p, prob, kind in rows if kind == "mono" and prob == 1.0))
+            split = replace(split, calibration_good=[p for p in good if p not in built_on], calibration_defect=defective)
     else:
         train = good_training_images(args.data)
         if args.images:
             draw = np.random.default_rng(0).choice(len(train), min(args.images, len(train)), replace=False)
             train = [train[i] for i in sorted(draw)]
+    where = "elpv-mono demo split" if args.elpv else "elpv-mono, all cells not built on" if args.elpv_all else str(args.data)
     machine = cpu_description()
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "instant.safetensors"
@@ -87,7 +88,6 @@ def main() -> int:
             save_model(model, built.model, built.metadata)
             t = time.perf_counter()
             figures = on_mvtec(model, args.data) if args.data else on_elpv(model, split)
-            where = "elpv-mono demo split" if args.elpv else "elpv-mono, all cells not built on" if args.elpv_all else str(args.data)
             row = {"data": where, "settings": settings,
                    "train_images": built.metadata["train_images"], "build_seconds": round(seconds, 1),
                    "eval_seconds": round(time.perf_counter() - t, 1), **figures, "machine": machine}
