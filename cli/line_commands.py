@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import DEVICE_OPTION, add_credential_options, quiet_migrations, shell_user, verified_user
+from cli.run_links import RunLinks
 from inspector import ENGINE_BACKENDS, recipes
 from inspector.errors import DatabaseError, InspectorError
 from inspector.line.batcher import DEFAULT_MAX_WAIT_MS
@@ -34,12 +35,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SUMMARY_S = 5.0
 DEFAULT_IMAGE_QUOTA_GB = 20.0
 STOP_TIMEOUT_S = 60.0
-#: At the end of a run, seconds to go on sending results to the MES; the rest waits in the outbox.
-PUBLISH_DRAIN_S = 5.0
-#: At the end of a run, seconds to wait for the PLC to acknowledge the last results.
-PLC_DRAIN_S = 2.0
-#: At the end of a run, seconds to go on forwarding to the plant database; the rest goes next run.
-PLANT_DRAIN_S = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -104,10 +99,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also forward every recorded verdict to the plant's shared database: "
                    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?station=NAME] (the station defaults to the host "
                    "name; --db stays the station's own history, which keeps recording while the plant database is away)")
-    p.add_argument("--plc", default=None, metavar="URI",
+    p.add_argument("--plc", default=None, metavar="URI", action="append",
                    help="also hand every recorded verdict to the PLC over Modbus TCP: "
                    "modbus://HOST[:PORT][?unit=1&map=FILE.toml&products=1:tile,2:disc] (part id, OK/NG, score, strobe; "
-                   "the PLC acknowledges; with products=, the PLC's product number switches the product, audited)")
+                   "the PLC acknowledges; with products=, the PLC's product number switches the product, audited); "
+                   "several cameras: once per --camera, in the same order, each with a register block of its own")
     p.add_argument("--plc-down", choices=("ng", "stop"), default="ng",
                    help="while the PLC link is down: ng (go on; the parts reach the PLC as NG once it is back) "
                    "or stop (stop the line)")
@@ -158,15 +154,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     db.upgrade()
     user, role = run_user(args, db)  # refused before the camera is opened or the model loaded
     active = product_recipe(args, db)
-    publisher = _publisher(args, db)  # a bad URI is reported before the camera is opened
-    plant = _plant_link(args, db)  # so is a bad plant database URL; it names the station before any row
-    plc = _plc_link(args)  # so is a bad PLC URI or register map
-    station = _opcua_link(args)  # and a bad OPC UA address
-    plc_down = threading.Event()  # set by the PLC link under --plc-down stop
-    plc_products = None  # the PLC's product numbers to product changes
-    camera = open_camera(args.camera)
-    camera.open()  # a missing or busy device is reported before the model takes seconds to load
+    links = RunLinks(args, db, 1, overrides_given(args))  # a bad URI or register map is reported before the camera opens
+    camera = None
     try:
+        camera = open_camera(args.camera)
+        camera.open()  # a missing or busy device is reported before the model takes seconds to load
         recipe = load_run_recipe(args, db, active)
         engine = recipe.engine
         overridden = overrides_given(args)
@@ -182,30 +174,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line,
             queue_size=args.queue_size, max_frames=args.max_frames,
             drift_window=args.drift_window,
-            links=[link for link in (out if args.print_results else None, publisher, plant, plc, station)
-                   if link is not None],
+            links=[*([out] if args.print_results else []), *links.shared(), *links.of_camera(0)],
         )
-        switcher = _product_switcher(args, db, line, station)  # OPC UA's ChangeProduct, the PLC's number
-        if station is not None:  # first: a port already taken ends the run before anything else starts
-            station.set_recipe(recipe.product, recipe.model_version_id, recipe.rule.threshold)
-            station.on_change_product = _product_changer(switcher, "opcua")
-            station.on_acknowledge = lambda alarms: _audit_acknowledge(db, alarms)
-            station.start()
-            out.line(f"serving the station over OPC UA at {station.endpoint} (no security"
-                     f"{'; read-only' if station.target.readonly else ''})")
-        if publisher is not None:
-            publisher.on_alarm = line.pipeline.raise_alarm  # mqtt_down/_recovered: log, console, links
-            publisher.start()
-        if plant is not None:
-            plant.on_alarm = line.pipeline.raise_alarm  # plant_db_down/_recovered: log, console, links
-            plant.start()
-        if plc is not None:
-            plc.on_alarm = line.pipeline.raise_alarm  # plc_down/_recovered, ...: log, console, links
-            plc.on_stop = lambda reason: plc_down.set()
-            plc_products = _plc_product_selector(args, plc.target.products, line, switcher, out)
-            if plc_products is not None:
-                plc.on_product = plc_products
-            plc.start()
+        links.start(db, line, recipe, out, product_loader(args, db))
         if args.drift_window <= 0:
             drift = "alarm off (--drift-window 0)"
         elif line.drift is None:
@@ -219,160 +190,74 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         db.record_audit(user, role, "run_start", f"product:{recipe.product}", None, run_start_details(args, recipe))
         line.start()
-        if station is not None:
-            station.set_running(True)
+        links.set_running(True)
         interrupted = threading.Event()  # Ctrl-C or SIGTERM: set by the signal handler
         try:
             with _stop_signals(interrupted):
-                while not _wait_for_line(line, args.summary_interval, plc_down, interrupted):
-                    if interrupted.is_set():
-                        out.line("stopping: inspecting and recording the frames already acquired ...")
-                        break
-                    if plc_down.is_set():
-                        out.line("stopping: the PLC link is down (--plc-down stop); inspecting and recording "
-                                 "the frames already acquired ...")
+                while not _wait_for_line(line, args.summary_interval, links.plc_down, interrupted):
+                    if stopping_line(out, interrupted, links.plc_down):
                         break
                     out.line(summary_line(line.metrics()))
         finally:  # whatever ended the loop, what was acquired is inspected and recorded
             clean = line.stop(STOP_TIMEOUT_S)
-            if station is not None:
-                station.set_running(False)
-        if publisher is not None:
-            left = publisher.stop(PUBLISH_DRAIN_S)
-            out.line(f"published {publisher.sent} results to {args.publish}; {left} wait in the outbox for the next run")
-        if plant is not None:
-            left = plant.stop(PLANT_DRAIN_S)
-            out.line(f"forwarded {plant.forwarded} inspections of station {plant.station!r} to {plant.target}; "
-                     f"{left} wait in the local history for the next run")
-        if plc is not None:
-            left = plc.stop(PLC_DRAIN_S)
-            out.line(f"PLC {args.plc}: {plc.acknowledged} results acknowledged ({plc.late} of them as late NG), "
-                     f"{left} not acknowledged, {plc.dropped} dropped from a full queue")
+            links.set_running(False)
+        links.drain(out)
         metrics = line.metrics()
-        if interrupted.is_set():
-            why = "interrupted"
-        elif plc_down.is_set():
-            why = "the PLC link went down (--plc-down stop)"
-        elif not line.source_ended:
-            why = "acquisition failed"
-        elif args.max_frames is not None and metrics.acquired >= args.max_frames:
-            why = f"{args.max_frames} frames"
-        else:
-            why = "the camera's source ended"
+        why = stop_reason(args, line, metrics, interrupted, links.plc_down)
         out.line(f"stopped ({why}): {summary_line(metrics)}; acquired {metrics.acquired}, "
                  f"recorded {metrics.recorded}")
         _audit_run_stop(db, user, role, line.recipe, why, metrics)  # the product on the line at the end
         lost = metrics.unrecorded + metrics.writer.failed
-        if not clean or lost:
-            raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
-        if plc_down.is_set() and not interrupted.is_set():
-            raise InspectorError("the line stopped because the PLC link went down (--plc-down stop); "
-                                 "see the alarms above")
-        if not interrupted.is_set() and not line.source_ended:
-            raise InspectorError("acquisition stopped by an internal error; see the alarms above")
+        check_run_end(clean, lost, line, interrupted, links.plc_down)
         return 0
     finally:
-        if publisher is not None:
-            publisher.stop(0.0)  # no-op when already stopped; what is left stays in the outbox
-        if plant is not None:
-            plant.stop(0.0)  # no-op when already stopped; what is left goes next run
-        if plc is not None:
-            plc.stop(0.0)  # no-op when already stopped
-        if plc_products is not None:
-            plc_products.close()
-        if station is not None:
-            station.stop()
-        camera.close()
+        links.close()
+        if camera is not None:
+            camera.close()
 
 
-def _publisher(args: argparse.Namespace, db: Any) -> Any:
-    """The MQTT link of ``--publish`` (None without): results go to the history's outbox in the
-    inspection's transaction, and from there to the broker."""
-    if not args.publish:
-        return None
-    from inspector.links.mqtt import MqttLink
-
-    return MqttLink(db, args.publish)
+def product_loader(args: argparse.Namespace, db: Any) -> Any:
+    """``load(name)``: the product's active recipe with its engine, as this run loads its own."""
+    return lambda name: load_run_recipe(args, db, recipes.active_recipe(db, name))
 
 
-def _plant_link(args: argparse.Namespace, db: Any) -> Any:
-    """The plant database link of ``--plant-db`` (None without): the station records into its own
-    history (``--db``) as always, and a thread forwards the rows to the plant database."""
-    if not args.plant_db:
-        return None
-    from inspector.links.plant import PlantLink
-
-    return PlantLink(db, args.plant_db)
-
-
-def _plc_link(args: argparse.Namespace) -> Any:
-    """The Modbus PLC link of ``--plc`` (None without); parsing its URI reads the register map."""
-    if not args.plc:
-        return None
-    from inspector.links.modbus import ModbusLink
-
-    return ModbusLink(args.plc, down_policy=args.plc_down)
+def stopping_line(out: Any, interrupted: threading.Event, plc_down: threading.Event) -> bool:
+    """True, having said so, when the run is to stop: Ctrl-C, or a PLC link down under
+    ``--plc-down stop``."""
+    if interrupted.is_set():
+        out.line("stopping: inspecting and recording the frames already acquired ...")
+        return True
+    if plc_down.is_set():
+        out.line("stopping: the PLC link is down (--plc-down stop); inspecting and recording "
+                 "the frames already acquired ...")
+        return True
+    return False
 
 
-def _opcua_link(args: argparse.Namespace) -> Any:
-    """The OPC UA server of ``--opcua`` (None without); not started."""
-    if not args.opcua:
-        return None
-    from inspector.links.opcua import OpcUaLink
-
-    return OpcUaLink(args.opcua)
-
-
-def _product_switcher(args: argparse.Namespace, db: Any, line: Any, station: Any) -> Any:
-    """What a product change asked for by the plant does (OPC UA's ChangeProduct, the PLC's
-    product number): load the product's active recipe (on the asker's thread; the line goes on
-    with the old one meanwhile), audit the change as ``change_product`` by the system user
-    ``opcua`` or ``plc``, then decide the next frames with it
-    (:class:`inspector.line.product_change.ProductSwitcher`). None for a run with a technician's
-    override (``--model``, ``--threshold``): that decision is theirs, so such a station takes no
-    product changes. The camera keeps its settings: ``inspector run`` sets none."""
-    from inspector.line.product_change import ProductSwitcher
-
-    if overrides_given(args):
-        return None
-
-    def shown(loaded: Any) -> None:
-        if station is not None:
-            station.set_recipe(loaded.product, loaded.model_version_id, loaded.rule.threshold)
-
-    return ProductSwitcher(db, line, lambda name: load_run_recipe(args, db, recipes.active_recipe(db, name)),
-                           user="opcua", on_changed=shown)
+def stop_reason(args: argparse.Namespace, line: Any, metrics: Any, interrupted: threading.Event,
+                plc_down: threading.Event) -> str:
+    """Why one camera's line stopped, in words."""
+    if interrupted.is_set():
+        return "interrupted"
+    if plc_down.is_set():
+        return "the PLC link went down (--plc-down stop)"
+    if not line.source_ended:
+        return "acquisition failed"
+    if args.max_frames is not None and metrics.acquired >= args.max_frames:
+        return f"{args.max_frames} frames"
+    return "the camera's source ended"
 
 
-def _product_changer(switcher: Any, user: str) -> Any:
-    """``change(name) -> message`` by ``user`` through ``switcher`` (None: no product changes)."""
-    if switcher is None:
-        return None
-    return lambda name: switcher.change(name, user=user)
-
-
-def _plc_product_selector(args: argparse.Namespace, products: Any, line: Any, switcher: Any, out: Any) -> Any:
-    """The PLC link's ``on_product``: its product numbers (``?products=1:tile,2:disc`` in ``--plc``)
-    to product changes by the user ``plc``; None without numbers, or with an override."""
-    from inspector.line.product_change import PlcProductSelector
-
-    if not products:
-        return None
-    if switcher is None:
-        log.warning("the PLC's product numbers are ignored: this run decides with a technician's override (%s)",
-                    ", ".join(overrides_given(args)))
-        return None
-    return PlcProductSelector(products, _product_changer(switcher, "plc"), on_alarm=line.pipeline.raise_alarm,
-                              on_message=out.line)
-
-
-def _audit_acknowledge(db: Any, alarms: list[Any]) -> None:
-    """An OPC UA client acknowledged ``alarms``: audited as the desktop's acknowledgement is."""
-    try:
-        db.record_audit("opcua", "system", "acknowledge_alarms", "line",
-                        {"alarms": [f"{a.kind}: {a.message}" for a in alarms]}, None)
-    except DatabaseError as exc:
-        log.warning("an OPC UA acknowledgement could not be audited: %s", exc)
+def check_run_end(clean: bool, lost: int, line: Any, interrupted: threading.Event, plc_down: threading.Event) -> None:
+    """Raises what a run that did not end well ends with: verdicts not recorded, the PLC link
+    down under ``--plc-down stop``, acquisition that failed."""
+    if not clean or lost:
+        raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
+    if plc_down.is_set() and not interrupted.is_set():
+        raise InspectorError("the line stopped because the PLC link went down (--plc-down stop); "
+                             "see the alarms above")
+    if not interrupted.is_set() and not line.source_ended:
+        raise InspectorError("acquisition stopped by an internal error; see the alarms above")
 
 
 def _wait_for_line(line: Any, seconds: float, *stops: threading.Event) -> bool:

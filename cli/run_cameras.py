@@ -4,8 +4,8 @@ Each camera gets its own pipeline, rule, drift monitor and records (tagged with 
 frames that arrive together are scored in one forward pass (:func:`inspector.line.build_lines`).
 Everything else is ``inspector run``'s (:mod:`cli.line_commands`): the recipe and who may
 override it, the audit (``run_start`` with the list of cameras, ``run_stop`` with each camera's
-counts), Ctrl-C, the summaries -- one line per camera -- and the MES and plant database links.
-The PLC and OPC UA links speak for one camera's line, so they take one ``--camera``.
+counts), Ctrl-C, the summaries -- one line per camera -- and the plant links (:mod:`cli.run_links`:
+the MES, the plant database and the OPC UA server for the station; a PLC link per camera).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from cli import line_commands as run
+from cli.run_links import RunLinks
 from inspector.errors import DatabaseError, InspectorError
 
 
@@ -29,8 +30,8 @@ def cmd_run_cameras(args: argparse.Namespace) -> int:
     db.upgrade()
     user, role = run.run_user(args, db)  # refused before a camera is opened or the model loaded
     active = run.product_recipe(args, db)
-    publisher = run._publisher(args, db)  # a bad URI is reported before the cameras are opened
-    plant = run._plant_link(args, db)
+    # A bad URI or register map, or --plc not once per camera, is reported before the cameras open.
+    links = RunLinks(args, db, len(args.camera), run.overrides_given(args))
     cameras: list[Any] = []
     try:
         for uri in args.camera:
@@ -52,13 +53,10 @@ def cmd_run_cameras(args: argparse.Namespace) -> int:
             queue_size=args.queue_size, max_frames=args.max_frames,
             drift_window=args.drift_window,
             max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms,
-            links=[link for link in (_CameraPrinter(out) if args.print_results else None, publisher, plant)
-                   if link is not None],
+            links=[*([_CameraPrinter(out)] if args.print_results else []), *links.shared()],
+            camera_links=[links.of_camera(i) for i in range(len(cameras))],
         )
-        for link in (publisher, plant):
-            if link is not None:
-                link.on_alarm = lines.raise_alarm  # mqtt_down, plant_db_down, ...: log, console, links
-                link.start()
+        links.start(db, lines, recipe, out, run.product_loader(args, db))
         out.line(
             f"inspecting {len(cameras)} cameras ({', '.join(args.camera)}) on one engine: {engine.model_path.name} "
             f"(model version {recipe.model_version_id}, {engine.info['device']}, {engine.backend}), {_batching(args, lines)}; "
@@ -67,27 +65,24 @@ def cmd_run_cameras(args: argparse.Namespace) -> int:
         )
         db.record_audit(user, role, "run_start", f"product:{recipe.product}", None, run.run_start_details(args, recipe))
         lines.start()
+        links.set_running(True)
         interrupted = threading.Event()  # Ctrl-C or SIGTERM: set by the signal handler
         try:
             with run._stop_signals(interrupted):
-                while not run._wait_for_line(lines, args.summary_interval, interrupted):
-                    if interrupted.is_set():
-                        out.line("stopping: inspecting and recording the frames already acquired ...")
+                while not run._wait_for_line(lines, args.summary_interval, links.plc_down, interrupted):
+                    if run.stopping_line(out, interrupted, links.plc_down):
                         break
                     for camera_id, m in lines.metrics().items():
                         out.line(f"{camera_id}: {run.summary_line(m)}")
                     out.line(_engine_line(lines))
         finally:  # whatever ended the loop, what was acquired is inspected and recorded
             clean = lines.stop(run.STOP_TIMEOUT_S)
-        if publisher is not None:
-            left = publisher.stop(run.PUBLISH_DRAIN_S)
-            out.line(f"published {publisher.sent} results to {args.publish}; {left} wait in the outbox for the next run")
-        if plant is not None:
-            left = plant.stop(run.PLANT_DRAIN_S)
-            out.line(f"forwarded {plant.forwarded} inspections of station {plant.station!r} to {plant.target}; "
-                     f"{left} wait in the local history for the next run")
+            links.set_running(False)
+        links.drain(out)
         metrics = lines.metrics()
-        whys = {line.camera.camera_id: _why(args, line, interrupted) for line in lines.lines}
+        whys = {line.camera.camera_id: run.stop_reason(args, line, metrics[line.camera.camera_id], interrupted,
+                                                       links.plc_down)
+                for line in lines.lines}
         for camera_id, m in metrics.items():
             out.line(f"stopped ({whys[camera_id]}): {camera_id}: {run.summary_line(m)}; acquired {m.acquired}, "
                      f"recorded {m.recorded}")
@@ -96,16 +91,10 @@ def cmd_run_cameras(args: argparse.Namespace) -> int:
         out.line(f"all {len(cameras)} cameras: acquired {acquired}, recorded {recorded}; {_engine_line(lines)}")
         _audit_run_stop(db, user, role, lines.recipe, whys, metrics)
         lost = sum(m.unrecorded + m.writer.failed for m in metrics.values())
-        if not clean or lost:
-            raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
-        if not interrupted.is_set() and not lines.source_ended:
-            raise InspectorError("acquisition stopped by an internal error; see the alarms above")
+        run.check_run_end(clean, lost, lines, interrupted, links.plc_down)
         return 0
     finally:
-        if publisher is not None:
-            publisher.stop(0.0)  # no-op when already stopped; what is left stays in the outbox
-        if plant is not None:
-            plant.stop(0.0)  # no-op when already stopped; what is left goes next run
+        links.close()
         for camera in cameras:
             camera.close()
 
@@ -114,9 +103,6 @@ def _check_camera_args(args: argparse.Namespace) -> None:
     twice = sorted({uri for uri in args.camera if args.camera.count(uri) > 1})
     if twice:
         raise InspectorError(f"--camera {twice[0]} given twice; each camera may run once")
-    for option in ("plc", "opcua"):
-        if getattr(args, option):
-            raise InspectorError(f"--{option} serves one camera's line; give one --camera with it")
     if args.max_batch is not None and args.max_batch < 1:
         raise InspectorError(f"--max-batch must be >= 1, got {args.max_batch}")
     if not 0.0 <= args.batch_wait_ms <= 1000.0:
@@ -142,16 +128,6 @@ def _engine_line(lines: Any) -> str:
     s = lines.batcher.stats
     failed = f", {s.failed_passes} failed" if s.failed_passes else ""
     return f"engine: {s.frames} frames in {s.passes} forward passes ({s.mean_batch:.2f} frames per pass{failed})"
-
-
-def _why(args: argparse.Namespace, line: Any, interrupted: threading.Event) -> str:
-    if interrupted.is_set():
-        return "interrupted"
-    if not line.source_ended:
-        return "acquisition failed"
-    if args.max_frames is not None and line.metrics().acquired >= args.max_frames:
-        return f"{args.max_frames} frames"
-    return "the camera's source ended"
 
 
 def _audit_run_stop(db: Any, user: str, role: str, recipe: Any, whys: dict[str, str], metrics: dict[str, Any]) -> None:

@@ -434,9 +434,9 @@ class StubEngine(BrightnessScorer):
         self.model_path = model_path
 
 
-def inspector_run(tmp_path: Path, monkeypatch, camera: str, *options: str) -> tuple[int, str, str]:
-    """``inspector run`` on ``camera`` as a technician's override (a model file and a threshold),
-    the model file's engine a :class:`StubEngine`; (status, stdout, stderr)."""
+def inspector_run(tmp_path: Path, monkeypatch, camera: str | list[str], *options: str) -> tuple[int, str, str]:
+    """``inspector run`` on ``camera`` (a list: several cameras) as a technician's override (a
+    model file and a threshold), the model file's engine a :class:`StubEngine`; (status, stdout, stderr)."""
     from cli.main import main
     from inspector.history import HistoryDB
 
@@ -451,7 +451,8 @@ def inspector_run(tmp_path: Path, monkeypatch, camera: str, *options: str) -> tu
     monkeypatch.setenv("INSPECTOR_PIN", "471108")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(["run", "--camera", camera, "--model", str(loaded.model_path), "--threshold", "0.5",
+        cameras = [arg for uri in ([camera] if isinstance(camera, str) else camera) for arg in ("--camera", uri)]
+        status = main(["run", *cameras, "--model", str(loaded.model_path), "--threshold", "0.5",
                        "--user", "tina", "--db", f"sqlite:///{db_path}", "--image-dir", str(tmp_path / "images"),
                        *options])
     return status, out.getvalue(), err.getvalue()
@@ -486,9 +487,39 @@ def test_inspector_run_hands_every_verdict_to_the_plc(plc, tmp_path: Path, monke
 
 def test_inspector_run_stops_when_the_plc_goes_down_under_plc_down_stop(plc, tmp_path: Path, monkeypatch) -> None:
     plc.stop()
-    monkeypatch.setattr("cli.line_commands.PLC_DRAIN_S", 0.2)  # the PLC is away: do not wait 2 s for it
+    monkeypatch.setattr("cli.run_links.PLC_DRAIN_S", 0.2)  # the PLC is away: do not wait 2 s for it
     frames = gray_frames(tmp_path / "frames", [30, 220])
     status, out, err = inspector_run(tmp_path, monkeypatch, f"folder://{frames}?fps=20&loop=1",  # endless
                                      "--plc", f"modbus://127.0.0.1:{plc.port}", "--plc-down", "stop")
     assert status == 2 and "the line stopped because the PLC link went down" in err
     assert "stopped (the PLC link went down (--plc-down stop))" in out
+
+
+def test_each_camera_hands_its_verdicts_to_its_own_plc(plc, tmp_path: Path, monkeypatch) -> None:
+    second = PlcServer(PlcMemory())
+    second.start()
+    try:
+        levels = {"a": [30, 220, 40], "b": [230, 50, 240, 60]}
+        uris = [f"folder://{gray_frames(tmp_path / name, values)}?fps=0" for name, values in levels.items()]
+        plcs = [f"modbus://127.0.0.1:{server.port}?unit=1" for server in (plc, second)]
+        status, out, err = inspector_run(tmp_path, monkeypatch, uris, "--plc", plcs[0], "--plc", plcs[1],
+                                         "--max-batch", "2")
+        assert status == 0, err
+        for server, values, uri in zip((plc, second), levels.values(), plcs):  # in each camera's frame order
+            assert [s.result for s in server.memory.seen()] == [OK if v < 128 else NG for v in values]
+            assert f"PLC {uri}: {len(values)} results acknowledged (0 of them as late NG)" in out
+    finally:
+        second.close()
+
+
+def test_several_cameras_need_one_plc_each_and_one_product_chooser(tmp_path: Path, monkeypatch) -> None:
+    cameras = ["folder:///no/such/a", "folder:///no/such/b"]
+    cases = [(["--plc", "modbus://127.0.0.1:1502"], "--plc given 1 times for 2 cameras"),
+             (["--plc", "modbus://127.0.0.1:1502", "--plc", "modbus://127.0.0.1:1502"], "given twice"),
+             (["--plc", "modbus://127.0.0.1:1502?products=1:a", "--plc", "modbus://127.0.0.1:1503?products=1:a"],
+              "only one PLC may choose it")]
+    for i, (options, fragment) in enumerate(cases):
+        work = tmp_path / str(i)
+        work.mkdir()
+        status, _, err = inspector_run(work, monkeypatch, cameras, *options)  # before any camera opens
+        assert status == 2 and fragment in err, err

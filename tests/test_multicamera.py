@@ -277,6 +277,12 @@ def test_build_lines_refuses_a_camera_twice_and_gives_each_its_own_journal(model
     twice = [FolderCamera(camera_dirs[0], camera_id="cam"), FolderCamera(camera_dirs[1], camera_id="cam")]
     with pytest.raises(InspectorError, match="given twice"):
         build_lines(twice, loaded, db, image_dir=tmp_path / "images")
+    with pytest.raises(TypeError, match="max_frame"):  # build_line's options, checked by name
+        build_lines(cameras(camera_dirs), loaded, db, image_dir=tmp_path / "images", max_frame=3)
+    with pytest.raises(TypeError, match="image_dir"):
+        build_lines(cameras(camera_dirs), loaded, db)
+    with pytest.raises(InspectorError, match="own links given for 3 cameras"):
+        build_lines(cameras(camera_dirs), loaded, db, image_dir=tmp_path / "images", camera_links=[[], []])
     lines = build_lines(cameras(camera_dirs), loaded, db, image_dir=tmp_path / "images", max_batch=8)
     journals = {line.writer.journal.path for line in lines.lines}
     assert len(journals) == 3 and journals == {camera_journal_path(db, f"cam{i}") for i in range(3)}
@@ -464,4 +470,4 @@ def test_run_with_two_cameras_records_each_and_summarises_per_camera(model_path,
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
         refused = main([*argv, "--plc", "modbus://127.0.0.1"])
-    assert refused == 2 and "--plc serves one camera's line" in err.getvalue()
+    assert refused == 2 and "--plc given 1 times for 2 cameras" in err.getvalue()

@@ -28,6 +28,7 @@ pytest.importorskip("asyncua")
 from asyncua import Client, ua  # noqa: E402
 from asyncua.ua.uaerrors import BadInvalidArgument, BadNotSupported, UaStatusCodeError  # noqa: E402
 
+from cli import run_links  # noqa: E402
 from inspector.alarms import Alarm  # noqa: E402
 from inspector.errors import InspectorError  # noqa: E402
 from inspector.history import HistoryDB, file_sha256  # noqa: E402
@@ -287,15 +288,36 @@ def active_product(db: HistoryDB, folder: Path, name: str, threshold: float) -> 
     return version_id
 
 
-def inspector_run(db_path: Path, monkeypatch, camera: str, *options: str) -> tuple[int, str, str]:
-    """``inspector run --product tile`` with the active recipe's engine a :class:`StubEngine`."""
+def tile_and_disc(db_path: Path) -> tuple[int, int]:
+    """A new history with the products tile (threshold 0.5) and disc (0.9); their model versions."""
+    db = HistoryDB(f"sqlite:///{db_path}")
+    db.upgrade()
+    try:
+        return active_product(db, db_path.parent, "tile", 0.5), active_product(db, db_path.parent, "disc", 0.9)
+    finally:
+        db.close()
+
+
+def gray_frames(folder: Path, levels: list[int]) -> Path:
+    """One PNG per level; the stub engine's score is the mean brightness: 0.86 (level 220) FAILs
+    tile (0.5) and PASSes disc (0.9)."""
+    folder.mkdir()
+    for i, level in enumerate(levels):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((48, 64, 3), level, np.uint8))
+    return folder
+
+
+def inspector_run(db_path: Path, monkeypatch, camera: str | list[str], *options: str) -> tuple[int, str, str]:
+    """``inspector run --product tile`` on ``camera`` (a list: several cameras) with the active
+    recipe's engine a :class:`StubEngine`."""
     from cli.main import main
 
     monkeypatch.setattr("cli.line_commands.load_run_recipe",
                         lambda args, db, active: LoadedRecipe.of(active, StubEngine(active.model_path)))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(["run", "--camera", camera, "--product", "tile", "--db", f"sqlite:///{db_path}",
+        cameras = [arg for uri in ([camera] if isinstance(camera, str) else camera) for arg in ("--camera", uri)]
+        status = main(["run", *cameras, "--product", "tile", "--db", f"sqlite:///{db_path}",
                        "--image-dir", str(db_path.parent / "images"), *options])
     return status, out.getvalue(), err.getvalue()
 
@@ -313,14 +335,8 @@ def test_inspector_run_refuses_a_bad_opcua_uri_before_opening_the_camera(tmp_pat
 
 def test_inspector_run_serves_the_station_and_changes_product_between_parts(tmp_path: Path, monkeypatch) -> None:
     db_path = tmp_path / "history.db"
-    db = HistoryDB(f"sqlite:///{db_path}")
-    db.upgrade()
-    tile, disc = active_product(db, tmp_path, "tile", 0.5), active_product(db, tmp_path, "disc", 0.9)
-    db.close()
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for i, level in enumerate([30, 220, 40]):  # brightness 0.86 FAILs tile (0.5), PASSes disc (0.9)
-        cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((48, 64, 3), level, np.uint8))
+    tile, disc = tile_and_disc(db_path)
+    frames = gray_frames(tmp_path / "frames", [30, 220, 40])
     port = free_port()
 
     async def drive(s: Station) -> list[Any]:
@@ -367,3 +383,42 @@ def test_inspector_run_serves_the_station_and_changes_product_between_parts(tmp_
         assert stop.target == "product:disc"
     finally:
         db.close()
+
+
+def test_one_station_serves_several_cameras_and_changes_every_cameras_product(tmp_path: Path, monkeypatch) -> None:
+    db_path = tmp_path / "history.db"
+    tile, disc = tile_and_disc(db_path)
+    uris = [f"folder://{gray_frames(tmp_path / name, levels)}?fps=20&loop=1"
+            for name, levels in (("a", [30, 220, 40]), ("b", [50, 230]))]
+    port = free_port()
+    served: list[OpcUaLink] = []
+    make = run_links._opcua_link
+    monkeypatch.setattr(run_links, "_opcua_link", lambda args: served.append(make(args)) or served[-1])
+
+    async def drive(s: Station) -> str:
+        await s.read_until("Running", True, timeout=10)
+        deadline = time.monotonic() + 10
+        while await s.read("Inspected") < 4:
+            assert time.monotonic() < deadline, "no parts inspected"
+            await asyncio.sleep(0.02)
+        return await s.call("ChangeProduct", "disc")
+
+    driven: list[Any] = []
+    client = threading.Thread(target=lambda: driven.append(
+        as_client(f"opc.tcp://127.0.0.1:{port}", drive, connect_within=30)), daemon=True)
+    client.start()
+    status, out, err = inspector_run(db_path, monkeypatch, uris, "--max-frames", "40", "--max-batch", "2",
+                                     "--opcua", f"opcua://127.0.0.1:{port}")
+    client.join(10)
+    assert status == 0, err
+    assert driven == [f"product 'disc' on the line: model version {disc}, threshold 0.9"]
+    db = HistoryDB(f"sqlite:///{db_path}")
+    try:
+        rows = sorted(db.query_inspections(limit=200), key=lambda r: r.id)
+    finally:
+        db.close()
+    assert len(rows) == 80 and served[0].state()["Inspected"] == 80  # the station counts every camera's parts
+    for uri in uris:  # each camera switched between two of its parts, for good
+        versions = [r.model_version_id for r in rows if r.camera_id == uri]
+        switch = versions.index(disc)
+        assert switch >= 1 and set(versions[:switch]) == {tile} and set(versions[switch:]) == {disc}

@@ -27,6 +27,7 @@ frames arriving together in one forward pass::
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import re
 import threading
@@ -146,6 +147,10 @@ class Line:
     def metrics(self) -> PipelineMetrics:
         return self.pipeline.metrics()
 
+    def raise_alarm(self, kind: str, message: str) -> None:
+        """An alarm of the line (a link's, say): the log and every alarm subscriber hear it."""
+        self.pipeline.raise_alarm(kind, message)
+
     def set_recipe(self, recipe: LoadedRecipe) -> None:
         """Decides the next frames with this recipe (the frame in the engine finishes with the
         old one); the drift monitor starts over against the new recipe's good scores."""
@@ -231,6 +236,20 @@ def build_line(
     return _assemble(camera, recipe, writer, store, None, mode=mode, trigger=trigger, trigger_line=trigger_line,
                      queue_size=queue_size, max_frames=max_frames, drift_window=drift_window, on_drift=on_drift,
                      feeder_rate=feeder_rate, links=links, stall_after_s=stall_after_s)
+
+
+#: :func:`build_line`'s options that are not :func:`_assemble`'s: they make the store and the writer.
+_STORE_AND_WRITER = ("image_dir", "quota_bytes", "pass_sample_rate", "writer_max_buffered")
+
+
+def _line_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against :func:`build_line`'s keyword arguments (a TypeError names one
+    it does not take, or ``image_dir`` missing), its defaults filled in."""
+    bound = inspect.signature(build_line).bind_partial(**options)
+    if "image_dir" not in bound.arguments:
+        raise TypeError("build_lines() needs image_dir, like build_line()")
+    bound.apply_defaults()
+    return {name: value for name, value in bound.arguments.items() if name not in ("camera", "recipe", "db")}
 
 
 def _assemble(
@@ -378,33 +397,22 @@ def build_lines(
     recipe: LoadedRecipe,
     db: HistoryDB,
     *,
-    image_dir: str | Path,
-    quota_bytes: int | None = None,
-    pass_sample_rate: float = 0.01,
-    mode: str = "triggered",
-    trigger: TriggerMode | str = TriggerMode.FREE_RUN,
-    trigger_line: str = "Line1",
-    queue_size: int | None = None,
-    max_frames: int | None = None,
-    drift_window: int = DRIFT_WINDOW,
-    on_drift: Callable[[DriftStatus], None] | None = None,
-    feeder_rate: float | None = None,
-    links: Iterable[LineLink] = (),
-    writer_max_buffered: int = WRITER_MAX_BUFFERED,
-    stall_after_s: float | None = STALL_AFTER_S,
     max_batch: int | None = None,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+    camera_links: Sequence[Iterable[LineLink]] = (),
+    **options: Any,
 ) -> Lines:
     """The lines that inspect each of ``cameras`` with ``recipe``'s engine, shared: frames that
     arrive together are scored in one forward pass (:class:`~inspector.line.batcher.FrameBatcher`);
     not started.
 
-    Each camera gets what :func:`build_line` gives one (the same options, applied to each:
-    ``max_frames`` per camera), with its own pipeline, rule, drift monitor and history writer;
-    the writers share ``db`` (each spills to a journal of its own camera's while the database is
-    away) and one image store under ``image_dir`` (one quota for all). ``links`` are subscribed
-    on every camera's pipeline, so their ``on_result``/``on_decision`` are called from several
-    threads. ``max_batch``: frames per forward pass at most (at most the number of cameras; 1
+    Each camera gets what :func:`build_line` gives one: ``options`` are its keyword arguments,
+    applied to each (``max_frames`` per camera), with its own pipeline, rule, drift monitor and
+    history writer; the writers share ``db`` (each spills to a journal of its own camera's while
+    the database is away) and one image store under ``image_dir`` (one quota for all). ``links``
+    are subscribed on every camera's pipeline, so their ``on_result``/``on_decision`` are called
+    from several threads; ``camera_links``, in camera order, on one camera's only (a PLC's
+    register block, say). ``max_batch``: frames per forward pass at most (at most the number of cameras; 1
     scores one frame per pass). None (the default) measures the recipe's engine first
     (:func:`~inspector.line.batcher.measure_batching`, a second or two on a CPU) and batches all
     cameras' frames where that pays, else scores one frame per pass; the result is
@@ -413,9 +421,14 @@ def build_lines(
     Camera ids must differ: they tell the records apart.
     """
     cameras = list(cameras)
-    links = tuple(links)
+    options = _line_options(options)
+    store_options = {name: options.pop(name) for name in _STORE_AND_WRITER}
+    links = tuple(options.pop("links"))
+    camera_links = [tuple(own) for own in camera_links]
     if not cameras:
         raise InspectorError("no camera to inspect")
+    if camera_links and len(camera_links) != len(cameras):
+        raise InspectorError(f"{len(camera_links)} cameras' own links given for {len(cameras)} cameras")
     ids = [camera.camera_id for camera in cameras]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
@@ -424,15 +437,15 @@ def build_lines(
         raise InspectorError(f"max batch must be a whole number >= 1, got {max_batch!r}")
     batching = measure_batching(recipe.engine, len(cameras)) if max_batch is None else None
     batcher = FrameBatcher(min(max_batch or batching.max_batch, len(cameras)), max_wait_ms)
-    store = ImageStore(image_dir, quota_bytes=quota_bytes, pass_sample_rate=pass_sample_rate)
+    store = ImageStore(store_options["image_dir"], quota_bytes=store_options["quota_bytes"],
+                       pass_sample_rate=store_options["pass_sample_rate"])
     lines = []
-    for camera in cameras:
-        writer = HistoryWriter(db, store, max_buffered=writer_max_buffered,
+    for i, camera in enumerate(cameras):
+        writer = HistoryWriter(db, store, max_buffered=store_options["writer_max_buffered"],
                                journal_path=camera_journal_path(db, camera.camera_id))
-        lines.append(_assemble(camera, recipe, writer, store, batcher.scorer, mode=mode, trigger=trigger,
-                               trigger_line=trigger_line, queue_size=queue_size, max_frames=max_frames,
-                               drift_window=drift_window, on_drift=on_drift, feeder_rate=feeder_rate, links=links,
-                               stall_after_s=stall_after_s, names_camera=True))
+        own = camera_links[i] if camera_links else ()
+        lines.append(_assemble(camera, recipe, writer, store, batcher.scorer, links=(*links, *own),
+                               names_camera=True, **options))
     return Lines(lines, batcher, store, batching)
 
 
