@@ -49,6 +49,8 @@ class InstantConfig:
     #: its depthwise convolutions, faster than the PDN teacher), ``pdn`` (the shipped teacher's) or
     #: ``lite0``. README, "The instant model", has the figures.
     features: str = "lite2"
+    #: PatchCore's reweighting of each distance over the nearest entry's this many neighbours (0: off).
+    reweight: int = 0
 
 
 
@@ -129,7 +131,8 @@ def build_instant(
     torch.manual_seed(config.seed)
     if config.features not in FEATURE_SOURCES:
         raise DataError(f"features must be one of {', '.join(FEATURE_SOURCES)}, not {config.features!r}")
-    model = InstantModel(config.size, config.bank_size, config.neighbourhood, features=config.features, pretrained=True)
+    model = InstantModel(config.size, config.bank_size, config.neighbourhood, features=config.features, pretrained=True,
+                         reweight=config.reweight)
     if config.features == "pdn":
         teacher_info = load_teacher_weights(model, teacher)  # it only touches model.teacher
     else:
@@ -157,6 +160,8 @@ def build_instant(
     if bank_size < config.bank_size:
         model.bank = model.bank[:bank_size].clone()
         model.bank_sq = model.bank_sq[:bank_size].clone()
+        if model.bank_neighbours is not None:
+            model.bank_neighbours = model.bank_neighbours[:bank_size].clone()
     model.set_bank(pool[chosen].to(dev))
 
     stage("map quantiles")
@@ -175,6 +180,7 @@ def build_instant(
         "resize_mode": config.resize_mode,
         "bank_size": bank_size,
         "neighbourhood": config.neighbourhood,
+        "reweight": config.reweight,
         "candidate_patches": len(pool),
         "seed": config.seed,
         "train_images": len(train_idx),
