@@ -51,6 +51,9 @@ class InstantConfig:
     features: str = "lite2"
     #: PatchCore's reweighting of each distance over the nearest entry's this many neighbours (0: off).
     reweight: int = 0
+    #: Also bank the training images mirrored left-right, top-bottom and both: four times the
+    #: good patterns from the same samples, for parts that look alike mirrored.
+    flips: bool = False
 
 
 
@@ -144,6 +147,8 @@ def build_instant(
     train_idx, val_idx = split_holdout(len(good_images), config.validation_fraction, config.seed)
     images = load_squares(good_images, config.image_size, config.resize_mode)
     train_images, val_images = images[train_idx], images[val_idx]
+    if config.flips:
+        train_images = torch.cat([train_images, train_images.flip(3), train_images.flip(2), train_images.flip(2, 3)])
 
     stage("patch features")
     g = torch.Generator().manual_seed(config.seed)
@@ -181,6 +186,7 @@ def build_instant(
         "bank_size": bank_size,
         "neighbourhood": config.neighbourhood,
         "reweight": config.reweight,
+        "flips": config.flips,
         "candidate_patches": len(pool),
         "seed": config.seed,
         "train_images": len(train_idx),
