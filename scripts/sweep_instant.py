@@ -6,9 +6,9 @@
 Each argument is a JSON object of :class:`inspector.method.instant_build.InstantConfig` fields.
 ``--data``: built on ``train/good`` of an MVTec-layout folder (or ``--images N`` of them, drawn
 with seed 0), scored on its whole test set (``inspector eval``'s image AUROC, pixel AUROC,
-AU-PRO). ``--elpv``: built on the demo split's training cells (``demo.elpv_split``), calibrated
-on its 200 held-out good and 60 defective cells for a 1 % false-reject rate like the shipped demo
-model: AUROC and the escape rates at that threshold; ``--elpv-all`` builds on the same cells and
+AU-PRO, and the image AUROC per defect type). ``--elpv``: built on the demo split's training
+cells (``demo.elpv_split``), calibrated on its 200 held-out good and 60 defective cells for a 1 %
+false-reject rate like the shipped demo model: AUROC and the escape rates at that threshold; ``--elpv-all`` builds on the same cells and
 scores every other mono cell (288 good, 313 defective: AUROC to about +-0.01 instead of +-0.015).
 Prints one line per setting with the build time and the CPU; ``--json`` appends them. A
 measurement, not a test.
@@ -37,7 +37,8 @@ def on_mvtec(model: Path, data: Path) -> dict:
     from inspector.evaluate import evaluate
 
     metrics = evaluate(Engine(model, device="cpu", backend="eager"), data, show_progress=False)
-    return {k: round(metrics[k], 4) for k in ("image_auroc", "pixel_auroc", "aupro")}
+    return {**{k: round(metrics[k], 4) for k in ("image_auroc", "pixel_auroc", "aupro")},
+            "image_auroc_per_type": {t: round(m["image_auroc"], 4) for t, m in metrics["per_type"].items()}}
 
 
 def on_elpv(model: Path, split) -> dict:
