@@ -78,7 +78,7 @@ def nearest_distance(features: torch.Tensor, bank: torch.Tensor, bank_sq: torch.
         if bank_neighbours is None:
             return d2.min(dim=1).values.sqrt().reshape(n, 1, h, w)
         nearest = d2.argmin(dim=1)  # (N*h*w,)
-        around = d2.gather(1, bank_neighbours[nearest]).sqrt()  # (N*h*w, b), the nearest entry first
+        around = d2.gather(1, bank_neighbours.long()[nearest]).sqrt()  # (N*h*w, b), the nearest entry first; .long(): an engine may have cast the buffers
         weight = 1 - torch.softmax(around, dim=1)[:, 0]
         return (weight * around[:, 0]).reshape(n, 1, h, w)
 
