@@ -243,6 +243,8 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         except InspectorError as e:  # the backbone's code package is missing
             raise ModelFileError(f"{path}: {e}") from None
         what = f"an instant model on {'a PDN-' + size.upper() + ' teacher' if features == 'pdn' else features + ' features'}"
+        scale = tensors.setdefault("position_scale", torch.ones(1, 1, 1, 1))  # files made before it: none
+        model.position_scale = torch.ones_like(scale)
     else:
         autoencoder = meta.get("autoencoder", True)
         model = EfficientAD(size, autoencoder=autoencoder)

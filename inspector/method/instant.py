@@ -116,12 +116,16 @@ class InstantModel(nn.Module):
             self.register_buffer("bank_neighbours", torch.zeros(bank_size, reweight, dtype=torch.long))
         else:
             self.bank_neighbours = None
+        # Each map position's distance divided by what good parts typically show there (1: none;
+        # (1, 1, h, w) where built with InstantConfig.position_scale): for fixtured parts whose
+        # good variation sits in known places, such as the cut corners of solar cells.
+        self.register_buffer("position_scale", torch.ones(1, 1, 1, 1))
         self.register_buffer("q_start", torch.tensor(0.0))
         self.register_buffer("q_end", torch.tensor(MAP_SCALE))
 
     def raw_map(self, image: torch.Tensor) -> torch.Tensor:
         features = patch_features(self.teacher, self.teacher_mean.float(), self.teacher_std.float(), image, self.neighbourhood)
-        return nearest_distance(features, self.bank, self.bank_sq, self.bank_neighbours)
+        return nearest_distance(features, self.bank, self.bank_sq, self.bank_neighbours) / self.position_scale
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return MAP_SCALE * (self.raw_map(image) - self.q_start) / (self.q_end - self.q_start)

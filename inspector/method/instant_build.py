@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from inspector import __version__
@@ -51,6 +52,9 @@ class InstantConfig:
     features: str = "lite2"
     #: PatchCore's reweighting of each distance over the nearest entry's this many neighbours (0: off).
     reweight: int = 0
+    #: Divide each map position by the mean distance good training images show there (smoothed
+    #: over 5 x 5 positions, mean 1), for fixtured parts whose good variation sits in known places.
+    position_scale: bool = False
     #: Also bank the training images mirrored left-right, top-bottom and both: four times the
     #: good patterns from the same samples, for parts that look alike mirrored.
     flips: bool = False
@@ -169,6 +173,14 @@ def build_instant(
             model.bank_neighbours = model.bank_neighbours[:bank_size].clone()
     model.set_bank(pool[chosen].to(dev))
 
+    if config.position_scale:
+        stage("position scale")
+        with torch.no_grad():
+            train_maps = torch.cat([model.raw_map(to_input(train_images[i : i + 8], dev).contiguous(memory_format=torch.channels_last))
+                                    for i in range(0, len(train_images), 8)])  # (n, 1, h, w)
+        mean = F.avg_pool2d(F.pad(train_maps.mean(dim=0, keepdim=True), (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+        model.position_scale = (mean / mean.mean()).clamp_min(1e-3)
+
     stage("map quantiles")
     with torch.no_grad():
         maps = torch.cat([model.raw_map(to_input(val_images[i : i + 8], dev).contiguous(memory_format=torch.channels_last)) for i in range(0, len(val_images), 8)])
@@ -187,6 +199,7 @@ def build_instant(
         "neighbourhood": config.neighbourhood,
         "reweight": config.reweight,
         "flips": config.flips,
+        "position_scale": config.position_scale,
         "candidate_patches": len(pool),
         "seed": config.seed,
         "train_images": len(train_idx),
