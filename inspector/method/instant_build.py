@@ -55,6 +55,9 @@ class InstantConfig:
     #: Divide each map position by the mean distance good training images show there (smoothed
     #: over 5 x 5 positions, mean 1), for fixtured parts whose good variation sits in known places.
     position_scale: bool = False
+    #: The backbone's blocks whose features are aggregated (None: the backbone's own pair, strides
+    #: 8 and 16); e.g. (3, 6, 13) adds Lite2's stride-4 block, averaged down to the stride-8 grid.
+    layers: tuple[int, ...] | None = None
     #: Also bank the training images mirrored left-right, top-bottom and both: four times the
     #: good patterns from the same samples, for parts that look alike mirrored.
     flips: bool = False
@@ -139,7 +142,7 @@ def build_instant(
     if config.features not in FEATURE_SOURCES:
         raise DataError(f"features must be one of {', '.join(FEATURE_SOURCES)}, not {config.features!r}")
     model = InstantModel(config.size, config.bank_size, config.neighbourhood, features=config.features, pretrained=True,
-                         reweight=config.reweight)
+                         reweight=config.reweight, layers=config.layers)
     if config.features == "pdn":
         teacher_info = load_teacher_weights(model, teacher)  # it only touches model.teacher
     else:
@@ -200,6 +203,7 @@ def build_instant(
         "reweight": config.reweight,
         "flips": config.flips,
         "position_scale": config.position_scale,
+        "layers": list(model.teacher.targets.backbone.layers) if config.features != "pdn" else None,
         "candidate_patches": len(pool),
         "seed": config.seed,
         "train_images": len(train_idx),
