@@ -239,12 +239,10 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         features = meta.get("features", "pdn")
         try:
             model: torch.nn.Module = InstantModel(size, bank_size=bank.shape[0], neighbourhood=meta.get("neighbourhood", 3), features=features,
-                                                reweight=int(meta.get("reweight", 0)), layers=meta.get("layers"))
+                                                layers=meta.get("layers"))
         except InspectorError as e:  # the backbone's code package is missing
             raise ModelFileError(f"{path}: {e}") from None
         what = f"an instant model on {'a PDN-' + size.upper() + ' teacher' if features == 'pdn' else features + ' features'}"
-        scale = tensors.setdefault("position_scale", torch.ones(1, 1, 1, 1))  # files made before it: none
-        model.position_scale = torch.ones_like(scale)
     else:
         autoencoder = meta.get("autoencoder", True)
         model = EfficientAD(size, autoencoder=autoencoder)
@@ -272,6 +270,11 @@ def check_model_metadata(path: str | Path, meta: dict[str, Any]) -> None:
             raise ModelFileError(f"{path}: neighbourhood {k!r} is unusable (1, 3, 5 or 7)")
         if meta.get("features", "pdn") not in ("pdn", "lite0", "lite2"):
             raise ModelFileError(f"{path}: unknown feature source {meta.get('features')!r}")
+        layers = meta.get("layers")
+        if layers is not None and not (isinstance(layers, list) and 1 <= len(layers) <= 8
+                                       and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 64 for i in layers)
+                                       and layers == sorted(set(layers))):
+            raise ModelFileError(f"{path}: backbone layers {layers!r} are unusable (increasing block numbers)")
     if not isinstance(meta.get("autoencoder", True), bool):
         raise ModelFileError(f"{path}: autoencoder {meta.get('autoencoder')!r} is not true or false")
     for key in ("threshold", "pixel_threshold"):

@@ -145,6 +145,10 @@ def test_a_bad_neighbourhood_in_the_metadata_is_refused(instant_file, tmp_path):
     save_tensors(bad, tensors, {**meta, "neighbourhood": 4})
     with pytest.raises(ModelFileError, match="neighbourhood 4"):
         load_model(bad)
+    for layers in ([13, 6], [6, -1], "6,13", [6, True]):
+        save_tensors(bad, tensors, {**meta, "layers": layers})
+        with pytest.raises(ModelFileError, match="backbone layers"):
+            load_model(bad)
 
 
 def test_too_few_images_is_a_clear_error(good_folder):
@@ -177,6 +181,7 @@ def test_an_instant_model_on_backbone_features_saves_loads_scores_and_exports(go
     save_model(path, built.model, built.metadata)
     model, meta = load_model(path)  # the weights come from the file, not from the weight package
     assert isinstance(model.teacher, BackboneFeatures) and meta["features"] == "lite2" and meta["teacher"] is None
+    assert meta["layers"] == [6, 13, 19] and model.teacher.targets.backbone.layers == (6, 13, 19)  # INSTANT_LAYERS
     engine = Engine(path, device="cpu", backend="eager")
     rng = np.random.default_rng(5)
     good = [_texture(rng) for _ in range(4)]
@@ -186,3 +191,29 @@ def test_an_instant_model_on_backbone_features_saves_loads_scores_and_exports(go
         from inspector.onnx_export import export_and_check
 
         assert export_and_check(path, tmp_path / "lite2.onnx") < 1e-3
+
+
+def test_a_file_from_before_the_layers_were_recorded_loads_with_the_backbones_own_pair(good_folder, tmp_path):
+    from inspector.model_file import load_model_tensors
+
+    paths = sorted(good_folder.glob("*.png"))
+    built = build_instant(paths, InstantConfig(image_size=SIZE, bank_size=256, candidates=4000, features="lite2", layers=(6, 13)),
+                          device="cpu", show_progress=False)
+    path = tmp_path / "pair.safetensors"
+    save_model(path, built.model, built.metadata)
+    tensors, meta = load_model_tensors(path)
+    old = tmp_path / "old.safetensors"  # what instant models on Lite2 were until the layers were recorded
+    save_tensors(old, tensors, {k: v for k, v in meta.items() if k not in ("tensor_sha256", "metadata_sha256", "layers")})
+    model, _ = load_model(old)
+    assert model.teacher.targets.backbone.layers == (6, 13)
+    image = torch.rand(1, 3, SIZE, SIZE)
+    torch.testing.assert_close(model(image), built.model(image))
+
+
+def test_a_stride_4_block_is_averaged_down_to_the_stride_8_grid():
+    from inspector.method.backbones import BackboneFeatures
+
+    image = torch.rand(1, 3, SIZE, SIZE)
+    grids = {layers: BackboneFeatures("lite2", pretrained=False, layers=layers)(image).shape
+             for layers in ((6, 13), (3, 6, 13), (6, 13, 19))}
+    assert set(grids.values()) == {torch.Size([1, 384, SIZE // 4 - 8, SIZE // 4 - 8])}

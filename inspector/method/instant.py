@@ -59,28 +59,18 @@ def patch_features(teacher: nn.Module, mean: torch.Tensor, std: torch.Tensor, im
     return neighbourhood_average((teacher(image).float() - mean) / std, neighbourhood)
 
 
-def nearest_distance(features: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
-                     bank_neighbours: torch.Tensor | None = None) -> torch.Tensor:
+def nearest_distance(features: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
     """(N, C, h, w) features, (M, C) bank with its squared norms (M,) -> (N, 1, h, w) distances.
 
     |f - b|^2 = |f|^2 - 2 f.b + |b|^2 turns the search into one matrix product; it runs in
     float32 even under autocast because in bf16 the cancellation would swamp small distances.
-
-    ``bank_neighbours`` (M, b): each entry's b nearest entries, itself first. With it, each
-    distance is reweighted as in PatchCore (Roth et al., Eq. 7): by 1 - softmax over the distances
-    to the nearest entry's neighbourhood, taken at the nearest entry, so a patch near a rare entry
-    (one far from the others) keeps more of its distance than one inside a dense cluster.
     """
     n, c, h, w = features.shape
     f = features.float().permute(0, 2, 3, 1).reshape(-1, c)  # (N*h*w, C)
     with torch.autocast(device_type=f.device.type, enabled=False):
-        d2 = ((f * f).sum(dim=1, keepdim=True) - 2 * f @ bank.float().t() + bank_sq.float()[None]).clamp_min(0)
-        if bank_neighbours is None:
-            return d2.min(dim=1).values.sqrt().reshape(n, 1, h, w)
-        nearest = d2.argmin(dim=1)  # (N*h*w,)
-        around = d2.gather(1, bank_neighbours.long()[nearest]).sqrt()  # (N*h*w, b), the nearest entry first; .long(): an engine may have cast the buffers
-        weight = 1 - torch.softmax(around, dim=1)[:, 0]
-        return (weight * around[:, 0]).reshape(n, 1, h, w)
+        d2 = (f * f).sum(dim=1, keepdim=True) - 2 * f @ bank.float().t() + bank_sq.float()[None]
+        d2 = d2.min(dim=1).values.clamp_min(0)
+    return d2.sqrt().reshape(n, 1, h, w)
 
 
 class InstantModel(nn.Module):
@@ -94,7 +84,7 @@ class InstantModel(nn.Module):
 
     def __init__(self, size: str = "s", bank_size: int = BANK_SIZE, neighbourhood: int = NEIGHBOURHOOD,
                  out_channels: int = OUT_CHANNELS, features: str = "pdn", pretrained: bool = False,
-                 reweight: int = 0, layers: tuple[int, ...] | None = None) -> None:
+                 layers: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.size = size
         self.neighbourhood = neighbourhood
@@ -110,22 +100,12 @@ class InstantModel(nn.Module):
         self.register_buffer("teacher_std", torch.ones(shape))
         self.register_buffer("bank", torch.zeros(bank_size, out_channels))
         self.register_buffer("bank_sq", torch.zeros(bank_size))
-        # PatchCore's reweighting over each entry's ``reweight`` nearest entries (0: none).
-        self.reweight = reweight
-        if reweight:
-            self.register_buffer("bank_neighbours", torch.zeros(bank_size, reweight, dtype=torch.long))
-        else:
-            self.bank_neighbours = None
-        # Each map position's distance divided by what good parts typically show there (1: none;
-        # (1, 1, h, w) where built with InstantConfig.position_scale): for fixtured parts whose
-        # good variation sits in known places, such as the cut corners of solar cells.
-        self.register_buffer("position_scale", torch.ones(1, 1, 1, 1))
         self.register_buffer("q_start", torch.tensor(0.0))
         self.register_buffer("q_end", torch.tensor(MAP_SCALE))
 
     def raw_map(self, image: torch.Tensor) -> torch.Tensor:
         features = patch_features(self.teacher, self.teacher_mean.float(), self.teacher_std.float(), image, self.neighbourhood)
-        return nearest_distance(features, self.bank, self.bank_sq, self.bank_neighbours) / self.position_scale
+        return nearest_distance(features, self.bank, self.bank_sq)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return MAP_SCALE * (self.raw_map(image) - self.q_start) / (self.q_end - self.q_start)
@@ -133,10 +113,6 @@ class InstantModel(nn.Module):
     def set_bank(self, bank: torch.Tensor) -> None:
         self.bank.copy_(bank)
         self.bank_sq.copy_((bank.double() ** 2).sum(dim=1).float())
-        if self.reweight:
-            d2 = (self.bank_sq[:, None] - 2 * bank.float() @ bank.float().t() + self.bank_sq[None]).clamp_min(0)
-            d2.fill_diagonal_(-1.0)  # each entry is its own nearest, first
-            self.bank_neighbours.copy_(d2.topk(self.reweight, dim=1, largest=False).indices)
 
 
 def bank_search_macs(bank_size: int, image_size: int = 256, channels: int = OUT_CHANNELS) -> int:

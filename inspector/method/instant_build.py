@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from inspector import __version__
@@ -36,6 +35,12 @@ CANDIDATES = 120_000
 PROJECTION_DIM = 64
 
 
+#: The blocks an instant model aggregates by default, where not the backbone's own pair: Lite2's
+#: stride-8 and stride-16 blocks (the distillation targets') plus its last stride-32 block, which
+#: scored higher on magnetic tile and let fewer ELPV defects pass (README, "The instant model").
+INSTANT_LAYERS: dict[str, tuple[int, ...]] = {"lite2": (6, 13, 19)}
+
+
 @dataclass(frozen=True)
 class InstantConfig:
     size: str = "s"
@@ -50,17 +55,10 @@ class InstantConfig:
     #: its depthwise convolutions, faster than the PDN teacher), ``pdn`` (the shipped teacher's) or
     #: ``lite0``. README, "The instant model", has the figures.
     features: str = "lite2"
-    #: PatchCore's reweighting of each distance over the nearest entry's this many neighbours (0: off).
-    reweight: int = 0
-    #: Divide each map position by the mean distance good training images show there (smoothed
-    #: over 5 x 5 positions, mean 1), for fixtured parts whose good variation sits in known places.
-    position_scale: bool = False
-    #: The backbone's blocks whose features are aggregated (None: the backbone's own pair, strides
-    #: 8 and 16); e.g. (3, 6, 13) adds Lite2's stride-4 block, averaged down to the stride-8 grid.
+    #: The backbone's blocks whose features are aggregated (None: :data:`INSTANT_LAYERS`' for the
+    #: features, else the backbone's own pair at strides 8 and 16); a block at stride 4 is averaged
+    #: down to the stride-8 grid, deeper ones are interpolated up to it.
     layers: tuple[int, ...] | None = None
-    #: Also bank the training images mirrored left-right, top-bottom and both: four times the
-    #: good patterns from the same samples, for parts that look alike mirrored.
-    flips: bool = False
 
 
 
@@ -142,7 +140,7 @@ def build_instant(
     if config.features not in FEATURE_SOURCES:
         raise DataError(f"features must be one of {', '.join(FEATURE_SOURCES)}, not {config.features!r}")
     model = InstantModel(config.size, config.bank_size, config.neighbourhood, features=config.features, pretrained=True,
-                         reweight=config.reweight, layers=config.layers)
+                         layers=config.layers or INSTANT_LAYERS.get(config.features))
     if config.features == "pdn":
         teacher_info = load_teacher_weights(model, teacher)  # it only touches model.teacher
     else:
@@ -154,8 +152,6 @@ def build_instant(
     train_idx, val_idx = split_holdout(len(good_images), config.validation_fraction, config.seed)
     images = load_squares(good_images, config.image_size, config.resize_mode)
     train_images, val_images = images[train_idx], images[val_idx]
-    if config.flips:
-        train_images = torch.cat([train_images, train_images.flip(3), train_images.flip(2), train_images.flip(2, 3)])
 
     stage("patch features")
     g = torch.Generator().manual_seed(config.seed)
@@ -176,14 +172,6 @@ def build_instant(
             model.bank_neighbours = model.bank_neighbours[:bank_size].clone()
     model.set_bank(pool[chosen].to(dev))
 
-    if config.position_scale:
-        stage("position scale")
-        with torch.no_grad():
-            train_maps = torch.cat([model.raw_map(to_input(train_images[i : i + 8], dev).contiguous(memory_format=torch.channels_last))
-                                    for i in range(0, len(train_images), 8)])  # (n, 1, h, w)
-        mean = F.avg_pool2d(F.pad(train_maps.mean(dim=0, keepdim=True), (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-        model.position_scale = (mean / mean.mean()).clamp_min(1e-3)
-
     stage("map quantiles")
     with torch.no_grad():
         maps = torch.cat([model.raw_map(to_input(val_images[i : i + 8], dev).contiguous(memory_format=torch.channels_last)) for i in range(0, len(val_images), 8)])
@@ -200,9 +188,6 @@ def build_instant(
         "resize_mode": config.resize_mode,
         "bank_size": bank_size,
         "neighbourhood": config.neighbourhood,
-        "reweight": config.reweight,
-        "flips": config.flips,
-        "position_scale": config.position_scale,
         "layers": list(model.teacher.targets.backbone.layers) if config.features != "pdn" else None,
         "candidate_patches": len(pool),
         "seed": config.seed,
