@@ -1,12 +1,12 @@
 """The staged teach: the instant model active within a minute, EfficientAD after it, and the
 handover check that lets EfficientAD take over only when it is at least as good.
 
-Synthetic parts (a woven texture, and a striped one for "another product") keep this module
-independent of ../shared and fast.
+Synthetic parts (a woven texture) keep this module independent of ../shared and fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -30,12 +30,6 @@ def woven(rng: np.random.Generator) -> np.ndarray:
     """A woven fabric, shifted by a random phase: different enough that the duplicate gate keeps it."""
     y, x = np.mgrid[0:160, 0:160] + rng.uniform(0, 2 * np.pi * 3, (2, 1, 1))
     base = 120 + 40 * np.sin(x / 3.0) * np.sin(y / 3.0) + rng.normal(0, 4, (160, 160)) + rng.uniform(-8, 8)
-    return np.clip(base, 0, 255).astype(np.uint8)
-
-
-def striped(rng: np.random.Generator) -> np.ndarray:
-    y, x = np.mgrid[0:160, 0:160] + rng.uniform(0, 18, (2, 1, 1))
-    base = 90 + 60 * (np.sin((x + y) / 9.0) > 0) + rng.normal(0, 4, (160, 160))
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
@@ -67,19 +61,27 @@ def test_a_synthetic_defect_keeps_shape_and_type_and_changes_the_part():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))  # the same seed makes the same defects
 
 
+class Backwards:
+    """An engine whose scores and maps are another engine's, negated."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def predict_batch(self, images):
+        return [dataclasses.replace(p, score=-p.score, anomaly_map=-p.anomaly_map) for p in self.engine.predict_batch(images)]
+
+
 def test_the_handover_check_refuses_a_worse_candidate_and_accepts_an_equal_one(session, tmp_path):
     session.train(kind="instant", target_frr=0.2, user=TECH)
     (active_version,) = session.versions()
     session.activate(active_version.id, user=TECH, pin=TECH_PIN)
-    # A model of another product: to it every fabric part, defective or not, is equally strange.
-    other = TeachSession(session.db, "other", tmp_path / "work", gates=QualityGates(same_size=False), device="cpu", backend="eager")
-    other.collect_from_folder(write_parts(tmp_path / "stripes", striped, 30, seed=1))
-    wrong = other.train(kind="instant", target_frr=0.2, user=TECH)
     good = session._calibration_images(active_version, None)
     recipe = session.recipe()
     active = Engine(recipe.model_path, device="cpu", backend="eager")
-    worse = handover_check(Engine(wrong.model_path, device="cpu", backend="eager"), rule_from_values(wrong.calibration.image.threshold),
-                           active, recipe.rule, good)
+    # A candidate that ranks the parts backwards. (A model of another product used to be the worse
+    # one here, but Lite2's stride-32 features tell a drawn-in defect from fabric even when taught
+    # on stripes.)
+    worse = handover_check(Backwards(active), recipe.rule, active, recipe.rule, good)
     assert not worse.switch and worse.candidate_auroc < worse.active_auroc - 0.005
     assert "below the active model's" in worse.reason
     assert worse.synthetic_defects == worse.good_images == len(good) and worse.real_defects == 0
