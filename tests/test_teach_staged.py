@@ -19,7 +19,6 @@ from calibration.synthetic import synthetic_defect, synthetic_defects
 from calibration.teach import TeachSession
 from cli.main import main
 from inspector.engine import Engine
-from inspector.line.rule import rule_from_values
 from inspector.roles import AccessDenied
 
 TECH, TECH_PIN = "tina", "471108"
