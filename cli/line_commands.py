@@ -154,14 +154,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     db.upgrade()
     user, role = run_user(args, db)  # refused before the camera is opened or the model loaded
     active = product_recipe(args, db)
-    links = RunLinks(args, db, 1, overrides_given(args))  # a bad URI or register map is reported before the camera opens
+    overridden = overrides_given(args)
+    links = RunLinks(args, db, 1, overridden)  # a bad URI or register map is reported before the camera opens
     camera = None
     try:
         camera = open_camera(args.camera)
         camera.open()  # a missing or busy device is reported before the model takes seconds to load
         recipe = load_run_recipe(args, db, active)
         engine = recipe.engine
-        overridden = overrides_given(args)
         if overridden:
             before, after = override_audit(db, recipe, overridden)
             db.record_audit(user, role, "run_override", f"product:{recipe.product}", before, after)

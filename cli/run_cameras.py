@@ -31,7 +31,8 @@ def cmd_run_cameras(args: argparse.Namespace) -> int:
     user, role = run.run_user(args, db)  # refused before a camera is opened or the model loaded
     active = run.product_recipe(args, db)
     # A bad URI or register map, or --plc not once per camera, is reported before the cameras open.
-    links = RunLinks(args, db, len(args.camera), run.overrides_given(args))
+    overridden = run.overrides_given(args)
+    links = RunLinks(args, db, len(args.camera), overridden)
     cameras: list[Any] = []
     try:
         for uri in args.camera:
@@ -39,7 +40,6 @@ def cmd_run_cameras(args: argparse.Namespace) -> int:
             cameras[-1].open()  # a missing or busy device is reported before the model takes seconds to load
         recipe = run.load_run_recipe(args, db, active)
         engine = recipe.engine
-        overridden = run.overrides_given(args)
         if overridden:
             before, after = run.override_audit(db, recipe, overridden)
             db.record_audit(user, role, "run_override", f"product:{recipe.product}", before, after)
