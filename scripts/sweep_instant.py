@@ -8,10 +8,10 @@ Each argument is a JSON object of :class:`inspector.method.instant_build.Instant
 with seed 0), scored on its whole test set (``inspector eval``'s image AUROC, pixel AUROC,
 AU-PRO, and the image AUROC per defect type). ``--elpv``: built on the demo split's training
 cells (``demo.elpv_split``), calibrated on its 200 held-out good and 60 defective cells for a 1 %
-false-reject rate like the shipped demo model: AUROC and the escape rates at that threshold; ``--elpv-all`` builds on the same cells and
-scores every other mono cell (288 good, 313 defective: AUROC to about +-0.01 instead of +-0.015).
-Prints one line per setting with the build time and the CPU; ``--json`` appends them. A
-measurement, not a test.
+false-reject rate like the shipped demo model: AUROC and the escape rates at that threshold;
+``--elpv-all`` builds on the same cells and scores every other mono cell (288 good, 313
+defective: AUROC to about +-0.01 instead of +-0.015). Prints one line per setting with the build
+time and the CPU; ``--json`` appends them. A measurement, not a test.
 """
 
 from __future__ import annotations

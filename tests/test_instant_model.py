@@ -217,3 +217,13 @@ def test_a_stride_4_block_is_averaged_down_to_the_stride_8_grid():
     grids = {layers: BackboneFeatures("lite2", pretrained=False, layers=layers)(image).shape
              for layers in ((6, 13), (3, 6, 13), (6, 13, 19))}
     assert set(grids.values()) == {torch.Size([1, 384, SIZE // 4 - 8, SIZE // 4 - 8])}
+
+
+def test_a_bank_larger_than_the_candidate_patches_is_cut_to_them(good_folder, tmp_path):
+    paths = sorted(good_folder.glob("*.png"))
+    built = build_instant(paths, InstantConfig(image_size=SIZE, bank_size=5000, candidates=4000, features="pdn"),
+                          device="cpu", show_progress=False)
+    assert built.model.bank.shape[0] == built.metadata["bank_size"] == built.metadata["candidate_patches"] <= 4000
+    path = tmp_path / "small.safetensors"
+    save_model(path, built.model, built.metadata)
+    assert load_model(path)[0].bank.shape == built.model.bank.shape

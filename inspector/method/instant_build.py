@@ -168,8 +168,6 @@ def build_instant(
     if bank_size < config.bank_size:
         model.bank = model.bank[:bank_size].clone()
         model.bank_sq = model.bank_sq[:bank_size].clone()
-        if model.bank_neighbours is not None:
-            model.bank_neighbours = model.bank_neighbours[:bank_size].clone()
     model.set_bank(pool[chosen].to(dev))
 
     stage("map quantiles")
