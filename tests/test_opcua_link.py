@@ -33,9 +33,14 @@ from inspector.alarms import Alarm  # noqa: E402
 from inspector.errors import InspectorError  # noqa: E402
 from inspector.history import HistoryDB, file_sha256  # noqa: E402
 from inspector.inspection import InspectionResult  # noqa: E402
-from inspector.links.opcua import NAMESPACE, OBJECT, VARIABLES, OpcUaLink, parse_opcua_uri  # noqa: E402
+from inspector.links.opcua import (  # noqa: E402
+    NAMESPACE, OBJECT, START_TIMEOUT_S, VARIABLES, OpcUaLink, parse_opcua_uri)
 from inspector.recipes import LoadedRecipe, register_model  # noqa: E402
 from test_line_build import BrightnessScorer  # noqa: E402
+
+#: A client of ``inspector run`` waits this long for the station: the run opens the cameras and
+#: loads the model before its server starts.
+RUN_SERVES_WITHIN_S = START_TIMEOUT_S + 60
 
 
 def free_port() -> int:
@@ -356,7 +361,7 @@ def test_inspector_run_serves_the_station_and_changes_product_between_parts(tmp_
 
     driven: list[Any] = []
     client = threading.Thread(target=lambda: driven.append(
-        as_client(f"opc.tcp://127.0.0.1:{port}", drive, connect_within=30)), daemon=True)
+        as_client(f"opc.tcp://127.0.0.1:{port}", drive, connect_within=RUN_SERVES_WITHIN_S)), daemon=True)
     client.start()
     status, out, err = inspector_run(db_path, monkeypatch, f"folder://{frames}?fps=20&loop=1",  # 2 s of parts
                                      "--max-frames", "40", "--opcua", f"opcua://127.0.0.1:{port}?station=line-2")
@@ -405,7 +410,7 @@ def test_one_station_serves_several_cameras_and_changes_every_cameras_product(tm
 
     driven: list[Any] = []
     client = threading.Thread(target=lambda: driven.append(
-        as_client(f"opc.tcp://127.0.0.1:{port}", drive, connect_within=30)), daemon=True)
+        as_client(f"opc.tcp://127.0.0.1:{port}", drive, connect_within=RUN_SERVES_WITHIN_S)), daemon=True)
     client.start()
     status, out, err = inspector_run(db_path, monkeypatch, uris, "--max-frames", "40", "--max-batch", "2",
                                      "--opcua", f"opcua://127.0.0.1:{port}")

@@ -61,6 +61,10 @@ NAMESPACE: Final = "urn:inspector:station"
 OBJECT: Final = "Station"
 #: Alarms kept for ``on_acknowledge`` at most; the count goes on beyond.
 MAX_KEPT_ALARMS: Final = 200
+#: Seconds ``start`` waits for the server to listen. asyncua builds the whole standard address
+#: space in Python first: about 4 s on an idle 2-core PC, 11 s with its cores oversubscribed,
+#: and over 30 s on a loaded CI machine. A port that is taken is reported at once, not by this.
+START_TIMEOUT_S: Final = 120.0
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 #: The variables of ``Station``: name, OPC UA type (asyncua's VariantType name), description.
@@ -272,7 +276,7 @@ class OpcUaLink:
 
     # -- the server's thread ------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start serving; returns once clients can connect. InspectorError when the server cannot
         listen (the port is taken, the address is not this machine's)."""
         _asyncua()  # fail now, on the caller's thread, if asyncua is missing
