@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.data_folder import data_dir
+from inspector.devices import isa_caps
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,15 @@ def remeasure_requested() -> bool:
     return os.environ.get(REMEASURE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-@functools.cache
 def cpu_identity() -> str:
     """The CPU's model name and feature flags (from /proc/cpuinfo on Linux), else what the
-    platform module says: two machines with the same string run the backends alike."""
+    platform module says, and any instruction-set cap in force: two machines with the same string
+    run the backends alike."""
+    return f"{_cpu_fields()} | {json.dumps(isa_caps(), sort_keys=True)}"
+
+
+@functools.cache
+def _cpu_fields() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()

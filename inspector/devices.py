@@ -32,22 +32,62 @@ def bf16_supported(dev: torch.device) -> bool:
 #: The CPU features that decide inference speed here: AVX2-only machines are about 3x slower
 #: than ones with AVX-512 BF16 or AMX, so every CPU figure names which it had.
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+#: The environment variables that cap the instruction sets the kernels use, below what the CPU
+#: has: oneDNN's (PyTorch's convolutions, and OpenVINO's, whose oneDNN reads it too) and ATen's.
+#: With ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` an AVX-512 machine runs the kernels
+#: an AVX2-only line PC would (onnxruntime has no such switch).
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+#: oneDNN caps that leave out every VNNI instruction (its ISA names, upper case).
+_CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo; [] elsewhere)."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return []
+
+
+def isa_caps() -> dict[str, str]:
+    """The instruction-set caps set in the environment (see :data:`ISA_CAP_VARIABLES`)."""
+    import os
+
+    return {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)}
+
+
+def int8_dot_saturates() -> bool:
+    """Whether int8 kernels here lack VNNI, so that AVX2's uint8 x int8 dot product (VPMADDUBSW)
+    saturates its 16-bit sums: the CPU has no VNNI, or oneDNN is capped below it. Unknown CPUs
+    count as lacking it (the 7-bit weights that avoid it cost little accuracy)."""
+    flags = cpu_flags()
+    if not flags:
+        return True
+    caps = isa_caps()
+    cap = (caps.get("ONEDNN_MAX_CPU_ISA") or caps.get("DNNL_MAX_CPU_ISA") or "").upper()
+    return cap in _CAPS_WITHOUT_VNNI or not ({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def cpu_description() -> str:
-    """The CPU's model name, logical CPUs and speed-relevant flags, for benchmark figures."""
+    """The CPU's model name, logical CPUs and speed-relevant flags (and any instruction-set cap
+    in force), for benchmark figures."""
     import os
     import platform
     from pathlib import Path
 
-    model, flags = "", []
+    model = ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
     except OSError:  # not Linux: the name alone
         pass
+    flags = cpu_flags()
     shown = ", ".join(f for f in SPEED_FLAGS if f in flags) or "none of " + "/".join(SPEED_FLAGS)
-    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, flags {shown}"
+    caps = isa_caps()
+    capped = f"; capped by {', '.join(f'{k}={v}' for k, v in caps.items())}" if caps else ""
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, flags {shown}{capped}"

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inspector.devices import int8_dot_saturates
 from inspector.onnx_export import export_onnx
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -43,13 +44,9 @@ def build_onnx(model: torch.nn.Module, folder: Path, image_size: int) -> None:
 
 
 def needs_reduced_range() -> bool:
-    """Whether this CPU lacks VNNI: its AVX2 int8 dot product (VPMADDUBSW) saturates 16-bit sums
-    of uint8 x int8 products, which onnxruntime avoids by quantising weights to 7 bits."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return True
-    return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+    """Whether int8 kernels here lack VNNI (:func:`~inspector.devices.int8_dot_saturates`), which
+    onnxruntime works around by quantising weights to 7 bits."""
+    return int8_dot_saturates()
 
 
 def build_ort_int8(fp32_folder: Path, folder: Path, calibration: Sequence[np.ndarray]) -> None:

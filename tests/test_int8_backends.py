@@ -79,6 +79,44 @@ def test_a_gate_result_survives_json():
     assert GateResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
 
 
+# --- an instruction-set cap: an AVX-512 machine running what an AVX2-only line PC runs ------------
+
+
+@pytest.mark.parametrize("flags, cap, saturates", [
+    (["avx2", "avx512f", "avx512_vnni"], None, False),
+    (["avx2", "avx512f", "avx512_vnni"], "AVX2", True),  # oneDNN capped below VNNI: 7-bit weights
+    (["avx2", "avx512f", "avx512_vnni"], "avx512_core", True),
+    (["avx2", "avx512f", "avx512_vnni"], "AVX512_CORE_VNNI", False),
+    (["avx2", "avx_vnni"], None, False),
+    (["avx2"], None, True),
+    ([], None, True),  # not known: the safe side
+])
+def test_int8_weights_are_7_bit_where_the_kernels_lack_vnni(monkeypatch, flags, cap, saturates):
+    from inspector import devices, quantize
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert quantize.needs_reduced_range() is saturates
+
+
+def test_a_capped_run_is_remembered_apart_and_its_figures_say_so(monkeypatch):
+    """A backend measured under ONEDNN_MAX_CPU_ISA=AVX2 is not the one to take without it."""
+    from inspector.backend_cache import choice_key
+    from inspector.devices import cpu_description
+
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    plain, described = choice_key("abc", ["eager"], 2), cpu_description()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert choice_key("abc", ["eager"], 2) != plain
+    assert cpu_description() == f"{described}; capped by ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2"
+
+
 def test_taught_models_point_to_their_own_images(tmp_path):
     """A teach session's model names its calibration images; they and the training samples lie
     in the sample folder beside its models folder. Other model files give none."""
