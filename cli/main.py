@@ -97,7 +97,7 @@ def _build_instant(args: argparse.Namespace, paths: list[Path]) -> int:
     result = build_instant(paths, config, teacher=args.teacher, device=args.device)
     save_model(args.out, result.model, result.metadata)
     print(f"instant model written to {args.out} ({result.metadata['train_images']} training images, "
-          f"map quantiles from {result.metadata['quantiles_from']}, {result.metadata['bank_size']}-patch memory bank, "
+          f"{result.metadata['validation_images']} held out, {result.metadata['bank_size']}-patch memory bank, "
           f"{result.metadata['build_seconds']:.0f} s)")
     return 0
 

@@ -1,10 +1,8 @@
 """Building the instant model (:mod:`inspector.method.instant`) from good images: no training.
 
 One teacher pass over the training images samples patch features and the teacher's channel
-statistics together; a greedy k-centre coreset of the samples becomes the memory bank; training
-images scored without their own bank entries give the map quantiles (a held-out share, as in
-EfficientAD's training, left fewer images for the bank and scored lower: README, "The instant
-model"). About two minutes for 700 images on a 2-core CPU.
+statistics together; a greedy k-centre coreset of the samples becomes the memory bank; the held-out
+good images give the map quantiles. About two minutes for 700 images on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ from inspector import __version__
 from inspector.devices import bf16_supported, pick_device
 from inspector.errors import DataError
 from inspector.method.efficientad import MAP_QUANTILE_END, MAP_QUANTILE_START, exact_quantile, normalize_input
-from inspector.method.instant import (BANK_SIZE, FEATURE_SOURCES, NEIGHBOURHOOD, InstantModel, nearest_distance,
-                                      neighbourhood_average, patch_features)
+from inspector.method.instant import BANK_SIZE, FEATURE_SOURCES, NEIGHBOURHOOD, InstantModel, neighbourhood_average
 from inspector.method.training import MIN_GOOD_IMAGES, content_hash, load_squares, load_teacher_weights, split_holdout, to_input
 
 log = logging.getLogger(__name__)
@@ -36,9 +33,6 @@ CANDIDATES = 120_000
 #: The coreset's greedy search runs on a random projection to this many dimensions (PatchCore:
 #: the Johnson-Lindenstrauss lemma keeps the distances' order close enough to pick good centres).
 PROJECTION_DIM = 64
-#: Training images whose leave-one-out maps give the map quantiles (a seeded draw where more are
-#: taught): 32 maps of 48 x 48 positions pin the 0.995 quantile to a few hundred positions.
-QUANTILE_IMAGES = 32
 
 
 #: The blocks an instant model aggregates by default, where not the backbone's own pair: Lite2's
@@ -55,12 +49,7 @@ class InstantConfig:
     candidates: int = CANDIDATES
     image_size: int = 256
     resize_mode: str = "resize"
-    #: 0 (the default): every image is banked, and the map quantiles come from training images
-    #: scored with their own bank entries left out (:func:`leave_one_out_maps`); above 0: this
-    #: share of the images is held out for the quantiles instead, as EfficientAD's training does.
-    validation_fraction: float = 0.0
-    #: Training images scored for the leave-one-out quantiles, at most.
-    quantile_images: int = QUANTILE_IMAGES
+    validation_fraction: float = 0.1
     seed: int = 42
     #: ``lite2`` (EfficientNet-Lite2's aggregated features, the default: more accurate and, through
     #: its depthwise convolutions, faster than the PDN teacher), ``pdn`` (the shipped teacher's) or
@@ -99,11 +88,9 @@ def greedy_coreset(features: torch.Tensor, k: int, seed: int = 0, projection_dim
 
 
 @torch.no_grad()
-def _sample_features(model: InstantModel, images: torch.Tensor, dev: torch.device, per_image: int, g: torch.Generator,
-                     show_progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _sample_features(model: InstantModel, images: torch.Tensor, dev: torch.device, per_image: int, g: torch.Generator, show_progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One teacher pass over the training images: ``per_image`` random positions of each image's
-    locally averaged features (raw, not standardised), the index of the image each came from, and
-    the teacher's per-channel mean and std.
+    locally averaged features (raw, not standardised), and the teacher's per-channel mean and std.
 
     Standardising after the sampling gives the same features as before it (the neighbourhood
     average is linear, the standardisation affine per channel), and saves a second pass.
@@ -111,7 +98,7 @@ def _sample_features(model: InstantModel, images: torch.Tensor, dev: torch.devic
     amp = bf16_supported(dev)
     total = total_sq = None
     count = 0
-    samples, sources = [], []
+    samples = []
     for i in tqdm(range(0, len(images), 8), desc="patch features", unit="batch", disable=not show_progress, dynamic_ncols=True):
         x = normalize_input(images[i : i + 8].to(dev).float() / 255).contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -121,31 +108,11 @@ def _sample_features(model: InstantModel, images: torch.Tensor, dev: torch.devic
         count += raw.shape[0] * raw.shape[2] * raw.shape[3]
         pooled = neighbourhood_average(raw, model.neighbourhood)
         flat = pooled.permute(0, 2, 3, 1).reshape(raw.shape[0], -1, raw.shape[1]).cpu()  # (n, h*w, C)
-        for j, f in enumerate(flat):  # the same number of random positions from every image
+        for f in flat:  # the same number of random positions from every image
             samples.append(f[torch.randperm(f.shape[0], generator=g)[:per_image]])
-            sources.append(torch.full((len(samples[-1]),), i + j))
     mean = total / count
     std = (total_sq / count - mean**2).clamp_min(0).sqrt()
-    return torch.cat(samples), torch.cat(sources), mean.float()[None, :, None, None], std.float()[None, :, None, None]
-
-
-@torch.no_grad()
-def leave_one_out_maps(model: InstantModel, images: torch.Tensor, bank_sources: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """(N, 1, h, w) raw maps of banked images, each scored as if it had not been banked: the bank
-    entries taken from it are left out of its nearest-neighbour search.
-
-    A banked image scored against the whole bank finds its own patches there, at distance zero
-    near the coreset's picks, and would set the quantiles far too low; held out instead, a tenth
-    of a quick teach's images would never reach the bank. ``bank_sources[k]``: the index in
-    ``images`` of bank entry k's image (-1: none of them).
-    """
-    maps = []
-    for i in range(len(images)):
-        x = to_input(images[i : i + 1], dev).contiguous(memory_format=torch.channels_last)
-        features = patch_features(model.teacher, model.teacher_mean.float(), model.teacher_std.float(), x, model.neighbourhood)
-        others_sq = model.bank_sq.masked_fill(bank_sources.to(model.bank_sq.device) == i, math.inf)
-        maps.append(nearest_distance(features, model.bank, others_sq))
-    return torch.cat(maps)
+    return torch.cat(samples), mean.float()[None, :, None, None], std.float()[None, :, None, None]
 
 
 @dataclass
@@ -163,8 +130,7 @@ def build_instant(
     on_stage: Callable[[str], None] | None = None,
 ) -> InstantResult:
     """Builds the instant model from good images: no training, about a minute on a 2-core CPU for
-    a few hundred images. Every image is banked unless ``config.validation_fraction`` holds some out
-    for the map quantiles."""
+    a few hundred images. Holds out the same 10 % as EfficientAD's training for the map quantiles."""
     if len(good_images) < MIN_GOOD_IMAGES:
         raise DataError(f"{len(good_images)} good images given; a model needs at least {MIN_GOOD_IMAGES}")
     started = time.perf_counter()
@@ -183,10 +149,7 @@ def build_instant(
     model.teacher.to(memory_format=torch.channels_last)
 
     stage("reading images")
-    if config.validation_fraction > 0:
-        train_idx, val_idx = split_holdout(len(good_images), config.validation_fraction, config.seed)
-    else:
-        train_idx, val_idx = list(range(len(good_images))), []
+    train_idx, val_idx = split_holdout(len(good_images), config.validation_fraction, config.seed)
     images = load_squares(good_images, config.image_size, config.resize_mode)
     train_images, val_images = images[train_idx], images[val_idx]
 
@@ -194,7 +157,7 @@ def build_instant(
     g = torch.Generator().manual_seed(config.seed)
     positions = (config.image_size // 4 - 8) ** 2
     per_image = max(1, min(positions, config.candidates // len(train_images)))
-    pool, sources, mean, std = _sample_features(model, train_images, dev, per_image, g, show_progress)
+    pool, mean, std = _sample_features(model, train_images, dev, per_image, g, show_progress)
     model.teacher_mean.copy_(mean)
     model.teacher_std.copy_(std)
     pool = (pool - mean.cpu().view(1, -1)) / std.cpu().view(1, -1)
@@ -208,18 +171,8 @@ def build_instant(
     model.set_bank(pool[chosen].to(dev))
 
     stage("map quantiles")
-    if val_idx:
-        with torch.no_grad():
-            maps = torch.cat([model.raw_map(to_input(val_images[i : i + 8], dev).contiguous(memory_format=torch.channels_last))
-                              for i in range(0, len(val_images), 8)])
-        quantiles_from = f"{len(val_idx)} held-out images"
-    else:
-        draw = torch.Generator().manual_seed(config.seed)
-        scored = torch.randperm(len(train_images), generator=draw)[:config.quantile_images].sort().values
-        renumber = torch.full((len(train_images),), -1, dtype=torch.long)
-        renumber[scored] = torch.arange(len(scored))
-        maps = leave_one_out_maps(model, train_images[scored], renumber[sources[chosen]], dev)
-        quantiles_from = f"{len(scored)} banked images, each without its own bank entries"
+    with torch.no_grad():
+        maps = torch.cat([model.raw_map(to_input(val_images[i : i + 8], dev).contiguous(memory_format=torch.channels_last)) for i in range(0, len(val_images), 8)])
     model.q_start.copy_(exact_quantile(maps, MAP_QUANTILE_START))
     model.q_end.copy_(exact_quantile(maps, MAP_QUANTILE_END))
 
@@ -238,7 +191,6 @@ def build_instant(
         "seed": config.seed,
         "train_images": len(train_idx),
         "validation_images": len(val_idx),
-        "quantiles_from": quantiles_from,
         "training_content_sha256": content_hash(good_images),
         "build_seconds": round(seconds, 1),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
