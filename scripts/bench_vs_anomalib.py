@@ -1,6 +1,6 @@
 """This engine against anomalib's EfficientAd-S on the CPU, batch 1, in one process, interleaved.
 
-    python scripts/bench_vs_anomalib.py MODEL [--rounds 5] [--runs 10] [--json FILE]
+    python scripts/bench_vs_anomalib.py MODEL [--rounds 5] [--runs 10] [--exclude BACKENDS] [--json FILE]
 
 Needs anomalib (``pip install anomalib==2.7.0``; not a dependency of this project) and the same
 torch for both. MODEL is an EfficientAD-S model file with a calibrated threshold, an ELPV one
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--runs", type=int, default=10, help="timed calls per contestant per round")
     p.add_argument("--json", type=Path)
+    p.add_argument("--exclude", default="", help="comma-separated backends the engine may not choose, e.g. "
+                   "onnxruntime,onnxruntime-int8 where ONEDNN_MAX_CPU_ISA emulates an older CPU (onnxruntime ignores it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
@@ -61,10 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import demo
-    from inspector.devices import cpu_description
+    from inspector.devices import cpu_description, isa_caps
     from inspector.engine import Engine
     from inspector.precision_gate import GateImages
 
+    excluded = {b for b in args.exclude.split(",") if b}
+    if excluded:  # reaching into the engine, as scripts/bench_int8_cpu.py does
+        offered = Engine._cpu_candidates
+        Engine._cpu_candidates = lambda self: [c for c in offered(self) if c not in excluded]
     split = demo.elpv_split()
     images = GateImages(good=tuple(split.calibration_good), defects=tuple(split.calibration_defect), train=tuple(split.train),
                         source="demo ELPV split: int8 calibrated on training cells, gate on 200 held-out good + 60 defective cells")
@@ -109,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "what": "batch-1 CPU latency: anomalib's EfficientAd-S against this engine, one process, interleaved rounds (scripts/bench_vs_anomalib.py)",
         "machine": cpu_description(), "threads": threads, "torch": torch.__version__, "model": args.model.name,
-        "engine_backend": auto.backend, "engine_reason": auto.backend_reason,
+        "engine_backend": auto.backend, "engine_reason": auto.backend_reason, "excluded_backends": sorted(excluded),
+        "env": isa_caps(),
         "gates": {k: v.as_dict() for k, v in auto.gates.items()}, "rounds": args.rounds, "runs_per_round": args.runs,
         "seconds": round(time.time() - t0), "results": rows,
     }
