@@ -19,7 +19,6 @@ of all but the ``MAX_ARTEFACT_MODELS`` most recently used model files are remove
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.data_folder import data_dir
-from inspector.devices import isa_caps
+from inspector.devices import cpuinfo, isa_caps
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +60,10 @@ def cpu_identity() -> str:
     """The CPU's model name and feature flags (from /proc/cpuinfo on Linux), else what the
     platform module says, and any instruction-set cap in force: two machines with the same string
     run the backends alike."""
-    return f"{_cpu_fields()} | {json.dumps(isa_caps(), sort_keys=True)}"
-
-
-@functools.cache
-def _cpu_fields() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return f"{platform.machine()} {platform.processor()}"
-    fields: dict[str, str] = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        fields.setdefault(name.strip(), value.strip())
-    return " | ".join(fields.get(k, "") for k in ("model name", "flags", "Features", "CPU part"))
+    fields = cpuinfo()
+    cpu = (" | ".join(fields.get(k, "") for k in ("model name", "flags", "Features", "CPU part")) if fields
+           else f"{platform.machine()} {platform.processor()}")
+    return f"{cpu} | {json.dumps(isa_caps(), sort_keys=True)}"
 
 
 def _version(package: str) -> str | None:

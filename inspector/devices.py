@@ -6,6 +6,8 @@ same to every command.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from inspector.errors import InspectorError
@@ -41,17 +43,24 @@ ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABIL
 _CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
 
 
-def cpu_flags() -> list[str]:
-    """The CPU's feature flags (Linux's /proc/cpuinfo; [] elsewhere)."""
-    from pathlib import Path
-
+@functools.cache
+def cpuinfo() -> dict[str, str]:
+    """The first value of each field of Linux's /proc/cpuinfo ({} elsewhere)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].split()
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
     except OSError:
-        pass
-    return []
+        return {}
+    fields: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags ([] where not known)."""
+    return cpuinfo().get("flags", "").split()
 
 
 def isa_caps() -> dict[str, str]:
@@ -78,16 +87,10 @@ def cpu_description() -> str:
     in force), for benchmark figures."""
     import os
     import platform
-    from pathlib import Path
 
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:  # not Linux: the name alone
-        pass
+    model = cpuinfo().get("model name") or platform.processor() or platform.machine()
     flags = cpu_flags()
     shown = ", ".join(f for f in SPEED_FLAGS if f in flags) or "none of " + "/".join(SPEED_FLAGS)
     caps = isa_caps()
     capped = f"; capped by {', '.join(f'{k}={v}' for k, v in caps.items())}" if caps else ""
-    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, flags {shown}{capped}"
+    return f"{model}, {os.cpu_count()} logical CPUs, flags {shown}{capped}"
