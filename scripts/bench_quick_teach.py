@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     target = args.target_frr or max(0.01, 1.0001 / (n_cal + 1))
     taught = session.train(
         kind=args.kind, features=args.features, mode="quick", iterations=args.iterations, teacher=args.teacher, target_frr=target,
-        pixel_fpr=None, show_progress=True, user="bench",
+        pixel_fpr=None, show_progress=True, user="bench", resize_mode=args.resize_mode,
     )
     session.activate(taught.version_id, user="bench", pin="000000")
     t_active = time.perf_counter() - t0
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> dict:
         "train_images": len(taught.train_images),
         "calibration_images": len(taught.calibration_images),
         "kind": args.kind,
+        "resize_mode": args.resize_mode,
         "iterations": metrics.get("iterations"),
         "pick": args.pick,
         "teacher": metrics.get("teacher"),
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="false-reject rate to calibrate for (default: the lowest the calibration images can measure, at least 0.01)")
     p.add_argument("--teacher", default=None, help="teacher file or 'random' (default: the shipped one)")
     p.add_argument("--test-per-type", type=int, default=0, help="score at most this many test images per type (0: all)")
+    p.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize",
+                   help="how parts become squares (the teach page's and `inspector teach train`'s option)")
     p.add_argument("--same-size", action="store_true", help="refuse samples of another size (off by default: magnetic_tile's sizes vary)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--workdir", help="keep the run's files here (default: a new temporary folder)")
