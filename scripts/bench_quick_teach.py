@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", default=None, help="teacher file or 'random' (default: the shipped one)")
     p.add_argument("--test-per-type", type=int, default=0, help="score at most this many test images per type (0: all)")
     p.add_argument("--resize-mode", choices=("resize", "letterbox"), default="resize",
-                   help="how parts become squares (the teach page's and `inspector teach train`'s option)")
+                   help="how parts become squares (as `inspector teach train --resize-mode`)")
     p.add_argument("--same-size", action="store_true", help="refuse samples of another size (off by default: magnetic_tile's sizes vary)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--workdir", help="keep the run's files here (default: a new temporary folder)")
