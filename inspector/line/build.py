@@ -429,10 +429,7 @@ def build_lines(
         raise InspectorError("no camera to inspect")
     if camera_links and len(camera_links) != len(cameras):
         raise InspectorError(f"{len(camera_links)} cameras' own links given for {len(cameras)} cameras")
-    ids = [camera.camera_id for camera in cameras]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
-    if twice:
-        raise InspectorError(f"camera {twice[0]!r} given twice; each camera may run once")
+    check_camera_ids([camera.camera_id for camera in cameras])
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
         raise InspectorError(f"max batch must be a whole number >= 1, got {max_batch!r}")
     batching = measure_batching(recipe.engine, len(cameras)) if max_batch is None else None
@@ -447,6 +444,14 @@ def build_lines(
         lines.append(_assemble(camera, recipe, writer, store, batcher.scorer, links=(*links, *own),
                                names_camera=True, **options))
     return Lines(lines, batcher, store, batching)
+
+
+def check_camera_ids(ids: Sequence[str]) -> None:
+    """Refuses (InspectorError) a camera id given twice: the records of the two could not be told apart."""
+    ids = list(ids)
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise InspectorError(f"camera {twice[0]!r} given twice; each camera may run once")
 
 
 def camera_journal_path(db: HistoryDB, camera_id: str) -> Path:
