@@ -5,14 +5,15 @@ its methods; handlers are named ``_on_<thing>_changed``)::
 
     bridge.PipelineBridge    the one adapter between the pipeline's threads and Qt: re-emits
                              results and alarms as signals (attached before the pipeline starts)
-    line.LineModel           the running line (built by inspector.line.build_line): latest result,
-                             counters, trend, alarms (camera, queue, database, drift); a display
-                             timer hands the views the newest result at most DISPLAY_HZ times a second
+    line.LineModel           the running line (built by inspector.line.build_line; several cameras
+                             on one engine by build_lines): latest result, counters, trend, alarms
+                             (camera, queue, database, drift), each camera's too; a display timer
+                             hands the views the newest result at most DISPLAY_HZ times a second
     session.Session          who is signed in (operator by default; technician and quality by
                              PIN from the history database); roles and rights: inspector.roles
     teach_model.TeachModel   samples, training on a worker thread, calibration, activation
     review_model.ReviewModel the paged history table, labels, export, yield over time
-    settings_model           camera, trigger, product, storage; GuiSettings (gui.json)
+    settings_model           camera(s), trigger, product, storage, links; GuiSettings (gui.json)
     *_page.py, main_window   the views; widgets.py the shared ones (image + heatmap, banner)
 
 ``launcher.desktop`` assembles these; ``inspector gui`` (``cli.gui_command``) starts it.

@@ -18,23 +18,22 @@ from inspector.line import InspectionResult, Pipeline
 
 
 class PipelineBridge(QObject):
-    """``result_received(InspectionResult)`` for every durable result, in frame order;
-    ``alarm_received(inspector.alarms.Alarm)`` for every alarm of the pipeline and its history
-    writer."""
+    """``result_received(InspectionResult)`` for every durable result, in frame order per camera;
+    ``alarm_received(inspector.alarms.Alarm, camera_id)`` for every alarm of the pipeline and its
+    history writer, with the id of the camera whose pipeline raised it. One bridge may attach to
+    several pipelines (several cameras on one engine): a result names its camera itself."""
 
     result_received = pyqtSignal(object)
-    alarm_received = pyqtSignal(object)
+    alarm_received = pyqtSignal(object, str)
 
     def attach(self, pipeline: Pipeline) -> None:
         """Subscribe to ``pipeline`` (before ``pipeline.start()``)."""
         if pipeline.running:
             raise RuntimeError("attach the bridge before starting the pipeline, or early results are lost")
+        camera_id = pipeline.camera.camera_id
         pipeline.subscribe(self._on_result)
-        pipeline.on_alarm(self._on_alarm)
+        pipeline.on_alarm(lambda alarm: self.alarm_received.emit(alarm, camera_id))
 
     # Called on pipeline threads: nothing but the emit.
     def _on_result(self, result: InspectionResult) -> None:
         self.result_received.emit(result)
-
-    def _on_alarm(self, alarm: object) -> None:
-        self.alarm_received.emit(alarm)
