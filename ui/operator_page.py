@@ -1,5 +1,9 @@
 """The operator's page: live image with heatmap, the verdict, counters, trend, figures, alarms.
 
+Beside other cameras, each camera has a tile of its own (:class:`~ui.widgets.CameraTile`: its
+last part's image, heatmap and verdict, its counts and yield) in place of the one image and
+banner, and the counters are the station's, all cameras together.
+
 A view of :class:`~ui.line.LineModel`: it subscribes to the model's signals (which arrive at most
 at the display rate, with the newest result) and writes back only through the model's methods
 (acknowledge alarms, reset counters).
@@ -27,7 +31,9 @@ from inspector.line import InspectionResult, PipelineMetrics
 from inspector.overlay import heatmap_vmax
 from ui.line import LINK_TITLES, LineModel, link_state_html
 from ui.session import Session
-from ui.widgets import FAIL_COLOR, Banner, CountersPanel, HeatmapView, TrendPlot
+from ui.widgets import FAIL_COLOR, Banner, CameraTile, CountersPanel, HeatmapView, TrendPlot
+
+CAMERA_STATE_COLORS = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR, "stalled": FAIL_COLOR}
 
 
 def contour_level(line: LineModel) -> float:
@@ -35,6 +41,33 @@ def contour_level(line: LineModel) -> float:
     threshold (the score is the map's maximum, so a FAIL by score has a region above it)."""
     rule = line.recipe.rule
     return rule.pixel_threshold if rule.pixel_threshold is not None else rule.threshold
+
+
+def camera_state_html(state: str) -> str:
+    """A camera's state, coloured: green connected, red lost, unavailable or stalled."""
+    return f"<b style='color:{CAMERA_STATE_COLORS.get(state, '#616161')}'>{state}</b>"
+
+
+def figures_text(m: PipelineMetrics | None) -> str:
+    """A line's figures (rate, latencies, queue, what was recorded and what was not) as rich text."""
+    if m is None:
+        return "rate – parts/s &nbsp; latency p50 – ms, p99 – ms"
+
+    def ms(v: float) -> str:
+        return "–" if math.isnan(v) else f"{v:.0f}"
+
+    extra = []
+    if m.dropped:
+        extra.append(f"dropped {m.dropped}")
+    if m.unrecorded or m.writer.failed:
+        extra.append(f"<b style='color:{FAIL_COLOR}'>UNRECORDED {m.unrecorded + m.writer.failed}</b>")
+    if m.writer.journal_pending:
+        extra.append(f"<b style='color:{FAIL_COLOR}'>{m.writer.journal_pending} held in journal (database down)</b>")
+    return (
+        f"rate <b>{m.rate_fps:.2f}</b> parts/s &nbsp; latency p50 <b>{ms(m.latency_p50_ms)}</b> ms, "
+        f"p99 <b>{ms(m.latency_p99_ms)}</b> ms &nbsp; model p50 {ms(m.model_p50_ms)} ms<br>"
+        f"queue {m.queue_depth}/{m.queue_size} &nbsp; recorded {m.recorded}" + (" &nbsp; " + ", ".join(extra) if extra else "")
+    )
 
 
 class OperatorPage(QWidget):
@@ -47,6 +80,11 @@ class OperatorPage(QWidget):
 
         self.image_view = HeatmapView()
         self.banner = Banner()
+        self.tiles: dict[str, CameraTile] = {}  # by camera id, in camera order; none for one camera
+        self.tiles_box = QWidget()
+        self.tiles_grid = QGridLayout(self.tiles_box)
+        self.tiles_grid.setContentsMargins(0, 0, 0, 0)
+        self.station_label = QLabel("<b>Station</b>: all cameras together")
         self.counters = CountersPanel()
         self.trend = TrendPlot()
         self.trend.setMinimumHeight(160)
@@ -65,6 +103,7 @@ class OperatorPage(QWidget):
 
         right = QVBoxLayout()
         right.addWidget(self.banner)
+        right.addWidget(self.station_label)
         right.addWidget(self.counters)
         figures_box = QGroupBox("Line")
         fl = QVBoxLayout(figures_box)
@@ -84,6 +123,7 @@ class OperatorPage(QWidget):
 
         grid = QGridLayout(self)
         grid.addWidget(self.image_view, 0, 0)
+        grid.addWidget(self.tiles_box, 0, 0)  # shown instead of the image beside other cameras
         grid.addLayout(right, 0, 1)
         grid.addWidget(self.trend, 1, 0, 1, 2)
         grid.setColumnStretch(0, 3)
@@ -114,64 +154,97 @@ class OperatorPage(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         super().showEvent(event)
-        if self._pending is not self.shown:
+        if self._pending is not self.shown or self.tiles:  # a tile draws only what changed
             self._draw(self._pending)
 
     def _draw(self, result: InspectionResult | None) -> None:
         self.shown = result
-        if result is None:
-            self.banner.show_verdict(None)
+        if self.tiles:  # each tile its camera's newest; only those that changed are drawn again
+            for camera_id, tile in self.tiles.items():
+                latest = self.line.views[camera_id].latest
+                if latest is not tile.shown:
+                    tile.shown = latest
+                    self._show(tile.image_view, tile.banner, latest)
             return
-        self.image_view.show_frame(
+        self._show(self.image_view, self.banner, result)
+
+    def _show(self, view: HeatmapView, banner: Banner, result: InspectionResult | None) -> None:
+        if result is None:
+            banner.show_verdict(None)
+            return
+        view.show_frame(
             result.image, result.anomaly_map, vmax=heatmap_vmax(result.threshold),
             contour_level=contour_level(self.line),
         )
-        self.banner.show_verdict(result.decision, result.score, result.threshold, result.error)
+        banner.show_verdict(result.decision, result.score, result.threshold, result.error)
+
+    def banner_of(self, result: InspectionResult) -> Banner:
+        """The banner that shows ``result``'s verdict: its camera's tile's beside other cameras."""
+        tile = self.tiles.get(result.camera_id)
+        return tile.banner if tile is not None else self.banner
+
+    def _sync_tiles(self) -> None:
+        """A tile per camera when there are several (the cameras may have changed in the
+        settings); the one image and banner for one."""
+        ids = list(self.line.views) if len(self.line.views) > 1 else []
+        if ids != list(self.tiles):
+            for tile in self.tiles.values():
+                self.tiles_grid.removeWidget(tile)
+                tile.deleteLater()
+            columns = math.ceil(math.sqrt(len(ids)))
+            self.tiles = {camera_id: CameraTile(camera_id) for camera_id in ids}
+            for i, tile in enumerate(self.tiles.values()):
+                self.tiles_grid.addWidget(tile, i // columns, i % columns)
+            self.shown = None  # draw everything again
+        several = bool(self.tiles)
+        self.image_view.setVisible(not several)
+        self.banner.setVisible(not several)
+        self.tiles_box.setVisible(several)
+        self.station_label.setVisible(several)
 
     def _on_counters_changed(self) -> None:
         c = self.line.counters
         self.counters.show_counts(c.total, c.passed, c.failed)
+        for camera_id, tile in self.tiles.items():
+            c = self.line.views[camera_id].counters
+            tile.counters.show_counts(c.total, c.passed, c.failed)
 
     def _on_trend_changed(self) -> None:
         points = list(self.line.trend)
         self.trend.show_trend([p.score for p in points], [p.decision for p in points], self.line.recipe.rule.threshold)
 
     def _on_metrics_changed(self, m: PipelineMetrics | None) -> None:
-        if m is None:
-            self.figures.setText("rate – parts/s &nbsp; latency p50 – ms, p99 – ms")
-            return
-
-        def ms(v: float) -> str:
-            return "–" if math.isnan(v) else f"{v:.0f}"
-
-        extra = []
-        if m.dropped:
-            extra.append(f"dropped {m.dropped}")
-        if m.unrecorded or m.writer.failed:
-            extra.append(f"<b style='color:{FAIL_COLOR}'>UNRECORDED {m.unrecorded + m.writer.failed}</b>")
-        if m.writer.journal_pending:
-            extra.append(f"<b style='color:{FAIL_COLOR}'>{m.writer.journal_pending} held in journal (database down)</b>")
-        self.figures.setText(
-            f"rate <b>{m.rate_fps:.2f}</b> parts/s &nbsp; latency p50 <b>{ms(m.latency_p50_ms)}</b> ms, "
-            f"p99 <b>{ms(m.latency_p99_ms)}</b> ms &nbsp; model p50 {ms(m.model_p50_ms)} ms<br>"
-            f"queue {m.queue_depth}/{m.queue_size} &nbsp; recorded {m.recorded}" + (" &nbsp; " + ", ".join(extra) if extra else "")
-        )
+        if self.tiles:
+            self.figures.setText("<br>".join(f"<b>{html.escape(camera_id)}</b>: {figures_text(view.metrics)}"
+                                             for camera_id, view in self.line.views.items()))
+        else:
+            self.figures.setText(figures_text(m))
 
     def _on_status_changed(self) -> None:
+        self._sync_tiles()
         line = self.line
         model = line.recipe
-        cam_color = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR, "stalled": FAIL_COLOR}.get(line.camera_state, "#616161")
         drift = line.drift_status
         drift_text = "" if drift is None else f"<br>drift: {drift.status}"
         # Which backend runs and why (the engine's choice and its accuracy gate), in one line.
         reason = getattr(model.engine, "backend_reason", "")
         engine_text = f"<br>engine: {html.escape(reason)}" if reason else ""
+        cameras = "<br>".join(f"camera {camera_state_html(view.state)}: {html.escape(camera_id)}"
+                              for camera_id, view in line.views.items())
         self.status.setText(
-            f"camera <b style='color:{cam_color}'>{line.camera_state}</b>: {line.config.camera_uri}<br>"
+            f"{cameras}<br>"
             f"product <b>{model.product}</b>, model {model.model_path.name}"
             f" (version {model.model_version_id if model.model_version_id is not None else '–'}), "
             f"threshold <b>{model.rule.threshold:.4g}</b>{drift_text}{engine_text}"
         )
+        for camera_id, tile in self.tiles.items():
+            view = line.views[camera_id]
+            tile_drift = "" if view.drift is None else f" &nbsp; drift: {view.drift.status}"
+            tile.title.setText(f"<b>{html.escape(camera_id)}</b> &nbsp; {camera_state_html(view.state)}{tile_drift}")
+        self._on_counters_changed()
+        self._on_metrics_changed(line.last_metrics)
+        if self.isVisible() and self.tiles:
+            self._draw(self.line.latest)
         self._on_trend_changed()
 
     def _on_links_changed(self) -> None:

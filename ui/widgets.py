@@ -192,23 +192,26 @@ class HeatmapView(QWidget):
 
 
 class Banner(QLabel):
-    """The large PASS / FAIL verdict with score and threshold."""
+    """The large PASS / FAIL verdict with score and threshold; ``compact``: smaller, for a camera's tile."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, compact: bool = False) -> None:
         super().__init__(parent)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumHeight(110)
+        self.setMinimumHeight(60 if compact else 110)
+        self._sizes = (20, 24, 10) if compact else (40, 48, 14)  # waiting, verdict, detail (pt)
         self.decision: str | None = None
         self.show_verdict(None)
 
     def show_verdict(self, decision: str | None, score: float = math.nan, threshold: float = math.nan, error: str | None = None) -> None:
         self.decision = decision
         color = {"PASS": PASS_COLOR, "FAIL": FAIL_COLOR}.get(decision or "", IDLE_COLOR)
+        waiting, verdict, small = self._sizes
         if decision is None:
-            text = "<span style='font-size:40pt;font-weight:bold'>WAITING</span><br>no part inspected yet"
+            text = f"<span style='font-size:{waiting}pt;font-weight:bold'>WAITING</span><br>no part inspected yet"
         else:
             detail = f"ERROR: {error}" if error else f"score {score:.4g} &nbsp; threshold {threshold:.4g}"
-            text = f"<span style='font-size:48pt;font-weight:bold'>{decision}</span><br><span style='font-size:14pt'>{detail}</span>"
+            text = (f"<span style='font-size:{verdict}pt;font-weight:bold'>{decision}</span><br>"
+                    f"<span style='font-size:{small}pt'>{detail}</span>")
         self.setText(text)
         self.setStyleSheet(f"QLabel {{ background: {color}; color: white; border-radius: 6px; padding: 6px; }}")
 
@@ -217,29 +220,54 @@ class Banner(QLabel):
 
 
 class CountersPanel(QWidget):
-    """Total, pass, fail and yield."""
+    """Total, pass, fail and yield; ``compact``: smaller, for a camera's tile."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, compact: bool = False) -> None:
         super().__init__(parent)
         grid = QGridLayout(self)
+        size = 12 if compact else 22
+        if compact:
+            grid.setContentsMargins(0, 0, 0, 0)
         self.labels: dict[str, QLabel] = {}
         for col, name in enumerate(("Total", "Pass", "Fail", "Yield")):
             title = QLabel(name)
             title.setAlignment(Qt.AlignmentFlag.AlignCenter)
             value = QLabel("0")
             value.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            value.setStyleSheet("font-size: 22pt; font-weight: bold;")
+            value.setStyleSheet(f"font-size: {size}pt; font-weight: bold;")
             grid.addWidget(title, 0, col)
             grid.addWidget(value, 1, col)
             self.labels[name.lower()] = value
-        self.labels["pass"].setStyleSheet(f"font-size: 22pt; font-weight: bold; color: {PASS_COLOR};")
-        self.labels["fail"].setStyleSheet(f"font-size: 22pt; font-weight: bold; color: {FAIL_COLOR};")
+        self.labels["pass"].setStyleSheet(f"font-size: {size}pt; font-weight: bold; color: {PASS_COLOR};")
+        self.labels["fail"].setStyleSheet(f"font-size: {size}pt; font-weight: bold; color: {FAIL_COLOR};")
 
     def show_counts(self, total: int, passed: int, failed: int) -> None:
         self.labels["total"].setText(str(total))
         self.labels["pass"].setText(str(passed))
         self.labels["fail"].setText(str(failed))
         self.labels["yield"].setText(f"{100.0 * passed / total:.1f} %" if total else "–")
+
+
+class CameraTile(QWidget):
+    """One camera beside others on the operator page: its name and state, its last part's image
+    with the heatmap, that part's PASS/FAIL, and the camera's counts and yield."""
+
+    def __init__(self, camera_id: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.camera_id = camera_id
+        self.title = QLabel()
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.title.setWordWrap(True)
+        self.image_view = HeatmapView(controls=False)
+        self.banner = Banner(compact=True)
+        self.counters = CountersPanel(compact=True)
+        self.shown = None  # the InspectionResult on screen now
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.image_view, 1)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.counters)
 
 
 class TrendPlot(pg.PlotWidget):
