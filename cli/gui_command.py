@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(ELPV dataset, CC BY-NC-SA 4.0) and the shipped demo model.",
     )
     p.add_argument("--db", help="history database URL (default: history.db in the data folder)")
-    p.add_argument("--camera", help="camera URI, e.g. basler://SERIAL, basler://emulated?images=/folder, folder:///images?fps=5")
+    p.add_argument("--camera", action="append",
+                   help="camera URI, e.g. basler://SERIAL, basler://emulated?images=/folder, folder:///images?fps=5; "
+                   "give it once per camera to run several on one engine")
     p.add_argument("--model", help="model file (.safetensors); default: the product's active model, else the demo model")
     p.add_argument("--product", help="product (recipe) to put on the line")
     p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto",
@@ -45,6 +47,6 @@ def cmd_gui(args: argparse.Namespace) -> int:
         if (exc.name or "").split(".")[0] not in ("PyQt6", "pyqtgraph"):
             raise
         raise InspectorError("the desktop needs PyQt6 and pyqtgraph: pip install 'inspector[gui]'") from None
-    options = GuiOptions(db=args.db, camera=args.camera, model=args.model, product=args.product,
+    options = GuiOptions(db=args.db, cameras=tuple(args.camera or ()), model=args.model, product=args.product,
                          device=args.device, backend=args.backend)
     return launch(options, screenshots=args.screenshots, screenshot_seconds=args.screenshot_seconds)

@@ -45,10 +45,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GuiOptions:
-    """``inspector gui`` options; None means the saved setting, else the demo default."""
+    """``inspector gui`` options; None (no cameras) means the saved setting, else the demo default."""
 
     db: str | None = None
-    camera: str | None = None
+    cameras: tuple[str, ...] = ()  # several: one line each on one engine
     model: str | None = None
     product: str | None = None
     device: str = "auto"
@@ -73,15 +73,16 @@ def resolve_recipe(db: HistoryDB, options: GuiOptions, settings: GuiSettings) ->
     return load_active_recipe(db, demo.DEMO_PRODUCT, device=options.device, backend=options.backend)
 
 
-def resolve_camera(options: GuiOptions, settings: GuiSettings, folder: Path) -> tuple[str, str]:
-    """(camera URI, trigger). The demo camera replays the ELPV sample, copied on first start."""
-    uri = options.camera or settings.camera_uri
-    if uri is None:
-        uri = demo.demo_camera_uri(demo.ensure_replay_folder(folder))
+def resolve_cameras(options: GuiOptions, settings: GuiSettings, folder: Path) -> tuple[tuple[str, ...], str]:
+    """(camera URIs, trigger): ``--camera`` s, else the saved cameras, else the demo camera,
+    which replays the ELPV sample, copied on first start."""
+    uris = options.cameras or settings.camera_uris
+    if not uris:
+        uris = (demo.demo_camera_uri(demo.ensure_replay_folder(folder)),)
     # An emulated camera in free run sends ~100 frames/s: present parts one at a time instead.
-    default = "software" if uri.startswith("basler://emulated") else "free_run"
-    trigger = default if options.camera else (settings.trigger or default)
-    return uri, trigger
+    default = "software" if any(uri.startswith("basler://emulated") for uri in uris) else "free_run"
+    trigger = default if options.cameras else (settings.trigger or default)
+    return tuple(uris), trigger
 
 
 class DesktopApp:
@@ -95,10 +96,11 @@ class DesktopApp:
         self.settings_path = self.data_dir / SETTINGS_FILE
         self.settings = GuiSettings.load(self.settings_path)
         recipe = resolve_recipe(self.db, options, self.settings)
-        uri, trigger = resolve_camera(options, self.settings, self.data_dir)
+        uris, trigger = resolve_cameras(options, self.settings, self.data_dir)
         image_dir = (self.db.sqlite_path.parent if self.db.sqlite_path is not None else self.data_dir) / "images"
-        config = LineConfig(uri, image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
-                            pass_sample_rate=self.settings.pass_sample_rate, **link_settings(self.settings))
+        config = LineConfig(uris[0], image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
+                            pass_sample_rate=self.settings.pass_sample_rate, more_camera_uris=uris[1:],
+                            **link_settings(self.settings))
         product = self.db.product_by_name(recipe.product)
         self.session = Session(self.db)
         self.line = LineModel(self.db, config, recipe, dict(product.camera_settings or {}) if product else {})
@@ -170,9 +172,10 @@ def take_screenshots(app: DesktopApp, out: Path, seconds: float = 5.0, fail_wait
             entry: dict[str, Any] = {"file": f"{page}.png", "role": role}
             if page == "operator":
                 shown = operator.shown
-                top_left = operator.banner.mapTo(app.window, QPoint(0, 0))
+                banner = operator.banner_of(shown)
+                top_left = banner.mapTo(app.window, QPoint(0, 0))
                 entry.update(
-                    banner_rect=[top_left.x(), top_left.y(), operator.banner.width(), operator.banner.height()],
+                    banner_rect=[top_left.x(), top_left.y(), banner.width(), banner.height()],
                     decision=shown.decision, inspection_id=shown.inspection_id, score=shown.score,
                     threshold=shown.threshold,
                 )
@@ -180,8 +183,7 @@ def take_screenshots(app: DesktopApp, out: Path, seconds: float = 5.0, fail_wait
     finally:
         app.session.sign_out()
     app.line.stop()
-    m = app.line.last_metrics
-    info["recorded"] = m.recorded if m is not None else 0
+    info["recorded"] = sum(view.metrics.recorded for view in app.line.views.values() if view.metrics is not None)
     (out / "screenshots.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,10 @@ _LINK_OF = {attr: name for name, attr in LINKS.items()}
 
 @dataclass(frozen=True)
 class GuiSettings:
-    """What the operator desktop remembers between starts (None: the built-in default)."""
+    """What the operator desktop remembers between starts (None: the built-in default).
+
+    ``camera_uri`` is the camera, or the first of several; ``more_camera_uris`` the others, in
+    order (files saved before there were several have none)."""
 
     camera_uri: str | None = None
     trigger: str | None = None
@@ -48,6 +52,15 @@ class GuiSettings:
     mqtt_uri: str | None = None
     opcua_uri: str | None = None
     plant_db_url: str | None = None
+    more_camera_uris: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "more_camera_uris", tuple(self.more_camera_uris))  # a list in the file
+
+    @property
+    def camera_uris(self) -> tuple[str, ...]:
+        """Every saved camera, in order; none without a saved camera."""
+        return () if self.camera_uri is None else (self.camera_uri, *self.more_camera_uris)
 
     @classmethod
     def load(cls, path: Path) -> GuiSettings:
@@ -141,21 +154,28 @@ class SettingsModel(QObject):
         self.settings.save(self.path)
         self.settings_changed.emit()
 
-    def apply_camera(self, uri: str, trigger: str, exposure_us: float | None, gain_db: float | None) -> bool:
-        """Switches camera, trigger and the product's exposure and gain; restarts the line."""
-        uri = uri.strip()
-        open_camera(uri)  # a malformed URI is refused before anything changes
+    def apply_camera(self, uri: str, trigger: str, exposure_us: float | None, gain_db: float | None,
+                     more_uris: Sequence[str] = ()) -> bool:
+        """Switches camera (and ``more_uris``: the other cameras on one engine, in order; empty
+        ones ignored), trigger and the product's exposure and gain (every camera's); restarts the line."""
+        uris = [uri.strip(), *(u.strip() for u in more_uris if u.strip())]
+        for one in uris:
+            open_camera(one)  # a malformed URI is refused before anything changes
         creds = self.session.authorize("configure_camera", f"product:{self.line.recipe.product_id}")
-        config = LineConfig(**{**asdict(self.line.config), "camera_uri": uri, "trigger": trigger})
-        before = {"camera_uri": self.line.config.camera_uri, "trigger": self.line.config.trigger}
+        changes = {"camera_uri": uris[0], "more_camera_uris": tuple(uris[1:]), "trigger": trigger}
+        config = LineConfig(**{**asdict(self.line.config), **changes})  # refuses a camera twice, a PLC beside others
+        old = self.line.config
+        before = {"camera_uri": old.camera_uri, "more_camera_uris": list(old.more_camera_uris), "trigger": old.trigger}
         settings = {**self.camera_settings(), "exposure_us": exposure_us, "gain_db": gain_db}
         settings = {k: v for k, v in settings.items() if v is not None}
         if settings != self.camera_settings():
             set_camera_settings(self.db, self.line.recipe.product, settings, user=creds.user, pin=creds.pin)
-        self.db.record_audit(creds.user, creds.role, "set_camera", "gui", before, {"camera_uri": uri, "trigger": trigger})
-        self._save(camera_uri=uri, trigger=trigger)
+        self.db.record_audit(creds.user, creds.role, "set_camera", "gui", before,
+                             {**changes, "more_camera_uris": list(uris[1:])})
+        self._save(**changes)
         ok = self.line.restart(config, settings)
-        self.message.emit(f"camera {uri} " + ("running" if ok else "could not be started: see the alarms"), not ok)
+        cameras = f"camera {uris[0]}" if len(uris) == 1 else f"{len(uris)} cameras ({', '.join(uris)})"
+        self.message.emit(f"{cameras} " + ("running" if ok else "could not be started: see the alarms"), not ok)
         return ok
 
     def set_storage(self, quota_gb: float, pass_sample_rate: float) -> None:

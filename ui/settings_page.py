@@ -1,4 +1,4 @@
-"""The Settings page: camera and its configuration, product (recipe), image storage, plant links
+"""The Settings page: camera (or several on one engine) and its configuration, product (recipe), image storage, plant links
 (PLC, MES, OPC UA, plant database: each with "Test connection" and its state), users.
 
 A view of :class:`~ui.settings_model.SettingsModel`; only a technician may change anything;
@@ -15,6 +15,7 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -45,6 +46,11 @@ class SettingsPage(QWidget):
 
         self.camera_edit = QLineEdit()
         self.camera_edit.setToolTip(f"camera URI, e.g. {EXAMPLE_URIS}")
+        self.more_cameras_edit = QPlainTextEdit()
+        self.more_cameras_edit.setPlaceholderText("one camera URI per line (empty: one camera)")
+        self.more_cameras_edit.setToolTip("further cameras, inspected beside the first on one engine, in this order")
+        self.more_cameras_edit.setTabChangesFocus(True)
+        self.more_cameras_edit.setMaximumHeight(70)
         self.trigger_combo = QComboBox()
         for t in TRIGGERS:
             self.trigger_combo.addItem(TRIGGER_TEXT[t], t)
@@ -108,6 +114,7 @@ class SettingsPage(QWidget):
         camera_box = QGroupBox("Camera")
         cf = QFormLayout(camera_box)
         cf.addRow("Camera", self.camera_edit)
+        cf.addRow("More cameras", self.more_cameras_edit)
         cf.addRow("Trigger", self.trigger_combo)
         cf.addRow("Exposure", self.exposure)
         cf.addRow("Gain", self.gain)
@@ -161,11 +168,12 @@ class SettingsPage(QWidget):
 
     def _on_settings_changed(self) -> None:
         line = self.model.line
-        widgets = (self.camera_edit, self.trigger_combo, self.exposure, self.gain, self.product_combo, self.quota,
+        widgets = (self.camera_edit, self.more_cameras_edit, self.trigger_combo, self.exposure, self.gain, self.product_combo, self.quota,
                    self.pass_rate, self.plc_down, *self.link_edits.values())
         for w in widgets:
             w.blockSignals(True)
         self.camera_edit.setText(line.config.camera_uri)
+        self.more_cameras_edit.setPlainText("\n".join(line.config.more_camera_uris))
         self.trigger_combo.setCurrentIndex(max(self.trigger_combo.findData(line.config.trigger), 0))
         cam = self.model.camera_settings()
         self.exposure.setValue(float(cam.get("exposure_us") or 0))
@@ -185,7 +193,9 @@ class SettingsPage(QWidget):
     def _on_camera_clicked(self) -> None:
         exposure = self.exposure.value() or None
         gain = self.gain.value() if self.gain.value() >= 0 else None
-        self._guard(lambda: self.model.apply_camera(self.camera_edit.text(), self.trigger_combo.currentData(), exposure, gain))
+        more = self.more_cameras_edit.toPlainText().splitlines()
+        self._guard(lambda: self.model.apply_camera(self.camera_edit.text(), self.trigger_combo.currentData(), exposure, gain,
+                                                    more))
 
     def _on_product_clicked(self) -> None:
         self._guard(lambda: self.model.choose_product(self.product_combo.currentText()))
