@@ -1,0 +1,187 @@
+"""Desktop: several cameras on one engine (``inspector gui --camera A --camera B``).
+
+The real line: two folder cameras replaying real magnetic-tile images of different sizes (so a
+verdict shown on the wrong camera's tile shows in the image's shape) through the real engine (a
+2-iteration model), ``build_lines`` and SQLite. Camera A's parts all pass and camera B's all fail
+(the threshold lies between the two sets' scores), so counts mixed up between cameras show.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import cv2
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pyqtgraph")
+
+from inspector.errors import InspectorError  # noqa: E402
+from ui_support import audit_actions, make_db, register_model, resized_copies, sign_in  # noqa: E402
+
+N_A, N_B = 3, 4
+SIZE_B = (160, 224)  # (H, W) of camera B's frames; camera A's are ui_support.SIZE square
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    from inspector.engine import Engine
+
+    return Engine(tiny_model, device="cpu", backend="eager")
+
+
+@pytest.fixture(scope="module")
+def cameras(tmp_path_factory, shared_data, engine) -> tuple[Path, Path, float]:
+    """Camera A's folder (the lowest-scoring images), camera B's (the highest, another size) and
+    a threshold between the two sets."""
+    from inspector.image_io import read_image
+
+    good = sorted((shared_data / "magnetic_tile" / "test" / "good").glob("*.jpg"))[:N_A + N_B]
+    raw = resized_copies(good, tmp_path_factory.mktemp("raw")).glob("*.png")
+    scored = sorted((engine.predict(read_image(p)).score, p) for p in raw)
+    folder_a, folder_b = tmp_path_factory.mktemp("camera_a"), tmp_path_factory.mktemp("camera_b")
+    for i, (_, path) in enumerate(scored[:N_A]):
+        cv2.imwrite(str(folder_a / f"{i:03d}.png"), cv2.imread(str(path)))
+    for i, (_, path) in enumerate(scored[N_A:]):
+        cv2.imwrite(str(folder_b / f"{i:03d}.png"), cv2.resize(cv2.imread(str(path)), SIZE_B[::-1]))
+    high_a = scored[N_A - 1][0]
+    low_b = min(engine.predict(read_image(p)).score for p in folder_b.glob("*.png"))  # at camera B's size
+    assert high_a < low_b, "the two sets' scores overlap at camera B's size"
+    return folder_a, folder_b, (high_a + low_b) / 2
+
+
+def test_two_cameras_set_in_the_settings_run_on_one_engine_each_in_its_tile_with_station_totals(
+        qtbot, tmp_path, tiny_model, engine, cameras):
+    from inspector.line import Lines
+    from ui.line import LineConfig, LineModel
+    from ui.operator_page import OperatorPage
+    from ui.session import Session
+    from ui.settings_model import GuiSettings, SettingsModel
+    from ui.settings_page import SettingsPage
+    from ui.widgets import FAIL_COLOR, PASS_COLOR
+    from ui_support import loaded_recipe
+
+    folder_a, folder_b, threshold = cameras
+    uri_a, uri_b = f"folder://{folder_a}?fps=0", f"folder://{folder_b}?fps=0"
+    db = make_db(tmp_path)
+    product_id, version_id = register_model(db, tiny_model)
+    # One camera to begin with, as the desktop has now; not started.
+    line = LineModel(db, LineConfig(uri_a, tmp_path / "images", pass_sample_rate=1.0, quota_gb=1.0),
+                     loaded_recipe(engine, threshold, product_id, version_id))
+    session = Session(db)
+    path = tmp_path / "gui.json"
+    settings = SettingsModel(db, line, session, GuiSettings(), path, device="cpu", backend="eager")
+    settings_page = SettingsPage(settings, session)
+    page = OperatorPage(line, session)
+    qtbot.addWidget(settings_page)
+    qtbot.addWidget(page)
+    page.show()
+    assert page.tiles == {} and page.image_view.isVisible() and page.banner.isVisible()
+
+    # The technician gives a second camera; the line restarts with both, on one engine.
+    sign_in(session, "tina")
+    settings_page.more_cameras_edit.setPlainText(f"{uri_b}\n\n")
+    settings_page.camera_button.click()
+    try:
+        assert isinstance(line.line, Lines) and [one.camera.camera_id for one in line.line.lines] == [uri_a, uri_b]
+        assert list(page.tiles) == [uri_a, uri_b] and page.tiles_box.isVisible()
+        assert not page.image_view.isVisible() and not page.banner.isVisible()
+        tiles = page.tiles
+        qtbot.waitUntil(lambda: line.counters.total == N_A + N_B
+                        and all(tile.shown is line.views[cid].latest is not None for cid, tile in tiles.items()),
+                        timeout=120_000)
+    finally:
+        assert line.stop()
+
+    # Each tile: its own camera's last part (its frame size), verdict and counts.
+    a, b = page.tiles[uri_a], page.tiles[uri_b]
+    assert a.image_view.image_item.image.shape[:2] == (192, 192)
+    assert b.image_view.image_item.image.shape[:2] == SIZE_B
+    assert b.image_view.heat_item.image is not None and len(b.image_view.contour_item.xData) > 0
+    assert (a.banner.decision, a.banner.color().name()) == ("PASS", PASS_COLOR)
+    assert (b.banner.decision, b.banner.color().name()) == ("FAIL", FAIL_COLOR)
+    counts = {cid: (v.counters.total, v.counters.passed, v.counters.failed) for cid, v in line.views.items()}
+    assert counts == {uri_a: (N_A, N_A, 0), uri_b: (N_B, 0, N_B)}
+    assert [a.counters.labels[k].text() for k in ("total", "pass", "fail", "yield")] == ["3", "3", "0", "100.0 %"]
+    assert [b.counters.labels[k].text() for k in ("total", "pass", "fail", "yield")] == ["4", "0", "4", "0.0 %"]
+    # The station: the sum, on the page's own counters; the trend has every part.
+    assert (line.counters.total, line.counters.passed, line.counters.failed) == (N_A + N_B, N_A, N_B)
+    assert page.counters.labels["total"].text() == str(N_A + N_B) and page.counters.labels["yield"].text() == "42.9 %"
+    assert page.station_label.isVisible() and len(page.trend.curve.yData) == N_A + N_B
+    assert uri_a in a.title.text() and "stopped" in a.title.text()
+    figures = page.figures.text()  # a line per camera
+    assert figures.index(uri_a) < figures.index("recorded 3") < figures.index(uri_b) < figures.index("recorded 4")
+
+    # Every part recorded once, with its camera's id and its own verdict; nothing lost.
+    with sqlite3.connect(db.sqlite_path) as connection:
+        rows = connection.execute("SELECT camera_id, frame_id, decision FROM inspections ORDER BY id").fetchall()
+    by_camera = {cid: sorted((f, d) for c, f, d in rows if c == cid) for cid in (uri_a, uri_b)}
+    assert len(rows) == N_A + N_B
+    assert by_camera == {uri_a: [(i, "PASS") for i in range(N_A)], uri_b: [(i, "FAIL") for i in range(N_B)]}
+    for cid, n in ((uri_a, N_A), (uri_b, N_B)):
+        m = line.views[cid].metrics
+        assert (m.acquired, m.recorded, m.unrecorded, m.writer.failed) == (n, n, 0, 0)
+
+    # Saved as the single camera was, the others beside it; audited.
+    saved = GuiSettings.load(path)
+    assert (saved.camera_uri, saved.more_camera_uris) == (uri_a, (uri_b,))
+    assert json.loads(path.read_text())["more_camera_uris"] == [uri_b]
+    entry = next(e for e in db.audit_events(limit=50) if e.action == "set_camera")
+    assert entry.before["more_camera_uris"] == [] and entry.after["more_camera_uris"] == [uri_b]
+
+    # A PLC answers one camera: with two cameras the desktop refuses it before anything changes.
+    with pytest.raises(InspectorError, match="with 2 cameras, clear the PLC link"):
+        settings.set_links("modbus://127.0.0.1:1502?unit=1", "ng", None, None, None)
+    assert line.config.plc_uri is None and GuiSettings.load(path).plc_uri is None
+    assert "set_links" not in audit_actions(db)
+    # And a camera given twice.
+    with pytest.raises(InspectorError, match="given twice"):
+        settings.apply_camera(uri_a, "free_run", None, None, [uri_b, uri_a])
+    assert line.config.more_camera_uris == (uri_b,)
+
+
+def test_line_config_refuses_one_plc_for_several_cameras_and_a_camera_twice(tmp_path):
+    from ui.line import LineConfig
+
+    plc = "modbus://127.0.0.1:1502?unit=1"
+    assert LineConfig("folder:///a", tmp_path, plc_uri=plc).camera_uris == ("folder:///a",)
+    with pytest.raises(InspectorError, match="a PLC link answers one camera's triggers"):
+        LineConfig("folder:///a", tmp_path, plc_uri=plc, more_camera_uris=("folder:///b",))
+    with pytest.raises(InspectorError, match="camera 'folder:///a' given twice"):
+        LineConfig("folder:///a", tmp_path, more_camera_uris=["folder:///b", "folder:///a"])
+    config = LineConfig("folder:///a", tmp_path, more_camera_uris=["folder:///b"])  # a list, as the file holds it
+    assert config.camera_uris == ("folder:///a", "folder:///b")
+
+
+def test_settings_saved_before_several_cameras_still_load(tmp_path):
+    from ui.settings_model import GuiSettings
+
+    path = tmp_path / "gui.json"
+    path.write_text(json.dumps({"camera_uri": "basler://123", "trigger": "hardware", "quota_gb": 2.0}))
+    old = GuiSettings.load(path)
+    assert (old.camera_uri, old.more_camera_uris, old.camera_uris, old.trigger) == ("basler://123", (), ("basler://123",), "hardware")
+    GuiSettings(camera_uri="basler://1", more_camera_uris=("basler://2",)).save(path)
+    assert GuiSettings.load(path).camera_uris == ("basler://1", "basler://2")
+    assert GuiSettings().camera_uris == ()
+
+
+def test_gui_takes_camera_once_per_camera(monkeypatch, tmp_path):
+    import launcher.desktop
+    from cli.main import main
+    from launcher.desktop import GuiOptions, resolve_cameras
+    from ui.settings_model import GuiSettings
+
+    given: list[GuiOptions] = []
+    monkeypatch.setattr(launcher.desktop, "launch", lambda options, **_: given.append(options) or 0)
+    assert main(["gui", "--camera", "folder:///a", "--camera", "basler://emulated"]) == 0
+    assert main(["gui", "--camera", "folder:///a"]) == 0
+    assert main(["gui"]) == 0
+    assert [options.cameras for options in given] == [("folder:///a", "basler://emulated"), ("folder:///a",), ()]
+
+    # --camera replaces the saved cameras, all of them; an emulated one among them is fed parts.
+    saved = GuiSettings(camera_uri="folder:///s1", more_camera_uris=("folder:///s2",), trigger="hardware")
+    assert resolve_cameras(given[0], saved, tmp_path) == (("folder:///a", "basler://emulated"), "software")
+    assert resolve_cameras(given[1], saved, tmp_path) == (("folder:///a",), "free_run")
+    assert resolve_cameras(given[2], saved, tmp_path) == (("folder:///s1", "folder:///s2"), "hardware")
