@@ -95,12 +95,13 @@ class DesktopApp:
         self.db.upgrade()
         self.settings_path = self.data_dir / SETTINGS_FILE
         self.settings = GuiSettings.load(self.settings_path)
-        recipe = resolve_recipe(self.db, options, self.settings)
         uris, trigger = resolve_cameras(options, self.settings, self.data_dir)
         image_dir = (self.db.sqlite_path.parent if self.db.sqlite_path is not None else self.data_dir) / "images"
+        # Before the model loads (seconds): a camera given twice or a PLC beside several is refused at once.
         config = LineConfig(uris[0], image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
                             pass_sample_rate=self.settings.pass_sample_rate, more_camera_uris=uris[1:],
                             **link_settings(self.settings))
+        recipe = resolve_recipe(self.db, options, self.settings)
         product = self.db.product_by_name(recipe.product)
         self.session = Session(self.db)
         self.line = LineModel(self.db, config, recipe, dict(product.camera_settings or {}) if product else {})

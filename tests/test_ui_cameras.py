@@ -185,3 +185,14 @@ def test_gui_takes_camera_once_per_camera(monkeypatch, tmp_path):
     assert resolve_cameras(given[0], saved, tmp_path) == (("folder:///a", "basler://emulated"), "software")
     assert resolve_cameras(given[1], saved, tmp_path) == (("folder:///a",), "free_run")
     assert resolve_cameras(given[2], saved, tmp_path) == (("folder:///s1", "folder:///s2"), "hardware")
+
+
+def test_the_desktop_refuses_a_saved_plc_beside_several_cameras_before_the_model_loads(monkeypatch, tmp_path):
+    import launcher.desktop
+    from launcher.desktop import DesktopApp, GuiOptions
+
+    monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path))
+    (tmp_path / "gui.json").write_text(json.dumps({"plc_uri": "modbus://127.0.0.1:1502?unit=1"}))
+    monkeypatch.setattr(launcher.desktop, "resolve_recipe", lambda *_: pytest.fail("the model was loaded"))
+    with pytest.raises(InspectorError, match="with 2 cameras, clear the PLC link"):
+        DesktopApp(GuiOptions(cameras=("folder:///a", "folder:///b")))
