@@ -6,7 +6,8 @@ Needs anomalib (``pip install anomalib==2.7.0``; not a dependency of this projec
 torch for both. MODEL is an EfficientAD-S model file with a calibrated threshold, an ELPV one
 (the gate's images are the demo's ELPV split, as in ``scripts/bench_int8_cpu.py``), e.g. the
 EfficientAD-S demo model shipped until version 0.1
-(``git show 4497a7e^:inspector/assets/demo/demo_model.safetensors``). Timed, each round in turn:
+(``git show 4497a7e^:inspector/assets/demo/demo_model.safetensors``), or an instant model such as
+the shipped demo model (then two different models are compared). Timed, each round in turn:
 
 - anomalib: ``EfficientAdModel(model_size=S)`` in eval mode under ``torch.no_grad``, eager fp32, on
   an already normalised (1, 3, 256, 256) tensor: its networks, map arithmetic and upsampling, and
