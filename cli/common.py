@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 PIN_ENV = "INSPECTOR_PIN"
 NEW_PIN_ENV = "INSPECTOR_NEW_PIN"
 
+#: ``add_argument("--max-batch", **MAX_BATCH_OPTION)``: ``run`` and ``gui`` with several cameras
+MAX_BATCH_OPTION: dict[str, Any] = dict(
+    type=int, default=None,
+    help="several cameras: frames per forward pass at most (default: measured at the start -- every "
+    "camera's frame where a batch makes a frame cheaper on this device, else 1: one frame per pass)")
 #: ``add_argument("--device", **DEVICE_OPTION)``
 DEVICE_OPTION: dict[str, Any] = dict(choices=("auto", "cpu", "cuda"), default="auto",
                                      help="where to run (default: CUDA when present)")

@@ -9,7 +9,7 @@ import argparse
 import os
 from pathlib import Path
 
-from cli.common import DEVICE_OPTION, quiet_migrations
+from cli.common import DEVICE_OPTION, MAX_BATCH_OPTION, quiet_migrations
 from inspector import ENGINE_BACKENDS
 from inspector.errors import InspectorError
 
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto",
                    help="inference backend (auto: the fastest here)")
     p.add_argument("--device", **DEVICE_OPTION)
+    p.add_argument("--max-batch", **MAX_BATCH_OPTION)
     p.add_argument("--screenshots", type=Path, metavar="DIR",
                    help="run the line for a few seconds, save one PNG per page into DIR, and exit")
     p.add_argument("--screenshot-seconds", type=float, default=5.0, help="with --screenshots: seconds to run first")
@@ -48,5 +49,5 @@ def cmd_gui(args: argparse.Namespace) -> int:
             raise
         raise InspectorError("the desktop needs PyQt6 and pyqtgraph: pip install 'inspector[gui]'") from None
     options = GuiOptions(db=args.db, cameras=tuple(args.camera or ()), model=args.model, product=args.product,
-                         device=args.device, backend=args.backend)
+                         device=args.device, backend=args.backend, max_batch=args.max_batch)
     return launch(options, screenshots=args.screenshots, screenshot_seconds=args.screenshot_seconds)

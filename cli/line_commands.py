@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.common import DEVICE_OPTION, add_credential_options, quiet_migrations, shell_user, verified_user
+from cli.common import DEVICE_OPTION, MAX_BATCH_OPTION, add_credential_options, quiet_migrations, shell_user, verified_user
 from cli.run_links import RunLinks
 from inspector import ENGINE_BACKENDS, recipes
 from inspector.errors import DatabaseError, InspectorError
@@ -84,9 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto",
                    help="inference backend (auto: the fastest here)")
     p.add_argument("--device", **DEVICE_OPTION)
-    p.add_argument("--max-batch", type=int, default=None,
-                   help="several cameras: frames per forward pass at most (default: measured at the start -- every "
-                   "camera's frame where a batch makes a frame cheaper on this device, else 1: one frame per pass)")
+    p.add_argument("--max-batch", **MAX_BATCH_OPTION)
     p.add_argument("--batch-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS,
                    help="several cameras: how long a frame waits at most for the other cameras' to join its "
                    "forward pass (ms)")

@@ -53,6 +53,7 @@ class GuiOptions:
     product: str | None = None
     device: str = "auto"
     backend: str = "auto"
+    max_batch: int | None = None  # several cameras: frames per forward pass at most (None: measured)
 
 
 def resolve_recipe(db: HistoryDB, options: GuiOptions, settings: GuiSettings) -> LoadedRecipe:
@@ -100,6 +101,7 @@ class DesktopApp:
         # Before the model loads (seconds): a camera given twice or a PLC beside several is refused at once.
         config = LineConfig(uris[0], image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
                             pass_sample_rate=self.settings.pass_sample_rate, more_camera_uris=uris[1:],
+                            max_batch=options.max_batch,
                             **link_settings(self.settings))
         recipe = resolve_recipe(self.db, options, self.settings)
         product = self.db.product_by_name(recipe.product)

@@ -153,6 +153,28 @@ def test_line_config_refuses_one_plc_for_several_cameras_and_a_camera_twice(tmp_
         LineConfig("folder:///a", tmp_path, more_camera_uris=["folder:///b", "folder:///a"])
     config = LineConfig("folder:///a", tmp_path, more_camera_uris=["folder:///b"])  # a list, as the file holds it
     assert config.camera_uris == ("folder:///a", "folder:///b")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InspectorError, match="max batch must be a whole number >= 1"):
+            LineConfig("folder:///a", tmp_path, more_camera_uris=["folder:///b"], max_batch=bad)
+
+
+def test_a_given_max_batch_is_used_and_nothing_is_measured(tmp_path, tiny_model, engine, cameras):
+    """``inspector gui --max-batch N``: the desktop's line takes N as ``run`` does, without the
+    start-up measurement (seconds on a CPU, while the window waits)."""
+    from ui.line import LineConfig, LineModel
+    from ui_support import loaded_recipe
+
+    folder_a, folder_b, threshold = cameras
+    db = make_db(tmp_path)
+    product_id, version_id = register_model(db, tiny_model)
+    config = LineConfig(f"folder://{folder_a}?fps=0", tmp_path / "images", more_camera_uris=(f"folder://{folder_b}?fps=0",),
+                        max_batch=1)
+    line = LineModel(db, config, loaded_recipe(engine, threshold, product_id, version_id))
+    assert line.start()
+    try:
+        assert line.line.batching is None and line.line.batcher.max_batch == 1
+    finally:
+        assert line.stop()
 
 
 def test_settings_saved_before_several_cameras_still_load(tmp_path):
@@ -179,6 +201,9 @@ def test_gui_takes_camera_once_per_camera(monkeypatch, tmp_path):
     assert main(["gui", "--camera", "folder:///a"]) == 0
     assert main(["gui"]) == 0
     assert [options.cameras for options in given] == [("folder:///a", "basler://emulated"), ("folder:///a",), ()]
+    assert [options.max_batch for options in given] == [None, None, None]
+    assert main(["gui", "--camera", "folder:///a", "--camera", "folder:///b", "--max-batch", "2"]) == 0
+    assert given[-1].max_batch == 2
 
     # --camera replaces the saved cameras, all of them; an emulated one among them is fed parts.
     saved = GuiSettings(camera_uri="folder:///s1", more_camera_uris=("folder:///s2",), trigger="hardware")
@@ -196,3 +221,7 @@ def test_the_desktop_refuses_a_saved_plc_beside_several_cameras_before_the_model
     monkeypatch.setattr(launcher.desktop, "resolve_recipe", lambda *_: pytest.fail("the model was loaded"))
     with pytest.raises(InspectorError, match="with 2 cameras, clear the PLC link"):
         DesktopApp(GuiOptions(cameras=("folder:///a", "folder:///b")))
+    # So is a batch limit below one (``inspector gui --max-batch 0``), with no PLC in the way.
+    (tmp_path / "gui.json").write_text(json.dumps({}))
+    with pytest.raises(InspectorError, match="max batch must be a whole number >= 1, got 0"):
+        DesktopApp(GuiOptions(cameras=("folder:///a", "folder:///b"), max_batch=0))

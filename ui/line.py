@@ -30,7 +30,7 @@ from inspector.errors import InspectorError
 from inspector.history import HistoryDB
 from inspector.line import (CAMERA_LOST, CAMERA_RECONNECTED, LINE_RESUMED, LINE_STALLED, DecisionRule, InspectionResult,
                             Line, Lines, Pipeline, PipelineMetrics, build_line, build_lines)
-from inspector.line.build import STALL_AFTER_S, check_camera_ids
+from inspector.line.build import STALL_AFTER_S, check_camera_ids, check_max_batch
 from inspector.line.drift import DriftStatus
 from inspector.recipes import LoadedRecipe
 
@@ -107,6 +107,7 @@ class LineConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "more_camera_uris", tuple(self.more_camera_uris))  # a list from saved settings
         check_camera_ids(self.camera_uris)
+        check_max_batch(self.max_batch)
         if self.plc_uri and self.more_camera_uris:
             raise InspectorError(
                 f"a PLC link answers one camera's triggers through its register block, and the desktop takes one "

@@ -430,8 +430,7 @@ def build_lines(
     if camera_links and len(camera_links) != len(cameras):
         raise InspectorError(f"{len(camera_links)} cameras' own links given for {len(cameras)} cameras")
     check_camera_ids([camera.camera_id for camera in cameras])
-    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
-        raise InspectorError(f"max batch must be a whole number >= 1, got {max_batch!r}")
+    check_max_batch(max_batch)
     batching = measure_batching(recipe.engine, len(cameras)) if max_batch is None else None
     batcher = FrameBatcher(min(max_batch or batching.max_batch, len(cameras)), max_wait_ms)
     store = ImageStore(store_options["image_dir"], quota_bytes=store_options["quota_bytes"],
@@ -452,6 +451,12 @@ def check_camera_ids(ids: Sequence[str]) -> None:
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
         raise InspectorError(f"camera {twice[0]!r} given twice; each camera may run once")
+
+
+def check_max_batch(max_batch: int | None) -> None:
+    """Refuses (InspectorError) a batch limit that is not a whole number >= 1 (None: measured)."""
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        raise InspectorError(f"max batch must be a whole number >= 1, got {max_batch!r}")
 
 
 def camera_journal_path(db: HistoryDB, camera_id: str) -> Path:
