@@ -35,10 +35,11 @@ def bf16_supported(dev: torch.device) -> bool:
 #: than ones with AVX-512 BF16 or AMX, so every CPU figure names which it had.
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 #: The environment variables that cap the instruction sets the kernels use, below what the CPU
-#: has: oneDNN's (PyTorch's convolutions, and OpenVINO's, whose oneDNN reads it too) and ATen's.
-#: With ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` an AVX-512 machine runs the kernels
-#: an AVX2-only line PC would (onnxruntime has no such switch).
-ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+#: has: oneDNN's (PyTorch's convolutions, and OpenVINO's, whose oneDNN reads it too), ATen's and
+#: MKL's (PyTorch's fp32 matrix products: an instant model's bank search).
+#: With ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`` an
+#: AVX-512 machine runs the kernels an AVX2-only line PC would (onnxruntime has no such switch).
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 #: oneDNN caps that leave out every VNNI instruction (its ISA names, upper case).
 _CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
 
