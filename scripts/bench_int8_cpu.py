@@ -6,7 +6,9 @@ onnxruntime fp32 and int8, OpenVINO fp32 and int8, each with its accuracy gate, 
 The gate and int8 calibration use the demo's ELPV split (``demo.elpv_split``: int8 calibrates on
 training cells, the gate compares on the 200 held-out good and 60 defective cells), so the models
 should be ELPV models: the shipped demo model (instant) and the EfficientAD-S demo model shipped
-until version 0.1 (``git show 4497a7e^:inspector/assets/demo/demo_model.safetensors``).
+until version 0.1 (``git show 4497a7e^:inspector/assets/demo/demo_model.safetensors``). For other
+models ``--images DIR`` takes their images as ``inspector bench --images`` does (an MVTec-layout
+folder: int8 calibrates on ``train/good``, the gate compares on the test set and its masks).
 
 Backends are timed in interleaved rounds (each round times every backend once), so a load that
 comes and goes on a shared machine spreads over all of them; seconds are upper bounds there. A
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=10, help="timed calls per backend per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--label", default="", help="a note for the JSON (e.g. the ISA emulated)")
+    p.add_argument("--images", type=Path, help="the models' images for int8 calibration and the gate (default: the demo's ELPV split)")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -90,12 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import demo
-    from inspector.devices import bf16_supported, cpu_description
-    from inspector.precision_gate import GateImages
+    from inspector.devices import ISA_CAP_VARIABLES, bf16_supported, cpu_description
+    from inspector.precision_gate import GateImages, images_from_folder
 
-    split = demo.elpv_split()
-    images = GateImages(good=tuple(split.calibration_good), defects=tuple(split.calibration_defect), train=tuple(split.train),
-                        source="demo ELPV split: int8 calibrated on training cells, gate on 200 held-out good + 60 defective cells")
+    if args.images:
+        images = images_from_folder(args.images)
+    else:
+        split = demo.elpv_split()
+        images = GateImages(good=tuple(split.calibration_good), defects=tuple(split.calibration_defect), train=tuple(split.train),
+                            source="demo ELPV split: int8 calibrated on training cells, gate on 200 held-out good + 60 defective cells")
     backends = [b for b in args.backends.split(",") if b != "eager-bf16" or bf16_supported(torch.device("cpu"))]
     t0 = time.time()
     result = {
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": cpu_description(),
         "threads": torch.get_num_threads(),
         "label": args.label,
-        "env": {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS") if k in os.environ},
+        "env": {k: os.environ[k] for k in (*ISA_CAP_VARIABLES, "OMP_NUM_THREADS") if k in os.environ},
         "note": "a shared machine: other jobs ran while measuring, so milliseconds are upper bounds; ratios are from the same rounds",
         "gate_images": images.source,
         "models": [measure(m, images, backends, args.runs, args.rounds) for m in args.models],
