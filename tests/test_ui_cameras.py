@@ -142,6 +142,84 @@ def test_two_cameras_set_in_the_settings_run_on_one_engine_each_in_its_tile_with
     assert line.config.more_camera_uris == (uri_b,)
 
 
+def test_one_heatmap_bar_sets_every_camera_tile_and_the_tiles_of_a_camera_added_later(
+        qtbot, tmp_path, tiny_model, engine, cameras):
+    import numpy as np
+    from PyQt6 import sip
+    from PyQt6.QtCore import QCoreApplication, QEvent
+    from ui.line import LineConfig, LineModel
+    from ui.operator_page import OperatorPage
+    from ui.session import Session
+    from ui.widgets import overlay_lut
+    from ui_support import loaded_recipe
+
+    folder_a, folder_b, threshold = cameras
+    uri_a, uri_b = f"folder://{folder_a}?fps=0", f"folder://{folder_b}?fps=0"
+    uri_c = f"folder://{folder_a}?fps=0&loop=0"  # camera A's images again, as another camera
+    db = make_db(tmp_path)
+    recipe = loaded_recipe(engine, threshold, *register_model(db, tiny_model))
+    frame, anomaly = np.zeros((32, 32), np.uint8), np.linspace(0.0, 2.0, 32 * 32).reshape(32, 32)
+
+    def page_of(*uris: str) -> OperatorPage:
+        config = LineConfig(uris[0], tmp_path / "images", more_camera_uris=uris[1:], max_batch=1)
+        page = OperatorPage(LineModel(db, config, recipe), Session(db))
+        qtbot.addWidget(page)
+        page.show()
+        return page
+
+    def shown(page: OperatorPage) -> list:
+        """Each tile's view, with a part's map drawn (half of it above the contour level)."""
+        views = [tile.image_view for tile in page.tiles.values()]
+        for view in views:
+            view.show_frame(frame, anomaly, vmax=2.0, contour_level=1.0)
+        return views
+
+    # One camera: no shared bar; the image's own bar works as before.
+    single = page_of(uri_a)
+    view = single.image_view
+    assert not single.tiles and not single.tile_controls.isVisible() and view.controls.isVisible()
+    view.show_frame(frame, anomaly, vmax=2.0, contour_level=1.0)
+    view.opacity_slider.setValue(30)
+    view.cmap_combo.setCurrentText("plasma")
+    assert view.heat_item.opacity() == pytest.approx(0.3) and np.array_equal(view.heat_item.lut, overlay_lut("plasma"))
+    view.overlay_box.setChecked(False)
+    assert not view.heat_item.isVisible()
+    assert single.tile_controls.opacity_slider.value() == 50  # the tiles' bar is another
+
+    # Two cameras: one bar below the tiles; each change redraws every tile's part at once.
+    page = page_of(uri_a, uri_b)
+    bar = page.tile_controls
+    assert list(page.tiles) == [uri_a, uri_b] and bar.isVisible()
+    views = shown(page)
+    assert all(len(v.contour_item.xData) > 0 and v.heat_item.isVisible() for v in views)
+    bar.opacity_slider.setValue(20)
+    bar.cmap_combo.setCurrentText("viridis")
+    bar.contour_box.setChecked(False)
+    for v in views:
+        assert v.heat_item.opacity() == pytest.approx(0.2) and np.array_equal(v.heat_item.lut, overlay_lut("viridis"))
+        assert len(v.contour_item.xData) == 0 and v.heat_item.isVisible()
+    bar.overlay_box.setChecked(False)
+    assert not any(v.heat_item.isVisible() for v in views)
+
+    # A camera added: the tiles are made again, with the bar's settings.
+    old = list(page.tiles.values())
+    try:
+        assert page.line.restart(LineConfig(uri_a, tmp_path / "images", more_camera_uris=(uri_b, uri_c), max_batch=1))
+    finally:
+        assert page.line.stop()
+    assert list(page.tiles) == [uri_a, uri_b, uri_c] and not set(page.tiles.values()) & set(old) and bar.isVisible()
+    views = shown(page)
+    for v in views:
+        assert v.heat_item.opacity() == pytest.approx(0.2) and np.array_equal(v.heat_item.lut, overlay_lut("viridis"))
+        assert len(v.contour_item.xData) == 0 and not v.heat_item.isVisible()
+    # The old tiles deleted: the bar sets the new ones and calls nothing of the old (that would raise).
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    assert all(sip.isdeleted(tile) for tile in old)
+    bar.overlay_box.setChecked(True)
+    bar.opacity_slider.setValue(70)
+    assert all(v.heat_item.isVisible() and v.heat_item.opacity() == pytest.approx(0.7) for v in views)
+
+
 def test_line_config_refuses_one_plc_for_several_cameras_and_a_camera_twice(tmp_path):
     from ui.line import LineConfig
 

@@ -2,7 +2,8 @@
 
 Beside other cameras, each camera has a tile of its own (:class:`~ui.widgets.CameraTile`: its
 last part's image, heatmap and verdict, its counts and yield) in place of the one image and
-banner, and the counters are the station's, all cameras together.
+banner, one heatmap bar below the tiles sets every tile's overlay, and the counters are the
+station's, all cameras together.
 
 A view of :class:`~ui.line.LineModel`: it subscribes to the model's signals (which arrive at most
 at the display rate, with the newest result) and writes back only through the model's methods
@@ -31,7 +32,7 @@ from inspector.line import InspectionResult, PipelineMetrics
 from inspector.overlay import heatmap_vmax
 from ui.line import LINK_TITLES, LineModel, link_state_html
 from ui.session import Session
-from ui.widgets import FAIL_COLOR, Banner, CameraTile, CountersPanel, HeatmapView, TrendPlot
+from ui.widgets import FAIL_COLOR, Banner, CameraTile, CountersPanel, HeatmapControls, HeatmapView, TrendPlot
 
 CAMERA_STATE_COLORS = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR, "stalled": FAIL_COLOR}
 
@@ -81,9 +82,16 @@ class OperatorPage(QWidget):
         self.image_view = HeatmapView()
         self.banner = Banner()
         self.tiles: dict[str, CameraTile] = {}  # by camera id, in camera order; none for one camera
+        # One heatmap bar for all tiles: a bar in each would crowd them, and the operator would
+        # set the same thing once per camera. Below the tiles, so it shows only with them.
+        self.tile_controls = HeatmapControls()
         self.tiles_box = QWidget()
-        self.tiles_grid = QGridLayout(self.tiles_box)
+        tiles_layout = QVBoxLayout(self.tiles_box)
+        tiles_layout.setContentsMargins(0, 0, 0, 0)
+        self.tiles_grid = QGridLayout()
         self.tiles_grid.setContentsMargins(0, 0, 0, 0)
+        tiles_layout.addLayout(self.tiles_grid, 1)
+        tiles_layout.addWidget(self.tile_controls)
         self.station_label = QLabel("<b>Station</b>: all cameras together")
         self.counters = CountersPanel()
         self.trend = TrendPlot()
@@ -192,7 +200,7 @@ class OperatorPage(QWidget):
                 self.tiles_grid.removeWidget(tile)
                 tile.deleteLater()
             columns = math.ceil(math.sqrt(len(ids)))
-            self.tiles = {camera_id: CameraTile(camera_id) for camera_id in ids}
+            self.tiles = {camera_id: CameraTile(camera_id, controls=self.tile_controls) for camera_id in ids}
             for i, tile in enumerate(self.tiles.values()):
                 self.tiles_grid.addWidget(tile, i // columns, i % columns)
             self.shown = None  # draw everything again

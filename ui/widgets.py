@@ -75,6 +75,31 @@ def overlay_lut(name: str) -> np.ndarray:
     return np.column_stack([rgb, (255 * ramp).round()]).astype(np.uint8)
 
 
+class HeatmapControls(QWidget):
+    """The heatmap overlay's settings: on or off, its opacity, its colour map, defect outlines.
+
+    Every :class:`HeatmapView` given the same bar follows it, so one bar can set all of a
+    page's views at once (the operator page's camera tiles).
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.overlay_box = QCheckBox("Heatmap")
+        self.overlay_box.setChecked(True)
+        self.contour_box = QCheckBox("Defect contours")
+        self.contour_box.setChecked(True)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(50)
+        self.opacity_slider.setToolTip("heatmap opacity")
+        self.cmap_combo = QComboBox()
+        self.cmap_combo.addItems(COLOR_MAPS)
+        bar = QHBoxLayout(self)
+        for w in (self.overlay_box, QLabel("Opacity"), self.opacity_slider, QLabel("Colours"), self.cmap_combo, self.contour_box):
+            bar.addWidget(w)
+        bar.addStretch(1)
+
+
 class HeatmapView(QWidget):
     """A frame with its anomaly map on top, and the overlay's controls.
 
@@ -84,7 +109,9 @@ class HeatmapView(QWidget):
     of another size than the frame are stretched over it.
     """
 
-    def __init__(self, parent: QWidget | None = None, controls: bool = True) -> None:
+    def __init__(self, parent: QWidget | None = None, controls: bool | HeatmapControls = True) -> None:
+        """``controls``: a bar of its own, shown (True) or not (False: the default settings), or
+        a bar to follow, which other views may follow too."""
         super().__init__(parent)
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("#202020")
@@ -101,16 +128,13 @@ class HeatmapView(QWidget):
         self._contour_level: float | None = None
         self._map: np.ndarray | None = None
 
-        self.overlay_box = QCheckBox("Heatmap")
-        self.overlay_box.setChecked(True)
-        self.contour_box = QCheckBox("Defect contours")
-        self.contour_box.setChecked(True)
-        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
-        self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setValue(50)
-        self.opacity_slider.setToolTip("heatmap opacity")
-        self.cmap_combo = QComboBox()
-        self.cmap_combo.addItems(COLOR_MAPS)
+        own = not isinstance(controls, HeatmapControls)
+        self.controls = HeatmapControls() if own else controls
+        c = self.controls
+        self.overlay_box, self.opacity_slider, self.cmap_combo, self.contour_box = (
+            c.overlay_box, c.opacity_slider, c.cmap_combo, c.contour_box)
+        # Bound methods, never lambdas: PyQt drops them when this view is deleted, so a shared bar
+        # outlives the tiles made again beside it.
         self.overlay_box.toggled.connect(self._on_overlay_changed)
         self.contour_box.toggled.connect(self._on_overlay_changed)
         self.opacity_slider.valueChanged.connect(self._on_overlay_changed)
@@ -119,14 +143,9 @@ class HeatmapView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics, 1)
-        bar = QHBoxLayout()
-        for w in (self.overlay_box, QLabel("Opacity"), self.opacity_slider, QLabel("Colours"), self.cmap_combo, self.contour_box):
-            bar.addWidget(w)
-        bar.addStretch(1)
-        self.controls = QWidget()
-        self.controls.setLayout(bar)
-        self.controls.setVisible(controls)
-        layout.addWidget(self.controls)
+        if own:  # a followed bar lives where its owner put it
+            self.controls.setVisible(controls)
+            layout.addWidget(self.controls)
         self._on_colormap_changed(self.cmap_combo.currentText())
         self._on_overlay_changed()
 
@@ -250,15 +269,16 @@ class CountersPanel(QWidget):
 
 class CameraTile(QWidget):
     """One camera beside others on the operator page: its name and state, its last part's image
-    with the heatmap, that part's PASS/FAIL, and the camera's counts and yield."""
+    with the heatmap, that part's PASS/FAIL, and the camera's counts and yield. ``controls``: the
+    heatmap bar it follows, shared with the other tiles (None: the default settings)."""
 
-    def __init__(self, camera_id: str, parent: QWidget | None = None) -> None:
+    def __init__(self, camera_id: str, parent: QWidget | None = None, controls: HeatmapControls | None = None) -> None:
         super().__init__(parent)
         self.camera_id = camera_id
         self.title = QLabel()
         self.title.setTextFormat(Qt.TextFormat.RichText)
         self.title.setWordWrap(True)
-        self.image_view = HeatmapView(controls=False)
+        self.image_view = HeatmapView(controls=False if controls is None else controls)
         self.banner = Banner(compact=True)
         self.counters = CountersPanel(compact=True)
         self.shown = None  # the InspectionResult on screen now
