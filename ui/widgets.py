@@ -18,7 +18,6 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QColor
-from inspector.overlay import OVERLAY_FADE
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,6 +29,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from inspector.overlay import OVERLAY_FADE
+
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 PASS_COLOR = "#2e7d32"
@@ -37,7 +38,6 @@ FAIL_COLOR = "#c62828"
 IDLE_COLOR = "#616161"
 COLOR_MAPS = ("turbo", "inferno", "viridis", "plasma", "CET-L3")
 CONTOUR_PEN = pg.mkPen("#00e5ff", width=2)
-#: Share of the colour scale over which the overlay fades in (scale top: ``heatmap_vmax``).
 
 
 def levels_for(image: np.ndarray) -> tuple[float, float]:
