@@ -64,6 +64,15 @@ class ElpvSplit:
     calibration_defect: list[Path]
     replay: list[tuple[Path, bool]]  # (path, defective) in replay order
 
+    def gate_images(self):
+        """The accuracy gate's images for an ELPV model: int8 calibrates on the training cells, the
+        gate compares on the held-out good and defective ones (the benchmark scripts' choice)."""
+        from inspector.precision_gate import GateImages
+
+        return GateImages(good=tuple(self.calibration_good), defects=tuple(self.calibration_defect), train=tuple(self.train),
+                          source=f"demo ELPV split: int8 calibrated on training cells, gate on {len(self.calibration_good)} "
+                                 f"held-out good + {len(self.calibration_defect)} defective cells")
+
 
 def elpv_root() -> Path:
     """The installed dataset's data folder (holding labels.csv and images/)."""

@@ -94,14 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import demo
     from inspector.devices import ISA_CAP_VARIABLES, bf16_supported, cpu_description
-    from inspector.precision_gate import GateImages, images_from_folder
+    from inspector.precision_gate import images_from_folder
 
-    if args.images:
-        images = images_from_folder(args.images)
-    else:
-        split = demo.elpv_split()
-        images = GateImages(good=tuple(split.calibration_good), defects=tuple(split.calibration_defect), train=tuple(split.train),
-                            source="demo ELPV split: int8 calibrated on training cells, gate on 200 held-out good + 60 defective cells")
+    images = images_from_folder(args.images) if args.images else demo.elpv_split().gate_images()
     backends = [b for b in args.backends.split(",") if b != "eager-bf16" or bf16_supported(torch.device("cpu"))]
     t0 = time.time()
     result = {

@@ -121,15 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     import demo
     from inspector.devices import cpu_description, isa_caps
     from inspector.engine import Engine
-    from inspector.precision_gate import GateImages
 
     excluded = {b for b in args.exclude.split(",") if b}
     if excluded:  # reaching into the engine, as scripts/bench_int8_cpu.py does
         offered = Engine._cpu_candidates
         Engine._cpu_candidates = lambda self: [c for c in offered(self) if c not in excluded]
-    split = demo.elpv_split()
-    images = GateImages(good=tuple(split.calibration_good), defects=tuple(split.calibration_defect), train=tuple(split.train),
-                        source="demo ELPV split: int8 calibrated on training cells, gate on 200 held-out good + 60 defective cells")
+    images = demo.elpv_split().gate_images()
     eager = Engine(args.model, device="cpu", backend="eager", gate_images=images)
     auto = Engine(args.model, device="cpu", backend="auto", gate_images=images)
     threads = torch.get_num_threads()  # the engine's choice; anomalib runs with the same
