@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=0,
                         help="--data: build on this many of train/good, drawn with seed 0 (86: a 100-image quick teach's share)")
     parser.add_argument("--json", type=Path, help="append one JSON line per setting here")
+    parser.add_argument("--keep", type=Path, help="also keep each built model here, as setting-N.safetensors (N from 1)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -86,12 +87,15 @@ def main() -> int:
     machine = cpu_description()
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "instant.safetensors"
-        for text in args.settings:
+        for n, text in enumerate(args.settings, 1):
             settings = json.loads(text)
             t = time.perf_counter()
             built = build_instant(train, InstantConfig(**settings), device="cpu", show_progress=False)
             seconds = time.perf_counter() - t
             save_model(model, built.model, built.metadata)
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                save_model(args.keep / f"setting-{n}.safetensors", built.model, built.metadata)
             t = time.perf_counter()
             figures = on_mvtec(model, args.data) if args.data else on_elpv(model, split)
             row = {"data": where, "settings": settings,
