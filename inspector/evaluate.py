@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inspector.engine import Engine
-from inspector.image_io import mvtec_test_set, read_image, read_mask
+from inspector.image_io import TestImage, mvtec_test_set, read_image, read_mask
 from inspector.ad_metrics import aupro, image_auroc, pixel_auroc
 
 #: AU-PRO is integrated up to this false-positive rate and normalised (MVTec AD protocol).
@@ -28,7 +28,11 @@ class Scored:
 
 
 def score_test_set(engine: Engine, data_dir: str | Path, batch: int = 8, show_progress: bool = True) -> list[Scored]:
-    items = mvtec_test_set(data_dir)
+    return score_images(engine, mvtec_test_set(data_dir), batch, show_progress)
+
+
+def score_images(engine: Engine, items: list[TestImage], batch: int = 8, show_progress: bool = True) -> list[Scored]:
+    """Each image's score and map, with its mask (all False where it has none)."""
     scored: list[Scored] = []
     for i in tqdm(range(0, len(items), batch), desc="evaluating", unit="batch", disable=not show_progress):
         chunk = items[i : i + batch]

@@ -26,7 +26,8 @@ import numpy as np
 
 from inspector.devices import cpu_description
 from inspector.engine import Engine
-from inspector.evaluate import Scored, metrics_for, score_test_set
+from inspector.evaluate import Scored, metrics_for, score_images, score_test_set
+from inspector.image_io import TestImage
 
 
 def averaged(runs: list[list[Scored]]) -> list[Scored]:
@@ -37,20 +38,12 @@ def averaged(runs: list[list[Scored]]) -> list[Scored]:
     return out
 
 
-def score_elpv_cells(engine: Engine, batch: int = 8) -> list[Scored]:
+def score_elpv_cells(engine: Engine) -> list[Scored]:
     import demo
-    from inspector.image_io import read_image
 
-    good, defective = demo.mono_cells()
-    trained_on = set(demo.elpv_split().train)
-    items = [("good", p) for p in good if p not in trained_on] + [("defective", p) for p in defective]
-    scored = []
-    for i in range(0, len(items), batch):
-        chunk = items[i : i + batch]
-        images = [read_image(path) for _, path in chunk]
-        for (label, _), image, pred in zip(chunk, images, engine.predict_batch(images)):
-            scored.append(Scored(label, pred.score, pred.anomaly_map, np.zeros(image.shape[:2], bool)))
-    return scored
+    good, defective = demo.held_out_mono_cells()
+    return score_images(engine, [TestImage(p, "good", None) for p in good] + [TestImage(p, "defective", None) for p in defective],
+                        show_progress=False)
 
 
 def figures(scored: list[Scored]) -> dict:

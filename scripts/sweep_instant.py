@@ -75,9 +75,8 @@ def main() -> int:
         split = demo.elpv_split()
         train = split.train
         if args.elpv_all:
-            good, defective = demo.mono_cells()
-            built_on = set(train)
-            split = replace(split, calibration_good=[p for p in good if p not in built_on], calibration_defect=defective)
+            good, defective = demo.held_out_mono_cells()
+            split = replace(split, calibration_good=good, calibration_defect=defective)
     else:
         train = good_training_images(args.data)
         if args.images:
