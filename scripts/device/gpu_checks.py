@@ -71,6 +71,9 @@ MIB = 1 << 20
 #: The device tool brings back files of at most 16 MiB; larger ones go in parts of this size.
 PART_BYTES = 16 * MIB - 64 * 1024
 DEFAULT_PLAN = "distill_s=150,distill_m=115,bench=90,train=rest,pytest=20"
+#: A CPU dry run's plan: the bench box holds DRY.compile_wait_s, which a slow or busy CPU needs for
+#: the compile worker; the other stages hand back what they do not use.
+DRY_PLAN = "distill_s=60,distill_m=60,bench=150,train=rest,pytest=30"
 REFS = ("s-mt", "s-elpv", "m-mt", "m-elpv")
 #: Shares of the train stage's time, and the seconds each spends outside its training loop before
 #: any is measured (loading, teacher statistics, quantiles, saving, scoring the test set; the
@@ -516,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", type=Path, default=REPO / "runs" / "devdata", help="prepare_data.py's folder")
     p.add_argument("--state", type=Path, default=REPO / "runs" / "gpu_state", help="checkpoints, models, unpacked data; kept between calls")
     p.add_argument("--total-s", type=float, default=560.0, help="wall-clock for everything, setup included")
-    p.add_argument("--plan", default=DEFAULT_PLAN, help="stages in order with their seconds (or rest)")
+    p.add_argument("--plan", help=f"stages in order with their seconds (or rest); default {DEFAULT_PLAN}, with --dry-run {DRY_PLAN}")
     p.add_argument("--refs", type=lambda t: [r for r in t.split(",") if r], help=f"references to train, of {','.join(REFS)} (default: all; the dry run's: s-mt,s-elpv)")
     p.add_argument("--no-compile", action="store_true", help="no torch.compile worker")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, a few iterations per stage")
@@ -524,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     deadline = t0 + args.total_s
     settings = DRY if args.dry_run else Settings()
+    args.plan = args.plan or (DRY_PLAN if args.dry_run else DEFAULT_PLAN)
     args.refs = list(settings.refs) if args.refs is None else args.refs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     for folder in (args.out, args.state):
