@@ -58,6 +58,14 @@ def metrics_for(scored: list[Scored]) -> dict[str, float]:
     }
 
 
+def escapes_with_k_good_above(good_scores, defect_scores, ranks: int = 6) -> list[float]:
+    """The share of defective parts scoring at or below the (k+1)-th highest good score, k = 0 ..
+    ranks - 1: how much the one or two oddest good parts move a threshold for few false rejects."""
+    good = np.sort(np.asarray(good_scores))[::-1]
+    bad = np.asarray(defect_scores)
+    return [round(float(np.mean(bad <= good[k])), 4) for k in range(ranks)]
+
+
 def evaluate(engine: Engine, data_dir: str | Path, show_progress: bool = True) -> dict:
     """Scores the test set; returns overall metrics and ``per_type`` metrics per defect type."""
     scored = score_test_set(engine, data_dir, show_progress=show_progress)

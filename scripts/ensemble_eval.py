@@ -26,7 +26,7 @@ import numpy as np
 
 from inspector.devices import cpu_description
 from inspector.engine import Engine
-from inspector.evaluate import Scored, metrics_for, score_images, score_test_set
+from inspector.evaluate import Scored, escapes_with_k_good_above, metrics_for, score_images, score_test_set
 from inspector.image_io import TestImage
 
 
@@ -51,9 +51,8 @@ def figures(scored: list[Scored]) -> dict:
     threshold at the (k+1)-th highest good score, k = 0..5, as ``sweep_instant.py`` reports them."""
     out = metrics_for(scored)
     if not any(s.mask.any() for s in scored):
-        good = np.sort([s.score for s in scored if s.defect_type == "good"])[::-1]
-        bad = np.array([s.score for s in scored if s.defect_type != "good"])
-        out["escapes_with_k_good_above"] = [round(float(np.mean(bad <= good[k])), 4) for k in range(6)]
+        out["escapes_with_k_good_above"] = escapes_with_k_good_above([s.score for s in scored if s.defect_type == "good"],
+                                                                     [s.score for s in scored if s.defect_type != "good"])
     return out
 
 

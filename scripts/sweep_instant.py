@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from inspector.devices import cpu_description
+from inspector.evaluate import escapes_with_k_good_above
 from inspector.image_io import good_training_images
 from inspector.method.instant_build import InstantConfig, build_instant
 from inspector.model_file import save_model
@@ -49,8 +50,7 @@ def on_elpv(model: Path, split) -> dict:
     report = result.report()
     # The 1 % threshold rests on the second-highest good score alone; the escape rate with the
     # threshold at the (k+1)-th highest good score, k = 0..5, shows how much one odd cell moves it.
-    good = np.sort(result.good_scores)[::-1]
-    escapes = [round(float(np.mean(result.defect_scores <= good[k])), 4) for k in range(6)]
+    escapes = escapes_with_k_good_above(result.good_scores, result.defect_scores)
     return {**{k: round(report[k], 4) for k in ("auroc", "escape_rate", "combined_escape_rate", "expected_frr", "threshold")},
             "escapes_with_k_good_above": escapes}
 

@@ -276,3 +276,11 @@ def test_aupro_threshold_grid_stays_within_half_a_point_of_exact():
     assert 0.2 < exact < 0.95  # a case where the curve is neither trivial nor perfect
     assert aupro(masks, maps, num_thresholds=101) == pytest.approx(exact, abs=0.005)
     assert aupro(masks, maps, num_thresholds=1001) == pytest.approx(exact, abs=0.0005)
+
+
+def test_escapes_with_k_good_above_counts_defects_at_or_below_each_high_good_score():
+    from inspector.evaluate import escapes_with_k_good_above
+
+    good = [0.1, 0.9, 0.5, 0.7, 0.3, 0.2]
+    defects = [0.95, 0.7, 0.6, 0.4]  # 0.7 ties the second-highest good score and counts as passed
+    assert escapes_with_k_good_above(good, defects, ranks=4) == [0.75, 0.75, 0.25, 0.0]
