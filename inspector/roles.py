@@ -8,6 +8,7 @@ against the database and audits a refusal.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
@@ -72,3 +73,33 @@ def require_role(db: HistoryDB, user: str, pin: str, action: str, target: str, r
         db.record_audit(user, role, f"{action}_denied", target, None, {"reason": f"role {role} may not {action}"})
         raise AccessDenied(f"{action} refused: {user} is {role}; only {' or '.join(roles)} may {action}")
     return role
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks for an audited action: a user's name and the PIN that proves it (None: none to
+    be had -- the desktop's operator, who never signs in). The PIN never reaches a repr or the log."""
+
+    user: str
+    pin: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did an audited action, as the audit trail records it: a verified user and their role,
+    or a system user (``opcua``, ``plc``, ``cli:<login>``) with role ``system``."""
+
+    user: str
+    role: str
+
+
+def authorize(db: HistoryDB, caller: Caller, right: str, target: str, *, action: str | None = None) -> Actor:
+    """The one check an audited action makes: ``caller``'s PIN verified and their role granted
+    ``right`` (see :data:`RIGHTS`), else AccessDenied. Every refusal is audited as
+    ``<action>_denied`` (``action`` defaults to the right's name) with its reason."""
+    action = action or right
+    roles = roles_with(right)
+    if caller.pin is None:
+        db.record_audit(caller.user, "unknown", f"{action}_denied", target, None, {"reason": "no PIN given"})
+        raise AccessDenied(f"{action.replace('_', ' ')} refused: sign in as {' or '.join(roles)} first")
+    return Actor(caller.user, require_role(db, caller.user, caller.pin, action, target, roles))
