@@ -108,14 +108,6 @@ def mono_cells(root: Path | None = None) -> tuple[list[Path], list[Path]]:
     return good, bad
 
 
-def held_out_mono_cells(root: Path | None = None) -> tuple[list[Path], list[Path]]:
-    """Every mono cell the demo split does not train on: (good, defective), a wider test than the
-    split's own calibration cells (288 good, 313 defective)."""
-    good, defective = mono_cells(root)
-    trained_on = set(elpv_split(root).train)
-    return [p for p in good if p not in trained_on], defective
-
-
 def elpv_split(root: Path | None = None) -> ElpvSplit:
     """The fixed split of monocrystalline cells into training, calibration and replay sets."""
     root = root or elpv_root()

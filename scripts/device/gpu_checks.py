@@ -424,7 +424,8 @@ def evaluate_mt(run: Run, model_path: Path) -> dict:
 
 def evaluate_elpv(run: Run, model_path: Path) -> dict:
     """The demo's calibration figures: held-out good and defective mono cells, a threshold for a
-    1 % false-reject rate, the AUROC and the escape rates there (scripts/sweep_instant.py --elpv)."""
+    1 % false-reject rate, the AUROC and the escape rates there (as scripts/sweep_instant.py --elpv
+    measured them; that script is at commit d559bce)."""
     from calibration.calibrate import calibrate_model
     from inspector.image_io import list_images
 
