@@ -3,7 +3,7 @@
 #
 # The shipped model is the instant model (scripts/make_demo_model.sh instant): a memory bank of
 # EfficientNet-Lite2 patch features, built in a minute or two, calibrated for a 1 % false-reject rate
-# (README, "The instant model", has its figures against the EfficientAD-S demo model it replaced).
+# (docs/decisions.md, "The instant model and the staged teach, measured", has its figures against the EfficientAD-S demo model it replaced).
 # With a number instead of "instant", the script makes that EfficientAD-S model:
 # EfficientAD-S trained on 300 good monocrystalline ELPV solar cells (pip install elpv-dataset;
 # CC BY-NC-SA 4.0, see demo/__init__.py) with the shipped PDN-S teacher, converted to fp16 tensors,

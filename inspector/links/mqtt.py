@@ -83,7 +83,7 @@ def _number(value: float | None) -> float | None:
 
 
 def result_message(result: InspectionResult, *, station: str, product: str | None) -> dict[str, Any]:
-    """The :data:`SCHEMA` message of one result (documented in the README, "Results to the MES")."""
+    """The :data:`SCHEMA` message of one result (documented in docs/plant-links.md, "Results to the MES")."""
     return {
         "schema": SCHEMA,
         "uid": result.uid,

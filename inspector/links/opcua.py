@@ -4,7 +4,7 @@
 Unlike the MQTT and Modbus links, here the station is the server: a SCADA or PLC client connects,
 reads (or subscribes to) one object ``Station`` -- running, product, model version, threshold, the
 last part's verdict, counters, alarms -- and may call ``ChangeProduct(name)`` and
-``AcknowledgeAlarms()``. The address space is documented in the README ("The station over OPC
+``AcknowledgeAlarms()``. The address space is documented in docs/plant-links.md ("The station over OPC
 UA") and in each node's Description; its NodeIds are strings (``ns=<index of
 urn:inspector:station>;s=Station.Running``), so that a client's configuration survives a restart
 of the station.

@@ -166,7 +166,7 @@ class DistillConfig:
 
 # A 2-core CPU's recipe: 128-px crops (a quarter of the paper's pixels per crop) in batches of 8,
 # 4,000 iterations, normalisation over 2,000 crops, and a 2-hour time budget as a backstop. Its
-# run and figures: runs/teacher_cpu/ and the README's "The shipped teacher".
+# run and figures: runs/teacher_cpu/ and docs/method.md, "The shipped teacher".
 CPU_RECIPE = DistillConfig(crop=128, batch=8, iterations=4_000, norm_images=2_000, time_budget_s=2 * 3600.0)
 
 

@@ -3,7 +3,7 @@
 Why it exists: EfficientAD's student and autoencoder need tens of thousands of iterations, which a
 CPU line PC cannot give in a technician's wait, while the distilled teacher's 384-channel patch
 features alone already separate good from defective parts (a 1-NN patch search on them comes
-close to what the trained model reaches; see README, "Accuracy"). So teaching first builds this
+close to what the trained model reaches; see docs/decisions.md). So teaching first builds this
 model in about a minute with no training at all, and EfficientAD replaces it only when it has
 shown on the calibration images that it is at least as good.
 
@@ -36,7 +36,7 @@ from inspector.method.networks import OUT_CHANNELS, make_pdn
 from inspector.model_file import INSTANT_KIND
 
 #: Bank entries: the distance search costs 56 x 56 x BANK_SIZE x 384 multiply-adds per image,
-#: about as much as the teacher itself at 2,048 (README, "Accuracy", has the measured trade-off).
+#: about as much as the teacher itself at 2,048 (docs/decisions.md has the measured trade-off).
 BANK_SIZE = 2048
 #: PatchCore's neighbourhood: each position's features averaged over 3x3 positions.
 NEIGHBOURHOOD = 3

@@ -37,7 +37,7 @@ PROJECTION_DIM = 64
 
 #: The blocks an instant model aggregates by default, where not the backbone's own pair: Lite2's
 #: stride-8 and stride-16 blocks (the distillation targets') plus its last stride-32 block, which
-#: scored higher on magnetic tile and let fewer ELPV defects pass (README, "The instant model").
+#: scored higher on magnetic tile and let fewer ELPV defects pass (docs/decisions.md, "Whose features the instant model uses").
 INSTANT_LAYERS: dict[str, tuple[int, ...]] = {"lite2": (6, 13, 19)}
 
 
@@ -53,7 +53,7 @@ class InstantConfig:
     seed: int = 42
     #: ``lite2`` (EfficientNet-Lite2's aggregated features, the default: more accurate and, through
     #: its depthwise convolutions, faster than the PDN teacher), ``pdn`` (the shipped teacher's) or
-    #: ``lite0``. README, "The instant model", has the figures.
+    #: ``lite0``. docs/decisions.md has the figures.
     features: str = "lite2"
     #: The backbone's blocks whose features are aggregated (None: :data:`INSTANT_LAYERS`' for the
     #: features, else the backbone's own pair at strides 8 and 16); a block at stride 4 is averaged

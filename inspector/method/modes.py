@@ -4,7 +4,7 @@
 not a fixed count, so a technician's wait is the same on any machine: as many iterations as fit
 in QUICK_TRAIN_S, at most QUICK_MAX_ITERATIONS (a GPU reaches the cap in minutes). With collection
 and calibration, a quick teach of 50-200 images ends within 30 minutes on the 2-core CPU this
-project is measured on (README, "Quick teach"); the paper's run takes days there, so ``quick`` is
+project is measured on (docs/method.md, "Quick teach"); the paper's run takes days there, so ``quick`` is
 the CPU's default (:func:`inspector.method.training.default_mode`).
 """
 

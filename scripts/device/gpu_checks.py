@@ -4,7 +4,7 @@ Stages, in the order of ``--plan``, each with a time box of its own (seconds, or
 
 ``distill_s``, ``distill_m``
     ``teacher_small`` (PDN-S) and ``teacher_medium`` (PDN-M) distilled from EfficientNet-Lite2
-    (better features than Lite0 on magnetic tile, README "The instant model") with the paper's
+    (better features than Lite0 on magnetic tile, docs/decisions.md, "Whose features the instant model uses") with the paper's
     recipe, 60,000 iterations of batch 16, for as long as the box allows; the card says how far
     it got and splits an iteration's time. The checkpoint stays in ``--state``: a second call on
     the still-warm machine continues it.
