@@ -7,8 +7,13 @@ wrote (and the stored anomaly map's value range), the database the row id, the w
 ``journaled`` when the record went to the spill journal instead. Result subscribers receive that
 record, the same type, once it is durable.
 
+Every result carries the :class:`DecisionRule` it was decided with (``rule``), so whoever draws
+it later -- the operator page after a threshold change, review a year on -- outlines the defect
+and scales the colours with the rule of that frame, not with the rule in force when it is drawn.
+
 Defined here, below both :mod:`inspector.history` and :mod:`inspector.line`, so that either can
-import it without importing the other.
+import it without importing the other; the rule is defined here for the same reason (a result
+carries it, and :mod:`inspector.line.rule` re-exports it with its conversions).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import cv2
 import numpy as np
+
+from inspector.errors import InspectorError
 
 #: The verdicts; an engine error is a (fail-safe) FAIL with ``error`` set.
 DECISIONS = ("PASS", "FAIL")
@@ -33,6 +41,73 @@ def as_utc(value: datetime) -> datetime:
 
 def _new_uid() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``decision`` is ``"PASS"`` or ``"FAIL"``; ``defect_area_px`` is the area in image pixels of
+    the largest connected region of the map above the pixel threshold (0 when there is none), or
+    ``None`` when the rule has no pixel threshold."""
+
+    decision: str
+    defect_area_px: int | None = None
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """FAIL when ``score > threshold``, or -- with ``pixel_threshold`` set -- when the largest
+    8-connected region of anomaly-map pixels above ``pixel_threshold`` covers at least
+    ``min_defect_area_px`` image pixels (default 1: any pixel above it).
+
+    Thresholds are in the engine's map units (the image score is the map's maximum). The area is
+    counted on the map as the engine returns it, which has the camera image's own size, so
+    ``min_defect_area_px`` is in camera pixels.
+    """
+
+    threshold: float
+    pixel_threshold: float | None = None
+    min_defect_area_px: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _finite(self.threshold):
+            raise InspectorError(f"threshold must be a finite number, got {self.threshold!r}")
+        if self.pixel_threshold is not None and not _finite(self.pixel_threshold):
+            raise InspectorError(f"pixel threshold must be a finite number, got {self.pixel_threshold!r}")
+        if self.min_defect_area_px is not None:
+            if self.pixel_threshold is None:
+                raise InspectorError("a minimum defect area needs a pixel threshold to measure it with")
+            if isinstance(self.min_defect_area_px, bool) or not isinstance(self.min_defect_area_px, (int, np.integer)) or self.min_defect_area_px < 1:
+                raise InspectorError(f"minimum defect area must be a whole number of pixels >= 1, got {self.min_defect_area_px!r}")
+        object.__setattr__(self, "threshold", float(self.threshold))
+        if self.pixel_threshold is not None:
+            object.__setattr__(self, "pixel_threshold", float(self.pixel_threshold))
+        if self.min_defect_area_px is not None:
+            object.__setattr__(self, "min_defect_area_px", int(self.min_defect_area_px))
+
+    def decide(self, score: float, anomaly_map: np.ndarray) -> Decision:
+        """The verdict on one image: its score and its (H, W) float anomaly map."""
+        fail = score > self.threshold
+        if self.pixel_threshold is None:
+            return Decision("FAIL" if fail else "PASS")
+        # Measured even when the score alone fails the part: the review screen shows the size.
+        area = largest_region_px(anomaly_map, self.pixel_threshold)
+        fail = fail or area >= (self.min_defect_area_px or 1)
+        return Decision("FAIL" if fail else "PASS", area)
+
+
+def largest_region_px(anomaly_map: np.ndarray, pixel_threshold: float) -> int:
+    """Pixels in the largest 8-connected region of ``anomaly_map > pixel_threshold`` (0 if none)."""
+    mask = (np.asarray(anomaly_map) > pixel_threshold).astype(np.uint8)
+    if mask.ndim != 2:
+        raise InspectorError(f"anomaly map must be (H, W), got shape {mask.shape}")
+    if not mask.any():
+        return 0
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return int(stats[1:, cv2.CC_STAT_AREA].max())  # label 0 is the background
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -55,8 +130,13 @@ class InspectionResult:
 
     What the pipeline knows besides: ``camera_timestamp`` (the camera's clock, driver units),
     ``host_timestamp`` (``time.time()`` when the frame reached the host), ``defect_area_px`` (see
-    :class:`inspector.line.Decision`), ``shadow_score`` (a candidate model's score of the same
-    frame, deciding nothing; ``None`` without one). The database has no columns for these.
+    :class:`Decision`), ``shadow_score`` (a candidate model's score of the same frame, deciding
+    nothing; ``None`` without one). The database has no columns for these.
+
+    The rule: ``rule`` is the whole :class:`DecisionRule` the verdict used (``threshold`` is its
+    image threshold; the two must agree), which the history stores with the row and every
+    display draws the frame with. ``None`` where it is not known: a record built by hand with a
+    threshold only, or a journal line or row written before results carried it.
 
     Filled in by the history: ``image_path``/``heatmap_path`` (absolute, ``None`` where the image
     store did not keep the file), ``heatmap_low``/``heatmap_high`` (the map values the stored
@@ -84,6 +164,7 @@ class InspectionResult:
     host_timestamp: float | None = None
     defect_area_px: int | None = None
     shadow_score: float | None = None
+    rule: DecisionRule | None = None
     image_path: str | None = None
     heatmap_path: str | None = None
     heatmap_low: float | None = None
@@ -96,6 +177,9 @@ class InspectionResult:
             raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
         if not math.isfinite(self.score):
             raise ValueError(f"score must be a finite number, got {self.score!r}")
+        if self.rule is not None and float(self.rule.threshold) != float(self.threshold):
+            # Two thresholds for one verdict would draw one frame two ways; refuse the record.
+            raise ValueError(f"threshold {self.threshold!r} is not the image threshold of the rule it carries ({self.rule.threshold!r})")
         # Normalise once here (UTC time, builtin numbers rather than numpy scalars) so every later
         # copy -- database row, journal line -- binds and serialises the same way.
         normalised = {

@@ -442,6 +442,7 @@ class Pipeline:
             score=score,
             decision="FAIL" if decision is None else decision.decision,
             threshold=decider.rule.threshold,
+            rule=decider.rule,  # the displays draw this frame with it, whatever the rule is by then
             model_version_id=decider.model_version_id,
             product_id=self.product_id,
             latency_total_ms=latency_ms,
