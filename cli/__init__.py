@@ -3,7 +3,6 @@
 ``main``              the parser and the model commands: train, eval, predict, bench, export-onnx,
                       distill
 ``line_commands``     run (inline inspection from a camera) and history export
-``run_cameras``       run with several cameras on one engine (see README, "Several cameras on one engine")
 ``teach_commands``    calibrate and the technician's teach workflow
 ``gui_command``       gui: the desktop, started through :mod:`launcher`
 ``users_commands``    users: accounts that sign in

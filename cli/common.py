@@ -17,6 +17,7 @@ from inspector.errors import InspectorError
 
 if TYPE_CHECKING:
     from inspector.history import HistoryDB
+    from inspector.roles import Caller
 
 #: Environment variables a script puts PINs in: never on the command line, where ``ps`` shows them.
 PIN_ENV = "INSPECTOR_PIN"
@@ -160,10 +161,22 @@ def read_new_pin(name: str, pin_file: Path | None = None) -> str:
 
 def shell_user() -> str:
     """Who runs the command, for the audit of what needs no sign-in: ``cli:<login name>``."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no login name (a container without a passwd entry)
-        return f"cli:uid{os.getuid()}"
+    from station.actions import system_actor
+
+    return system_actor("cli").user
+
+
+def caller(db: HistoryDB, args: Any, action: str, target: str) -> Caller:
+    """The :class:`~inspector.roles.Caller` that ``--user`` and their PIN name, for an audited
+    action (which checks the right itself). No ``--user``, or no PIN to be had, is refused and
+    audited as ``<action>_denied`` here, with the options that would give them."""
+    from inspector.roles import AccessDenied, Caller, roles_with
+
+    if not args.user:
+        db.record_audit(shell_user(), "unknown", f"{action}_denied", target, None, {"reason": "no --user"})
+        raise AccessDenied(f"{action} refused: give --user NAME of a {' or '.join(roles_with(action))}, with the PIN "
+                           f"in ${PIN_ENV} or --pin-file FILE (or typed at a terminal)")
+    return Caller(args.user, pin_or_denied(db, args.user, args.pin_file, action, target))
 
 
 def verified_user(db: HistoryDB, user: str | None, pin_file: Path | None, action: str, target: str,

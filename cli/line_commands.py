@@ -23,18 +23,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.common import DEVICE_OPTION, MAX_BATCH_OPTION, add_credential_options, quiet_migrations, shell_user, verified_user
-from cli.run_links import RunLinks
+from cli.common import (DEVICE_OPTION, MAX_BATCH_OPTION, add_credential_options, caller, quiet_migrations, shell_user,
+                        verified_user)
 from inspector import ENGINE_BACKENDS, recipes
 from inspector.errors import DatabaseError, InspectorError
 from inspector.line.batcher import DEFAULT_MAX_WAIT_MS
 from inspector.line.build import DRIFT_WINDOW
+from inspector.roles import Actor
+from station.config import LINKS, PLC_DOWN_POLICIES
+from station.running import STOP_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SUMMARY_S = 5.0
 DEFAULT_IMAGE_QUOTA_GB = 20.0
-STOP_TIMEOUT_S = 60.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -90,25 +92,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "forward pass (ms)")
     p.add_argument("--drift-window", type=int, default=DRIFT_WINDOW,
                    help="recent scores compared with the calibration's good scores for the drift alarm (0: off)")
-    p.add_argument("--publish", default=None, metavar="URI",
-                   help="also send every recorded verdict to the MES: mqtt://HOST:PORT/TOPIC[?station=NAME] "
-                   "(JSON, QoS 1; kept in the history's outbox while the broker is away)")
-    p.add_argument("--plant-db", default=None, metavar="URL",
-                   help="also forward every recorded verdict to the plant's shared database: "
-                   "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?station=NAME] (the station defaults to the host "
-                   "name; --db stays the station's own history, which keeps recording while the plant database is away)")
-    p.add_argument("--plc", default=None, metavar="URI", action="append",
-                   help="also hand every recorded verdict to the PLC over Modbus TCP: "
-                   "modbus://HOST[:PORT][?unit=1&map=FILE.toml&products=1:tile,2:disc] (part id, OK/NG, score, strobe; "
-                   "the PLC acknowledges; with products=, the PLC's product number switches the product, audited); "
-                   "several cameras: once per --camera, in the same order, each with a register block of its own")
-    p.add_argument("--plc-down", choices=("ng", "stop"), default="ng",
-                   help="while the PLC link is down: ng (go on; the parts reach the PLC as NG once it is back) "
-                   "or stop (stop the line)")
-    p.add_argument("--opcua", default=None, metavar="URI",
-                   help="also serve the station's state to SCADA and PLC clients as an OPC UA server: "
-                   "opcua://HOST[:PORT][?readonly=1&station=NAME], e.g. opcua://0.0.0.0:4840 (no security: an "
-                   "isolated network only; readonly=1 leaves out the methods ChangeProduct and AcknowledgeAlarms)")
+    for spec in LINKS:  # one declaration per link, shared with the desktop's settings page
+        if spec.per_camera:
+            p.add_argument(spec.option, dest=spec.field, default=None, metavar=spec.metavar, action="append",
+                           help=spec.help)
+        else:
+            p.add_argument(spec.option, dest=spec.field, default=None, metavar=spec.metavar, help=spec.help)
+        if spec.name == "plc":
+            p.add_argument("--plc-down", choices=PLC_DOWN_POLICIES, default="ng",
+                           help="while the PLC link is down: ng (go on; the parts reach the PLC as NG once it is back) "
+                           "or stop (stop the line)")
     p.set_defaults(func=cmd_run)
 
     h = subparsers.add_parser("history", help="inspection history: export")
@@ -125,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--min-score", type=float, default=None)
     e.add_argument("--max-score", type=float, default=None)
     e.add_argument("--model-version", type=int, default=None, help="model version id")
+    e.add_argument("--images", type=Path, default=None, metavar="FOLDER",
+                   help="also copy the exported inspections' stored frames and heatmaps into this folder")
+    add_credential_options(e, who="the quality engineer who exports")
     e.set_defaults(func=cmd_history_export)
 
 
@@ -136,82 +132,124 @@ OVERRIDES = ("model", "threshold", "pixel_threshold", "min_defect_area")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Arguments -> configuration -> station -> printer."""
     quiet_migrations()
-    if isinstance(args.camera, list):  # --camera is repeatable
-        if len(args.camera) > 1:  # several cameras on one engine: cli/run_cameras.py
-            from cli.run_cameras import cmd_run_cameras
-
-            return cmd_run_cameras(args)
-        args.camera = args.camera[0]
-    from drivers import open_camera
     from inspector.history import HistoryDB, default_db_url
-    from inspector.line import build_line
+    from station import Station
 
     _check_run_args(args)
     db = HistoryDB(args.db or default_db_url())
     db.upgrade()
-    user, role = run_user(args, db)  # refused before the camera is opened or the model loaded
+    user, role = run_user(args, db)  # refused before a camera is opened or the model loaded
     active = product_recipe(args, db)
     overridden = overrides_given(args)
-    links = RunLinks(args, db, 1, overridden)  # a bad URI or register map is reported before the camera opens
-    camera = None
+    out = _Printer()
+    station = Station(run_config(args, db), db, actor=Actor(user, role), strict_links=True,
+                      load_product=product_loader(args, db), overridden=overridden, on_message=out.line)
     try:
-        camera = open_camera(args.camera)
-        camera.open()  # a missing or busy device is reported before the model takes seconds to load
+        station.make_links()  # a bad URI or register map is reported before the cameras open
+        station.open_cameras()  # a missing or busy device is reported before the model takes seconds to load
         recipe = load_run_recipe(args, db, active)
-        engine = recipe.engine
         if overridden:
             before, after = override_audit(db, recipe, overridden)
             db.record_audit(user, role, "run_override", f"product:{recipe.product}", before, after)
-        out = _Printer()
-        line = build_line(
-            camera, recipe, db,
-            image_dir=args.image_dir or _default_image_dir(db),
-            quota_bytes=int(args.image_quota_gb * 1e9),
-            pass_sample_rate=args.pass_sample_rate,
-            mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line,
-            queue_size=args.queue_size, max_frames=args.max_frames,
-            drift_window=args.drift_window,
-            links=[*([out] if args.print_results else []), *links.shared(), *links.of_camera(0)],
-        )
-        links.start(db, line, recipe, out, product_loader(args, db))
-        if args.drift_window <= 0:
-            drift = "alarm off (--drift-window 0)"
-        elif line.drift is None:
-            drift = "alarm off (the calibration has no good-part scores; recalibrate to turn it on)"
-        else:
-            drift = f"checked against {len(recipe.reference_scores)} calibration scores"
-        out.line(
-            f"inspecting {args.camera} with {engine.model_path.name} (model version {recipe.model_version_id}, "
-            f"{engine.info['device']}, {engine.backend}); threshold {recipe.rule.threshold:g} from {recipe.source}; "
-            f"{args.mode} mode; history {db.url}; drift {drift}; Ctrl-C stops"
-        )
-        db.record_audit(user, role, "run_start", f"product:{recipe.product}", None, run_start_details(args, recipe))
-        line.start()
-        links.set_running(True)
+        several = len(args.camera) > 1
+        lines = station.build(recipe, extra_links=[_ResultPrinter(out, several)] if args.print_results else [])
+        out.line(_start_line(args, station, recipe, db))
+        station.start()
         interrupted = threading.Event()  # Ctrl-C or SIGTERM: set by the signal handler
         try:
             with _stop_signals(interrupted):
-                while not _wait_for_line(line, args.summary_interval, links.plc_down, interrupted):
-                    if stopping_line(out, interrupted, links.plc_down):
+                while not station.wait(args.summary_interval, interrupted):
+                    if stopping_line(out, interrupted, station.plc_down):
                         break
-                    out.line(summary_line(line.metrics()))
+                    _print_summaries(out, station)
         finally:  # whatever ended the loop, what was acquired is inspected and recorded
-            clean = line.stop(STOP_TIMEOUT_S)
-            links.set_running(False)
-        links.drain(out)
-        metrics = line.metrics()
-        why = stop_reason(args, line, metrics, interrupted, links.plc_down)
-        out.line(f"stopped ({why}): {summary_line(metrics)}; acquired {metrics.acquired}, "
-                 f"recorded {metrics.recorded}")
-        _audit_run_stop(db, user, role, line.recipe, why, metrics)  # the product on the line at the end
-        lost = metrics.unrecorded + metrics.writer.failed
-        check_run_end(clean, lost, line, interrupted, links.plc_down)
+            why = "interrupted" if interrupted.is_set() else (
+                "the PLC link went down (--plc-down stop)" if station.plc_down else None)
+            report = station.stop(STOP_TIMEOUT_S, why=why)
+        for camera_id, m in report.metrics.items():
+            name = f"{camera_id}: " if several else ""
+            out.line(f"stopped ({report.whys[camera_id]}): {name}{summary_line(m)}; acquired {m.acquired}, "
+                     f"recorded {m.recorded}")
+        if several:
+            out.line(f"all {len(args.camera)} cameras: acquired {report.acquired}, recorded {report.recorded}; "
+                     f"{_engine_line(lines)}")
+        check_run_end(report, interrupted)
         return 0
     finally:
-        links.close()
-        if camera is not None:
-            camera.close()
+        station.close()
+
+
+def run_config(args: argparse.Namespace, db: Any) -> Any:
+    """``inspector run``'s arguments as a :class:`~station.StationConfig`."""
+    from station import LINKS, StationConfig
+
+    twice = sorted({uri for uri in args.camera if args.camera.count(uri) > 1})
+    if twice:
+        raise InspectorError(f"--camera {twice[0]} given twice; each camera may run once")
+    if args.max_batch is not None and args.max_batch < 1:
+        raise InspectorError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if not 0.0 <= args.batch_wait_ms <= 1000.0:
+        raise InspectorError(f"--batch-wait-ms must be within 0..1000, got {args.batch_wait_ms:g}")
+    if args.plc and len(args.plc) != len(args.camera):
+        raise InspectorError(f"--plc given {len(args.plc)} times for {len(args.camera)} cameras: each camera's line "
+                             "needs a PLC register block of its own, so give --plc once per --camera, in the same order")
+    links = {spec.field: (tuple(getattr(args, spec.field) or ()) if spec.per_camera else getattr(args, spec.field))
+             for spec in LINKS}
+    return StationConfig(
+        cameras=tuple(args.camera), image_dir=args.image_dir or _default_image_dir(db), product=args.product,
+        mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line, queue_size=args.queue_size,
+        max_frames=args.max_frames, quota_gb=args.image_quota_gb, pass_sample_rate=args.pass_sample_rate,
+        drift_window=args.drift_window, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+        plc_down=args.plc_down, **links,
+    )
+
+
+def _start_line(args: argparse.Namespace, station: Any, recipe: Any, db: Any) -> str:
+    engine = recipe.engine
+    lines = station.lines
+    if len(args.camera) == 1:
+        what = f"inspecting {args.camera[0]} with {engine.model_path.name} (model version {recipe.model_version_id}, " \
+               f"{engine.info['device']}, {engine.backend})"
+    else:
+        what = (f"inspecting {len(args.camera)} cameras ({', '.join(args.camera)}) on one engine: "
+                f"{engine.model_path.name} (model version {recipe.model_version_id}, {engine.info['device']}, "
+                f"{engine.backend}), {_batching(args, lines)}")
+    return (f"{what}; threshold {recipe.rule.threshold:g} from {recipe.source}; {args.mode} mode; history {db.url}; "
+            f"drift {_drift(args, lines, recipe)}; Ctrl-C stops")
+
+
+def _batching(args: argparse.Namespace, lines: Any) -> str:
+    n = lines.batcher.max_batch
+    how = (f"up to {n} frames per forward pass, a frame waiting at most {args.batch_wait_ms:g} ms for the others"
+           if n > 1 else "one frame per forward pass")
+    return how if lines.batching is None else f"{how} (measured: {lines.batching})"
+
+
+def _drift(args: argparse.Namespace, lines: Any, recipe: Any) -> str:
+    if args.drift_window <= 0:
+        return "alarm off (--drift-window 0)"
+    if lines.lines[0].drift is None:
+        return "alarm off (the calibration has no good-part scores; recalibrate to turn it on)"
+    per = " per camera" if len(lines.lines) > 1 else ""
+    return f"checked{per} against {len(recipe.reference_scores)} calibration scores"
+
+
+def _print_summaries(out: Any, station: Any) -> None:
+    metrics = station.metrics()
+    if len(metrics) == 1:
+        out.line(summary_line(next(iter(metrics.values()))))
+        return
+    for camera_id, m in metrics.items():
+        out.line(f"{camera_id}: {summary_line(m)}")
+    out.line(_engine_line(station.lines))
+
+
+def _engine_line(lines: Any) -> str:
+    s = lines.batcher.stats
+    failed = f", {s.failed_passes} failed" if s.failed_passes else ""
+    return f"engine: {s.frames} frames in {s.passes} forward passes ({s.mean_batch:.2f} frames per pass{failed})"
 
 
 def product_loader(args: argparse.Namespace, db: Any) -> Any:
@@ -219,57 +257,29 @@ def product_loader(args: argparse.Namespace, db: Any) -> Any:
     return lambda name: load_run_recipe(args, db, recipes.active_recipe(db, name))
 
 
-def stopping_line(out: Any, interrupted: threading.Event, plc_down: threading.Event) -> bool:
+def stopping_line(out: Any, interrupted: threading.Event, plc_down: bool) -> bool:
     """True, having said so, when the run is to stop: Ctrl-C, or a PLC link down under
     ``--plc-down stop``."""
     if interrupted.is_set():
         out.line("stopping: inspecting and recording the frames already acquired ...")
         return True
-    if plc_down.is_set():
+    if plc_down:
         out.line("stopping: the PLC link is down (--plc-down stop); inspecting and recording "
                  "the frames already acquired ...")
         return True
     return False
 
 
-def stop_reason(args: argparse.Namespace, line: Any, metrics: Any, interrupted: threading.Event,
-                plc_down: threading.Event) -> str:
-    """Why one camera's line stopped, in words."""
-    if interrupted.is_set():
-        return "interrupted"
-    if plc_down.is_set():
-        return "the PLC link went down (--plc-down stop)"
-    if not line.source_ended:
-        return "acquisition failed"
-    if args.max_frames is not None and metrics.acquired >= args.max_frames:
-        return f"{args.max_frames} frames"
-    return "the camera's source ended"
-
-
-def check_run_end(clean: bool, lost: int, line: Any, interrupted: threading.Event, plc_down: threading.Event) -> None:
+def check_run_end(report: Any, interrupted: threading.Event) -> None:
     """Raises what a run that did not end well ends with: verdicts not recorded, the PLC link
     down under ``--plc-down stop``, acquisition that failed."""
-    if not clean or lost:
-        raise DatabaseError(f"{lost} verdicts were not recorded in the history; see the alarms above")
-    if plc_down.is_set() and not interrupted.is_set():
+    if not report.clean or report.lost:
+        raise DatabaseError(f"{report.lost} verdicts were not recorded in the history; see the alarms above")
+    if report.plc_down and not interrupted.is_set():
         raise InspectorError("the line stopped because the PLC link went down (--plc-down stop); "
                              "see the alarms above")
-    if not interrupted.is_set() and not line.source_ended:
+    if not interrupted.is_set() and not report.source_ended:
         raise InspectorError("acquisition stopped by an internal error; see the alarms above")
-
-
-def _wait_for_line(line: Any, seconds: float, *stops: threading.Event) -> bool:
-    """``line.wait(seconds)``, but False as soon as one of ``stops`` is set: a signal or a link
-    asks for the stop from another thread, and the stop itself (drain, print, audit) is the
-    run's, on this one."""
-    deadline = time.monotonic() + seconds
-    while not any(stop.is_set() for stop in stops):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        if line.wait(min(left, 0.2)):
-            return True
-    return False
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
@@ -380,22 +390,6 @@ def override_audit(db: Any, recipe: Any, overridden: list[str]) -> tuple[dict[st
     return before, {**_decision(recipe), "overridden": overridden}
 
 
-def run_start_details(args: argparse.Namespace, recipe: Any) -> dict[str, Any]:
-    return {"camera": args.camera, "product": recipe.product, **_decision(recipe), "overridden": overrides_given(args),
-            "mode": args.mode, "max_frames": args.max_frames}
-
-
-def _audit_run_stop(db: Any, user: str, role: str, recipe: Any, why: str, m: Any) -> None:
-    """``run_stop`` with why and the counts. A database that is down must not turn a clean stop
-    into a crash: the verdicts themselves are journaled, and the failure is logged."""
-    counts = {"why": why, "acquired": m.acquired, "recorded": m.recorded, "passed": m.passed, "failed": m.failed,
-              "errors": m.errors, "dropped": m.dropped, "unrecorded": m.unrecorded + m.writer.failed}
-    try:
-        db.record_audit(user, role, "run_stop", f"product:{recipe.product}", None, counts)
-    except DatabaseError as exc:
-        log.warning("the run's stop could not be audited: %s", exc)
-
-
 def _default_image_dir(db: Any) -> Path:
     from inspector.history import data_dir
 
@@ -428,7 +422,7 @@ def summary_line(m: Any) -> str:
 
 
 class _Printer:
-    """Whole lines to stdout from any thread (results come from the writer's). Alarms reach the
+    """Whole lines to stdout from any thread (results come from the writers'). Alarms reach the
     console through logging: the pipeline and the history writer log each one as a warning."""
 
     def __init__(self) -> None:
@@ -438,10 +432,19 @@ class _Printer:
         with self._lock:
             print(text, flush=True)
 
-    def on_result(self, r: Any) -> None:  # a line link (see inspector.line.LineLink)
+
+class _ResultPrinter:
+    """``--print-results``: ``result FRAME DECISION SCORE ID UID`` per durable verdict; beside
+    other cameras ``result CAMERA FRAME ...`` (a line link, on every camera's writer thread)."""
+
+    def __init__(self, out: _Printer, name_camera: bool) -> None:
+        self.out, self.name_camera = out, name_camera
+
+    def on_result(self, r: Any) -> None:
         row = "journal" if r.inspection_id is None else str(r.inspection_id)
         error = f" error: {r.error}" if r.error else ""
-        self.line(f"result {r.frame_id} {r.decision} {r.score:.6f} {row} {r.uid}{error}")
+        camera = f"{r.camera_id} " if self.name_camera else ""
+        self.out.line(f"result {camera}{r.frame_id} {r.decision} {r.score:.6f} {row} {r.uid}{error}")
 
 
 @contextmanager
@@ -471,8 +474,11 @@ def _stop_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def cmd_history_export(args: argparse.Namespace) -> int:
+    """One audited action with one right, as the desktop's export: a quality engineer's
+    (``--user`` with their PIN), audited as ``export``."""
     quiet_migrations()
     from inspector.history import HistoryDB, InspectionFilter, default_db_url
+    from station.actions import export_inspections, require_existing_db
 
     filters = InspectionFilter(
         start=_iso_time(args.since, "--since"),
@@ -487,47 +493,19 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         raise InspectorError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
     url = args.db or default_db_url()
-    _require_sqlite_file(url)
+    require_existing_db(url)
     db = HistoryDB(url)
     try:
         started = time.perf_counter()
-        try:
-            n = db.export_csv(args.out, filters)
-        except OSError as exc:
-            raise InspectorError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-        # What left the database, by whom, with which filters: exported images and verdicts are
-        # quality records, and the desktop's export is audited the same way. A read-only archive
-        # cannot take the entry; reading it is still allowed.
-        if db.read_only:
+        done = export_inspections(db, caller(db, args, "export", "inspections"), args.out, filters,
+                                  images_dir=args.images)
+        if not done.audited:
             print(f"{url} is read-only (an archive): this export is not recorded in its audit trail")
-        else:
-            db.record_audit(shell_user(), "system", "export_history", "inspections", None,
-                            {"out": str(args.out.resolve()), "rows": n, "filters": _filter_options(args)})
     finally:
         db.close()
-    print(f"{n} inspections written to {args.out} ({time.perf_counter() - started:.1f} s)")
+    images = f" and {done.images} image files to {args.images}" if args.images else ""
+    print(f"{done.rows} inspections written to {args.out}{images} ({time.perf_counter() - started:.1f} s)")
     return 0
-
-
-def _filter_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The export's filters as given (None: not given), for the audit."""
-    names = ("since", "until", "decision", "errors_only", "min_score", "max_score", "model_version", "station")
-    return {name: getattr(args, name) for name in names}
-
-
-def _require_sqlite_file(url: str) -> None:
-    """Refuse a SQLite file that does not exist (opening it would create an empty one)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return  # HistoryDB says what is wrong with it
-    database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not parsed.query.get("uri"):
-        if not Path(database).is_file():
-            raise DatabaseError(f"no history database at {database}")
 
 
 def _iso_time(text: str | None, option: str) -> datetime | None:

@@ -29,7 +29,7 @@ from inspector.history import HistoryDB, data_dir, default_db_url
 from inspector.recipes import LoadedRecipe, load_active_recipe, load_model_file_recipe
 
 import demo
-from ui.line import LineConfig, LineModel
+from ui.line import LineModel, desktop_config
 from ui.main_window import MainWindow
 from ui.operator_page import OperatorPage
 from ui.review_model import ReviewModel
@@ -98,15 +98,19 @@ class DesktopApp:
         self.settings = GuiSettings.load(self.settings_path)
         uris, trigger = resolve_cameras(options, self.settings, self.data_dir)
         image_dir = (self.db.sqlite_path.parent if self.db.sqlite_path is not None else self.data_dir) / "images"
-        # Before the model loads (seconds): a camera given twice or a PLC beside several is refused at once.
-        config = LineConfig(uris[0], image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
-                            pass_sample_rate=self.settings.pass_sample_rate, more_camera_uris=uris[1:],
-                            max_batch=options.max_batch,
-                            **link_settings(self.settings))
+        # Before the model loads (seconds): a camera given twice, PLCs that do not pair with the
+        # cameras, are refused at once.
+        config = desktop_config(uris, image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
+                                pass_sample_rate=self.settings.pass_sample_rate, max_batch=options.max_batch,
+                                **link_settings(self.settings))
         recipe = resolve_recipe(self.db, options, self.settings)
         product = self.db.product_by_name(recipe.product)
+        config = config.with_changes(product=recipe.product,
+                                     camera_settings=dict(product.camera_settings or {}) if product else {})
         self.session = Session(self.db)
-        self.line = LineModel(self.db, config, recipe, dict(product.camera_settings or {}) if product else {})
+        # The plant's product changes (a PLC's product number, OPC UA) load as the desktop does.
+        load = lambda name: load_active_recipe(self.db, name, device=options.device, backend=options.backend)  # noqa: E731
+        self.line = LineModel(self.db, config, recipe, load_product=load)
         self.teach = TeachModel(self.db, self.line, self.session, device=options.device, backend=options.backend)
         self.review = ReviewModel(self.db, self.session)
         self.settings_model = SettingsModel(self.db, self.line, self.session, self.settings, self.settings_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -125,6 +126,67 @@ def test_database_at_0002_gains_the_heatmap_range_and_keeps_its_rows(tmp_path: P
         assert not {"heatmap_low", "heatmap_high"} & {c["name"] for c in inspect(connection).get_columns("inspections")}
         assert connection.exec_driver_sql("SELECT frame_id FROM inspections ORDER BY frame_id").all() == [(8,), (9,)]
     db.close()
+
+
+def test_database_at_0007_gains_the_pixel_rule_and_its_old_rows_read_as_unknown(tmp_path: Path) -> None:
+    """Rows written before inspections kept their whole rule read as "rule unknown" (not as "no
+    pixel rule"); review then takes the pixel rule from the model version's calibration of the
+    same threshold made before the part, or draws no contour. New rows keep theirs."""
+    from inspector.history.queries import decided_rule
+    from inspector.line import DecisionRule
+
+    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
+    db.upgrade("0007")
+    with db.engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("inspections")}
+    assert not {"pixel_threshold", "min_defect_area_px", "rule_recorded"} & columns
+    product = db.add_product("tile")
+    version = db.add_model_version(product, tmp_path / "model.safetensors", sha256="0" * 64)
+    db.add_calibration(version, image_threshold=0.5, target_frr=0.01, expected_frr=0.01, pixel_threshold=0.3,
+                       min_defect_area_px=7, created_by="test")
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with db.engine.begin() as connection:  # the 0007 schema, so plain SQL rather than the model
+        for frame_id, threshold, model_version in ((1, 0.5, version), (2, 0.7, version), (3, 0.5, None)):
+            connection.exec_driver_sql(
+                "INSERT INTO inspections (station, uid, time, camera_id, frame_id, score, decision, threshold, "
+                "model_version_id, label) VALUES ('here', ?, ?, 'cam0', ?, 0.9, 'FAIL', ?, ?, 'none')",
+                (f"old{frame_id}", later, frame_id, threshold, model_version),
+            )
+    db.upgrade()
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    new_rule = DecisionRule(0.6, pixel_threshold=0.2, min_defect_area_px=3)
+    db.write_inspections([_record(4, threshold=0.6, rule=new_rule, model_version_id=version),
+                          _record(5, threshold=0.6, rule=DecisionRule(0.6), model_version_id=version)])
+    same, other, unregistered, new, score_only = sorted(db.query_inspections(), key=lambda r: r.frame_id)
+    assert [r.rule_recorded for r in (same, other, unregistered)] == [False] * 3
+    assert same.rule is None and (same.pixel_threshold, same.min_defect_area_px) == (None, None)
+    assert new.rule == new_rule and score_only.rule == DecisionRule(0.6)  # "no pixel rule" is known too
+    with db.session() as s:
+        found = decided_rule(s, same)
+        assert (found.rule, found.source) == (DecisionRule(0.5, 0.3, 7), "calibration")
+        assert decided_rule(s, other) == decided_rule(s, unregistered) == type(found)(None, "unknown")
+        assert decided_rule(s, new) == type(found)(new_rule, "recorded")
+    db.downgrade("0007")  # and back: the rule's columns go, the rows stay
+    with db.engine.connect() as connection:
+        assert not {"pixel_threshold", "rule_recorded"} & {c["name"] for c in inspect(connection).get_columns("inspections")}
+        assert connection.exec_driver_sql("SELECT frame_id FROM inspections ORDER BY frame_id").all() == [(1,), (2,), (3,), (4,), (5,)]
+    db.close()
+
+
+def test_a_records_rule_survives_the_spill_journal_and_an_old_line_has_none() -> None:
+    from inspector.history.records import from_json, to_json
+    from inspector.line import DecisionRule
+
+    rule = DecisionRule(0.5, pixel_threshold=0.25, min_defect_area_px=9)
+    record = _record(1, rule=rule)
+    back = from_json(json.loads(json.dumps(to_json(record))))
+    assert back.rule == rule and back.threshold == 0.5
+    old_line = {k: v for k, v in to_json(record).items() if k not in ("pixel_threshold", "min_defect_area_px", "rule_recorded")}
+    assert from_json(old_line).rule is None
+    with pytest.raises(ValueError, match="not the image threshold of the rule"):
+        _record(2, threshold=0.4, rule=rule)
 
 
 def test_downgrade_to_0001_drops_the_error_column_and_keeps_rows(db: HistoryDB) -> None:
@@ -445,6 +507,7 @@ def test_a_read_only_archive_is_read_as_it_is_and_never_written(tmp_path: Path, 
     db = HistoryDB(url)
     db.upgrade()
     product = db.add_product("tile")
+    db.add_user("quinn", "quality", "582219")  # who may export it
     db.close()
     before = sorted(p.name for p in archive.iterdir())
     assert before == ["history.db"]  # WAL checkpointed and removed at close
@@ -467,5 +530,6 @@ def test_a_read_only_archive_is_read_as_it_is_and_never_written(tmp_path: Path, 
 
     from cli.main import main
 
-    assert main(["history", "export", "--db", url, "--out", str(tmp_path / "cli.csv")]) == 0
+    monkeypatch.setenv("INSPECTOR_PIN", "582219")
+    assert main(["history", "export", "--db", url, "--out", str(tmp_path / "cli.csv"), "--user", "quinn"]) == 0
     assert (tmp_path / "cli.csv").is_file() and sorted(p.name for p in archive.iterdir()) == before

@@ -30,14 +30,16 @@ from pipeline_support import REPO, copy_images, good_images, trained_model
 THRESHOLD = 0.05
 FAST = ["--backend", "eager", "--device", "cpu"]
 TECH, TECH_PIN = "tina", "471108"
+QUALITY, QUALITY_PIN = "quinn", "582219"
 AS_TECH = ["--user", TECH]  # with $INSPECTOR_PIN set: --model and --threshold are a technician's overrides
 
 
 def staff(db_path: Path) -> None:
-    """A technician in the database at ``db_path`` (made if new)."""
+    """A technician and a quality engineer in the database at ``db_path`` (made if new)."""
     db = HistoryDB(f"sqlite:///{db_path}")
     db.upgrade()
     db.add_user(TECH, "technician", TECH_PIN)
+    db.add_user(QUALITY, "quality", QUALITY_PIN)
     db.close()
 
 
@@ -183,7 +185,7 @@ def test_every_run_and_each_technicians_override_is_audited(two_runs: dict, mode
     runs = audit_events(two_runs["db_path"], "run_start", "run_stop")
     assert [e.action for e in runs] == ["run_start", "run_stop"] * 2
     start, stop = runs[0].after, runs[1].after
-    assert start["camera"].startswith("folder://") and start["product"] == "default"
+    assert start["cameras"][0].startswith("folder://") and start["product"] == "default"
     assert start["threshold"] == THRESHOLD and start["rule_source"] == "--threshold"
     assert (stop["why"], stop["acquired"], stop["recorded"]) == ("3 frames", 3, 3)
     assert runs[3].after["why"] == "2 frames" and runs[2].after["rule_source"].startswith("calibration ")
@@ -307,7 +309,13 @@ def test_bad_models_and_options_give_one_line_and_exit_2(tmp_path: Path, frames:
 
 
 def export(db_path: Path, out: Path, *options: str) -> list[dict]:
-    status, stdout, err = run_main(["history", "export", "--db", f"sqlite:///{db_path}", "--out", str(out), *options])
+    """``inspector history export`` by the quality engineer (their PIN in ``$INSPECTOR_PIN``)."""
+    os.environ["INSPECTOR_PIN"] = QUALITY_PIN
+    try:
+        status, stdout, err = run_main(["history", "export", "--db", f"sqlite:///{db_path}", "--out", str(out),
+                                        "--user", QUALITY, *options])
+    finally:
+        del os.environ["INSPECTOR_PIN"]
     assert status == 0, err
     with open(out, newline="", encoding="utf-8") as f:
         exported = list(csv.DictReader(f))
@@ -332,8 +340,9 @@ def test_history_export_filters(two_runs: dict) -> None:
     assert len(export(db_path, out, "--until", "2999-01-01T00:00+00:00", "--since", "2000-01-01")) == 5
     assert all(r["error"] == "" for r in everything)  # real verdicts: no engine error
     assert export(db_path, out, "--errors-only") == []
-    exports = audit_events(db_path, "export_history")
+    exports = audit_events(db_path, "export")
     assert len(exports) == 9 and exports[0].after["rows"] == 5 and exports[0].after["out"] == str(out.resolve())
+    assert {(e.user, e.role) for e in exports} == {(QUALITY, "quality")}
     assert exports[-1].after["filters"]["errors_only"] is True and exports[-1].after["rows"] == 0
     assert exports[3].after["filters"]["decision"] == "FAIL"
 
@@ -349,6 +358,26 @@ def test_history_export_errors(tmp_path: Path, two_runs: dict) -> None:
         status, _, err = run_main(["history", "export", *options])
         _assert_one_line_error(status, err, fragment)
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_history_export_is_a_quality_engineers_right_as_on_the_desktop(tmp_path: Path, two_runs: dict,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One action, one right, one audit name: no --user, a technician, a wrong PIN are each
+    refused and audited as export_denied, and no file is written."""
+    db_path = two_runs["db_path"]
+    out = tmp_path / "refused.csv"
+    argv = ["history", "export", "--db", f"sqlite:///{db_path}", "--out", str(out)]
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal to ask at
+    monkeypatch.delenv("INSPECTOR_PIN", raising=False)
+    _assert_one_line_error(*run_main(argv)[::2], "export refused: give --user")
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
+    _assert_one_line_error(*run_main([*argv, "--user", TECH])[::2], "only quality may export")
+    monkeypatch.setenv("INSPECTOR_PIN", "000000")
+    _assert_one_line_error(*run_main([*argv, "--user", QUALITY])[::2], "wrong PIN")
+    assert not out.exists()
+    denied = audit_events(db_path, "export_denied")
+    users = [e.user for e in denied]
+    assert users[-2:] == [TECH, QUALITY] and users[-3].startswith("cli:")
 
 
 # -- signals (a real `inspector run` process) -----------------------------------------------------

@@ -487,7 +487,7 @@ def test_inspector_run_hands_every_verdict_to_the_plc(plc, tmp_path: Path, monke
 
 def test_inspector_run_stops_when_the_plc_goes_down_under_plc_down_stop(plc, tmp_path: Path, monkeypatch) -> None:
     plc.stop()
-    monkeypatch.setattr("cli.run_links.PLC_DRAIN_S", 0.2)  # the PLC is away: do not wait 2 s for it
+    monkeypatch.setattr("station.links.PLC_DRAIN_S", 0.2)  # the PLC is away: do not wait 2 s for it
     frames = gray_frames(tmp_path / "frames", [30, 220])
     status, out, err = inspector_run(tmp_path, monkeypatch, f"folder://{frames}?fps=20&loop=1",  # endless
                                      "--plc", f"modbus://127.0.0.1:{plc.port}", "--plc-down", "stop")

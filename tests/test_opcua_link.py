@@ -28,7 +28,7 @@ pytest.importorskip("asyncua")
 from asyncua import Client, ua  # noqa: E402
 from asyncua.ua.uaerrors import BadInvalidArgument, BadNotSupported, UaStatusCodeError  # noqa: E402
 
-from cli import run_links  # noqa: E402
+from station import links as station_links  # noqa: E402
 from inspector.alarms import Alarm  # noqa: E402
 from inspector.errors import InspectorError  # noqa: E402
 from inspector.history import HistoryDB, file_sha256  # noqa: E402
@@ -397,8 +397,15 @@ def test_one_station_serves_several_cameras_and_changes_every_cameras_product(tm
             for name, levels in (("a", [30, 220, 40]), ("b", [50, 230]))]
     port = free_port()
     served: list[OpcUaLink] = []
-    make = run_links._opcua_link
-    monkeypatch.setattr(run_links, "_opcua_link", lambda args: served.append(make(args)) or served[-1])
+    make = station_links.StationLinks._make
+
+    def capture(self, name: str, uri: str) -> object:  # the station's own server, to read its state
+        link = make(self, name, uri)
+        if name == "opcua":
+            served.append(link)
+        return link
+
+    monkeypatch.setattr(station_links.StationLinks, "_make", capture)
 
     async def drive(s: Station) -> str:
         await s.read_until("Running", True, timeout=10)

@@ -155,17 +155,19 @@ def test_an_unreachable_plant_database_alarms_and_the_rows_wait(tmp_path: Path) 
     assert len(alarms) == 1  # one alarm per outage, not one per retry
 
 
-def test_history_export_filters_by_station_and_names_it(tmp_path: Path) -> None:
+def test_history_export_filters_by_station_and_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cli.main import main
 
     db = station_db(tmp_path, "line-1")
+    db.add_user("quinn", "quality", "582219")
+    monkeypatch.setenv("INSPECTOR_PIN", "582219")
     db.write_inspections(results(3))
     db.station = "line-2"
     db.write_inspections(results(2, start=10))
     db.close()
     out = tmp_path / "line-2.csv"
     assert main(["history", "export", "--db", f"sqlite:///{tmp_path / 'line-1.db'}", "--station", "line-2",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--user", "quinn"]) == 0
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["station"] for r in rows] == ["line-2", "line-2"] and list(rows[0])[0] == "station"

@@ -150,3 +150,60 @@ def test_inspector_run_switches_product_on_the_plcs_number_between_parts(plc, tm
     # A number the map does not name: alarmed (the line's alarm path: log, console, links), ignored.
     refused = [r.getMessage() for r in caplog.records if PLC_PRODUCT_REFUSED in r.getMessage()]
     assert len(refused) == 1 and "product number 7" in refused[0] and "keeps its product" in refused[0]
+
+
+def test_the_desktop_runs_a_plc_per_camera_and_follows_the_plcs_product_number(qtbot, tmp_path: Path) -> None:
+    """The desktop runs the same station as ``inspector run``: a PLC beside each of two cameras,
+    the first PLC's product number switching the desktop's recipe (shown, audited), and the run
+    audited as run_start/run_stop."""
+    from inspector.recipes import active_recipe
+    from ui.line import LineModel, desktop_config
+
+    plc_b = PlcServer(PlcMemory())
+    plc_b.start()
+    plc_a = PlcServer(PlcMemory())
+    plc_a.start()
+    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
+    db.upgrade()
+    try:
+        tile, disc = active_product(db, tmp_path, "tile", 0.5), active_product(db, tmp_path, "disc", 0.9)
+        cameras = []
+        for name in ("a", "b"):
+            frames = tmp_path / f"frames_{name}"
+            frames.mkdir()
+            for i, level in enumerate([30, 220, 40]):
+                cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((48, 64, 3), level, np.uint8))
+            cameras.append(f"folder://{frames}?fps=20&loop=1")
+
+        def load(name: str) -> LoadedRecipe:
+            recipe = active_recipe(db, name, verify_file=False)
+            return LoadedRecipe.of(recipe, StubEngine(recipe.model_path))
+
+        plc_a.memory.set("product", 1)
+        config = desktop_config(cameras, tmp_path / "images", trigger="free_run", max_batch=1,
+                                plc=[f"modbus://127.0.0.1:{plc_a.port}?unit=1&products=1:tile,2:disc",
+                                     f"modbus://127.0.0.1:{plc_b.port}?unit=1"])
+        line = LineModel(db, config, load("tile"), load_product=load)
+        changes: list[str] = []
+        line.status_changed.connect(lambda: changes.append(line.recipe.product))
+        assert line.start()
+        try:
+            qtbot.waitUntil(lambda: len(plc_a.memory.seen()) >= 3 and len(plc_b.memory.seen()) >= 3, timeout=20_000)
+            assert set(line.link_states) == {"plc1", "plc2"}
+            plc_a.memory.set("product", 2)
+            qtbot.waitUntil(lambda: line.recipe.product == "disc", timeout=20_000)
+            assert "disc" in changes and line.recipe.model_version_id == disc
+            qtbot.waitUntil(lambda: all(s.result == OK for s in plc_b.memory.seen()[-4:]), timeout=20_000)
+        finally:
+            assert line.stop()
+        (change,) = [e for e in db.audit_events(limit=200) if e.action == "change_product"]
+        assert (change.user, change.target) == ("plc", "product:disc")
+        assert (change.before["model_version"], change.after["model_version"]) == (tile, disc)
+        start, stop = [e for e in reversed(db.audit_events(limit=200)) if e.action in ("run_start", "run_stop")]
+        assert (start.action, stop.action) == ("run_start", "run_stop") and start.user.startswith("gui:")
+        assert start.after["cameras"] == cameras and stop.target == "product:disc"
+        assert set(stop.after["cameras"]) == set(cameras) and stop.after["recorded"] >= 6
+    finally:
+        db.close()
+        plc_a.close()
+        plc_b.close()

@@ -55,7 +55,7 @@ def cameras(tmp_path_factory, shared_data, engine) -> tuple[Path, Path, float]:
 def test_two_cameras_set_in_the_settings_run_on_one_engine_each_in_its_tile_with_station_totals(
         qtbot, tmp_path, tiny_model, engine, cameras):
     from inspector.line import Lines
-    from ui.line import LineConfig, LineModel
+    from ui.line import LineModel, desktop_config
     from ui.operator_page import OperatorPage
     from ui.session import Session
     from ui.settings_model import GuiSettings, SettingsModel
@@ -68,7 +68,7 @@ def test_two_cameras_set_in_the_settings_run_on_one_engine_each_in_its_tile_with
     db = make_db(tmp_path)
     product_id, version_id = register_model(db, tiny_model)
     # One camera to begin with, as the desktop has now; not started.
-    line = LineModel(db, LineConfig(uri_a, tmp_path / "images", pass_sample_rate=1.0, quota_gb=1.0),
+    line = LineModel(db, desktop_config([uri_a], tmp_path / "images", pass_sample_rate=1.0, quota_gb=1.0),
                      loaded_recipe(engine, threshold, product_id, version_id))
     session = Session(db)
     path = tmp_path / "gui.json"
@@ -102,7 +102,7 @@ def test_two_cameras_set_in_the_settings_run_on_one_engine_each_in_its_tile_with
     assert b.image_view.heat_item.image is not None and len(b.image_view.contour_item.xData) > 0
     assert (a.banner.decision, a.banner.color().name()) == ("PASS", PASS_COLOR)
     assert (b.banner.decision, b.banner.color().name()) == ("FAIL", FAIL_COLOR)
-    counts = {cid: (v.counters.total, v.counters.passed, v.counters.failed) for cid, v in line.views.items()}
+    counts = {cid: (v.counters.total, v.counters.passed, v.counters.rejected) for cid, v in line.views.items()}
     assert counts == {uri_a: (N_A, N_A, 0), uri_b: (N_B, 0, N_B)}
     assert [a.counters.labels[k].text() for k in ("total", "pass", "fail", "yield")] == ["3", "3", "0", "100.0 %"]
     assert [b.counters.labels[k].text() for k in ("total", "pass", "fail", "yield")] == ["4", "0", "4", "0.0 %"]
@@ -129,17 +129,18 @@ def test_two_cameras_set_in_the_settings_run_on_one_engine_each_in_its_tile_with
     assert (saved.camera_uri, saved.more_camera_uris) == (uri_a, (uri_b,))
     assert json.loads(path.read_text())["more_camera_uris"] == [uri_b]
     entry = next(e for e in db.audit_events(limit=50) if e.action == "set_camera")
-    assert entry.before["more_camera_uris"] == [] and entry.after["more_camera_uris"] == [uri_b]
+    assert entry.before["cameras"] == [uri_a] and entry.after["cameras"] == [uri_a, uri_b]
 
-    # A PLC answers one camera: with two cameras the desktop refuses it before anything changes.
-    with pytest.raises(InspectorError, match="with 2 cameras, clear the PLC link"):
+    # A PLC answers one camera through its register block: with two cameras, one PLC link is
+    # refused before anything changes (one per camera, in camera order, is what it takes).
+    with pytest.raises(InspectorError, match="1 PLC links for 2 cameras"):
         settings.set_links("modbus://127.0.0.1:1502?unit=1", "ng", None, None, None)
-    assert line.config.plc_uri is None and GuiSettings.load(path).plc_uri is None
+    assert line.config.plc == () and GuiSettings.load(path).plc_uri is None
     assert "set_links" not in audit_actions(db)
     # And a camera given twice.
     with pytest.raises(InspectorError, match="given twice"):
         settings.apply_camera(uri_a, "free_run", None, None, [uri_b, uri_a])
-    assert line.config.more_camera_uris == (uri_b,)
+    assert line.config.cameras == (uri_a, uri_b)
 
 
 def test_one_heatmap_bar_sets_every_camera_tile_and_the_tiles_of_a_camera_added_later(
@@ -147,7 +148,8 @@ def test_one_heatmap_bar_sets_every_camera_tile_and_the_tiles_of_a_camera_added_
     import numpy as np
     from PyQt6 import sip
     from PyQt6.QtCore import QCoreApplication, QEvent
-    from ui.line import LineConfig, LineModel
+    from inspector.overlay import HeatmapLevels
+    from ui.line import LineModel, desktop_config
     from ui.operator_page import OperatorPage
     from ui.session import Session
     from ui.widgets import overlay_lut
@@ -161,7 +163,7 @@ def test_one_heatmap_bar_sets_every_camera_tile_and_the_tiles_of_a_camera_added_
     frame, anomaly = np.zeros((32, 32), np.uint8), np.linspace(0.0, 2.0, 32 * 32).reshape(32, 32)
 
     def page_of(*uris: str) -> OperatorPage:
-        config = LineConfig(uris[0], tmp_path / "images", more_camera_uris=uris[1:], max_batch=1)
+        config = desktop_config(uris, tmp_path / "images", max_batch=1)
         page = OperatorPage(LineModel(db, config, recipe), Session(db))
         qtbot.addWidget(page)
         page.show()
@@ -171,14 +173,14 @@ def test_one_heatmap_bar_sets_every_camera_tile_and_the_tiles_of_a_camera_added_
         """Each tile's view, with a part's map drawn (half of it above the contour level)."""
         views = [tile.image_view for tile in page.tiles.values()]
         for view in views:
-            view.show_frame(frame, anomaly, vmax=2.0, contour_level=1.0)
+            view.show_frame(frame, anomaly, HeatmapLevels(vmax=2.0, contour_level=1.0, threshold=1.0))
         return views
 
     # One camera: no shared bar; the image's own bar works as before.
     single = page_of(uri_a)
     view = single.image_view
     assert not single.tiles and not single.tile_controls.isVisible() and view.controls.isVisible()
-    view.show_frame(frame, anomaly, vmax=2.0, contour_level=1.0)
+    view.show_frame(frame, anomaly, HeatmapLevels(vmax=2.0, contour_level=1.0, threshold=1.0))
     view.opacity_slider.setValue(30)
     view.cmap_combo.setCurrentText("plasma")
     assert view.heat_item.opacity() == pytest.approx(0.3) and np.array_equal(view.heat_item.lut, overlay_lut("plasma"))
@@ -204,7 +206,7 @@ def test_one_heatmap_bar_sets_every_camera_tile_and_the_tiles_of_a_camera_added_
     # A camera added: the tiles are made again, with the bar's settings.
     old = list(page.tiles.values())
     try:
-        assert page.line.restart(LineConfig(uri_a, tmp_path / "images", more_camera_uris=(uri_b, uri_c), max_batch=1))
+        assert page.line.restart(desktop_config([uri_a, uri_b, uri_c], tmp_path / "images", max_batch=1))
     finally:
         assert page.line.stop()
     assert list(page.tiles) == [uri_a, uri_b, uri_c] and not set(page.tiles.values()) & set(old) and bar.isVisible()
@@ -220,33 +222,37 @@ def test_one_heatmap_bar_sets_every_camera_tile_and_the_tiles_of_a_camera_added_
     assert all(v.heat_item.isVisible() and v.heat_item.opacity() == pytest.approx(0.7) for v in views)
 
 
-def test_line_config_refuses_one_plc_for_several_cameras_and_a_camera_twice(tmp_path):
-    from ui.line import LineConfig
+def test_station_config_pairs_one_plc_per_camera_and_refuses_a_camera_twice(tmp_path):
+    from ui.line import desktop_config
 
-    plc = "modbus://127.0.0.1:1502?unit=1"
-    assert LineConfig("folder:///a", tmp_path, plc_uri=plc).camera_uris == ("folder:///a",)
-    with pytest.raises(InspectorError, match="a PLC link answers one camera's triggers"):
-        LineConfig("folder:///a", tmp_path, plc_uri=plc, more_camera_uris=("folder:///b",))
+    plc, plc_b = "modbus://127.0.0.1:1502?unit=1", "modbus://127.0.0.1:1503?unit=1"
+    assert desktop_config(["folder:///a"], tmp_path, plc=[plc]).cameras == ("folder:///a",)
+    with pytest.raises(InspectorError, match="1 PLC links for 2 cameras"):
+        desktop_config(["folder:///a", "folder:///b"], tmp_path, plc=[plc])
+    with pytest.raises(InspectorError, match="given twice: two cameras' results would overwrite each other"):
+        desktop_config(["folder:///a", "folder:///b"], tmp_path, plc=[plc, plc])
+    both = desktop_config(["folder:///a", "folder:///b"], tmp_path, plc=[plc, plc_b])  # the desktop takes a PLC per camera
+    assert both.links()["plc"] == (plc, plc_b)
     with pytest.raises(InspectorError, match="camera 'folder:///a' given twice"):
-        LineConfig("folder:///a", tmp_path, more_camera_uris=["folder:///b", "folder:///a"])
-    config = LineConfig("folder:///a", tmp_path, more_camera_uris=["folder:///b"])  # a list, as the file holds it
-    assert config.camera_uris == ("folder:///a", "folder:///b")
+        desktop_config(["folder:///a", "folder:///b", "folder:///a"], tmp_path)
+    config = desktop_config(["folder:///a", "folder:///b"], tmp_path)  # a list, as the file holds it
+    assert config.cameras == ("folder:///a", "folder:///b")
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InspectorError, match="max batch must be a whole number >= 1"):
-            LineConfig("folder:///a", tmp_path, more_camera_uris=["folder:///b"], max_batch=bad)
+            desktop_config(["folder:///a", "folder:///b"], tmp_path, max_batch=bad)
 
 
 def test_a_given_max_batch_is_used_and_nothing_is_measured(tmp_path, tiny_model, engine, cameras):
     """``inspector gui --max-batch N``: the desktop's line takes N as ``run`` does, without the
     start-up measurement (seconds on a CPU, while the window waits)."""
-    from ui.line import LineConfig, LineModel
+    from ui.line import LineModel, desktop_config
     from ui_support import loaded_recipe
 
     folder_a, folder_b, threshold = cameras
     db = make_db(tmp_path)
     product_id, version_id = register_model(db, tiny_model)
-    config = LineConfig(f"folder://{folder_a}?fps=0", tmp_path / "images", more_camera_uris=(f"folder://{folder_b}?fps=0",),
-                        max_batch=1)
+    config = desktop_config([f"folder://{folder_a}?fps=0", f"folder://{folder_b}?fps=0"], tmp_path / "images",
+                            max_batch=1)
     line = LineModel(db, config, loaded_recipe(engine, threshold, product_id, version_id))
     assert line.start()
     try:
@@ -290,14 +296,14 @@ def test_gui_takes_camera_once_per_camera(monkeypatch, tmp_path):
     assert resolve_cameras(given[2], saved, tmp_path) == (("folder:///s1", "folder:///s2"), "hardware")
 
 
-def test_the_desktop_refuses_a_saved_plc_beside_several_cameras_before_the_model_loads(monkeypatch, tmp_path):
+def test_the_desktop_refuses_saved_plcs_that_do_not_pair_with_the_cameras_before_the_model_loads(monkeypatch, tmp_path):
     import launcher.desktop
     from launcher.desktop import DesktopApp, GuiOptions
 
     monkeypatch.setenv("INSPECTOR_DATA_DIR", str(tmp_path))
     (tmp_path / "gui.json").write_text(json.dumps({"plc_uri": "modbus://127.0.0.1:1502?unit=1"}))
     monkeypatch.setattr(launcher.desktop, "resolve_recipe", lambda *_: pytest.fail("the model was loaded"))
-    with pytest.raises(InspectorError, match="with 2 cameras, clear the PLC link"):
+    with pytest.raises(InspectorError, match="1 PLC links for 2 cameras"):
         DesktopApp(GuiOptions(cameras=("folder:///a", "folder:///b")))
     # So is a batch limit below one (``inspector gui --max-batch 0``), with no PLC in the way.
     (tmp_path / "gui.json").write_text(json.dumps({}))

@@ -32,6 +32,14 @@ def test_the_demo_line_keeps_inspecting_past_its_last_cell(qtbot, tmp_path, monk
         app.close()
     m = app.line.last_metrics
     assert m.camera_lost == 0 and m.recorded >= cells + 10
+    # The desktop's run is audited as `inspector run`'s is: one station class runs both.
+    from inspector.history import HistoryDB, default_db_url
+
+    db = HistoryDB(default_db_url())
+    runs = [e for e in reversed(db.audit_events(limit=200)) if e.action in ("run_start", "run_stop")]
+    db.close()
+    assert [e.action for e in runs] == ["run_start", "run_stop"] and runs[0].user.startswith("gui:")
+    assert runs[0].after["product"] == demo.DEMO_PRODUCT and runs[1].after["recorded"] == m.recorded
     assert not [a for a in app.line.alarms if a.kind in (LINE_STALLED, CAMERA_ERROR)]
     assert app.line.latest.frame_id >= cells + 9
     # The emulator replays a folder of cells and nothing else; the attribution sits beside it.

@@ -55,10 +55,10 @@ def test_settings_change_camera_storage_product_and_users(qtbot, tmp_path, tiny_
     # A malformed camera is refused before anything changes; a good one restarts the line on it.
     with pytest.raises(CameraError):
         model.apply_camera("nonsense", "free_run", None, None)
-    assert "first" in line.config.camera_uri
+    assert "first" in line.config.cameras[0]
     page.camera_edit.setText(f"folder://{second}?fps=0")
     page.camera_button.click()
-    assert "second" in line.config.camera_uri and GuiSettings.load(path).camera_uri == line.config.camera_uri
+    assert "second" in line.config.cameras[0] and GuiSettings.load(path).camera_uri == line.config.cameras[0]
     qtbot.waitUntil(lambda: line.counters.total == 5, timeout=60_000)
     line.stop()
 
@@ -135,13 +135,13 @@ def test_plant_links_are_tested_saved_run_with_the_line_and_their_state_shown(qt
         sign_in(session, "tina")
         with pytest.raises(InspectorError, match="not an MQTT link"):  # checked before anything changes
             model.set_links(plc_uri, "ng", "mqtt://broker", None, None)
-        assert line.config.plc_uri is None
+        assert line.config.plc == ()
         for name, uri in (("plc", plc_uri), ("mqtt", mqtt_uri), ("opcua", opcua_uri), ("plant_db", plant_url)):
             page.link_edits[name].setText(uri)
         page.links_button.click()
         saved = GuiSettings.load(path)
         assert (saved.plc_uri, saved.mqtt_uri, saved.opcua_uri, saved.plant_db_url) == (plc_uri, mqtt_uri, opcua_uri, plant_url)
-        assert line.config.plc_uri == plc_uri and set(line.links) == {"plc", "mqtt", "opcua", "plant_db"}
+        assert line.config.plc == (plc_uri,) and set(line.links) == {"plc", "mqtt", "opcua", "plant_db"}
 
         # The line runs them: every verdict reaches the PLC; the operator page shows each state.
         connected = {"plc": "connected", "mqtt": "connected", "opcua": "serving", "plant_db": "connected"}
@@ -165,7 +165,7 @@ def test_plant_links_are_tested_saved_run_with_the_line_and_their_state_shown(qt
         broker.close()
     assert set(line.link_states.values()) == {"stopped"} and db.outbox_message is None
     (entry,) = [e for e in db.audit_events(limit=100) if e.action == "set_links"]
-    assert entry.user == "tina" and entry.after["plc_uri"] == plc_uri and entry.before["plc_uri"] is None
+    assert entry.user == "tina" and entry.after["plc"] == [plc_uri] and entry.before["plc"] == []
     assert "configure_camera_denied" in audit_actions(db)
 
 

@@ -59,10 +59,10 @@ def make_line(db: HistoryDB, engine, frames: Path, threshold: float, image_dir: 
               *, loop: bool = False, reference: tuple[float, ...] | None = None):
     """A LineModel over a folder camera replaying ``frames`` once (or forever: ``loop``), every
     frame's images kept; ``reference``: the good scores the drift monitor compares with."""
-    from ui.line import LineConfig, LineModel
+    from ui.line import LineModel, desktop_config
 
-    config = LineConfig(f"folder://{frames}?fps=0&loop={int(loop)}", image_dir, trigger="free_run",
-                        pass_sample_rate=1.0, quota_gb=1.0)
+    config = desktop_config([f"folder://{frames}?fps=0&loop={int(loop)}"], image_dir, trigger="free_run",
+                            pass_sample_rate=1.0, quota_gb=1.0)
     recipe = loaded_recipe(engine, threshold, product_id, version_id, reference=REFERENCE if reference is None else reference)
     return LineModel(db, config, recipe)
 

@@ -1,38 +1,39 @@
-"""The line as the GUI sees it: its cameras, their latest results and counters, the station's
-totals, trend and alarms.
+"""The line as the GUI sees it: a Qt adapter over the running :class:`station.Station`.
 
-:class:`LineModel` owns the line's life (start, stop, restart with new settings, switching
-recipe) and everything the operator page shows; the line itself is built as for ``inspector run``:
-one camera by :func:`inspector.line.build_line`, several on one engine by
-:func:`inspector.line.build_lines` (each camera's results, counters and state in a
-:class:`CameraView`; the station's totals beside them). It never slows the pipeline: results reach it
-through :class:`~ui.bridge.PipelineBridge` as queued signals, each handled in O(1) (counters, a
-bounded trend, the latest result), and the views are told about changes by a display timer at
-most :data:`DISPLAY_HZ` times a second, always with the newest result -- so a slow or blocked GUI
-thread skips pictures, never inspections (the pipeline records every frame itself).
+:class:`LineModel` owns one :class:`~station.Station` -- the same class ``inspector run`` runs, so
+the desktop and the command line build the lines, make and drain the plant links, follow the
+plant's product changes, count and audit the run alike -- and adds what a screen needs: each
+camera's latest result and state (a :class:`CameraView`), the station's trend and alarms. It
+never slows the pipeline: results reach it through :class:`~ui.bridge.PipelineBridge` as queued
+signals, each handled in O(1) (a bounded trend, the latest result), and the views are told about
+changes by a display timer at most :data:`DISPLAY_HZ` times a second, always with the newest
+result -- so a slow or blocked GUI thread skips pictures, never inspections (the pipeline records
+every frame itself). The station's callbacks come from its threads and are re-emitted as signals.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
-from drivers import Camera, open_camera
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB
-from inspector.line import (CAMERA_LOST, CAMERA_RECONNECTED, LINE_RESUMED, LINE_STALLED, DecisionRule, InspectionResult,
-                            Line, Lines, Pipeline, PipelineMetrics, build_line, build_lines)
-from inspector.line.build import STALL_AFTER_S, check_camera_ids, check_max_batch
+from inspector.line import (CAMERA_LOST, CAMERA_RECONNECTED, LINE_RESUMED, LINE_STALLED, Counts, DecisionRule,
+                            InspectionResult, Lines, Pipeline, PipelineMetrics)
 from inspector.line.drift import DriftStatus
 from inspector.recipes import LoadedRecipe
+from inspector.roles import Actor
+from station import LINK_ALARMS, LINKS as LINK_SPECS, CameraStartError, Station, StationConfig, link_title  # noqa: F401
+from station.actions import acknowledge_alarms as audit_acknowledged
+from station.links import configured_keys
+from station.actions import system_actor
+from station.config import PLC_DOWN_POLICIES, TRIGGERS  # noqa: F401  (the settings page's choices)
 
 from ui.bridge import PipelineBridge
 
@@ -42,17 +43,17 @@ DISPLAY_HZ = 10
 METRICS_INTERVAL_MS = 1000
 TREND_LENGTH = 200
 MAX_ALARMS = 200
-TRIGGERS = ("free_run", "software", "hardware")
-PLC_DOWN_POLICIES = ("ng", "stop")
-#: The plant links by name, in the order they are shown, with the LineConfig field of each.
-LINKS = {"plc": "plc_uri", "mqtt": "mqtt_uri", "opcua": "opcua_uri", "plant_db": "plant_db_url"}
-LINK_TITLES = {"plc": "PLC", "mqtt": "MES (MQTT)", "opcua": "OPC UA", "plant_db": "plant database"}
-#: The alarms that say a link's state changed: its state is read again when one arrives.
-LINK_ALARMS = frozenset({"plc_down", "plc_recovered", "mqtt_down", "mqtt_recovered", "plant_db_down",
-                         "plant_db_recovered"})
+#: The plant links by name, in the order they start, with the StationConfig field of each.
+LINKS = {spec.name: spec.field for spec in LINK_SPECS}
+LINK_TITLES = {spec.name: spec.title for spec in LINK_SPECS}
 #: How each link state shows (the operator page, the settings page).
 LINK_STATE_COLORS = {"connected": "#2e7d32", "serving": "#2e7d32", "connecting": "#616161", "retrying": "#e65100",
                      "down": "#c62828", "stopped": "#616161"}
+#: Seconds a stopping line gives each link to hand over what it holds (the rest waits for the
+#: next start: the MQTT outbox, the plant forward mark; the PLC's parts are long gone).
+LINK_DRAIN_S = 1.0
+#: The desktop's own defaults: the demo's part feeder, a smaller quota, more passes kept for review.
+DESKTOP_DEFAULTS: dict[str, Any] = {"feeder_rate": 4.0, "quota_gb": 5.0, "pass_sample_rate": 0.05}
 
 
 def link_state_html(title: str, state: str) -> str:
@@ -60,67 +61,15 @@ def link_state_html(title: str, state: str) -> str:
     return f"{title} <b style='color:{LINK_STATE_COLORS.get(state, '#616161')}'>{state}</b>"
 
 
-#: Seconds a stopping line gives each link to hand over what it holds (the rest waits for the
-#: next start: the MQTT outbox, the plant forward mark; the PLC's parts are long gone).
-LINK_DRAIN_S = 1.0
+def link_text(config: StationConfig, name: str) -> str:
+    """The link ``name``'s setting as its field shows it: a PLC per camera separated by spaces."""
+    value = getattr(config, LINKS[name])
+    return " ".join(value) if isinstance(value, tuple) else (value or "")
 
 
-@dataclass(frozen=True)
-class LineConfig:
-    """How the line runs. ``trigger="software"`` presents parts with a
-    :class:`~inspector.line.PartFeeder` (at most ``feeder_rate`` per second, one at a time) -- the
-    demo's stand-in for a conveyor. ``stall_after_s``: seconds without a part before a free-run
-    or fed line alarms ``line_stalled`` (see :func:`~inspector.line.build_line`).
-
-    The plant links, each None (the default: the demo's) or its URI, as ``inspector run`` takes
-    them: ``plc_uri`` (``--plc``, with ``plc_down`` as ``--plc-down``), ``mqtt_uri``
-    (``--publish``), ``opcua_uri`` (``--opcua``), ``plant_db_url`` (``--plant-db``).
-
-    Several cameras on one engine: ``camera_uri`` is the first, ``more_camera_uris`` the others,
-    in order (:attr:`camera_uris`: all); each uses the same trigger. ``max_batch``: frames per
-    forward pass at most (``--max-batch``; None: measured at the first start). The MES, the OPC
-    UA server and the plant database speak for the station, as in ``inspector run``; a PLC answers
-    one camera's triggers through its register block, and the desktop has one PLC field, so a
-    PLC with several cameras is refused (``inspector run`` pairs one ``--plc`` per camera)."""
-
-    camera_uri: str
-    image_dir: Path
-    trigger: str = "free_run"
-    feeder_rate: float = 4.0
-    mode: str = "triggered"
-    quota_gb: float = 5.0
-    pass_sample_rate: float = 0.05
-    trigger_line: str = "Line1"
-    stall_after_s: float = STALL_AFTER_S
-    plc_uri: str | None = None
-    plc_down: str = "ng"
-    mqtt_uri: str | None = None
-    opcua_uri: str | None = None
-    plant_db_url: str | None = None
-    more_camera_uris: tuple[str, ...] = ()
-    max_batch: int | None = None
-
-    @property
-    def camera_uris(self) -> tuple[str, ...]:
-        return (self.camera_uri, *self.more_camera_uris)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "more_camera_uris", tuple(self.more_camera_uris))  # a list from saved settings
-        check_camera_ids(self.camera_uris)
-        check_max_batch(self.max_batch)
-        if self.plc_uri and self.more_camera_uris:
-            raise InspectorError(
-                f"a PLC link answers one camera's triggers through its register block, and the desktop takes one "
-                f"PLC: with {len(self.camera_uris)} cameras, clear the PLC link, or run the station with "
-                "`inspector run` and --plc once per --camera")
-        if self.plc_down not in PLC_DOWN_POLICIES:
-            raise InspectorError(f"PLC down policy must be one of {', '.join(PLC_DOWN_POLICIES)}, not {self.plc_down!r}")
-        if self.trigger not in TRIGGERS:
-            raise InspectorError(f"trigger must be one of {', '.join(TRIGGERS)}, not {self.trigger!r}")
-        if not self.quota_gb > 0:
-            raise InspectorError(f"storage quota must be positive, got {self.quota_gb:g} GB")
-        if not 0.0 <= self.pass_sample_rate <= 1.0:
-            raise InspectorError(f"share of passed images kept must be within 0..1, got {self.pass_sample_rate:g}")
+def desktop_config(cameras: tuple[str, ...] | list[str], image_dir: str | Path, **options: Any) -> StationConfig:
+    """A :class:`~station.StationConfig` with the desktop's defaults (:data:`DESKTOP_DEFAULTS`)."""
+    return StationConfig(cameras=tuple(cameras), image_dir=Path(image_dir), **{**DESKTOP_DEFAULTS, **options})
 
 
 @dataclass(frozen=True)
@@ -132,35 +81,13 @@ class AlarmEntry:
 
 
 @dataclass
-class Counters:
-    total: int = 0
-    passed: int = 0
-    failed: int = 0
-    errors: int = 0
-
-    @property
-    def yield_fraction(self) -> float:
-        return self.passed / self.total if self.total else math.nan
-
-    def add(self, result: InspectionResult) -> None:
-        self.total += 1
-        if result.error is not None:  # fail-safe: an error is a FAIL
-            self.errors += 1
-            self.failed += 1
-        elif result.decision == "PASS":
-            self.passed += 1
-        else:
-            self.failed += 1
-
-
-@dataclass
 class CameraView:
     """What the operator page shows of one camera (its tile, beside other cameras). ``camera_id`` is its
     URI (the drivers name a camera by it, and its results carry it); ``state``: "stopped",
     "connected", "lost", "stalled" or "unavailable"."""
 
     camera_id: str
-    counters: Counters = field(default_factory=Counters)
+    counters: Counts = field(default_factory=Counts)
     latest: InspectionResult | None = None
     state: str = "stopped"
     drift: DriftStatus | None = None
@@ -178,6 +105,7 @@ class TrendPoint:
     threshold: float
 
 
+
 class LineModel(QObject):
     """The running line. Signals (all in the GUI thread):
 
@@ -186,13 +114,14 @@ class LineModel(QObject):
     ``counters_changed()``, ``trend_changed()``: with it; ``alarms_changed()``: an alarm came or
     was acknowledged; ``metrics_changed(PipelineMetrics)``: once a second while running (the one
     camera's; None beside others: each camera's is in its view); ``status_changed()``: started,
-    stopped, a camera's state or the recipe changed, drift warning or recovery;
-    ``links_changed()``: a plant link's state changed (:attr:`link_states`).
+    stopped, a camera's state or the recipe changed (the plant's product changes included), drift
+    warning or recovery; ``links_changed()``: a plant link's state changed (:attr:`link_states`).
 
-    :attr:`recipe` is what decides (a :class:`~inspector.recipes.LoadedRecipe`); :attr:`line`
-    the running :class:`~inspector.line.Line` (one camera) or :class:`~inspector.line.Lines`
-    (several), None while stopped; :attr:`views` each camera's :class:`CameraView` by camera id,
-    in the configured order; :attr:`counters` and :attr:`trend` are the station's.
+    :attr:`station` runs it all; :attr:`recipe` is what decides; :attr:`views` each camera's
+    :class:`CameraView` by camera id, in the configured order; :attr:`counters` (the station's
+    shift counts, one rule: :class:`~inspector.line.Counts`) and :attr:`trend` are the station's.
+    ``load_product(name)`` loads a product's active recipe for the plant's product changes (OPC
+    UA, a PLC's product number); ``actor`` is who the run's audit names (default ``gui:<login>``).
     """
 
     result_changed = pyqtSignal(object)
@@ -202,32 +131,36 @@ class LineModel(QObject):
     alarms_changed = pyqtSignal()
     metrics_changed = pyqtSignal(object)
     status_changed = pyqtSignal()
-    _drift_changed = pyqtSignal(str, object)  # from a line's writer thread to the GUI thread
-    _plc_stop_asked = pyqtSignal(str)  # from the PLC link's thread (down policy "stop")
+    # From the station's threads to the GUI thread:
+    _drift_changed = pyqtSignal(str, object)
+    _plc_stop_asked = pyqtSignal(str)
+    _recipe_changed = pyqtSignal(object)
+    _station_alarm = pyqtSignal(str, str)
 
-    def __init__(self, db: HistoryDB, config: LineConfig, recipe: LoadedRecipe, camera_settings: dict[str, Any] | None = None, parent: QObject | None = None) -> None:
+    def __init__(self, db: HistoryDB, config: StationConfig, recipe: LoadedRecipe, *,
+                 load_product: Any = None, actor: Actor | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.db = db
-        self.config = config
-        self.recipe = recipe
-        self.camera_settings = dict(camera_settings or {})
-        self.line: Line | Lines | None = None
-        self.cameras: list[Camera] = []  # open while the line runs
+        self._recipe = recipe
+        self.station = Station(config, db, actor=actor or system_actor("gui"), strict_links=False,
+                               load_product=load_product)
+        self.station.on_alarm = self._station_alarm.emit
+        self.station.on_drift = self._drift_changed.emit
+        self.station.on_stop_asked = self._plc_stop_asked.emit
+        self.station.on_recipe_changed = self._recipe_changed.emit
         self._bridge: PipelineBridge | None = None
         self.views: dict[str, CameraView] = {}
         self._set_views(config)
-        self.counters = Counters()
         self.trend: deque[TrendPoint] = deque(maxlen=TREND_LENGTH)
         self.alarms: deque[AlarmEntry] = deque(maxlen=MAX_ALARMS)
         self.latest: InspectionResult | None = None
         self.last_metrics: PipelineMetrics | None = None
-        self._batching: tuple[Any, int, int] | None = None  # (engine, cameras, max batch) measured
         self._drift_changed.connect(self._on_drift_changed)
         self._plc_stop_asked.connect(self._on_plc_stop_asked)
-        #: The running line's plant links by name (see :data:`LINKS`), and the state of each
-        #: configured one: its ``state`` ("connecting", "connected", "retrying", "serving",
-        #: "stopped"), or "down" when it could not be made or started (the alarm says why).
-        self.links: dict[str, Any] = {}
+        self._recipe_changed.connect(self._on_recipe_changed)
+        self._station_alarm.connect(self._add_alarm)
+        #: The state of each configured link by key (see :func:`station.link_title`): its own
+        #: ("connecting", "connected", "retrying", "serving", "stopped"), or "down".
         self.link_states: dict[str, str] = {}
         self._dirty = False
         self._display = QTimer(self)
@@ -237,18 +170,42 @@ class LineModel(QObject):
         self._metrics_timer.setInterval(METRICS_INTERVAL_MS)
         self._metrics_timer.timeout.connect(self._on_metrics_tick)
 
-    # -- life ----------------------------------------------------------------------------------
+    # -- what runs ---------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> StationConfig:
+        return self.station.config
+
+    @config.setter
+    def config(self, config: StationConfig) -> None:
+        self.station.reconfigure(config)
+
+    @property
+    def recipe(self) -> LoadedRecipe:
+        return self._recipe
+
+    @property
+    def line(self) -> Lines | None:
+        """The running cameras' lines, None while stopped."""
+        return self.station.lines
+
+    @property
+    def links(self) -> dict[str, Any]:
+        """The running station's plant links by key (none while stopped)."""
+        return {} if self.station.links is None else dict(self.station.links.made)
 
     @property
     def pipeline(self) -> Pipeline | None:
         """The running line's pipeline; beside other cameras, the first camera's."""
-        if self.line is None:
-            return None
-        return self.line.lines[0].pipeline if isinstance(self.line, Lines) else self.line.pipeline
+        return None if self.line is None else self.line.lines[0].pipeline
 
     @property
     def running(self) -> bool:
-        return self.line is not None and self.line.running
+        return self.station.running
+
+    @property
+    def counters(self) -> Counts:
+        return self.station.total_counts()
 
     @property
     def camera_state(self) -> str:
@@ -261,113 +218,83 @@ class LineModel(QObject):
         statuses = [view.drift for view in self.views.values() if view.drift is not None]
         return next((s for s in statuses if s.status == "warning"), statuses[0] if statuses else None)
 
+    # -- life ----------------------------------------------------------------------------------
+
     def start(self) -> bool:
         """Opens the cameras and starts inspecting; False (with an alarm) when a camera fails."""
         if self.running:
             return True
-        cfg = self.config
-        self._set_views(cfg)  # the configuration may have changed since the last start
-        cameras: list[Camera] = []
-        uri = cfg.camera_uri
+        self._set_views(self.config)  # the configuration may have changed since the last start
+        station = self.station
         try:
-            for uri in cfg.camera_uris:
-                cameras.append(open_camera(uri))
-                cameras[-1].open()
-                if self.camera_settings:
-                    cameras[-1].configure(**_camera_kwargs(self.camera_settings))
+            station.open_cameras()
+            lines = station.build(self._recipe)
+            bridge = PipelineBridge(self)
+            bridge.result_received.connect(self._on_result_received)
+            bridge.alarm_received.connect(self._on_alarm_received)
+            for line in lines.lines:
+                bridge.attach(line.pipeline)  # before start: no result is missed
+            station.start()
         except InspectorError as exc:
-            self._close(cameras)
-            self._start_failed(exc, uri)
+            station.close()
+            self._start_failed(exc, exc.camera_id if isinstance(exc, CameraStartError) else None)
+            self._refresh_links()
             return False
-        links = self._make_links()
-        options = dict(
-            image_dir=cfg.image_dir, quota_bytes=int(cfg.quota_gb * 1e9), pass_sample_rate=cfg.pass_sample_rate,
-            mode=cfg.mode, trigger=cfg.trigger, trigger_line=cfg.trigger_line, feeder_rate=cfg.feeder_rate,
-            stall_after_s=cfg.stall_after_s, links=list(links.values()),
-        )
-        if len(cameras) == 1:
-            line: Line | Lines = build_line(cameras[0], self.recipe, self.db,
-                                            on_drift=partial(self._drift_changed.emit, cameras[0].camera_id), **options)
-            pipelines = [line.pipeline]
-        else:
-            line = build_lines(cameras, self.recipe, self.db, max_batch=self._max_batch(len(cameras)), **options)
-            self._batching = (self.recipe.engine, len(cameras), line.batcher.max_batch)
-            for one in line.lines:  # each camera's drift status is its own
-                one.on_drift = partial(self._drift_changed.emit, one.camera.camera_id)
-            pipelines = [one.pipeline for one in line.lines]
-        bridge = PipelineBridge(self)
-        bridge.result_received.connect(self._on_result_received)
-        bridge.alarm_received.connect(self._on_alarm_received)
-        for pipeline in pipelines:
-            bridge.attach(pipeline)  # before start: no result is missed
-        self._start_links(line, links)
-        try:
-            line.start()
-        except InspectorError as exc:
-            self._stop_links()
-            self._close(cameras)
-            self._start_failed(exc, None)
-            return False
-        self.cameras, self.line, self._bridge = cameras, line, bridge
+        self._bridge = bridge
         for view in self.views.values():
             view.state = "connected"
         self._display.start()
         self._metrics_timer.start()
+        self._refresh_links()
         self.status_changed.emit()
         return True
 
-    def stop(self, timeout: float = 30.0) -> bool:
+    def stop(self, timeout: float = 30.0, why: str = "stopped from the desktop") -> bool:
         """Stops inspecting; every frame acquired so far is inspected and recorded first."""
         clean = True
-        if self.line is not None:
-            clean = self.line.stop(timeout)
-            self._read_metrics()
-            self._close(self.cameras)
-        self.line, self.cameras = None, []
-        self._stop_links()
+        if self.station.lines is not None:
+            report = self.station.stop(timeout, why=None if self.station.plc_down else why, drain_s=LINK_DRAIN_S)
+            clean = report.clean
+            self._show_metrics(report.metrics)
+        self.station.close()
         self._metrics_timer.stop()
         for view in self.views.values():
             view.state = "stopped"
+        self._refresh_links()
         # Results queued before the stop are still delivered; one more tick shows the last.
         self._on_display_tick()
         self.status_changed.emit()
         return clean
 
-    def restart(self, config: LineConfig | None = None, camera_settings: dict[str, Any] | None = None) -> bool:
-        self.stop()
+    def restart(self, config: StationConfig | None = None) -> bool:
+        self.stop(why="restarted with new settings")
         if config is not None:
             self.config = config
-        if camera_settings is not None:
-            self.camera_settings = dict(camera_settings)
         return self.start()
 
     def set_recipe(self, recipe: LoadedRecipe) -> None:
         """Decide the next frames with this recipe (the frame in the engine finishes with the old)."""
-        self.recipe = recipe
+        self._recipe = recipe
         for view in self.views.values():
             view.drift = None
-        if self.line is not None:
-            self.line.set_recipe(recipe)
+        self.station.set_recipe(recipe)  # tells _recipe_changed too
         self.status_changed.emit()
 
     def set_threshold(self, rule: DecisionRule) -> None:
-        self.set_recipe(replace(self.recipe, rule=rule, source="threshold set by hand"))
+        self.set_recipe(replace(self._recipe, rule=rule, source="threshold set by hand"))
 
     # -- state for the views --------------------------------------------------------------------
 
     def reset_counters(self) -> None:
-        self.counters = Counters()
-        for view in self.views.values():
-            view.counters = Counters()
+        self.station.reset_counts()
+        self._show_counts()
         self.trend.clear()
         self.counters_changed.emit()
         self.trend_changed.emit()
 
     def acknowledge_alarms(self, user: str, role: str) -> None:
         """Marks every alarm seen (audited: who acknowledged what)."""
-        open_ = [f"{a.kind}: {a.message}" for a in self.alarms if not a.acknowledged]
-        if open_:
-            self.db.record_audit(user, role, "acknowledge_alarms", "line", {"alarms": open_}, None)
+        audit_acknowledged(self.db, Actor(user, role), [f"{a.kind}: {a.message}" for a in self.unacknowledged])
         self.alarms = deque((replace(a, acknowledged=True) for a in self.alarms), maxlen=MAX_ALARMS)
         self.alarms_changed.emit()
 
@@ -378,10 +305,8 @@ class LineModel(QObject):
     # -- slots ------------------------------------------------------------------------------------
 
     def _on_result_received(self, result: InspectionResult) -> None:
-        self.counters.add(result)
         view = self.views.get(result.camera_id)
         if view is not None:
-            view.counters.add(result)
             view.latest = result
         self.trend.append(TrendPoint(result.score, result.decision, result.threshold))
         self.latest = result
@@ -407,6 +332,7 @@ class LineModel(QObject):
         if not self._dirty:
             return
         self._dirty = False
+        self._show_counts()
         self.result_changed.emit(self.latest)
         self.counters_changed.emit()
         self.trend_changed.emit()
@@ -415,29 +341,35 @@ class LineModel(QObject):
         self._refresh_links()  # a first connection raises no alarm
         if self.line is None:
             return
-        self._read_metrics()
+        self._show_metrics(self.station.metrics())
         self.metrics_changed.emit(self.last_metrics)
 
-    def _read_metrics(self) -> None:
-        metrics = self.line.metrics() if isinstance(self.line, Lines) else {self.line.camera.camera_id: self.line.metrics()}
+    def _show_metrics(self, metrics: dict[str, PipelineMetrics]) -> None:
         for camera_id, m in metrics.items():
-            self.views[camera_id].metrics = m
-        self.last_metrics = None if isinstance(self.line, Lines) else next(iter(metrics.values()))
+            if camera_id in self.views:
+                self.views[camera_id].metrics = m
+        self.last_metrics = next(iter(metrics.values())) if len(metrics) == 1 else None
+
+    def _show_counts(self) -> None:
+        for camera_id, counts in self.station.counts().items():
+            if camera_id in self.views:
+                self.views[camera_id].counters = counts
+
+    def _on_recipe_changed(self, recipe: LoadedRecipe) -> None:
+        """The station decides with ``recipe`` now: by the desktop's own hand, or the plant's
+        product change (a PLC's product number, OPC UA's ChangeProduct)."""
+        if recipe is not self._recipe:
+            self._recipe = recipe
+            for view in self.views.values():
+                view.drift = None
+        self.status_changed.emit()
 
     # -- cameras ----------------------------------------------------------------------------------
 
-    def _set_views(self, config: LineConfig) -> None:
-        """A view per configured camera; a camera that stays keeps its counters."""
-        self.views = {uri: self.views.get(uri) or CameraView(uri) for uri in config.camera_uris}
-
-    def _max_batch(self, cameras: int) -> int | None:
-        """The configured batch, else the one measured for this engine and number of cameras at an
-        earlier start (None: measure now, seconds on a CPU, before any camera acquires)."""
-        if self.config.max_batch is not None:
-            return self.config.max_batch
-        if self._batching is not None and self._batching[:2] == (self.recipe.engine, cameras):
-            return self._batching[2]
-        return None
+    def _set_views(self, config: StationConfig) -> None:
+        """A view per configured camera; a camera that stays keeps its latest result."""
+        self.views = {uri: self.views.get(uri) or CameraView(uri) for uri in config.cameras}
+        self._show_counts()
 
     def _start_failed(self, exc: InspectorError, camera_id: str | None) -> None:
         """A camera (``camera_id``; None: which one is unknown) could not start: alarmed, shown."""
@@ -447,98 +379,12 @@ class LineModel(QObject):
                 view.state = "unavailable"
         self.status_changed.emit()
 
-    @staticmethod
-    def _close(cameras: list[Camera]) -> None:
-        for camera in cameras:
-            if camera.is_open:
-                camera.close()
-
     # -- plant links ------------------------------------------------------------------------------
 
-    def _make_links(self) -> dict[str, Any]:
-        """The configured links, made (not started), as ``inspector run`` makes them; one that
-        cannot be made (a bad URI, a second outbox) is alarmed as ``link_error`` and left out."""
-        cfg = self.config
-        links: dict[str, Any] = {}
-        states: dict[str, str] = {}
-        for name, attr in LINKS.items():
-            uri = getattr(cfg, attr)
-            if not uri:
-                continue
-            try:
-                if name == "plc":
-                    from inspector.links.modbus import ModbusLink
-
-                    links[name] = ModbusLink(uri, down_policy=cfg.plc_down)
-                elif name == "mqtt":
-                    from inspector.links.mqtt import MqttLink
-
-                    links[name] = MqttLink(self.db, uri)
-                elif name == "opcua":
-                    from inspector.links.opcua import OpcUaLink
-
-                    links[name] = OpcUaLink(uri)
-                else:
-                    from inspector.links.plant import PlantLink
-
-                    links[name] = PlantLink(self.db, uri)
-                states[name] = "stopped"
-            except InspectorError as exc:
-                self._add_alarm("link_error", f"{LINK_TITLES[name]} link not started: {exc}")
-                states[name] = "down"
-        self.links, self.link_states = links, states
-        self.links_changed.emit()
-        return links
-
-    def _start_links(self, line: Line | Lines, links: dict[str, Any]) -> None:
-        """Start the links after ``build_line``/``build_lines`` (which subscribed them), their
-        alarms to the line's alarm path -- and so to the operator page; beside other cameras, once
-        for the station. The OPC UA server first, as in ``inspector run``."""
-        recipe = self.recipe
-        for name in ("opcua", "mqtt", "plant_db", "plc"):
-            link = links.get(name)
-            if link is None:
-                continue
-            if name == "opcua":
-                link.set_recipe(recipe.product, recipe.model_version_id, recipe.rule.threshold)
-            else:
-                link.on_alarm = line.raise_alarm
-            if name == "plc":
-                link.on_stop = self._plc_stop_asked.emit
-            try:
-                link.start()
-            except InspectorError as exc:
-                self._add_alarm("link_error", f"{LINK_TITLES[name]} link not started: {exc}")
-                self.link_states[name] = "down"
-                del links[name]
-                if name == "opcua":
-                    link.stop()
-                continue
-            if name == "opcua":
-                link.set_running(True)
-        self._refresh_links()
-
-    def _stop_links(self) -> None:
-        for name, link in list(self.links.items()):
-            try:
-                if name == "opcua":
-                    link.set_running(False)
-                    link.stop()
-                else:
-                    link.stop(LINK_DRAIN_S)  # what is left waits for the next start (MQTT, plant)
-            except Exception:  # a link's bug must not keep the line from stopping
-                log.exception("stopping the %s link failed", name)
-        if "mqtt" in self.links:
-            self.db.outbox_message = None  # the next start's MQTT link writes the outbox again
-        self.links = {}
-        self.link_states = {name: "stopped" for name in self.link_states}
-        self.links_changed.emit()
-
     def _refresh_links(self) -> None:
-        states = {name: (_link_state(self.links[name]) if name in self.links else state)
-                  for name, state in self.link_states.items()}
-        if self.line is not None:  # a link whose thread ended while the line runs is down
-            states = {name: "down" if state == "stopped" else state for name, state in states.items()}
+        states = self.station.link_states()
+        if self.station.links is None:  # stopped: every configured link is
+            states = {key: "stopped" for key in configured_keys(self.config)}
         if states != self.link_states:
             self.link_states = states
             self.links_changed.emit()
@@ -561,18 +407,3 @@ class LineModel(QObject):
         if view is not None:
             view.drift = status
         self.status_changed.emit()
-
-
-def _link_state(link: Any) -> str:
-    """A link's ``state`` property (PLC, MQTT, plant database); the OPC UA server's ``serving``."""
-    if hasattr(link, "serving"):
-        return "serving" if link.serving else "stopped"
-    return link.state
-
-
-def _camera_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in settings.items() if v is not None}
-    if out.get("roi") is not None:
-        out["roi"] = tuple(int(v) for v in out["roi"])
-    return out
-

@@ -29,19 +29,12 @@ from PyQt6.QtWidgets import (
 )
 
 from inspector.line import InspectionResult, PipelineMetrics
-from inspector.overlay import heatmap_vmax
-from ui.line import LINK_TITLES, LineModel, link_state_html
+from inspector.overlay import heatmap_view
+from ui.line import LineModel, link_state_html, link_title
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, Banner, CameraTile, CountersPanel, HeatmapControls, HeatmapView, TrendPlot
 
 CAMERA_STATE_COLORS = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR, "stalled": FAIL_COLOR}
-
-
-def contour_level(line: LineModel) -> float:
-    """Map value outlined as a defect: the pixel threshold if the rule has one, else the image
-    threshold (the score is the map's maximum, so a FAIL by score has a region above it)."""
-    rule = line.recipe.rule
-    return rule.pixel_threshold if rule.pixel_threshold is not None else rule.threshold
 
 
 def camera_state_html(state: str) -> str:
@@ -180,10 +173,9 @@ class OperatorPage(QWidget):
         if result is None:
             banner.show_verdict(None)
             return
-        view.show_frame(
-            result.image, result.anomaly_map, vmax=heatmap_vmax(result.threshold),
-            contour_level=contour_level(self.line),
-        )
+        # The result's own rule, not the line's: a frame decided before a threshold change is
+        # drawn as it was decided, like its banner and its point on the trend.
+        view.show_frame(result.image, result.anomaly_map, heatmap_view(result))
         banner.show_verdict(result.decision, result.score, result.threshold, result.error)
 
     def banner_of(self, result: InspectionResult) -> Banner:
@@ -212,14 +204,14 @@ class OperatorPage(QWidget):
 
     def _on_counters_changed(self) -> None:
         c = self.line.counters
-        self.counters.show_counts(c.total, c.passed, c.failed)
+        self.counters.show_counts(c.total, c.passed, c.rejected)  # an engine error left the line as NG too
         for camera_id, tile in self.tiles.items():
             c = self.line.views[camera_id].counters
-            tile.counters.show_counts(c.total, c.passed, c.failed)
+            tile.counters.show_counts(c.total, c.passed, c.rejected)
 
     def _on_trend_changed(self) -> None:
         points = list(self.line.trend)
-        self.trend.show_trend([p.score for p in points], [p.decision for p in points], self.line.recipe.rule.threshold)
+        self.trend.show_trend([p.score for p in points], [p.decision for p in points], [p.threshold for p in points])
 
     def _on_metrics_changed(self, m: PipelineMetrics | None) -> None:
         if self.tiles:
@@ -258,7 +250,7 @@ class OperatorPage(QWidget):
     def _on_links_changed(self) -> None:
         states = self.line.link_states
         self.links.setVisible(bool(states))
-        self.links.setText(" &nbsp; ".join(link_state_html(LINK_TITLES[name], state) for name, state in states.items()))
+        self.links.setText(" &nbsp; ".join(link_state_html(link_title(name), state) for name, state in states.items()))
 
     def _on_alarms_changed(self) -> None:
         self.alarm_list.blockSignals(True)

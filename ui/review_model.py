@@ -9,7 +9,6 @@ few recent pages are cached. Scrolling through 100,000 rows reads only the pages
 from __future__ import annotations
 
 import logging
-import shutil
 from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -20,15 +19,14 @@ import cv2
 import numpy as np
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, pyqtSignal
 from PyQt6.QtGui import QColor
-from sqlalchemy import select
 
 from calibration.teach import TeachSession
 from inspector.errors import DataError, InspectorError
 from inspector.history import HistoryDB, InspectionFilter, InspectionRow
 from inspector.history.image_store import read_heatmap, read_stored_image
-from inspector.history.tables import Product
-from inspector.overlay import heatmap_vmax
+from inspector.overlay import HeatmapLevels, heatmap_view
 
+from station.actions import export_inspections
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, PASS_COLOR
 
@@ -146,8 +144,11 @@ class InspectionTableModel(QAbstractTableModel):
 
 # -- legacy heatmaps --------------------------------------------------------------------------------
 # Before history revision 0003 the image store wrote anomaly maps as 8-bit JET colour pictures
-# over 0 .. heatmap_vmax(threshold), with no value range in the row. Only rows like that are
-# decoded here; newer heatmaps are values, read with image_store.read_heatmap.
+# over 0 .. 2 x threshold, with no value range in the row. Only rows like that are decoded here;
+# newer heatmaps are values, read with image_store.read_heatmap.
+#: The scale those pictures were written over, in thresholds: fixed by what is on disk, whatever
+#: scale the displays use now.
+LEGACY_SCALE = 2.0
 
 
 def _jet_keys() -> tuple[np.ndarray, np.ndarray]:
@@ -164,11 +165,11 @@ _JET_KEYS, _JET_LEVELS = _jet_keys()
 def decode_legacy_heatmap(bgr: np.ndarray, threshold: float) -> np.ndarray | None:
     """LEGACY: the anomaly map a pre-0003 heatmap PNG shows, in score units, as float32 (h, w).
 
-    Those were JET-coloured over ``0 .. heatmap_vmax(threshold)``, losslessly, so each colour
-    gives its level back (to within one of 256 steps). None if the picture holds colours that are
-    not JET's, or the threshold gives no scale.
+    Those were JET-coloured over ``0 .. 2 x threshold``, losslessly, so each colour gives its
+    level back (to within one of 256 steps). None if the picture holds colours that are not
+    JET's, or the threshold gives no scale.
     """
-    vmax = heatmap_vmax(threshold)
+    vmax = LEGACY_SCALE * threshold if threshold > 0 else None
     b = bgr.astype(np.int64)
     keys = (b[..., 0] << 16) | (b[..., 1] << 8) | b[..., 2]
     pos = np.clip(np.searchsorted(_JET_KEYS, keys), 0, len(_JET_KEYS) - 1)
@@ -240,8 +241,21 @@ class ReviewModel(QObject):
 
     def products(self) -> list[tuple[str, int]]:
         """(name, id) of every product, by name, for the filter."""
-        with self.db.session() as s:
-            return [(name, pid) for name, pid in s.execute(select(Product.name, Product.id).order_by(Product.name))]
+        return self.db.products()
+
+    def heatmap_levels(self, row: InspectionRow) -> HeatmapLevels:
+        """How to draw the row's map: with the rule it was decided with, so the contour is the
+        one the operator saw. A row stored before the history kept the rule is drawn with its
+        model version's calibration of the same threshold, or without contour; the note says so."""
+        known = self.db.decided_rule(row)
+        if known.source == "recorded":
+            return heatmap_view(row)
+        if known.source == "calibration":
+            return replace(heatmap_view(known.rule), note=(
+                f"pixel rule not stored with this part: contour from calibration {known.calibration_id} of "
+                f"model version {row.model_version_id}, which has its threshold"))
+        return replace(heatmap_view(row), note="pixel rule not stored with this part and no calibration of its "
+                                               "model version has its threshold: no defect contour")
 
     def label(self, indexes: list[int], label: str) -> int:
         """Sets the review label of the rows at these table indexes (audited per row by the DB)."""
@@ -283,34 +297,15 @@ class ReviewModel(QObject):
 
     def export(self, folder: Path, with_images: bool = True) -> tuple[Path, int, int]:
         """Writes ``inspections.csv`` for the current filter and, with ``with_images``, the stored
-        images into ``folder/images/``; returns (csv path, rows, image files copied). Audited."""
-        creds = self.session.authorize("export", "inspections")
+        images into ``folder/images/``; returns (csv path, rows, image files copied). The
+        station's one export action: a quality engineer's right, audited as ``export``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        csv_path = folder / "inspections.csv"
-        try:
-            n = self.db.export_csv(csv_path, self.table.filters)
-        except OSError as exc:
-            raise InspectorError(f"cannot write {csv_path}: {exc.strerror or exc}") from None
-        copied = 0
-        if with_images:
-            images = folder / "images"
-            images.mkdir(exist_ok=True)
-            offset = 0
-            while True:
-                rows = self.db.query_inspections(self.table.filters, 1000, offset)
-                for row in rows:
-                    for path in (row.image_path, row.heatmap_path):
-                        if path and Path(path).is_file():
-                            shutil.copy2(path, images / f"{row.id}_{Path(path).name}")
-                            copied += 1
-                if len(rows) < 1000:
-                    break
-                offset += 1000
-        self.db.record_audit(creds.user, creds.role, "export", "inspections", None,
-                             {"folder": str(folder), "rows": n, "images": copied, "filters": _filters_json(self.table.filters)})
-        self.message.emit(f"{n} inspections exported to {csv_path}" + (f" with {copied} image files" if with_images else ""), False)
-        return csv_path, n, copied
+        done = export_inspections(self.db, self.session.caller(), folder / "inspections.csv", self.table.filters,
+                                  images_dir=folder / "images" if with_images else None)
+        self.message.emit(f"{done.rows} inspections exported to {done.csv_path}"
+                          + (f" with {done.images} image files" if with_images else ""), False)
+        return done.csv_path, done.rows, done.images
 
     def yield_series(self, bucket: timedelta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(bucket start as epoch seconds, yield 0..1, parts) of the current filter."""
@@ -319,8 +314,3 @@ class ReviewModel(QObject):
         y = np.array([b.yield_fraction for b in buckets], dtype=np.float64)
         n = np.array([b.total for b in buckets], dtype=np.float64)
         return t, y, n
-
-
-def _filters_json(f: InspectionFilter) -> dict[str, Any]:
-    # Only the fields set (errors_only is False, not None, when unset).
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in f.__dict__.items() if v is not None and v is not False}

@@ -21,9 +21,11 @@ from inspector.recipes import get_product, list_products, load_active_recipe, se
 from drivers import open_camera
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB
-from inspector.history.tables import ROLES
+from inspector.roles import ROLES
+from station import actions
+from station.config import PLC_DOWN_POLICIES, check_link
 
-from ui.line import LINK_TITLES, LINKS, PLC_DOWN_POLICIES, LineConfig, LineModel
+from ui.line import LINK_TITLES, LineModel, link_text
 from ui.session import Session
 from ui.worker import Task, run_task
 
@@ -32,7 +34,6 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "gui.json"
 #: Seconds a "Test connection" waits for an answer.
 LINK_TEST_TIMEOUT_S = 3.0
-_LINK_OF = {attr: name for name, attr in LINKS.items()}
 
 
 @dataclass(frozen=True)
@@ -84,45 +85,11 @@ class GuiSettings:
 
 
 def link_settings(settings: GuiSettings) -> dict[str, Any]:
-    """The plant links of ``settings`` as :class:`~ui.line.LineConfig` takes them."""
+    """The plant links of ``settings`` as :class:`~station.StationConfig` takes them: the PLC field
+    holds one URI per camera, separated by spaces."""
     plc_down = settings.plc_down if settings.plc_down in PLC_DOWN_POLICIES else "ng"  # a hand-edited file
-    return {"plc_uri": settings.plc_uri, "plc_down": plc_down, "mqtt_uri": settings.mqtt_uri,
-            "opcua_uri": settings.opcua_uri, "plant_db_url": settings.plant_db_url}
-
-
-def check_link(name: str, uri: str) -> None:
-    """Refuse a malformed URI for the link ``name`` (see :data:`ui.line.LINKS`) with
-    InspectorError; nothing is connected (reading a PLC's register map is all it does)."""
-    if name == "plc":
-        from inspector.links.modbus import parse_modbus_uri
-
-        parse_modbus_uri(uri)
-    elif name == "mqtt":
-        from inspector.links.mqtt import parse_mqtt_uri
-
-        parse_mqtt_uri(uri)
-    elif name == "opcua":
-        from inspector.links.opcua import parse_opcua_uri
-
-        parse_opcua_uri(uri)
-    elif name == "plant_db":
-        from inspector.links.plant import parse_plant_url
-
-        parse_plant_url(uri)
-    else:
-        raise InspectorError(f"no link named {name!r}")
-
-
-def shown_uri(name: str, uri: str | None) -> str | None:
-    """``uri`` as the audit and messages show it: a database password hidden."""
-    if uri is None or name != "plant_db":
-        return uri
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(uri).render_as_string(hide_password=True)
-    except Exception:  # checked before; never show what could not be parsed
-        return "(a database URL)"
+    return {"plc": tuple((settings.plc_uri or "").split()), "plc_down": plc_down, "publish": settings.mqtt_uri,
+            "opcua": settings.opcua_uri, "plant_db": settings.plant_db_url}
 
 
 class SettingsModel(QObject):
@@ -161,44 +128,37 @@ class SettingsModel(QObject):
         uris = [uri.strip(), *(u.strip() for u in more_uris if u.strip())]
         for one in uris:
             open_camera(one)  # a malformed URI is refused before anything changes
-        creds = self.session.authorize("configure_camera", f"product:{self.line.recipe.product_id}")
-        changes = {"camera_uri": uris[0], "more_camera_uris": tuple(uris[1:]), "trigger": trigger}
-        config = LineConfig(**{**asdict(self.line.config), **changes})  # refuses a camera twice, a PLC beside others
-        old = self.line.config
-        before = {"camera_uri": old.camera_uri, "more_camera_uris": list(old.more_camera_uris), "trigger": old.trigger}
         settings = {**self.camera_settings(), "exposure_us": exposure_us, "gain_db": gain_db}
         settings = {k: v for k, v in settings.items() if v is not None}
+        # Checked (a camera twice, PLCs that no longer pair with the cameras), authorized, audited.
+        config, actor = actions.set_cameras(self.db, self.session.caller(), self.line.config, uris, trigger, settings,
+                                            product=str(self.line.recipe.product_id))
         if settings != self.camera_settings():
-            set_camera_settings(self.db, self.line.recipe.product, settings, user=creds.user, pin=creds.pin)
-        self.db.record_audit(creds.user, creds.role, "set_camera", "gui", before,
-                             {**changes, "more_camera_uris": list(uris[1:])})
-        self._save(**changes)
-        ok = self.line.restart(config, settings)
+            set_camera_settings(self.db, self.line.recipe.product, settings, user=actor.user,
+                                pin=self.session.caller().pin)
+        self._save(camera_uri=uris[0], more_camera_uris=tuple(uris[1:]), trigger=trigger)
+        ok = self.line.restart(config)
         cameras = f"camera {uris[0]}" if len(uris) == 1 else f"{len(uris)} cameras ({', '.join(uris)})"
         self.message.emit(f"{cameras} " + ("running" if ok else "could not be started: see the alarms"), not ok)
         return ok
 
     def set_storage(self, quota_gb: float, pass_sample_rate: float) -> None:
-        creds = self.session.authorize("set_storage", "gui")
-        config = LineConfig(**{**asdict(self.line.config), "quota_gb": quota_gb, "pass_sample_rate": pass_sample_rate})
-        before = {"quota_gb": self.line.config.quota_gb, "pass_sample_rate": self.line.config.pass_sample_rate}
-        self.db.record_audit(creds.user, creds.role, "set_storage", "gui", before, {"quota_gb": quota_gb, "pass_sample_rate": pass_sample_rate})
+        config = actions.set_storage(self.db, self.session.caller(), self.line.config, quota_gb, pass_sample_rate)
         self._save(quota_gb=quota_gb, pass_sample_rate=pass_sample_rate)
         self.line.restart(config)
         self.message.emit(f"images: quota {quota_gb:g} GB, {100 * pass_sample_rate:g} % of passes kept", False)
 
     def choose_product(self, name: str) -> Task:
         """Puts the product's active recipe and camera settings on the line (loaded off the GUI thread)."""
-        creds = self.session.authorize("choose_product", f"product:{get_product(self.db, name).id}")
         before = self.line.recipe.product
+        actions.choose_product(self.db, self.session.caller(), before, name, get_product(self.db, name).id)
 
         def finished(recipe) -> None:
             self._tasks.remove(task)
-            self.db.record_audit(creds.user, creds.role, "choose_product", "gui", {"product": before}, {"product": name})
             self._save(product=name)
-            self.line.stop()
+            self.line.stop(why="product changed")
             self.line.set_recipe(recipe)
-            self.line.camera_settings = self.camera_settings()
+            self.line.config = self.line.config.with_changes(camera_settings=self.camera_settings())
             self.line.start()
             self.busy_changed.emit(False)
             self.message.emit(f"product {name!r} on the line (model version {recipe.model_version_id})", False)
@@ -216,26 +176,21 @@ class SettingsModel(QObject):
 
     def set_links(self, plc_uri: str | None, plc_down: str, mqtt_uri: str | None, opcua_uri: str | None,
                   plant_db_url: str | None) -> bool:
-        """Sets the plant links (empty: none) and restarts the line with them. Each URI is checked
-        before anything changes; a technician's (the right to configure the camera), audited as
+        """Sets the plant links (empty: none; the PLC: one URI per camera, in camera order,
+        separated by spaces) and restarts the line with them. Each URI is checked before
+        anything changes; a technician's (the right to configure the camera), audited as
         ``set_links`` (a database password hidden)."""
-        uris = {name: (uri or "").strip() or None for name, uri in
-                (("plc", plc_uri), ("mqtt", mqtt_uri), ("opcua", opcua_uri), ("plant_db", plant_db_url))}
-        if plc_down not in PLC_DOWN_POLICIES:
-            raise InspectorError(f"PLC down policy must be one of {', '.join(PLC_DOWN_POLICIES)}, not {plc_down!r}")
-        for name, uri in uris.items():
-            if uri is not None:
-                check_link(name, uri)
-        creds = self.session.authorize("configure_camera", "links")
-        changes = {LINKS[name]: uri for name, uri in uris.items()} | {"plc_down": plc_down}
-        old = self.line.config
-        before = {k: shown_uri(_LINK_OF[k], getattr(old, k)) if k in _LINK_OF else getattr(old, k) for k in changes}
-        after = {k: shown_uri(_LINK_OF[k], v) if k in _LINK_OF else v for k, v in changes.items()}
-        config = LineConfig(**{**asdict(old), **changes})
-        self.db.record_audit(creds.user, creds.role, "set_links", "gui", before, after)
-        self._save(**changes)
+        def clean(uri: str | None) -> str | None:
+            return (uri or "").strip() or None
+
+        plcs = tuple((plc_uri or "").split())
+        config = actions.set_links(self.db, self.session.caller(), self.line.config,
+                                   {"plc": plcs, "publish": clean(mqtt_uri), "opcua": clean(opcua_uri),
+                                    "plant_db": clean(plant_db_url)}, plc_down)
+        self._save(plc_uri=" ".join(plcs) or None, plc_down=plc_down, mqtt_uri=config.publish, opcua_uri=config.opcua,
+                   plant_db_url=config.plant_db)
         ok = self.line.restart(config)
-        configured = [LINK_TITLES[name] for name, uri in uris.items() if uri is not None]
+        configured = [LINK_TITLES[name] for name in config.links()]
         self.message.emit(("plant links: " + ", ".join(configured) if configured else "no plant links")
                           + ("; line restarted" if ok else "; the line could not be started: see the alarms"), not ok)
         return ok
@@ -245,19 +200,20 @@ class SettingsModel(QObject):
         the outcome comes as ``link_tested(name, text, ok)``. Anyone may test: it changes nothing.
         None when the answer is known at once (empty, malformed, the station's own OPC UA server
         serving): ``link_tested`` has come already."""
-        from inspector.links.probe import probe
+        from station.links import probe
 
         uri = uri.strip()
         if not uri:
             self.link_tested.emit(name, "nothing to test: no address given", False)
             return None
         try:
-            check_link(name, uri)
+            for one in uri.split() if name == "plc" else [uri]:
+                check_link(name, one)
         except InspectorError as exc:
             self.link_tested.emit(name, str(exc), False)
             return None
         serving = self.line.links.get("opcua")
-        if name == "opcua" and serving is not None and serving.serving and uri == self.line.config.opcua_uri:
+        if name == "opcua" and serving is not None and serving.serving and uri == self.line.config.opcua:
             self.link_tested.emit(name, f"serving at {serving.endpoint}", True)
             return None
 
@@ -269,12 +225,12 @@ class SettingsModel(QObject):
             self._tasks.remove(task)
             self.link_tested.emit(name, text, False)
 
-        task = run_task(f"test {name}", lambda t: probe(uri, timeout), self, finished=finished, failed=failed)
+        task = run_task(f"test {name}", lambda t: probe(name, uri, timeout), self, finished=finished, failed=failed)
         self._tasks.append(task)
         return task
 
     def add_user(self, name: str, role: str, pin: str) -> None:
-        creds = self.session.authorize("manage_users", "users")
+        creds = self.session.authorize("manage_users", "users")  # the database audits the new user
         if role not in ROLES:
             raise InspectorError(f"role must be one of {', '.join(ROLES)}")
         if not name.strip():

@@ -24,19 +24,15 @@ from PyQt6.QtWidgets import (
 from drivers import EXAMPLE_URIS
 from inspector.errors import InspectorError
 from inspector.roles import ROLES
-from ui.line import LINK_TITLES, LINKS, PLC_DOWN_POLICIES, TRIGGERS, link_state_html
+from station import LINKS as LINK_SPECS
+from ui.line import LINK_TITLES, LINKS, PLC_DOWN_POLICIES, TRIGGERS, link_state_html, link_text
 from ui.session import Session
 from ui.settings_model import SettingsModel
 from ui.widgets import FAIL_COLOR
 
 TRIGGER_TEXT = {"free_run": "free run", "software": "software (demo part feeder)", "hardware": "hardware line"}
 PLC_DOWN_TEXT = {"ng": "go on, NG for every part (safe default)", "stop": "stop the line"}
-LINK_HINTS = {
-    "plc": "modbus://HOST:PORT?unit=1&map=FILE.toml&products=1:tile,2:disc (empty: no PLC)",
-    "mqtt": "mqtt://HOST:PORT/TOPIC?station=NAME (empty: no MES)",
-    "opcua": "opcua://0.0.0.0:4840?station=NAME (this station's own server; empty: none)",
-    "plant_db": "postgresql://USER:PASSWORD@HOST:PORT/DB?station=NAME (empty: no plant database)",
-}
+LINK_HINTS = {spec.name: spec.hint for spec in LINK_SPECS}
 
 
 class SettingsPage(QWidget):
@@ -172,8 +168,8 @@ class SettingsPage(QWidget):
                    self.pass_rate, self.plc_down, *self.link_edits.values())
         for w in widgets:
             w.blockSignals(True)
-        self.camera_edit.setText(line.config.camera_uri)
-        self.more_cameras_edit.setPlainText("\n".join(line.config.more_camera_uris))
+        self.camera_edit.setText(line.config.cameras[0])
+        self.more_cameras_edit.setPlainText("\n".join(line.config.cameras[1:]))
         self.trigger_combo.setCurrentIndex(max(self.trigger_combo.findData(line.config.trigger), 0))
         cam = self.model.camera_settings()
         self.exposure.setValue(float(cam.get("exposure_us") or 0))
@@ -183,8 +179,8 @@ class SettingsPage(QWidget):
         self.product_combo.setCurrentText(line.recipe.product)
         self.quota.setValue(line.config.quota_gb)
         self.pass_rate.setValue(100 * line.config.pass_sample_rate)
-        for name, attr in LINKS.items():
-            self.link_edits[name].setText(getattr(line.config, attr) or "")
+        for name in LINKS:
+            self.link_edits[name].setText(link_text(line.config, name))
         self.plc_down.setCurrentIndex(max(self.plc_down.findData(line.config.plc_down), 0))
         for w in widgets:
             w.blockSignals(False)
@@ -221,9 +217,10 @@ class SettingsPage(QWidget):
     def _on_links_changed(self) -> None:
         states = self.model.line.link_states
         for name, label in self.link_states.items():
-            state = states.get(name)
-            label.setText(link_state_html("", state).strip() if state else "")
-            label.setVisible(state is not None)
+            # A PLC per camera: each one's state, in camera order (keys plc1, plc2, ...).
+            shown = [state for key, state in states.items() if key.rstrip("0123456789") == name]
+            label.setText(" ".join(link_state_html("", state).strip() for state in shown))
+            label.setVisible(bool(shown))
 
     def _on_user_clicked(self) -> None:
         self._guard(lambda: self.model.add_user(self.user_name.text(), self.user_role.currentText(), self.user_pin.text()))

@@ -74,7 +74,7 @@ from inspector.line.pipeline import (
 )
 from inspector.line.rule import Decision, DecisionRule, largest_region_px
 from inspector.line.frame_queue import FrameQueue
-from inspector.line.line_metrics import PipelineMetrics
+from inspector.line.line_metrics import Counts, PipelineMetrics
 from inspector.line.part_feeder import PartFeeder
 from inspector.line.build import Line, LineLink, Lines, build_line, build_lines
 from inspector.line.batcher import BatchedScorer, BatcherStats, FrameBatcher
@@ -82,6 +82,7 @@ from inspector.inspection import InspectionResult
 
 __all__ = [
     "CAMERA_ERROR",
+    "Counts",
     "CAMERA_LOST",
     "CAMERA_RECONNECTED",
     "ENGINE_ERROR",

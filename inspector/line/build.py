@@ -304,10 +304,11 @@ class Lines:
     in camera order, the shared :attr:`batcher` and image :attr:`store`.
 
     :meth:`start`, :meth:`stop`, :meth:`wait`, :meth:`set_recipe` act on every line;
-    :meth:`metrics` is per camera. The cameras stay the caller's to close.
+    :meth:`metrics` is per camera. The cameras stay the caller's to close. One camera has no
+    :attr:`batcher` (None): its line scores with the engine itself.
     """
 
-    def __init__(self, lines: Sequence[Line], batcher: FrameBatcher, store: ImageStore,
+    def __init__(self, lines: Sequence[Line], batcher: FrameBatcher | None, store: ImageStore,
                  batching: BatchingChoice | None = None) -> None:
         self.lines = tuple(lines)
         self.batcher = batcher
@@ -342,7 +343,8 @@ class Lines:
         except BaseException:
             for line in started:
                 line.stop()
-            self.batcher.close()
+            if self.batcher is not None:
+                self.batcher.close()
             raise
 
     def stop(self, timeout: float | None = 30.0) -> bool:
@@ -363,6 +365,8 @@ class Lines:
             thread.start()
         for thread in stopping:  # a line's stop is bounded by its timeout (plus its own grace)
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()) + 15.0)
+        if self.batcher is None:
+            return all(clean)
         return self.batcher.close(None if deadline is None else max(1.0, deadline - time.monotonic())) and all(clean)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -384,7 +388,8 @@ class Lines:
         """Every camera's next frames are scored by this candidate engine too, through the batcher
         (None: no more)."""
         for line in self.lines:
-            line.pipeline.set_shadow(None if engine is None else self.batcher.scorer(engine))
+            scorer = engine if engine is None or self.batcher is None else self.batcher.scorer(engine)
+            line.pipeline.set_shadow(scorer)
 
     def raise_alarm(self, kind: str, message: str) -> None:
         """An alarm of the station as a whole (a link's): raised once, on the first camera's pipeline,
@@ -402,9 +407,10 @@ def build_lines(
     camera_links: Sequence[Iterable[LineLink]] = (),
     **options: Any,
 ) -> Lines:
-    """The lines that inspect each of ``cameras`` with ``recipe``'s engine, shared: frames that
-    arrive together are scored in one forward pass (:class:`~inspector.line.batcher.FrameBatcher`);
-    not started.
+    """The lines that inspect each of ``cameras`` (one or more) with ``recipe``'s engine, shared:
+    frames that arrive together are scored in one forward pass
+    (:class:`~inspector.line.batcher.FrameBatcher`); not started. One camera gets exactly
+    :func:`build_line`'s line (no batcher, the database's own journal).
 
     Each camera gets what :func:`build_line` gives one: ``options`` are its keyword arguments,
     applied to each (``max_frames`` per camera), with its own pipeline, rule, drift monitor and
@@ -431,10 +437,14 @@ def build_lines(
         raise InspectorError(f"{len(camera_links)} cameras' own links given for {len(cameras)} cameras")
     check_camera_ids([camera.camera_id for camera in cameras])
     check_max_batch(max_batch)
-    batching = measure_batching(recipe.engine, len(cameras)) if max_batch is None else None
-    batcher = FrameBatcher(min(max_batch or batching.max_batch, len(cameras)), max_wait_ms)
     store = ImageStore(store_options["image_dir"], quota_bytes=store_options["quota_bytes"],
                        pass_sample_rate=store_options["pass_sample_rate"])
+    if len(cameras) == 1:  # nothing to batch with: the line of build_line, its journal the database's own
+        writer = HistoryWriter(db, store, max_buffered=store_options["writer_max_buffered"])
+        own = camera_links[0] if camera_links else ()
+        return Lines([_assemble(cameras[0], recipe, writer, store, None, links=(*links, *own), **options)], None, store)
+    batching = measure_batching(recipe.engine, len(cameras)) if max_batch is None else None
+    batcher = FrameBatcher(min(max_batch or batching.max_batch, len(cameras)), max_wait_ms)
     lines = []
     for i, camera in enumerate(cameras):
         writer = HistoryWriter(db, store, max_buffered=store_options["writer_max_buffered"],

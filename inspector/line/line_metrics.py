@@ -7,6 +7,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,42 @@ class PipelineMetrics:
     camera_disconnects: int
     camera_reconnects: int
     writer: WriterStats
+
+
+@dataclass
+class Counts:
+    """Recorded parts by outcome: the one counting rule, used by the pipeline's metrics and the
+    station's shift counts alike. An error (a frame the engine could not score) is decided FAIL
+    for the PLC (fail-safe), but counted apart: a reject that says nothing about the part.
+    ``rejected`` (failed and errors) is what left the line as NG; ``yield_fraction`` is passed
+    over all recorded. Not thread-safe: the owner holds a lock."""
+
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.errors
+
+    @property
+    def rejected(self) -> int:
+        return self.failed + self.errors
+
+    @property
+    def yield_fraction(self) -> float:
+        return self.passed / self.total if self.total else math.nan
+
+    def add(self, result: Any) -> None:
+        if result.error is not None:
+            self.errors += 1
+        elif result.decision == "PASS":
+            self.passed += 1
+        else:
+            self.failed += 1
+
+    def plus(self, other: Counts) -> Counts:
+        return Counts(self.passed + other.passed, self.failed + other.failed, self.errors + other.errors)
 
 
 class RollingRate:

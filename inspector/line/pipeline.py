@@ -35,7 +35,7 @@ from inspector.inspection import InspectionResult
 
 from inspector.line.rule import DecisionRule
 from inspector.line.frame_queue import Closed, FrameQueue
-from inspector.line.line_metrics import PipelineMetrics, RollingPercentiles, RollingRate
+from inspector.line.line_metrics import Counts, PipelineMetrics, RollingPercentiles, RollingRate
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ class Pipeline:
 
         self._lock = threading.Lock()
         self._acquired = self._inspected = self._dropped = self._unrecorded = 0
-        self._recorded = self._passed = self._failed = self._errors = 0
+        self._recorded = 0
+        self._counts = Counts()
         self._queue_full_waits = self._disconnects = 0
         self._rate = RollingRate()
         self._acquisition_rate = RollingRate()
@@ -309,9 +310,9 @@ class Pipeline:
                 acquired=self._acquired,
                 inspected=self._inspected,
                 recorded=self._recorded,
-                passed=self._passed,
-                failed=self._failed,
-                errors=self._errors,
+                passed=self._counts.passed,
+                failed=self._counts.failed,
+                errors=self._counts.errors,
                 dropped=self._dropped,
                 unrecorded=self._unrecorded,
                 queue_depth=len(self._queue),
@@ -528,12 +529,7 @@ class Pipeline:
     def _on_stored(self, result: InspectionResult) -> None:
         with self._lock:
             self._recorded += 1
-            if result.error is not None:
-                self._errors += 1
-            elif result.decision == "PASS":
-                self._passed += 1
-            else:
-                self._failed += 1
+            self._counts.add(result)
         for subscriber in self._result_subscribers:
             try:
                 subscriber(result)

@@ -1,0 +1,200 @@
+"""The audited actions people take on a station, one function each.
+
+Each checks the caller's right once (:func:`inspector.roles.authorize`: the PIN verified, the
+role granted the right, a refusal audited as ``<action>_denied``), does the thing, and writes one
+audit event with one name -- whichever face asked. The faces decide only how to ask (a PIN file,
+the signed-in session) and how to show the outcome.
+
+The teach workflow's actions (samples, train, calibrate, activate, roll back) are the teach
+layer's own (:mod:`calibration.teach`), checked and audited the same way.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from inspector.errors import DatabaseError, InspectorError
+from inspector.history import HistoryDB, InspectionFilter
+from inspector.roles import RIGHTS, AccessDenied, Actor, Caller, authorize
+
+from station.config import LINKS, StationConfig, shown_uri
+
+log = logging.getLogger(__name__)
+
+#: Rows read at a time while copying an export's images.
+_EXPORT_PAGE = 1000
+
+
+def system_actor(face: str) -> Actor:
+    """Who acts for what needs no sign-in, for the audit: ``cli:<login name>`` (``gui:...``), role
+    ``system``."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        login = f"uid{os.getuid()}"
+    return Actor(f"{face}:{login}", "system")
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Export:
+    """What an export wrote: ``rows`` in the CSV at ``csv_path``, ``images`` files copied, and
+    whether the audit trail took the entry (a read-only archive cannot)."""
+
+    csv_path: Path
+    rows: int
+    images: int
+    audited: bool
+
+
+def export_inspections(db: HistoryDB, caller: Caller, csv_path: str | Path, filters: InspectionFilter, *,
+                       images_dir: str | Path | None = None) -> Export:
+    """Writes the inspections ``filters`` select to ``csv_path`` (newest first) and, with
+    ``images_dir``, their stored frames and heatmaps there. A quality engineer's right
+    (``export``), audited as ``export`` with where, how many and the filters: exported verdicts
+    and images are quality records. A read-only archive may be exported; its trail cannot take
+    the entry, and :attr:`Export.audited` says so."""
+    csv_path = Path(csv_path)
+    if not csv_path.parent.is_dir():
+        raise InspectorError(f"cannot write {csv_path}: folder {csv_path.parent} does not exist")
+    actor = authorize(db, caller, "export", "inspections")
+    try:
+        rows = db.export_csv(csv_path, filters)
+    except OSError as exc:
+        raise InspectorError(f"cannot write {csv_path}: {exc.strerror or exc}") from None
+    copied = 0 if images_dir is None else _copy_images(db, filters, Path(images_dir))
+    if db.read_only:
+        return Export(csv_path, rows, copied, audited=False)
+    details = {"out": str(csv_path.resolve()), "rows": rows, "images": copied, "filters": filters_json(filters)}
+    db.record_audit(actor.user, actor.role, "export", "inspections", None, details)
+    return Export(csv_path, rows, copied, audited=True)
+
+
+def require_existing_db(url: str) -> None:
+    """Refuse a SQLite file that does not exist (opening it would create an empty one)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # HistoryDB says what is wrong with it
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not parsed.query.get("uri"):
+        if not Path(database).is_file():
+            raise DatabaseError(f"no history database at {database}")
+
+
+def _copy_images(db: HistoryDB, filters: InspectionFilter, folder: Path) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = offset = 0
+    while True:
+        rows = db.query_inspections(filters, _EXPORT_PAGE, offset)
+        for row in rows:
+            for path in (row.image_path, row.heatmap_path):
+                if path and Path(path).is_file():
+                    shutil.copy2(path, folder / f"{row.id}_{Path(path).name}")
+                    copied += 1
+        if len(rows) < _EXPORT_PAGE:
+            return copied
+        offset += _EXPORT_PAGE
+
+
+def filters_json(f: InspectionFilter) -> dict[str, Any]:
+    """The filters that are set, as the audit records them (times in ISO 8601)."""
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in f.__dict__.items()
+            if v is not None and v is not False}
+
+
+# -- alarms -----------------------------------------------------------------------------------------
+
+
+def acknowledge_alarms(db: HistoryDB, actor: Actor, alarms: list[str]) -> None:
+    """``actor`` saw ``alarms`` (``"kind: message"``): audited as ``acknowledge_alarms``. Every
+    role holds the right and watching the line needs no PIN, so the actor is taken as signed in
+    (the desktop's operator, an OPC UA client as ``opcua``)."""
+    if actor.role != "system" and "acknowledge_alarms" not in RIGHTS.get(actor.role, ()):
+        raise AccessDenied(f"acknowledge alarms refused: {actor.user} is {actor.role}")
+    if alarms:
+        db.record_audit(actor.user, actor.role, "acknowledge_alarms", "line", {"alarms": list(alarms)}, None)
+
+
+# -- the station's settings -------------------------------------------------------------------------
+
+
+def _camera_state(config: StationConfig) -> dict[str, Any]:
+    return {"cameras": list(config.cameras), "trigger": config.trigger}
+
+
+def set_cameras(db: HistoryDB, caller: Caller, config: StationConfig, cameras: list[str], trigger: str,
+                camera_settings: dict[str, Any], *, product: str) -> tuple[StationConfig, Actor]:
+    """The configuration with these cameras (in order) and trigger, checked before anything
+    changes (a camera twice, PLCs that no longer pair with the cameras); a technician's right
+    (``configure_camera``), audited as ``set_camera``. Returns the new configuration and who
+    changed it (the product's exposure and gain are theirs to store with
+    :func:`inspector.recipes.set_camera_settings`)."""
+    new = config.with_changes(cameras=tuple(cameras), trigger=trigger, camera_settings=dict(camera_settings))
+    actor = authorize(db, caller, "configure_camera", f"product:{product}")
+    db.record_audit(actor.user, actor.role, "set_camera", "gui", _camera_state(config), _camera_state(new))
+    return new, actor
+
+
+def set_storage(db: HistoryDB, caller: Caller, config: StationConfig, quota_gb: float,
+                pass_sample_rate: float) -> StationConfig:
+    """The configuration with this image quota and share of passes kept; a technician's right
+    (``set_storage``), audited as ``set_storage``."""
+    new = config.with_changes(quota_gb=quota_gb, pass_sample_rate=pass_sample_rate)
+    actor = authorize(db, caller, "set_storage", "gui")
+    db.record_audit(actor.user, actor.role, "set_storage", "gui",
+                    {"quota_gb": config.quota_gb, "pass_sample_rate": config.pass_sample_rate},
+                    {"quota_gb": quota_gb, "pass_sample_rate": pass_sample_rate})
+    return new
+
+
+def set_links(db: HistoryDB, caller: Caller, config: StationConfig, uris: dict[str, str | tuple[str, ...] | None],
+              plc_down: str) -> StationConfig:
+    """The configuration with these plant links (by :class:`~station.config.StationConfig`
+    field; None or empty: none) and PLC down policy, each URI checked before anything changes;
+    a technician's right (``configure_camera``), audited as ``set_links`` (a database password
+    hidden)."""
+    changes: dict[str, Any] = {"plc_down": plc_down}
+    for spec in LINKS:
+        value = uris.get(spec.field)
+        if spec.per_camera:
+            value = tuple(value or ())
+            for uri in value:
+                spec.check(uri)
+        else:
+            value = value or None
+            if value is not None:
+                spec.check(value)
+        changes[spec.field] = value
+    new = config.with_changes(**changes)
+    actor = authorize(db, caller, "configure_camera", "links")
+    db.record_audit(actor.user, actor.role, "set_links", "gui", _links_shown(config), _links_shown(new))
+    return new
+
+
+def _links_shown(config: StationConfig) -> dict[str, Any]:
+    shown: dict[str, Any] = {"plc_down": config.plc_down}
+    for spec in LINKS:
+        value = getattr(config, spec.field)
+        shown[spec.field] = list(value) if spec.per_camera else shown_uri(spec.name, value)
+    return shown
+
+
+def choose_product(db: HistoryDB, caller: Caller, before: str, name: str, product_id: int) -> Actor:
+    """A technician puts product ``name`` on the line (``choose_product``), audited as
+    ``choose_product``. The caller loads the recipe (seconds) after the check."""
+    actor = authorize(db, caller, "choose_product", f"product:{product_id}")
+    db.record_audit(actor.user, actor.role, "choose_product", "gui", {"product": before}, {"product": name})
+    return actor
