@@ -207,7 +207,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from inspector.errors import ModelFileError
     from inspector.image_io import read_image
     from inspector.line.rule import rule_from_metadata
-    from inspector.overlay import DEFAULT_VMAX, annotated_overlay, heatmap_vmax, write_png
+    from dataclasses import replace
+
+    from inspector.overlay import annotated_overlay, heatmap_view, write_png
 
     images = [(Path(p), read_image(p)) for p in args.images]  # all readable before anything is written
     engine = Engine(args.model, device=args.device, backend=args.backend)
@@ -222,17 +224,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rule = None
         why = "not calibrated" if engine.metadata.get("threshold") is None else str(e)
         rule_text = f"{why}: scores only, no PASS/FAIL (`inspector calibrate` sets a threshold)"
-    vmax = args.vmax or (heatmap_vmax(rule.threshold) if rule else None) or DEFAULT_VMAX
+    # Drawn as the desktop draws a frame this rule decided: same colour scale, same contour level.
+    levels = heatmap_view(rule)
+    if args.vmax:
+        levels = replace(levels, vmax=args.vmax)
     out = Path(args.out)
     print(f"model {args.model} ({engine.metadata.get('architecture', 'EfficientAD')}), {rule_text}")
-    print(f"overlays in {out}/, colours 0 .. {vmax:.4g}" + (" (threshold mid-scale)" if rule and not args.vmax else ""))
+    print(f"overlays in {out}/, colours 0 .. {levels.vmax:.4g}" + (" (threshold mid-scale)" if rule and not args.vmax else "")
+          + (f", defects outlined above {levels.contour_level:.4g}" if levels.contour_level is not None else ""))
     print(f"{'score':<9} {'verdict':<7}  image")
     counts = {"PASS": 0, "FAIL": 0}
     for (path, image), name in zip(images, unique_stems([p for p, _ in images])):
         pred = engine.predict(image)
         verdict = rule.decide(pred.score, pred.anomaly_map).decision if rule else None
-        threshold = rule.threshold if rule else None
-        write_png(out / f"{name}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, vmax, threshold, verdict))
+        write_png(out / f"{name}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, levels, verdict))
         print(f"{pred.score:<9.4f} {verdict or '-':<7}  {path}")
         if verdict:
             counts[verdict] += 1

@@ -1,5 +1,12 @@
 """Heatmap overlays for people: the image with its anomaly map in colour on top, and the one
-colour scale every display of a map with a known threshold uses (:func:`heatmap_vmax`).
+view every display of a decided frame uses (:func:`heatmap_view`).
+
+:func:`heatmap_view` works out, from the rule a frame was decided with (which the result and
+the history row carry), what a picture of its map shows: the colour scale ``0 .. vmax`` (twice
+the image threshold, so the threshold is mid-scale and colours mean the same from frame to
+frame) and the map value outlined as a defect (the pixel threshold, else the image threshold).
+The operator and teach pages, review and ``inspector predict`` all draw with it, so one frame
+is drawn the same everywhere, also after the threshold has changed.
 
 The overlay looks like the desktop's (``ui/widgets.py``): the turbo colour map over ``0 .. vmax``,
 transparent for low map values and fading in up to mid-scale (the threshold), so normal regions
@@ -9,12 +16,15 @@ colour bar with the threshold marked, and a banner with the verdict and the scor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from inspector.image_io import to_float_rgb
+from inspector.inspection import DecisionRule
 from inspector.model_file import atomic_write
 
 #: Map value shown at full colour when no calibrated threshold is known. Normalised maps put the
@@ -28,16 +38,58 @@ OVERLAY_FADE = (0.15, 0.5)
 OVERLAY_OPACITY = 0.5
 #: The desktop's verdict colours (RGB): PASS, FAIL, and no verdict (an uncalibrated model).
 VERDICT_RGB = {"PASS": (0x2E, 0x7D, 0x32), "FAIL": (0xC6, 0x28, 0x28), None: (0x61, 0x61, 0x61)}
+#: Defect outlines (RGB), the desktop's contour pen too: a cyan no colour map uses near its top.
+CONTOUR_RGB = (0x00, 0xE5, 0xFF)
 PANEL_RGB = (0x20, 0x20, 0x20)
 TEXT_RGB = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+#: Why a frame is drawn without defect outline, for people.
+NO_PIXEL_RULE_NOTE = "the pixel rule it was decided with is not known: no defect contour"
+NOT_CALIBRATED_NOTE = "not calibrated: colours over a fixed scale, no defect contour"
 
 
-def heatmap_vmax(threshold: float) -> float | None:
-    """Map value at the top of the display colour scale for this image threshold: twice it, so
-    the threshold sits mid-scale and colours mean the same from frame to frame. ``None`` for a
-    threshold <= 0 (no such scale: the display stretches the map itself)."""
-    return THRESHOLD_SCALE * threshold if threshold > 0 else None
+@dataclass(frozen=True)
+class HeatmapLevels:
+    """How a frame's anomaly map is drawn: colours over ``0 .. vmax``, the map outlined where it
+    exceeds ``contour_level`` (None: no outline), ``threshold`` marked on the colour scale (None:
+    not calibrated), and ``note``, why part of that is missing ("" when nothing is)."""
+
+    vmax: float
+    contour_level: float | None
+    threshold: float | None
+    note: str = ""
+
+
+def heatmap_view(decided: Any) -> HeatmapLevels:
+    """The levels to draw a decided frame's map with, from the rule it was decided with.
+
+    ``decided`` is what carries the rule: an :class:`~inspector.inspection.InspectionResult`, a
+    history :class:`~inspector.history.InspectionRow` (anything with ``rule`` and
+    ``threshold``), a :class:`DecisionRule` itself, or None (an uncalibrated model).
+
+    The colour scale is ``0 .. 2 x`` the image threshold (:data:`DEFAULT_VMAX` for a threshold
+    <= 0, which gives no such scale). The contour is at the pixel threshold where the rule has
+    one, else at the image threshold (the score is the map's maximum, so a FAIL by score has a
+    region above it). Where only the threshold is known (a row stored before the history kept
+    the rule), the scale is drawn and the contour is not, as the note says.
+    """
+    if decided is None:
+        return HeatmapLevels(DEFAULT_VMAX, None, None, NOT_CALIBRATED_NOTE)
+    rule = decided if isinstance(decided, DecisionRule) else decided.rule
+    threshold = float(decided.threshold)
+    vmax = THRESHOLD_SCALE * threshold if threshold > 0 else DEFAULT_VMAX
+    if rule is None:
+        return HeatmapLevels(vmax, None, threshold, NO_PIXEL_RULE_NOTE)
+    contour = rule.pixel_threshold if rule.pixel_threshold is not None else rule.threshold
+    return HeatmapLevels(vmax, contour, threshold)
+
+
+def defect_contours(anomaly_map: np.ndarray, level: float) -> list[np.ndarray]:
+    """Outer outlines of the map's regions above ``level``: OpenCV contours, (N, 1, 2) int32 x, y
+    in the map's pixel grid. The desktop and the overlay PNG outline with these."""
+    mask = (np.asarray(anomaly_map) > level).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return list(contours)
 
 
 def colorize(anomaly_map: np.ndarray, vmax: float = DEFAULT_VMAX) -> np.ndarray:
@@ -70,19 +122,26 @@ def annotated_overlay(
     image: np.ndarray,
     anomaly_map: np.ndarray,
     score: float,
-    vmax: float = DEFAULT_VMAX,
-    threshold: float | None = None,
+    levels: HeatmapLevels,
     verdict: str | None = None,
 ) -> np.ndarray:
-    """:func:`overlay` with a banner above it (the verdict, the score, the threshold; grey and
-    "not calibrated" without one) and a colour bar beside it (0 .. vmax, the threshold marked).
+    """:func:`overlay` over ``levels.vmax``, the defect outlined at ``levels.contour_level`` as on
+    the desktop, with a banner above it (the verdict, the score, the threshold; grey and "not
+    calibrated" without one) and a colour bar beside it (0 .. vmax, the threshold marked).
 
     Returns (H + banner, W + bar, 3) uint8 RGB; the image itself is untouched by the legend.
     """
-    body = overlay(image, anomaly_map, vmax)
+    body = overlay(image, anomaly_map, levels.vmax)
     h, w = body.shape[:2]
     unit = float(np.clip(max(h, w) / 640, 0.8, 3.0))  # text and bar grow with the picture, legibly
-    bar = colour_bar(h, vmax, threshold, unit)
+    if levels.contour_level is not None:
+        contours = defect_contours(anomaly_map, levels.contour_level)
+        mh, mw = np.asarray(anomaly_map).shape[:2]
+        if (mh, mw) != (h, w):  # the map is stretched over the image: so are its outlines
+            contours = [(c * np.float32([w / mw, h / mh])).round().astype(np.int32) for c in contours]
+        cv2.drawContours(body, contours, -1, CONTOUR_RGB, max(1, round(2 * unit)), cv2.LINE_8)
+    threshold = levels.threshold
+    bar = colour_bar(h, levels.vmax, threshold, unit)
     caption = f"score {score:.4g}" + (f"  threshold {threshold:.4g}" if threshold is not None else "  (not calibrated)")
     banner = _banner(w + bar.shape[1], verdict, caption, unit)
     return np.vstack([banner, np.hstack([body, bar])])

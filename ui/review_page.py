@@ -36,7 +36,6 @@ from PyQt6.QtWidgets import (
 
 from inspector.errors import InspectorError
 from inspector.history import InspectionFilter
-from inspector.overlay import heatmap_vmax
 from ui.review_model import COLUMNS, ReviewModel, load_review_images, missing_image_note
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
@@ -266,8 +265,9 @@ class ReviewPage(QWidget):
             self.detail_label.setText("select a part")
             return
         image, heat = load_review_images(row)
-        if heat is not None and heat.ndim == 2:  # map values: drawn like the live view
-            self.image_view.show_frame(image, heat, vmax=heatmap_vmax(row.threshold), contour_level=row.threshold)
+        levels = self.model.heatmap_levels(row)
+        if heat is not None and heat.ndim == 2:  # map values: drawn as the operator saw them
+            self.image_view.show_frame(image, heat, levels)
         else:
             self.image_view.show_frame(image, heat)
         color = PASS_COLOR if row.decision == "PASS" else FAIL_COLOR
@@ -275,11 +275,15 @@ class ReviewPage(QWidget):
         verdict = f"<b style='color:{color}'>{row.decision}</b>"
         if row.error is not None:  # a fail-safe FAIL, not a judgement of the part
             verdict = f"<b style='color:{FAIL_COLOR}'>ERROR</b> (FAIL, the engine could not score it: {html.escape(row.error)})"
+        rule = row.rule
+        pixel = (f", pixel threshold {rule.pixel_threshold:.4g} over {rule.min_defect_area_px} px"
+                 if rule is not None and rule.pixel_threshold is not None else "")
         self.detail_label.setText(
             f"part {row.id}: {verdict}, score {row.score:.4g} (threshold "
-            f"{row.threshold:.4g}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, station {html.escape(row.station)}, "
+            f"{row.threshold:.4g}{pixel}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, station {html.escape(row.station)}, "
             f"{row.camera_id} frame {row.frame_id}, "
             f"model version {row.model_version_id}; label: {row.label}" + (f" by {row.labelled_by}" if row.labelled_by else "") + kept
+            + (f"<br><i>{html.escape(levels.note)}</i>" if levels.note and heat is not None else "")
         )
 
     # -- actions -------------------------------------------------------------------------------------

@@ -40,9 +40,8 @@ from calibration.teach import QUICK_TRAIN_S
 from inspector.errors import InspectorError
 from inspector.image_io import read_image
 from inspector.line import InspectionResult
-from inspector.overlay import heatmap_vmax
+from inspector.overlay import heatmap_view
 from ui.line import LineModel
-from ui.operator_page import contour_level
 from ui.session import Session
 from ui.teach_model import DEFAULT_TARGET_FRR, CalibrationData, TeachModel, TrainingState, frr_at
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
@@ -280,14 +279,13 @@ class TeachPage(QWidget):
     def _on_result_changed(self, result: InspectionResult | None) -> None:
         if result is None or not self.isVisible():
             return  # nobody looks: skip the drawing
-        self.image_view.show_frame(result.image, result.anomaly_map, vmax=heatmap_vmax(result.threshold),
-                                   contour_level=contour_level(self.line))
+        self.image_view.show_frame(result.image, result.anomaly_map, heatmap_view(result))
 
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
         if self.line.latest is not None:
             r = self.line.latest
-            self.image_view.show_frame(r.image, r.anomaly_map, vmax=heatmap_vmax(r.threshold), contour_level=contour_level(self.line))
+            self.image_view.show_frame(r.image, r.anomaly_map, heatmap_view(r))
 
     # -- samples -----------------------------------------------------------------------------------
 

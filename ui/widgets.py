@@ -3,9 +3,9 @@
 Images are shown with pyqtgraph in row-major order (``image[row, col]``, as numpy and OpenCV
 hold them) at fixed levels, so a frame is drawn exactly as the camera delivered it and never
 auto-stretched. The heatmap is a second ImageItem stacked above the frame with its own opacity
-and colour map, drawn at fixed levels ``0 .. vmax``; pages pass
-:func:`inspector.overlay.heatmap_vmax` of the threshold (twice it), so the middle of the colour
-map is the threshold and colours mean the same from frame to frame.
+and colour map, drawn at fixed levels ``0 .. vmax`` and outlined at the contour level; pages pass
+:func:`inspector.overlay.heatmap_view` of the result or history row they show, so a frame is drawn
+with the rule it was decided with (the threshold mid-scale), the same on every page.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
@@ -29,7 +28,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from inspector.overlay import OVERLAY_FADE
+from inspector.overlay import CONTOUR_RGB, OVERLAY_FADE, HeatmapLevels, defect_contours
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -37,7 +36,7 @@ PASS_COLOR = "#2e7d32"
 FAIL_COLOR = "#c62828"
 IDLE_COLOR = "#616161"
 COLOR_MAPS = ("turbo", "inferno", "viridis", "plasma", "CET-L3")
-CONTOUR_PEN = pg.mkPen("#00e5ff", width=2)
+CONTOUR_PEN = pg.mkPen(CONTOUR_RGB, width=2)
 
 
 def levels_for(image: np.ndarray) -> tuple[float, float]:
@@ -49,12 +48,11 @@ def levels_for(image: np.ndarray) -> tuple[float, float]:
     return (0.0, 1.0)
 
 
-def contour_path(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Outlines of the True regions of an (H, W) mask as x, y and pyqtgraph ``connect`` arrays,
-    in the image's pixel coordinates (pixel centres at +0.5)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+def contour_path(anomaly_map: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outlines of the map's regions above ``level`` (:func:`inspector.overlay.defect_contours`)
+    as x, y and pyqtgraph ``connect`` arrays, in the map's pixel coordinates (centres at +0.5)."""
     xs, ys, connect = [], [], []
-    for c in contours:
+    for c in defect_contours(anomaly_map, level):
         pts = c[:, 0, :].astype(np.float64) + 0.5
         pts = np.vstack([pts, pts[:1]])  # closed outline
         xs.append(pts[:, 0])
@@ -124,8 +122,7 @@ class HeatmapView(QWidget):
         for item in (self.image_item, self.heat_item, self.contour_item):
             self.view.addItem(item)
         self._shape: tuple[int, int] | None = None
-        self._vmax = 1.0
-        self._contour_level: float | None = None
+        self._levels: HeatmapLevels | None = None
         self._map: np.ndarray | None = None
 
         own = not isinstance(controls, HeatmapControls)
@@ -157,12 +154,11 @@ class HeatmapView(QWidget):
         self,
         image: np.ndarray | None,
         heatmap: np.ndarray | None = None,
-        *,
-        vmax: float | None = None,
-        contour_level: float | None = None,
+        levels: HeatmapLevels | None = None,
     ) -> None:
-        """Shows a frame; ``vmax`` is the map value drawn at the top of the colour map and
-        ``contour_level`` the map value outlined as defect contours (None: no contours)."""
+        """Shows a frame; a map is drawn with ``levels`` (:func:`inspector.overlay.heatmap_view`
+        of the result or row: colour scale and contour level), or, without them, stretched over
+        its own range with no contour."""
         if image is None:
             self.image_item.clear()
             self.heat_item.clear()
@@ -181,19 +177,25 @@ class HeatmapView(QWidget):
             self.heat_item.setImage(heatmap, autoLevels=False, levels=(0, 255), lut=None)
         else:
             self._map = heatmap
-            self._vmax = vmax if vmax is not None and vmax > 0 else max(float(np.max(heatmap)), 1e-6)
-            self.heat_item.setImage(heatmap, autoLevels=False, levels=(0.0, self._vmax), lut=self._lut)
+            vmax = levels.vmax if levels is not None else max(float(np.max(heatmap)), 1e-6)
+            self.heat_item.setImage(heatmap, autoLevels=False, levels=(0.0, vmax), lut=self._lut)
         if heatmap is not None:
             self.heat_item.setRect(0, 0, w, h)  # a map of another size is stretched over the frame
-        self._contour_level = contour_level
+        self._levels = levels
         self._draw_contours()
+
+    @property
+    def levels(self) -> HeatmapLevels | None:
+        """The levels the current map is drawn with (None: stretched, or no map)."""
+        return self._levels if self._map is not None else None
 
     def _draw_contours(self) -> None:
         m = self._map
-        if m is None or self._contour_level is None or not self.contour_box.isChecked():
+        level = None if self._levels is None else self._levels.contour_level
+        if m is None or level is None or not self.contour_box.isChecked():
             self.contour_item.setData([], [])
             return
-        x, y, connect = contour_path(m > self._contour_level)
+        x, y, connect = contour_path(m, level)
         if self._shape is not None and m.shape != self._shape:
             x = x * self._shape[1] / m.shape[1]
             y = y * self._shape[0] / m.shape[0]
@@ -291,7 +293,8 @@ class CameraTile(QWidget):
 
 
 class TrendPlot(pg.PlotWidget):
-    """Scores of the last parts (oldest left) with the threshold as a horizontal line."""
+    """Scores of the last parts (oldest left) and, as a dashed step line, the threshold each
+    part was decided with: after a threshold change the line steps where the change took effect."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -306,19 +309,23 @@ class TrendPlot(pg.PlotWidget):
         self.passes = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(PASS_COLOR), pen=None)
         self.addItem(self.passes)
         self.addItem(self.fails)
-        self.threshold_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(FAIL_COLOR, width=2, style=Qt.PenStyle.DashLine),
-                                              label="threshold", labelOpts={"position": 0.05, "color": FAIL_COLOR})
-        self.addItem(self.threshold_line)
+        self.threshold_curve = self.plot(pen=pg.mkPen(FAIL_COLOR, width=2, style=Qt.PenStyle.DashLine), name="threshold")
 
-    def show_trend(self, scores: Sequence[float], decisions: Sequence[str], threshold: float) -> None:
+    def show_trend(self, scores: Sequence[float], decisions: Sequence[str], thresholds: Sequence[float]) -> None:
+        """``thresholds``: each part's own (its result's), not the rule in force now."""
         y = np.asarray(scores, dtype=np.float64)
         x = np.arange(len(y))
         self.curve.setData(x, y)
         failed = np.array([d == "FAIL" for d in decisions], dtype=bool)
         self.fails.setData(x[failed], y[failed])
         self.passes.setData(x[~failed], y[~failed])
-        self.threshold_line.setValue(threshold)
-        top = max(float(y.max()) if len(y) else 0.0, threshold) * 1.15 or 1.0
+        t = np.asarray(thresholds, dtype=np.float64)
+        # Centred steps: each part's threshold spans its own x, so a change shows between parts.
+        if len(t):
+            self.threshold_curve.setData(np.arange(len(t) + 1) - 0.5, t, stepMode="center")
+        else:
+            self.threshold_curve.setData([], [])
+        top = max(float(y.max()) if len(y) else 0.0, float(t.max()) if len(t) else 0.0) * 1.15 or 1.0
         self.setYRange(0, top, padding=0)
         self.setXRange(0, max(len(y) - 1, 1), padding=0.02)
         step = max(1, math.ceil(len(y) / 10))  # whole parts only

@@ -390,6 +390,16 @@ class HistoryDB:
         with self.session() as s:
             return queries.count_inspections(s, filters or InspectionFilter())
 
+    def decided_rule(self, row: InspectionRow) -> queries.DecidedRule:
+        """See :func:`.queries.decided_rule`: the rule a row was decided with, and where from."""
+        with self.session() as s:
+            return queries.decided_rule(s, row)
+
+    def products(self) -> list[tuple[str, int]]:
+        """(name, id) of every product, by name."""
+        with self.session() as s:
+            return queries.products(s)
+
     def yield_over_time(
         self, filters: InspectionFilter | None = None, bucket: timedelta = timedelta(hours=1)
     ) -> list[YieldBucket]:

@@ -1,4 +1,5 @@
-"""Read-side queries of the review screen: filter, page, count, yield over time, CSV export.
+"""Read-side queries of the review screen: filter, page, count, yield over time, CSV export,
+the products to filter by, and the rule an inspection was decided with.
 
 Functions take an open :class:`~sqlalchemy.orm.Session`; :class:`~.db.HistoryDB` wraps them.
 """
@@ -6,6 +7,7 @@ Functions take an open :class:`~sqlalchemy.orm.Session`; :class:`~.db.HistoryDB`
 from __future__ import annotations
 
 import csv
+import math
 import os
 import tempfile
 from dataclasses import dataclass, fields
@@ -18,7 +20,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from inspector.history.tables import DECISIONS, LABELS, Inspection, Product, as_utc
+from inspector.history.tables import DECISIONS, LABELS, Calibration, Inspection, Product, as_utc
+from inspector.inspection import DecisionRule
 
 MAX_PAGE = 10_000
 
@@ -88,7 +91,9 @@ class InspectionRow:
     ``heatmap_low``/``heatmap_high`` are the map values the stored 16-bit heatmap's 0 and 65535
     stand for; ``None`` for a legacy heatmap (a JET colour picture, stored before revision 0003).
     Read the map with :func:`inspector.history.image_store.read_heatmap`. ``station`` recorded
-    it; its image paths are that station's (see :attr:`image_exists`).
+    it; its image paths are that station's (see :attr:`image_exists`). ``pixel_threshold`` and
+    ``min_defect_area_px`` are the rest of the rule the verdict used, where ``rule_recorded``
+    (see :attr:`rule`).
     """
 
     id: int
@@ -113,7 +118,19 @@ class InspectionRow:
     error: str | None
     heatmap_low: float | None
     heatmap_high: float | None
-    station: str = ""  # last, with a default: rows built by hand before there were stations
+    station: str = ""  # with a default: rows built by hand before there were stations
+    pixel_threshold: float | None = None  # these with defaults too: rows from before the rule
+    min_defect_area_px: int | None = None
+    rule_recorded: bool = False
+
+    @property
+    def rule(self) -> DecisionRule | None:
+        """The rule the verdict used, or None where the row did not record it (written before
+        history revision 0008, or from a record without its rule): not known, which
+        :func:`decided_rule` can look for in the model version's calibrations."""
+        if not self.rule_recorded:
+            return None
+        return DecisionRule(self.threshold, self.pixel_threshold, self.min_defect_area_px)
 
     @property
     def image_exists(self) -> bool:
@@ -128,9 +145,11 @@ class InspectionRow:
 
 ROW_COLUMNS = [f.name for f in fields(InspectionRow)]
 #: Columns of the CSV export: the station first (a plant database's export mixes stations), then
-#: those of a row but the heatmap's value range (the export's format predates it; the PNGs it
-#: copies are for people, the database keeps the values), ending with ``error`` as before.
-CSV_COLUMNS = ["station"] + [name for name in ROW_COLUMNS if name not in ("heatmap_low", "heatmap_high", "station")]
+#: those of a row but the heatmap's value range and the pixel rule (the export's format predates
+#: them; the PNGs it copies are for people, the database keeps the values), ending with ``error``
+#: as before.
+_NOT_EXPORTED = ("heatmap_low", "heatmap_high", "station", "pixel_threshold", "min_defect_area_px", "rule_recorded")
+CSV_COLUMNS = ["station"] + [name for name in ROW_COLUMNS if name not in _NOT_EXPORTED]
 
 
 @dataclass(frozen=True)
@@ -190,6 +209,53 @@ def query_inspections(
         )
     result = session.execute(stmt.limit(limit).offset(offset))
     return [InspectionRow(**row._asdict()) for row in result]
+
+
+@dataclass(frozen=True)
+class DecidedRule:
+    """The rule an inspection was decided with, as far as the history knows it.
+
+    ``source`` is ``"recorded"`` (stored with the row), ``"calibration"`` (not stored: the row's
+    model version has a calibration with the row's threshold, made before the part, whose rule
+    it then most likely was; ``calibration_id`` names it) or ``"unknown"`` (``rule`` None).
+    """
+
+    rule: DecisionRule | None
+    source: str
+    calibration_id: int | None = None
+
+
+def decided_rule(session: Session, row: InspectionRow) -> DecidedRule:
+    """The rule ``row`` was decided with: its own where recorded, else that of the newest
+    calibration of its model version made before it with the same image threshold, else unknown.
+
+    A threshold set on the command line (``inspector run --threshold``) is no calibration, so a
+    row without a matching one stays unknown rather than borrowing another rule's pixel part.
+    """
+    if row.rule is not None:
+        return DecidedRule(row.rule, "recorded")
+    if row.model_version_id is None:
+        return DecidedRule(None, "unknown")
+    stmt = (
+        select(Calibration)
+        .where(Calibration.model_version_id == row.model_version_id, Calibration.created <= row.time)
+        .order_by(Calibration.created.desc(), Calibration.id.desc())
+    )
+    for calibration in session.scalars(stmt):
+        if math.isclose(calibration.image_threshold, row.threshold, rel_tol=1e-9, abs_tol=0.0):
+            # The rule of the row's threshold with the calibration's pixel part (a pixel threshold
+            # without its area was never a pixel rule: calibration records them as a pair).
+            if calibration.pixel_threshold is None or calibration.min_defect_area_px is None:
+                rule = DecisionRule(row.threshold)
+            else:
+                rule = DecisionRule(row.threshold, calibration.pixel_threshold, calibration.min_defect_area_px)
+            return DecidedRule(rule, "calibration", calibration.id)
+    return DecidedRule(None, "unknown")
+
+
+def products(session: Session) -> list[tuple[str, int]]:
+    """(name, id) of every product, by name."""
+    return [(name, pid) for name, pid in session.execute(select(Product.name, Product.id).order_by(Product.name))]
 
 
 def count_inspections(session: Session, filters: InspectionFilter) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from inspector.inspection import InspectionResult
+from inspector.inspection import DecisionRule, InspectionResult
 
 # Record fields stored as columns of the same name (time and the arrays are handled apart).
 _SCALARS = (
@@ -38,6 +38,11 @@ def row_values(record: InspectionResult) -> dict[str, Any]:
     """Column values of the ``inspections`` row for ``record`` (no id: the database assigns it)."""
     values = {name: getattr(record, name) for name in _SCALARS}
     values["time"] = record.time
+    # The rule's image threshold is ``threshold`` already; the rest of it gets columns of its own.
+    rule = record.rule
+    values["pixel_threshold"] = None if rule is None else rule.pixel_threshold
+    values["min_defect_area_px"] = None if rule is None else rule.min_defect_area_px
+    values["rule_recorded"] = rule is not None
     return values
 
 
@@ -51,9 +56,13 @@ def to_json(record: InspectionResult) -> dict[str, Any]:
 def from_json(values: dict[str, Any]) -> InspectionResult:
     """Inverse of :func:`to_json`; raises ``KeyError``/``ValueError``/``TypeError`` on bad input.
 
-    Lines of older versions still read: without ``error`` (those were real verdicts) and without
-    the heatmap's value range (their heatmap PNG is a legacy colour picture).
+    Lines of older versions still read: without ``error`` (those were real verdicts), without
+    the heatmap's value range (their heatmap PNG is a legacy colour picture) and without the
+    rule (``rule`` None: not known).
     """
     scalars = {name: values.get(name, _ADDED_LATER[name]) if name in _ADDED_LATER else values[name]
                for name in _SCALARS}
-    return InspectionResult(time=datetime.fromisoformat(values["time"]), **scalars)
+    rule = None
+    if values.get("rule_recorded"):
+        rule = DecisionRule(values["threshold"], values["pixel_threshold"], values["min_defect_area_px"])
+    return InspectionResult(time=datetime.fromisoformat(values["time"]), rule=rule, **scalars)

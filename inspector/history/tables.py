@@ -189,6 +189,13 @@ class Inspection(Base):
     # Why the engine could not score the frame (it then FAILs fail-safe with score 0.0); NULL for
     # a real verdict, so a reviewer can tell an engine error from a rejected part.
     error: Mapped[str | None] = mapped_column(Text)
+    # The rest of the rule the verdict used (``threshold`` is its image threshold), so review
+    # outlines the defect as the operator saw it. ``rule_recorded`` is False for rows written
+    # before revision 0008 and for records that carried no rule: their pixel rule is unknown,
+    # which is not the same as "none" (both columns NULL with ``rule_recorded`` True).
+    pixel_threshold: Mapped[float | None] = mapped_column(Float)
+    min_defect_area_px: Mapped[int | None] = mapped_column(Integer)
+    rule_recorded: Mapped[bool] = mapped_column(default=False)
 
 
 class AuditEvent(Base):
