@@ -150,9 +150,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         station.make_links()  # a bad URI or register map is reported before the cameras open
         station.open_cameras()  # a missing or busy device is reported before the model takes seconds to load
         recipe = load_run_recipe(args, db, active)
-        if overridden:
-            before, after = override_audit(db, recipe, overridden)
-            db.record_audit(user, role, "run_override", f"product:{recipe.product}", before, after)
         several = len(args.camera) > 1
         lines = station.build(recipe, extra_links=[_ResultPrinter(out, several)] if args.print_results else [])
         out.line(_start_line(args, station, recipe, db))
@@ -370,24 +367,6 @@ def run_recipe(args: argparse.Namespace, db: Any, engine: Any):
     except recipes.NotCalibrated as exc:
         raise recipes.NotCalibrated(f"{exc}, or pass --threshold") from None
     return recipes.LoadedRecipe.of(recipe, engine)
-
-
-def _decision(recipe: Any) -> dict[str, Any]:
-    """What decides, as the audit records it: model version and file, rule, where the rule came from."""
-    from inspector.line.product_change import decision_details
-
-    return decision_details(recipe)
-
-
-def override_audit(db: Any, recipe: Any, overridden: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """``run_override``'s before (the product's active recipe; None when it has none) and after
-    (what the run decides with, and which options overrode it)."""
-    try:
-        active = recipes.active_recipe(db, recipe.product, verify_file=False)
-    except InspectorError:
-        active = None
-    before = None if active is None else _decision(active)
-    return before, {**_decision(recipe), "overridden": overridden}
 
 
 def _default_image_dir(db: Any) -> Path:

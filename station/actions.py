@@ -198,3 +198,43 @@ def choose_product(db: HistoryDB, caller: Caller, before: str, name: str, produc
     actor = authorize(db, caller, "choose_product", f"product:{product_id}")
     db.record_audit(actor.user, actor.role, "choose_product", "gui", {"product": before}, {"product": name})
     return actor
+
+
+# -- who is at the station --------------------------------------------------------------------------
+
+
+def sign_in(db: HistoryDB, name: str, pin: str, *, before: str, where: str = "gui") -> Actor:
+    """``name`` signs in with ``pin``: their :class:`~inspector.roles.Actor`, audited as
+    ``sign_in`` (``before``: who was signed in). A wrong name or PIN, or an account locked after
+    too many wrong PINs (the message says until when), is refused as AccessDenied and audited as
+    ``sign_in_denied``."""
+    from inspector.roles import AccountLocked
+
+    try:
+        role = db.verify_pin(name, pin)
+    except AccountLocked as exc:
+        db.record_audit(name, "unknown", "sign_in_denied", where, None, {"reason": str(exc)})
+        raise AccessDenied(f"sign-in refused: {exc}") from exc
+    if role is None:
+        db.record_audit(name, "unknown", "sign_in_denied", where, None, {"reason": "wrong PIN or unknown user"})
+        raise AccessDenied(f"sign-in refused: wrong PIN or unknown user {name!r}")
+    db.record_audit(name, role, "sign_in", where, {"user": before}, {"user": name, "role": role})
+    return Actor(name, role)
+
+
+def sign_out(db: HistoryDB, actor: Actor, *, after: str, where: str = "gui") -> None:
+    """``actor`` signs out (``after``: who is signed in then), audited as ``sign_out``."""
+    db.record_audit(actor.user, actor.role, "sign_out", where, {"user": actor.user}, {"user": after})
+
+
+def add_user(db: HistoryDB, caller: Caller, name: str, role: str, pin: str) -> int:
+    """A technician adds a user (``manage_users``); the database audits the new account
+    (``add_user``, by whom) and refuses a name or PIN its policy does not take."""
+    from inspector.roles import ROLES
+
+    if role not in ROLES:
+        raise InspectorError(f"role must be one of {', '.join(ROLES)}")
+    if not name.strip():
+        raise InspectorError("a user needs a name")
+    actor = authorize(db, caller, "manage_users", "users")
+    return db.add_user(name.strip(), role, pin, by=actor.user)

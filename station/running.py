@@ -196,8 +196,10 @@ class Station:
 
     def start(self, **audit: Any) -> None:
         """Starts the links (the OPC UA server first: a port already taken ends the start before
-        a camera acquires), audits ``run_start`` (with ``audit``'s extra details) and starts every
-        camera's line. A line that cannot start stops what started and raises."""
+        a camera acquires), audits ``run_start`` (with ``audit``'s extra details; before it
+        ``run_override`` when a technician's ``overridden`` options decide instead of the product's
+        active recipe) and starts every camera's line. A line that cannot start stops what started
+        and raises."""
         lines, links, recipe = self._built()
         switch = None
         if self.load_product is not None and not self.overridden:
@@ -205,6 +207,10 @@ class Station:
             switch = lambda name, user: switcher.change(name, user=user)  # noqa: E731
         links.start(lines, recipe, change_product=switch, acknowledge=lambda alarms: audit_acknowledge(self.db, alarms),
                     on_message=self.on_message)
+        if self.overridden:  # a technician decides instead of the product's active recipe: said first
+            self.db.record_audit(self.actor.user, self.actor.role, "run_override", f"product:{recipe.product}",
+                                 self._active_decision(recipe.product),
+                                 {**decision_details(recipe), "overridden": self.overridden})
         details = {"cameras": list(self.config.cameras), "product": recipe.product, **decision_details(recipe),
                    "overridden": self.overridden, "mode": self.config.mode, "max_frames": self.config.max_frames, **audit}
         self.db.record_audit(self.actor.user, self.actor.role, "run_start", f"product:{recipe.product}", None, details)
@@ -353,6 +359,15 @@ class Station:
                                  {"why": report.why, **totals, "cameras": cameras})
         except DatabaseError as exc:
             log.warning("the run's stop could not be audited: %s", exc)
+
+    def _active_decision(self, product: str) -> dict[str, Any] | None:
+        """What the product's active recipe decides with (None: it has none), for ``run_override``."""
+        from inspector.recipes import active_recipe
+
+        try:
+            return decision_details(active_recipe(self.db, product, verify_file=False))
+        except InspectorError:
+            return None
 
     def _close_cameras(self) -> None:
         for camera in self.cameras:

@@ -21,7 +21,6 @@ from inspector.recipes import get_product, list_products, load_active_recipe, se
 from drivers import open_camera
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB
-from inspector.roles import ROLES
 from station import actions
 from station.config import PLC_DOWN_POLICIES, check_link
 
@@ -230,10 +229,5 @@ class SettingsModel(QObject):
         return task
 
     def add_user(self, name: str, role: str, pin: str) -> None:
-        creds = self.session.authorize("manage_users", "users")  # the database audits the new user
-        if role not in ROLES:
-            raise InspectorError(f"role must be one of {', '.join(ROLES)}")
-        if not name.strip():
-            raise InspectorError("a user needs a name")
-        self.db.add_user(name.strip(), role, pin, by=creds.user)  # audited by the database
+        actions.add_user(self.db, self.session.caller(), name, role, pin)
         self.message.emit(f"user {name.strip()!r} ({role}) added", False)
