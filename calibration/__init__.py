@@ -10,7 +10,9 @@ Modules (no Qt, no argparse; the desktop and the ``inspector`` command call the 
 ``report``      report.json and PNG plots
 ``quality``     quality gates for good samples (exposure, blur, duplicates, size) -> SampleVerdict
 ``shadow``      :func:`shadow_compare`: candidate against active model on the same parts
-``teach``       :class:`TeachSession`: collect, train, calibrate, activate, roll back, shadow
+``teach``       the teach workflow, a package: samples and their gates; train, calibrate and
+                register; the active model's lifecycle (activate, roll back, hand over, shadow);
+                :class:`TeachSession` composes them and holds the audited actions people take
 
 What the line decides with lives in the core: the rule in :mod:`inspector.line.rule`, the active
 recipe in :mod:`inspector.recipes`, the drift monitor in :mod:`inspector.line.drift`, roles in

@@ -14,7 +14,7 @@ from typing import Any
 
 from cli.common import DEVICE_OPTION, add_credential_options, open_history, pin_or_denied, verified_user
 from inspector import ENGINE_BACKENDS
-from inspector.errors import DataError, InspectorError, ModelFileError
+from inspector.errors import DataError, InspectorError
 
 # Kept light: heavy modules (torch, the engine, matplotlib) are imported inside the commands, so
 # `inspector --help` stays fast.
@@ -97,13 +97,15 @@ def calibration_images(folder: str | Path) -> list[Path]:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.calibrate import calibrate_model, defect_images, write_thresholds
     from calibration.report import write_report
+    from calibration.teach.files import FileCalibration
 
     model = Path(args.model).resolve()
     good = calibration_images(args.good_dir)
     defects = defect_images(args.defects) if args.defects else None
     db = open_history(args.db) if args.db else None
-    who = _calibrating_technician(db, model, args) if db else None  # refuse before the slow part, not after
-    plan = _db_plan(db, model, args) if db else None
+    # Refused before the slow part, not after: a calibration stored in the database sets the
+    # threshold the line decides with, a technician's right (as on the desktop).
+    plan = FileCalibration.plan(db, _caller(db, args, "calibrate", f"model:{model}"), model, args.product) if db else None
 
     result = calibrate_model(
         model, good, defects, device=args.device, backend=args.backend, target_frr=args.target_frr, confidence=args.confidence,
@@ -116,19 +118,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(format_calibration(result))
     print(f"report: {report}")
     print(f"thresholds written into {out}" + ("" if out == model else f" ({model} is unchanged)"))
-    model = out
-    if db is not None:
-        version_id = _db_store(db, model, plan, result, report, args, who)
+    if plan is not None:
+        version_id = plan.store(result, report, out)
         print(f"calibration stored in {db.url} for model version {version_id}")
     return 0
 
 
-def _calibrating_technician(db, model: Path, args: argparse.Namespace) -> tuple[str, str]:
-    """``(user, role)`` of ``--user`` once their PIN is verified: a calibration stored in the
-    database sets the threshold the line decides with, a technician's right (as on the desktop)."""
-    from inspector.roles import roles_with
+def _caller(db, args: argparse.Namespace, action: str, target: str):
+    """The :class:`~inspector.roles.Caller` of ``--user`` with their PIN (from the environment, a
+    file or the terminal). No user named, or no PIN to be had, is refused and audited here as
+    ``<action>_denied``; the role is checked by the teach action itself, once."""
+    from inspector.roles import Caller
 
-    return verified_user(db, args.user, args.pin_file, "calibrate", f"model:{model}", roles_with("calibrate"))
+    if not args.user:
+        verified_user(db, args.user, args.pin_file, action, target)  # the usual audited refusal
+    return Caller(args.user, pin_or_denied(db, args.user, args.pin_file, action, target))
 
 
 def _calibrated_path(model: Path, args: argparse.Namespace, db) -> Path:
@@ -136,6 +140,7 @@ def _calibrated_path(model: Path, args: argparse.Namespace, db) -> Path:
     in the history database the line uses (``--db``, else the default one if it exists) and not
     as a candidate being calibrated with ``--db``: a registered file is never rewritten, or the
     line would refuse it as changed. Then a new file beside it, a new version to register."""
+    from calibration.teach.files import registration_in
     from inspector.history import default_db_url
 
     url = db.url if db is not None else default_db_url()
@@ -143,93 +148,17 @@ def _calibrated_path(model: Path, args: argparse.Namespace, db) -> Path:
         out = Path(args.out).resolve()
         if out == model:
             raise DataError("--out names the model file itself; give a new file (or leave --out out)")
-        if out.is_file() and (registered := _registration_in(url, out)) is not None:
+        if out.is_file() and (registered := registration_in(url, out)) is not None:
             raise DataError(f"--out {out} is a model file registered in {registered}; it is never rewritten: give a new file")
         return out
     if db is not None:
-        return model  # _db_plan refused active and retired versions; a candidate is re-registered
-    registered = _registration_in(url, model)
+        return model  # FileCalibration.plan refused active and retired versions; a candidate is re-registered
+    registered = registration_in(url, model)
     if registered is None:
         return model
     out = model.with_name(f"{model.stem}.calibrated-{time.strftime('%Y%m%d-%H%M%S')}{model.suffix}")
     print(f"{model} is registered in {registered}: not rewritten; the calibrated model is written to a new file")
     return out
-
-
-def _registration_in(url: str, model: Path) -> str | None:
-    """The database URL if an existing SQLite history there registers ``model`` (by path or
-    content), else None. A database that does not exist is not created."""
-    from sqlalchemy import or_, select
-    from sqlalchemy.engine import make_url
-
-    from inspector.file_digest import file_sha256
-    from inspector.history import HistoryDB
-    from inspector.history.tables import ModelVersion
-
-    database = make_url(url).database or ""
-    if make_url(url).get_backend_name() == "sqlite" and not Path(database).is_file():
-        return None
-    db = HistoryDB(url)
-    try:
-        with db.session() as s:
-            found = s.scalar(select(ModelVersion.id).where(
-                or_(ModelVersion.path == str(model), ModelVersion.sha256 == file_sha256(model))).limit(1))
-    except Exception:  # an unreadable or foreign database: it cannot be the line's registration
-        return None
-    finally:
-        db.close()
-    return url if found is not None else None
-
-
-def _db_plan(db, model: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Which version the calibration belongs to: a registered candidate (updated in place) or a
-    new candidate of ``--product``. Active and retired files are never rewritten."""
-    from sqlalchemy import select
-
-    from inspector.history import file_sha256
-    from inspector.history.tables import ModelVersion
-
-    with db.session() as s:
-        rows = s.scalars(select(ModelVersion).where(ModelVersion.path == str(model))).all()
-    if rows:
-        v = max(rows, key=lambda r: r.id)
-        if v.status != "candidate":
-            raise DataError(
-                f"{model} is model version {v.id} ({v.status}); a registered active or retired model file is never "
-                f"changed in place: use `inspector teach calibrate --version {v.id}`, which writes a new version"
-            )
-        if file_sha256(model) != v.sha256:
-            raise ModelFileError(f"{model}: the file changed since it was registered as version {v.id}; refusing to calibrate it")
-        return {"version_id": v.id}
-    if not args.product:
-        raise DataError(f"{model} is not registered in {db.url}; give --product to register it as a new candidate version")
-    return {"version_id": None}
-
-
-def _db_store(db, model: Path, plan: dict[str, Any], result, report: Path, args: argparse.Namespace,
-              who: tuple[str, str]) -> int:
-    from calibration.calibrate import store_calibration
-    from inspector.recipes import ensure_product
-    from calibration.teach import _calibration_metrics
-    from inspector.history import file_sha256
-    from inspector.history.tables import ModelVersion
-
-    user, role = who  # verified by _calibrating_technician
-    new_sha = file_sha256(model)
-    version_id = plan["version_id"]
-    if version_id is None:
-        product = ensure_product(db, args.product)
-        version_id = db.add_model_version(product.id, model, sha256=new_sha, metrics=_calibration_metrics(result), report_path=str(report), note="registered by inspector calibrate")
-    else:
-        with db.session() as s:
-            v = s.get(ModelVersion, version_id)
-            before = v.sha256
-            v.sha256 = new_sha
-            v.report_path = str(report)
-            v.metrics = {**(v.metrics or {}), **_calibration_metrics(result)}
-        db.record_audit(user, role, "recalibrate_candidate", f"model_version:{version_id}", {"sha256": before}, {"sha256": new_sha})
-    store_calibration(db, version_id, result, user=user, role=role, report_path=report)
-    return version_id
 
 
 # --- inspector teach -----------------------------------------------------------------------------
@@ -246,17 +175,19 @@ def _session(args: argparse.Namespace):
 
 
 def cmd_teach_collect(args: argparse.Namespace) -> int:
+    if args.camera and not args.count:
+        raise InspectorError("--camera needs --count N (how many good samples to take)")
     session = _session(args)
     if args.folder:
-        result = session.collect_from_folder(args.folder, limit=args.count)
+        caller = _caller(session.db, args, "import_samples", session.target)
+        result = session.import_samples(caller, args.folder, limit=args.count)
     else:
-        if not args.count:
-            raise InspectorError("--camera needs --count N (how many good samples to take)")
-
         def show(d) -> None:
             print(f"{'accepted' if d.accepted else 'rejected'} {d.name}" + ("" if d.accepted else f": {'; '.join(d.reasons)}"))
 
-        result = session.collect_from_camera(args.camera, args.count, max_frames=args.max_frames, interval_s=args.interval, on_sample=show)
+        caller = _caller(session.db, args, "collect_samples", session.target)
+        result = session.collect_samples(caller, args.camera, args.count, max_frames=args.max_frames,
+                                         interval_s=args.interval, on_sample=show)
     for d in result.rejected:
         print(f"rejected {d.name}: {'; '.join(d.reasons)}")
     print(f"{len(result.accepted)} accepted, {len(result.rejected)} rejected; {result.total_samples} samples in {session.samples_dir}")
@@ -272,16 +203,18 @@ def _calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_teach_train(args: argparse.Namespace) -> int:
+    """A candidate (``--kind efficientad|instant``) recording the verified technician who taught
+    it, or the staged teach, which activates as it goes: the PIN is checked up front either way,
+    not after half an hour of training."""
     session = _session(args)
+    caller = _caller(session.db, args, "teach_train", session.target)
+    options = dict(features=args.features, size=args.size, teacher=args.teacher, penalty_dir=args.penalty_dir,
+                   resize_mode=args.resize_mode, seed=args.seed, iterations=args.iterations, mode=args.mode,
+                   show_progress=True, **_calibration_kwargs(args))
     if args.kind == "staged":
-        return _teach_staged(session, args)
-    # The candidate records who taught it: a verified technician, as on the desktop's teach page.
-    user, _ = verified_user(session.db, args.user, args.pin_file, "teach_train", f"product:{session.product_id}")
-    result = session.train(
-        kind=args.kind, features=args.features, mode=args.mode, iterations=args.iterations, size=args.size, teacher=args.teacher,
-        penalty_dir=args.penalty_dir, resize_mode=args.resize_mode, seed=args.seed,
-        show_progress=True, user=user, **_calibration_kwargs(args),
-    )
+        session.teach(caller, kind="staged", on_stage=_print_stage(args.mode), **options)
+        return 0
+    result = session.teach(caller, kind=args.kind, **options)
     _print_candidate(result)
     print(f"activate it with: inspector teach activate --product {args.product!r} --version {result.version_id} --user NAME")
     return 0
@@ -298,22 +231,12 @@ def _print_candidate(result) -> None:
         print(f"engine not prepared ({engine['error']}); the line's first start measures the backends instead")
 
 
-def _teach_staged(session, args: argparse.Namespace) -> int:
-    """``--kind staged``: the instant model active in about a minute, EfficientAD trained after it
-    and taking over only when at least as good. Activation is part of it, so the PIN is needed
-    (and checked) up front, not after half an hour of training."""
-    from inspector.roles import LINE_CHANGERS, require_role
-
-    target = f"product:{session.product_id}"
-    if not args.user:
-        verified_user(session.db, args.user, args.pin_file, "teach_train", target)  # the usual audited refusal
-    user, pin = args.user, pin_or_denied(session.db, args.user, args.pin_file, "teach_train", target)  # asked once
-    require_role(session.db, user, pin, "teach_train", target, LINE_CHANGERS)
-
+def _print_stage(mode: str):
+    """What the staged teach prints as each of its steps ends."""
     def stage(name: str, result: Any) -> None:
         if name == "instant":
             _print_candidate(result)
-            print(f"instant model: version {result.version_id} is now active; training EfficientAD ({args.mode} mode) ...", flush=True)
+            print(f"instant model: version {result.version_id} is now active; training EfficientAD ({mode} mode) ...", flush=True)
         elif name == "efficientad":
             _print_candidate(result)
         else:
@@ -321,18 +244,13 @@ def _teach_staged(session, args: argparse.Namespace) -> int:
             print(f"handover: EfficientAD {active}: {result.reason} ({result.good_images} good, "
                   f"{result.synthetic_defects} synthetic and {result.real_defects} real defects)")
 
-    session.teach_staged(
-        user=user, pin=pin, on_stage=stage, mode=args.mode, features=args.features, size=args.size, teacher=args.teacher,
-        penalty_dir=args.penalty_dir, resize_mode=args.resize_mode, seed=args.seed, iterations=args.iterations,
-        show_progress=True, **_calibration_kwargs(args),
-    )
-    return 0
+    return stage
 
 
 def cmd_teach_calibrate(args: argparse.Namespace) -> int:
     session = _session(args)
-    user, _ = verified_user(session.db, args.user, args.pin_file, "teach_calibrate", f"product:{session.product_id}")
-    result = session.calibrate(args.version, good=args.good, show_progress=True, user=user, **_calibration_kwargs(args))
+    caller = _caller(session.db, args, "teach_calibrate", session.target)
+    result = session.recalibrate(caller, args.version, good=args.good, show_progress=True, **_calibration_kwargs(args))
     print(format_calibration(result.calibration))
     print(f"candidate version {result.version_id} (recalibration of {args.version}): {result.model_path}; report {result.report_path}")
     return 0
@@ -340,16 +258,14 @@ def cmd_teach_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_teach_activate(args: argparse.Namespace) -> int:
     session = _session(args)
-    pin = pin_or_denied(session.db, args.user, args.pin_file, "activate", f"product:{session.product_id}")
-    session.activate(args.version, user=args.user, pin=pin)
+    session.activate(_caller(session.db, args, "activate", session.target), args.version)
     print(f"version {args.version} is now the active model of {args.product!r}")
     return 0
 
 
 def cmd_teach_rollback(args: argparse.Namespace) -> int:
     session = _session(args)
-    pin = pin_or_denied(session.db, args.user, args.pin_file, "rollback", f"product:{session.product_id}")
-    version = session.rollback(user=args.user, pin=pin)
+    version = session.rollback(_caller(session.db, args, "rollback", session.target))
     print(f"rolled back: version {version} is again the active model of {args.product!r}")
     return 0
 
@@ -433,6 +349,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-frames", type=int, help="camera: give up after this many frames (default 3 x count)")
     s.add_argument("--interval", type=float, default=0.0, help="camera: seconds between frames")
     s.add_argument("--allow-mixed-sizes", action="store_true", help="accept samples of different sizes")
+    add_credential_options(s, who="the technician who collects")
 
     s = step("train", "train on the samples, calibrate on a held-out 20%%, register a candidate", cmd_teach_train)
     s.add_argument("--kind", choices=("efficientad", "instant", "staged"), default="efficientad",

@@ -29,7 +29,7 @@ from inspector.line.rule import DecisionRule, rule_from_calibration, rule_from_m
 from inspector.errors import DataError, ModelFileError
 from inspector.roles import require_role
 from inspector.history import HistoryDB, file_sha256
-from inspector.history.tables import AuditEvent, Calibration, ModelVersion, Product
+from inspector.history.tables import Calibration, ModelVersion, Product
 
 log = logging.getLogger(__name__)
 
@@ -284,17 +284,6 @@ def load_model_file_recipe(db: HistoryDB, path: str | Path, product: str | None 
     engine = Engine(path, device=device, backend=backend)
     recipe = model_file_recipe(db, engine.model_path, engine.model_sha256, engine.metadata, product)
     return LoadedRecipe.of(recipe, engine)
-
-
-def activation_history(db: HistoryDB, product_id: int) -> list[AuditEvent]:
-    """The product's ``set_active_model`` audit events, newest first."""
-    with db.session() as s:
-        stmt = (
-            select(AuditEvent)
-            .where(AuditEvent.action == "set_active_model", AuditEvent.target == f"product:{product_id}")
-            .order_by(AuditEvent.time.desc(), AuditEvent.id.desc())
-        )
-        return list(s.scalars(stmt))
 
 
 def list_products(db: HistoryDB) -> list[str]:

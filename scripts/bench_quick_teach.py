@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> dict:
     from calibration.teach import CALIBRATION_FRACTION, MIN_CALIBRATION_IMAGES, TeachSession
     from inspector.engine import Engine
     from inspector.history import HistoryDB
+    from inspector.roles import Caller
     from inspector.image_io import list_images, mvtec_test_set
     from inspector.ad_metrics import image_auroc
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
         kind=args.kind, features=args.features, mode="quick", iterations=args.iterations, teacher=args.teacher, target_frr=target,
         pixel_fpr=None, show_progress=True, user="bench", resize_mode=args.resize_mode,
     )
-    session.activate(taught.version_id, user="bench", pin="000000")
+    session.activate(Caller("bench", "000000"), taught.version_id)
     t_active = time.perf_counter() - t0
     metrics = db.model_version(taught.version_id).metrics
 

@@ -12,6 +12,7 @@ import pytest
 from calibration.quality import QualityGates, SampleScreen, measure, screen_files, summarise
 from calibration.teach import TeachSession
 from inspector.errors import CameraError, DataError
+from inspector.history import HistoryDB
 
 
 def texture(seed: int, shape=(120, 160), level=0.5, dtype=np.uint8) -> np.ndarray:
@@ -128,7 +129,7 @@ def test_too_few_images_and_unreachable_targets_fail_before_training(tmp_path, d
         session.train(iterations=1, teacher="random", target_frr=0.25, defects=tmp_path / "missing")
 
 
-def test_teach_collect_command(tmp_path, capsys):
+def test_teach_collect_command(tmp_path, capsys, monkeypatch):
     from cli.main import main
 
     src = tmp_path / "src"
@@ -136,12 +137,26 @@ def test_teach_collect_command(tmp_path, capsys):
     for i in range(3):
         write(src / f"part{i}.png", texture(300 + i))
     write(src / "dup.png", texture(300))
-    args = ["teach", "collect", "--product", "p", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--workdir", str(tmp_path / "w")]
-    assert main([*args, "--folder", str(src)]) == 0
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    history = HistoryDB(url)
+    history.upgrade()
+    history.add_user("tina", "technician", "471108")
+    history.add_user("otto", "operator", "123456")
+    args = ["teach", "collect", "--product", "p", "--db", url, "--workdir", str(tmp_path / "w")]
+    # Collecting is a technician's: an operator is refused, once, before any sample is copied.
+    monkeypatch.setenv("INSPECTOR_PIN", "123456")
+    assert main([*args, "--folder", str(src), "--user", "otto"]) == 2
+    assert "only technician may import_samples" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+    monkeypatch.setenv("INSPECTOR_PIN", "471108")
+    assert main([*args, "--folder", str(src), "--user", "tina"]) == 0
     out = capsys.readouterr().out
     assert "3 accepted, 1 rejected" in out and "part0.png: duplicate of dup.png" in out  # name order: dup.png came first
     assert main([*args, "--camera", f"folder://{src}?fps=0"]) == 2
     assert "--camera needs --count" in capsys.readouterr().err
+    actions = [(e.user, e.action) for e in history.audit_events()]
+    assert actions[:2] == [("tina", "import_samples"), ("otto", "import_samples_denied")]
+    history.close()
 
 
 def test_collect_from_a_replayed_camera(tmp_path, db):
@@ -157,7 +172,7 @@ def test_collect_from_a_replayed_camera(tmp_path, db):
     assert len(result.accepted) == 5 and len(result.rejected) == 1 and len(seen) == 6
     assert "duplicate" in result.rejected[0].reasons[0]
     assert len(session.sample_paths()) == 5
-    assert len(list(session.rejected_dir.glob("*.png"))) == 1  # kept for a person to look at
+    assert len(list(session.folders.rejected.glob("*.png"))) == 1  # kept for a person to look at
     stored = cv2.imread(str(result.accepted[0]), cv2.IMREAD_UNCHANGED)
     assert stored.shape == (120, 160) and stored.dtype == np.uint8
     with pytest.raises(CameraError):

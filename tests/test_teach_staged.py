@@ -19,7 +19,7 @@ from calibration.synthetic import synthetic_defect, synthetic_defects
 from calibration.teach import TeachSession
 from cli.main import main
 from inspector.engine import Engine
-from inspector.roles import AccessDenied
+from inspector.roles import AccessDenied, Caller
 
 TECH, TECH_PIN = "tina", "471108"
 OPERATOR, OPERATOR_PIN = "otto", "123456"
@@ -73,8 +73,8 @@ class Backwards:
 def test_the_handover_check_refuses_a_worse_candidate_and_accepts_an_equal_one(session, tmp_path):
     session.train(kind="instant", target_frr=0.2, user=TECH)
     (active_version,) = session.versions()
-    session.activate(active_version.id, user=TECH, pin=TECH_PIN)
-    good = session._calibration_images(active_version, None)
+    session.activate(Caller(TECH, TECH_PIN), active_version.id)
+    good = session.models.calibration_images(active_version)
     recipe = session.recipe()
     active = Engine(recipe.model_path, device="cpu", backend="eager")
     # A candidate that ranks the parts backwards. (A model of another product used to be the worse
@@ -95,7 +95,7 @@ def test_staged_teach_activates_the_instant_model_first_and_hands_over_only_when
     def on_stage(name, result):
         stages.append((name, result, session.recipe().model_version_id))
 
-    staged = session.teach_staged(user=TECH, pin=TECH_PIN, on_stage=on_stage, iterations=2, target_frr=0.2)
+    staged = session.teach(Caller(TECH, TECH_PIN), kind="staged", on_stage=on_stage, iterations=2, target_frr=0.2)
     assert [s[0] for s in stages] == ["instant", "efficientad", "handover"]
     # The line ran the instant model while EfficientAD trained.
     assert stages[0][2] == stages[1][2] == staged.instant.version_id
@@ -112,7 +112,7 @@ def test_staged_teach_activates_the_instant_model_first_and_hands_over_only_when
 
 def test_staged_teach_needs_a_technician(session):
     with pytest.raises(AccessDenied):
-        session.teach_staged(user=OPERATOR, pin=OPERATOR_PIN, iterations=2, target_frr=0.2)
+        session.teach(Caller(OPERATOR, OPERATOR_PIN), kind="staged", iterations=2, target_frr=0.2)
 
 
 def test_inspector_teach_train_kind_instant_registers_a_candidate(session, tmp_path, capsys, monkeypatch):

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from inspector.roles import OPERATOR, QUALITY, RIGHTS, TECHNICIAN, AccessDenied, AccountLocked, require_role, roles_with
+from inspector.roles import OPERATOR, QUALITY, RIGHTS, TECHNICIAN, AccessDenied, AccountLocked, Caller, require_role, roles_with
 from inspector.history import HistoryDB
+from inspector.roles import Actor
+from station import actions
 
 #: Pages each role sees, in the order of the navigation.
 PAGES: dict[str, tuple[str, ...]] = {
@@ -67,15 +69,7 @@ class Session(QObject):
     def sign_in(self, name: str, pin: str) -> str:
         """Signs ``name`` in with their role; AccessDenied (audited) for a wrong name or PIN, or
         an account locked after too many wrong PINs (the message says until when)."""
-        try:
-            role = self.db.verify_pin(name, pin)
-        except AccountLocked as exc:
-            self.db.record_audit(name, "unknown", "sign_in_denied", "gui", None, {"reason": str(exc)})
-            raise AccessDenied(f"sign-in refused: {exc}") from exc
-        if role is None:
-            self.db.record_audit(name, "unknown", "sign_in_denied", "gui", None, {"reason": "wrong PIN or unknown user"})
-            raise AccessDenied(f"sign-in refused: wrong PIN or unknown user {name!r}")
-        self.db.record_audit(name, role, "sign_in", "gui", {"user": self._user}, {"user": name, "role": role})
+        role = actions.sign_in(self.db, name, pin, before=self._user).role  # audited, refusals too
         self._user, self._role, self._pin, self._preview = name, role, pin, False
         self.user_changed.emit(name, role)
         return role
@@ -91,7 +85,7 @@ class Session(QObject):
 
     def sign_out(self) -> None:
         if self._role != OPERATOR and not self._preview:
-            self.db.record_audit(self._user, self._role, "sign_out", "gui", {"user": self._user}, {"user": DEFAULT_OPERATOR})
+            actions.sign_out(self.db, Actor(self._user, self._role), after=DEFAULT_OPERATOR)
         self._user, self._role, self._pin, self._preview = DEFAULT_OPERATOR, OPERATOR, None, False
         self.user_changed.emit(self._user, self._role)
 
@@ -102,6 +96,11 @@ class Session(QObject):
         """
         self._user, self._role, self._pin, self._preview = f"({role} preview)", role, None, True
         self.user_changed.emit(self._user, role)
+
+    def caller(self) -> Caller:
+        """Who asks, for an audited action of the layer below (which checks the right itself):
+        the signed-in user and their PIN; the operator and a preview have none."""
+        return Caller(self._user, self._pin)
 
     def authorize(self, right: str, target: str) -> Credentials:
         """The signed-in user's credentials if they hold ``right``, verified against the database.

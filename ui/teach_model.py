@@ -1,19 +1,19 @@
 """Teaching from the GUI: samples, training, calibration, activation -- the model of the Teach page.
 
-Everything goes through the calibration package's :class:`~calibration.teach.TeachSession` (the
-same code as ``inspector teach ...``); this module adds what a GUI needs around it: the samples
-captured from the live line, training on a worker thread with progress, ETA and cancel, the
-false-reject rate at any threshold the technician drags to, and loading the newly active recipe
-(:func:`inspector.recipes.load_active_recipe`) into the running line. Every write checks the
-signed-in user's rights against the database (:meth:`ui.session.Session.authorize`) and is
-audited.
+Every action goes through the calibration package's :class:`~calibration.teach.TeachSession`
+(the same code as ``inspector teach ...``), which checks the signed-in user's right once and
+audits it: this model passes the user and PIN (:meth:`ui.session.Session.caller`) and adds what a
+GUI needs around it: the frame on the live line as a sample, training on a worker thread with
+progress, ETA and cancel, the false-reject rate at any threshold the technician drags to, and
+loading the newly active recipe (:func:`inspector.recipes.load_active_recipe`) into the running
+line.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,9 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from inspector.recipes import LoadedRecipe, VersionInfo, load_active_recipe
 from inspector.line.rule import rule_from_values
 from calibration.shadow import ShadowReport
-from calibration.teach import StagedTeach, TeachResult, TeachSession
-from calibration.thresholds import FrrEstimate, frr_at
-from inspector.errors import DataError, InspectorError
+from calibration.teach import TEACH_KINDS, StagedTeach, TeachResult, TeachSession
+from calibration.thresholds import FrrEstimate, frr_at  # noqa: F401 -- frr_at: the teach page takes it from here
+from inspector.errors import InspectorError
 from inspector.history import HistoryDB
 from inspector.method.training import TrainProgress
 
@@ -51,8 +51,8 @@ class CalibrationData:
     min_defect_area_px: int | None
 
 
-#: What the Train button makes (TeachSession.train's kinds, plus the staged teach).
-TRAIN_KINDS = ("staged", "efficientad", "instant")
+#: What the Train button makes (TeachSession.teach's kinds).
+TRAIN_KINDS = TEACH_KINDS
 
 
 @dataclass(frozen=True)
@@ -135,15 +135,9 @@ class TeachModel(QObject):
 
     def capture_sample(self) -> bool:
         """Adds the frame on the line now as a good sample, through the quality gates."""
-        creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
         latest = self.line.latest
-        if latest is None or latest.image is None:
-            self.message.emit("no frame to capture yet: wait for the line to show a part", True)
-            return False
-        decision = self.teach.add_sample(latest.image)
-        self.db.record_audit(creds.user, creds.role, "add_sample", f"product:{self.teach.product_id}", None,
-                             {"sample": decision.name, "accepted": decision.accepted, "reasons": list(decision.reasons),
-                              "inspection_id": latest.inspection_id})
+        decision = self.teach.capture_sample(self.session.caller(), None if latest is None else latest.image,
+                                             inspection_id=None if latest is None else latest.inspection_id)
         if decision.accepted:
             self.message.emit(f"sample {decision.name} added ({len(self.sample_paths())} samples)", False)
         else:
@@ -154,11 +148,7 @@ class TeachModel(QObject):
     def import_samples(self, folder: Path) -> tuple[int, int]:
         """Adds the images of a folder as good samples, through the quality gates; returns
         (accepted, refused)."""
-        creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
-        result = self.teach.collect_from_folder(folder)
-        self.db.record_audit(creds.user, creds.role, "import_samples", f"product:{self.teach.product_id}", None,
-                             {"folder": str(folder), "accepted": [p.name for p in result.accepted],
-                              "refused": {d.name: list(d.reasons) for d in result.rejected}})
+        result = self.teach.import_samples(self.session.caller(), folder)
         text = f"{len(result.accepted)} samples imported from {folder}"
         if result.rejected:
             text += f"; {len(result.rejected)} refused, e.g. {Path(result.rejected[0].name).name}: {result.rejected[0].reasons[0]}"
@@ -167,17 +157,8 @@ class TeachModel(QObject):
         return len(result.accepted), len(result.rejected)
 
     def remove_samples(self, paths: list[Path]) -> int:
-        creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
-        folder = self.teach.samples_dir.resolve()
-        removed = []
-        for p in paths:
-            p = Path(p).resolve()
-            if p.parent != folder:
-                raise DataError(f"{p} is not one of the samples of {self.product!r}")
-            p.unlink(missing_ok=True)
-            removed.append(p.name)
+        removed = self.teach.remove_samples(self.session.caller(), paths)
         if removed:
-            self.db.record_audit(creds.user, creds.role, "remove_samples", f"product:{self.teach.product_id}", {"samples": removed}, None)
             self.samples_changed.emit()
         return len(removed)
 
@@ -189,26 +170,19 @@ class TeachModel(QObject):
 
         ``kind="staged"`` (the page's default) builds the instant model, activates it and loads
         it into the line within about a minute, then trains EfficientAD, which takes over only
-        when the handover check finds it at least as good (:meth:`TeachSession.teach_staged`);
-        it needs the right to activate as well as to teach."""
+        when the handover check finds it at least as good (:meth:`TeachSession.teach`); it needs
+        the right to activate as well as to teach. A refusal comes as a failed training."""
         if kind not in TRAIN_KINDS:
             raise InspectorError(f"kind must be one of {', '.join(TRAIN_KINDS)}, not {kind!r}")
         if self.training is not None and self.training.running:
             raise InspectorError("training is already running")
-        creds = self.session.authorize("teach", f"product:{self.teach.product_id}")
-        if kind == "staged":
-            creds = self.session.authorize("activate_model", f"product:{self.teach.product_id}")
-        teach = self.teach
-        self.db.record_audit(creds.user, creds.role, "train_started", f"product:{teach.product_id}", None,
-                             {"iterations": iterations, "target_frr": target_frr, "samples": len(teach.sample_paths()), "kind": kind})
-        note = f"taught in the GUI by {creds.user}"
+        teach, caller = self.teach, self.session.caller()
+        options = dict(iterations=iterations, target_frr=target_frr, defects=defects, penalty_dir=self.penalty_dir)
 
         def work(task: Task) -> TeachResult | StagedTeach:
             if kind != "staged":
-                return teach.train(
-                    kind=kind, mode="quick", iterations=iterations, target_frr=target_frr, defects=defects,
-                    penalty_dir=self.penalty_dir, on_progress=task.progress.emit, cancel=task.cancel, user=creds.user, note=note,
-                )
+                return teach.teach(caller, kind=kind, mode="quick", on_progress=task.progress.emit, cancel=task.cancel,
+                                   note=f"taught in the GUI by {caller.user}", **options)
 
             def on_stage(name: str, result: object) -> None:
                 recipe = None
@@ -216,10 +190,8 @@ class TeachModel(QObject):
                     recipe = load_active_recipe(self.db, teach.product, device=self.device, backend=self.backend)
                 task.progress.emit(StageDone(name, result, recipe))
 
-            return teach.teach_staged(
-                user=creds.user, pin=creds.pin, on_stage=on_stage, on_progress=task.progress.emit, cancel=task.cancel,
-                iterations=iterations, target_frr=target_frr, defects=defects, penalty_dir=self.penalty_dir,
-            )
+            return teach.teach(caller, kind="staged", on_stage=on_stage, on_progress=task.progress.emit,
+                               cancel=task.cancel, **options)
 
         first = "building the instant model ..." if kind in ("staged", "instant") else "preparing (teacher statistics, step timing) ..."
         self._set_state(TrainingState(True, 0, iterations or 0, message=first))
@@ -301,23 +273,11 @@ class TeachModel(QObject):
     def set_threshold(self, version_id: int, threshold: float) -> FrrEstimate:
         """Stores a threshold chosen by hand as a new calibration of the version (audited), and
         applies it to the line at once if the version is the active one."""
-        cal = self.calibration(version_id)
-        if cal is None or cal.good_scores.size == 0:
-            raise DataError(f"version {version_id} has no calibration scores to judge a threshold by; calibrate it first")
-        creds = self.session.authorize("set_threshold", f"model_version:{version_id}")
-        est = frr_at(cal.good_scores, threshold)
-        old = self.db.latest_calibration(version_id)
-        report = {**(old.report or {}), "manual_threshold": True, "set_by": creds.user, "threshold": threshold,
-                  "expected_frr": est.expected, "frr_ci_low": est.ci_low, "frr_ci_high": est.ci_high}
-        self.db.add_calibration(
-            version_id, image_threshold=threshold, target_frr=est.expected, expected_frr=est.expected,
-            expected_frr_ci=(est.ci_low, est.ci_high), pixel_threshold=old.pixel_threshold,
-            min_defect_area_px=old.min_defect_area_px, report=report, created_by=creds.user, role=creds.role,
-        )
-        self.db.record_audit(creds.user, creds.role, "set_threshold", f"model_version:{version_id}",
-                             {"threshold": old.image_threshold}, {"threshold": threshold, "expected_frr": est.expected})
+        est = self.teach.set_threshold(self.session.caller(), version_id, threshold)
         if version_id == self.line.recipe.model_version_id:
-            self.line.set_threshold(rule_from_values(threshold, old.pixel_threshold, old.min_defect_area_px))
+            cal = self.db.latest_calibration(version_id)
+            rule = rule_from_values(threshold, cal.pixel_threshold, cal.min_defect_area_px)
+            self.line.set_recipe(replace(self.line.recipe, rule=rule, source="threshold set by hand"))
         self.message.emit(f"threshold of version {version_id} set to {threshold:.4g}: expected false-reject rate "
                           f"{100 * est.expected:.2g} % ({100 * est.ci_low:.2g} .. {100 * est.ci_high:.2g} %)", False)
         self.versions_changed.emit()
@@ -326,21 +286,19 @@ class TeachModel(QObject):
     # -- activation, rollback, shadow ---------------------------------------------------------------
 
     def activate(self, version_id: int) -> Task:
-        creds = self.session.authorize("activate_model", f"product:{self.teach.product_id}")
-        teach = self.teach
+        teach, caller = self.teach, self.session.caller()
 
         def work(task: Task) -> LoadedRecipe:
-            teach.activate(version_id, user=creds.user, pin=creds.pin)
+            teach.activate(caller, version_id)
             return load_active_recipe(self.db, teach.product, device=self.device, backend=self.backend)
 
         return self._run("activation", work, lambda r: f"version {r.model_version_id} is active on the line")
 
     def rollback(self) -> Task:
-        creds = self.session.authorize("activate_model", f"product:{self.teach.product_id}")
-        teach = self.teach
+        teach, caller = self.teach, self.session.caller()
 
         def work(task: Task) -> LoadedRecipe:
-            teach.rollback(user=creds.user, pin=creds.pin)
+            teach.rollback(caller)
             return load_active_recipe(self.db, teach.product, device=self.device, backend=self.backend)
 
         return self._run("rollback", work, lambda r: f"rolled back: version {r.model_version_id} is active on the line")

@@ -26,7 +26,7 @@ from inspector.data_folder import data_dir
 from inspector.file_digest import file_sha256
 from inspector.errors import DatabaseError
 from inspector.history import queries
-from inspector.history.tables import LABELS, ROLES, AuditEvent, Calibration, Inspection, ModelVersion, OutboxMessage, Product, User
+from inspector.history.tables import LABELS, ROLES, Activation, AuditEvent, Calibration, Inspection, ModelVersion, OutboxMessage, Product, User
 from inspector.history.tables import default_station, utc_now
 from inspector.history.audit_chain import GENESIS, ChainCheck, check_rows, row_hash
 from inspector.history.pins import (
@@ -172,12 +172,27 @@ class HistoryDB:
     def _migrate(self, step: Any, revision: str) -> None:
         config = alembic_config()
         try:
-            with self.engine.begin() as connection:
-                if connection.dialect.name == "postgresql":  # released at commit
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-                self._refuse_a_newer_schema(config, connection)
-                config.attributes["connection"] = connection
-                step(config, revision)
+            with self.engine.connect() as connection:
+                sqlite = connection.dialect.name == "sqlite"
+                if sqlite:
+                    # A batch migration copies a table others refer to (0007: model_versions), which
+                    # enforced foreign keys refuse; the pragma only takes outside a transaction.
+                    connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+                    connection.commit()
+                try:
+                    with connection.begin():
+                        if connection.dialect.name == "postgresql":  # released at commit
+                            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+                        self._refuse_a_newer_schema(config, connection)
+                        config.attributes["connection"] = connection
+                        step(config, revision)
+                        if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").first()):
+                            raise DatabaseError(f"cannot migrate history database {self.url}: a row of {broken[0]} "
+                                                f"refers to a missing row of {broken[2]}")
+                finally:
+                    if sqlite:
+                        connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+                        connection.commit()
         except SQLAlchemyError as exc:
             reason = error_reason(exc)
             raise DatabaseError(f"cannot migrate history database {self.url}: {reason}") from exc
@@ -264,9 +279,18 @@ class HistoryDB:
             return s.get(ModelVersion, model_version_id)
 
     def set_active_model(
-        self, product_id: int, model_version_id: int, *, user: str = "system", role: str = "system"
+        self,
+        product_id: int,
+        model_version_id: int,
+        *,
+        user: str = "system",
+        role: str = "system",
+        action: str = "set_active_model",
+        details: dict[str, Any] | None = None,
     ) -> None:
-        """Make the version the product's active model; the previously active one is retired."""
+        """Make the version the product's active model, record the change as an
+        :class:`Activation` (what was active before: the version a rollback returns to) and audit
+        it once, as ``action`` (``details`` join the event's ``after``)."""
         with self.session() as s:
             product = self._require(s, Product, product_id)
             version = self._require(s, ModelVersion, model_version_id)
@@ -276,19 +300,45 @@ class HistoryDB:
                     f"not {product_id}"
                 )
             before = product.active_model_version_id
-            if before is not None and before != model_version_id:
-                s.get_one(ModelVersion, before).status = "retired"
-            version.status = "active"
             product.active_model_version_id = model_version_id
+            s.add(Activation(product_id=product_id, model_version_id=model_version_id,
+                             previous_version_id=before, user=user, role=role))
             self._audit(
                 s,
                 user,
                 role,
-                "set_active_model",
+                action,
                 f"product:{product_id}",
                 {"active_model_version_id": before},
-                {"active_model_version_id": model_version_id},
+                {"active_model_version_id": model_version_id, **(details or {})},
             )
+
+    def last_activation(self, product_id: int) -> Activation | None:
+        """The product's latest change of active model (None if it never had one)."""
+        with self.session() as s:
+            stmt = select(Activation).where(Activation.product_id == product_id).order_by(Activation.id.desc()).limit(1)
+            return s.scalars(stmt).one_or_none()
+
+    def model_versions_of_file(self, path: str | os.PathLike[str], sha256: str | None = None) -> list[ModelVersion]:
+        """Versions registered with this file's path (or, given, its SHA-256), oldest first."""
+        where = ModelVersion.path == str(path)
+        if sha256 is not None:
+            where = where | (ModelVersion.sha256 == sha256)
+        with self.session() as s:
+            return list(s.scalars(select(ModelVersion).where(where).order_by(ModelVersion.id)))
+
+    def update_model_file(
+        self, model_version_id: int, *, sha256: str, report_path: str | None, metrics: dict[str, Any]
+    ) -> str:
+        """A candidate's file rewritten in place (``inspector calibrate --db``): its new hash,
+        report and metrics (merged); returns the hash it had. Not audited here: the calibration
+        stored with it is the event."""
+        with self.session() as s:
+            version = self._require(s, ModelVersion, model_version_id)
+            before = version.sha256
+            version.sha256, version.report_path = sha256, report_path
+            version.metrics = {**(version.metrics or {}), **metrics}
+            return before
 
     def add_calibration(
         self,
@@ -303,8 +353,12 @@ class HistoryDB:
         report: dict[str, Any] | None = None,
         created_by: str,
         role: str = "system",
+        action: str = "calibrate",
+        before: Any = None,
+        details: dict[str, Any] | None = None,
     ) -> int:
-        """Store thresholds for a model version (FRRs are fractions); audited."""
+        """Store thresholds for a model version (FRRs are fractions); audited once, as ``action``
+        (``before`` and ``details``, joining the thresholds in ``after``, say what else changed)."""
         low, high = expected_frr_ci if expected_frr_ci is not None else (None, None)
         with self.session() as s:
             self._require(s, ModelVersion, model_version_id)
@@ -329,7 +383,7 @@ class HistoryDB:
                 "target_frr": target_frr,
             }
             self._audit(
-                s, created_by, role, "calibrate", f"model_version:{model_version_id}", None, after
+                s, created_by, role, action, f"model_version:{model_version_id}", before, {**after, **(details or {})}
             )
             return calibration.id
 

@@ -28,13 +28,17 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    case,
+    exists,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 from inspector.inspection import DECISIONS, as_utc
 from inspector.roles import ROLES
 
 LABELS = ("none", "false_reject", "confirmed_defect")
+#: A version's status, derived (never stored): active while its product names it, retired once it
+#: has been active, else candidate.
 MODEL_STATUSES = ("candidate", "active", "retired")
 
 
@@ -87,7 +91,10 @@ class Base(DeclarativeBase):
 
 
 class Product(Base):
-    """A product (recipe): what the line inspects and with which camera settings."""
+    """A product (recipe): what the line inspects and with which camera settings.
+
+    ``active_model_version_id`` is the one truth for which model the line runs; every change of
+    it is a row of :class:`Activation`."""
 
     __tablename__ = "products"
 
@@ -103,10 +110,10 @@ class Product(Base):
 
 
 class ModelVersion(Base):
-    """One trained model file registered for a product."""
+    """One trained model file registered for a product. Its ``status`` (see
+    :data:`MODEL_STATUSES`) is worked out from the product and the activations, not stored."""
 
     __tablename__ = "model_versions"
-    __table_args__ = (CheckConstraint(_one_of("status", MODEL_STATUSES), name="status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
@@ -115,8 +122,31 @@ class ModelVersion(Base):
     created: Mapped[datetime] = mapped_column(default=utc_now)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     report_path: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="candidate")
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class Activation(Base):
+    """One change of a product's active model: what became active, what was active before (the
+    version a rollback returns to) and who did it. Rows are only ever added."""
+
+    __tablename__ = "activations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    previous_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    time: Mapped[datetime] = mapped_column(default=utc_now)
+    user: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(32))
+
+
+ModelVersion.status = column_property(
+    case(
+        (exists().where(Product.active_model_version_id == ModelVersion.id), "active"),
+        (exists().where(Activation.model_version_id == ModelVersion.id), "retired"),
+        else_="candidate",
+    )
+)
 
 
 class Calibration(Base):
