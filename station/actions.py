@@ -238,3 +238,45 @@ def add_user(db: HistoryDB, caller: Caller, name: str, role: str, pin: str) -> i
         raise InspectorError("a user needs a name")
     actor = authorize(db, caller, "manage_users", "users")
     return db.add_user(name.strip(), role, pin, by=actor.user)
+
+
+# -- the quality engineer's review ------------------------------------------------------------------
+
+
+def label_inspections(db: HistoryDB, caller: Caller, inspection_ids: list[int], label: str) -> Actor:
+    """Sets the review label (false reject, confirmed defect, or none) of these inspections: a
+    quality engineer's right (``label``), checked once; each row's change is audited as ``label``
+    by the database, with who and when."""
+    actor = authorize(db, caller, "label", "inspections")
+    for inspection_id in inspection_ids:
+        db.label_inspection(inspection_id, label, actor.user)
+    return actor
+
+
+def copy_false_rejects_to_teach(db: HistoryDB, caller: Caller, product: str, filters: InspectionFilter,
+                                teach_workdir: Path | None = None) -> tuple[int, int]:
+    """The stored frames of the inspections labelled false reject (within ``filters``) become
+    teach samples of ``product``, through the quality gates: a quality engineer's right
+    (``copy_to_teach``), audited as ``copy_false_rejects_to_teach`` with the inspections and how
+    many the gates took. Returns (accepted, refused)."""
+    from dataclasses import replace
+
+    from calibration.teach import TeachSession
+    from inspector.errors import DataError
+    from inspector.history.image_store import read_stored_image
+
+    actor = authorize(db, caller, "copy_to_teach", f"product:{product}")
+    rows = db.query_inspections(replace(filters, label="false_reject"), 10_000)
+    if not rows:
+        raise DataError("no inspections labelled false reject in the current filter")
+    teach = TeachSession(db, product, teach_workdir)
+    accepted = refused = 0
+    for row in rows:
+        if not row.image_exists:
+            continue
+        verdict = teach.add_sample(read_stored_image(row.image_path), f"false-reject-{row.id}.png")  # grey or RGB
+        accepted += verdict.accepted
+        refused += not verdict.accepted
+    db.record_audit(actor.user, actor.role, "copy_false_rejects_to_teach", f"product:{product}", None,
+                    {"accepted": accepted, "refused": refused, "inspections": [r.id for r in rows]})
+    return accepted, refused

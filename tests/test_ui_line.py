@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("PyQt6")
 pytest.importorskip("pyqtgraph")
 
-from inspector.roles import AccessDenied  # noqa: E402
+from inspector.roles import AccessDenied, authorize  # noqa: E402
 from ui_support import audit_actions, resized_copies, make_db, make_line, register_model, sign_in  # noqa: E402
 
 N_FRAMES = 5
@@ -63,7 +63,7 @@ def test_sign_in_by_pin_and_rights_by_role(qtbot, tmp_path):
     assert window.nav.count() == 1
     assert not session.can("set_threshold") and not session.can("activate_model") and not session.can("label")
     with pytest.raises(AccessDenied):
-        session.authorize("set_threshold", "model_version:1")
+        authorize(db, session.caller(), "set_threshold", "model_version:1")
     with pytest.raises(Exception, match="not open to the operator"):
         window.show_page("teach")
 
@@ -89,7 +89,7 @@ def test_sign_in_by_pin_and_rights_by_role(qtbot, tmp_path):
     assert [window.nav.item(i).text() for i in range(window.nav.count())] == ["Operator", "Teach", "Review", "Settings"]
     window.show_page("teach")
     assert window.stack.currentWidget() is pages["teach"]
-    assert session.authorize("set_threshold", "model_version:1").role == "technician"
+    assert authorize(db, session.caller(), "set_threshold", "model_version:1").role == "technician"
     assert not session.can("label")
 
     session.sign_out()  # back to the operator, and off the technician's page
@@ -98,7 +98,7 @@ def test_sign_in_by_pin_and_rights_by_role(qtbot, tmp_path):
     sign_in(session, "quinn")
     assert session.can("label") and session.can("export") and not session.can("set_threshold")
     with pytest.raises(AccessDenied, match="quality"):
-        session.authorize("activate_model", "product:1")  # the database refuses too, not only the view
+        authorize(db, session.caller(), "activate_model", "product:1")  # the database refuses too, not only the view
 
     actions = audit_actions(db)
     for expected in ("sign_in_denied", "sign_in", "sign_out", "set_threshold_denied", "activate_model_denied"):

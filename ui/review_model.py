@@ -20,12 +20,12 @@ import numpy as np
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, pyqtSignal
 from PyQt6.QtGui import QColor
 
-from calibration.teach import TeachSession
-from inspector.errors import DataError, InspectorError
+from inspector.errors import InspectorError
 from inspector.history import HistoryDB, InspectionFilter, InspectionRow
 from inspector.history.image_store import read_heatmap, read_stored_image
 from inspector.overlay import HeatmapLevels, heatmap_view
 
+from station import actions
 from station.actions import export_inspections
 from ui.session import Session
 from ui.widgets import FAIL_COLOR, PASS_COLOR
@@ -258,39 +258,21 @@ class ReviewModel(QObject):
                                                "model version has its threshold: no defect contour")
 
     def label(self, indexes: list[int], label: str) -> int:
-        """Sets the review label of the rows at these table indexes (audited per row by the DB)."""
-        self.session.authorize("label", "inspections")
-        n = 0
-        for i in indexes:
-            row = self.table.row(i)
-            if row is None:
-                continue
-            self.db.label_inspection(row.id, label, self.session.user)
-            self.table.update_row(i, replace(row, label=label, labelled_by=self.session.user, labelled_at=datetime.now(timezone.utc)))
-            n += 1
+        """Sets the review label of the rows at these table indexes (a station action: one right
+        checked, each row audited by the database)."""
+        rows = [(i, row) for i in indexes if (row := self.table.row(i)) is not None]
+        actor = actions.label_inspections(self.db, self.session.caller(), [row.id for _, row in rows], label)
+        for i, row in rows:
+            self.table.update_row(i, replace(row, label=label, labelled_by=actor.user, labelled_at=datetime.now(timezone.utc)))
         self.labels_changed.emit()
-        self.message.emit(f"{n} inspection(s) labelled {LABEL_TEXT.get(label) or 'unlabelled'}", False)
-        return n
+        self.message.emit(f"{len(rows)} inspection(s) labelled {LABEL_TEXT.get(label) or 'unlabelled'}", False)
+        return len(rows)
 
     def copy_false_rejects_to_teach(self, product: str) -> tuple[int, int]:
         """Adds the stored images of inspections labelled false reject (within the current filter)
         to the product's teach samples, through the quality gates; returns (accepted, refused)."""
-        creds = self.session.authorize("copy_to_teach", f"product:{product}")
-        filters = InspectionFilter(**{**self.table.filters.__dict__, "label": "false_reject"})
-        rows = self.db.query_inspections(filters, 10_000)
-        if not rows:
-            raise DataError("no inspections labelled false reject in the current filter")
-        teach = TeachSession(self.db, product, self.teach_workdir)
-        accepted = refused = 0
-        for row in rows:
-            if not row.image_exists:
-                continue
-            image = read_stored_image(row.image_path)  # grey or RGB, as add_sample expects
-            decision = teach.add_sample(image, f"false-reject-{row.id}.png")
-            accepted += decision.accepted
-            refused += not decision.accepted
-        self.db.record_audit(creds.user, creds.role, "copy_false_rejects_to_teach", f"product:{product}", None,
-                             {"accepted": accepted, "refused": refused, "inspections": [r.id for r in rows]})
+        accepted, refused = actions.copy_false_rejects_to_teach(self.db, self.session.caller(), product,
+                                                                self.table.filters, self.teach_workdir)
         self.message.emit(f"{accepted} false reject(s) added to the teach samples of {product!r}"
                           + (f", {refused} refused by the quality gates" if refused else ""), False)
         return accepted, refused

@@ -5,20 +5,18 @@ technician or quality engineer signs in with their name and PIN, checked against
 hashes in the history database; signing out returns to the operator.
 
 Rights are enforced twice: the views enable only what :meth:`Session.can` allows, and every
-write goes through :meth:`Session.authorize`, which verifies the PIN against the database again
-(:func:`inspector.roles.require_role`) and audits a refusal. The PIN of the signed-in user is
-kept in memory for that, never on disk, and forgotten at sign-out.
+write is an action of the layers below (:mod:`station.actions`, :mod:`calibration.teach`) that
+takes :meth:`Session.caller` and checks the right itself, once: it verifies the PIN against the
+database again (:func:`inspector.roles.authorize`) and audits a refusal. The PIN of the
+signed-in user is kept in memory for that, never on disk, and forgotten at sign-out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from inspector.roles import OPERATOR, QUALITY, RIGHTS, TECHNICIAN, AccessDenied, AccountLocked, Caller, require_role, roles_with
 from inspector.history import HistoryDB
-from inspector.roles import Actor
+from inspector.roles import OPERATOR, QUALITY, RIGHTS, TECHNICIAN, Actor, Caller
 from station import actions
 
 #: Pages each role sees, in the order of the navigation.
@@ -28,15 +26,6 @@ PAGES: dict[str, tuple[str, ...]] = {
     QUALITY: ("operator", "review"),
 }
 DEFAULT_OPERATOR = "operator"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Proof of who acts, passed to an audited write: name, role and the PIN to re-verify."""
-
-    user: str
-    role: str
-    pin: str | None
 
 
 class Session(QObject):
@@ -92,7 +81,7 @@ class Session(QObject):
     def preview(self, role: str) -> None:
         """Shows the views as ``role`` sees them without signing anyone in (the screenshot run).
 
-        No PIN is held, so every write still fails in :meth:`authorize`.
+        No PIN is held, so every write is still refused by the action's own check.
         """
         self._user, self._role, self._pin, self._preview = f"({role} preview)", role, None, True
         self.user_changed.emit(self._user, role)
@@ -101,15 +90,3 @@ class Session(QObject):
         """Who asks, for an audited action of the layer below (which checks the right itself):
         the signed-in user and their PIN; the operator and a preview have none."""
         return Caller(self._user, self._pin)
-
-    def authorize(self, right: str, target: str) -> Credentials:
-        """The signed-in user's credentials if they hold ``right``, verified against the database.
-
-        Raises AccessDenied (and audits the refusal) otherwise.
-        """
-        roles = roles_with(right)
-        if self._pin is None:
-            self.db.record_audit(self._user, self._role, f"{right}_denied", target, None, {"reason": "not signed in"})
-            raise AccessDenied(f"{right.replace('_', ' ')} refused: sign in as {' or '.join(roles)} first")
-        role = require_role(self.db, self._user, self._pin, right, target, roles)
-        return Credentials(self._user, role, self._pin)
