@@ -15,7 +15,9 @@ Products, models, thresholds
     ``add_product(name, description="", camera_settings=None) -> id``, ``product_by_name(name)``,
     ``add_model_version(product_id, path, *, sha256=None, metrics=None, report_path=None,
     note="") -> id``, ``model_version(id)``, ``set_active_model(product_id, model_version_id, *,
-    user, role)``, ``add_calibration(model_version_id, *, image_threshold, target_frr,
+    user, role)`` (the product's ``active_model_version_id`` is the one truth of which model is
+    active; each change is also a row of ``activations`` with the version it replaced, which
+    ``last_activation(product_id)`` returns and a rollback reads), ``add_calibration(model_version_id, *, image_threshold, target_frr,
     expected_frr, expected_frr_ci=None, pixel_threshold=None, min_defect_area_px=None,
     report=None, created_by, role) -> id``, ``latest_calibration(model_version_id)``.
 
@@ -47,6 +49,10 @@ Review screen
     ``InspectionRow.heatmap_low``/``heatmap_high`` is the stored heatmap's value range.
     ``InspectionRow.error`` is the engine's message where it could not score the frame (the FAIL
     is then fail-safe, not a reject); ``InspectionFilter(errors_only=True)`` selects those.
+    Each row keeps the rule it was decided with (image and pixel threshold, smallest defect
+    area; revision 0008): ``decided_rule(row)`` returns it, or for a row from before, its model
+    version's calibration of the same threshold, and says which (``inspector.overlay.heatmap_view``
+    draws the row from it). ``products()``: (name, id) of every product, for the filters.
 
 People and audit
     ``add_user(name, role, pin, *, by)``, ``verify_pin(name, pin) -> role | None`` (raises
