@@ -79,7 +79,7 @@ class GuiSettings:
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Readable by its owner only: a link's URI may hold a password (the plant database's, an
-        # MQTT broker's). Better still, keep it out of the URI (README, "Plant links").
+        # MQTT broker's). Better still, keep it out of the URI (docs/plant-links.md, "Passwords").
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(asdict(self), indent=2) + "\n"), mode=0o600)
 
 
