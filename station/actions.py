@@ -15,6 +15,7 @@ import getpass
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -192,12 +193,16 @@ def _links_shown(config: StationConfig) -> dict[str, Any]:
     return shown
 
 
-def choose_product(db: HistoryDB, caller: Caller, before: str, name: str, product_id: int) -> Actor:
-    """A technician puts product ``name`` on the line (``choose_product``), audited as
-    ``choose_product``. The caller loads the recipe (seconds) after the check."""
-    actor = authorize(db, caller, "choose_product", f"product:{product_id}")
+def choose_product(db: HistoryDB, caller: Caller, before: str, name: str, load: Callable[[str], Any]) -> Any:
+    """A technician puts product ``name`` on the line (``choose_product``): the right checked,
+    ``load(name)`` loads its active recipe (seconds; InspectorError for a product without one,
+    which leaves the line's product as it is and audits nothing), then audited as
+    ``choose_product``. Returns what ``load`` returned."""
+    product = db.product_by_name(name)
+    actor = authorize(db, caller, "choose_product", f"product:{product.id if product is not None else name}")
+    loaded = load(name)
     db.record_audit(actor.user, actor.role, "choose_product", "gui", {"product": before}, {"product": name})
-    return actor
+    return loaded
 
 
 # -- who is at the station --------------------------------------------------------------------------

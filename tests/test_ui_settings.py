@@ -67,7 +67,7 @@ def test_settings_change_camera_storage_product_and_users(qtbot, tmp_path, tiny_
     page.product_button.click()
     qtbot.waitUntil(lambda: any(error for _, error in messages), timeout=30_000)
     assert "no active model" in [text for text, error in messages if error][-1]
-    assert line.recipe.product == "tile"
+    assert line.recipe.product == "tile" and "choose_product" not in audit_actions(db)  # nothing changed
 
     page.user_name.setText("olga")
     page.user_role.setCurrentText("operator")

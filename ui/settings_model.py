@@ -17,7 +17,7 @@ from typing import Any
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from inspector.recipes import get_product, list_products, load_active_recipe, set_camera_settings
+from inspector.recipes import list_products, load_active_recipe, set_camera_settings
 from drivers import open_camera
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB
@@ -148,16 +148,20 @@ class SettingsModel(QObject):
         self.message.emit(f"images: quota {quota_gb:g} GB, {100 * pass_sample_rate:g} % of passes kept", False)
 
     def choose_product(self, name: str) -> Task:
-        """Puts the product's active recipe and camera settings on the line (loaded off the GUI thread)."""
-        before = self.line.recipe.product
-        actions.choose_product(self.db, self.session.caller(), before, name, get_product(self.db, name).id)
+        """Puts the product's active recipe and camera settings on the line: the right checked,
+        the recipe loaded and the choice audited off the GUI thread (a refusal or a product
+        without an active model ends as a message; the line keeps its product)."""
+        before, caller = self.line.recipe.product, self.session.caller()
+
+        def load(product: str) -> Any:
+            return load_active_recipe(self.db, product, device=self.device, backend=self.backend)
 
         def finished(recipe) -> None:
             self._tasks.remove(task)
             self._save(product=name)
             self.line.stop(why="product changed")
             self.line.set_recipe(recipe)
-            self.line.config = self.line.config.with_changes(camera_settings=self.camera_settings())
+            self.line.config = self.line.config.with_changes(product=name, camera_settings=self.camera_settings())
             self.line.start()
             self.busy_changed.emit(False)
             self.message.emit(f"product {name!r} on the line (model version {recipe.model_version_id})", False)
@@ -168,7 +172,7 @@ class SettingsModel(QObject):
             self.message.emit(text, True)
 
         self.busy_changed.emit(True)
-        task = run_task("product change", lambda t: load_active_recipe(self.db, name, device=self.device, backend=self.backend), self,
+        task = run_task("product change", lambda t: actions.choose_product(self.db, caller, before, name, load), self,
                         finished=finished, failed=failed)
         self._tasks.append(task)
         return task
