@@ -106,23 +106,26 @@ def add_credential_options(p: argparse.ArgumentParser, user_option: str = "--use
 
 def read_pin_file(path: Path, option: str = "--pin-file") -> str:
     """The first line of a PIN file. Refused unless it is a regular file that only its owner may
-    read or write (mode 0600 or stricter): a PIN others can read is no longer a secret."""
+    read or write (mode 0600 or stricter): a PIN others can read is no longer a secret.
+
+    A refusal names the option, never the file: what was given as a file name may be the PIN
+    itself (typed where a file was expected), and the refusal is printed and audited."""
     try:  # non-blocking: a FIFO must be refused, not waited on
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        raise InspectorError(f"{option} {path}: {exc.strerror or exc}") from None
+        raise InspectorError(f"the file given to {option} cannot be opened: {exc.strerror or type(exc).__name__}") from None
     try:
         mode = os.fstat(fd).st_mode  # of the file opened, not of a name that may change under us
         if not stat.S_ISREG(mode):
-            raise InspectorError(f"{option} {path}: not a regular file")
+            raise InspectorError(f"the file given to {option} is not a regular file")
         if mode & 0o077:
-            raise InspectorError(f"{option} {path}: mode {stat.S_IMODE(mode):04o} lets others read it; "
-                                 f"chmod 600 {path}")
+            raise InspectorError(f"the file given to {option} has mode {stat.S_IMODE(mode):04o}, which lets others "
+                                 "read it; make it the owner's alone (chmod 600)")
         lines = os.read(fd, 4096).decode("utf-8", errors="replace").splitlines()
     finally:
         os.close(fd)
     if not lines or not lines[0]:
-        raise InspectorError(f"{option} {path}: the first line is empty; it should hold the PIN")
+        raise InspectorError(f"the file given to {option}: the first line is empty; it should hold the PIN")
     return lines[0]
 
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cli import audit_commands, gui_command, line_commands, teach_commands, users_commands
 from cli.common import DEVICE_OPTION, output_folder, positive_int, unique_stems
@@ -295,8 +295,19 @@ def cmd_distill(args: argparse.Namespace) -> int:
 # --- parser --------------------------------------------------------------------------------------
 
 
+class _ExactParser(argparse.ArgumentParser):
+    """An ArgumentParser that takes options only as spelt in full. With abbreviations, the old
+    release's ``--pin 246810`` became ``--pin-file 246810``: a PIN read as a file name, echoed in
+    the refusal and kept in the audit trail. ``add_subparsers`` makes its sub-parsers of the
+    parser's own class, so every command and sub-command below inherits this."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inspector", description="Inline visual inspection with EfficientAD.")
+    parser = _ExactParser(prog="inspector", description="Inline visual inspection with EfficientAD.")
     parser.add_argument("--version", action="version", version=f"inspector {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -92,7 +92,7 @@ def test_no_command_takes_a_pin_on_its_command_line() -> None:
 def test_a_pin_file_others_may_read_is_refused(tmp_path: Path) -> None:
     assert read_pin_file(pin_file(tmp_path / "ok", TECH_PIN, 0o600)) == TECH_PIN
     assert read_pin_file(pin_file(tmp_path / "ro", TECH_PIN, 0o400)) == TECH_PIN
-    with pytest.raises(InspectorError, match="mode 0644 lets others read it; chmod 600"):
+    with pytest.raises(InspectorError, match="mode 0644, which lets others read it; make it the owner's alone \\(chmod 600\\)"):
         read_pin_file(pin_file(tmp_path / "open", TECH_PIN, 0o644))
     with pytest.raises(InspectorError, match="mode 0640"):
         read_pin_file(pin_file(tmp_path / "group", TECH_PIN, 0o640))
@@ -102,6 +102,41 @@ def test_a_pin_file_others_may_read_is_refused(tmp_path: Path) -> None:
         read_pin_file(tmp_path / "absent")
     with pytest.raises(InspectorError, match="empty"):
         read_pin_file(pin_file(tmp_path / "empty", "", 0o600))
+
+
+def test_no_option_is_taken_abbreviated(staffed: str) -> None:
+    """The last release's ``--pin 246810`` was expanded to ``--pin-file 246810``: the PIN was
+    then read as a file name, and the refusal printed and audited it. Options are taken only as
+    spelt in full, on every parser and sub-parser."""
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            for sub in (action.choices or {}).values() if hasattr(action, "add_parser") else ():
+                yield from parsers(sub)
+
+    every = list(parsers(build_parser()))
+    assert len(every) > 20 and all(p.allow_abbrev is False for p in every)
+    for argv in (["users", "remove", OPERATOR, "--db", staffed, "--by", TECH, "--pin", "246810"],
+                 ["users", "pin", OPERATOR, "--db", staffed, "--by", TECH, "--new-pin", "246810"],
+                 ["teach", "activate", "--product", "tile", "--version", "1", "--db", staffed, "--user", TECH,
+                  "--pin", "246810"]):
+        with pytest.raises(SystemExit) as exit_:
+            run_main(argv)
+        assert exit_.value.code == 2, argv
+    assert all("denied" not in action for _, _, action, _ in audit(staffed))
+
+
+def test_a_refused_pin_file_is_named_neither_on_screen_nor_in_the_audit(staffed: str, tmp_path: Path) -> None:
+    """What was given as a PIN file's name may be the PIN itself; its contents are the PIN."""
+    secret = "246810"
+    for given in (tmp_path / secret, pin_file(tmp_path / f"pin-{secret}", secret, 0o644), tmp_path):
+        status, _, err = run_main(["users", "remove", OPERATOR, "--db", staffed, "--by", TECH,
+                                   "--pin-file", str(given)])
+        one_line_refusal(status, err, "remove_user refused", "--pin-file")
+        assert secret not in err and str(tmp_path) not in err, err
+    trail = audit(staffed)
+    assert [action for _, _, action, _ in trail].count("remove_user_denied") == 3
+    assert secret not in repr(trail) and str(tmp_path) not in repr(trail)
 
 
 def test_a_pin_file_with_mode_0644_is_refused_by_the_command_and_audited(staffed: str, tmp_path: Path,
