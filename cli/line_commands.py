@@ -17,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -136,15 +136,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     quiet_migrations()
     from inspector.history import HistoryDB, default_db_url
     from station import Station
+    from station.running import check_storage
 
     _check_run_args(args)
     db = HistoryDB(args.db or default_db_url())
     db.upgrade()
+    config = run_config(args, db)
+    check_storage(config, db)  # a run that could record nothing is refused before anything opens
     user, role = run_user(args, db)  # refused before a camera is opened or the model loaded
     active = product_recipe(args, db)
     overridden = overrides_given(args)
     out = _Printer()
-    station = Station(run_config(args, db), db, actor=Actor(user, role), strict_links=True,
+    station = Station(config, db, actor=Actor(user, role), strict_links=True,
                       load_product=product_loader(args, db), overridden=overridden, on_message=out.line)
     try:
         station.make_links()  # a bad URI or register map is reported before the cameras open
@@ -155,24 +158,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.line(_start_line(args, station, recipe, db))
         station.start()
         interrupted = threading.Event()  # Ctrl-C or SIGTERM: set by the signal handler
-        try:
-            with _stop_signals(interrupted):
+        # The handlers stay through the stop: a second signal shortens it, never skips the summary.
+        with _stop_signals(interrupted, station.hurry):
+            try:
                 while not station.wait(args.summary_interval, interrupted):
                     if stopping_line(out, interrupted, station.plc_down):
                         break
                     _print_summaries(out, station)
-        finally:  # whatever ended the loop, what was acquired is inspected and recorded
-            why = "interrupted" if interrupted.is_set() else (
-                "the PLC link went down (--plc-down stop)" if station.plc_down else None)
-            report = station.stop(STOP_TIMEOUT_S, why=why)
-        for camera_id, m in report.metrics.items():
-            name = f"{camera_id}: " if several else ""
-            out.line(f"stopped ({report.whys[camera_id]}): {name}{summary_line(m)}; acquired {m.acquired}, "
-                     f"recorded {m.recorded}")
-        if several:
-            out.line(f"all {len(args.camera)} cameras: acquired {report.acquired}, recorded {report.recorded}; "
-                     f"{_engine_line(lines)}")
-        check_run_end(report, interrupted)
+            finally:  # whatever ended the loop, what was acquired is inspected and recorded
+                why = "interrupted" if interrupted.is_set() else (
+                    "the PLC link went down (--plc-down stop)" if station.plc_down else None)
+                report = station.stop(STOP_TIMEOUT_S, why=why)
+            for camera_id, m in report.metrics.items():
+                name = f"{camera_id}: " if several else ""
+                out.line(f"stopped ({report.whys[camera_id]}): {name}{summary_line(m)}; acquired {m.acquired}, "
+                         f"recorded {m.recorded}")
+            if several:
+                out.line(f"all {len(args.camera)} cameras: acquired {report.acquired}, recorded {report.recorded}; "
+                         f"{_engine_line(lines)}")
+            check_run_end(report, interrupted, station.hurried)
         return 0
     finally:
         station.close()
@@ -267,9 +271,12 @@ def stopping_line(out: Any, interrupted: threading.Event, plc_down: bool) -> boo
     return False
 
 
-def check_run_end(report: Any, interrupted: threading.Event) -> None:
+def check_run_end(report: Any, interrupted: threading.Event, hurried: bool = False) -> None:
     """Raises what a run that did not end well ends with: verdicts not recorded, the PLC link
     down under ``--plc-down stop``, acquisition that failed."""
+    if hurried and report.lost:
+        raise DatabaseError(f"{report.lost} acquired frames were not inspected: a second signal shortened the stop "
+                            "(they are counted in the run_stop audit as unrecorded)")
     if not report.clean or report.lost:
         raise DatabaseError(f"{report.lost} verdicts were not recorded in the history; see the alarms above")
     if report.plc_down and not interrupted.is_set():
@@ -427,19 +434,27 @@ class _ResultPrinter:
 
 
 @contextmanager
-def _stop_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_signals(stop: threading.Event, hurry: Callable[[], None]) -> Iterator[None]:
     """Ctrl-C and SIGTERM (systemd, docker stop) set ``stop``: the run then stops gracefully,
     inspecting and recording what was acquired. Why not KeyboardInterrupt: raised wherever the main
     thread happens to be, it can leave a lock or a queue half-updated under the threads the stop
-    then waits for. A second signal, while the first is being served, still interrupts at once."""
+    then waits for. A second signal (the grace before SIGKILL is running out) calls ``hurry``: the
+    frames still waiting are counted as not inspected, and the summary and the audit are still
+    written; only a third interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    signals = 0
 
     def ask(signum: int, frame: Any) -> None:
-        if stop.is_set():
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            stop.set()
+        elif signals == 2:
+            hurry()
+        else:
             raise KeyboardInterrupt
-        stop.set()
 
     previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -23,12 +23,16 @@ from station.config import LINK_BY_NAME, StationConfig
 
 log = logging.getLogger(__name__)
 
+# The drains together stay within a container's default 10-s grace after SIGTERM (docker stop,
+# systemd's default is longer): what does not fit waits for the next run, nothing is lost.
 #: At the end of a run, seconds to go on sending results to the MES; the rest waits in the outbox.
-PUBLISH_DRAIN_S = 5.0
+PUBLISH_DRAIN_S = 3.0
 #: At the end of a run, seconds to wait for the PLC to acknowledge the last results.
 PLC_DRAIN_S = 2.0
 #: At the end of a run, seconds to go on forwarding to the plant database; the rest goes next run.
-PLANT_DRAIN_S = 5.0
+PLANT_DRAIN_S = 3.0
+#: A stop hurried by a second signal: seconds each link drains.
+HURRIED_DRAIN_S = 0.5
 #: Alarm of a link that could not be made or started (not strict).
 LINK_ERROR = "link_error"
 #: The alarms that say a link's state changed: its state is read again when one arrives.

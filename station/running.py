@@ -19,6 +19,7 @@ The faces differ only in what they do with it: the command line prints, the desk
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,7 +35,7 @@ from inspector.line.product_change import ProductSwitcher, decision_details
 from inspector.roles import Actor
 
 from station.config import StationConfig
-from station.links import StationLinks, audit_acknowledge
+from station.links import HURRIED_DRAIN_S, StationLinks, audit_acknowledge
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,22 @@ def run_counts(m: PipelineMetrics) -> dict[str, int]:
             "errors": m.errors, "dropped": m.dropped, "unrecorded": m.unrecorded + m.writer.failed}
 
 
+def check_storage(config: StationConfig, db: Any) -> None:
+    """Refuses, before a camera opens or a model loads, a station that could record nothing:
+    a read-only history (an archive), an image folder that is a file or cannot be written."""
+    if getattr(db, "read_only", False):
+        raise DatabaseError(f"{db.url} is read-only (an archive): a station cannot record into it; "
+                            "choose a writable history database")
+    folder = config.image_dir
+    if folder.exists() and not folder.is_dir():
+        raise InspectorError(f"the image folder {folder} is a file, not a folder")
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InspectorError(f"cannot keep images in {folder}: {existing} is not a writable folder")
+
+
 class Station:
     """One station: :attr:`config` (a :class:`~station.config.StationConfig`), its history
     ``db``, and who runs it (``actor``, for the run's audit).
@@ -124,6 +141,7 @@ class Station:
         self._retired = Counts()  # cameras configured away since the last reset
         self._batching: tuple[Any, int, int] | None = None  # (engine, cameras, max batch) measured
         self._started = False
+        self._hurried = threading.Event()
 
     # -- configuration ----------------------------------------------------------------------------
 
@@ -143,6 +161,10 @@ class Station:
         return self.lines is not None and self.lines.running
 
     # -- a run --------------------------------------------------------------------------------------
+
+    def check_storage(self) -> None:
+        """See :func:`check_storage`."""
+        check_storage(self.config, self.db)
 
     def make_links(self) -> StationLinks:
         """The configured plant links, made, not started (done by :meth:`build` if not before):
@@ -174,6 +196,7 @@ class Station:
     def build(self, recipe: Any, *, extra_links: Iterable[Any] = ()) -> Lines:
         """The lines on the open cameras (opened now if not before), deciding with ``recipe``,
         every link subscribed; not started. ``extra_links`` hear every camera (``--print-results``)."""
+        self.check_storage()
         links = self.make_links()
         if not self.cameras:
             self.open_cameras()
@@ -233,6 +256,20 @@ class Station:
                 return True
         return False
 
+    def hurry(self) -> None:
+        """Shorten a stop under way or to come (a second signal): frames still waiting are
+        counted as not inspected instead of being scored, and each link drains for
+        :data:`~station.links.HURRIED_DRAIN_S` only. The summary and ``run_stop`` are still
+        written. Safe from a signal handler: it only sets events."""
+        self._hurried.set()
+        lines = self.lines
+        if lines is not None:
+            lines.hurry()
+
+    @property
+    def hurried(self) -> bool:
+        return self._hurried.is_set()
+
     @property
     def plc_down(self) -> bool:
         return self.links is not None and self.links.plc_down.is_set()
@@ -244,11 +281,13 @@ class Station:
         (default: each camera's own reason) and the counts. A database that is down does not
         turn the stop into a crash: the verdicts are journaled, the failure logged."""
         lines, links, _ = self._built()
+        if self.hurried:
+            lines.hurry()
         try:
             clean = lines.stop(timeout)
         finally:
             links.set_running(False)
-        links.drain(self.on_message, drain_s)
+        links.drain(self.on_message, HURRIED_DRAIN_S if self.hurried else drain_s)
         metrics = lines.metrics()
         whys = {line.camera.camera_id: why or self._why(line, metrics[line.camera.camera_id]) for line in lines.lines}
         report = StopReport(clean, whys, metrics, sum(m.unrecorded + m.writer.failed for m in metrics.values()),

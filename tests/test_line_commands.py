@@ -453,3 +453,50 @@ def test_ctrl_c_stops_gracefully_and_records_every_acquired_frame(tmp_path: Path
     assert len(stored) == int(match.group(1)) == len(printed)
     assert stored == printed
     assert "Traceback" not in err and "error:" not in err
+
+
+def test_a_second_sigterm_shortens_the_stop_but_the_summary_and_the_audit_are_still_written(
+        tmp_path: Path, frames: Path, model_path: Path) -> None:
+    """``docker stop`` twice: the frames still queued are counted as not inspected (not lost
+    silently), the run ends with its summary, one error line and the run_stop audit, not 143."""
+    child, db_path = _start_run(tmp_path, frames, model_path, "--queue-size", "40")
+    try:
+        _read_results(child, until=1)
+        time.sleep(2.0)  # an endless source at full speed: the queue fills while the engine scores
+        child.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        child.send_signal(signal.SIGTERM)
+        rest, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    assert child.returncode == 2, err
+    lines = rest.strip().splitlines()
+    match = re.search(r"^stopped \(interrupted\): .*; acquired (\d+), recorded (\d+)$", lines[-1])
+    assert match, lines[-1]
+    acquired, recorded = int(match.group(1)), int(match.group(2))
+    assert acquired > recorded
+    assert "acquired frames were not inspected: a second signal shortened the stop" in err and "Traceback" not in err
+    (stop,) = audit_events(db_path, "run_stop")
+    assert stop.after["why"] == "interrupted" and stop.after["unrecorded"] == acquired - recorded
+    assert len(db_rows(db_path)) == recorded
+
+
+def test_a_run_that_could_record_nothing_is_refused_before_the_camera_opens(
+        tmp_path: Path, frames: Path, model_path: Path, technician, monkeypatch: pytest.MonkeyPatch) -> None:
+    db_path = tmp_path / "history.db"
+    opened: list[str] = []
+    monkeypatch.setattr("station.running.open_camera", lambda uri: opened.append(uri))
+    argv = ["run", "--camera", f"folder://{frames}?fps=0", "--model", str(model_path), "--threshold", "0.1",
+            "--db", f"sqlite:///{db_path}", *technician(db_path), *FAST]
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    status, _, err = run_main([*argv, "--image-dir", str(a_file)])
+    _assert_one_line_error(status, err, f"the image folder {a_file} is a file, not a folder")
+    # A read-only archive (as test_history_db makes one): the history cannot take a verdict.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if mode == os.W_OK and str(path) == str(db_path)
+                        else real_access(path, mode, *a, **k))
+    status, _, err = run_main([*argv, "--image-dir", str(tmp_path / "images")])
+    _assert_one_line_error(status, err, "is read-only (an archive): a station cannot record into it")
+    assert opened == []

@@ -268,7 +268,7 @@ def test_inspector_run_publishes_and_leaves_what_the_broker_missed_for_the_next_
         return out.getvalue()
 
     broker.stop()
-    monkeypatch.setattr("station.links.PUBLISH_DRAIN_S", 0.5)  # the broker is away: do not wait 5 s for it
+    monkeypatch.setattr("station.links.PUBLISH_DRAIN_S", 0.5)  # the broker is away: do not wait 3 s for it
     first = run()
     assert "published 0 results" in first and "3 wait in the outbox" in first
     broker.start()

@@ -384,6 +384,11 @@ class Lines:
         for line in self.lines:
             line.set_recipe(recipe)
 
+    def hurry(self) -> None:
+        """Every camera's stop is shortened (see :meth:`~inspector.line.Pipeline.hurry`)."""
+        for line in self.lines:
+            line.pipeline.hurry()
+
     def set_shadow(self, engine: Any | None) -> None:
         """Every camera's next frames are scored by this candidate engine too, through the batcher
         (None: no more)."""
