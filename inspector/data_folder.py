@@ -1,5 +1,9 @@
 """Where the application keeps its data on this machine (the history database, the engine's
-remembered backend choices): light enough for any module to import, unlike ``inspector.history``."""
+remembered backend choices): light enough for any module to import, unlike ``inspector.history``.
+
+The history database holds the users' PIN hashes: a six-digit PIN falls to an offline search in
+hours once its hash is read, so what this process creates to hold it is its owner's alone
+(:func:`make_private_folder`, :func:`create_private_file`)."""
 
 from __future__ import annotations
 
@@ -16,3 +20,22 @@ def data_dir() -> Path:
         return Path(local) / "inspector"
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "inspector"
+
+
+def make_private_folder(path: Path) -> None:
+    """Create ``path`` (and missing parents) if it does not exist, the folder itself with mode
+    0700: only its owner may list or enter it. An existing folder is left as it is -- an
+    administrator may have shared it on purpose."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def create_private_file(path: Path) -> bool:
+    """Create ``path`` empty with mode 0600 unless it exists; whether it was created. Made here
+    rather than by the library that fills it, which would create it readable by all (0644 under
+    the usual umask); SQLite gives its -wal and -shm files the mode of the database file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True

@@ -214,6 +214,34 @@ def test_sqlite_is_opened_in_wal_mode_with_durable_sync(tmp_path: Path) -> None:
     db.close()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+def test_a_new_database_and_its_folder_are_the_owners_alone(tmp_path: Path) -> None:
+    """The file holds the PIN hashes: under the usual umask (022) SQLite alone would make it 0644
+    in a 0755 folder, readable by every local account."""
+    import stat
+
+    mode = lambda path: stat.S_IMODE(path.stat().st_mode)  # noqa: E731
+    old_umask = os.umask(0o022)
+    try:
+        folder = tmp_path / "data" / "inspector"
+        db = HistoryDB(f"sqlite:///{folder / 'history.db'}")
+        db.upgrade()
+        db.add_user("tina", "technician", "471108")
+        assert mode(folder) == 0o700
+        assert mode(folder / "history.db") == 0o600
+        assert (folder / "history.db-wal").is_file()  # while open: the log holds the rows
+        assert mode(folder / "history.db-wal") == 0o600 and mode(folder / "history.db-shm") == 0o600
+        db.close()
+        # An existing folder and file keep the modes their administrator gave them.
+        shared = tmp_path / "shared"
+        shared.mkdir(mode=0o750)
+        (shared / "h.db").touch(mode=0o640)
+        HistoryDB(f"sqlite:///{shared / 'h.db'}").close()
+        assert (mode(shared), mode(shared / "h.db")) == (0o750, 0o640)
+    finally:
+        os.umask(old_umask)
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from inspector import __version__
-from inspector.data_folder import data_dir
+from inspector.data_folder import create_private_file, data_dir, make_private_folder
 from inspector.file_digest import file_sha256
 from inspector.errors import DatabaseError
 from inspector.history import queries
@@ -107,7 +107,10 @@ class HistoryDB:
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         try:
             if self.sqlite_path is not None and not parsed.query.get("uri"):
-                self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+                # The file holds the PIN hashes: the folder made for it and a new file are the
+                # owner's alone (an existing file keeps the mode its administrator gave it).
+                make_private_folder(self.sqlite_path.parent)
+                create_private_file(self.sqlite_path)
             self.engine: Engine = create_engine(parsed, **kwargs)
             if sqlite and not self.read_only:
                 event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_ms))
