@@ -208,3 +208,27 @@ def pin_or_denied(db: HistoryDB, user: str, pin_file: Path | None, action: str, 
     except InspectorError as exc:
         db.record_audit(user, "unknown", f"{action}_denied", target, None, {"reason": str(exc)})
         raise AccessDenied(f"{action} refused: {exc}") from None
+
+
+#: Options that take a database URL: a password in one is refused (see :func:`refuse_passwords_in_urls`).
+URL_OPTIONS = {"db": "--db", "plant_db": "--plant-db"}
+
+
+def refuse_passwords_in_urls(args: Any) -> None:
+    """A database URL on the command line must not hold a password: ``ps`` shows every
+    process's arguments to every account. libpq reads it from ``~/.pgpass`` (mode 0600) or
+    ``$PGPASSWORD`` instead, for the station's ``--db`` and the plant's ``--plant-db`` alike."""
+    from urllib.parse import urlsplit
+
+    for name, option in URL_OPTIONS.items():
+        url = getattr(args, name, None)
+        if not isinstance(url, str) or "://" not in url:
+            continue
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue  # malformed: the database says what is wrong with it
+        if password:
+            raise InspectorError(
+                f"{option} holds a password, which `ps` shows to every account on this machine: leave it out of "
+                "the URL and put it in ~/.pgpass (mode 0600, one line HOST:PORT:DB:USER:PASSWORD) or $PGPASSWORD")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli import audit_commands, gui_command, line_commands, teach_commands, users_commands
-from cli.common import DEVICE_OPTION, output_folder, positive_int, unique_stems
+from cli.common import DEVICE_OPTION, output_folder, positive_int, refuse_passwords_in_urls, unique_stems
 from inspector import ENGINE_BACKENDS, __version__
 from inspector.errors import InspectorError
 from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, SHORT_RECIPE_BELOW, TRAIN_MODES
@@ -403,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that resumes
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
+        refuse_passwords_in_urls(args)
         return args.func(args)
     except InspectorError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -85,9 +85,11 @@ LINKS: tuple[LinkSpec, ...] = (
     LinkSpec(
         "plant_db", "plant_db", "plant database", "URL",
         "also forward every recorded verdict to the plant's shared database: "
-        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?station=NAME] (the station defaults to the host name; the "
-        "station's own history keeps recording while the plant database is away)",
-        "postgresql://USER:PASSWORD@HOST:PORT/DB?station=NAME (empty: no plant database)", _check_plant),
+        "postgresql://USER@HOST[:PORT]/DB[?station=NAME] (the station defaults to the host name; the "
+        "station's own history keeps recording while the plant database is away; the password comes from "
+        "~/.pgpass or $PGPASSWORD, never the command line)",
+        "postgresql://USER@HOST:PORT/DB?station=NAME (password: ~/.pgpass, mode 0600; empty: no plant database)",
+        _check_plant),
     LinkSpec(
         "plc", "plc", "PLC", "URI",
         "also hand every recorded verdict to the PLC over Modbus TCP: "

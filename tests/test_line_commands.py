@@ -500,3 +500,20 @@ def test_a_run_that_could_record_nothing_is_refused_before_the_camera_opens(
     status, _, err = run_main([*argv, "--image-dir", str(tmp_path / "images")])
     _assert_one_line_error(status, err, "is read-only (an archive): a station cannot record into it")
     assert opened == []
+
+
+def test_a_database_password_on_the_command_line_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """``ps`` shows every process's arguments to every account: libpq's ~/.pgpass or $PGPASSWORD it is."""
+    for argv, option in [
+        (["run", "--camera", "folder:///x", "--product", "tile", "--db", f"sqlite:///{tmp_path / 'h.db'}",
+          "--plant-db", "postgresql://inspector:s3cret@plant-db/plant"], "--plant-db"),
+        (["history", "export", "--db", "postgresql://quality:s3cret@plant-db/plant", "--out", str(tmp_path / "x.csv")],
+         "--db"),
+    ]:
+        status, _, err = run_main(argv)
+        _assert_one_line_error(status, err, f"{option} holds a password", "~/.pgpass")
+        assert "s3cret" not in err
+    assert not (tmp_path / "h.db").exists() and not (tmp_path / "x.csv").exists()
+    status, _, err = run_main(["history", "export", "--db", "postgresql://quality@127.0.0.1:1/plant",
+                               "--out", str(tmp_path / "x.csv")])
+    assert "holds a password" not in err  # without one it goes on (and fails later: nobody is there)
