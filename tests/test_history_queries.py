@@ -12,6 +12,7 @@ import pytest
 
 from sqlalchemy import func, select
 
+from inspector.errors import DatabaseError
 from inspector.history import HistoryDB, InspectionFilter, InspectionResult
 from inspector.history import queries
 from inspector.history.tables import Inspection
@@ -228,6 +229,32 @@ def test_export_to_unwritable_place_leaves_nothing(seeded, tmp_path: Path) -> No
         db.export_csv(target)  # renaming onto a folder fails after the rows were written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"]
     assert list(target.iterdir()) == []
+
+
+def test_an_export_that_cannot_be_audited_leaves_no_file(seeded, tmp_path: Path) -> None:
+    """Another writer holds the database: the rows can be read (WAL), the audit event cannot be
+    written. An exported file is a quality record, so without its audit there is none."""
+    import sqlite3
+
+    db, _ = seeded
+    audited = HistoryDB(db.url, busy_timeout_ms=100)
+    path = tmp_path / "out" / "export.csv"
+    path.parent.mkdir()
+    event = lambda rows: ("quinn", "quality", "export", "inspections", {"rows": rows})  # noqa: E731
+    holder = sqlite3.connect(audited.sqlite_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseError, match="locked"):
+            audited.export_csv(path, audit=event)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert list(path.parent.iterdir()) == []  # neither the CSV nor its temporary
+    assert all(e.action != "export" for e in audited.audit_events())
+    n = audited.export_csv(path, audit=event)
+    assert n == audited.count_inspections() and path.is_file()
+    assert audited.audit_events(1)[0].after == {"rows": n}
+    audited.close()
 
 
 @pytest.mark.parametrize(

@@ -465,11 +465,33 @@ class HistoryDB:
             return queries.yield_over_time(s, filters or InspectionFilter(), bucket)
 
     def export_csv(
-        self, path: str | os.PathLike[str], filters: InspectionFilter | None = None
+        self,
+        path: str | os.PathLike[str],
+        filters: InspectionFilter | None = None,
+        *,
+        audit: Callable[[int], tuple[str, str, str, str, Any]] | None = None,
     ) -> int:
-        """See :func:`.queries.export_csv`; returns the number of rows written."""
-        with self.session() as s:
-            return queries.export_csv(s, path, filters or InspectionFilter())
+        """See :func:`.queries.export_csv`; returns the number of rows written.
+
+        With ``audit``, ``audit(rows)`` gives the export's audit event (user, role, action,
+        target, after), written in the transaction that read the rows; the CSV appears at
+        ``path`` only once that transaction has committed. An exported file is a quality record:
+        an export that cannot be audited (the database locked or full) leaves no file behind,
+        neither a complete one nor the temporary it was written to."""
+        filters = filters or InspectionFilter()
+        tmp: Path | None = None
+        try:
+            with self.session() as s:
+                tmp, rows = queries.csv_to_temporary(s, path, filters)
+                if audit is not None:
+                    user, role, action, target, after = audit(rows)
+                    self._audit(s, user, role, action, target, None, after)
+            os.replace(tmp, path)
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+        return rows
 
     def label_inspection(self, inspection_id: int, label: str, user: str) -> None:
         """Set the review label (one of ``LABELS``) with who and when; audited under the user's

@@ -339,6 +339,19 @@ def export_csv(session: Session, path: str | os.PathLike[str], filters: Inspecti
     Rows are streamed, so memory stays flat for any table size; the file appears complete or not
     at all (temporary file, fsync, rename). Times are ISO 8601 UTC. Returns the number of rows.
     """
+    tmp, n = csv_to_temporary(session, path, filters)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def csv_to_temporary(session: Session, path: str | os.PathLike[str], filters: InspectionFilter) -> tuple[Path, int]:
+    """The CSV of :func:`export_csv`, written and fsynced to a hidden temporary file beside
+    ``path``, and its number of rows. Renaming it onto ``path`` is the caller's, once whatever
+    else the export needs (its audit event) has succeeded; on any error here it is removed."""
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n = 0
@@ -352,11 +365,10 @@ def export_csv(session: Session, path: str | os.PathLike[str], filters: Inspecti
                 n += 1
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return n
+    return Path(tmp_name), n
 
 
 #: A text cell starting with one of these is a formula to a spreadsheet (CSV injection).
