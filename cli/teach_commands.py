@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.common import DEVICE_OPTION, add_credential_options, open_history, pin_or_denied, verified_user
+from cli.common import DEVICE_OPTION, add_credential_options, open_history, pin_or_denied, positive_int, verified_user
 from inspector import ENGINE_BACKENDS
 from inspector.errors import DataError, InspectorError
 
@@ -360,7 +360,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the instant model's features: EfficientNet-Lite2's (lite2, default: more accurate and faster) "
                         "or the shipped teacher's (pdn)")
     s.add_argument("--mode", choices=("quick", "full"), default="quick", help="quick (as many iterations as fit in 24 minutes, at most 10000) or full (the paper's 70000)")
-    s.add_argument("--iterations", type=int, help="override the mode's iteration count")
+    s.add_argument("--iterations", type=positive_int, help="override the mode's iteration count (at least 1)")
     s.add_argument("--size", choices=("s", "m"), default="s")
     s.add_argument("--teacher", help="teacher file, or 'random' (default: the shipped teacher)")
     s.add_argument("--penalty-dir", type=Path, help="natural images for the penalty loss (default: shipped)")

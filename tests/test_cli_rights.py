@@ -282,3 +282,43 @@ def test_teach_train_and_calibrate_record_only_a_verified_technician(staffed, tm
 
     denied = [(user, action) for user, _, action, _ in audit(staffed) if action.endswith("_denied")]
     assert denied == [(shell_user(), "teach_train_denied"), (OPERATOR, "teach_train_denied"), (OPERATOR, "teach_calibrate_denied")]
+
+
+@pytest.mark.parametrize("count", ["0", "-5"])
+def test_teach_train_refuses_an_iteration_count_below_one_before_anything(staffed, tmp_path, monkeypatch, capsys, count):
+    """``--iterations 0`` trained nothing and registered the untrained model as a calibrated
+    candidate; it is refused by the parser, as ``inspector train`` refuses it: no product, no
+    folder, no audit event."""
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
+    work, before = tmp_path / "work", audit(staffed)
+    with pytest.raises(SystemExit) as exit_:
+        main(["teach", "train", "--product", "tile", "--db", staffed, "--workdir", str(work), "--user", TECH,
+              "--iterations", count])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument --iterations: '{count}': must be at least 1" in err
+    assert not work.exists() and audit(staffed) == before
+    db = HistoryDB(staffed)
+    try:
+        assert db.product_by_name("tile") is None
+    finally:
+        db.close()
+
+
+def test_the_teach_session_refuses_an_iteration_count_below_one_before_its_audit(staffed, tmp_path):
+    """The desktop's teach page calls the session itself: the same refusal, before the
+    ``train_started`` event and before a staged teach would activate its instant model."""
+    from calibration.teach import TeachSession
+    from inspector.roles import Caller
+
+    db = HistoryDB(staffed)
+    try:
+        before = len(db.audit_events(100))
+        session = TeachSession(db, "tile", tmp_path / "work", device="cpu")
+        for kind in ("efficientad", "staged"):
+            with pytest.raises(InspectorError, match="iterations must be a whole number of at least 1, not 0"):
+                session.teach(Caller(TECH, TECH_PIN), kind=kind, iterations=0)
+        with pytest.raises(InspectorError, match="not -5"):
+            session.train(iterations=-5)
+        assert len(db.audit_events(100)) == before and db.model_version(1) is None
+    finally:
+        db.close()

@@ -49,6 +49,14 @@ MODES = {"quick": QUICK_MAX_ITERATIONS, "full": PAPER_ITERATIONS}
 #: What ``train`` makes: EfficientAD, or the instant memory-bank model (:mod:`inspector.method.instant`).
 KINDS = ("efficientad", "instant")
 
+
+def check_iterations(iterations: int | None) -> None:
+    """Refuses an iteration count below 1: the model would be registered untrained, calibrated
+    and ready to activate. None means the mode's own count."""
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
+        raise InspectorError(f"iterations must be a whole number of at least 1, not {iterations!r}")
+
+
 Images = str | Path | Sequence[Path] | None
 
 
@@ -120,6 +128,7 @@ class Models:
 
         if mode not in MODES:
             raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        check_iterations(iterations)
         if kind not in KINDS:
             raise InspectorError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         t0 = time.perf_counter()

@@ -42,7 +42,7 @@ from calibration.quality import QualityGates, SampleScreen, SampleVerdict
 from calibration.shadow import Handover, ShadowReport
 from calibration.teach.folders import TeachFolders
 from calibration.teach.lifecycle import Lifecycle, StagedTeach
-from calibration.teach.models import Images, Models, TeachResult
+from calibration.teach.models import Images, Models, TeachResult, check_iterations
 from calibration.teach.samples import CollectResult, Samples, split
 from calibration.thresholds import FrrEstimate
 from inspector.errors import DataError, InspectorError
@@ -150,6 +150,9 @@ class TeachSession:
         off a GUI thread; a refusal comes before any work."""
         if kind not in TEACH_KINDS:
             raise InspectorError(f"kind must be one of {', '.join(TEACH_KINDS)}, not {kind!r}")
+        # Before the audit and the staged teach's instant activation: a count of 0 would register
+        # (and a staged teach activate) an untrained model.
+        check_iterations(options.get("iterations"))
         actor = self._authorize(caller, "activate_model" if kind == "staged" else "teach", "teach_train")
         self.db.record_audit(actor.user, actor.role, "train_started", self.target, None,
                              {"kind": kind, "samples": len(self.samples.paths()),
