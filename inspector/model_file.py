@@ -7,10 +7,13 @@ an incompatible version of the software.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import re
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 
 from inspector import MODEL_FORMAT_VERSION, __version__
 from inspector.errors import InspectorError, ModelFileError
@@ -48,7 +51,7 @@ def atomic_write(path: str | Path, write, mode: int | None = None) -> None:
     The file is fsynced before the rename and its folder after it: a power cut leaves the old
     file or the new one, never an empty "finished" one. A temporary file left by a process killed
     mid-write (``.<name>.*.tmp``) is removed by :func:`remove_orphans` at the next write into the
-    folder.
+    folder. ``write`` must write to ``tmp_path`` itself, not through a temporary file of its own.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,12 +73,22 @@ def atomic_write(path: str | Path, write, mode: int | None = None) -> None:
         raise
 
 
+#: The temporary name the safetensors library gives a file it writes (Rust's ``tempfile``:
+#: ``.tmp`` and six letters or digits). Files written before model files went through
+#: :func:`atomic_write`'s own name were written so; a killed write left a whole model under it.
+_LIBRARY_TMP = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+
+
 def remove_orphans(folder: str | Path, min_age_s: float = 3600.0) -> list[Path]:
-    """Deletes temporary files that :func:`atomic_write` left in ``folder`` when its process was
-    killed mid-write (older than ``min_age_s``, so a write in progress elsewhere is left alone)."""
+    """Deletes temporary files that a write killed midway left in ``folder``: :func:`atomic_write`'s
+    (``.<name>.*.tmp``) and the safetensors library's (``.tmpXXXXXX``, only when empty or begun as
+    a safetensors file, so another program's temporary file is left alone). Only files older than
+    ``min_age_s``, so a write in progress elsewhere is left alone."""
     removed = []
     now = time.time()
-    for tmp in Path(folder).glob(".*.tmp"):
+    folder = Path(folder)
+    candidates = [*folder.glob(".*.tmp"), *(p for p in folder.glob(".tmp*") if _LIBRARY_TMP.fullmatch(p.name) and _begins_as_safetensors(p))]
+    for tmp in candidates:
         try:
             if tmp.is_file() and now - tmp.stat().st_mtime >= min_age_s:
                 tmp.unlink()
@@ -83,6 +96,19 @@ def remove_orphans(folder: str | Path, min_age_s: float = 3600.0) -> list[Path]:
         except OSError:
             pass  # gone already, or not ours to delete: either way nothing to do
     return removed
+
+
+def _begins_as_safetensors(path: Path) -> bool:
+    """Whether ``path`` is empty or starts as a safetensors file does: an 8-byte little-endian
+    header length, then the header's JSON object."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(9)
+    except OSError:
+        return False
+    if not start:
+        return True
+    return len(start) == 9 and start[8:9] == b"{" and struct.unpack("<Q", start[:8])[0] < 100_000_000
 
 
 def _fsync_file(path: str | Path) -> None:
@@ -118,7 +144,23 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     meta["tensor_sha256"] = tensor_digest(tensors)
     meta.pop("metadata_sha256", None)
     meta["metadata_sha256"] = metadata_digest(meta)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)}))
+    # Serialised here and written through atomic_write's own temporary name: the library's
+    # save_file writes through a ``.tmpXXXXXX`` of its own, which a killed write left behind.
+    data = serialize(tensors, metadata={METADATA_KEY: json.dumps(meta)})
+    try:
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    except (OSError, SafetensorError) as e:  # atomic_write has removed its temporary file
+        raise ModelFileError(f"{path}: not written: {_write_failure(e)}") from None
+
+
+def _write_failure(e: OSError | SafetensorError) -> str:
+    """Why a write failed, in words: a full disk (the library reports it as its own error with
+    the OS's text in it) or the OS's reason."""
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))) or "No space left" in str(e) or "StorageFull" in str(e):
+        return "no space left on the disk (free some and write it again)"
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def metadata_digest(meta: dict[str, Any]) -> str:

@@ -107,3 +107,67 @@ def test_atomic_write_syncs_and_clears_the_orphans_of_a_killed_write(tmp_path: P
     assert str(tmp_path) in synced  # and its folder, after it
     assert not old_orphan.exists() and fresh.exists()
     assert remove_orphans(tmp_path, min_age_s=0) == [fresh]
+
+
+def test_the_safetensors_librarys_temporary_files_of_a_killed_write_are_orphans_too(tmp_path: Path) -> None:
+    """The library's save_file writes through ``.tmpXXXXXX``; a write killed midway left a whole
+    model there, which the clean-up never matched. Its files are matched by name and by their
+    safetensors start, so another program's temporary file is left alone."""
+    old = time.time() - 7200
+
+    def aged(path: Path) -> Path:
+        os.utime(path, (old, old))
+        return path
+
+    whole = tmp_path / ".tmpAb3dE9"
+    save_file({"w": torch.zeros(1000)}, str(whole), metadata={METADATA_KEY: "{}"})
+    half = tmp_path / ".tmpQ1w2E3"
+    half.write_bytes(whole.read_bytes()[:200])
+    empty = tmp_path / ".tmpZZZZZZ"
+    empty.write_bytes(b"")
+    orphans = [aged(whole), aged(half), aged(empty)]
+    other = tmp_path / ".tmpnot123"  # the library's pattern, another program's contents
+    other.write_text("someone else's notes")
+    aged(other)
+    short = tmp_path / ".tmp12345"  # not the library's pattern
+    short.write_bytes(whole.read_bytes())
+    aged(short)
+    fresh = tmp_path / ".tmpFr35hX"  # maybe a write in progress right now
+    fresh.write_bytes(whole.read_bytes())
+
+    save_model(tmp_path / "model.safetensors", EfficientAD("s"), {"image_size": 256})
+    assert not any(p.exists() for p in orphans)
+    assert other.exists() and short.exists() and fresh.exists()
+    assert load_model(tmp_path / "model.safetensors")[1]["image_size"] == 256
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that runs out of space raised the library's SafetensorError (a 23-line traceback at
+    the command line) and could leave its temporary file; now it is a ModelFileError naming the
+    cause, and the folder holds what it held before."""
+    import errno
+
+    real_write_bytes = Path.write_bytes
+
+    def full_disk(self: Path, data: bytes) -> int:
+        real_write_bytes(self, data[: len(data) // 2])  # the disk fills up halfway through
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(ModelFileError, match=r"model.safetensors: not written: no space left on the disk"):
+        save_model(target, EfficientAD("s"), {"image_size": 256})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_librarys_own_full_disk_error_reads_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors import SafetensorError
+
+    import inspector.model_file as model_file
+
+    def library_full_disk(path, write, mode=None):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(model_file, "atomic_write", library_full_disk)
+    with pytest.raises(ModelFileError, match="not written: no space left on the disk"):
+        save_tensors(tmp_path / "t.safetensors", {"w": torch.zeros(3)}, {"kind": "x"})
