@@ -68,16 +68,18 @@ def export_inspections(db: HistoryDB, caller: Caller, csv_path: str | Path, filt
     if not csv_path.parent.is_dir():
         raise InspectorError(f"cannot write {csv_path}: folder {csv_path.parent} does not exist")
     actor = authorize(db, caller, "export", "inspections")
+    copied = 0 if images_dir is None else _copy_images(db, filters, Path(images_dir))
+
+    def audit(rows: int) -> tuple[str, str, str, str, Any]:
+        return actor.user, actor.role, "export", "inspections", {
+            "out": str(csv_path.resolve()), "rows": rows, "images": copied, "filters": filters_json(filters)}
+
+    # The CSV and its audit event in one transaction: a file that left the station is on record.
     try:
-        rows = db.export_csv(csv_path, filters)
+        rows = db.export_csv(csv_path, filters, audit=None if db.read_only else audit)
     except OSError as exc:
         raise InspectorError(f"cannot write {csv_path}: {exc.strerror or exc}") from None
-    copied = 0 if images_dir is None else _copy_images(db, filters, Path(images_dir))
-    if db.read_only:
-        return Export(csv_path, rows, copied, audited=False)
-    details = {"out": str(csv_path.resolve()), "rows": rows, "images": copied, "filters": filters_json(filters)}
-    db.record_audit(actor.user, actor.role, "export", "inspections", None, details)
-    return Export(csv_path, rows, copied, audited=True)
+    return Export(csv_path, rows, copied, audited=not db.read_only)
 
 
 def require_existing_db(url: str) -> None:
