@@ -121,11 +121,18 @@ def read_pin_file(path: Path, option: str = "--pin-file") -> str:
         if mode & 0o077:
             raise InspectorError(f"the file given to {option} has mode {stat.S_IMODE(mode):04o}, which lets others "
                                  "read it; make it the owner's alone (chmod 600)")
+        # 4096 bytes hold a first line far longer than any PIN may be: one this long is refused below.
         lines = os.read(fd, 4096).decode("utf-8", errors="replace").splitlines()
     finally:
         os.close(fd)
     if not lines or not lines[0]:
         raise InspectorError(f"the file given to {option}: the first line is empty; it should hold the PIN")
+    from inspector.history.pins import MAX_PIN_LENGTH  # here: the package loads alembic (quiet_migrations)
+
+    # Refused, not cut: a PIN set from a shortened line would never match the one typed later.
+    if len(lines[0]) > MAX_PIN_LENGTH:
+        raise InspectorError(f"the file given to {option}: the first line is longer than a PIN may be "
+                             f"({MAX_PIN_LENGTH} characters at most)")
     return lines[0]
 
 

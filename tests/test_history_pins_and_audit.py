@@ -99,6 +99,49 @@ def test_ordinary_names_are_accepted(db: HistoryDB) -> None:
     assert len(db.list_users()) == 4
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["../tile", "tile/..", "a/b", "a\\b", "..", ".", "x..y", "tile\u202e", "tile\u2066", "til\u200fe", "tile\n",
+     " tile", "x" * (pins.MAX_NAME_LENGTH + 1)],
+)
+def test_one_rule_for_the_names_of_users_products_and_stations(db: HistoryDB, tmp_path: Path, name: str) -> None:
+    """A product's name is also its teach folder's: ``../tile`` wrote into ``tile``'s samples."""
+    with pytest.raises(DatabaseError, match="user"):
+        db.add_user(name, "operator", "123456")
+    with pytest.raises(DatabaseError, match="product"):
+        db.add_product(name)
+    with pytest.raises(DatabaseError, match="station"):
+        HistoryDB(f"sqlite:///{tmp_path / 'station.db'}", station=name)
+    assert db.list_users() == [] and db.products() == []
+
+
+def test_ordinary_product_and_station_names_are_accepted(db: HistoryDB, tmp_path: Path) -> None:
+    for name in ("tile", "Fliese 30×30", "plate-2.b", "x" * pins.MAX_NAME_LENGTH):
+        db.add_product(name)
+    assert len(db.products()) == 4
+    assert HistoryDB(f"sqlite:///{tmp_path / 's.db'}", station="line-3.hall B").station == "line-3.hall B"
+
+
+def test_a_pin_longer_than_is_kept_is_refused_not_shortened(db: HistoryDB, tmp_path: Path) -> None:
+    from cli.common import read_pin_file
+    from inspector.errors import InspectorError
+
+    longest = "7" * pins.MAX_PIN_LENGTH
+    db.add_user("ann", "technician", longest)
+    assert db.verify_pin("ann", longest) == "technician"
+    for change in (lambda pin: db.add_user("bob", "operator", pin), lambda pin: db.set_pin("ann", pin),
+                   lambda pin: db.add_first_technician("cid", pin)):
+        with pytest.raises(DatabaseError, match=f"at most {pins.MAX_PIN_LENGTH} characters"):
+            change(longest + "7")
+    assert db.verify_pin("ann", longest) == "technician"
+    # A PIN file's first line is read whole or refused: 5000 digits were cut to the first 4096.
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("1" * 5000 + "\n")
+    pin_file.chmod(0o600)
+    with pytest.raises(InspectorError, match="longer than a PIN may be"):
+        read_pin_file(pin_file)
+
+
 # -- the lock after wrong PINs ----------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from calibration.quality import QualityGates
 from inspector.roles import AccessDenied, Caller
 from inspector.recipes import active_recipe, set_camera_settings, versions
 from inspector.line.rule import rule_from_metadata
-from calibration.teach import TeachSession
+from calibration.teach import TeachFolders, TeachSession
 from cli.main import main
 from inspector.errors import DataError, ModelFileError
 from inspector.history import HistoryDB, file_sha256
@@ -333,3 +333,45 @@ def test_teach_commands_status_activate_and_refusal(world, lifecycle, tmp_path, 
     assert world["db"].product_by_name("tile").active_model_version_id == world["taught"].version_id
     denied = [e.action for e in world["db"].audit_events(20) if e.action == "activate_denied"]
     assert len(denied) >= 2  # the missing PIN and the operator's, both audited
+
+
+# -- product names and their folders ------------------------------------------------------------
+
+
+def test_a_product_name_cannot_reach_another_products_folder(tmp_path, capsys):
+    """`teach collect --product '../tile'` wrote into tile's samples: the name is refused before
+    any folder or product is made."""
+    from inspector.errors import DatabaseError
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    db = HistoryDB(url)
+    db.upgrade()
+    workdir = tmp_path / "teach"
+    for name in ("../tile", "tile/../tile", "..\\tile", "tile\u202e"):
+        with pytest.raises(DatabaseError, match="product name"):
+            TeachSession(db, name, workdir)
+    assert db.products() == []
+    db.close()
+    good = tmp_path / "good"
+    good.mkdir()
+    rc = main(["teach", "collect", "--product", "../tile", "--folder", str(good), "--workdir", str(workdir),
+               "--db", url])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "product name may not contain '/'" in err[0], err
+    assert not workdir.exists()
+
+
+def test_two_product_names_never_share_a_teach_folder(tmp_path, monkeypatch):
+    from calibration.teach.folders import folder_name
+
+    assert TeachFolders.of("tile", tmp_path).dir == tmp_path / "tile"  # a plain name keeps its folder
+    names = ["tile", "my tile", "my_tile", "my-tile", "my+tile", "tile.", "Fliese 30×30", "Fliese 30x30", "日本", "中国"]
+    folders = [folder_name(n) for n in names]
+    assert len(set(folders)) == len(names), folders
+    assert all("/" not in f and "\\" not in f and not f.startswith(".") for f in folders)
+    # Where file names ignore case, Tile and tile (and a device name) must not meet either.
+    monkeypatch.setattr("sys.platform", "win32")
+    names += ["Tile", "TILE", "con", "Con.x"]
+    folders = [folder_name(n).lower() for n in names]
+    assert len(set(folders)) == len(names), folders
+    assert "con" not in folders and folder_name("tile") == "tile"

@@ -80,6 +80,8 @@ class HistoryDB:
         station: str | None = None,
     ) -> None:
         self.clock = clock
+        if station:  # every row and plant message carries it: the rule users and products follow
+            validate_name(station, "station")
         self.station = station or default_station()
         try:
             parsed = make_url(url)
@@ -236,6 +238,7 @@ class HistoryDB:
     def add_product(
         self, name: str, description: str = "", camera_settings: dict[str, Any] | None = None
     ) -> int:
+        validate_name(name, "product")  # the name also names the product's teach folder
         product = Product(name=name, description=description, camera_settings=camera_settings or {})
         try:
             with self.session() as s:

@@ -23,6 +23,9 @@ _SALT_BYTES = 16
 _KEY_BYTES = 32
 #: Six digits: 10**6 guesses, which the lock below turns into years of trying at the terminal.
 MIN_PIN_LENGTH = 6
+#: A PIN file is read up to 4096 bytes; a longer PIN would be cut there and then never match what
+#: is typed. 128 characters is room for any passphrase.
+MAX_PIN_LENGTH = 128
 #: Names appear in every audit row and on screen; 64 characters fits the columns with room.
 MAX_NAME_LENGTH = 64
 #: Consecutive wrong PINs after which an account is locked.
@@ -61,23 +64,31 @@ def dummy_pin_hash() -> str:
 
 
 def validate_pin(pin: str) -> None:
-    """DatabaseError unless ``pin`` is long enough to be worth hashing."""
+    """DatabaseError unless ``pin`` is long enough to be worth hashing and short enough to be
+    read back whole wherever it is given (refused, never shortened)."""
     if len(pin) < MIN_PIN_LENGTH:
         raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
+    if len(pin) > MAX_PIN_LENGTH:
+        raise DatabaseError(f"a PIN has at most {MAX_PIN_LENGTH} characters, this one has {len(pin)}")
 
 
-def validate_name(name: str) -> None:
-    """DatabaseError for a name that could not be told apart in the audit trail or on screen:
-    empty, blank, padded with spaces, too long, or holding control or invisible format
-    characters (a line break or a right-to-left override would forge what an audit line says)."""
+def validate_name(name: str, what: str = "user") -> None:
+    """DatabaseError for a name that could not be told apart in the audit trail, on screen or on
+    disk; one rule for users, products and stations (``what`` says which, for the message):
+    empty, blank, padded with spaces, too long, holding control or invisible format characters
+    (a line break or a right-to-left override would forge what an audit line says), a path
+    separator or ``..`` (a product names its teach folder: ``../tile`` would be ``tile``'s)."""
     if not name.strip():
-        raise DatabaseError("a user needs a name")
+        raise DatabaseError(f"a {what} needs a name")
     if name != name.strip():
-        raise DatabaseError(f"a user name may not start or end with spaces: {name!r}")
+        raise DatabaseError(f"a {what} name may not start or end with spaces: {name!r}")
     if len(name) > MAX_NAME_LENGTH:
-        raise DatabaseError(f"a user name has at most {MAX_NAME_LENGTH} characters, {name[:20]!r}... has {len(name)}")
+        raise DatabaseError(f"a {what} name has at most {MAX_NAME_LENGTH} characters, {name[:20]!r}... has {len(name)}")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
-        raise DatabaseError(f"a user name may not contain control characters: {name!r}")
+        raise DatabaseError(f"a {what} name may not contain control characters or invisible ones "
+                            f"(bidirectional overrides, zero-width spaces): {name!r}")
+    if "/" in name or "\\" in name or ".." in name or name == ".":
+        raise DatabaseError(f"a {what} name may not contain '/', '\\' or '..', nor be '.': {name!r}")
 
 
 def lock_delay(failures: int) -> timedelta | None:
