@@ -561,3 +561,32 @@ def test_a_read_only_archive_is_read_as_it_is_and_never_written(tmp_path: Path, 
     monkeypatch.setenv("INSPECTOR_PIN", "582219")
     assert main(["history", "export", "--db", url, "--out", str(tmp_path / "cli.csv"), "--user", "quinn"]) == 0
     assert (tmp_path / "cli.csv").is_file() and sorted(p.name for p in archive.iterdir()) == before
+
+
+def test_a_damaged_database_is_said_in_one_line_with_how_to_recover_and_never_written(tmp_path: Path) -> None:
+    """Pages overwritten (a disk fault, a copy cut short): `audit verify` says so in one line
+    naming the file and SQLite's .recover, instead of a traceback."""
+    import contextlib
+    import io
+
+    from cli.main import main
+
+    path = tmp_path / "history.db"
+    db = HistoryDB(f"sqlite:///{path}")
+    db.upgrade()
+    db.add_user("quinn", "quality", "582219")
+    for i in range(60):  # enough audit pages that the damage lands in the trail, past the schema
+        db.record_audit("x", "system", "test", "t", None, {"i": i, "pad": "y" * 3000})
+    db.close()
+    with path.open("r+b") as f:  # as `dd if=/dev/zero of=history.db bs=4096 seek=40 count=3 conv=notrunc`
+        f.seek(40 * 4096)
+        f.write(bytes(3 * 4096))
+    damaged = path.read_bytes()
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        status = main(["audit", "verify", "--db", f"sqlite:///{path}"])
+    lines = err.getvalue().strip().splitlines()
+    assert status == 2 and "Traceback" not in err.getvalue(), err.getvalue()
+    assert lines[-1].startswith("error: ") and "malformed" in lines[-1] and ".recover" in lines[-1]
+    assert str(path) in lines[-1] and "nothing was written to it" in lines[-1]
+    assert path.read_bytes() == damaged

@@ -18,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError as SQLAlchemyDatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -120,7 +121,7 @@ class HistoryDB:
                 pass
         except (SQLAlchemyError, ImportError, OSError) as exc:
             reason = error_reason(exc)
-            raise DatabaseError(f"cannot open history database {self.url}: {reason}") from exc
+            raise DatabaseError(f"cannot open history database {self.url}: {reason}{self._recovery(reason)}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: Set by a plant link (``inspector.links.mqtt``): the message of a newly stored inspection
         #: (given the open session, to look up names; it must not raise), written to the outbox
@@ -200,7 +201,7 @@ class HistoryDB:
                         connection.commit()
         except SQLAlchemyError as exc:
             reason = error_reason(exc)
-            raise DatabaseError(f"cannot migrate history database {self.url}: {reason}") from exc
+            raise DatabaseError(f"cannot migrate history database {self.url}: {reason}{self._recovery(reason)}") from exc
 
     def _refuse_a_newer_schema(self, config: Config, connection: Any) -> None:
         """A database a newer inspector migrated (the software was rolled back since) would make
@@ -231,7 +232,21 @@ class HistoryDB:
                 yield session
         except OperationalError as exc:
             reason = error_reason(exc)
-            raise DatabaseError(f"history database {self.url} failed: {reason}") from exc
+            raise DatabaseError(f"history database {self.url} failed: {reason}{self._recovery(reason)}") from exc
+        except SQLAlchemyDatabaseError as exc:
+            reason = error_reason(exc)
+            if not _damaged(reason):
+                raise  # IntegrityError and the like: the caller's to handle
+            raise DatabaseError(f"history database {self.url} failed: {reason}{self._recovery(reason)}") from exc
+
+    def _recovery(self, reason: str) -> str:
+        """For a damaged SQLite file: what to do, and that nothing was written into it."""
+        if not _damaged(reason):
+            return ""
+        where = self.sqlite_path if self.sqlite_path is not None else self.url
+        return (f" -- the file {where} is damaged (a disk fault or a copy cut short); nothing was written to it. "
+                f"Recover what is readable into a new file with `sqlite3 {where} .recover | sqlite3 recovered.db` "
+                "and point --db at that, or restore the last backup")
 
     # -- products, models, calibrations --------------------------------------------------------
 
@@ -724,6 +739,11 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
             cursor.close()
 
     return on_connect
+
+
+def _damaged(reason: str) -> bool:
+    """SQLite's words for a file whose pages are not what they should be."""
+    return "malformed" in reason or "file is not a database" in reason
 
 
 def error_reason(exc: BaseException) -> str:
