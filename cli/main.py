@@ -46,10 +46,12 @@ def write_json(path: str | Path, data: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from inspector.errors import ModelFileError
     from inspector.image_io import good_training_images
-    from inspector.model_file import save_model
+    from inspector.model_file import check_destination, save_model
     from inspector.method.training import TrainingCancelled, default_mode, mode_config, train
 
+    check_destination(args.out)  # before any work: a folder or an unwritable place fails in seconds
     paths = good_training_images(args.data_dir)
     if args.kind == "instant":
         return _build_instant(args, paths)
@@ -66,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         with stop.installed():
             result = train(paths, config, teacher=args.teacher, penalty_dir=args.penalty_dir, device=args.device,
                            checkpoint=checkpoint, on_progress=stop.on_progress, cancel=stop.event,
-                           confirm=asker.confirm if asker else None)
+                           confirm=asker.confirm if asker else None, keep_checkpoint=True)
     except TrainingCancelled:
         if asker is not None and asker.declined:
             return 1
@@ -75,7 +77,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"training interrupted. {what_was_kept(checkpoint, args.argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    save_model(args.out, result.model, result.metadata)
+    try:
+        save_model(args.out, result.model, result.metadata)
+    except ModelFileError as e:
+        if checkpoint.is_file():
+            raise ModelFileError(f"{e}; the training is kept in {checkpoint}: run the same command again to "
+                                 "write the model from it") from None
+        raise
+    # Only now, with the model written, synced and renamed into place, is the checkpoint spare.
+    checkpoint.unlink(missing_ok=True)
     how = "as set by --iterations" if args.iterations is not None else f"{mode} mode"
     print(f"model written to {args.out} ({result.metadata['train_images']} training images, "
           f"{result.metadata['validation_images']} held out, {result.metadata['iterations']} iterations of the "

@@ -111,6 +111,29 @@ def _begins_as_safetensors(path: Path) -> bool:
     return len(start) == 9 and start[8:9] == b"{" and struct.unpack("<Q", start[:8])[0] < 100_000_000
 
 
+def check_destination(path: str | Path) -> None:
+    """ModelFileError unless a file can be written at ``path``: it must not be a folder, and the
+    folder it goes in (made if missing, as :func:`atomic_write` does) must take a new file. Called
+    before a long computation, so a typing error in ``--out`` costs seconds, not the training."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder; give the model file's name, e.g. {path / 'model.safetensors'}")
+    folder = path.parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise ModelFileError(f"{path}: cannot be written: {existing} is a file, not a folder")
+    if existing != folder:  # nothing is made before the work is done: the nearest folder must let it be
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ModelFileError(f"{path}: cannot be written: no permission to make folders in {existing}")
+        return
+    try:  # what atomic_write will do: a temporary file next to the target (root ignores modes)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot be written: {_write_failure(e)}") from None
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
+
+
 def _fsync_file(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -167,6 +167,57 @@ def test_train_bad_inputs(tmp_path, tiny_mvtec, natural_dir, capsys):
     assert not out.exists()
 
 
+def test_train_checks_where_the_model_goes_before_any_work(tmp_path, capsys):
+    """``--out`` naming a folder, a path through a file or a place that takes no file was found
+    only when the trained model was written, after the whole training. The data folder here does
+    not exist: the refusal is about ``--out``, so it came first."""
+    missing = str(tmp_path / "no-such-data")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for out, words in [(tmp_path, "is a folder; give the model file's name"),
+                       (a_file / "m.safetensors", "is a file, not a folder"),
+                       (tmp_path / "new" / "sub" / "m.safetensors", None),  # made when the model is written
+                       ("/proc/m.safetensors", "cannot be written")]:
+        status = main(["train", missing, "--out", str(out)])
+        line = error_line(capsys)
+        assert status == 2
+        if words is None:
+            assert "no-such-data" in line and not (tmp_path / "new").exists()
+        else:
+            assert words in line and "no-such-data" not in line, line
+
+
+def test_a_failed_final_save_keeps_the_training_and_the_same_command_writes_the_model(tiny_mvtec, natural_dir, tmp_path, capsys, monkeypatch):
+    """The checkpoint was removed when the last iteration ended, before the model was written: a
+    full disk then lost the whole training. It is removed only once the model file is durable,
+    and the same command writes the model from it without training again."""
+    import errno
+    from pathlib import Path
+
+    import inspector.method.training as training
+
+    out = tmp_path / "m.safetensors"
+    real_write_bytes = Path.write_bytes
+
+    def full_for_the_model(self: Path, data: bytes) -> int:
+        if self.name.startswith(".m.safetensors.") and not self.name.startswith(".m.safetensors.ckpt."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_the_model)
+    argv = train_args(tiny_mvtec, out, natural_dir, "--iterations", "2", "--yes")
+    assert main(argv) == 2
+    line = error_line(capsys)
+    assert "not written: no space left on the disk" in line and f"the training is kept in {out}.ckpt" in line
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors.ckpt"]
+
+    monkeypatch.setattr(Path, "write_bytes", real_write_bytes)
+    monkeypatch.setattr(training, "short_step", lambda *a, **k: pytest.fail("trained again"))
+    assert main(argv) == 0
+    assert out.is_file() and not (tmp_path / "m.safetensors.ckpt").exists()
+    assert "model written to" in capsys.readouterr().out
+
+
 def test_eval_prints_a_table_and_writes_json(tiny_model, tiny_mvtec, tmp_path, capsys):
     report = tmp_path / "eval.json"
     assert main(["eval", str(tiny_model), str(tiny_mvtec), "--json", str(report), "--device", "cpu"]) == 0

@@ -333,6 +333,7 @@ def train(
     confirm: Callable[[TrainPlan], bool] | None = None,
     on_snapshot: Callable[[int, EfficientAD], None] | None = None,
     snapshot_every: int = 0,
+    keep_checkpoint: bool = False,
 ) -> TrainResult:
     """Trains EfficientAD on good images and calibrates its maps on a held-out 10 % of them.
 
@@ -341,6 +342,11 @@ def train(
     :class:`TrainingCancelled` is raised (a command line asks its user there; the core never does).
     ``on_snapshot(iteration, model)`` is called every ``snapshot_every`` iterations with the model
     in training (accuracy-against-time curves use it; it must leave the model as it found it).
+
+    A completed run removes its ``checkpoint``, unless ``keep_checkpoint``: then it checkpoints
+    its last iteration too and leaves the file for the caller to remove once the model file is
+    durable, so a failed save (a full disk) loses no training: the same call resumes at the end
+    and goes straight to the model.
     """
     if len(good_images) < MIN_GOOD_IMAGES:
         raise DataError(f"{len(good_images)} good images given; training needs at least {MIN_GOOD_IMAGES}")
@@ -400,6 +406,14 @@ def train(
         def step(it: int) -> float:
             return train_step(model, optimizer, train_images, penalty, sampler, dev, amp)
     losses = _train_loop(model, optimizer, sampler, step, config, start, checkpoint, fingerprint, on_progress, cancel, show_progress, on_snapshot, snapshot_every)
+    if checkpoint and keep_checkpoint:
+        if start < config.iterations:
+            try:
+                save_checkpoint(checkpoint, config.iterations, config.iterations, model, optimizer, sampler, fingerprint)
+            except ModelFileError as e:  # the last periodic checkpoint stays; the model may still fit
+                log.warning("the last iteration was not checkpointed: %s", e)
+    elif checkpoint:
+        checkpoint.unlink(missing_ok=True)
 
     model.eval()
     quantiles = validation_quantiles(model, val_images, dev)
@@ -464,8 +478,6 @@ def _train_loop(model, optimizer, g, step, config, start, checkpoint, fingerprin
                 last_checkpoint = time.perf_counter()
     finally:
         bar.close()
-    if checkpoint:
-        checkpoint.unlink(missing_ok=True)
     return losses
 
 
