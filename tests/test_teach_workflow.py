@@ -375,3 +375,27 @@ def test_two_product_names_never_share_a_teach_folder(tmp_path, monkeypatch):
     folders = [folder_name(n).lower() for n in names]
     assert len(set(folders)) == len(names), folders
     assert "con" not in folders and folder_name("tile") == "tile"
+
+
+def test_a_failed_save_of_a_teach_keeps_its_training_and_the_next_teach_resumes_it(world, tmp_path, monkeypatch):
+    """A full disk at the end of a teach: the checkpoint stays (it is removed only once the model
+    file is durable), and the same teach again writes the model from it."""
+    import inspector.model_file as model_file
+    from inspector.errors import ModelFileError
+
+    session = TeachSession(world["db"], "tile-ckpt", tmp_path / "work", gates=QualityGates(same_size=False),
+                           device="cpu", backend="eager")
+    session.collect_from_folder(world["good"])
+    checkpoint = session.folders.models / "training.ckpt"
+    save = model_file.save_model
+
+    def full_disk(*args, **kwargs):
+        raise ModelFileError("not written: no space left on the disk")
+
+    monkeypatch.setattr(model_file, "save_model", full_disk)
+    with pytest.raises(ModelFileError, match="no space left"):
+        session.train(iterations=2, teacher="random", penalty_dir=world["penalty"], target_frr=0.25, user=TECH)
+    assert checkpoint.is_file()
+    monkeypatch.setattr(model_file, "save_model", save)
+    taught = session.train(iterations=2, teacher="random", penalty_dir=world["penalty"], target_frr=0.25, user=TECH)
+    assert taught.model_path.is_file() and not checkpoint.exists()

@@ -162,7 +162,7 @@ class Models:
             trained = train(
                 train_paths, config, teacher=teacher, penalty_dir=penalty_dir, device=self.device,
                 checkpoint=self.folders.models / "training.ckpt", on_progress=on_progress, cancel=cancel,
-                show_progress=show_progress,
+                show_progress=show_progress, keep_checkpoint=True,  # removed once the model file is durable
             )
             how = f"{mode} teach, {trained.metadata['iterations']} iterations of the {config.recipe} recipe"
         meta = {
@@ -174,6 +174,8 @@ class Models:
             **({"defect_images": [str(p.resolve()) for p in defect_paths]} if defect_paths else {}),
         }
         save_model(model_path, trained.model, meta)
+        # Only now: a save that failed (a full disk) left the training to resume from, not lost.
+        (self.folders.models / "training.ckpt").unlink(missing_ok=True)
         metrics = {
             "mode": mode,
             "kind": kind,
