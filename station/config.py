@@ -9,7 +9,7 @@ checked); ``inspector run``'s options, the settings page's fields and the statio
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,3 @@ class StationConfig:
             if uris:
                 out[spec.name] = uris
         return out
-
-
-def config_fields() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(StationConfig))
