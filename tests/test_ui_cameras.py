@@ -89,7 +89,8 @@ def test_two_cameras_set_in_the_settings_run_on_one_engine_each_in_its_tile_with
         assert list(page.tiles) == [uri_a, uri_b] and page.tiles_box.isVisible()
         assert not page.image_view.isVisible() and not page.banner.isVisible()
         tiles = page.tiles
-        qtbot.waitUntil(lambda: line.counters.total == N_A + N_B
+        # The station counts on the writers' threads; the page has every result once the trend does.
+        qtbot.waitUntil(lambda: line.counters.total == N_A + N_B and len(line.trend) == N_A + N_B
                         and all(tile.shown is line.views[cid].latest is not None for cid, tile in tiles.items()),
                         timeout=120_000)
     finally:

@@ -205,8 +205,9 @@ def test_live_frames_update_image_overlay_banner_and_counters(qtbot, tmp_path, t
     line.result_changed.connect(lambda r: shown.append((r, page.banner.decision)))
     assert line.start()
     try:
-        qtbot.waitUntil(lambda: line.counters.total == N_FRAMES and page.shown is not None
-                        and page.shown.frame_id == line.latest.frame_id, timeout=120_000)
+        # The station counts on the writers' threads; the page has every result once the trend does.
+        qtbot.waitUntil(lambda: line.counters.total == N_FRAMES and len(line.trend) == N_FRAMES
+                        and page.shown is not None and page.shown.frame_id == line.latest.frame_id, timeout=120_000)
     finally:
         line.stop()
 

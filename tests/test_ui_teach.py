@@ -49,7 +49,7 @@ def test_teach_flow(qtbot, tmp_path, tiny_model, engine, shared_data, tile_train
     teach.message.connect(lambda text, error: messages.append((text, error)))
 
     assert line.start()
-    qtbot.waitUntil(lambda: line.counters.total == 3, timeout=60_000)
+    qtbot.waitUntil(lambda: line.counters.total == 3 and len(line.trend) == 3, timeout=60_000)  # counted and shown
 
     # The operator may watch, not teach.
     assert not page.capture_button.isEnabled() and not page.train_button.isEnabled()

@@ -261,8 +261,11 @@ class LineModel(QObject):
         for view in self.views.values():
             view.state = "stopped"
         self._refresh_links()
-        # Results queued before the stop are still delivered; one more tick shows the last.
+        # Results queued before the stop are still delivered; one more tick shows the last. The
+        # counts are the station's, complete once it stopped: shown now, dirty or not.
         self._on_display_tick()
+        self._show_counts()
+        self.counters_changed.emit()
         self.status_changed.emit()
         return clean
 
