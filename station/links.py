@@ -50,13 +50,15 @@ def configured_keys(config: StationConfig) -> list[str]:
     return [link_key(name, i, len(uris)) for name, uris in config.links().items() for i in range(len(uris))]
 
 
+def link_name(key: str) -> str:
+    """The link a key in :attr:`StationLinks.states` is of: ``plc2`` -> ``plc``."""
+    return key.rstrip("0123456789")
+
+
 def link_title(key: str) -> str:
     """``plc2`` -> "PLC 2", ``mqtt`` -> "MES (MQTT)"."""
-    spec = LINK_BY_NAME.get(key)
-    if spec is not None:
-        return spec.title
-    name = key.rstrip("0123456789")
-    return f"{LINK_BY_NAME[name].title} {key[len(name):]}"
+    name = link_name(key)
+    return LINK_BY_NAME[name].title if name == key else f"{LINK_BY_NAME[name].title} {key[len(name):]}"
 
 
 class StationLinks:

@@ -324,12 +324,6 @@ class Station:
         if self.on_recipe_changed is not None:
             self.on_recipe_changed(recipe)
 
-    def raise_alarm(self, kind: str, message: str) -> None:
-        if self.lines is not None:
-            self.lines.raise_alarm(kind, message)
-        else:
-            self._alarm_early(kind, message)
-
     def metrics(self) -> dict[str, PipelineMetrics]:
         """Each camera's :class:`PipelineMetrics` by camera id (empty while stopped)."""
         return {} if self.lines is None else self.lines.metrics()

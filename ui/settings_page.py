@@ -25,6 +25,7 @@ from drivers import EXAMPLE_URIS
 from inspector.errors import InspectorError
 from inspector.roles import ROLES
 from station import LINKS as LINK_SPECS
+from station.links import link_name
 from ui.line import LINK_TITLES, LINKS, PLC_DOWN_POLICIES, TRIGGERS, link_state_html, link_text
 from ui.session import Session
 from ui.settings_model import SettingsModel
@@ -218,7 +219,7 @@ class SettingsPage(QWidget):
         states = self.model.line.link_states
         for name, label in self.link_states.items():
             # A PLC per camera: each one's state, in camera order (keys plc1, plc2, ...).
-            shown = [state for key, state in states.items() if key.rstrip("0123456789") == name]
+            shown = [state for key, state in states.items() if link_name(key) == name]
             label.setText(" ".join(link_state_html("", state).strip() for state in shown))
             label.setVisible(bool(shown))
 
