@@ -29,8 +29,9 @@ from inspector import ENGINE_BACKENDS, recipes
 from inspector.errors import DatabaseError, InspectorError
 from inspector.line.batcher import DEFAULT_MAX_WAIT_MS
 from inspector.line.build import DRIFT_WINDOW
+from inspector.line.pipeline import MAX_QUEUE_SIZE
 from inspector.roles import Actor
-from station.config import LINKS, PLC_DOWN_POLICIES
+from station.config import DISK_RESERVE_MB, LINKS, PLC_DOWN_POLICIES
 from station.running import STOP_TIMEOUT_S
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="camera trigger (hardware: an edge on --trigger-line)")
     p.add_argument("--trigger-line", default="Line1", help="camera input line for --trigger hardware")
     p.add_argument("--queue-size", type=int, default=None,
-                   help="frames waiting for the engine at most (default: 8 triggered, 1 live)")
+                   help=f"frames waiting for the engine at most, 1..{MAX_QUEUE_SIZE} (default: 8 triggered, 1 live); "
+                   "a frame a stop cannot inspect in time is recorded as FAIL, not inspected")
     p.add_argument("--image-dir", type=Path, default=None,
                    help="folder for frames and heatmaps (default: images/ beside a SQLite database, "
                    "else in the data folder)")
@@ -80,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="oldest images are deleted beyond this size")
     p.add_argument("--pass-sample-rate", type=float, default=0.01,
                    help="fraction of PASS frames whose images are kept (rejects: always)")
+    p.add_argument("--disk-reserve-mb", type=float, default=DISK_RESERVE_MB,
+                   help="free disk space images never use, kept for the verdicts; the run stops cleanly when a "
+                   "quarter of it is left")
     p.add_argument("--summary-interval", type=float, default=DEFAULT_SUMMARY_S, help="seconds between summary lines")
     p.add_argument("--print-results", action="store_true",
                    help="print one line per durable verdict: result FRAME DECISION SCORE ID UID")
@@ -162,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with _stop_signals(interrupted, station.hurry):
             try:
                 while not station.wait(args.summary_interval, interrupted):
-                    if stopping_line(out, interrupted, station.plc_down):
+                    if stopping_line(out, interrupted, station.plc_down, station.disk_full):
                         break
                     _print_summaries(out, station)
             finally:  # whatever ended the loop, what was acquired is inspected and recorded
@@ -202,6 +207,7 @@ def run_config(args: argparse.Namespace, db: Any) -> Any:
         cameras=tuple(args.camera), image_dir=args.image_dir or _default_image_dir(db), product=args.product,
         mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line, queue_size=args.queue_size,
         max_frames=args.max_frames, quota_gb=args.image_quota_gb, pass_sample_rate=args.pass_sample_rate,
+        disk_reserve_mb=args.disk_reserve_mb,
         drift_window=args.drift_window, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
         plc_down=args.plc_down, **links,
     )
@@ -258,9 +264,9 @@ def product_loader(args: argparse.Namespace, db: Any) -> Any:
     return lambda name: load_run_recipe(args, db, recipes.active_recipe(db, name))
 
 
-def stopping_line(out: Any, interrupted: threading.Event, plc_down: bool) -> bool:
-    """True, having said so, when the run is to stop: Ctrl-C, or a PLC link down under
-    ``--plc-down stop``."""
+def stopping_line(out: Any, interrupted: threading.Event, plc_down: bool, disk_full: bool = False) -> bool:
+    """True, having said so, when the run is to stop: Ctrl-C, a PLC link down under
+    ``--plc-down stop``, or the history's disk down to its reserve."""
     if interrupted.is_set():
         out.line("stopping: inspecting and recording the frames already acquired ...")
         return True
@@ -268,17 +274,29 @@ def stopping_line(out: Any, interrupted: threading.Event, plc_down: bool) -> boo
         out.line("stopping: the PLC link is down (--plc-down stop); inspecting and recording "
                  "the frames already acquired ...")
         return True
+    if disk_full:
+        out.line("stopping: the history's disk is nearly full; recording the frames already acquired "
+                 "into its reserve ...")
+        return True
     return False
 
 
 def check_run_end(report: Any, interrupted: threading.Event, hurried: bool = False) -> None:
-    """Raises what a run that did not end well ends with: verdicts not recorded, the PLC link
-    down under ``--plc-down stop``, acquisition that failed."""
-    if hurried and report.lost:
-        raise DatabaseError(f"{report.lost} acquired frames were not inspected: a second signal shortened the stop "
-                            "(they are counted in the run_stop audit as unrecorded)")
-    if not report.clean or report.lost:
+    """Raises what a run that did not end well ends with: verdicts not recorded, frames not
+    inspected, the PLC link down under ``--plc-down stop``, a full disk, acquisition that failed."""
+    if report.lost:
         raise DatabaseError(f"{report.lost} verdicts were not recorded in the history; see the alarms above")
+    not_inspected = sum(m.not_inspected for m in report.metrics.values())
+    if not_inspected:
+        cause = "a second signal shortened the stop" if hurried else "the stop ran out of time"
+        raise InspectorError(f"{not_inspected} acquired frames were not inspected: {cause}; each is recorded as "
+                             "FAIL with the error 'not inspected' (and counted in the run_stop audit)")
+    if not report.clean:
+        raise DatabaseError("the stop ran out of time; what was not stored in the database is in its spill journal "
+                            "and goes in at the next start; see the alarms above")
+    if report.disk_full:
+        raise InspectorError("the line stopped because the history's disk is nearly full (every verdict is "
+                             "recorded); free space on it, or move images with --image-dir, then start again")
     if report.plc_down and not interrupted.is_set():
         raise InspectorError("the line stopped because the PLC link went down (--plc-down stop); "
                              "see the alarms above")
@@ -292,8 +310,8 @@ def _check_run_args(args: argparse.Namespace) -> None:
                              "(a technician's override)")
     if args.max_frames is not None and args.max_frames < 1:
         raise InspectorError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.queue_size is not None and args.queue_size < 1:
-        raise InspectorError(f"--queue-size must be >= 1, got {args.queue_size}")
+    if not args.disk_reserve_mb >= 0:
+        raise InspectorError(f"--disk-reserve-mb must be >= 0, got {args.disk_reserve_mb:g}")
     if not 0.0 <= args.pass_sample_rate <= 1.0:
         raise InspectorError(f"--pass-sample-rate must be within 0..1, got {args.pass_sample_rate:g}")
     if not args.image_quota_gb > 0:
@@ -402,6 +420,10 @@ def summary_line(m: Any) -> str:
     ]
     if m.writer.journal_pending:
         parts.append(f"journaled {m.writer.journal_pending} (database unavailable)")
+    if m.writer.images_dropped:
+        parts.append(f"images not kept {m.writer.images_dropped}")
+    if m.not_inspected:
+        parts.append(f"NOT INSPECTED {m.not_inspected}")
     if m.unrecorded or m.writer.failed:
         parts.append(f"UNRECORDED {m.unrecorded + m.writer.failed}")
     return ", ".join(parts)

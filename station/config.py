@@ -16,6 +16,7 @@ from typing import Any
 from inspector.errors import InspectorError
 from inspector.line.batcher import DEFAULT_MAX_WAIT_MS
 from inspector.line.build import DRIFT_WINDOW, STALL_AFTER_S, check_camera_ids, check_max_batch
+from inspector.line.pipeline import check_queue_size
 
 MODES = ("triggered", "live")
 TRIGGERS = ("free_run", "software", "hardware")
@@ -122,6 +123,11 @@ def shown_uri(name: str, uri: str | None) -> str | None:
         return "(a database URL)"
 
 
+#: Disk space images never use: the verdicts' room. The station stops when a quarter of it is
+#: left, and 50 MB hold tens of thousands of verdict rows and journal lines.
+DISK_RESERVE_MB = 200.0
+
+
 @dataclass(frozen=True)
 class StationConfig:
     """What a station runs. ``cameras``: one URI or more, inspected on one engine (their frames
@@ -130,11 +136,12 @@ class StationConfig:
     feeder at most ``feeder_rate`` per second: the demo's conveyor), ``trigger_line``,
     ``queue_size`` and ``max_frames`` per camera, ``stall_after_s``. Storage: images in
     ``image_dir``, at most ``quota_gb``, rejects always and ``pass_sample_rate`` of the passes
-    kept. ``drift_window``: recent scores the drift alarm compares (0: off). Several cameras:
-    ``max_batch`` frames per forward pass (None: measured at the first start), a frame waiting
-    at most ``batch_wait_ms`` for the others. The plant links (see :data:`LINKS`): ``opcua``,
-    ``publish``, ``plant_db`` (None: none) and ``plc`` (one URI per camera, or none), with
-    ``plc_down`` for a PLC that goes away. ``camera_settings``: exposure, gain, ROI set on every
+    kept; images never use the last ``disk_reserve_mb`` of the disk, and the station stops
+    before a quarter of it is left (the verdicts' room). ``drift_window``: recent scores the
+    drift alarm compares (0: off). Several cameras: ``max_batch`` frames per forward pass
+    (None: measured at the first start), a frame waiting at most ``batch_wait_ms`` for the
+    others. The plant links (see :data:`LINKS`): ``opcua``, ``publish``, ``plant_db`` (None:
+    none) and ``plc`` (one URI per camera, or none), with ``plc_down`` for a PLC that goes away. ``camera_settings``: exposure, gain, ROI set on every
     camera at the start (the product's, from its recipe)."""
 
     cameras: tuple[str, ...]
@@ -148,6 +155,7 @@ class StationConfig:
     max_frames: int | None = None
     stall_after_s: float | None = STALL_AFTER_S
     quota_gb: float = 20.0
+    disk_reserve_mb: float = DISK_RESERVE_MB
     pass_sample_rate: float = 0.01
     drift_window: int = DRIFT_WINDOW
     max_batch: int | None = None
@@ -176,8 +184,9 @@ class StationConfig:
             raise InspectorError(f"PLC down policy must be one of {', '.join(PLC_DOWN_POLICIES)}, not {self.plc_down!r}")
         if self.max_frames is not None and self.max_frames < 1:
             raise InspectorError(f"max frames must be >= 1, got {self.max_frames}")
-        if self.queue_size is not None and self.queue_size < 1:
-            raise InspectorError(f"queue size must be >= 1, got {self.queue_size}")
+        check_queue_size(self.queue_size)
+        if not self.disk_reserve_mb >= 0:
+            raise InspectorError(f"disk reserve must be >= 0 MB, got {self.disk_reserve_mb:g}")
         if not self.quota_gb > 0:
             raise InspectorError(f"storage quota must be positive, got {self.quota_gb:g} GB")
         if not 0.0 <= self.pass_sample_rate <= 1.0:

@@ -29,6 +29,7 @@ from typing import Any
 
 from drivers import open_camera
 from inspector.errors import DatabaseError, InspectorError
+from inspector.history.writer import DISK_FULL
 from inspector.line import Counts, Lines, PipelineMetrics, build_lines
 from inspector.line.drift import DriftStatus
 from inspector.line.product_change import ProductSwitcher, decision_details
@@ -55,7 +56,8 @@ class CameraStartError(InspectorError):
 class StopReport:
     """How a run ended: ``clean`` (everything acquired was inspected and recorded in time),
     each camera's ``whys`` and ``metrics`` (by camera id, in camera order), the verdicts
-    ``lost`` (not recorded anywhere), and whether the PLC down policy stopped it."""
+    ``lost`` (not recorded anywhere), and whether the PLC down policy or a disk down to its
+    reserve stopped it."""
 
     clean: bool
     whys: dict[str, str]
@@ -63,6 +65,7 @@ class StopReport:
     lost: int
     plc_down: bool
     source_ended: bool
+    disk_full: bool = False
 
     @property
     def why(self) -> str:
@@ -80,7 +83,8 @@ class StopReport:
 def run_counts(m: PipelineMetrics) -> dict[str, int]:
     """A camera's counts as the ``run_stop`` audit records them."""
     return {"acquired": m.acquired, "recorded": m.recorded, "passed": m.passed, "failed": m.failed,
-            "errors": m.errors, "dropped": m.dropped, "unrecorded": m.unrecorded + m.writer.failed}
+            "errors": m.errors, "dropped": m.dropped, "not_inspected": m.not_inspected,
+            "unrecorded": m.unrecorded + m.writer.failed, "images_dropped": m.writer.images_dropped}
 
 
 def check_storage(config: StationConfig, db: Any) -> None:
@@ -113,7 +117,8 @@ class Station:
     Callbacks the desktop sets, each called on the thread where it happens: ``on_alarm(kind,
     message)`` for an alarm before any line exists (a link that could not be made),
     ``on_recipe_changed(recipe)`` after a product change, ``on_drift(camera_id, status)``,
-    ``on_stop_asked(reason)`` when the PLC down policy asks for the stop.
+    ``on_stop_asked(reason)`` when the station must stop: the PLC down policy asks for it, or
+    the history's disk is down to its reserve (``disk_full``); ``reason`` is a sentence.
 
     The station lives across runs: :meth:`reconfigure` between two runs; :attr:`counts` (per
     camera, the one counting rule of :class:`~inspector.line.Counts`) go on until
@@ -142,6 +147,7 @@ class Station:
         self._batching: tuple[Any, int, int] | None = None  # (engine, cameras, max batch) measured
         self._started = False
         self._hurried = threading.Event()
+        self._disk_full = threading.Event()
 
     # -- configuration ----------------------------------------------------------------------------
 
@@ -172,7 +178,8 @@ class Station:
         any camera opens."""
         if self.links is None:
             self.links = StationLinks(self.config, self.db, strict=self.strict_links, on_alarm=self._alarm_early)
-            self.links.on_stop_asked = self._stop_asked
+            self.links.on_stop_asked = lambda reason: self._stop_asked(
+                f"the PLC link is down (down policy 'stop'): {reason}")
         return self.links
 
     def open_cameras(self) -> None:
@@ -207,6 +214,7 @@ class Station:
             mode=cfg.mode, trigger=cfg.trigger, trigger_line=cfg.trigger_line, feeder_rate=cfg.feeder_rate,
             queue_size=cfg.queue_size, max_frames=cfg.max_frames, drift_window=cfg.drift_window,
             stall_after_s=cfg.stall_after_s, max_batch=self._max_batch(recipe), max_wait_ms=cfg.batch_wait_ms,
+            disk_reserve_bytes=int(cfg.disk_reserve_mb * 1e6),
             links=[_Counter(self), *extra_links, *links.shared()],
             camera_links=[links.of_camera(i) for i in range(len(self.cameras))],
         )
@@ -215,6 +223,7 @@ class Station:
         for line in lines.lines:  # each camera's drift status is its own
             line.on_drift = partial(self._drift, line.camera.camera_id)
         self.lines, self.recipe = lines, recipe
+        self._disk_full.clear()
         return lines
 
     def start(self, **audit: Any) -> None:
@@ -243,11 +252,12 @@ class Station:
 
     def wait(self, seconds: float, *stops: threading.Event) -> bool:
         """True once every camera's acquisition ended and its frames were inspected; False after
-        ``seconds``, or as soon as one of ``stops`` (a signal) is set or the PLC down policy asks
-        for the stop -- the stop itself is the caller's, on its own thread."""
+        ``seconds``, or as soon as one of ``stops`` (a signal) is set, the PLC down policy asks
+        for the stop or the disk is down to its reserve -- the stop itself is the caller's, on
+        its own thread."""
         lines, links, _ = self._built()
         deadline = time.monotonic() + seconds
-        stops = (*stops, links.plc_down)
+        stops = (*stops, links.plc_down, self._disk_full)
         while not any(stop.is_set() for stop in stops):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -274,6 +284,11 @@ class Station:
     def plc_down(self) -> bool:
         return self.links is not None and self.links.plc_down.is_set()
 
+    @property
+    def disk_full(self) -> bool:
+        """True once a line stopped acquiring because the history's disk is down to its reserve."""
+        return self._disk_full.is_set()
+
     def stop(self, timeout: float = STOP_TIMEOUT_S, *, why: str | None = None,
              drain_s: float | None = None) -> StopReport:
         """Stops every camera's line (what was acquired is inspected and recorded first), drains
@@ -291,7 +306,7 @@ class Station:
         metrics = lines.metrics()
         whys = {line.camera.camera_id: why or self._why(line, metrics[line.camera.camera_id]) for line in lines.lines}
         report = StopReport(clean, whys, metrics, sum(m.unrecorded + m.writer.failed for m in metrics.values()),
-                            self.plc_down, lines.source_ended)
+                            self.plc_down, lines.source_ended, self.disk_full)
         if self._started:
             self._audit_stop(report)
         self.lines, self._started = None, False
@@ -378,6 +393,8 @@ class Station:
     def _why(self, line: Any, m: PipelineMetrics) -> str:
         if self.plc_down:
             return "the PLC link went down (down policy 'stop')"
+        if self.disk_full:
+            return "the history's disk is down to its reserve (disk full)"
         if not line.source_ended:
             return "acquisition failed"
         if self.config.max_frames is not None and m.acquired >= self.config.max_frames:
@@ -427,10 +444,16 @@ class Station:
 
 
 class _Counter:
-    """The station's counts hear every durable result (a line link, on each writer's thread)."""
+    """The station's counts hear every durable result, and the station every line's alarms (a
+    line link, on each writer's thread)."""
 
     def __init__(self, station: Station) -> None:
         self._station = station
 
     def on_result(self, result: Any) -> None:
         self._station._count(result)
+
+    def on_alarm(self, alarm: Any) -> None:
+        if alarm.kind == DISK_FULL and not self._station._disk_full.is_set():
+            self._station._disk_full.set()  # every line stops, not only the one whose writer saw it
+            self._station._stop_asked(f"the disk is nearly full: {alarm.message}")

@@ -204,8 +204,8 @@ def test_a_stalled_line_alarms_once_and_again_when_frames_come_back(db, tmp_path
     camera.gate.set()
     link = Link()
     line = build_line(camera, recipe(db, tmp_path), db, image_dir=tmp_path / "images", links=[link],
-                      stall_after_s=0.2)
-    assert line.pipeline.stall_after_s == 0.2
+                      stall_after_s=0.5)  # well above a busy CI machine's hiccups at 50 fps
+    assert line.pipeline.stall_after_s == 0.5
     kinds = lambda: [a.kind for a in link.alarms if a.kind in (LINE_STALLED, LINE_RESUMED)]  # noqa: E731
     line.start()
     try:
@@ -213,7 +213,7 @@ def test_a_stalled_line_alarms_once_and_again_when_frames_come_back(db, tmp_path
         camera.gate.clear()
         assert wait_until(lambda: LINE_STALLED in kinds()), "no stall alarm"
         recorded = line.metrics().recorded
-        threading.Event().wait(1.0)  # five more stall periods: still one alarm for the episode
+        threading.Event().wait(2.5)  # five more stall periods: still one alarm for the episode
         assert kinds() == [LINE_STALLED]
         camera.gate.set()
         assert wait_until(lambda: LINE_RESUMED in kinds() and line.metrics().recorded > recorded)

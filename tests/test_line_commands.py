@@ -457,8 +457,8 @@ def test_ctrl_c_stops_gracefully_and_records_every_acquired_frame(tmp_path: Path
 
 def test_a_second_sigterm_shortens_the_stop_but_the_summary_and_the_audit_are_still_written(
         tmp_path: Path, frames: Path, model_path: Path) -> None:
-    """``docker stop`` twice: the frames still queued are counted as not inspected (not lost
-    silently), the run ends with its summary, one error line and the run_stop audit, not 143."""
+    """``docker stop`` twice: the frames still queued are recorded as FAIL, not inspected (a row
+    each, counted), and the run ends with its summary, one error line and the run_stop audit, not 143."""
     child, db_path = _start_run(tmp_path, frames, model_path, "--queue-size", "40")
     try:
         _read_results(child, until=1)
@@ -472,14 +472,64 @@ def test_a_second_sigterm_shortens_the_stop_but_the_summary_and_the_audit_are_st
         child.wait(timeout=30)
     assert child.returncode == 2, err
     lines = rest.strip().splitlines()
-    match = re.search(r"^stopped \(interrupted\): .*; acquired (\d+), recorded (\d+)$", lines[-1])
+    match = re.search(r"^stopped \(interrupted\): .*NOT INSPECTED (\d+).*; acquired (\d+), recorded (\d+)$", lines[-1])
     assert match, lines[-1]
-    acquired, recorded = int(match.group(1)), int(match.group(2))
-    assert acquired > recorded
+    not_inspected, acquired, recorded = (int(g) for g in match.groups())
+    assert acquired == recorded and not_inspected > 0
     assert "acquired frames were not inspected: a second signal shortened the stop" in err and "Traceback" not in err
     (stop,) = audit_events(db_path, "run_stop")
-    assert stop.after["why"] == "interrupted" and stop.after["unrecorded"] == acquired - recorded
-    assert len(db_rows(db_path)) == recorded
+    assert stop.after["why"] == "interrupted" and stop.after["unrecorded"] == 0
+    assert stop.after["not_inspected"] == not_inspected
+    stored = db_rows(db_path, "decision, error")
+    assert len(stored) == acquired
+    assert sum(1 for decision, error in stored if error and error.startswith("not inspected")) == not_inspected
+    assert all(decision == "FAIL" for decision, error in stored if error and error.startswith("not inspected"))
+
+
+def test_a_full_disk_drops_images_first_then_stops_the_line_with_every_verdict_recorded(
+        tmp_path: Path, frames: Path, model_path: Path) -> None:
+    """History and images on one small, real file system that fills up (issue 29, item 1)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk run is not tried")
+    try:
+        filler = disk / "filler"
+        child, db_path = _start_run(disk, frames, model_path, "--pass-sample-rate", "1", "--disk-reserve-mb", "4",
+                                    "--image-dir", str(disk / "images"))
+        try:
+            _read_results(child, until=2)
+            # Something else fills the disk: images first give way to the reserve, then the line stops.
+            _fill(filler, leave_bytes=3_000_000)
+            time.sleep(3.0)
+            _fill(filler, leave_bytes=700_000)  # below a quarter of the reserve
+            rest, err = child.communicate(timeout=120)
+        finally:
+            child.kill()
+            child.wait(timeout=30)
+        assert child.returncode == 2, err
+        assert "the line stopped because the history's disk is nearly full (every verdict is recorded)" in err
+        assert "Traceback" not in err
+        match = re.search(r"images not kept (\d+).*; acquired (\d+), recorded (\d+)$", rest.strip().splitlines()[-1])
+        assert match, rest.strip().splitlines()[-1]
+        dropped, acquired, recorded = (int(g) for g in match.groups())
+        assert dropped > 0 and acquired == recorded == len(db_rows(db_path))
+        (stop,) = audit_events(db_path, "run_stop")
+        assert "disk" in stop.after["why"] and stop.after["unrecorded"] == 0
+        assert not list(disk.glob("*.spill.jsonl")) or all(p.stat().st_size == 0 for p in disk.glob("*.spill.jsonl"))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _fill(filler: Path, leave_bytes: int) -> None:
+    """Grows ``filler`` until its file system has about ``leave_bytes`` free."""
+    import shutil
+
+    free = shutil.disk_usage(filler.parent).free
+    with open(filler, "ab") as f:
+        f.write(b"\0" * max(0, free - leave_bytes))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def test_a_run_that_could_record_nothing_is_refused_before_the_camera_opens(

@@ -133,7 +133,7 @@ class LineModel(QObject):
     status_changed = pyqtSignal()
     # From the station's threads to the GUI thread:
     _drift_changed = pyqtSignal(str, object)
-    _plc_stop_asked = pyqtSignal(str)
+    _stop_asked_signal = pyqtSignal(str)
     _recipe_changed = pyqtSignal(object)
     _station_alarm = pyqtSignal(str, str)
 
@@ -146,7 +146,7 @@ class LineModel(QObject):
                                load_product=load_product)
         self.station.on_alarm = self._station_alarm.emit
         self.station.on_drift = self._drift_changed.emit
-        self.station.on_stop_asked = self._plc_stop_asked.emit
+        self.station.on_stop_asked = self._stop_asked_signal.emit
         self.station.on_recipe_changed = self._recipe_changed.emit
         self._bridge: PipelineBridge | None = None
         self.views: dict[str, CameraView] = {}
@@ -156,7 +156,7 @@ class LineModel(QObject):
         self.latest: InspectionResult | None = None
         self.last_metrics: PipelineMetrics | None = None
         self._drift_changed.connect(self._on_drift_changed)
-        self._plc_stop_asked.connect(self._on_plc_stop_asked)
+        self._stop_asked_signal.connect(self._on_stop_asked)
         self._recipe_changed.connect(self._on_recipe_changed)
         self._station_alarm.connect(self._add_alarm)
         #: The state of each configured link by key (see :func:`station.link_title`): its own
@@ -392,10 +392,10 @@ class LineModel(QObject):
             self.link_states = states
             self.links_changed.emit()
 
-    def _on_plc_stop_asked(self, reason: str) -> None:
+    def _on_stop_asked(self, reason: str) -> None:
         if self.line is None:
             return
-        self._add_alarm("line_stopped", f"the line stopped: the PLC link is down (down policy 'stop'): {reason}")
+        self._add_alarm("line_stopped", f"the line stopped: {reason}")
         self.stop()
 
     # -- helpers ----------------------------------------------------------------------------------

@@ -53,6 +53,10 @@ def figures_text(m: PipelineMetrics | None) -> str:
     extra = []
     if m.dropped:
         extra.append(f"dropped {m.dropped}")
+    if m.writer.images_dropped:
+        extra.append(f"images not kept {m.writer.images_dropped} (disk)")
+    if m.not_inspected:
+        extra.append(f"<b style='color:{FAIL_COLOR}'>NOT INSPECTED {m.not_inspected}</b>")
     if m.unrecorded or m.writer.failed:
         extra.append(f"<b style='color:{FAIL_COLOR}'>UNRECORDED {m.unrecorded + m.writer.failed}</b>")
     if m.writer.journal_pending:

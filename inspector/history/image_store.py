@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,12 +40,28 @@ log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+class NoRoomForImages(ImageError):
+    """Saving a record's images would eat into the disk's reserve for the verdicts."""
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes a process may still write on the file system that holds ``folder``."""
+    return shutil.disk_usage(folder).free
+
+
 class ImageStore:
     """Keeps inspection images under ``root`` within ``quota_bytes``.
 
     ``pass_sample_rate`` is the fraction of passes kept (``0.01`` keeps every 100th pass, ``1``
     keeps all, ``0`` none); sampling is deterministic, not random, so the rate holds exactly over
     any run. ``quota_bytes=None`` means no quota.
+
+    ``reserve_bytes``: free space on the disk that images never use, because the verdicts (the
+    history database and its spill journal, usually on the same disk) need it more. The quota is
+    therefore the smaller of ``quota_bytes`` and what the disk has beyond the reserve: the oldest
+    images go first to make room, and a record whose images still do not fit keeps its verdict
+    without them (:class:`NoRoomForImages`). ``free`` measures a folder's free bytes (a test
+    passes its own).
     """
 
     def __init__(
@@ -51,14 +69,21 @@ class ImageStore:
         root: str | os.PathLike[str],
         quota_bytes: int | None = None,
         pass_sample_rate: float = 0.0,
+        *,
+        reserve_bytes: int = 0,
+        free: Callable[[Path], int] = free_bytes,
     ) -> None:
         if not 0.0 <= pass_sample_rate <= 1.0:
             raise ValueError(f"pass_sample_rate must be within 0..1, got {pass_sample_rate}")
         if quota_bytes is not None and quota_bytes <= 0:
             raise ValueError(f"quota_bytes must be positive or None, got {quota_bytes}")
+        if reserve_bytes < 0:
+            raise ValueError(f"reserve_bytes must be >= 0, got {reserve_bytes}")
         self.root = Path(root)
         self.quota_bytes = quota_bytes
         self.pass_sample_rate = pass_sample_rate
+        self.reserve_bytes = reserve_bytes
+        self._free = free
         self._lock = threading.Lock()
         self._pass_credit = 0.0
         self.root.mkdir(parents=True, exist_ok=True)
@@ -108,6 +133,7 @@ class ImageStore:
         # Encode both first: an array that cannot be stored leaves no file behind.
         image_png = None if record.image is None else _frame_png(record.image)
         heatmap_png, low, high = (None, None, None) if record.heatmap is None else _heatmap_png(record.heatmap)
+        self._make_room(sum(len(png) for png in (image_png, heatmap_png) if png is not None))
         written: list[tuple[Path, int]] = []
         image_path = heatmap_path = None
         if image_png is not None:
@@ -137,6 +163,27 @@ class ImageStore:
             tmp.unlink(missing_ok=True)
             raise
         return len(data)
+
+    def _make_room(self, needed: int) -> None:
+        """Deletes the oldest images until ``needed`` more bytes leave the reserve free."""
+        if not self.reserve_bytes:
+            return
+        with self._lock:
+            free = self._free(self.root)
+            while free - needed < self.reserve_bytes and self._files:
+                path, size = self._files.popleft()
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("could not delete %s to keep the disk's reserve: %s", path, exc)
+                    continue
+                self.used_bytes -= size
+                free += size
+                _remove_if_empty(path.parent)
+            if free - needed < self.reserve_bytes:
+                raise NoRoomForImages(
+                    f"the disk of {self.root} has {free / 1e6:.1f} MB free and keeps "
+                    f"{self.reserve_bytes / 1e6:.1f} MB for the verdicts; images not kept")
 
     def _account(self, written: list[tuple[Path, int]]) -> None:
         """Add the new files and delete the oldest others until the store fits its quota."""

@@ -14,6 +14,13 @@ are matched by ``uid``, so a replay never duplicates), and raises an :class:`Ala
 of state. Records that cannot be stored anywhere wait in a bounded buffer; beyond its bound they
 are counted in ``stats.failed`` and alarmed, never dropped silently. Records the database refuses
 for good (e.g. an unknown model version id) go to ``<journal>.rejected.jsonl``, counted and alarmed.
+
+Verdicts come before images. Images that cannot be saved (the image store keeps a reserve of the
+disk for the verdicts) are counted in ``stats.images_dropped`` and alarmed, and the record is
+stored without them. When the free space beside the journal falls below ``stop_reserve_bytes``
+the writer raises ``disk_full`` once: the pipeline then stops acquiring, and what it holds is
+recorded into the reserve. A stop that runs out of time journals what is still unstored rather
+than losing it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from inspector.alarms import Alarm, AlarmThrottle
 from inspector.history.db import HistoryDB, data_dir, error_reason
-from inspector.history.image_store import ImageStore
+from inspector.history.image_store import ImageStore, NoRoomForImages, free_bytes
 from inspector.history.journal import SpillJournal
 from inspector.inspection import InspectionResult
 
@@ -47,8 +54,11 @@ DB_RECOVERED: Final = "db_recovered"
 JOURNAL_FAILED: Final = "journal_failed"
 JOURNAL_CORRUPT: Final = "journal_corrupt"
 RECORDS_LOST: Final = "records_lost"
+RECORDS_JOURNALED: Final = "records_journaled"
 RECORDS_REJECTED: Final = "records_rejected"
 IMAGE_STORE_FAILED: Final = "image_store_failed"
+IMAGES_DROPPED: Final = "images_dropped"
+DISK_FULL: Final = "disk_full"
 SUBSCRIBER_FAILED: Final = "subscriber_failed"
 
 # Errors that retrying cannot fix: the row itself is refused.
@@ -72,13 +82,15 @@ class WriterStats:
     """Counters in records. ``written``: committed to the database (replays included).
     ``buffered``: submitted, not yet durable or failed. ``journaled``: went to the spill journal.
     ``journal_pending``: in the journal now, waiting for the database. ``failed``: stored nowhere
-    or refused by the database (see the alarms)."""
+    or refused by the database (see the alarms). ``images_dropped``: records stored without the
+    images they should have kept (a full disk, a failing image folder)."""
 
     written: int
     buffered: int
     journaled: int
     journal_pending: int
     failed: int
+    images_dropped: int = 0
 
 
 Subscriber = Callable[[InspectionResult], None]
@@ -105,6 +117,8 @@ class HistoryWriter:
     ``subscribers`` and ``on_alarm`` are called on the writer's thread -- ``on_alarm`` also on the
     submitting thread when the buffer overflows -- so they must be quick and must not call back
     into the writer. ``max_buffered`` bounds the records held in memory (with their images).
+    ``stop_reserve_bytes``: below this many free bytes on the journal's disk, ``disk_full`` is
+    raised (0: never); ``free`` measures a folder's free bytes (a test passes its own).
     """
 
     def __init__(
@@ -119,6 +133,8 @@ class HistoryWriter:
         max_buffered: int = 1000,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
+        stop_reserve_bytes: int = 0,
+        free: Callable[[Path], int] = free_bytes,
     ) -> None:
         self.db = db
         self.image_store = image_store
@@ -127,6 +143,10 @@ class HistoryWriter:
         self.max_buffered = max_buffered
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.stop_reserve_bytes = stop_reserve_bytes
+        self._free = free
+        self._disk_full = False
+        self._images_dropped = 0
         self.journal = SpillJournal(journal_path or default_journal_path(db))
         self.rejected = SpillJournal(self.journal.path.with_suffix(".rejected.jsonl"))
         self.alarms: deque[Alarm] = deque(maxlen=200)  # most recent alarms, oldest first
@@ -167,15 +187,16 @@ class HistoryWriter:
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, record: InspectionResult) -> bool:
+    def submit(self, record: InspectionResult, *, beyond_bound: bool = False) -> bool:
         """Queue a record without blocking. Returns False when the buffer is full: the record is
-        then lost, counted in ``stats.failed`` and alarmed."""
+        then lost, counted in ``stats.failed`` and alarmed. ``beyond_bound``: take it even so (a
+        stop recording the few frames it will not inspect)."""
         if not isinstance(record, InspectionResult):
             raise TypeError(f"expected an InspectionResult, got {type(record).__name__}")
         with self._lock:
             if self._stopping:
                 raise RuntimeError("HistoryWriter is stopped")
-            full = self._outstanding >= self.max_buffered
+            full = self._outstanding >= self.max_buffered and not beyond_bound
             if full:
                 self._failed += 1
             else:
@@ -198,8 +219,9 @@ class HistoryWriter:
     def stop(self, timeout: float | None = 30.0) -> bool:
         """Store everything submitted so far, then end the thread.
 
-        Returns False if that took longer than ``timeout``: what was still unstored is then
-        counted failed and alarmed.
+        Returns False if that took longer than ``timeout``: what was still unstored then goes to
+        the spill journal without its images (replayed at the next start), or, where even that
+        fails, is counted failed; either is alarmed.
         """
         with self._lock:
             if self._stopping:
@@ -225,6 +247,7 @@ class HistoryWriter:
                 journaled=self._journaled,
                 journal_pending=self._journal_pending,
                 failed=self._failed,
+                images_dropped=self._images_dropped,
             )
 
     def __enter__(self) -> HistoryWriter:
@@ -277,6 +300,7 @@ class HistoryWriter:
                 item = self._queue.get_nowait()
         except queue.Empty:
             pass
+        self._check_disk(records)
         return [self._with_images(r) for r in records]
 
     def _with_images(self, record: InspectionResult) -> InspectionResult:
@@ -286,9 +310,30 @@ class HistoryWriter:
         try:
             return self.image_store.save(record)
         except Exception as exc:  # a full disk must not cost the verdict itself
-            message = f"images of frame {record.frame_id} not saved: {exc}"
-            self._alarm(IMAGE_STORE_FAILED, message, throttle_s=10.0)
+            with self._lock:
+                self._images_dropped += 1
+            if isinstance(exc, NoRoomForImages):
+                self._alarm(IMAGES_DROPPED, f"disk nearly full: {exc} (frame {record.frame_id} and later)",
+                            throttle_s=10.0)
+            else:
+                self._alarm(IMAGE_STORE_FAILED, f"images of frame {record.frame_id} not saved: {exc}",
+                            throttle_s=10.0)
             return record
+
+    def _check_disk(self, records: list[InspectionResult]) -> None:
+        """Raises ``disk_full`` once when the journal's disk is down to its reserve: the records
+        now in hand and those still queued fit in it, more might not."""
+        if not records or not self.stop_reserve_bytes or self._disk_full:
+            return
+        try:
+            free = self._free(self.journal.path.parent)
+        except OSError:
+            return  # a folder that cannot be measured is reported by the write that fails
+        if free < self.stop_reserve_bytes:
+            self._disk_full = True
+            self._alarm(DISK_FULL, f"only {free / 1e6:.1f} MB left on the disk of {self.journal.path.parent} "
+                        f"(reserve {self.stop_reserve_bytes / 1e6:.1f} MB): the line stops before a verdict "
+                        "would be lost; free space on that disk, then start again")
 
     def _handle(self, items: list[InspectionResult]) -> None:
         """Make ``items`` durable: in the database if it works, else in the journal."""
@@ -435,20 +480,35 @@ class HistoryWriter:
             self._settled.notify_all()
 
     def _give_up(self) -> None:
-        """Count what the thread leaves unstored (stop timed out, or a crash) as failed."""
-        lost = len(self._pending)
+        """Journal what the thread leaves unstored (stop timed out, or a crash), without images;
+        where the journal refuses it too, count it as failed."""
+        left = list(self._pending)
         while True:
             try:
-                lost += self._queue.get_nowait() is not _STOP
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if isinstance(item, InspectionResult):
+                left.append(item)
         self._pending = []
-        if lost:
+        if not left:
+            return
+        try:
+            self.journal.append(left)
+        except OSError as exc:
             with self._lock:
-                self._failed += lost
-                self._outstanding -= lost
+                self._failed += len(left)
+                self._outstanding -= len(left)
                 self._settled.notify_all()
-            self._alarm(RECORDS_LOST, f"history writer stopped with {lost} records not stored")
+            self._alarm(RECORDS_LOST, f"history writer stopped with {len(left)} records not stored "
+                        f"(the spill journal refused them: {exc})")
+            return
+        with self._lock:
+            self._journaled += len(left)
+            self._journal_pending += len(left)
+        self._alarm(RECORDS_JOURNALED, f"the stop ran out of time before {len(left)} records reached the database: "
+                    f"they are in {self.journal.path} and go in at the next start")
+        self._report([replace(item, journaled=True) for item in left])
 
     def _alarm(self, kind: str, message: str, throttle_s: float = 0.0) -> None:
         alarm = self._throttle.alarm(kind, message, throttle_s)

@@ -207,13 +207,16 @@ def build_line(
     links: Iterable[LineLink] = (),
     writer_max_buffered: int = WRITER_MAX_BUFFERED,
     stall_after_s: float | None = STALL_AFTER_S,
+    disk_reserve_bytes: int = 0,
 ) -> Line:
     """The line that inspects ``camera``'s frames with ``recipe`` (a
     :class:`~inspector.recipes.LoadedRecipe`: engine, rule, model version, product, good scores)
     and records every verdict in ``db``; not started.
 
     Images go to ``image_dir`` (oldest deleted beyond ``quota_bytes``; rejects always kept, passes
-    with probability ``pass_sample_rate``). ``mode``, ``trigger`` (a :class:`TriggerMode` or its
+    with probability ``pass_sample_rate``). Images never use the last ``disk_reserve_bytes`` of
+    the disk; below a quarter of it on the history's disk the line stops (``disk_full``), so the
+    verdicts always have room. ``mode``, ``trigger`` (a :class:`TriggerMode` or its
     value: ``"free_run"``, ``"software"``, ``"hardware"``), ``trigger_line``, ``queue_size`` and
     ``max_frames`` are the :class:`~inspector.line.Pipeline`'s. With ``trigger="software"`` and a
     ``feeder_rate``, a :class:`PartFeeder` presents parts at most that many per second.
@@ -231,15 +234,16 @@ def build_line(
 
     ``links`` are extra subscribers (see :class:`LineLink`), subscribed before anything runs.
     """
-    store = ImageStore(image_dir, quota_bytes=quota_bytes, pass_sample_rate=pass_sample_rate)
-    writer = HistoryWriter(db, store, max_buffered=writer_max_buffered)
+    store = ImageStore(image_dir, quota_bytes=quota_bytes, pass_sample_rate=pass_sample_rate,
+                       reserve_bytes=disk_reserve_bytes)
+    writer = HistoryWriter(db, store, max_buffered=writer_max_buffered, stop_reserve_bytes=disk_reserve_bytes // 4)
     return _assemble(camera, recipe, writer, store, None, mode=mode, trigger=trigger, trigger_line=trigger_line,
                      queue_size=queue_size, max_frames=max_frames, drift_window=drift_window, on_drift=on_drift,
                      feeder_rate=feeder_rate, links=links, stall_after_s=stall_after_s)
 
 
 #: :func:`build_line`'s options that are not :func:`_assemble`'s: they make the store and the writer.
-_STORE_AND_WRITER = ("image_dir", "quota_bytes", "pass_sample_rate", "writer_max_buffered")
+_STORE_AND_WRITER = ("image_dir", "quota_bytes", "pass_sample_rate", "writer_max_buffered", "disk_reserve_bytes")
 
 
 def _line_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +335,12 @@ class Lines:
     def source_ended(self) -> bool:
         """True once every camera's acquisition ended by itself (finite source or ``max_frames``)."""
         return all(line.source_ended for line in self.lines)
+
+    @property
+    def storage_full(self) -> bool:
+        """True once a camera's line stopped acquiring because the history's disk is down to its
+        reserve (the others should stop too: they write to the same disk)."""
+        return any(line.pipeline.storage_full for line in self.lines)
 
     def start(self) -> None:
         """Starts every line, in camera order. When one cannot start (a camera that will not
@@ -442,18 +452,19 @@ def build_lines(
         raise InspectorError(f"{len(camera_links)} cameras' own links given for {len(cameras)} cameras")
     check_camera_ids([camera.camera_id for camera in cameras])
     check_max_batch(max_batch)
+    reserve = store_options["disk_reserve_bytes"]
     store = ImageStore(store_options["image_dir"], quota_bytes=store_options["quota_bytes"],
-                       pass_sample_rate=store_options["pass_sample_rate"])
+                       pass_sample_rate=store_options["pass_sample_rate"], reserve_bytes=reserve)
+    writing = {"max_buffered": store_options["writer_max_buffered"], "stop_reserve_bytes": reserve // 4}
     if len(cameras) == 1:  # nothing to batch with: the line of build_line, its journal the database's own
-        writer = HistoryWriter(db, store, max_buffered=store_options["writer_max_buffered"])
+        writer = HistoryWriter(db, store, **writing)
         own = camera_links[0] if camera_links else ()
         return Lines([_assemble(cameras[0], recipe, writer, store, None, links=(*links, *own), **options)], None, store)
     batching = measure_batching(recipe.engine, len(cameras)) if max_batch is None else None
     batcher = FrameBatcher(min(max_batch or batching.max_batch, len(cameras)), max_wait_ms)
     lines = []
     for i, camera in enumerate(cameras):
-        writer = HistoryWriter(db, store, max_buffered=store_options["writer_max_buffered"],
-                               journal_path=camera_journal_path(db, camera.camera_id))
+        writer = HistoryWriter(db, store, journal_path=camera_journal_path(db, camera.camera_id), **writing)
         own = camera_links[i] if camera_links else ()
         lines.append(_assemble(camera, recipe, writer, store, batcher.scorer, links=(*links, *own),
                                names_camera=True, **options))

@@ -26,9 +26,12 @@ class PipelineMetrics:
     Frames: ``acquired`` (delivered by the camera to the pipeline), ``inspected`` (got a
     decision, errors included), ``recorded`` (durable and handed to the result subscribers;
     ``passed``/``failed``/``errors`` split these), ``dropped`` (live mode: waiting frames replaced
-    by newer ones), ``unrecorded`` (decided but refused by a full history buffer, or left when a
-    stop timed out; alarmed). In triggered mode ``acquired == inspected == recorded`` once the
-    pipeline is stopped; in live mode ``acquired == inspected + dropped``.
+    by newer ones), ``not_inspected`` (acquired, never scored -- a stop that ran out of time, a
+    second signal -- and recorded as such: a FAIL row whose error says why, counted among the
+    ``errors``; alarmed), ``unrecorded`` (stored nowhere: refused by a full history buffer, or
+    left by a writer that could not even journal them; alarmed). In triggered mode ``acquired ==
+    inspected + not_inspected == recorded`` once the pipeline is stopped; in live mode
+    ``acquired == inspected + not_inspected + dropped``.
 
     ``queue_depth``: frames waiting for the engine now, of ``queue_size``. ``queue_full_waits``:
     times acquisition found the queue full and waited (triggered mode backpressure).
@@ -66,6 +69,7 @@ class PipelineMetrics:
     camera_disconnects: int
     camera_reconnects: int
     writer: WriterStats
+    not_inspected: int = 0
 
 
 @dataclass

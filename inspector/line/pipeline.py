@@ -31,6 +31,7 @@ from inspector.alarms import Alarm, AlarmThrottle
 from inspector.frames import Frame, FrameSource, TriggerMode
 from inspector.errors import InspectorError
 from inspector.history import HistoryWriter
+from inspector.history.writer import DISK_FULL
 from inspector.inspection import InspectionResult
 
 from inspector.line.rule import DecisionRule
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 MODES: Final = ("triggered", "live")
 #: Frames waiting for the engine at most, per mode: live view wants the newest frame, not a backlog.
 DEFAULT_QUEUE_SIZE: Final = {"triggered": 8, "live": 1}
+#: The deepest queue a stop can still drain: 64 frames at 250 ms each (a slow CPU) take 16 s of
+#: the station's 60-s stop limit. A deeper queue only holds parts longer before their verdict.
+MAX_QUEUE_SIZE: Final = 64
+#: The error of a frame acquired but never scored (its row says so, and it FAILs).
+NOT_INSPECTED_ERROR: Final = "not inspected"
 
 # Alarm kinds raised by the pipeline; the history writer's own kinds (db_unavailable,
 # db_recovered, records_lost, ...) are passed on unchanged.
@@ -53,6 +59,7 @@ ENGINE_ERROR: Final = "engine_error"
 SHADOW_ERROR: Final = "shadow_error"
 WRITER_BACKLOG: Final = "writer_backlog"
 FRAMES_UNRECORDED: Final = "frames_unrecorded"
+FRAMES_NOT_INSPECTED: Final = "frames_not_inspected"
 SUBSCRIBER_FAILED: Final = "subscriber_failed"
 LINE_STALLED: Final = "line_stalled"
 LINE_RESUMED: Final = "line_resumed"
@@ -66,6 +73,13 @@ class Scorer(Protocol):
 
     def predict(self, image: np.ndarray) -> object:
         """-> an object with ``score: float`` and ``anomaly_map: (H, W) float ndarray``."""
+
+
+def check_queue_size(queue_size: int | None) -> None:
+    """Refuses a queue the engine could not drain within a stop (None: the mode's default)."""
+    if queue_size is not None and not 1 <= queue_size <= MAX_QUEUE_SIZE:
+        raise InspectorError(f"queue size must be within 1..{MAX_QUEUE_SIZE} frames, got {queue_size}: a deeper "
+                             "queue could not be inspected within the stop's time limit")
 
 
 ResultSubscriber = Callable[[InspectionResult], None]
@@ -104,6 +118,11 @@ class Pipeline:
     never, as for a hardware-triggered line that may simply have no parts. A disconnected camera
     is alarmed as ``camera_lost`` instead, and a finite source that ran out is no stall.
 
+    Every acquired frame gets a row: a frame the pipeline will not score (a stop that ran out of
+    time, a second signal: :meth:`hurry`) is recorded as not inspected, a FAIL whose error says
+    so. When the writer says the disk is down to its reserve (``disk_full``), acquisition stops
+    (:attr:`storage_full`) and what was acquired is still inspected and recorded.
+
     The pipeline owns the writer's lifecycle: :meth:`start` starts it and :meth:`stop` stops it.
     Give it a writer of its own: every record the writer stores is counted and announced as one
     of this pipeline's results.
@@ -139,6 +158,7 @@ class Pipeline:
             raise TypeError(f"rule must be a DecisionRule, got {type(rule).__name__}")
         if max_frames is not None and max_frames < 1:
             raise InspectorError(f"max frames must be >= 1, got {max_frames}")
+        check_queue_size(queue_size)
         if stall_after_s is not None and not stall_after_s > 0:
             raise InspectorError(f"stall time must be positive seconds or None, got {stall_after_s}")
         self.camera = camera
@@ -163,7 +183,7 @@ class Pipeline:
         self.alarms: deque[Alarm] = deque(maxlen=200)  # most recent, oldest first
 
         self._lock = threading.Lock()
-        self._acquired = self._inspected = self._dropped = self._unrecorded = 0
+        self._acquired = self._inspected = self._dropped = self._unrecorded = self._not_inspected = 0
         self._recorded = 0
         self._counts = Counts()
         self._queue_full_waits = self._disconnects = 0
@@ -176,6 +196,7 @@ class Pipeline:
         self._stop_requested = threading.Event()
         self._abort = threading.Event()  # a stop timed out: stop waiting for room anywhere
         self._source_ended = threading.Event()
+        self._storage_full = threading.Event()
         self._worker_done = threading.Event()
         self._acquisition: threading.Thread | None = None
         self._worker: threading.Thread | None = None
@@ -271,13 +292,19 @@ class Pipeline:
         """True once acquisition ended by itself (finite source or ``max_frames``)."""
         return self._source_ended.is_set()
 
+    @property
+    def storage_full(self) -> bool:
+        """True once acquisition stopped because the history's disk is down to its reserve."""
+        return self._storage_full.is_set()
+
     def stop(self, timeout: float | None = 30.0) -> bool:
         """Stop acquiring, inspect and record every frame acquired so far, stop the writer, then
         stop the camera (and close it if :meth:`start` opened it).
 
-        Returns False if that took longer than ``timeout`` seconds; what was left unrecorded is
-        then counted in ``metrics().unrecorded`` (and the writer's ``failed``) and alarmed.
-        Safe to repeat.
+        Returns False if that took longer than ``timeout`` seconds: the frames not scored by then
+        are recorded as not inspected (``metrics().not_inspected``), the writer journals what it
+        could not store in time, and anything stored nowhere is counted in ``unrecorded`` (and
+        the writer's ``failed``); all alarmed. Safe to repeat.
         """
         if self._acquisition is None or self._stopped:
             return self._stopped_cleanly
@@ -290,7 +317,8 @@ class Pipeline:
             self._watchdog.join(_left(deadline))
         clean = not self._acquisition.is_alive() and not self._worker.is_alive()
         if not clean:
-            self._abort.set()  # the worker now counts what it still holds instead of scoring it
+            self._abort.set()  # the worker now records what it still holds as not inspected
+            self._acquisition.join(5.0)  # its last frame, if it waited for room, is recorded too
             self._worker.join(5.0)
         clean = self.writer.stop(_left(deadline, at_least=1.0)) and clean
         self._release_camera()
@@ -300,8 +328,8 @@ class Pipeline:
 
     def hurry(self) -> None:
         """Shorten a stop that is draining (a second SIGTERM: the container's grace is running
-        out): frames still waiting are counted as acquired but not inspected (``unrecorded``,
-        alarmed at the stop) instead of being scored; the frame in the engine finishes."""
+        out): frames still waiting are recorded as not inspected (``not_inspected``, alarmed)
+        instead of being scored; the frame in the engine finishes."""
         self._abort.set()
 
     def metrics(self) -> PipelineMetrics:
@@ -321,6 +349,7 @@ class Pipeline:
                 errors=self._counts.errors,
                 dropped=self._dropped,
                 unrecorded=self._unrecorded,
+                not_inspected=self._not_inspected,
                 queue_depth=len(self._queue),
                 queue_size=self._queue.maxsize,
                 queue_full_waits=self._queue_full_waits,
@@ -396,7 +425,7 @@ class Pipeline:
                 throttle_s=ALARM_THROTTLE_S,
             )
         if not self._queue.put_wait(frame, self._abort):
-            self._count_unrecorded(1)
+            self._record_not_inspected(frame, "the stop ran out of time")
 
     # -- engine worker ---------------------------------------------------------------------------
 
@@ -410,16 +439,16 @@ class Pipeline:
                 if frame is None:
                     continue
                 if self._abort.is_set():
-                    self._count_unrecorded(1)
+                    self._record_not_inspected(frame, "the stop ran out of time")
                     continue
                 try:
                     result = self._inspect(frame)
-                    self._decided(result)
-                    self._submit(result)
-                except Exception as exc:  # a bug; the frame is counted, the thread carries on
+                except Exception as exc:  # a bug; the frame is recorded, the thread carries on
                     log.exception("pipeline could not inspect frame %s", frame.frame_id)
-                    self._count_unrecorded(1)
-                    self._alarm(ENGINE_ERROR, f"frame {frame.frame_id} not recorded: {exc}")
+                    self._record_not_inspected(frame, f"{type(exc).__name__}: {exc}")
+                    continue
+                self._decided(result)
+                self._submit(result)
         finally:
             self._worker_done.set()
 
@@ -492,16 +521,47 @@ class Pipeline:
 
     def _submit(self, result: InspectionResult) -> None:
         # The writer's buffer is bounded too; waiting for room here (rather than letting the
-        # writer refuse the record) carries the backpressure on to the frame queue.
-        while self.writer.stats.buffered >= self.writer.max_buffered:
-            if self._abort.is_set():
-                self._count_unrecorded(1)
-                return
+        # writer refuse the record) carries the backpressure on to the frame queue. A stop out
+        # of time stops waiting: the few frames left then go beyond the bound.
+        while self.writer.stats.buffered >= self.writer.max_buffered and not self._abort.is_set():
             self._alarm(WRITER_BACKLOG, f"history writer holds {self.writer.max_buffered} unstored records; "
                         "inspection waits for it", throttle_s=ALARM_THROTTLE_S)
             time.sleep(0.01)
-        if not self.writer.submit(result):
-            self._count_unrecorded(1)  # the writer has alarmed it already
+        try:
+            taken = self.writer.submit(result, beyond_bound=self._abort.is_set())
+        except RuntimeError:  # the writer stopped: a thread that outlived a stop out of time
+            taken = False
+            log.error("frame %s of camera %s decided after the history writer stopped", result.frame_id,
+                      result.camera_id)
+        if not taken:
+            self._count_unrecorded(1)  # the writer has alarmed a full buffer already
+
+    def _record_not_inspected(self, frame: Frame, why: str) -> None:
+        """A FAIL row for an acquired frame that will not be scored: no part leaves unjudged and
+        uncounted. Without images: the stop that calls for it has no time to save them."""
+        decider = self._decider
+        result = InspectionResult(
+            time=datetime.fromtimestamp(frame.host_timestamp, timezone.utc),
+            camera_id=frame.camera_id,
+            frame_id=frame.frame_id,
+            score=0.0,
+            decision="FAIL",
+            threshold=decider.rule.threshold,
+            rule=decider.rule,
+            model_version_id=decider.model_version_id,
+            product_id=self.product_id,
+            latency_total_ms=(time.time() - frame.host_timestamp) * 1000.0,
+            latency_model_ms=None,
+            camera_timestamp=frame.camera_timestamp,
+            host_timestamp=frame.host_timestamp,
+            error=f"{NOT_INSPECTED_ERROR}: {why}",
+        )
+        with self._lock:
+            self._not_inspected += 1
+        self._alarm(FRAMES_NOT_INSPECTED, f"frame {frame.frame_id} and maybe others acquired but not inspected "
+                    f"({why}): recorded as FAIL, not inspected", throttle_s=ALARM_THROTTLE_S)
+        self._decided(result)
+        self._submit(result)
 
     # -- stall watchdog --------------------------------------------------------------------------
 
@@ -545,6 +605,9 @@ class Pipeline:
                             throttle_s=ALARM_THROTTLE_S)
 
     def _writer_alarm(self, alarm: Alarm) -> None:
+        if alarm.kind == DISK_FULL:
+            self._storage_full.set()
+            self._stop_requested.set()  # acquisition ends; what it took is still recorded
         self._deliver(alarm)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -552,8 +615,7 @@ class Pipeline:
     def _count_unrecorded(self, n: int) -> None:
         with self._lock:
             self._unrecorded += n
-        self._alarm(FRAMES_UNRECORDED, f"{n} acquired frame(s) could not be inspected and recorded",
-                    throttle_s=ALARM_THROTTLE_S)
+        self._alarm(FRAMES_UNRECORDED, f"{n} frame(s) could not be recorded anywhere", throttle_s=ALARM_THROTTLE_S)
 
     def raise_alarm(self, kind: str, message: str) -> None:
         """Raise an alarm from outside the pipeline (e.g. a drift monitor observing its results):
