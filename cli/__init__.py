@@ -7,6 +7,7 @@
 ``gui_command``       gui: the desktop, started through :mod:`launcher`
 ``users_commands``    users: accounts that sign in
 ``audit_commands``    audit verify: the audit trail's hash chain
+``opcua_commands``    opcua: the OPC UA server's certificate and users (make-cert, add-user)
 ``common``            what they share: --device, opening the history, credentials (--user, PIN
                       from $INSPECTOR_PIN or a 0600 --pin-file, never the command line)
 

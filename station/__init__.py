@@ -1,7 +1,7 @@
 """The station: what a running inspection station is, and what people do to it.
 
 Between the faces (``cli``, ``launcher``, ``ui``) and what they put together (``demo``,
-``calibration``, ``drivers``, the core). Three rooms:
+``calibration``, ``drivers``, the core). Three rooms, and a cupboard:
 
 ``station.config``   :class:`StationConfig`: cameras, product, storage, plant links as plain data;
                      :data:`LINKS` declares each link's setting once (option, title, hint, check)
@@ -10,6 +10,8 @@ Between the faces (``cli``, ``launcher``, ``ui``) and what they put together (``
                      product changes from the plant; the shift counts; the run's audit
 ``station.actions``  the audited actions people take (export, acknowledge alarms, the
                      station's settings): the caller's right checked once, one audit event
+``station.opcua``    the OPC UA server's security files for ``inspector opcua``: a certificate
+                     made offline, the users who may call its methods
 
 ``inspector run`` is arguments -> :class:`StationConfig` -> :class:`Station` -> a printer; the
 desktop's :class:`ui.line.LineModel` is a Qt adapter over the same :class:`Station`.

@@ -76,8 +76,10 @@ LINKS: tuple[LinkSpec, ...] = (
         "opcua", "opcua", "OPC UA", "URI",
         "also serve the station's state to SCADA and PLC clients as an OPC UA server: "
         "opcua://HOST[:PORT][?readonly=1&station=NAME], e.g. opcua://0.0.0.0:4840 (no security: an isolated network "
-        "only; readonly=1 leaves out the methods ChangeProduct and AcknowledgeAlarms)",
-        "opcua://0.0.0.0:4840?station=NAME (this station's own server; empty: none)", _check_opcua),
+        "only; readonly=1 leaves out the methods ChangeProduct and AcknowledgeAlarms); secured: add "
+        "security=SignAndEncrypt (or Sign)&cert=FILE&key=FILE&trust=DIR&users=FILE (see inspector opcua make-cert)",
+        "opcua://0.0.0.0:4840?station=NAME, secured: &security=SignAndEncrypt&cert=DIR/cert.der&key=DIR/key.pem"
+        "&trust=DIR/trusted&users=DIR/users (this station's own server; empty: none)", _check_opcua),
     LinkSpec(
         "mqtt", "publish", "MES (MQTT)", "URI",
         "also send every recorded verdict to the MES: mqtt://HOST:PORT/TOPIC[?station=NAME] (JSON, QoS 1; kept in "

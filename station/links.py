@@ -150,7 +150,7 @@ class StationLinks:
         for key, link in list(self.made.items()):
             if key == "opcua":
                 link.set_recipe(recipe.product, recipe.model_version_id, recipe.rule.threshold)
-                link.on_change_product = None if change_product is None else (lambda name: change_product(name, "opcua"))
+                link.on_change_product = change_product  # (name, "opcua" or "opcua:<user>")
                 link.on_acknowledge = acknowledge
             else:
                 link.on_alarm = lines.raise_alarm  # plc_down/_recovered, mqtt_down, ...
@@ -176,7 +176,9 @@ class StationLinks:
                 self._failed(key, exc)
                 continue
             if key == "opcua":
-                on_message(f"serving the station over OPC UA at {link.endpoint} (no security"
+                security = link.target.security_mode
+                on_message(f"serving the station over OPC UA at {link.endpoint} "
+                           f"({'no security' if security == 'None' else f'security {security}'}"
                            f"{'; read-only' if link.target.readonly else ''})")
         self._running = True
 

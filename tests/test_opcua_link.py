@@ -142,8 +142,8 @@ def test_the_uri_names_the_address_the_options_and_the_station() -> None:
         ("opcua://host:port", "bad port"),
         ("opcua://host:0", "bad port"),
         ("opcua://host?readonly=maybe", "bad readonly"),
-        ("opcua://host?secure=1", "the options are readonly and station"),
-        ("opcua://host?station=a&station=b", "the options are readonly and station"),
+        ("opcua://host?secure=1", "the options are readonly, station, security"),
+        ("opcua://host?station=a&station=b", "the options are readonly, station, security"),
         ("opcua://host?station=line%201", "bad station"),
     ],
 )
@@ -215,7 +215,8 @@ def test_alarms_stay_active_until_a_client_acknowledges_them(station: OpcUaLink)
 def test_change_product_goes_to_the_hook_and_an_unknown_product_is_refused(station: OpcUaLink) -> None:
     asked: list[str] = []
 
-    def change(name: str) -> str:
+    def change(name: str, user: str) -> str:
+        assert user == "opcua"  # an unsecured server has no signed-in users
         asked.append(name)
         if name != "disc":
             raise InspectorError(f"no product named {name!r}")
@@ -243,7 +244,7 @@ def test_change_product_goes_to_the_hook_and_an_unknown_product_is_refused(stati
 
 def test_read_only_leaves_out_the_methods_and_a_taken_port_is_one_line(station: OpcUaLink) -> None:
     link = OpcUaLink(f"opcua://127.0.0.1:{free_port()}?readonly=1")
-    link.on_change_product = lambda name: pytest.fail("a read-only station changed product")
+    link.on_change_product = lambda name, user: pytest.fail("a read-only station changed product")
     link.start()
     try:
         link.on_alarm(alarm("drift"))

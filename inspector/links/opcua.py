@@ -1,5 +1,5 @@
 """The station's state and two commands for SCADA and PLC clients, as an OPC UA server:
-``opcua://HOST[:PORT][?readonly=1&station=NAME]``.
+``opcua://HOST[:PORT][?readonly=1&station=NAME&security=MODE&cert=FILE&key=FILE&trust=DIR&users=FILE]``.
 
 Unlike the MQTT and Modbus links, here the station is the server: a SCADA or PLC client connects,
 reads (or subscribes to) one object ``Station`` -- running, product, model version, threshold, the
@@ -24,8 +24,11 @@ method answers BadNotSupported; an :class:`~inspector.errors.InspectorError` fro
 product, say) answers BadInvalidArgument. In both cases, and on success, ``LastCommand`` says what
 happened in words, since an OPC UA status code carries no text.
 
-No security: anonymous clients, no signing or encryption (the only endpoint is ``None``) -- for
-an isolated plant network only. ``readonly=1`` leaves the methods out, so that nothing on the
+Security (:mod:`inspector.links.opcua_security`): by default none -- anonymous clients, no signing or
+encryption (the only endpoint is ``None``), for an isolated plant network only.
+``security=Sign|SignAndEncrypt`` with the server's certificate and key, a folder of trusted client
+certificates and a users file offers that mode only: trusted clients read, and only a user with
+a password may call the methods. ``readonly=1`` leaves the methods out, so that nothing on the
 network can change the station. The variables are never writable by clients.
 
 asyncua is imported only when the server starts, so the rest of the project works without it.
@@ -38,7 +41,6 @@ import concurrent.futures
 import logging
 import math
 import os
-import re
 import socket
 import threading
 from collections import deque
@@ -52,11 +54,12 @@ from inspector import __version__
 from inspector.alarms import Alarm
 from inspector.errors import InspectorError
 from inspector.inspection import InspectionResult
+from inspector.links.opcua_security import APPLICATION_URI, STATION_NAME, OpcUaSecurity, check_security, session_user
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 4840
-NAMESPACE: Final = "urn:inspector:station"
+NAMESPACE: Final = APPLICATION_URI
 #: The object under Objects that holds everything, and the prefix of every NodeId.
 OBJECT: Final = "Station"
 #: Alarms kept for ``on_acknowledge`` at most; the count goes on beyond.
@@ -90,7 +93,9 @@ VARIABLES: Final = (
 )
 _ARRAYS: Final = frozenset({"ActiveAlarms"})
 
-ProductChanger = Callable[[str], str]
+#: ``(product name, who asked) -> message``; who asked, for the audit: ``opcua``, or
+#: ``opcua:<user>`` for a user signed in to a secured server.
+ProductChanger = Callable[[str, str], str]
 
 
 # --- the URI ---------------------------------------------------------------------------------------
@@ -99,12 +104,18 @@ ProductChanger = Callable[[str], str]
 @dataclass(frozen=True)
 class OpcUaTarget:
     """Where the server listens (``host`` may be ``0.0.0.0``: every interface), whether it leaves
-    the methods out (``readonly``), and the ``station`` name it shows."""
+    the methods out (``readonly``), the ``station`` name it shows, and its ``security`` (None:
+    none)."""
 
     host: str
     port: int
     readonly: bool
     station: str
+    security: OpcUaSecurity | None = None
+
+    @property
+    def security_mode(self) -> str:
+        return "None" if self.security is None else self.security.mode
 
     @property
     def endpoint(self) -> str:
@@ -112,13 +123,21 @@ class OpcUaTarget:
         return f"opc.tcp://{host}:{self.port}"
 
 
+#: The URI's options; those after ``station`` secure the server (see opcua_security).
+OPTIONS: Final = ("readonly", "station", "security", "cert", "key", "trust", "users")
+
+
 def parse_opcua_uri(uri: str) -> OpcUaTarget:
-    """``opcua://HOST[:PORT][?readonly=1][&station=NAME]`` (port 4840, methods exposed, the station
-    named after the host)."""
+    """``opcua://HOST[:PORT][?readonly=1][&station=NAME][&security=MODE&cert=...]`` (port 4840,
+    methods exposed, the station named after the host, no security). The security options' files
+    are read and checked here, so that a bad one is refused before anything starts."""
     parts = urlsplit(uri)
     if parts.scheme != "opcua" or not parts.hostname or parts.path not in ("", "/") or parts.fragment:
         raise InspectorError(f"not an OPC UA server address: {uri!r} (expected opcua://HOST:PORT, "
                              "e.g. opcua://0.0.0.0:4840)")
+    if parts.username is not None or parts.password is not None:
+        # Never echo it: what stands before '@' may be a password.
+        raise InspectorError("an OPC UA server address holds no user or password (users come from users=FILE)")
     try:
         port = parts.port if parts.port is not None else DEFAULT_PORT
     except ValueError:
@@ -129,15 +148,22 @@ def parse_opcua_uri(uri: str) -> OpcUaTarget:
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
         raise InspectorError(f"bad options in {uri!r} (expected ?readonly=1&station=NAME)") from None
-    if set(query) - {"readonly", "station"} or any(len(v) > 1 for v in query.values()):
-        raise InspectorError(f"bad options in {uri!r}: the options are readonly and station, each once")
+    if set(query) - set(OPTIONS) or any(len(v) > 1 for v in query.values()):
+        raise InspectorError(f"bad options in {uri!r}: the options are {', '.join(OPTIONS)}, each once")
     readonly_text = query.get("readonly", ["0"])[0].lower()
     if readonly_text not in _TRUE + _FALSE:
         raise InspectorError(f"bad readonly in {uri!r}: 1 or 0, got {readonly_text!r}")
     station = query.get("station", [socket.gethostname()])[0]
-    if not re.fullmatch(r"[\w.\-]{1,64}", station):
+    if not STATION_NAME.fullmatch(station):
         raise InspectorError(f"bad station in {uri!r}: letters, digits, '.', '-' and '_', 64 at most")
-    return OpcUaTarget(parts.hostname, port, readonly_text in _TRUE, station)
+    readonly = readonly_text in _TRUE
+    option = {name: values[0] for name, values in query.items()}
+    try:
+        security = check_security(option.get("security", "None"), option.get("cert"), option.get("key"),
+                                  option.get("trust"), option.get("users"), readonly)
+    except InspectorError as exc:
+        raise InspectorError(f"OPC UA security: {exc}") from None
+    return OpcUaTarget(parts.hostname, port, readonly, station, security)
 
 
 def _asyncua() -> tuple[Any, Any]:
@@ -165,8 +191,9 @@ class OpcUaLink:
     the line, an :class:`~inspector.alarms.Alarm`): ``build_line`` subscribes both. The run's side:
     :meth:`set_running` and :meth:`set_recipe` fill in what the line does not report itself.
 
-    Callbacks, each optional and settable at any time: ``on_change_product(name) -> message`` puts
-    the product's recipe on the line and returns what to tell the client; it raises
+    Callbacks, each optional and settable at any time: ``on_change_product(name, user) -> message``
+    puts the product's recipe on the line for ``user`` (``opcua``, or ``opcua:<name>`` on a secured
+    server: who called, for the audit) and returns what to tell the client; it raises
     :class:`~inspector.errors.InspectorError` to refuse (an unknown product), and is expected to
     call :meth:`set_recipe` itself. ``on_acknowledge(alarms)`` gets the alarms a client
     acknowledged (the :data:`MAX_KEPT_ALARMS` most recent), e.g. for the audit trail. Both run on
@@ -323,7 +350,11 @@ class OpcUaLink:
         self._ua = ua
         server = server_class()
         await server.init()
-        await self._configure(server)
+        try:
+            await self._configure(server)
+        except InspectorError as exc:  # a security file changed since the URI was checked
+            ready.set_exception(InspectorError(f"cannot serve OPC UA at {self.endpoint}: {exc}"))
+            return
         self._nodes = await self._add_nodes(server)
         quiet = _DropStartTraceback()  # the reason goes to the caller, in one line
         logging.getLogger("asyncua.server.server").addFilter(quiet)
@@ -347,7 +378,8 @@ class OpcUaLink:
         if self._stop_flag.is_set():  # stop() came while the server was starting (a start that timed out)
             stop.set()
         await self._flush()  # what was set before start, and meanwhile
-        log.debug("serving the station over OPC UA at %s (read-only: %s)", self.endpoint, self.target.readonly)
+        log.debug("serving the station over OPC UA at %s (read-only: %s, security: %s)", self.endpoint,
+                  self.target.readonly, self.target.security_mode)
         ready.set_result(None)
         try:
             await stop.wait()
@@ -357,12 +389,20 @@ class OpcUaLink:
             await server.stop()
 
     async def _configure(self, server: Any) -> None:
+        from inspector.links.opcua_security import certificate_uri, load_certificate_file, secure_server
+
         ua = self._ua
         server.set_endpoint(f"{self.endpoint}/")
         server.set_server_name(f"inspector station {self.target.station}")
-        await server.set_application_uri(f"{NAMESPACE}:{self.target.station}")
+        security = self.target.security
+        # A client checks that the server's application URI is the one its certificate names.
+        uri = certificate_uri(load_certificate_file(security.cert)) if security is not None else None
+        await server.set_application_uri(uri or f"{NAMESPACE}:{self.target.station}")
         await server.set_build_info("urn:inspector", "inspector", "inspector station", __version__, __version__,
                                     datetime.now(timezone.utc))
+        if security is not None:
+            await secure_server(server, security)
+            return
         # Only what is offered: no certificate, so no signed or encrypted endpoint (asyncua would
         # warn about each), and no user names or certificates it could not check.
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
@@ -446,15 +486,17 @@ class OpcUaLink:
         if callback is None:
             return self._refuse(ua.StatusCodes.BadNotSupported,
                                 f"ChangeProduct({name!r}) refused: this station takes no product changes over OPC UA")
+        who = session_user.get()  # the secured server's signed-in user; None: anonymous or unsecured
+        user = "opcua" if who is None else f"opcua:{who}"
         try:
-            message = await asyncio.get_running_loop().run_in_executor(self._worker, callback, name)
+            message = await asyncio.get_running_loop().run_in_executor(self._worker, callback, name, user)
         except InspectorError as exc:
             return self._refuse(ua.StatusCodes.BadInvalidArgument, f"ChangeProduct({name!r}) refused: {exc}")
         except Exception as exc:
             log.exception("OPC UA ChangeProduct(%r) failed", name)
             return self._refuse(ua.StatusCodes.BadInternalError, f"ChangeProduct({name!r}) failed: {exc}")
         message = str(message)
-        log.info("OPC UA client: ChangeProduct(%r): %s", name, message)
+        log.info("OPC UA client %s: ChangeProduct(%r): %s", user, name, message)
         self._set(LastCommand=f"ChangeProduct({name!r}): {message}")
         return [ua.Variant(message, ua.VariantType.String)]
 

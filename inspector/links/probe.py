@@ -154,4 +154,15 @@ def _probe_opcua(uri: str) -> str:
             s.bind((target.host, target.port))
     except OSError as exc:
         raise InspectorError(f"the station cannot serve at {target.endpoint}: {exc.strerror or exc}") from None
-    return f"the station can serve at {target.endpoint} (the port is free; it serves while the line runs)"
+    secured = ""
+    if target.security is not None:  # its files were checked by the parse: say what a client will meet
+        from inspector.links.opcua_security import CERT_SUFFIXES, read_users
+
+        security = target.security
+        try:
+            trusted = sum(1 for p in security.trust.iterdir() if p.suffix.lower() in CERT_SUFFIXES)
+        except OSError as exc:
+            raise InspectorError(f"cannot read trust={security.trust}: {exc.strerror or exc}") from None
+        users = "" if security.users is None else f", users: {len(read_users(security.users))}"
+        secured = f"; {security.mode}, trusted client certificates: {trusted}{users}"
+    return f"the station can serve at {target.endpoint} (the port is free; it serves while the line runs{secured})"
