@@ -1,0 +1,244 @@
+"""Finding the part: a frame registered to the recipe's reference image before its region is cut.
+
+A line camera sees the part somewhere on the belt, slightly turned. :class:`Aligner` finds the
+rigid motion (shift and turn) that carries the reference's region onto the frame, in two steps:
+
+Both steps work on the frame shrunk by whole factors (OpenCV's fast area path: a 5 MP frame in
+a few milliseconds), once for the fine step and again from that for the coarse one.
+
+1. **coarse**, on both images shrunk so that the region is about ``COARSE_PX`` across: the
+   region's centre, turned in ``ANGLE_STEP_DEG`` steps within ``max_angle_deg``, is matched
+   everywhere by normalised cross-correlation (``cv2.matchTemplate``); the best angle and place
+   win. Only the centre is matched (``CORE``), so a turned template never brings its corners'
+   background along.
+2. **fine**, with ECC (Evangelidis and Psarakis 2008, ``cv2.findTransformECC``, Euclidean
+   motion) at ``FINE_PX`` across, started from the coarse answer.
+
+The match quality is ECC's correlation coefficient, in -1..1: near 1 when the part is there, near
+0 when it is not (an empty belt, another part). Below the recipe's minimum the frame is decided
+NO PART, never scored. Shapes: images are ``(H, W)`` or ``(H, W, 3)``, uint8 or uint16; the
+region is ``(x, y, w, h)`` in reference pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from inspector.errors import InspectorError
+
+#: The region's longest side in the coarse search, pixels: enough to tell the part from its
+#: background, small enough that every angle's search costs about a millisecond.
+COARSE_PX = 48
+#: The region's longest side in the fine (ECC) step, pixels.
+FINE_PX = 192
+#: Angles tried in the coarse search, degrees apart; ECC refines within one step.
+ANGLE_STEP_DEG = 3.0
+#: The central share of the region matched in the coarse search (inside the region at any angle
+#: up to about 20 degrees).
+CORE = 0.7
+#: ECC iterations at most, and the change in correlation that ends them.
+ECC_ITERATIONS = 40
+ECC_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where the reference's region lies in a frame: ``matrix`` (2×3) maps reference pixels to
+    frame pixels; ``quality`` is the match's correlation coefficient (-1..1); ``angle_deg`` and
+    ``shift`` (x, y, frame pixels) say the same as the matrix, for people."""
+
+    matrix: np.ndarray
+    quality: float
+    angle_deg: float
+    shift: tuple[float, float]
+
+    def cut(self, frame: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+        """The frame's pixels of ``region`` (reference coordinates), at native resolution:
+        an image of the region's size, the part as upright as in the reference."""
+        x, y, w, h = region
+        to_region = _compose(self.matrix, _translation(x, y))  # region pixels -> frame pixels
+        return cv2.warpAffine(frame, to_region, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def to_frame(self, region_map: np.ndarray, region: tuple[int, int, int, int],
+                 frame_shape: tuple[int, ...]) -> np.ndarray:
+        """A map over the region (its size) put back into frame coordinates; 0 elsewhere."""
+        x, y, w, h = region
+        if region_map.shape[:2] != (h, w):
+            region_map = cv2.resize(region_map, (w, h), interpolation=cv2.INTER_LINEAR)
+        to_region = _compose(self.matrix, _translation(x, y))
+        return cv2.warpAffine(region_map.astype(np.float32), to_region, (frame_shape[1], frame_shape[0]),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+class Aligner:
+    """Registers frames to ``reference`` (see the module docstring). ``region`` (x, y, w, h) is
+    where the part lies in the reference; frames are searched for turns up to ``max_angle_deg``
+    either way. Build one per recipe: the turned templates are made once."""
+
+    def __init__(self, reference: np.ndarray, region: tuple[int, int, int, int], *,
+                 max_angle_deg: float = 15.0) -> None:
+        ref = _gray(reference)
+        x, y, w, h = (int(v) for v in region)
+        if w < 16 or h < 16 or x < 0 or y < 0 or x + w > ref.shape[1] or y + h > ref.shape[0]:
+            raise InspectorError(f"the region {x},{y},{w},{h} does not lie inside the reference image "
+                                 f"({ref.shape[1]}x{ref.shape[0]}) or is under 16 pixels across")
+        if not 0 <= max_angle_deg <= 45:
+            raise InspectorError(f"the largest turn searched must be within 0..45 degrees, got {max_angle_deg:g}")
+        if float(ref[y : y + h, x : x + w].std()) < 1e-3 * _full_scale(ref):
+            raise InspectorError("the region of the reference image is featureless (one flat grey): the part "
+                                 "cannot be found by it")
+        self.region = (x, y, w, h)
+        self.reference_shape = ref.shape
+        self.max_angle_deg = float(max_angle_deg)
+        # Whole shrink factors: the frame by fine_k for ECC, that again by coarse_k for the search.
+        self.fine_k = max(1, int(max(w, h) / FINE_PX))
+        self.coarse_k = max(1, int(max(w, h) / self.fine_k / COARSE_PX))
+        self.fine_scale = 1.0 / self.fine_k
+        self.coarse_scale = 1.0 / (self.fine_k * self.coarse_k)
+        fine_ref = _shrink(ref, self.fine_k)
+        self._templates = self._turned_templates(_norm(_shrink(fine_ref, self.coarse_k)))
+        k = self.fine_k
+        self._fine_template = _norm(fine_ref[y // k : (y + h) // k, x // k : (x + w) // k])
+
+    def _turned_templates(self, small: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """(angle, the region's core turned by it) at the coarse scale. The whole reference is
+        turned about the region's centre, so the core never shows a border the turn made."""
+        x, y, w, h = self.region
+        cx, cy = (x + w / 2) * self.coarse_scale, (y + h / 2) * self.coarse_scale
+        cw, ch = max(4, round(w * self.coarse_scale * CORE)), max(4, round(h * self.coarse_scale * CORE))
+        steps = max(0, math.floor(self.max_angle_deg / ANGLE_STEP_DEG + 1e-9))
+        templates = []
+        for k in range(-steps, steps + 1):
+            angle = k * ANGLE_STEP_DEG
+            # The frame shows the part turned by +angle: so does this template.
+            turn = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+            turned = cv2.warpAffine(small, turn, (small.shape[1], small.shape[0]), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT)
+            x0, y0 = round(cx - cw / 2), round(cy - ch / 2)
+            templates.append((angle, np.ascontiguousarray(turned[y0 : y0 + ch, x0 : x0 + cw])))
+        return templates
+
+    def align(self, frame: np.ndarray) -> Alignment:
+        """Where the part lies in ``frame`` (any size at least the region's), with the match
+        quality; a frame without the part gets a low quality, not an error."""
+        gray = _gray(frame)
+        x, y, w, h = self.region
+        fine = _shrink(gray, self.fine_k)
+        angle, centre = self._coarse(_shrink(fine, self.coarse_k), gray.shape)
+        # The reference region's pixels -> the frame's: turn about the region centre, then move it.
+        matrix = _about(angle, (x + w / 2, y + h / 2), centre)
+        quality, matrix = self._fine(fine, matrix)
+        angle_deg = math.degrees(math.atan2(-matrix[1, 0], matrix[0, 0]))
+        shift = (float(matrix[0, 0] * (x + w / 2) + matrix[0, 1] * (y + h / 2) + matrix[0, 2] - (x + w / 2)),
+                 float(matrix[1, 0] * (x + w / 2) + matrix[1, 1] * (y + h / 2) + matrix[1, 2] - (y + h / 2)))
+        return Alignment(matrix, quality, angle_deg, shift)
+
+    def _coarse(self, small: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[float, tuple[float, float]]:
+        small = _norm(small)
+        best = (-2.0, 0.0, (0.0, 0.0))
+        for angle, template in self._templates:
+            if template.shape[0] > small.shape[0] or template.shape[1] > small.shape[1]:
+                raise InspectorError(f"the frame ({frame_shape[1]}x{frame_shape[0]}) is smaller than the part's region")
+            scores = cv2.matchTemplate(small, template, cv2.TM_CCOEFF_NORMED)
+            _, score, _, (px, py) = cv2.minMaxLoc(scores)
+            if score > best[0]:
+                centre = ((px + template.shape[1] / 2) / self.coarse_scale, (py + template.shape[0] / 2) / self.coarse_scale)
+                best = (score, angle, centre)
+        return best[1], best[2]
+
+    def _fine(self, fine: np.ndarray, matrix: np.ndarray) -> tuple[float, np.ndarray]:
+        """ECC from ``matrix`` (reference -> frame pixels) on a window of the shrunk frame
+        ``fine`` around the region; returns (correlation, refined matrix)."""
+        x, y, w, h = self.region
+        k = self.fine_k
+        s = self.fine_scale
+        x, y = x // k * k, y // k * k  # where the fine template starts, in reference pixels
+        # The window: the region's bounding box in the frame, with a margin for the refinement
+        # (in full-resolution pixels, on the fine grid).
+        corners = np.array([[x, y, 1], [x + w, y, 1], [x, y + h, 1], [x + w, y + h, 1]], np.float64) @ matrix.T
+        margin = 0.15 * max(w, h)
+        x0 = int(max(0, corners[:, 0].min() - margin)) // k * k
+        y0 = int(max(0, corners[:, 1].min() - margin)) // k * k
+        x1 = int(min(fine.shape[1] * k, corners[:, 0].max() + margin))
+        y1 = int(min(fine.shape[0] * k, corners[:, 1].max() + margin))
+        window = _norm(fine[y0 // k : y1 // k, x0 // k : x1 // k])
+        # ECC's warp maps template pixels (the region at scale s) to window pixels (at scale s).
+        template_to_frame = _compose(matrix, _compose(_translation(x, y), _scaling(1 / s)))
+        warp = _compose(_scaling(s), _compose(_translation(-x0, -y0), template_to_frame)).astype(np.float32)
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERATIONS, ECC_EPS)
+        try:
+            quality, warp = cv2.findTransformECC(self._fine_template, window, warp, cv2.MOTION_EUCLIDEAN,
+                                                 criteria, None, 3)
+        except cv2.error:  # no convergence: the part is not there, or not like the reference
+            return _correlation(self._fine_template, window, warp), matrix
+        # Back to reference -> frame pixels at full resolution.
+        refined = _compose(_translation(x0, y0), _compose(_scaling(1 / s), _compose(warp.astype(np.float64),
+                           _compose(_scaling(s), _translation(-x, -y)))))
+        return float(quality), refined
+
+
+# -- small helpers: 2×3 affine matrices and images ---------------------------------------------------
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2×3 affine map ``a ∘ b`` (b first)."""
+    return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]
+
+
+def _translation(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+
+
+def _scaling(s: float) -> np.ndarray:
+    return np.array([[s, 0.0, 0.0], [0.0, s, 0.0]])
+
+
+def _about(angle_deg: float, source: tuple[float, float], target: tuple[float, float]) -> np.ndarray:
+    """Turns by ``angle_deg`` about ``source`` (counter-clockwise on screen, as
+    ``cv2.getRotationMatrix2D`` turns) and moves ``source`` to ``target``."""
+    t = math.radians(angle_deg)
+    c, s = math.cos(t), math.sin(t)
+    turn = np.array([[c, s, 0.0], [-s, c, 0.0]])
+    return _compose(_translation(*target), _compose(turn, _translation(-source[0], -source[1])))
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.ndim != 2:
+        raise InspectorError(f"cannot align an image of shape {image.shape}")
+    return image
+
+
+def _full_scale(image: np.ndarray) -> float:
+    return 65535.0 if image.dtype == np.uint16 else 255.0
+
+
+def _shrink(image: np.ndarray, k: int) -> np.ndarray:
+    """The image shrunk by the whole factor ``k`` (pixel (i, j) averages the k×k block at
+    (k·i, k·j)); a remainder of rows or columns is left out."""
+    if k == 1:
+        return image
+    h, w = image.shape[0] // k, image.shape[1] // k
+    return cv2.resize(image[: h * k, : w * k], (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _norm(image: np.ndarray) -> np.ndarray:
+    """float32 in 0..1, whatever the depth (what matchTemplate and ECC take)."""
+    return image.astype(np.float32) / np.float32(_full_scale(image))
+
+
+def _correlation(template: np.ndarray, window: np.ndarray, warp: np.ndarray) -> float:
+    """Zero-mean normalised correlation of the template with the window's pixels under ``warp``."""
+    seen = cv2.warpAffine(window, warp, (template.shape[1], template.shape[0]),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    a, b = template - template.mean(), seen - seen.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denominator) if denominator > 0 else 0.0
