@@ -122,7 +122,9 @@ def read_pin_file(path: Path, option: str = "--pin-file") -> str:
             raise InspectorError(f"the file given to {option} has mode {stat.S_IMODE(mode):04o}, which lets others "
                                  "read it; make it the owner's alone (chmod 600)")
         # 4096 bytes hold a first line far longer than any PIN may be: one this long is refused below.
-        lines = os.read(fd, 4096).decode("utf-8", errors="replace").splitlines()
+        # utf-8-sig: an editor on Windows starts the file with a byte-order mark, which is not
+        # part of the PIN (kept, it would make a PIN that can never be typed).
+        lines = os.read(fd, 4096).decode("utf-8-sig", errors="replace").splitlines()
     finally:
         os.close(fd)
     if not lines or not lines[0]:

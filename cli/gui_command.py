@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from cli.common import DEVICE_OPTION, MAX_BATCH_OPTION, quiet_migrations
@@ -40,8 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_gui(args: argparse.Namespace) -> int:
     quiet_migrations()
-    if args.screenshots is not None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if args.screenshots is not None and not has_display:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # screenshots need no screen
+    if not has_display and not os.environ.get("QT_QPA_PLATFORM") and sys.platform.startswith("linux"):
+        # Qt would abort the process with a core dump and a page about plugins; an SSH session
+        # without X forwarding or a service unit is the usual cause. (Windows and macOS always
+        # have their own platform plugin.)
+        raise InspectorError("no display found (neither DISPLAY nor WAYLAND_DISPLAY is set): run the desktop on the "
+                             "station's screen, run the line headless with 'inspector run', or set "
+                             "QT_QPA_PLATFORM=offscreen to start the desktop without a screen")
     try:
         from launcher.desktop import GuiOptions, launch
     except ImportError as exc:

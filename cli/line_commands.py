@@ -506,6 +506,9 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         errors_only=args.errors_only,
         station=args.station,
     )
+    if filters.start is not None and filters.end is not None and filters.start >= filters.end:
+        raise InspectorError(f"--since {args.since} is not before --until {args.until}: no inspection can match; "
+                             "swap them?")
     if not args.out.parent.is_dir():
         raise InspectorError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
     url = args.db or default_db_url()

@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from inspector.data_folder import data_dir
+from inspector.data_folder import data_dir, make_folders
 from inspector.devices import cpuinfo, isa_caps
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def built_artefact(model_sha256: str, backend: str, build_key: str, build: Calla
     if (folder / _DONE).is_file():
         os.utime(model_dir)  # recently used: kept by _prune
         return folder
-    model_dir.mkdir(parents=True, exist_ok=True)
+    make_folders(model_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{backend}-", dir=model_dir))
     try:
         t0 = time.perf_counter()

@@ -3,7 +3,9 @@ remembered backend choices): light enough for any module to import, unlike ``ins
 
 The history database holds the users' PIN hashes: a six-digit PIN falls to an offline search in
 hours once its hash is read, so what this process creates to hold it is its owner's alone
-(:func:`make_private_folder`, :func:`create_private_file`)."""
+(:func:`make_private_folder`, :func:`create_private_file`). Whatever writes under the data folder
+first -- the engine's backend cache, the image store, the teach folders, the desktop's settings --
+makes its folders with :func:`make_folders`, so the data folder is 0700 whichever comes first."""
 
 from __future__ import annotations
 
@@ -27,6 +29,17 @@ def make_private_folder(path: Path) -> None:
     0700: only its owner may list or enter it. An existing folder is left as it is -- an
     administrator may have shared it on purpose."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def make_folders(path: Path) -> None:
+    """``path.mkdir(parents=True, exist_ok=True)``, except that the data folder, when this call
+    is the one creating it, is made 0700 (:func:`make_private_folder`) like the history database
+    makes it: otherwise the first writer decides, and mkdir's default is 0755."""
+    path = Path(path).absolute()
+    root = data_dir().absolute()
+    if (path == root or root in path.parents) and not root.exists():
+        make_private_folder(root)
+    path.mkdir(parents=True, exist_ok=True)
 
 
 def create_private_file(path: Path) -> bool:

@@ -11,6 +11,7 @@ bring a part to the network's 256x256 square:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ import torch
 from inspector.errors import DataError, ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: Above the largest area-scan sensors (~150 MP); decoded as 16-bit RGB it is already 1.2 GB. A
+#: small file can claim far more (a "decompression bomb"), so the claim is read before decoding.
+MAX_IMAGE_PIXELS = 200_000_000
 RESIZE_MODES = ("resize", "letterbox")
 
 
@@ -31,6 +35,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
     data = np.fromfile(path, dtype=np.uint8)  # cv2.imread cannot say *why* it failed
+    size = header_size(data[:1 << 16].tobytes())
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{path}: the image claims {size[0]}x{size[1]} pixels, more than the "
+                         f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have; not decoded")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
@@ -38,6 +46,48 @@ def read_image(path: str | Path) -> np.ndarray:
         return as_rgb_or_gray(image, bgr=True)
     except ImageError as e:
         raise ImageError(f"{path}: {e}") from None
+
+
+def header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) as a PNG, JPEG, BMP or TIFF file's header states it (``head``: its first
+    bytes), None for another format or a header that cannot be read (the decoder then judges)."""
+    try:
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        if head.startswith(b"BM"):
+            width, height = struct.unpack("<ii", head[18:26])
+            return abs(width), abs(height)  # a negative height: rows stored top-down
+        if head.startswith(b"\xff\xd8"):
+            return _jpeg_size(head)
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(head)
+    except struct.error:  # cut short: the decoder says so
+        return None
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 <= len(head) and head[i] == 0xFF:
+        marker, length = head[i + 1], struct.unpack(">H", head[i + 2 : i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame, not DHT/JPG/DAC
+            height, width = struct.unpack(">HH", head[i + 5 : i + 9])
+            return width, height
+        i += 2 + length
+    return None
+
+
+def _tiff_size(head: bytes) -> tuple[int, int] | None:
+    order = "<" if head[:2] == b"II" else ">"
+    ifd = struct.unpack(order + "I", head[4:8])[0]
+    count = struct.unpack(order + "H", head[ifd : ifd + 2])[0]
+    found: dict[int, int] = {}
+    for k in range(count):
+        tag, kind = struct.unpack(order + "HH", head[ifd + 2 + 12 * k : ifd + 6 + 12 * k])
+        value = head[ifd + 10 + 12 * k : ifd + 14 + 12 * k]
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            found[tag] = struct.unpack(order + "H", value[:2])[0] if kind == 3 else struct.unpack(order + "I", value)[0]
+    return (found[256], found[257]) if len(found) == 2 else None
 
 
 def as_rgb_or_gray(image: np.ndarray, bgr: bool = False) -> np.ndarray:

@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as serialize
 
 from inspector import MODEL_FORMAT_VERSION, __version__
+from inspector.data_folder import make_folders
 from inspector.errors import InspectorError, ModelFileError
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def atomic_write(path: str | Path, write, mode: int | None = None) -> None:
     folder. ``write`` must write to ``tmp_path`` itself, not through a temporary file of its own.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(path.parent)  # the data folder, if this makes it, 0700
     remove_orphans(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

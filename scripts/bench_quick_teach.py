@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_quick_teach_"))
     db = HistoryDB(f"sqlite:///{work / 'history.db'}")
     db.upgrade()
-    db.add_user("bench", "technician", "000000")
+    db.add_user("bench", "technician", "730519")
     session = TeachSession(db, "bench", work, gates=QualityGates(same_size=args.same_size), device=args.device)
 
     source = data / "train" / "good"
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
         kind=args.kind, features=args.features, mode="quick", iterations=args.iterations, teacher=args.teacher, target_frr=target,
         pixel_fpr=None, show_progress=True, user="bench", resize_mode=args.resize_mode,
     )
-    session.activate(Caller("bench", "000000"), taught.version_id)
+    session.activate(Caller("bench", "730519"), taught.version_id)
     t_active = time.perf_counter() - t0
     metrics = db.model_version(taught.version_id).metrics
 

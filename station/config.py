@@ -23,6 +23,20 @@ TRIGGERS = ("free_run", "software", "hardware")
 PLC_DOWN_POLICIES = ("ng", "stop")
 
 
+def _check_station(uri: str) -> None:
+    """InspectorError for a ``?station=NAME`` the rule for names refuses: every row and message
+    the link sends carries it (the rule users and products follow, :func:`validate_name`)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from inspector.history.pins import validate_name
+
+    for station in parse_qs(urlsplit(uri).query, keep_blank_values=True).get("station", []):
+        try:
+            validate_name(station, "station")
+        except InspectorError as exc:
+            raise InspectorError(f"bad ?station= in the link {shown_uri('plant_db', uri)}: {exc}") from None
+
+
 def _check_modbus(uri: str) -> Any:
     from inspector.links.modbus import parse_modbus_uri
 
@@ -32,19 +46,25 @@ def _check_modbus(uri: str) -> Any:
 def _check_mqtt(uri: str) -> Any:
     from inspector.links.mqtt import parse_mqtt_uri
 
-    return parse_mqtt_uri(uri)
+    target = parse_mqtt_uri(uri)
+    _check_station(uri)
+    return target
 
 
 def _check_opcua(uri: str) -> Any:
     from inspector.links.opcua import parse_opcua_uri
 
-    return parse_opcua_uri(uri)
+    target = parse_opcua_uri(uri)
+    _check_station(uri)
+    return target
 
 
 def _check_plant(uri: str) -> Any:
     from inspector.links.plant import parse_plant_url
 
-    return parse_plant_url(uri)
+    target = parse_plant_url(uri)
+    _check_station(uri)
+    return target
 
 
 @dataclass(frozen=True)
@@ -196,6 +216,10 @@ class StationConfig:
         if not 0.0 <= self.batch_wait_ms <= 1000.0:
             raise InspectorError(f"batch wait must be within 0..1000 ms, got {self.batch_wait_ms:g}")
         self._check_plcs()
+        for spec in LINKS:  # what names the station in the plant, checked now rather than at the start
+            value = getattr(self, spec.field)
+            for uri in value if spec.per_camera else (value,) if value else ():
+                _check_station(uri)
 
     def _check_plcs(self) -> None:
         if not self.plc:

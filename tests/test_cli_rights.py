@@ -20,7 +20,7 @@ from inspector.errors import InspectorError
 from inspector.history import HistoryDB
 
 TECH, TECH_PIN = "tina", "471108"
-OPERATOR, OPERATOR_PIN = "otto", "123456"
+OPERATOR, OPERATOR_PIN = "otto", "620814"
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +147,7 @@ def test_a_pin_file_with_mode_0644_is_refused_by_the_command_and_audited(staffed
     one_line_refusal(status, err, "add_user refused", "mode 0644")
     assert audit(staffed)[-1][:3] == (TECH, "unknown", "add_user_denied")
     loose.chmod(0o600)
-    monkeypatch.setenv("INSPECTOR_NEW_PIN", "555555")
+    monkeypatch.setenv("INSPECTOR_NEW_PIN", "550915")
     status, out, err = run_main(["users", "add", "ulla", "--role", "quality", "--db", staffed, "--by", TECH,
                                  "--pin-file", str(loose)])
     assert status == 0, err
@@ -190,7 +190,7 @@ def test_the_first_technician_is_created_once_then_only_a_technician_adds_users(
 
 
 def test_pin_and_remove_need_a_technicians_pin(staffed: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INSPECTOR_NEW_PIN", "999999")
+    monkeypatch.setenv("INSPECTOR_NEW_PIN", "917263")
     status, _, err = run_main(["users", "pin", TECH, "--db", staffed])
     one_line_refusal(status, err, "set_pin refused", "--by")
     status, _, err = run_main(["users", "pin", TECH, "--db", staffed, "--by", TECH])  # no PIN to be had

@@ -426,7 +426,7 @@ def test_record_audit_round_trips_json(db: HistoryDB) -> None:
 
 
 def test_label_inspection_sets_who_and_when_and_is_audited(db: HistoryDB) -> None:
-    db.add_user("qa", "quality", "000000")
+    db.add_user("qa", "quality", "730519")
     [stored] = db.write_inspections([_record(1)])
     db.label_inspection(stored.inspection_id, "false_reject", "qa")
     db.label_inspection(stored.inspection_id, "confirmed_defect", "visitor")

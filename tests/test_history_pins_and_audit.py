@@ -75,10 +75,10 @@ def test_a_pin_needs_six_characters_everywhere_one_is_set(db: HistoryDB) -> None
         db.add_first_technician("ann", "12345")
     with pytest.raises(DatabaseError, match="at least 6"):
         db.add_user("ann", "technician", "12345")
-    db.add_user("ann", "technician", "123456")
+    db.add_user("ann", "technician", "583920")
     with pytest.raises(DatabaseError, match="at least 6"):
         db.set_pin("ann", "12345")
-    assert db.verify_pin("ann", "123456") == "technician"
+    assert db.verify_pin("ann", "583920") == "technician"
 
 
 @pytest.mark.parametrize(
@@ -87,15 +87,15 @@ def test_a_pin_needs_six_characters_everywhere_one_is_set(db: HistoryDB) -> None
 )
 def test_names_that_could_not_be_told_apart_are_refused(db: HistoryDB, name: str) -> None:
     with pytest.raises(DatabaseError, match="name"):
-        db.add_user(name, "operator", "123456")
+        db.add_user(name, "operator", "583920")
     with pytest.raises(DatabaseError, match="name"):
-        db.add_first_technician(name, "123456")
+        db.add_first_technician(name, "583920")
     assert db.list_users() == []
 
 
 def test_ordinary_names_are_accepted(db: HistoryDB) -> None:
     for name in ("ann", "Anne-Marie O'Neil", "Jürgen Müller", "x" * pins.MAX_NAME_LENGTH):
-        db.add_user(name, "operator", "123456")
+        db.add_user(name, "operator", "583920")
     assert len(db.list_users()) == 4
 
 
@@ -107,7 +107,7 @@ def test_ordinary_names_are_accepted(db: HistoryDB) -> None:
 def test_one_rule_for_the_names_of_users_products_and_stations(db: HistoryDB, tmp_path: Path, name: str) -> None:
     """A product's name is also its teach folder's: ``../tile`` wrote into ``tile``'s samples."""
     with pytest.raises(DatabaseError, match="user"):
-        db.add_user(name, "operator", "123456")
+        db.add_user(name, "operator", "583920")
     with pytest.raises(DatabaseError, match="product"):
         db.add_product(name)
     with pytest.raises(DatabaseError, match="station"):
@@ -126,7 +126,7 @@ def test_a_pin_longer_than_is_kept_is_refused_not_shortened(db: HistoryDB, tmp_p
     from cli.common import read_pin_file
     from inspector.errors import InspectorError
 
-    longest = "7" * pins.MAX_PIN_LENGTH
+    longest = ("4711" * pins.MAX_PIN_LENGTH)[: pins.MAX_PIN_LENGTH]
     db.add_user("ann", "technician", longest)
     assert db.verify_pin("ann", longest) == "technician"
     for change in (lambda pin: db.add_user("bob", "operator", pin), lambda pin: db.set_pin("ann", pin),
@@ -146,7 +146,7 @@ def test_a_pin_longer_than_is_kept_is_refused_not_shortened(db: HistoryDB, tmp_p
 
 
 def test_five_wrong_pins_lock_the_account_until_the_delay_ends(db: HistoryDB, clock: Clock, derive_calls: list) -> None:
-    db.add_user("ann", "technician", "123456")
+    db.add_user("ann", "technician", "583920")
     for _ in range(pins.LOCK_AFTER_FAILURES):
         assert db.verify_pin("ann", "654321") is None
     locked = db.audit_events(limit=1)[0]
@@ -158,22 +158,22 @@ def test_five_wrong_pins_lock_the_account_until_the_delay_ends(db: HistoryDB, cl
     derive_calls.clear()
     clock.now = START + timedelta(seconds=29)
     with pytest.raises(AccountLocked, match="locked until 2026-03-01 12:00:30 UTC") as refused:
-        db.verify_pin("ann", "123456")
+        db.verify_pin("ann", "583920")
     assert refused.value.until == START + timedelta(seconds=30) and derive_calls == []
 
     # After the delay the right PIN works and the count starts again.
     clock.now = START + timedelta(seconds=30)
-    assert db.verify_pin("ann", "123456") == "technician"
+    assert db.verify_pin("ann", "583920") == "technician"
     with db.session() as s:
         user = s.scalars(select(User).where(User.name == "ann")).one()
     assert (user.failed_pins, user.locked_until) == (0, None)
     for _ in range(pins.LOCK_AFTER_FAILURES - 1):
         assert db.verify_pin("ann", "654321") is None
-    assert db.verify_pin("ann", "123456") == "technician"  # four wrong ones lock nothing
+    assert db.verify_pin("ann", "583920") == "technician"  # four wrong ones lock nothing
 
 
 def test_each_further_wrong_pin_doubles_the_lock_up_to_the_cap(db: HistoryDB, clock: Clock) -> None:
-    db.add_user("bob", "operator", "123456")
+    db.add_user("bob", "operator", "583920")
     delays = []
     for _ in range(pins.LOCK_AFTER_FAILURES - 1):
         db.verify_pin("bob", "000000")
@@ -186,29 +186,29 @@ def test_each_further_wrong_pin_doubles_the_lock_up_to_the_cap(db: HistoryDB, cl
 
 
 def test_a_new_pin_lifts_the_lock(db: HistoryDB) -> None:
-    db.add_user("ann", "technician", "123456")
-    db.add_user("bob", "operator", "123456")
+    db.add_user("ann", "technician", "583920")
+    db.add_user("bob", "operator", "583920")
     for _ in range(pins.LOCK_AFTER_FAILURES):
         db.verify_pin("bob", "000000")
     with pytest.raises(AccountLocked):
-        db.verify_pin("bob", "123456")
-    db.set_pin("bob", "222222", by="ann")
-    assert db.verify_pin("bob", "222222") == "operator"
+        db.verify_pin("bob", "583920")
+    db.set_pin("bob", "538271", by="ann")
+    assert db.verify_pin("bob", "538271") == "operator"
 
 
 def test_require_role_refuses_a_locked_account_saying_until_when_and_audits_it(db: HistoryDB) -> None:
-    db.add_user("ann", "technician", "123456")
+    db.add_user("ann", "technician", "583920")
     for _ in range(pins.LOCK_AFTER_FAILURES):
         with pytest.raises(AccessDenied, match="wrong PIN"):
             require_role(db, "ann", "000000", "activate", "product:1")
     with pytest.raises(AccessDenied, match="activate refused: 'ann' is locked until 2026-03-01 12:00:30 UTC"):
-        require_role(db, "ann", "123456", "activate", "product:1")
+        require_role(db, "ann", "583920", "activate", "product:1")
     denied = db.audit_events(limit=1)[0]
     assert denied.action == "activate_denied" and "locked until" in denied.after["reason"]
 
 
 def test_an_unknown_name_costs_the_same_hash_work_as_a_wrong_pin(db: HistoryDB, derive_calls: list) -> None:
-    db.add_user("ann", "technician", "123456")
+    db.add_user("ann", "technician", "583920")
     derive_calls.clear()
     assert db.verify_pin("ann", "000000") is None
     wrong_pin = list(derive_calls)
@@ -226,7 +226,7 @@ def _audit_rows(db: HistoryDB, n: int) -> list[int]:
 
 def test_the_audit_trail_is_a_chain_that_verifies(db: HistoryDB) -> None:
     assert db.verify_audit_chain().ok  # empty
-    db.add_user("ann", "technician", "123456")
+    db.add_user("ann", "technician", "583920")
     ids = _audit_rows(db, 4)
     check = db.verify_audit_chain()
     assert check.ok and check.rows == 5 and check.broken_id is None
@@ -326,7 +326,7 @@ def test_database_at_0003_gains_the_lock_columns_and_a_chained_audit_trail(tmp_p
     with db.engine.begin() as connection:  # the 0003 schema, so plain SQL rather than the model
         connection.exec_driver_sql(
             "INSERT INTO users (name, role, pin_hash, created) "
-            f"VALUES ('ann', 'technician', '{pins.hash_pin('123456')}', '2026-03-01 11:00:00.000000')"
+            f"VALUES ('ann', 'technician', '{pins.hash_pin('583920')}', '2026-03-01 11:00:00.000000')"
         )
         for i, (before, after) in enumerate([("null", '{"role": "technician"}'), ('{"us": 800}', '{"us": 900}'), (None, None)]):
             connection.exec_driver_sql(
@@ -336,7 +336,7 @@ def test_database_at_0003_gains_the_lock_columns_and_a_chained_audit_trail(tmp_p
     db.upgrade()
     check = db.verify_audit_chain()
     assert check.ok and check.rows == 3
-    assert db.verify_pin("ann", "123456") == "technician"
+    assert db.verify_pin("ann", "583920") == "technician"
     db.record_audit("ann", "technician", "after_upgrade", "x", None, {"n": 1})
     assert db.verify_audit_chain().ok and db.verify_audit_chain().rows == 4
     with db.engine.connect() as connection:

@@ -21,7 +21,7 @@ from inspector.history.tables import AuditEvent
 from inspector.roles import AccessDenied, Caller
 
 TECH, TECH_PIN = "tina", "471108"
-OPERATOR, OPERATOR_PIN = "otto", "123456"
+OPERATOR, OPERATOR_PIN = "otto", "620814"
 QUALITY, QUALITY_PIN = "quinn", "246810"
 
 

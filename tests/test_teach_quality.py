@@ -141,10 +141,10 @@ def test_teach_collect_command(tmp_path, capsys, monkeypatch):
     history = HistoryDB(url)
     history.upgrade()
     history.add_user("tina", "technician", "471108")
-    history.add_user("otto", "operator", "123456")
+    history.add_user("otto", "operator", "620814")
     args = ["teach", "collect", "--product", "p", "--db", url, "--workdir", str(tmp_path / "w")]
     # Collecting is a technician's: an operator is refused, once, before any sample is copied.
-    monkeypatch.setenv("INSPECTOR_PIN", "123456")
+    monkeypatch.setenv("INSPECTOR_PIN", "620814")
     assert main([*args, "--folder", str(src), "--user", "otto"]) == 2
     assert "only technician may import_samples" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()

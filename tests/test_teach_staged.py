@@ -22,7 +22,7 @@ from inspector.engine import Engine
 from inspector.roles import AccessDenied, Caller
 
 TECH, TECH_PIN = "tina", "471108"
-OPERATOR, OPERATOR_PIN = "otto", "123456"
+OPERATOR, OPERATOR_PIN = "otto", "620814"
 
 
 def woven(rng: np.random.Generator) -> np.ndarray:

@@ -35,7 +35,7 @@ pytestmark = [
 ]
 
 TECH, TECH_PIN = "tina", "471108"
-OPERATOR, OPERATOR_PIN = "otto", "123456"
+OPERATOR, OPERATOR_PIN = "otto", "620814"
 
 
 def copy_images(src: Path, dst: Path, names: list[str]) -> Path:

@@ -13,7 +13,7 @@ from inspector.image_io import read_image
 from inspector.line import DecisionRule
 from inspector.recipes import LoadedRecipe
 
-USERS = {"tina": ("technician", "123400"), "quinn": ("quality", "567800"), "otto": ("operator", "000000")}
+USERS = {"tina": ("technician", "123400"), "quinn": ("quality", "567800"), "otto": ("operator", "730519")}
 SIZE = 192  # tile images differ in size; the teach gates want one size
 
 

@@ -19,6 +19,7 @@ from PyQt6.QtCore import QObject, pyqtSignal
 
 from inspector.recipes import list_products, load_active_recipe, set_camera_settings
 from drivers import open_camera
+from inspector.data_folder import make_folders
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB
 from station import actions
@@ -77,7 +78,7 @@ class GuiSettings:
     def save(self, path: Path) -> None:
         from inspector.model_file import atomic_write
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_folders(Path(path).parent)
         # Readable by its owner only: a link's URI may hold a password (the plant database's, an
         # MQTT broker's). Better still, keep it out of the URI (docs/plant-links.md, "Passwords").
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(asdict(self), indent=2) + "\n"), mode=0o600)

@@ -35,6 +35,7 @@ from calibration.report import write_report
 from calibration.teach.folders import TeachFolders, stamp
 from calibration.teach.samples import CALIBRATION_FRACTION, Samples, split
 from calibration.thresholds import FrrEstimate, check_resolvable, frr_at, pct
+from inspector.data_folder import make_folders
 from inspector.errors import DataError, InspectorError
 from inspector.history import HistoryDB
 from inspector.image_io import list_images
@@ -147,7 +148,7 @@ class Models:
         if rejected:
             log.warning("samples left out of training: %s", summarise(rejected))
 
-        self.folders.models.mkdir(parents=True, exist_ok=True)
+        make_folders(self.folders.models)
         when = stamp()
         model_path = self.folders.models / f"{safe_name(self.product)}-{when}.safetensors"
         if kind == "instant":

@@ -26,6 +26,7 @@ from calibration.quality import QualityGates, SampleScreen, SampleVerdict, measu
 from calibration.report import write_json_atomic
 from calibration.teach.folders import TeachFolders, stamp
 from calibration.thresholds import pct
+from inspector.data_folder import make_folders
 from inspector.errors import CameraError, DataError, InspectorError
 from inspector.image_io import list_images, read_image
 from inspector.method.training import MIN_GOOD_IMAGES
@@ -75,7 +76,7 @@ class Samples:
         return QualityGates(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
     def _save_gates(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_folders(self.dir)
         write_json_atomic(self.dir / GATES_JSON, asdict(self.gates))
 
     def _record_rejections(self, decisions: list[SampleVerdict], source: str) -> None:
@@ -83,7 +84,7 @@ class Samples:
             return
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         entries = self.rejections() + [{**d.as_dict(), "source": source, "time": when} for d in decisions]
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_folders(self.dir)
         write_json_atomic(self.dir / REJECTIONS_JSON, entries)
 
     def _screen(self) -> SampleScreen:
@@ -127,7 +128,7 @@ class Samples:
         screen = self._screen()
         existing = {p.name for p in self.paths()}
         result = CollectResult()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_folders(self.dir)
         for path in paths:
             if limit is not None and len(result.accepted) >= limit:
                 break

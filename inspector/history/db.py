@@ -31,7 +31,7 @@ from inspector.history.tables import LABELS, ROLES, Activation, AuditEvent, Cali
 from inspector.history.tables import default_station, utc_now
 from inspector.history.audit_chain import GENESIS, ChainCheck, check_rows, row_hash
 from inspector.history.pins import (
-    check_pin, dummy_pin_hash, hash_pin, lock_delay, validate_name, validate_pin,
+    check_pin, dummy_pin_hash, hash_pin, lock_delay, look_alike, validate_name, validate_pin,
 )
 from inspector.history.queries import InspectionFilter, InspectionRow, YieldBucket
 from inspector.history.records import row_values
@@ -558,6 +558,7 @@ class HistoryDB:
         user = User(name=name, role=role, pin_hash=hash_pin(pin))
         try:
             with self.session() as s:
+                _refuse_look_alike(s, name)
                 s.add(user)
                 s.flush()
                 by_role = s.scalar(select(User.role).where(User.name == by)) or "system"
@@ -582,6 +583,7 @@ class HistoryDB:
         user = User(name=name, role="technician", pin_hash=hash_pin(pin))
         try:
             with self.session() as s:
+                _refuse_look_alike(s, name)
                 s.add(user)
                 s.flush()
                 technicians = s.scalar(select(func.count()).select_from(User).where(User.role == "technician"))
@@ -702,6 +704,14 @@ class HistoryDB:
         return row
 
 
+
+
+def _refuse_look_alike(s: Session, name: str) -> None:
+    """DatabaseError if an account's name looks like ``name`` (``OP1`` beside ``op1``): the audit
+    trail and the sign-in list would show two people as one."""
+    twin = look_alike(name, list(s.scalars(select(User.name))))
+    if twin is not None:
+        raise DatabaseError(f"a user named {twin!r} already exists and {name!r} looks the same; choose another name")
 
 
 def _unwritable(path: Path) -> bool:

@@ -19,6 +19,7 @@ Heatmaps stored before history revision 0003 are 8-bit JET colour pictures over
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -32,12 +33,27 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspector.data_folder import make_folders
 from inspector.errors import ImageError
 from inspector.inspection import InspectionResult
 
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+#: A camera's part of a file name, at most: a camera id may be a long folder path or URI, and a
+#: file name longer than 255 bytes cannot be written at all.
+_CAMERA_CHARS = 64
+
+
+def _camera_part(camera_id: str) -> str:
+    """The camera's part of an image's file name: its id with unsafe characters replaced, or for a
+    long id its last characters and a digest of the whole id after a ``+`` (which no replaced id
+    holds), so two long ids never share a name."""
+    safe = _UNSAFE.sub("_", camera_id)
+    if len(safe) <= _CAMERA_CHARS:
+        return safe
+    digest = hashlib.sha256(camera_id.encode("utf-8")).hexdigest()[:12]
+    return f"{safe[-(_CAMERA_CHARS - 13):]}+{digest}"
 
 
 class NoRoomForImages(ImageError):
@@ -86,7 +102,7 @@ class ImageStore:
         self._free = free
         self._lock = threading.Lock()
         self._pass_credit = 0.0
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_folders(self.root)
         self._files, self.used_bytes = self._scan()
 
     def _scan(self) -> tuple[deque[tuple[Path, int]], int]:
@@ -128,7 +144,7 @@ class ImageStore:
         t = record.time
         folder = self.root / t.strftime("%Y-%m-%d")
         folder.mkdir(exist_ok=True)
-        camera = _UNSAFE.sub("_", record.camera_id)
+        camera = _camera_part(record.camera_id)
         stem = f"{t.strftime('%H%M%S_%f')}_{camera}_{record.frame_id}_{record.decision}"
         # Encode both first: an array that cannot be stored leaves no file behind.
         image_png = None if record.image is None else _frame_png(record.image)

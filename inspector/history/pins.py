@@ -70,6 +70,14 @@ def validate_pin(pin: str) -> None:
         raise DatabaseError(f"a PIN needs at least {MIN_PIN_LENGTH} characters")
     if len(pin) > MAX_PIN_LENGTH:
         raise DatabaseError(f"a PIN has at most {MAX_PIN_LENGTH} characters, this one has {len(pin)}")
+    if not pin.strip():
+        raise DatabaseError("a PIN may not be all spaces")
+    # The first PINs an offline search or a shoulder-surfer tries: one repeated character
+    # (000000) and a run up or down (123456, 987654).
+    steps = {ord(b) - ord(a) for a, b in zip(pin, pin[1:])}
+    if steps in ({0}, {1}, {-1}):
+        raise DatabaseError("a PIN may not be one repeated character or a run such as 123456 or 654321; "
+                            "choose one that is harder to guess")
 
 
 def validate_name(name: str, what: str = "user") -> None:
@@ -89,6 +97,19 @@ def validate_name(name: str, what: str = "user") -> None:
                             f"(bidirectional overrides, zero-width spaces): {name!r}")
     if "/" in name or "\\" in name or ".." in name or name == ".":
         raise DatabaseError(f"a {what} name may not contain '/', '\\' or '..', nor be '.': {name!r}")
+
+
+def name_key(name: str) -> str:
+    """What two names that look alike share: ``OP1``, ``op1`` and ``ｏｐ１`` (full-width) all give
+    ``op1``. Compatibility normalisation (NFKC) folds look-alike forms of one character, case
+    folding the case; the audit trail would otherwise show two people as one."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def look_alike(name: str, existing: list[str]) -> str | None:
+    """The first of ``existing`` that looks like ``name`` without being it (see :func:`name_key`)."""
+    key = name_key(name)
+    return next((other for other in existing if other != name and name_key(other) == key), None)
 
 
 def lock_delay(failures: int) -> timedelta | None:
