@@ -1,23 +1,24 @@
 """Finding the part: a frame registered to the recipe's reference image before its region is cut.
 
 A line camera sees the part somewhere on the belt, slightly turned. :class:`Aligner` finds the
-rigid motion (shift and turn) that carries the reference's region onto the frame, in two steps:
+rigid motion (shift and turn) that carries the reference's region onto the frame. What it matches
+is the *edges* (gradient magnitude) of the region and a margin around it, where the reference
+shows one flat grey instead of its belt: the part's outline and its own marks, never the look of
+one belt or the brightness of one part. Both images are shrunk by whole factors (OpenCV's fast
+area path: a 5 MP frame in a few milliseconds), once for the fine level, again for the coarse one.
 
-Both steps work on the frame shrunk by whole factors (OpenCV's fast area path: a 5 MP frame in
-a few milliseconds), once for the fine step and again from that for the coarse one.
+1. **coarse search**, with the box (region and margin) about ``COARSE_PX`` across: its edges,
+   turned in ``ANGLE_STEP_DEG`` steps within ``max_angle_deg``, are matched everywhere by
+   normalised cross-correlation (``cv2.matchTemplate``); the best places (up to
+   ``CANDIDATES``, no two alike) go on;
+2. **ECC** (Evangelidis and Psarakis 2008, ``cv2.findTransformECC``, Euclidean motion), on the
+   coarse level, then on the fine one (the box about ``FINE_PX`` across), from each place until
+   one convinces.
 
-1. **coarse**, on both images shrunk so that the region is about ``COARSE_PX`` across: the
-   region's centre, turned in ``ANGLE_STEP_DEG`` steps within ``max_angle_deg``, is matched
-   everywhere by normalised cross-correlation (``cv2.matchTemplate``); the best angle and place
-   win. Only the centre is matched (``CORE``), so a turned template never brings its corners'
-   background along.
-2. **fine**, with ECC (Evangelidis and Psarakis 2008, ``cv2.findTransformECC``, Euclidean
-   motion) at ``FINE_PX`` across, started from the coarse answer.
-
-The match quality is ECC's correlation coefficient, in -1..1: near 1 when the part is there, near
-0 when it is not (an empty belt, another part). Below the recipe's minimum the frame is decided
-NO PART, never scored. Shapes: images are ``(H, W)`` or ``(H, W, 3)``, uint8 or uint16; the
-region is ``(x, y, w, h)`` in reference pixels.
+The match quality is ECC's correlation coefficient on the fine level, in -1..1: high when the
+part is there, near 0 on an empty belt. Below the recipe's minimum the frame is decided NO PART,
+never scored. Images are ``(H, W)`` or ``(H, W, 3)``, uint8 or uint16; regions are ``(x, y, w, h)``
+in reference pixels.
 """
 
 from __future__ import annotations
@@ -37,9 +38,16 @@ COARSE_PX = 48
 FINE_PX = 192
 #: Angles tried in the coarse search, degrees apart; ECC refines within one step.
 ANGLE_STEP_DEG = 3.0
-#: The central share of the region matched in the coarse search (inside the region at any angle
-#: up to about 20 degrees).
-CORE = 0.7
+#: The share of the box (the region and its margin) matched in the coarse search.
+CORE = 1.0
+#: Places the coarse search hands to ECC at most, best first; ECC stops at the first whose
+#: correlation is :data:`CONVINCING`, else the best of them wins.
+CANDIDATES = 3
+CONVINCING = 0.5
+#: How far around the region the match looks, as a share of the region's size on each side: the
+#: part's outline against the belt is what one part has in common with the next, more than its
+#: surface.
+MARGIN = 0.25
 #: ECC iterations at most, and the change in correlation that ends them.
 ECC_ITERATIONS = 40
 ECC_EPS = 1e-4
@@ -77,11 +85,12 @@ class Alignment:
 
 class Aligner:
     """Registers frames to ``reference`` (see the module docstring). ``region`` (x, y, w, h) is
-    where the part lies in the reference; frames are searched for turns up to ``max_angle_deg``
-    either way. Build one per recipe: the turned templates are made once."""
+    where the part lies in the reference; the match takes in ``margin`` of its size around it
+    (:data:`MARGIN`). Frames are searched for turns up to ``max_angle_deg`` either way. Build one
+    per recipe: the turned templates are made once."""
 
     def __init__(self, reference: np.ndarray, region: tuple[int, int, int, int], *,
-                 max_angle_deg: float = 15.0) -> None:
+                 max_angle_deg: float = 15.0, margin: float = MARGIN) -> None:
         ref = _gray(reference)
         x, y, w, h = (int(v) for v in region)
         if w < 16 or h < 16 or x < 0 or y < 0 or x + w > ref.shape[1] or y + h > ref.shape[0]:
@@ -93,6 +102,19 @@ class Aligner:
             raise InspectorError("the region of the reference image is featureless (one flat grey): the part "
                                  "cannot be found by it")
         self.region = (x, y, w, h)
+        # The box matched: the region and the margin around it, inside the reference. Around the
+        # region the reference shows one flat grey, the belt's mean: the part's outline against
+        # its background is matched, never the look of one belt.
+        mx, my = round(margin * w), round(margin * h)
+        bx, by = max(0, x - mx), max(0, y - my)
+        self.box = (bx, by, min(ref.shape[1], x + w + mx) - bx, min(ref.shape[0], y + h + my) - by)
+        around = ref[by : by + self.box[3], bx : bx + self.box[2]].astype(np.float64)
+        ring = around.sum() - ref[y : y + h, x : x + w].astype(np.float64).sum()
+        ring_px = around.size - w * h
+        flat = np.full_like(ref, round(ring / ring_px) if ring_px else int(ref.mean()))
+        flat[y : y + h, x : x + w] = ref[y : y + h, x : x + w]
+        ref = flat
+        x, y, w, h = self.box
         self.reference_shape = ref.shape
         self.max_angle_deg = float(max_angle_deg)
         # Whole shrink factors: the frame by fine_k for ECC, that again by coarse_k for the search.
@@ -101,14 +123,16 @@ class Aligner:
         self.fine_scale = 1.0 / self.fine_k
         self.coarse_scale = 1.0 / (self.fine_k * self.coarse_k)
         fine_ref = _shrink(ref, self.fine_k)
-        self._templates = self._turned_templates(_norm(_shrink(fine_ref, self.coarse_k)))
-        k = self.fine_k
-        self._fine_template = _norm(fine_ref[y // k : (y + h) // k, x // k : (x + w) // k])
+        coarse_ref = _shrink(fine_ref, self.coarse_k)
+        self._templates = [(a, _edges(t)) for a, t in self._turned_templates(_norm(coarse_ref))]
+        self._box_edges = {}  # shrink factor -> the box's edges shrunk by it (ECC's templates)
+        for k, shrunk in ((self.fine_k, fine_ref), (self.fine_k * self.coarse_k, coarse_ref)):
+            self._box_edges[k] = _edges(_norm(shrunk[y // k : (y + h) // k, x // k : (x + w) // k]))
 
     def _turned_templates(self, small: np.ndarray) -> list[tuple[float, np.ndarray]]:
         """(angle, the region's core turned by it) at the coarse scale. The whole reference is
         turned about the region's centre, so the core never shows a border the turn made."""
-        x, y, w, h = self.region
+        x, y, w, h = self.box
         cx, cy = (x + w / 2) * self.coarse_scale, (y + h / 2) * self.coarse_scale
         cw, ch = max(4, round(w * self.coarse_scale * CORE)), max(4, round(h * self.coarse_scale * CORE))
         steps = max(0, math.floor(self.max_angle_deg / ANGLE_STEP_DEG + 1e-9))
@@ -127,58 +151,79 @@ class Aligner:
         """Where the part lies in ``frame`` (any size at least the region's), with the match
         quality; a frame without the part gets a low quality, not an error."""
         gray = _gray(frame)
-        x, y, w, h = self.region
+        x, y, w, h = self.box
         fine = _shrink(gray, self.fine_k)
-        angle, centre = self._coarse(_shrink(fine, self.coarse_k), gray.shape)
-        # The reference region's pixels -> the frame's: turn about the region centre, then move it.
-        matrix = _about(angle, (x + w / 2, y + h / 2), centre)
-        quality, matrix = self._fine(fine, matrix)
+        coarse = _shrink(fine, self.coarse_k)
+        k_fine, k_coarse = self.fine_k, self.fine_k * self.coarse_k
+        best: tuple[float, np.ndarray] | None = None
+        for angle, centre in self._coarse(coarse, gray.shape):
+            # The reference's pixels -> the frame's: turn about the box's centre, then move it.
+            matrix = _about(angle, (x + w / 2, y + h / 2), centre)
+            # ECC coarse then fine: the coarse level's reach brings the fine one within its own.
+            _, matrix = self._refine(coarse, k_coarse, self._box_edges[k_coarse], matrix, blur=5)
+            quality, matrix = self._refine(fine, k_fine, self._box_edges[k_fine], matrix)
+            if best is None or quality > best[0]:
+                best = (quality, matrix)
+            if quality >= CONVINCING:
+                break
+        assert best is not None
+        quality, matrix = best
+        rx, ry, rw, rh = self.region
+        centre = np.array([rx + rw / 2, ry + rh / 2, 1.0])
+        moved = matrix @ centre
         angle_deg = math.degrees(math.atan2(-matrix[1, 0], matrix[0, 0]))
-        shift = (float(matrix[0, 0] * (x + w / 2) + matrix[0, 1] * (y + h / 2) + matrix[0, 2] - (x + w / 2)),
-                 float(matrix[1, 0] * (x + w / 2) + matrix[1, 1] * (y + h / 2) + matrix[1, 2] - (y + h / 2)))
-        return Alignment(matrix, quality, angle_deg, shift)
+        return Alignment(matrix, quality, angle_deg, (float(moved[0] - centre[0]), float(moved[1] - centre[1])))
 
-    def _coarse(self, small: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[float, tuple[float, float]]:
-        small = _norm(small)
-        best = (-2.0, 0.0, (0.0, 0.0))
+    def _coarse(self, small: np.ndarray, frame_shape: tuple[int, ...]) -> list[tuple[float, tuple[float, float]]]:
+        """Up to :data:`CANDIDATES` (angle, box centre in frame pixels), the best match first,
+        no two at one place."""
+        small = _edges(_norm(small))
+        found = []
         for angle, template in self._templates:
             if template.shape[0] > small.shape[0] or template.shape[1] > small.shape[1]:
                 raise InspectorError(f"the frame ({frame_shape[1]}x{frame_shape[0]}) is smaller than the part's region")
             scores = cv2.matchTemplate(small, template, cv2.TM_CCOEFF_NORMED)
             _, score, _, (px, py) = cv2.minMaxLoc(scores)
-            if score > best[0]:
-                centre = ((px + template.shape[1] / 2) / self.coarse_scale, (py + template.shape[0] / 2) / self.coarse_scale)
-                best = (score, angle, centre)
-        return best[1], best[2]
+            found.append((score, angle, (px + template.shape[1] / 2, py + template.shape[0] / 2)))
+        apart = max(2.0, 0.15 * max(self._templates[0][1].shape))  # coarse pixels
+        chosen: list[tuple[float, tuple[float, float]]] = []
+        places: list[tuple[float, float]] = []
+        for _, angle, (cx, cy) in sorted(found, key=lambda f: -f[0]):
+            if all(math.hypot(cx - px, cy - py) > apart for px, py in places):
+                places.append((cx, cy))
+                chosen.append((angle, (cx / self.coarse_scale, cy / self.coarse_scale)))
+            if len(chosen) == CANDIDATES:
+                break
+        return chosen
 
-    def _fine(self, fine: np.ndarray, matrix: np.ndarray) -> tuple[float, np.ndarray]:
-        """ECC from ``matrix`` (reference -> frame pixels) on a window of the shrunk frame
-        ``fine`` around the region; returns (correlation, refined matrix)."""
-        x, y, w, h = self.region
-        k = self.fine_k
-        s = self.fine_scale
-        x, y = x // k * k, y // k * k  # where the fine template starts, in reference pixels
-        # The window: the region's bounding box in the frame, with a margin for the refinement
-        # (in full-resolution pixels, on the fine grid).
+    def _refine(self, image: np.ndarray, k: int, template: np.ndarray, matrix: np.ndarray,
+                blur: int = 3) -> tuple[float, np.ndarray]:
+        """ECC from ``matrix`` (reference -> frame pixels) on ``image``, the frame shrunk by
+        ``k``, against ``template`` (the box's edges shrunk by ``k``), on a window around the
+        box; returns (correlation, refined matrix)."""
+        x, y, w, h = self.box
+        x, y = x // k * k, y // k * k  # where the template starts, in reference pixels
+        # The window: the box's bounds in the frame and a margin for the refinement, in frame
+        # pixels on the shrunk grid.
         corners = np.array([[x, y, 1], [x + w, y, 1], [x, y + h, 1], [x + w, y + h, 1]], np.float64) @ matrix.T
         margin = 0.15 * max(w, h)
         x0 = int(max(0, corners[:, 0].min() - margin)) // k * k
         y0 = int(max(0, corners[:, 1].min() - margin)) // k * k
-        x1 = int(min(fine.shape[1] * k, corners[:, 0].max() + margin))
-        y1 = int(min(fine.shape[0] * k, corners[:, 1].max() + margin))
-        window = _norm(fine[y0 // k : y1 // k, x0 // k : x1 // k])
-        # ECC's warp maps template pixels (the region at scale s) to window pixels (at scale s).
-        template_to_frame = _compose(matrix, _compose(_translation(x, y), _scaling(1 / s)))
-        warp = _compose(_scaling(s), _compose(_translation(-x0, -y0), template_to_frame)).astype(np.float32)
+        x1 = int(min(image.shape[1] * k, corners[:, 0].max() + margin))
+        y1 = int(min(image.shape[0] * k, corners[:, 1].max() + margin))
+        if x1 - x0 < 2 * k or y1 - y0 < 2 * k:  # the guess lies outside the frame
+            return 0.0, matrix
+        window = _edges(_norm(image[y0 // k : y1 // k, x0 // k : x1 // k]))
+        # ECC's warp maps template pixels to window pixels, both shrunk by k.
+        warp = _compose(_scaling(1 / k), _compose(_translation(-x0, -y0),
+                        _compose(matrix, _compose(_translation(x, y), _scaling(k))))).astype(np.float32)
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERATIONS, ECC_EPS)
         try:
-            quality, warp = cv2.findTransformECC(self._fine_template, window, warp, cv2.MOTION_EUCLIDEAN,
-                                                 criteria, None, 3)
+            quality, warp = cv2.findTransformECC(template, window, warp, cv2.MOTION_EUCLIDEAN, criteria, None, blur)
         except cv2.error:  # no convergence: the part is not there, or not like the reference
-            return _correlation(self._fine_template, window, warp), matrix
-        # Back to reference -> frame pixels at full resolution.
-        refined = _compose(_translation(x0, y0), _compose(_scaling(1 / s), _compose(warp.astype(np.float64),
-                           _compose(_scaling(s), _translation(-x, -y)))))
+            return _correlation(template, window, warp), matrix
+        refined = _compose(_translation(x0, y0), _compose(_scaling(k), _compose(warp.astype(np.float64),
+                           _compose(_scaling(1 / k), _translation(-x, -y)))))
         return float(quality), refined
 
 
@@ -233,6 +278,12 @@ def _shrink(image: np.ndarray, k: int) -> np.ndarray:
 def _norm(image: np.ndarray) -> np.ndarray:
     """float32 in 0..1, whatever the depth (what matchTemplate and ECC take)."""
     return image.astype(np.float32) / np.float32(_full_scale(image))
+
+
+def _edges(image: np.ndarray) -> np.ndarray:
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy)
 
 
 def _correlation(template: np.ndarray, window: np.ndarray, warp: np.ndarray) -> float:
