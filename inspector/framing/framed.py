@@ -1,0 +1,157 @@
+"""What of the frame the engine sees: the inspection region, the don't-care areas, the part found.
+
+A :class:`Framing` is part of a recipe: the ``region`` (x, y, w, h) of the reference image that
+holds the part, an ``ignore`` mask of don't-care pixels inside it, and with ``align`` the
+reference image itself, so every frame is registered to it first (:class:`~.align.Aligner`).
+:class:`FramedScorer` puts a framing in front of an engine, for the line as for evaluation:
+
+    frame (camera pixels) -> [align: find the part; too weak a match: NO PART]
+                          -> the region cut out, at native resolution
+                          -> engine.predict -> the region's map, don't-care pixels set to 0
+                          -> score = the map's maximum; the map put back into frame pixels
+
+So the map a display, the pixel rule, the review and ``inspector eval`` see is in the frame's
+coordinates, zero outside the region and in don't-care areas, and the image score ignores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from inspector.errors import InspectorError
+from inspector.framing.align import Aligner, Alignment
+
+#: The match quality under which a frame is NO PART unless the recipe says otherwise: on
+#: magnetic-tile parts on varying belts (scripts/build_line_frames.py) every empty belt stayed
+#: under 0.23 and 95 % of the parts over 0.55.
+MIN_QUALITY = 0.35
+
+
+class Engine(Protocol):
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """-> one object per image with ``score`` and an ``anomaly_map`` of the image's size."""
+
+
+@dataclass(frozen=True)
+class Framing:
+    """``region`` (x, y, w, h) in reference pixels (None: the whole frame); ``ignore`` a bool
+    mask of the reference's size, True where nothing counts (None: none); ``reference`` the
+    image the technician drew them on, needed with ``align``; ``min_quality`` the match quality
+    under which a frame is NO PART; ``max_angle_deg`` the largest turn searched."""
+
+    region: tuple[int, int, int, int] | None = None
+    ignore: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    align: bool = False
+    min_quality: float = MIN_QUALITY
+    max_angle_deg: float = 15.0
+
+    def check(self, frame_shape: tuple[int, ...]) -> None:
+        """InspectorError, in one line, for a framing that cannot work on frames of this shape:
+        a region outside the frame or under 16 px, an ignore mask of another size or covering
+        the whole region, alignment without a reference."""
+        height, width = frame_shape[:2]
+        if self.region is not None:
+            x, y, w, h = self.region
+            if w < 16 or h < 16 or x < 0 or y < 0 or x + w > width or y + h > height:
+                raise InspectorError(f"the region {x},{y},{w},{h} does not lie inside the {width}x{height} image "
+                                     "or is under 16 pixels across")
+        if self.ignore is not None:
+            if self.ignore.shape != (height, width):
+                raise InspectorError(f"the don't-care mask is {self.ignore.shape[1]}x{self.ignore.shape[0]}, the "
+                                     f"image {width}x{height}: draw it on the reference image")
+            x, y, w, h = self.region or (0, 0, width, height)
+            if self.ignore[y : y + h, x : x + w].all():
+                raise InspectorError("the don't-care mask covers the whole region: nothing would be inspected")
+        if self.align and (self.reference is None or self.region is None):
+            raise InspectorError("alignment needs a region and the reference image it was drawn on")
+        if not -1.0 <= self.min_quality <= 1.0:
+            raise InspectorError(f"the minimum match quality must be within -1..1, got {self.min_quality:g}")
+
+
+@dataclass(frozen=True)
+class FramedPrediction:
+    """A frame's result: ``score`` (the map's maximum in the region, 0.0 for NO PART), the
+    ``anomaly_map`` in frame pixels, ``no_part`` (the part was not found: never scored) and the
+    ``alignment`` (None without ``align``)."""
+
+    score: float
+    anomaly_map: np.ndarray
+    no_part: bool = False
+    alignment: Alignment | None = None
+
+
+class FramedScorer:
+    """``engine`` behind ``framing`` (see the module docstring); what the pipeline calls."""
+
+    def __init__(self, engine: Engine, framing: Framing) -> None:
+        framing.check(framing.reference.shape if framing.reference is not None else
+                      framing.ignore.shape if framing.ignore is not None else (1 << 30, 1 << 30))
+        self.engine = engine
+        self.framing = framing
+        self._aligner = None
+        if framing.align:
+            assert framing.reference is not None and framing.region is not None  # check() said so
+            self._aligner = Aligner(framing.reference, framing.region, max_angle_deg=framing.max_angle_deg)
+
+    def predict(self, frame: np.ndarray) -> FramedPrediction:
+        return self.predict_batch([frame])[0]
+
+    def predict_batch(self, frames: Sequence[np.ndarray]) -> list[FramedPrediction]:
+        """The frames' results; the regions of those with a part are scored in one batch."""
+        cuts: list[tuple[int, np.ndarray, Alignment | None]] = []
+        results: list[FramedPrediction | None] = [None] * len(frames)
+        for i, frame in enumerate(frames):
+            self._check_size(frame)
+            alignment = self._aligner.align(frame) if self._aligner is not None else None
+            if alignment is not None and alignment.quality < self.framing.min_quality:
+                results[i] = FramedPrediction(0.0, np.zeros(frame.shape[:2], np.float32), True, alignment)
+                continue
+            cuts.append((i, self._cut(frame, alignment), alignment))
+        predictions = self.engine.predict_batch([cut for _, cut, _ in cuts]) if cuts else []
+        for (i, _, alignment), prediction in zip(cuts, predictions):
+            region_map = self._masked(np.asarray(prediction.anomaly_map, np.float32))
+            frame_map = self._to_frame(region_map, alignment, frames[i].shape)
+            results[i] = FramedPrediction(float(region_map.max()), frame_map, False, alignment)
+        return [r for r in results if r is not None]
+
+    # -- the steps ---------------------------------------------------------------------------------
+
+    def _region(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        return self.framing.region or (0, 0, frame_shape[1], frame_shape[0])
+
+    def _check_size(self, frame: np.ndarray) -> None:
+        reference = self.framing.reference
+        if reference is not None and frame.shape[:2] != reference.shape[:2] and self._aligner is None:
+            raise InspectorError(f"the frame is {frame.shape[1]}x{frame.shape[0]}, the recipe's reference "
+                                 f"{reference.shape[1]}x{reference.shape[0]}: its region would fall elsewhere")
+
+    def _cut(self, frame: np.ndarray, alignment: Alignment | None) -> np.ndarray:
+        x, y, w, h = self._region(frame.shape)
+        if alignment is not None:
+            return alignment.cut(frame, (x, y, w, h))
+        return frame[y : y + h, x : x + w]
+
+    def _masked(self, region_map: np.ndarray) -> np.ndarray:
+        ignore = self.framing.ignore
+        if ignore is None:
+            return region_map
+        x, y, w, h = self._region(ignore.shape)
+        if region_map.shape != (h, w):
+            region_map = cv2.resize(region_map, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.where(ignore[y : y + h, x : x + w], np.float32(0.0), region_map)
+
+    def _to_frame(self, region_map: np.ndarray, alignment: Alignment | None, frame_shape: tuple[int, ...]) -> np.ndarray:
+        x, y, w, h = self._region(frame_shape)
+        if alignment is not None:
+            return alignment.to_frame(region_map, (x, y, w, h), frame_shape)
+        if region_map.shape != (h, w):
+            region_map = cv2.resize(region_map, (w, h), interpolation=cv2.INTER_LINEAR)
+        full = np.zeros(frame_shape[:2], np.float32)
+        full[y : y + h, x : x + w] = region_map
+        return full

@@ -1,0 +1,105 @@
+"""The region, the don't-care areas and the part found, in front of the engine (issue 30, parts 1,
+2 and 7): the engine sees only the region, the map is zero outside it and in don't-care areas and
+comes back in frame pixels where the part lies, a frame without the part is NO PART, bad framings
+are refused in one line."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from framing_support import H, REGION, W, belt, frame_with_part, make_scene
+from inspector.errors import InspectorError
+from inspector.framing import FramedScorer, Framing
+
+
+class BrightnessMap:
+    """An engine whose map is the image's own brightness (0..1): what it saw is what it says."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def predict_batch(self, images):
+        self.seen.extend(images)
+        maps = [np.asarray(image, np.float32) / 255.0 for image in images]
+        return [SimpleNamespace(score=float(m.max()), anomaly_map=m) for m in maps]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene()
+
+
+def test_the_engine_sees_only_the_region_and_the_map_is_zero_outside_it(scene) -> None:
+    _, reference, part = scene
+    frame = reference.copy()
+    frame[10:60, 10:60] = 255  # a bright spot outside the region: not the part's business
+    engine = BrightnessMap()
+    result = FramedScorer(engine, Framing(region=REGION)).predict(frame)
+    x, y, w, h = REGION
+    assert engine.seen[0].shape == (h, w) and np.array_equal(engine.seen[0], part)
+    assert result.anomaly_map.shape == (H, W) and result.anomaly_map[10:60, 10:60].max() == 0.0
+    assert result.score == pytest.approx(part.max() / 255.0) and not result.no_part
+
+
+def test_dont_care_areas_count_for_nothing(scene) -> None:
+    _, reference, _ = scene
+    frame = reference.copy()
+    x, y, w, h = REGION
+    frame[y + 20 : y + 40, x + 20 : x + 40] = 255  # a bright mark on the part, where nothing counts
+    ignore = np.zeros((H, W), bool)
+    ignore[y + 10 : y + 50, x + 10 : x + 50] = True
+    plain = FramedScorer(BrightnessMap(), Framing(region=REGION)).predict(frame)
+    masked = FramedScorer(BrightnessMap(), Framing(region=REGION, ignore=ignore)).predict(frame)
+    assert plain.score == 1.0
+    assert masked.score < 1.0 and masked.anomaly_map[ignore].max() == 0.0
+
+
+def test_an_aligned_frame_is_cut_upright_and_its_map_lies_on_the_part(scene) -> None:
+    rng, reference, part = scene
+    frame, truth = frame_with_part(rng, reference, 10.0, 150.0, -100.0)
+    engine = BrightnessMap()
+    scorer = FramedScorer(engine, Framing(region=REGION, reference=reference, align=True))
+    result = scorer.predict(frame)
+    assert not result.no_part and result.alignment.quality > 0.5
+    x, y, w, h = REGION
+    inner = (slice(h // 10, -h // 10), slice(w // 10, -w // 10))
+    assert np.corrcoef(engine.seen[0][inner].ravel(), part[inner].ravel())[0, 1] > 0.95
+    # The map is where the part is in this frame: its bright inside maps onto the frame's part.
+    centre = truth @ np.array([x + w / 2, y + h / 2, 1.0])
+    cx, cy = int(centre[0]), int(centre[1])
+    assert result.anomaly_map[cy, cx] > 0 and result.anomaly_map[:50, :50].max() == 0.0
+
+
+def test_a_frame_without_the_part_is_no_part_and_never_scored(scene) -> None:
+    rng, reference, _ = scene
+    engine = BrightnessMap()
+    scorer = FramedScorer(engine, Framing(region=REGION, reference=reference, align=True))
+    frames = [belt(rng), frame_with_part(rng, reference, -10.0, -100.0, 80.0)[0]]
+    empty, with_part = scorer.predict_batch(frames)
+    assert empty.no_part and empty.score == 0.0 and empty.anomaly_map.max() == 0.0
+    assert not with_part.no_part
+    assert len(engine.seen) == 1  # the engine scored the part only
+
+
+@pytest.mark.parametrize("framing, fragment", [
+    (Framing(region=(1200, 900, 400, 340)), "does not lie inside the 1280x1024 image"),
+    (Framing(region=REGION, ignore=np.ones((H, W), bool)), "covers the whole region"),
+    (Framing(region=REGION, ignore=np.zeros((100, 100), bool)), "the don't-care mask is 100x100"),
+    (Framing(region=None, align=True), "alignment needs a region and the reference image"),
+    (Framing(region=REGION, min_quality=2.0), "within -1..1"),
+])
+def test_bad_framings_are_refused_in_one_line(scene, framing: Framing, fragment: str) -> None:
+    _, reference, _ = scene
+    with_reference = Framing(**{**framing.__dict__, "reference": reference})
+    with pytest.raises(InspectorError, match=fragment):
+        FramedScorer(BrightnessMap(), with_reference)
+
+
+def test_a_frame_of_another_size_than_the_reference_is_refused_without_alignment(scene) -> None:
+    _, reference, _ = scene
+    scorer = FramedScorer(BrightnessMap(), Framing(region=REGION, reference=reference))
+    with pytest.raises(InspectorError, match="its region would fall elsewhere"):
+        scorer.predict(np.zeros((H // 2, W // 2), np.uint8))
