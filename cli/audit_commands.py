@@ -1,9 +1,11 @@
-"""``inspector audit``: checks that the audit trail is as it was written (its hash chain).
+"""``inspector audit``: checks that the history is as it was written.
 
-``inspector audit verify`` exits 0 and prints the head hash when every row fits; it exits 1 and
-names the first row that was edited, or that follows a deleted or inserted one. Note the head
-hash somewhere else (a shift report): rows removed from the end leave a shorter chain that
-still fits, and only a head noted earlier shows it.
+``inspector audit verify`` checks the audit trail's hash chain and its head (rows deleted from the
+end, or all of them, are reported), each user's row against the audit event that set it (a role
+edited by hand is reported), and the verdicts' sealed batches (an edited, deleted or inserted
+inspection is named). It exits 0 and prints both heads when all fit; else it exits 1 with one
+line naming what does not. Note the heads somewhere else (a shift report): the seals hold no
+secret, so only a head noted earlier shows a history rewritten from its start.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ EXIT_BROKEN = 1
 def register(subparsers: argparse._SubParsersAction) -> None:
     a = subparsers.add_parser("audit", help="the audit trail: check that nobody edited it")
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-    v = asub.add_parser("verify", help="check the audit trail's hash chain; exit 1 naming the first broken row")
+    v = asub.add_parser("verify", help="check the audit trail's hash chain and head, the users' rows and the sealed "
+                                       "verdicts; exit 1 naming the first that does not fit")
     v.add_argument("--db", help="history database URL (default: history.db in the data folder)")
     v.set_defaults(func=cmd_audit_verify)
 
@@ -26,11 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     db = open_history(args.db)
     try:
-        check = db.verify_audit_chain()
+        chain, users, verdicts = db.verify_history()
     finally:
         db.close()
-    if check.ok:
-        print(f"OK: {check.rows} audit rows, chain intact; head {check.head}")
-        return 0
-    print(f"BROKEN: audit row {check.broken_id} {check.reason} ({check.rows - 1} rows before it fit)")
-    return EXIT_BROKEN
+    problems = ([] if chain.ok else [chain.describe()]) + users + ([verdicts.problem] if verdicts.problem else [])
+    if problems:
+        print(f"BROKEN: {'; '.join(problems)}")
+        return EXIT_BROKEN
+    print(f"OK: {chain.describe()}; every user's row matches the trail; {verdicts.rows} inspections in "
+          f"{verdicts.batches} sealed batches, head {verdicts.head}")
+    return 0

@@ -55,6 +55,17 @@ class AccountLocked(AccessDenied):
         super().__init__(f"{user!r} is locked until {until:%Y-%m-%d %H:%M:%S} UTC after too many wrong PINs")
 
 
+class AccountTampered(AccessDenied):
+    """The user's row does not match the audit event that set it (a role or PIN hash edited in
+    the database by hand): refused even with the right PIN, until a technician removes the
+    account and adds it again."""
+
+    def __init__(self, user: str, problem: str) -> None:
+        self.user = user
+        super().__init__(f"{user!r} cannot sign in: {problem}; a technician must remove the account and add it "
+                         "again (`inspector users remove`, `inspector users add`)")
+
+
 def require_role(db: HistoryDB, user: str, pin: str, action: str, target: str, roles: tuple[str, ...] = LINE_CHANGERS) -> str:
     """The user's role if the PIN is right and the role is in ``roles``; else AccessDenied.
 
@@ -63,7 +74,7 @@ def require_role(db: HistoryDB, user: str, pin: str, action: str, target: str, r
     """
     try:
         role = db.verify_pin(user, pin)
-    except AccountLocked as exc:
+    except AccessDenied as exc:  # locked, or a row edited by hand
         db.record_audit(user, "unknown", f"{action}_denied", target, None, {"reason": str(exc)})
         raise AccessDenied(f"{action} refused: {exc}") from exc
     if role is None:

@@ -215,11 +215,9 @@ def sign_in(db: HistoryDB, name: str, pin: str, *, before: str, where: str = "gu
     ``sign_in`` (``before``: who was signed in). A wrong name or PIN, or an account locked after
     too many wrong PINs (the message says until when), is refused as AccessDenied and audited as
     ``sign_in_denied``."""
-    from inspector.roles import AccountLocked
-
     try:
         role = db.verify_pin(name, pin)
-    except AccountLocked as exc:
+    except AccessDenied as exc:  # locked, or a row edited by hand (AccountLocked, AccountTampered)
         db.record_audit(name, "unknown", "sign_in_denied", where, None, {"reason": str(exc)})
         raise AccessDenied(f"sign-in refused: {exc}") from exc
     if role is None:

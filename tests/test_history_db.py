@@ -142,8 +142,6 @@ def test_database_at_0007_gains_the_pixel_rule_and_its_old_rows_read_as_unknown(
     assert not {"pixel_threshold", "min_defect_area_px", "rule_recorded"} & columns
     product = db.add_product("tile")
     version = db.add_model_version(product, tmp_path / "model.safetensors", sha256="0" * 64)
-    db.add_calibration(version, image_threshold=0.5, target_frr=0.01, expected_frr=0.01, pixel_threshold=0.3,
-                       min_defect_area_px=7, created_by="test")
     later = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
     with db.engine.begin() as connection:  # the 0007 schema, so plain SQL rather than the model
         for frame_id, threshold, model_version in ((1, 0.5, version), (2, 0.7, version), (3, 0.5, None)):
@@ -156,6 +154,10 @@ def test_database_at_0007_gains_the_pixel_rule_and_its_old_rows_read_as_unknown(
     with db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+    # Audited, so made at the current schema (the audit chain's head is revision 0009's); still
+    # made before the old parts' time.
+    db.add_calibration(version, image_threshold=0.5, target_frr=0.01, expected_frr=0.01, pixel_threshold=0.3,
+                       min_defect_area_px=7, created_by="test")
     new_rule = DecisionRule(0.6, pixel_threshold=0.2, min_defect_area_px=3)
     db.write_inspections([_record(4, threshold=0.6, rule=new_rule, model_version_id=version),
                           _record(5, threshold=0.6, rule=DecisionRule(0.6), model_version_id=version)])

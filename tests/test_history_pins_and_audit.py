@@ -335,17 +335,17 @@ def test_database_at_0003_gains_the_lock_columns_and_a_chained_audit_trail(tmp_p
             )
     db.upgrade()
     check = db.verify_audit_chain()
-    assert check.ok and check.rows == 3
+    assert check.ok and check.rows == 4  # and revision 0009's user_sealed for ann
     assert db.verify_pin("ann", "583920") == "technician"
     db.record_audit("ann", "technician", "after_upgrade", "x", None, {"n": 1})
-    assert db.verify_audit_chain().ok and db.verify_audit_chain().rows == 4
+    assert db.verify_audit_chain().ok and db.verify_audit_chain().rows == 5
     with db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
         assert connection.exec_driver_sql("SELECT failed_pins, locked_until FROM users").all() == [(0, None)]
     db.downgrade("0003")  # and back: the columns go, the rows stay
     with db.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT count(*) FROM audit_events").scalar() == 4
+        assert connection.exec_driver_sql("SELECT count(*) FROM audit_events").scalar() == 5
     db.close()
 
 

@@ -56,10 +56,12 @@ Review screen
 
 People and audit
     ``add_user(name, role, pin, *, by)``, ``verify_pin(name, pin) -> role | None`` (raises
-    ``AccountLocked`` after five wrong PINs in a row, for a doubling delay; see :mod:`.pins`),
+    ``AccountLocked`` after five wrong PINs in a row, for a doubling delay, however many attempts
+    come at once; ``AccountTampered`` for a row edited by hand; see :mod:`.pins`),
     ``list_users()``, ``record_audit(user, role, action, target, before, after)``,
     ``audit_events(limit, offset)``, ``verify_audit_chain() -> ChainCheck`` (the audit rows form
-    a hash chain; see :mod:`.audit_chain`).
+    a hash chain; see :mod:`.audit_chain`), ``verify_history()`` (the chain and its head, the
+    users' rows and the sealed verdicts; see :mod:`.seals`).
 
 Benchmark
     ``benchmark_inserts(url, n) -> inserts per second`` through the writer.

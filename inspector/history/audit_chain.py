@@ -46,8 +46,9 @@ def row_hash(
 class ChainCheck:
     """What :meth:`HistoryDB.verify_audit_chain` found.
 
-    ``broken_id`` is the first row that does not fit (``None`` when the whole chain holds), with
-    ``reason`` saying how; ``head`` is the last row's hash of an intact chain.
+    ``broken_id`` is the first row that does not fit, with ``reason`` saying how; a trail that
+    does not end at its recorded head (rows missing from its end) has a ``reason`` and no
+    ``broken_id``. ``head`` is the last row's hash of an intact chain.
     """
 
     rows: int
@@ -57,7 +58,15 @@ class ChainCheck:
 
     @property
     def ok(self) -> bool:
-        return self.broken_id is None
+        return self.broken_id is None and not self.reason
+
+    def describe(self) -> str:
+        """One line: what was found."""
+        if self.ok:
+            return f"{self.rows} audit rows, chain intact; head {self.head}"
+        if self.broken_id is None:
+            return self.reason
+        return f"audit row {self.broken_id} {self.reason} ({self.rows - 1} rows before it fit)"
 
 
 def check_rows(rows: Any) -> ChainCheck:
@@ -75,3 +84,19 @@ def check_rows(rows: Any) -> ChainCheck:
             return ChainCheck(count, row.id, "was changed after it was written")
         expected_prev = row.hash
     return ChainCheck(count, head=expected_prev)
+
+
+def check_head(check: ChainCheck, head: Any) -> ChainCheck:
+    """``check`` of an intact chain held against its recorded head (a ``chain_heads`` row, or
+    ``None`` when it is missing): rows deleted from the end, or all of them, leave a chain that
+    fits but is shorter than its head."""
+    if not check.ok:
+        return check
+    if head is None:
+        return ChainCheck(check.rows, reason="the audit trail's head record is missing: deleted outside the inspector")
+    if head.rows > check.rows:
+        return ChainCheck(check.rows, reason=f"audit trail shortened: {head.rows} rows expected, {check.rows} found")
+    if (head.rows, head.hash) != (check.rows, check.head):
+        return ChainCheck(check.rows, reason=f"the audit trail does not end at its head ({head.rows} rows, "
+                                             f"{head.hash[:12]}...): its last rows were rewritten")
+    return check

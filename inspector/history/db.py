@@ -27,16 +27,20 @@ from inspector.data_folder import create_private_file, data_dir, make_private_fo
 from inspector.file_digest import file_sha256
 from inspector.errors import DatabaseError
 from inspector.history import queries
-from inspector.history.tables import LABELS, ROLES, Activation, AuditEvent, Calibration, Inspection, ModelVersion, OutboxMessage, Product, User
+from inspector.history.tables import LABELS, ROLES, Activation, AuditEvent, Calibration, ChainHead, Inspection, ModelVersion, OutboxMessage, Product, User
 from inspector.history.tables import default_station, utc_now
-from inspector.history.audit_chain import GENESIS, ChainCheck, check_rows, row_hash
+from inspector.history.audit_chain import GENESIS, ChainCheck, check_head, check_rows, row_hash
+from inspector.history.seals import (
+    AUDIT, InspectionCheck, check_inspections, check_users, lock_batches, move_head, seal_inspections, seal_user,
+    user_seal_problem,
+)
 from inspector.history.pins import (
     check_pin, dummy_pin_hash, hash_pin, lock_delay, look_alike, validate_name, validate_pin,
 )
 from inspector.history.queries import InspectionFilter, InspectionRow, YieldBucket
 from inspector.history.records import row_values
 from inspector.inspection import InspectionResult
-from inspector.roles import AccountLocked
+from inspector.roles import AccountLocked, AccountTampered
 
 log = logging.getLogger(__name__)
 
@@ -430,6 +434,7 @@ class HistoryDB:
         caller decides whether to retry.
         """
         with self.session() as s:
+            lock_batches(s)
             uids = {r.uid for r in records}
             mine = Inspection.station == self.station
             known = select(Inspection.uid, Inspection.id).where(mine, Inspection.uid.in_(uids))
@@ -444,8 +449,10 @@ class HistoryDB:
                     now = utc_now()
                     rows = [{"uid": uid, "created": now, "payload": message(r, s)} for uid, r in queued.items()]
                     s.execute(insert(OutboxMessage), rows)
-                inserted = select(Inspection.uid, Inspection.id).where(mine, Inspection.uid.in_(new))
-                ids.update(s.execute(inserted).all())
+                inserted = dict(s.execute(select(Inspection.uid, Inspection.id).where(mine, Inspection.uid.in_(new))).all())
+                ids.update(inserted)
+                # One transaction, one batch: its rows are contiguous, as this writer holds the lock.
+                seal_inspections(s, min(inserted.values()), max(inserted.values()))
         return [replace(r, inspection_id=ids[r.uid]) for r in records]
 
     def query_inspections(
@@ -542,11 +549,21 @@ class HistoryDB:
             return list(s.scalars(stmt.limit(limit).offset(offset)))
 
     def verify_audit_chain(self) -> ChainCheck:
-        """Check the audit trail's hash chain from its first row; the result names the first row
-        that was edited, or that follows a deleted or inserted one (see :mod:`.audit_chain`)."""
+        """Check the audit trail's hash chain from its first row, and that it ends at its head;
+        the result names the first row that was edited, or that follows a deleted or inserted
+        one, or says that rows are missing from the end (see :mod:`.audit_chain`)."""
         with self.session() as s:
             rows = s.execute(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000))
-            return check_rows(row for (row,) in rows)
+            return check_head(check_rows(row for (row,) in rows), s.get(ChainHead, AUDIT))
+
+    def verify_history(self) -> tuple[ChainCheck, list[str], InspectionCheck]:
+        """Everything ``inspector audit verify`` proves, in one read transaction: the audit chain
+        (:meth:`verify_audit_chain`), each user's row against the event that set it, and the
+        sealed verdicts (:func:`.seals.check_inspections`)."""
+        with self.session() as s:
+            rows = s.execute(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000))
+            chain = check_head(check_rows(row for (row,) in rows), s.get(ChainHead, AUDIT))
+            return chain, check_users(s), check_inspections(s)
 
     def add_user(self, name: str, role: str, pin: str, *, by: str = "system") -> int:
         """Create a user with a salted hash of ``pin``; audited. DatabaseError for a name or PIN
@@ -562,15 +579,18 @@ class HistoryDB:
                 s.add(user)
                 s.flush()
                 by_role = s.scalar(select(User.role).where(User.name == by)) or "system"
-                self._audit(s, by, by_role, "add_user", f"user:{name}", None, {"role": role})
+                seal_user(s, user, self._audit(s, by, by_role, "add_user", f"user:{name}", None, {"role": role}))
         except IntegrityError as exc:
             raise DatabaseError(f"a user named {name!r} already exists") from exc
         return user.id
 
     def has_technician(self) -> bool:
-        """Whether any technician account exists (none: a new database, see :meth:`add_first_technician`)."""
+        """Whether any technician account exists (none: a new database, see :meth:`add_first_technician`).
+        One the audit trail added counts even if its row now says otherwise: demoting every
+        technician by hand must not reopen the first technician's door."""
         with self.session() as s:
-            return s.scalar(select(func.count()).select_from(User).where(User.role == "technician")) > 0
+            technicians = s.scalar(select(func.count()).select_from(User).where(User.role == "technician"))
+            return technicians > 0 or _trail_added_a_technician(s)
 
     def add_first_technician(self, name: str, pin: str, *, via: str = "gui") -> int:
         """Create the first technician of a new database, by themselves (audited as
@@ -587,10 +607,10 @@ class HistoryDB:
                 s.add(user)
                 s.flush()
                 technicians = s.scalar(select(func.count()).select_from(User).where(User.role == "technician"))
-                if technicians > 1:
+                if technicians > 1 or _trail_added_a_technician(s):
                     raise DatabaseError("a technician exists already; ask them to add your account")
-                self._audit(s, name, "technician", "add_first_technician", f"user:{name}", None,
-                            {"role": "technician", "via": via})
+                seal_user(s, user, self._audit(s, name, "technician", "add_first_technician", f"user:{name}", None,
+                                               {"role": "technician", "via": via}))
         except IntegrityError as exc:
             raise DatabaseError(f"a user named {name!r} already exists") from exc
         return user.id
@@ -603,10 +623,13 @@ class HistoryDB:
             user = s.scalars(select(User).where(User.name == name)).one_or_none()
             if user is None:
                 raise DatabaseError(f"no user named {name!r}")
+            if problem := user_seal_problem(s, user):  # a new PIN would vouch for a role set by hand
+                raise DatabaseError(f"{name!r} cannot get a new PIN: {problem}; remove the account and add it again")
             user.pin_hash = hash_pin(pin)
             user.failed_pins, user.locked_until = 0, None
             by_role = s.scalar(select(User.role).where(User.name == by)) or "system"
-            self._audit(s, by, by_role, "set_pin", f"user:{name}", None, None)
+            # The role goes into the event: the row is bound to it and must state it.
+            seal_user(s, user, self._audit(s, by, by_role, "set_pin", f"user:{name}", None, {"role": user.role}))
 
     def remove_user(self, name: str, *, by: str = "system") -> None:
         """Remove an account (someone left); audited. Their past decisions and audit entries keep
@@ -630,39 +653,68 @@ class HistoryDB:
         doubles with each further wrong one (:func:`.pins.lock_delay`), audited as ``pin_locked``;
         while locked, :class:`AccountLocked` is raised without looking at the PIN, and the first
         right PIN after the lock ends starts the count again. An unknown name costs the same
-        hash work as a wrong PIN, so the time taken does not tell which names exist.
+        hash work as a wrong PIN, so the time taken does not tell which names exist. A row whose
+        role or PIN hash does not match the audit event that set it (edited by hand) is refused
+        with :class:`AccountTampered`, even with the right PIN.
+
+        Each attempt is counted as wrong *before* its PIN is compared, in one transaction with
+        the lock check (see :meth:`_take_attempt`), so attempts made at once -- threads or
+        processes -- are checked at most :data:`.pins.LOCK_AFTER_FAILURES` times before the lock.
         """
+        if self.read_only:  # an archive takes no writes: its PINs are checked, its attempts not counted
+            return self._verify_pin_read_only(name, pin)
+        attempt = self._take_attempt(name)
+        if attempt is None:
+            check_pin(pin, dummy_pin_hash())
+            return None
+        user, delay = attempt
+        if not check_pin(pin, user.pin_hash):
+            if delay is not None:
+                after = {"failed_pins": user.failed_pins, "locked_for_s": delay.total_seconds(),
+                         "locked_until": user.locked_until.isoformat()}
+                self.record_audit(user.name, user.role, "pin_locked", f"user:{user.name}", None, after)
+            return None
+        with self.session() as s:  # the right PIN: the attempt counted as wrong is taken back
+            s.execute(update(User).where(User.id == user.id).values(failed_pins=0, locked_until=None))
+            problem = user_seal_problem(s, user)
+        if problem:
+            raise AccountTampered(name, problem)
+        return user.role
+
+    def _verify_pin_read_only(self, name: str, pin: str) -> str | None:
         with self.session() as s:
             user = s.scalars(select(User).where(User.name == name)).one_or_none()
+            problem = "" if user is None else user_seal_problem(s, user)
         if user is None:
             check_pin(pin, dummy_pin_hash())
             return None
         if user.locked_until is not None and self.clock() < user.locked_until:
             raise AccountLocked(name, user.locked_until)
-        if check_pin(pin, user.pin_hash):
-            if user.failed_pins or user.locked_until is not None:
-                with self.session() as s:
-                    s.execute(update(User).where(User.id == user.id).values(failed_pins=0, locked_until=None))
-            return user.role
-        self._count_wrong_pin(user.id)
-        return None
+        if not check_pin(pin, user.pin_hash):
+            return None
+        if problem:
+            raise AccountTampered(name, problem)
+        return user.role
 
-    def _count_wrong_pin(self, user_id: int) -> None:
-        """One more wrong PIN; locks the account once there are enough. The increment is the
-        transaction's first statement, so two wrong PINs at once both count."""
+    def _take_attempt(self, name: str) -> tuple[User, timedelta | None] | None:
+        """Count one attempt at ``name``'s PIN as wrong and lock the account if that makes enough;
+        the user row as it is now and the lock just set (None: none), or None for an unknown name.
+        AccountLocked while a lock runs (that attempt is not counted).
+
+        The increment is the transaction's first statement: it takes SQLite's write lock (a row
+        lock on PostgreSQL) before anything is read, so no other thread or process can read the
+        count between it and the commit, and the lock check sees every earlier attempt."""
         with self.session() as s:
-            s.execute(update(User).where(User.id == user_id).values(failed_pins=User.failed_pins + 1))
-            user = s.get(User, user_id)
-            delay = None if user is None else lock_delay(user.failed_pins)
-            if user is None or delay is None:
-                return
-            user.locked_until = self.clock() + delay
-            after = {
-                "failed_pins": user.failed_pins,
-                "locked_for_s": delay.total_seconds(),
-                "locked_until": user.locked_until.isoformat(),
-            }
-            self._audit(s, user.name, user.role, "pin_locked", f"user:{user.name}", None, after)
+            s.execute(update(User).where(User.name == name).values(failed_pins=User.failed_pins + 1))
+            user = s.scalars(select(User).where(User.name == name)).one_or_none()
+            if user is None:
+                return None
+            if user.locked_until is not None and self.clock() < user.locked_until:
+                raise AccountLocked(name, user.locked_until)  # rolls the increment back
+            delay = lock_delay(user.failed_pins)
+            if delay is not None:
+                user.locked_until = self.clock() + delay
+            return user, delay
 
     def list_users(self) -> list[tuple[str, str]]:
         """``(name, role)`` of every user, by name."""
@@ -693,6 +745,7 @@ class HistoryDB:
         previous = select(AuditEvent.hash).where(AuditEvent.id < event_.id).order_by(AuditEvent.id.desc()).limit(1)
         event_.prev_hash = s.scalar(previous) or GENESIS
         event_.hash = row_hash(event_.prev_hash, event_.time, user, role, action, target, before, after)
+        move_head(s, AUDIT, 1, event_.hash)
         s.flush()
         return event_.id
 
@@ -712,6 +765,13 @@ def _refuse_look_alike(s: Session, name: str) -> None:
     twin = look_alike(name, list(s.scalars(select(User.name))))
     if twin is not None:
         raise DatabaseError(f"a user named {twin!r} already exists and {name!r} looks the same; choose another name")
+
+
+def _trail_added_a_technician(s: Session) -> bool:
+    """Whether the audit trail has ever added a technician (or sealed one at revision 0009)."""
+    actions = ("add_first_technician", "add_user", "user_sealed")
+    events = s.scalars(select(AuditEvent.after).where(AuditEvent.action.in_(actions), AuditEvent.target.like("user:%")))
+    return any(isinstance(after, dict) and after.get("role") == "technician" for after in events)
 
 
 def _unwritable(path: Path) -> bool:

@@ -267,6 +267,39 @@ class User(Base):
     created: Mapped[datetime] = mapped_column(default=utc_now)
     failed_pins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column()
+    # The audit event that last set name, role and PIN, and a digest binding them to it (see
+    # :mod:`.seals`); not a foreign key, so a deleted event is reported rather than refused.
+    audit_id: Mapped[int | None] = mapped_column(Integer)
+    digest: Mapped[str | None] = mapped_column(String(64))
+
+
+class ChainHead(Base):
+    """The length and last hash of a chain (``audit``: audit rows; ``inspections``: sealed
+    verdicts, with the last sealed id), moved in the transaction that extends it: a trail cut
+    short or emptied no longer fits its head (:mod:`.seals`)."""
+
+    __tablename__ = "chain_heads"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    last_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class InspectionBatch(Base):
+    """The seal of the inspections one transaction recorded (ids ``first_id`` .. ``last_id``):
+    ``seal`` lists ``<id>:<short hash>`` of each row's decisive fields, ``digest`` is SHA-256 over
+    the previous batch's digest and the seal (:mod:`.seals`)."""
+
+    __tablename__ = "inspection_batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    first_id: Mapped[int] = mapped_column(Integer)
+    last_id: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    prev_digest: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
+    seal: Mapped[str] = mapped_column(Text)
 
 
 class OutboxMessage(Base):

@@ -16,6 +16,9 @@ matched by name, model versions by product and file hash, created there on first
 paths stay the station's (the images stay on its disk); the review page says when a file cannot be
 opened from where it is viewed.
 
+The plant database seals what it receives as the station does (:mod:`inspector.history.seals`),
+a batch per plant transaction, so ``inspector audit verify`` checks its verdicts too.
+
 What is not forwarded: a label set on the station after its row was forwarded (label in the plant
 database's review instead), users, audit events, calibrations.
 
@@ -39,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from inspector.errors import DatabaseError, InspectorError
 from inspector.history.db import HistoryDB, error_reason
+from inspector.history.seals import lock_batches, seal_new_inspections
 from inspector.history.tables import ForwardMark, Inspection, ModelVersion, Product
 from inspector.inspection import InspectionResult
 from inspector.links.sender import SenderThread
@@ -291,6 +295,7 @@ class PlantLink(SenderThread):
         assert self._plant is not None
         products, models = dict(self._products), dict(self._models)
         with self._plant.session() as p:
+            lock_batches(p)  # before the insert: the rows it adds are sealed as one batch
             insert = _INSERTS[p.get_bind().dialect.name]
             values = []
             for row in rows:
@@ -306,6 +311,7 @@ class PlantLink(SenderThread):
                 values.append(value)
             stmt = insert(Inspection).on_conflict_do_nothing(index_elements=["station", "uid"])
             p.execute(stmt, values)
+            seal_new_inspections(p)
         self._products, self._models = products, models
         self._last_id = rows[-1]["id"]
         self.forwarded += len(rows)

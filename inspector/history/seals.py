@@ -1,0 +1,200 @@
+"""Seals on what the audit chain alone does not cover: the users' rows, the verdicts, the trail's length.
+
+The audit chain (:mod:`.audit_chain`) shows an edited audit row, but not an edited ``users`` row
+(a role raised by hand), an edited verdict, or a trail cut short at its end. So:
+
+- **Users**: each row is bound to the audit event that last set it (``add_user``,
+  ``add_first_technician``, ``set_pin``, or revision 0009's ``user_sealed``): ``audit_id`` names the
+  event and ``digest`` is SHA-256 over the row's name, role and PIN hash and the event's hash. A
+  row whose role is not the one its event states, or whose digest does not fit, is refused at
+  sign-in and reported by ``inspector audit verify``: a role is what the chained trail says.
+- **Inspections**: each transaction that records verdicts seals them as one
+  :class:`~.tables.InspectionBatch`: per row a short hash of its decisive fields (see
+  :data:`SEALED_COLUMNS`), and over the batch a digest chained to the batch before it. An
+  edited, deleted or inserted verdict is named by row.
+- **Heads**: ``chain_heads`` keeps each chain's length and last hash, moved in the transaction
+  that extends the chain, so a trail emptied or shortened from its end no longer "fits".
+
+Like the chain these hold no secret: they show edits made by hand, not by someone who recomputes
+every hash. Keep the heads ``inspector audit verify`` prints somewhere else to pin them down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from inspector.history.audit_chain import GENESIS
+from inspector.history.tables import AuditEvent, ChainHead, Inspection, InspectionBatch, User
+from inspector.inspection import as_utc
+
+AUDIT: str = "audit"
+INSPECTIONS: str = "inspections"
+#: What decides a verdict and where its evidence is: a change to any of these is an edited
+#: verdict. Not the review label (changed later, audited on its own) nor the latencies.
+SEALED_COLUMNS = (
+    "id", "station", "uid", "time", "camera_id", "frame_id", "part_id", "score", "decision", "threshold",
+    "pixel_threshold", "min_defect_area_px", "rule_recorded", "model_version_id", "product_id", "error",
+    "image_path", "heatmap_path", "heatmap_low", "heatmap_high",
+)
+#: Hex characters of a row's own hash kept in its batch: enough to name an edited row (the batch
+#: digest over them is a full SHA-256), small enough for ~25 bytes a verdict.
+_ROW_HASH_CHARS = 16
+
+
+# -- users ----------------------------------------------------------------------------------------
+
+
+def user_digest(name: str, role: str, pin_hash: str, event_hash: str | None) -> str:
+    return hashlib.sha256(f"{name}\n{role}\n{pin_hash}\n{event_hash}".encode("utf-8")).hexdigest()
+
+
+def seal_user(s: Session, user: User, event_id: int) -> None:
+    """Bind ``user``'s row to the audit event ``event_id`` that just set it (same transaction)."""
+    event_ = s.get(AuditEvent, event_id)
+    assert event_ is not None
+    user.audit_id, user.digest = event_id, user_digest(user.name, user.role, user.pin_hash, event_.hash)
+
+
+def user_seal_problem(s: Session, user: User) -> str:
+    """Why ``user``'s row does not match the audit trail ("" when it does)."""
+    if user.audit_id is None or user.digest is None:
+        return "its row has no seal: it was added outside the inspector"
+    event_ = s.get(AuditEvent, user.audit_id)
+    if event_ is None or event_.target != f"user:{user.name}":
+        return f"the audit event that set it ({user.audit_id}) is gone"
+    stated = (event_.after or {}).get("role") if isinstance(event_.after, dict) else None
+    if stated != user.role:
+        return f"its role {user.role} is not the {stated} the audit trail gave it"
+    if user.digest != user_digest(user.name, user.role, user.pin_hash, event_.hash):
+        return "its role or PIN hash was changed outside the inspector"
+    return ""
+
+
+# -- chain heads ----------------------------------------------------------------------------------
+
+
+def move_head(s: Session, name: str, rows: int, hash_: str, last_id: int | None = None) -> None:
+    """Extend chain ``name``'s head by ``rows`` to ``hash_`` (same transaction as the rows). A head
+    deleted by hand starts again from nothing, which verify then reports as not fitting."""
+    head = s.get(ChainHead, name)
+    if head is None:
+        head = ChainHead(name=name, rows=0, hash=GENESIS)
+        s.add(head)
+    head.rows += rows
+    head.hash = hash_
+    if last_id is not None:
+        head.last_id = last_id
+
+
+# -- inspections ------------------------------------------------------------------------------------
+
+
+def row_token(row: Any) -> str:
+    """``<id>:<hash>`` of one inspection row (any object with :data:`SEALED_COLUMNS` as attributes)."""
+    content = {name: getattr(row, name) for name in SEALED_COLUMNS}
+    content["time"] = as_utc(row.time).isoformat()
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{row.id}:{hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:_ROW_HASH_CHARS]}"
+
+
+def batch_digest(prev_digest: str, seal: str) -> str:
+    return hashlib.sha256(f"{prev_digest}\n{seal}".encode("utf-8")).hexdigest()
+
+
+def _sealed_rows(s: Session, where: Any) -> Iterator[Any]:
+    columns = [getattr(Inspection, name) for name in SEALED_COLUMNS]
+    return iter(s.execute(select(*columns).where(where).order_by(Inspection.id).execution_options(yield_per=2000)))
+
+
+def seal_inspections(s: Session, first_id: int, last_id: int) -> None:
+    """Seal the inspections with ids ``first_id`` .. ``last_id``, just inserted by this
+    transaction, as one batch chained to the last. The caller holds the write lock (SQLite's,
+    taken by its insert; PostgreSQL's on ``inspection_batches``, see :func:`lock_batches`), so no
+    other writer's rows are in that range and no other batch is chained to the same one."""
+    head = s.get(ChainHead, INSPECTIONS)
+    prev = head.hash if head is not None else GENESIS
+    tokens = [row_token(row) for row in _sealed_rows(s, Inspection.id.between(first_id, last_id))]
+    seal = ",".join(tokens)
+    digest = batch_digest(prev, seal)
+    s.add(InspectionBatch(first_id=first_id, last_id=last_id, rows=len(tokens), prev_digest=prev, digest=digest,
+                          seal=seal))
+    move_head(s, INSPECTIONS, len(tokens), digest, last_id)
+
+
+def seal_new_inspections(s: Session) -> None:
+    """Seal the rows above the head's last sealed id (the plant forwarder's insert, which skips
+    rows the plant has already and so knows no ids); the caller holds the lock as above."""
+    head = s.get(ChainHead, INSPECTIONS)
+    above = Inspection.id > (head.last_id or 0 if head is not None else 0)
+    first, last = s.execute(select(func.min(Inspection.id), func.max(Inspection.id)).where(above)).one()
+    if first is not None:
+        seal_inspections(s, first, last)
+
+
+def lock_batches(s: Session) -> None:
+    """On PostgreSQL, serialise the writers of sealed inspections (SQLite has one writer anyway):
+    taken before the insert, so the ids a batch draws are not interleaved with another's."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("LOCK TABLE inspection_batches IN SHARE ROW EXCLUSIVE MODE"))
+
+
+@dataclass(frozen=True)
+class InspectionCheck:
+    """What :func:`check_inspections` found: ``problem`` names the first inspection or batch that
+    does not fit ("" when all do); ``head`` is the last batch's digest."""
+
+    rows: int
+    batches: int
+    problem: str = ""
+    head: str = GENESIS
+
+
+def check_inspections(s: Session) -> InspectionCheck:
+    """Walk the batches and the inspections in id order: each row must be the one its batch
+    sealed, each batch must follow the one before it, and the last must be the head."""
+    rows = _sealed_rows(s, True)
+    batches = s.scalars(select(InspectionBatch).order_by(InspectionBatch.id).execution_options(yield_per=200))
+    prev, sealed, count = GENESIS, 0, 0
+    row = next(rows, None)
+    for batch in batches:
+        count += 1
+        if batch.prev_digest != prev:
+            return InspectionCheck(sealed, count, f"inspection batch {batch.id} does not follow the one before it: "
+                                                  "a batch before it was deleted or inserted", prev)
+        if batch_digest(prev, batch.seal) != batch.digest:
+            return InspectionCheck(sealed, count, f"inspection batch {batch.id} was changed after it was written", prev)
+        for token in batch.seal.split(",") if batch.seal else ():
+            sealed_id = int(token.split(":")[0])
+            if row is not None and row.id < sealed_id:
+                return InspectionCheck(sealed, count, f"inspection {row.id} is in no sealed batch: inserted outside "
+                                                      "the inspector", prev)
+            if row is None or row.id > sealed_id:
+                return InspectionCheck(sealed, count, f"inspection {sealed_id} was deleted", prev)
+            if row_token(row) != token:
+                return InspectionCheck(sealed, count, f"inspection {sealed_id} was changed after it was recorded", prev)
+            sealed += 1
+            row = next(rows, None)
+        prev = batch.digest
+    if row is not None:
+        return InspectionCheck(sealed, count, f"inspection {row.id} is in no sealed batch: inserted outside the "
+                                              "inspector", prev)
+    head = s.get(ChainHead, INSPECTIONS)
+    if head is None:
+        return InspectionCheck(sealed, count, "the verdicts' chain head is missing: deleted outside the inspector", prev)
+    if (head.rows, head.hash) != (sealed, prev):
+        return InspectionCheck(sealed, count, f"verdicts shortened: {head.rows} sealed inspections expected, "
+                                              f"{sealed} found", prev)
+    return InspectionCheck(sealed, count, head=prev)
+
+
+def check_users(s: Session) -> list[str]:
+    """``"<name>: <why>"`` for every user whose row does not match the audit trail."""
+    users: Iterable[User] = s.scalars(select(User).order_by(User.name))
+    return [f"user {u.name!r}: {problem}" for u in users if (problem := user_seal_problem(s, u))]
