@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from inspector import ASSETS_DIR
+from inspector.data_folder import make_folders
 from inspector.errors import DataError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def ensure_replay_folder(data_dir: Path, root: Path | None = None) -> Path:
     split = elpv_split(root)
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / CELLS_DIRNAME).mkdir(parents=True)
+    make_folders(tmp / CELLS_DIRNAME)  # the data folder, if this makes it, 0700
     for i, (p, defective) in enumerate(split.replay):
         shutil.copy2(p, tmp / CELLS_DIRNAME / f"{i:03d}_{'defect' if defective else 'good'}_{p.name}")
     (tmp / "SPLIT").write_text(SPLIT_VERSION + "\n")

@@ -40,31 +40,42 @@ def one_line(status: int, err: str, fragment: str) -> None:
 # -- the data folder ------------------------------------------------------------------------------
 
 
-def _atomic_write(root: Path) -> None:
+def _atomic_write(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from inspector.model_file import atomic_write
 
     atomic_write(root / "engine-backends.json", lambda tmp: Path(tmp).write_text("{}"))
 
 
-def _image_store(root: Path) -> None:
+def _image_store(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ImageStore(root / "images")
 
 
-def _teach_samples(root: Path) -> None:
+def _teach_samples(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from calibration.teach.folders import TeachFolders
     from calibration.teach.samples import Samples
 
     Samples(TeachFolders.of("tile"))._save_gates()
 
 
-@pytest.mark.parametrize("first_writer", [_atomic_write, _image_store, _teach_samples])
+def _demo_cells(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import demo
+
+    cell = root.parent / "cell.png"
+    cv2.imwrite(str(cell), np.zeros((16, 16), np.uint8))
+    monkeypatch.setattr(demo, "elpv_split", lambda root=None: demo.ElpvSplit([], [], [], [(cell, False)]))
+    demo.ensure_replay_folder(root)
+
+
+@pytest.mark.parametrize("first_writer", [_atomic_write, _image_store, _teach_samples, _demo_cells])
 def test_the_data_folder_is_0700_whichever_writer_makes_it(first_writer, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before, only the history database made it 0700; the engine's backend cache or the image
-    store, run first, made it 0755 and the database then went into a folder all could list."""
+    """Before, only the history database made it 0700; the engine's backend cache, the image
+    store, the teach folders or the demo's cells, run first, made it 0755, and the database then
+    went into a folder every account could list."""
     root = tmp_path / "share" / "inspector"
     monkeypatch.setenv("INSPECTOR_DATA_DIR", str(root))
-    first_writer(root)
+    root.parent.mkdir(parents=True)
+    first_writer(root, monkeypatch)
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
 
 
