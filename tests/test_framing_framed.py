@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -16,7 +17,10 @@ from inspector.framing import FramedScorer, Framing
 
 
 class BrightnessMap:
-    """An engine whose map is the image's own brightness (0..1): what it saw is what it says."""
+    """An engine whose map is the image's own brightness (0..1): what it saw is what it says.
+    Its input is larger than any region here: it is never tiled."""
+
+    image_size = 2048
 
     def __init__(self) -> None:
         self.seen: list[np.ndarray] = []
@@ -103,3 +107,64 @@ def test_a_frame_of_another_size_than_the_reference_is_refused_without_alignment
     scorer = FramedScorer(BrightnessMap(), Framing(region=REGION, reference=reference))
     with pytest.raises(InspectorError, match="its region would fall elsewhere"):
         scorer.predict(np.zeros((H // 2, W // 2), np.uint8))
+
+
+class SqueezingEngine(BrightnessMap):
+    """Like a real model, it sees each image squeezed into its small square input."""
+
+    image_size = 64
+
+    def predict_batch(self, images):
+        self.seen.extend(images)
+        out = []
+        for image in images:
+            small = cv2.resize(np.asarray(image, np.float32) / 255.0, (64, 64), interpolation=cv2.INTER_AREA)
+            full = cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+            out.append(SimpleNamespace(score=float(full.max()), anomaly_map=full))
+        return out
+
+
+def test_tiles_keep_a_thin_defect_that_squeezing_the_region_loses() -> None:
+    """A tall region (1:2.5) with a 1-px crack: squeezed into the input it fades; tiled at the
+    scale the smallest defect asks for, it stands out, and the blended map has no seams."""
+    region = np.full((800, 320), 40, np.uint8)
+    region[300:500, 150] = 255  # the crack, 1 px wide
+    framing = dict(region=(0, 0, 320, 800))
+    squeezed = FramedScorer(SqueezingEngine(), Framing(**framing, tiles="off")).predict(region)
+    engine = SqueezingEngine()
+    tiled = FramedScorer(engine, Framing(**framing, defect_px=6.0)).predict(region)
+    background = 40 / 255
+    assert squeezed.score - background < 0.2
+    assert tiled.score - background > 2 * (squeezed.score - background)
+    assert len(engine.seen) > 1 and all(t.shape[0] == t.shape[1] for t in engine.seen)  # square tiles
+    # Away from the crack the blended map is the flat background: no seams where tiles meet.
+    assert np.allclose(tiled.anomaly_map[:250], background, atol=1e-3)
+
+
+def test_the_tile_plan_covers_the_region_with_square_overlapping_tiles() -> None:
+    from inspector.framing.tiles import plan_tiles
+
+    assert plan_tiles((1000, 1000), 256).count == 1  # square and no small defect: squeezed as before
+    tall = plan_tiles((400, 1000), 256)  # far from square: tiled along its length, not squeezed
+    assert tall.count == 3 and {box[2:] for box in tall.boxes} == {(400, 400)}
+    fine = plan_tiles((1000, 1000), 256, defect_px=3.0)  # a 3-px defect: native resolution
+    assert fine.count == 25 and {box[2:] for box in fine.boxes} == {(256, 256)}
+    covered = np.zeros((1000, 1000), bool)
+    for x, y, w, h in fine.boxes:
+        covered[y : y + h, x : x + w] = True
+    assert covered.all()
+    assert len({box[1] for box in plan_tiles((400, 1000), 256, tiles=5).boxes}) == 5  # along the long side
+    assert plan_tiles((400, 1000), 256, tiles="off").boxes == ((0, 0, 400, 1000),)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(size=(4000, 4000), input_px=256, defect_px=2.0), "more than 64"),
+    (dict(size=(400, 400), input_px=256, tiles="many"), "tiles must be auto, off or a number"),
+    (dict(size=(400, 400), input_px=256, tiles=0), "tiles must be auto, off or a number"),
+    (dict(size=(400, 400), input_px=256, defect_px=0.0), "smallest defect must be a positive number"),
+])
+def test_bad_tilings_are_refused_in_one_line(kwargs, fragment: str) -> None:
+    from inspector.framing.tiles import plan_tiles
+
+    with pytest.raises(InspectorError, match=fragment):
+        plan_tiles(**kwargs)

@@ -7,7 +7,8 @@ reference image itself, so every frame is registered to it first (:class:`~.alig
 
     frame (camera pixels) -> [align: find the part; too weak a match: NO PART]
                           -> the region cut out, at native resolution
-                          -> engine.predict -> the region's map, don't-care pixels set to 0
+                          -> tiles at the scale the smallest defect needs (:mod:`.tiles`)
+                          -> engine.predict_batch -> the region's map, don't-care pixels set to 0
                           -> score = the map's maximum; the map put back into frame pixels
 
 So the map a display, the pixel rule, the review and ``inspector eval`` see is in the frame's
@@ -25,6 +26,7 @@ import numpy as np
 
 from inspector.errors import InspectorError
 from inspector.framing.align import Aligner, Alignment
+from inspector.framing.tiles import plan_tiles, score_tiles
 
 #: The match quality under which a frame is NO PART unless the recipe says otherwise: on
 #: magnetic-tile parts on varying belts (scripts/build_line_frames.py) every empty belt stayed
@@ -42,7 +44,8 @@ class Framing:
     """``region`` (x, y, w, h) in reference pixels (None: the whole frame); ``ignore`` a bool
     mask of the reference's size, True where nothing counts (None: none); ``reference`` the
     image the technician drew them on, needed with ``align``; ``min_quality`` the match quality
-    under which a frame is NO PART; ``max_angle_deg`` the largest turn searched."""
+    under which a frame is NO PART; ``max_angle_deg`` the largest turn searched; ``tiles`` and
+    ``defect_px`` how the region is tiled (:func:`~.tiles.plan_tiles`)."""
 
     region: tuple[int, int, int, int] | None = None
     ignore: np.ndarray | None = None
@@ -50,6 +53,8 @@ class Framing:
     align: bool = False
     min_quality: float = MIN_QUALITY
     max_angle_deg: float = 15.0
+    tiles: str | int = "auto"
+    defect_px: float | None = None
 
     def check(self, frame_shape: tuple[int, ...]) -> None:
         """InspectorError, in one line, for a framing that cannot work on frames of this shape:
@@ -94,6 +99,7 @@ class FramedScorer:
                       framing.ignore.shape if framing.ignore is not None else (1 << 30, 1 << 30))
         self.engine = engine
         self.framing = framing
+        self.input_px = int(getattr(engine, "image_size", 256))  # the model's square input
         self._aligner = None
         if framing.align:
             assert framing.reference is not None and framing.region is not None  # check() said so
@@ -103,22 +109,20 @@ class FramedScorer:
         return self.predict_batch([frame])[0]
 
     def predict_batch(self, frames: Sequence[np.ndarray]) -> list[FramedPrediction]:
-        """The frames' results; the regions of those with a part are scored in one batch."""
-        cuts: list[tuple[int, np.ndarray, Alignment | None]] = []
-        results: list[FramedPrediction | None] = [None] * len(frames)
-        for i, frame in enumerate(frames):
+        """The frames' results; each region's tiles are scored in one batch."""
+        results = []
+        for frame in frames:
             self._check_size(frame)
             alignment = self._aligner.align(frame) if self._aligner is not None else None
             if alignment is not None and alignment.quality < self.framing.min_quality:
-                results[i] = FramedPrediction(0.0, np.zeros(frame.shape[:2], np.float32), True, alignment)
+                results.append(FramedPrediction(0.0, np.zeros(frame.shape[:2], np.float32), True, alignment))
                 continue
-            cuts.append((i, self._cut(frame, alignment), alignment))
-        predictions = self.engine.predict_batch([cut for _, cut, _ in cuts]) if cuts else []
-        for (i, _, alignment), prediction in zip(cuts, predictions):
-            region_map = self._masked(np.asarray(prediction.anomaly_map, np.float32))
-            frame_map = self._to_frame(region_map, alignment, frames[i].shape)
-            results[i] = FramedPrediction(float(region_map.max()), frame_map, False, alignment)
-        return [r for r in results if r is not None]
+            cut = self._cut(frame, alignment)
+            plan = plan_tiles((cut.shape[1], cut.shape[0]), self.input_px, self.framing.tiles, self.framing.defect_px)
+            region_map = self._masked(score_tiles(cut, plan, self.engine.predict_batch))
+            frame_map = self._to_frame(region_map, alignment, frame.shape)
+            results.append(FramedPrediction(float(region_map.max()), frame_map, False, alignment))
+        return results
 
     # -- the steps ---------------------------------------------------------------------------------
 
