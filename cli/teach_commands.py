@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model = Path(args.model).resolve()
     good = calibration_images(args.good_dir)
     defects = defect_images(args.defects) if args.defects else None
+    out = _calibrated_path(model, args.out)
     db = open_history(args.db) if args.db else None
     # Refused before the slow part, not after: a calibration stored in the database sets the
     # threshold the line decides with, a technician's right (as on the desktop).
@@ -113,14 +115,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         show_progress=True,
     )
     report = write_report(args.report, result)
-    out = _calibrated_path(model, args, db)
     write_thresholds(model, result, out)
     print(format_calibration(result))
     print(f"report: {report}")
-    print(f"thresholds written into {out}" + ("" if out == model else f" ({model} is unchanged)"))
+    print(f"thresholds written into {out} ({model} is unchanged)")
     if plan is not None:
         version_id = plan.store(result, report, out)
-        print(f"calibration stored in {db.url} for model version {version_id}")
+        print(f"calibration stored in {db.url}: {out} is candidate version {version_id}")
     return 0
 
 
@@ -135,30 +136,27 @@ def _caller(db, args: argparse.Namespace, action: str, target: str):
     return Caller(args.user, pin_or_denied(db, args.user, args.pin_file, action, target))
 
 
-def _calibrated_path(model: Path, args: argparse.Namespace, db) -> Path:
-    """Where the calibrated model goes: ``--out``; else in place, unless the file is registered
-    in the history database the line uses (``--db``, else the default one if it exists) and not
-    as a candidate being calibrated with ``--db``: a registered file is never rewritten, or the
-    line would refuse it as changed. Then a new file beside it, a new version to register."""
-    from calibration.teach.files import registration_in
-    from inspector.history import default_db_url
+def _calibrated_path(model: Path, out: str | None) -> Path:
+    """Where the calibrated model goes: a new file, never the model file nor any file that exists.
+    A model file may be registered by the history database of any line, not only one calibrate
+    can look in, and a registered file that changes stops its line; so nothing is rewritten:
+    ``--out`` (a new file), else a new file beside the model, named by the time."""
+    from inspector.model_file import check_destination
 
-    url = db.url if db is not None else default_db_url()
-    if args.out is not None:
-        out = Path(args.out).resolve()
-        if out == model:
-            raise DataError("--out names the model file itself; give a new file (or leave --out out)")
-        if out.is_file() and (registered := registration_in(url, out)) is not None:
-            raise DataError(f"--out {out} is a model file registered in {registered}; it is never rewritten: give a new file")
-        return out
-    if db is not None:
-        return model  # FileCalibration.plan refused active and retired versions; a candidate is re-registered
-    registered = registration_in(url, model)
-    if registered is None:
-        return model
-    out = model.with_name(f"{model.stem}.calibrated-{time.strftime('%Y%m%d-%H%M%S')}{model.suffix}")
-    print(f"{model} is registered in {registered}: not rewritten; the calibrated model is written to a new file")
-    return out
+    if out is not None:
+        path = Path(out).resolve()
+        if path.exists():
+            raise DataError(f"--out {out} exists; calibrate never overwrites a file (a line may have registered it): "
+                            "give a new name")
+    else:
+        stem = re.sub(r"\.calibrated-\d{8}-\d{6}(-\d+)?$", "", model.stem)  # a recalibration: one stamp, not two
+        when = time.strftime("%Y%m%d-%H%M%S")
+        path, n = model.with_name(f"{stem}.calibrated-{when}{model.suffix}"), 1
+        while path.exists():
+            n += 1
+            path = model.with_name(f"{stem}.calibrated-{when}-{n}{model.suffix}")
+    check_destination(path)  # before minutes of scoring
+    return path
 
 
 # --- inspector teach -----------------------------------------------------------------------------
@@ -315,14 +313,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inference backend for scoring (default: the fastest here)")
 
     p = sub.add_parser("calibrate", help="thresholds for a target false-reject rate, with a report")
-    p.add_argument("model", help="model file (.safetensors); re-saved with the thresholds in its metadata")
+    p.add_argument("model", help="model file (.safetensors); left unchanged: the calibrated model is a new file")
     p.add_argument("good_dir", help="good images NOT used for training (a folder, or an MVTec folder's test/good)")
     _calibration_options(p)
     p.add_argument("--report", required=True, help="folder for report.json and the plots")
-    p.add_argument("--out", help="write the calibrated model to this new file (default: in place, or a new file "
-                   "beside it when the model is registered in the history database)")
-    p.add_argument("--db", help="history database URL: also store the calibration there")
-    p.add_argument("--product", help="with --db: product to register an unregistered model under")
+    p.add_argument("--out", help="the calibrated model's file, which must not exist yet (default: "
+                   "MODEL.calibrated-YYYYMMDD-HHMMSS.safetensors beside the model)")
+    p.add_argument("--db", help="history database URL: also register the calibrated model there, as a new candidate "
+                   "version of the model's product")
+    p.add_argument("--product", help="with --db: the product, for a model not registered there")
     add_credential_options(p, who="with --db: the calibrating technician")
     p.add_argument("--device", **DEVICE_OPTION)
     p.add_argument("--backend", **backend)

@@ -1,8 +1,9 @@
 """Model files: one safetensors file holding every tensor plus JSON metadata in its header.
 
-Nothing is ever unpickled. The metadata carries a SHA-256 of all tensor bytes, so a file whose
-tensors were altered after it was written is refused, as are truncated files and files written by
-an incompatible version of the software.
+Nothing is ever unpickled. The metadata carries a SHA-256 of all tensor bytes and one of itself,
+so a file whose tensors or metadata were altered after it was written is refused, as are files
+without the metadata digest (an older release's, or one stripped of it: read only after
+:func:`upgrade_file`), truncated files and files written by an incompatible version of the software.
 """
 
 from __future__ import annotations
@@ -194,11 +195,29 @@ def metadata_digest(meta: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+#: The audited conversion that gives a file without a metadata digest one (``cli.model_commands``);
+#: named here because the refusal of such a file is the only place a user learns of it.
+UPGRADE_COMMAND = "inspector model upgrade"
+
+
 def load_tensors(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Reads and verifies a file written by :func:`save_tensors`; ModelFileError names the problem.
 
     ``kind`` (e.g. ``"efficientad"``, ``"teacher"``) is checked against the metadata's ``kind``.
     """
+    tensors, meta = _read(path)
+    if "metadata_sha256" not in meta:
+        # An older release's file and one whose digest was stripped (to edit its threshold, say)
+        # look alike, and the format version is in the same editable metadata: both are read only
+        # after a technician converts them, audited (:func:`upgrade_file`).
+        raise ModelFileError(f"{path}: its metadata carry no digest (a file of an older release, or one edited); "
+                             f"if you trust it, convert it once: {UPGRADE_COMMAND} {path} --user NAME (a technician, audited)")
+    _verify(path, tensors, meta, kind)
+    return tensors, meta
+
+
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A model file's tensors and metadata as stored, its format version checked, nothing else."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
@@ -214,24 +233,43 @@ def load_tensors(path: str | Path, kind: str | None = None) -> tuple[dict[str, t
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError:
         raise ModelFileError(f"{path}: its metadata is not valid JSON (file damaged)") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: its metadata is not a JSON object (file damaged)")
     version = meta.get("format_version")
     if version != MODEL_FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model file format {version} is not supported by this software "
             f"(inspector {__version__} reads format {MODEL_FORMAT_VERSION}); retrain or convert the model"
         )
+    return tensors, meta
+
+
+def _verify(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], kind: str | None) -> None:
+    """Every check of a file's contents but the presence of its metadata digest."""
     if kind is not None and meta.get("kind") != kind:
         raise ModelFileError(f"{path}: expected a {kind} file, this is a {meta.get('kind')!r} file")
     if tensor_digest(tensors) != meta.get("tensor_sha256"):
         raise ModelFileError(f"{path}: tensor contents do not match their recorded digest (file tampered or damaged)")
-    # Files written before the metadata had a digest of its own are still read; their metadata is
-    # checked below like every file's.
     if "metadata_sha256" in meta and metadata_digest(meta) != meta["metadata_sha256"]:
         raise ModelFileError(f"{path}: metadata do not match their recorded digest (file edited or damaged)")
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ModelFileError(f"{path}: tensor {name} holds NaN or infinite values; the model cannot score")
-    return tensors, meta
+
+
+def upgrade_file(path: str | Path) -> dict[str, Any]:
+    """Gives a file without a metadata digest (an older release's) its digest, rewriting it
+    atomically, and returns its metadata. Whoever calls this vouches for the metadata (the
+    threshold above all): :func:`station.actions.upgrade_model_file` checks the right and audits
+    it. Every other check of :func:`load_tensors` must pass; a file that has a digest is refused."""
+    tensors, meta = _read(path)
+    if "metadata_sha256" in meta:
+        raise ModelFileError(f"{path}: already carries its metadata digest; there is nothing to convert")
+    _verify(path, tensors, meta, None)
+    if meta.get("kind") in MODEL_KINDS:
+        check_model_metadata(path, meta)
+    save_tensors(path, tensors, {k: v for k, v in meta.items() if k != "tensor_sha256"})
+    return load_tensors(path)[1]
 
 
 def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

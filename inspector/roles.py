@@ -29,6 +29,7 @@ RIGHTS: Final[dict[str, frozenset[str]]] = {
     TECHNICIAN: frozenset({
         "view_line", "acknowledge_alarms", "teach", "calibrate", "set_threshold", "activate_model",
         "configure_camera", "choose_product", "set_storage", "manage_users", "view_history",
+        "upgrade_model",  # vouching for an old model file's threshold (inspector model upgrade)
     }),
     QUALITY: frozenset({"view_line", "acknowledge_alarms", "view_history", "label", "export", "copy_to_teach"}),
 }

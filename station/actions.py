@@ -207,6 +207,35 @@ def choose_product(db: HistoryDB, caller: Caller, before: str, name: str, load: 
     return loaded
 
 
+# -- model files ------------------------------------------------------------------------------------
+
+
+def upgrade_model_file(db: HistoryDB, caller: Caller, path: str | Path) -> dict[str, Any]:
+    """A model file without a metadata digest (an older release's, or one stripped of it) made
+    readable: rewritten atomically with its digest (:func:`inspector.model_file.upgrade_file`).
+    The technician vouches for what the file says, its threshold above all: their right
+    (``upgrade_model``), audited as ``upgrade_model`` with the file's SHA-256 before and after and
+    the thresholds it carries. A registration of the file in ``db`` follows it (its recorded
+    SHA-256 updated), or the line would refuse the converted file as changed. Returns the metadata."""
+    from inspector.file_digest import file_sha256
+    from inspector.model_file import upgrade_file
+
+    path = Path(path).resolve()
+    target = f"model:{path}"
+    actor = authorize(db, caller, "upgrade_model", target)
+    before = file_sha256(path)
+    meta = upgrade_file(path)
+    after = file_sha256(path)
+    # Only this very file as registered: not a copy elsewhere (unchanged), not one changed since.
+    versions = [v for v in db.model_versions_of_file(path) if v.sha256 == before]
+    for v in versions:
+        db.update_model_file(v.id, sha256=after, report_path=v.report_path, metrics={})
+    db.record_audit(actor.user, actor.role, "upgrade_model", target, {"sha256": before},
+                    {"sha256": after, "kind": meta.get("kind"), "threshold": meta.get("threshold"),
+                     "pixel_threshold": meta.get("pixel_threshold"), "versions": [v.id for v in versions]})
+    return meta
+
+
 # -- who is at the station --------------------------------------------------------------------------
 
 

@@ -33,8 +33,9 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def rewrite(src: Path, dst: Path, edit_meta=None, edit_tensors=None, keep_digest: bool = True) -> Path:
-    """A copy of ``src`` with its metadata or tensors changed behind save_tensors' back."""
+def rewrite(src: Path, dst: Path, edit_meta=None, edit_tensors=None, keep_digest: bool = True, redigest: bool = False) -> Path:
+    """A copy of ``src`` with its metadata or tensors changed behind save_tensors' back (with
+    ``redigest``, its metadata digest made to fit the change)."""
     with safe_open(str(src), framework="pt", device="cpu") as f:
         meta = json.loads(f.metadata()[METADATA_KEY])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -44,6 +45,8 @@ def rewrite(src: Path, dst: Path, edit_meta=None, edit_tensors=None, keep_digest
         edit_tensors(tensors)
     if not keep_digest:
         meta.pop("metadata_sha256", None)
+    if redigest:
+        meta["metadata_sha256"] = metadata_digest(meta)
     save_file(tensors, str(dst), metadata={METADATA_KEY: json.dumps(meta)})
     return dst
 
@@ -59,13 +62,36 @@ def test_edited_metadata_is_refused(model_file: Path, tmp_path: Path) -> None:
         load_model(edited)
 
 
-def test_unusable_metadata_is_refused_with_its_name_even_without_a_digest(model_file: Path, tmp_path: Path) -> None:
-    # Files written before metadata had a digest are read, and their metadata checked all the same.
+def test_a_file_without_its_metadata_digest_is_refused_naming_the_conversion(model_file: Path, tmp_path: Path) -> None:
+    """Issue 29, item 14: without the digest, a threshold of 1e30 was read as written, and every
+    part passed. An older release's file looks the same; both wait for `inspector model upgrade`."""
+    stripped = rewrite(model_file, tmp_path / "stripped.safetensors", edit_meta=lambda m: m.update(threshold=1e30), keep_digest=False)
+    with pytest.raises(ModelFileError, match=r"its metadata carry no digest .*: inspector model upgrade .*stripped.safetensors --user NAME"):
+        load_model(stripped)
+    with pytest.raises(ModelFileError, match="no digest"):
+        load_tensors(stripped)
+
+
+def test_unusable_metadata_is_refused_with_its_name_even_with_a_matching_digest(model_file: Path, tmp_path: Path) -> None:
     for key, value, words in [("image_size", 0, "image size 0"), ("resize_mode", "zoom", "resize mode"),
                               ("threshold", "high", "threshold"), ("size", "xl", "model size")]:
-        bad = rewrite(model_file, tmp_path / f"{key}.safetensors", edit_meta=lambda m: m.update({key: value}), keep_digest=False)
+        bad = rewrite(model_file, tmp_path / f"{key}.safetensors", edit_meta=lambda m: m.update({key: value}), redigest=True)
         with pytest.raises(ModelFileError, match=words):
             load_model(bad)
+
+
+def test_the_conversion_gives_an_old_file_its_digest_and_checks_the_rest(model_file: Path, tmp_path: Path) -> None:
+    from inspector.model_file import upgrade_file
+
+    old = rewrite(model_file, tmp_path / "old.safetensors", keep_digest=False)
+    assert upgrade_file(old)["metadata_sha256"] == load_model(old)[1]["metadata_sha256"]
+    with pytest.raises(ModelFileError, match="nothing to convert"):
+        upgrade_file(old)
+    unusable = rewrite(model_file, tmp_path / "unusable.safetensors", edit_meta=lambda m: m.update(image_size=0), keep_digest=False)
+    before = unusable.read_bytes()
+    with pytest.raises(ModelFileError, match="image size 0"):
+        upgrade_file(unusable)
+    assert unusable.read_bytes() == before
 
 
 def test_nan_or_infinite_weights_are_refused_at_load_and_never_written(model_file: Path, tmp_path: Path) -> None:

@@ -265,6 +265,7 @@ def test_inspector_calibrate_command_writes_report_model_and_db(world, lifecycle
     good = copy_images(world["good"], tmp_path / "held_out", [p.name for p in world["taught"].calibration_images])
     url = f"sqlite:///{world['root'] / 'history.db'}"
     report_dir = tmp_path / "report"
+    given = file_sha256(model)
     rc = main(["calibrate", str(model), str(good), "--defects", str(world["defects"]), "--target-frr", "25%",
                "--pixel-fpr", "0.01", "--mm-per-px", "0.1", "--report", str(report_dir), "--db", url,
                "--product", "tile-cli", "--user", TECH, "--device", "cpu", "--backend", "eager"])
@@ -274,25 +275,29 @@ def test_inspector_calibrate_command_writes_report_model_and_db(world, lifecycle
     assert {"threshold", "expected_frr", "frr_ci_low", "frr_ci_high", "n_good", "escape_rate", "f1_threshold",
             "pixel_threshold", "min_defect_area_px"} <= set(report)
     assert (report_dir / "roc.png").is_file() and (report_dir / "scores.png").is_file()
-    _, meta = load_model(model)
-    assert meta["threshold"] == pytest.approx(report["threshold"]) and set(METADATA_KEYS) <= set(meta)
     db = world["db"]
     (version,) = versions(db, "tile-cli")
-    assert version.sha256 == file_sha256(model) and version.calibration.image_threshold == pytest.approx(report["threshold"])
+    _, meta = load_model(version.path)  # a new file: the one given is never rewritten
+    assert meta["threshold"] == pytest.approx(report["threshold"]) and set(METADATA_KEYS) <= set(meta)
+    assert version.path != model.resolve() and file_sha256(model) == given
+    assert version.sha256 == file_sha256(version.path) and version.calibration.image_threshold == pytest.approx(report["threshold"])
 
-    # Again on the same, now registered candidate: updated in place, audited.
-    rc = main(["calibrate", str(model), str(good), "--target-frr", "0.3", "--no-pixel-rule", "--report",
+    # Again on the now registered candidate: a new candidate of its product, audited; the first unchanged.
+    rc = main(["calibrate", str(version.path), str(good), "--target-frr", "0.3", "--no-pixel-rule", "--report",
                str(tmp_path / "report2"), "--db", url, "--user", TECH, "--device", "cpu", "--backend", "eager"])
     assert rc == 0
-    assert db.model_version(version.id).sha256 == file_sha256(model)
-    assert db.latest_calibration(version.id).target_frr == 0.3
-    assert any((e.action, e.user, e.role) == ("recalibrate_candidate", TECH, "technician") for e in db.audit_events(20))
+    second, first = versions(db, "tile-cli")  # newest first
+    assert first.sha256 == file_sha256(first.path) == version.sha256 and db.latest_calibration(second.id).target_frr == 0.3
+    assert any((e.action, e.user, e.role, e.target) == ("calibrate", TECH, "technician", f"model_version:{second.id}")
+               for e in db.audit_events(20))
 
-    # An active model's file is never rewritten in place.
+    # An active model's file is never rewritten either: the line keeps deciding with it.
     active = db.model_version(db.product_by_name("tile").active_model_version_id).path
+    before = file_sha256(active)
     rc = main(["calibrate", active, str(good), "--target-frr", "0.3", "--report", str(tmp_path / "r3"), "--db", url,
                "--user", TECH, "--device", "cpu", "--backend", "eager"])
-    assert rc == 2 and "never changed in place" in capsys.readouterr().err
+    assert rc == 0 and file_sha256(active) == before
+    active_recipe(db, "tile")  # the registered file still checks out
 
     # A corrupt good image: a clear one-line error, the model file untouched.
     (good / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
