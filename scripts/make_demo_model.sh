@@ -31,6 +31,7 @@ if [ "$ITERATIONS" = instant ]; then
     # fp32 throughout: the bank's squared norms must match its entries exactly, and the whole
     # file (teacher + bank) is smaller than the EfficientAD model's fp16 one anyway.
     python -m cli train "$WORK/split/train" --out "$WORK/demo_model_instant.safetensors" --kind instant --device cpu
+    rm -f "$OUT/demo_model.safetensors"  # replaced on purpose: calibrate never overwrites a file
     INSPECTOR_DATA_DIR="$WORK/data" python -m cli calibrate "$WORK/demo_model_instant.safetensors" "$WORK/split/calibration_good" \
         --defects "$WORK/split/calibration_defect" --report "$WORK/calibration" --target-frr 0.01 --device cpu \
         --out "$OUT/demo_model.safetensors"
@@ -54,8 +55,8 @@ save_tensors(sys.argv[2], half, meta)
 print(f"fp16 model written to {sys.argv[2]}")
 PY
 
-# The demo registers the shipped file in the user's history, and calibration never rewrites a
-# registered model file: check against a scratch history, then write the release's file with --out.
+# The release's file is written with --out, replaced on purpose: calibrate never overwrites a file.
+rm -f "$OUT/demo_model.safetensors"
 INSPECTOR_DATA_DIR="$WORK/data" python -m cli calibrate "$WORK/demo_model_fp16.safetensors" "$WORK/split/calibration_good" \
     --defects "$WORK/split/calibration_defect" --report "$WORK/calibration" --target-frr 0.02 --device cpu \
     --out "$OUT/demo_model.safetensors"
