@@ -258,6 +258,17 @@ def test_sealed_verdicts_verify_and_a_replay_adds_no_batch(db: HistoryDB) -> Non
     assert status == 0 and "6 inspections in 2 sealed batches" in line, line
 
 
+def test_a_seal_made_from_the_values_written_fits_them_as_read_back(db: HistoryDB) -> None:
+    """The writer seals what it inserts without reading it back: an int score (stored as a float)
+    and a time in another zone (stored as UTC) must give the tokens verify computes."""
+    cet = timezone(timedelta(hours=1))
+    db.write_inspections([_record(1, score=1, time=datetime(2026, 3, 1, 13, 0, 0, 123456, tzinfo=cet)),
+                          _record(2, score=0.3, part_id="P-2", error="engine fault", heatmap_low=0.0,
+                                  heatmap_high=2.5)])
+    chain, users, verdicts = db.verify_history()
+    assert verdicts.problem == "" and verdicts.rows == 2
+
+
 @pytest.mark.parametrize(("tamper", "found"), [
     ("UPDATE inspections SET decision = 'PASS' WHERE id = {id}", "inspection {id} was changed after it was recorded"),
     ("UPDATE inspections SET score = 0.1 WHERE id = {id}", "inspection {id} was changed after it was recorded"),

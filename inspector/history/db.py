@@ -451,8 +451,9 @@ class HistoryDB:
                     s.execute(insert(OutboxMessage), rows)
                 inserted = dict(s.execute(select(Inspection.uid, Inspection.id).where(mine, Inspection.uid.in_(new))).all())
                 ids.update(inserted)
-                # One transaction, one batch: its rows are contiguous, as this writer holds the lock.
-                seal_inspections(s, min(inserted.values()), max(inserted.values()))
+                # One transaction, one sealed batch, made from the values just inserted.
+                seal_inspections(s, sorted(({**new[uid], "id": id_} for uid, id_ in inserted.items()),
+                                           key=lambda row: row["id"]))
         return [replace(r, inspection_id=ids[r.uid]) for r in records]
 
     def query_inspections(

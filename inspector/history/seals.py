@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
 from inspector.history.audit_chain import GENESIS
@@ -83,59 +83,74 @@ def user_seal_problem(s: Session, user: User) -> str:
 def move_head(s: Session, name: str, rows: int, hash_: str, last_id: int | None = None) -> None:
     """Extend chain ``name``'s head by ``rows`` to ``hash_`` (same transaction as the rows). A head
     deleted by hand starts again from nothing, which verify then reports as not fitting."""
-    head = s.get(ChainHead, name)
-    if head is None:
-        head = ChainHead(name=name, rows=0, hash=GENESIS)
-        s.add(head)
-    head.rows += rows
-    head.hash = hash_
-    if last_id is not None:
-        head.last_id = last_id
+    values: dict[str, Any] = {"hash": hash_} if last_id is None else {"hash": hash_, "last_id": last_id}
+    moved = s.execute(update(ChainHead).where(ChainHead.name == name).values(rows=ChainHead.rows + rows, **values))
+    if moved.rowcount == 0:
+        s.execute(insert(ChainHead).values(name=name, rows=rows, **values))
 
 
 # -- inspections ------------------------------------------------------------------------------------
 
 
-def row_token(row: Any) -> str:
-    """``<id>:<hash>`` of one inspection row (any object with :data:`SEALED_COLUMNS` as attributes)."""
-    content = {name: getattr(row, name) for name in SEALED_COLUMNS}
-    content["time"] = as_utc(row.time).isoformat()
+_FLOATS = frozenset({"score", "threshold", "pixel_threshold", "heatmap_low", "heatmap_high"})
+_INTS = frozenset({"id", "frame_id", "min_defect_area_px", "model_version_id", "product_id"})
+
+
+def row_token(values: Mapping[str, Any]) -> str:
+    """``<id>:<hash>`` of one inspection row, given its :data:`SEALED_COLUMNS` by name: as the
+    writer inserted them or as read back. Values are normalised to what the column stores (an
+    int score reads back as a float, a time in any zone as UTC), so both give the same token."""
+    content = {}
+    for name in SEALED_COLUMNS:
+        value = values[name]
+        if value is not None:
+            if name in _FLOATS:
+                value = float(value)
+            elif name in _INTS:
+                value = int(value)
+            elif name == "rule_recorded":
+                value = bool(value)
+            elif name == "time":
+                value = as_utc(value).isoformat()
+            else:
+                value = str(value)
+        content[name] = value
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f"{row.id}:{hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:_ROW_HASH_CHARS]}"
+    return f"{content['id']}:{hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:_ROW_HASH_CHARS]}"
 
 
 def batch_digest(prev_digest: str, seal: str) -> str:
     return hashlib.sha256(f"{prev_digest}\n{seal}".encode("utf-8")).hexdigest()
 
 
-def _sealed_rows(s: Session, where: Any) -> Iterator[Any]:
+def _sealed_rows(s: Session, where: Any) -> Iterator[Mapping[str, Any]]:
     columns = [getattr(Inspection, name) for name in SEALED_COLUMNS]
-    return iter(s.execute(select(*columns).where(where).order_by(Inspection.id).execution_options(yield_per=2000)))
+    rows = s.execute(select(*columns).where(where).order_by(Inspection.id).execution_options(yield_per=2000))
+    return (row._mapping for row in rows)
 
 
-def seal_inspections(s: Session, first_id: int, last_id: int) -> None:
-    """Seal the inspections with ids ``first_id`` .. ``last_id``, just inserted by this
-    transaction, as one batch chained to the last. The caller holds the write lock (SQLite's,
-    taken by its insert; PostgreSQL's on ``inspection_batches``, see :func:`lock_batches`), so no
-    other writer's rows are in that range and no other batch is chained to the same one."""
-    head = s.get(ChainHead, INSPECTIONS)
-    prev = head.hash if head is not None else GENESIS
-    tokens = [row_token(row) for row in _sealed_rows(s, Inspection.id.between(first_id, last_id))]
-    seal = ",".join(tokens)
+def seal_inspections(s: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Seal ``rows`` (their column values with their ids, in id order), just inserted by this
+    transaction, as one batch chained to the last. Made from the values inserted, so sealing
+    reads no row back. The caller holds the write lock (SQLite's, taken by its insert;
+    PostgreSQL's on ``inspection_batches``, see :func:`lock_batches`), so no other batch is
+    chained to the same one."""
+    prev = s.scalar(select(ChainHead.hash).where(ChainHead.name == INSPECTIONS)) or GENESIS
+    seal = ",".join(row_token(row) for row in rows)
     digest = batch_digest(prev, seal)
-    s.add(InspectionBatch(first_id=first_id, last_id=last_id, rows=len(tokens), prev_digest=prev, digest=digest,
-                          seal=seal))
-    move_head(s, INSPECTIONS, len(tokens), digest, last_id)
+    first, last = rows[0]["id"], rows[-1]["id"]
+    s.execute(insert(InspectionBatch).values(first_id=first, last_id=last, rows=len(rows), prev_digest=prev,
+                                             digest=digest, seal=seal))
+    move_head(s, INSPECTIONS, len(rows), digest, last)
 
 
 def seal_new_inspections(s: Session) -> None:
     """Seal the rows above the head's last sealed id (the plant forwarder's insert, which skips
     rows the plant has already and so knows no ids); the caller holds the lock as above."""
-    head = s.get(ChainHead, INSPECTIONS)
-    above = Inspection.id > (head.last_id or 0 if head is not None else 0)
-    first, last = s.execute(select(func.min(Inspection.id), func.max(Inspection.id)).where(above)).one()
-    if first is not None:
-        seal_inspections(s, first, last)
+    last = s.scalar(select(ChainHead.last_id).where(ChainHead.name == INSPECTIONS)) or 0
+    rows = list(_sealed_rows(s, Inspection.id > last))
+    if rows:
+        seal_inspections(s, rows)
 
 
 def lock_batches(s: Session) -> None:
@@ -172,10 +187,10 @@ def check_inspections(s: Session) -> InspectionCheck:
             return InspectionCheck(sealed, count, f"inspection batch {batch.id} was changed after it was written", prev)
         for token in batch.seal.split(",") if batch.seal else ():
             sealed_id = int(token.split(":")[0])
-            if row is not None and row.id < sealed_id:
-                return InspectionCheck(sealed, count, f"inspection {row.id} is in no sealed batch: inserted outside "
+            if row is not None and row["id"] < sealed_id:
+                return InspectionCheck(sealed, count, f"inspection {row['id']} is in no sealed batch: inserted outside "
                                                       "the inspector", prev)
-            if row is None or row.id > sealed_id:
+            if row is None or row["id"] > sealed_id:
                 return InspectionCheck(sealed, count, f"inspection {sealed_id} was deleted", prev)
             if row_token(row) != token:
                 return InspectionCheck(sealed, count, f"inspection {sealed_id} was changed after it was recorded", prev)
@@ -183,7 +198,7 @@ def check_inspections(s: Session) -> InspectionCheck:
             row = next(rows, None)
         prev = batch.digest
     if row is not None:
-        return InspectionCheck(sealed, count, f"inspection {row.id} is in no sealed batch: inserted outside the "
+        return InspectionCheck(sealed, count, f"inspection {row['id']} is in no sealed batch: inserted outside the "
                                               "inspector", prev)
     head = s.get(ChainHead, INSPECTIONS)
     if head is None:

@@ -110,7 +110,7 @@ def _seal_inspections(bind: sa.Connection) -> None:
         chunk = bind.execute(page if last_id is None else page.where(_inspections.c.id > last_id)).all()
         if not chunk:
             break
-        seal = ",".join(row_token(row) for row in chunk)
+        seal = ",".join(row_token(row._mapping) for row in chunk)
         digest = batch_digest(prev, seal)
         bind.execute(sa.insert(_batches).values(first_id=chunk[0].id, last_id=chunk[-1].id, rows=len(chunk),
                                                 prev_digest=prev, digest=digest, seal=seal))
