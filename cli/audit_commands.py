@@ -37,5 +37,5 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"BROKEN: {'; '.join(problems)}")
         return EXIT_BROKEN
     print(f"OK: {chain.describe()}; every user's row matches the trail; {verdicts.rows} inspections in "
-          f"{verdicts.batches} sealed batches, head {verdicts.head}")
+          f"{verdicts.batches} sealed batch{'' if verdicts.batches == 1 else 'es'}, head {verdicts.head}")
     return 0
