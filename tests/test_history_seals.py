@@ -412,3 +412,38 @@ def test_postgresql_writers_at_once_and_the_forwarder_keep_one_chain_of_verdicts
             db.close()
     finally:
         server.close()
+
+
+# -- the heads kept beside the file ------------------------------------------------------------------
+
+
+def test_a_trail_emptied_with_its_head_reset_is_found_by_the_heads_kept_beside_the_file(db: HistoryDB,
+                                                                                          tmp_path: Path) -> None:
+    for i in range(3):
+        db.record_audit("tina", "technician", "set_exposure", "cam0", {"us": i}, {"us": i + 1})
+    db.write_inspections([_record(i) for i in range(4)])
+    db.record_audit("tina", "technician", "run_stop", "line")  # the copy now holds the verdicts' head too
+    assert (tmp_path / "history.db.heads.json").stat().st_mode & 0o777 == 0o600
+    assert _verify(db.url)[0] == 0
+    _sql(db, "DELETE FROM audit_events")
+    _sql(db, "DELETE FROM inspections")
+    _sql(db, "DELETE FROM inspection_batches")
+    _sql(db, "UPDATE chain_heads SET rows = 0, hash = ?, last_id = NULL", "0" * 64)
+    status, line = _verify(db.url)
+    assert status == 1, line
+    assert "audit trail shortened: 4 rows expected (the heads kept beside the database), 0 found" in line
+    assert "verdicts shortened: 4 sealed inspections expected" in line
+
+
+def test_the_heads_kept_beside_the_file_never_go_back(db: HistoryDB, tmp_path: Path) -> None:
+    """Another process that committed earlier but writes its copy later leaves the newer copy."""
+    from inspector.history.seals import read_mirror, write_mirror
+
+    for i in range(3):
+        db.record_audit("tina", "technician", "step", f"n:{i}")
+    kept = tmp_path / "history.db.heads.json"
+    newer = kept.read_text()
+    kept.write_text(newer.replace('"audit": [3', '"audit": [9'))
+    with db.session() as s:
+        write_mirror(s, kept)
+    assert read_mirror(kept)["audit"][0] == 9

@@ -31,8 +31,8 @@ from inspector.history.tables import LABELS, ROLES, Activation, AuditEvent, Cali
 from inspector.history.tables import default_station, utc_now
 from inspector.history.audit_chain import GENESIS, ChainCheck, check_head, check_rows, row_hash
 from inspector.history.seals import (
-    AUDIT, InspectionCheck, check_inspections, check_users, lock_batches, move_head, seal_inspections, seal_user,
-    user_seal_problem,
+    AUDIT, InspectionCheck, check_inspections, check_mirror, check_users, lock_batches, mirror_path, move_head,
+    read_mirror, seal_inspections, seal_user, user_seal_problem, write_mirror,
 )
 from inspector.history.pins import (
     check_pin, dummy_pin_hash, hash_pin, lock_delay, look_alike, validate_name, validate_pin,
@@ -234,6 +234,8 @@ class HistoryDB:
         try:
             with self._sessions.begin() as session:
                 yield session
+            if session.info.pop("audited", False):
+                self._mirror_heads()
         except OperationalError as exc:
             reason = error_reason(exc)
             raise DatabaseError(f"history database {self.url} failed: {reason}{self._recovery(reason)}") from exc
@@ -242,6 +244,16 @@ class HistoryDB:
             if not _damaged(reason):
                 raise  # IntegrityError and the like: the caller's to handle
             raise DatabaseError(f"history database {self.url} failed: {reason}{self._recovery(reason)}") from exc
+
+    def _mirror_heads(self) -> None:
+        """After an audited commit, copy the chains' heads beside a SQLite file (see :mod:`.seals`)."""
+        if self.sqlite_path is None or self.read_only:
+            return
+        try:
+            with self.session() as s:
+                write_mirror(s, mirror_path(self.sqlite_path))
+        except DatabaseError as exc:  # what was audited is committed: the copy waits for the next event
+            log.warning("could not read the audit heads to keep them beside the database: %s", exc)
 
     def _recovery(self, reason: str) -> str:
         """For a damaged SQLite file: what to do, and that nothing was written into it."""
@@ -559,12 +571,14 @@ class HistoryDB:
 
     def verify_history(self) -> tuple[ChainCheck, list[str], InspectionCheck]:
         """Everything ``inspector audit verify`` proves, in one read transaction: the audit chain
-        (:meth:`verify_audit_chain`), each user's row against the event that set it, and the
-        sealed verdicts (:func:`.seals.check_inspections`)."""
+        (:meth:`verify_audit_chain`); the problems found by the heads kept beside the database and
+        each user's row against the event that set it; the sealed verdicts
+        (:func:`.seals.check_inspections`)."""
         with self.session() as s:
             rows = s.execute(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000))
             chain = check_head(check_rows(row for (row,) in rows), s.get(ChainHead, AUDIT))
-            return chain, check_users(s), check_inspections(s)
+            kept = {} if self.sqlite_path is None else read_mirror(mirror_path(self.sqlite_path))
+            return chain, check_mirror(s, kept) + check_users(s), check_inspections(s)
 
     def add_user(self, name: str, role: str, pin: str, *, by: str = "system") -> int:
         """Create a user with a salted hash of ``pin``; audited. DatabaseError for a name or PIN
@@ -747,6 +761,7 @@ class HistoryDB:
         event_.prev_hash = s.scalar(previous) or GENESIS
         event_.hash = row_hash(event_.prev_hash, event_.time, user, role, action, target, before, after)
         move_head(s, AUDIT, 1, event_.hash)
+        s.info["audited"] = True  # the heads' copy beside the file follows once this commits
         s.flush()
         return event_.id
 

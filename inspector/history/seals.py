@@ -13,7 +13,10 @@ The audit chain (:mod:`.audit_chain`) shows an edited audit row, but not an edit
   :data:`SEALED_COLUMNS`), and over the batch a digest chained to the batch before it. An
   edited, deleted or inserted verdict is named by row.
 - **Heads**: ``chain_heads`` keeps each chain's length and last hash, moved in the transaction
-  that extends the chain, so a trail emptied or shortened from its end no longer "fits".
+  that extends the chain, so a trail emptied or shortened from its end no longer "fits". A SQLite
+  database also keeps a copy of both heads beside its file (``<db>.heads.json``, written after
+  each audited commit): whoever empties the trail *and* resets ``chain_heads`` inside the
+  database still leaves that copy pointing at rows that are gone.
 
 Like the chain these hold no secret: they show edits made by hand, not by someone who recomputes
 every hash. Keep the heads ``inspector audit verify`` prints somewhere else to pin them down.
@@ -23,16 +26,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from inspector.history.audit_chain import GENESIS
 from inspector.history.tables import AuditEvent, ChainHead, Inspection, InspectionBatch, User
 from inspector.inspection import as_utc
+
+log = logging.getLogger(__name__)
 
 AUDIT: str = "audit"
 INSPECTIONS: str = "inspections"
@@ -213,3 +221,54 @@ def check_users(s: Session) -> list[str]:
     """``"<name>: <why>"`` for every user whose row does not match the audit trail."""
     users: Iterable[User] = s.scalars(select(User).order_by(User.name))
     return [f"user {u.name!r}: {problem}" for u in users if (problem := user_seal_problem(s, u))]
+
+
+# -- the heads' copy beside a SQLite file -----------------------------------------------------------
+
+
+def mirror_path(db_file: Path) -> Path:
+    return db_file.with_name(db_file.name + ".heads.json")
+
+
+def read_mirror(path: Path) -> dict[str, tuple[int, str]]:
+    """The heads kept beside the database (empty: none, or unreadable -- a copy only)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {name: (int(rows), str(hash_)) for name, (rows, hash_) in raw.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def write_mirror(s: Session, path: Path) -> None:
+    """Copy the database's heads beside it, unless the copy there is already further on (another
+    process wrote after this one committed). Best effort: a failure is logged, never raised --
+    the database is the record, the copy a second witness."""
+    heads = {h.name: (h.rows, h.hash) for h in s.scalars(select(ChainHead))}
+    kept = read_mirror(path)
+    if any(kept.get(name, (0, ""))[0] > rows for name, (rows, _) in heads.items()):
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({name: list(head) for name, head in heads.items()}, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not keep the audit heads beside the database in %s: %s", path, exc)
+        tmp.unlink(missing_ok=True)
+
+
+def check_mirror(s: Session, kept: dict[str, tuple[int, str]]) -> list[str]:
+    """What the heads kept beside the database say is missing from it: each must be the hash of a
+    row (audit) or batch (inspections) still there -- the chains are checked on their own."""
+    problems = []
+    rows, hash_ = kept.get(AUDIT, (0, GENESIS))
+    if rows and s.scalar(select(AuditEvent.id).where(AuditEvent.hash == hash_).limit(1)) is None:
+        found = s.scalar(select(func.count()).select_from(AuditEvent))
+        problems.append(f"audit trail shortened: {rows} rows expected (the heads kept beside the database), "
+                        f"{found} found")
+    rows, hash_ = kept.get(INSPECTIONS, (0, GENESIS))
+    if rows and s.scalar(select(InspectionBatch.id).where(InspectionBatch.digest == hash_).limit(1)) is None:
+        problems.append(f"verdicts shortened: {rows} sealed inspections expected (the heads kept beside the "
+                        "database), their batch is gone")
+    return problems
