@@ -124,6 +124,17 @@ class FramedScorer:
             results.append(FramedPrediction(float(region_map.max()), frame_map, False, alignment))
         return results
 
+    def cuts(self, frame: np.ndarray) -> list[np.ndarray]:
+        """What the engine is shown of ``frame``: its region's tiles, cut as :meth:`predict` cuts
+        them (none where the part is not found). Training learns from exactly these."""
+        self._check_size(frame)
+        alignment = self._aligner.align(frame) if self._aligner is not None else None
+        if alignment is not None and alignment.quality < self.framing.min_quality:
+            return []
+        cut = self._cut(frame, alignment)
+        plan = plan_tiles((cut.shape[1], cut.shape[0]), self.input_px, self.framing.tiles, self.framing.defect_px)
+        return [cut[y : y + h, x : x + w] for x, y, w, h in plan.boxes]
+
     # -- the steps ---------------------------------------------------------------------------------
 
     def _region(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
