@@ -140,7 +140,7 @@ class StationLinks:
     # -- life ---------------------------------------------------------------------------------------
 
     def start(self, lines: Any, recipe: Any, *, change_product: Callable[[str, str], str] | None,
-              acknowledge: Callable[[list[Any]], None], on_message: Callable[[str], None]) -> None:
+              acknowledge: Callable[[list[Any], str], None], on_message: Callable[[str], None]) -> None:
         """Starts every link on ``lines`` (their alarms go to the line's alarm path, and so to the
         log, the console and the desktop), the OPC UA server first. ``change_product(name, user)``
         puts a product on the line for the plant (None: a technician's override, no changes);
@@ -275,10 +275,11 @@ def probe(name: str, uri: str, timeout: float) -> str:
     return "; ".join(probe_one(one, timeout) for one in uris)
 
 
-def audit_acknowledge(db: Any, alarms: list[Any]) -> None:
-    """An OPC UA client acknowledged ``alarms``: audited as the desktop's acknowledgement is."""
+def audit_acknowledge(db: Any, alarms: list[Any], user: str = "opcua") -> None:
+    """An OPC UA client (``user``: ``opcua``, or ``opcua:NAME`` signed in to a secured server)
+    acknowledged ``alarms``: audited as the desktop's acknowledgement is."""
     try:
-        db.record_audit("opcua", "system", "acknowledge_alarms", "line",
+        db.record_audit(user, "system", "acknowledge_alarms", "line",
                         {"alarms": [f"{a.kind}: {a.message}" for a in alarms]}, None)
     except DatabaseError as exc:
         log.warning("an OPC UA acknowledgement could not be audited: %s", exc)

@@ -237,7 +237,7 @@ class Station:
         if self.load_product is not None and not self.overridden:
             switcher = ProductSwitcher(self.db, self, self.load_product, user="opcua")
             switch = lambda name, user: switcher.change(name, user=user)  # noqa: E731
-        links.start(lines, recipe, change_product=switch, acknowledge=lambda alarms: audit_acknowledge(self.db, alarms),
+        links.start(lines, recipe, change_product=switch, acknowledge=partial(audit_acknowledge, self.db),
                     on_message=self.on_message)
         if self.overridden:  # a technician decides instead of the product's active recipe: said first
             self.db.record_audit(self.actor.user, self.actor.role, "run_override", f"product:{recipe.product}",

@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import redirect_stderr, redirect_stdout
+from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import (  # noqa: E402
     BestAvailableEncryption, Encoding, NoEncryption, PrivateFormat)
 from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: E402
 
+from inspector.alarms import Alarm  # noqa: E402
 from inspector.errors import InspectorError  # noqa: E402
 from inspector.links.opcua import NAMESPACE, OBJECT, OpcUaLink, parse_opcua_uri  # noqa: E402
 from inspector.links.opcua_security import make_certificate, read_users, set_user  # noqa: E402
@@ -191,6 +194,23 @@ def test_the_right_user_changes_the_product(secured: OpcUaLink, pki: Path, polic
     secured.asked.clear()  # type: ignore[attr-defined]
     assert connect(secured.endpoint, pki, change_to_disc, user="op", password=PASSWORD, policy=policy) == "disc on"
     assert secured.asked == [("disc", "opcua:op")]  # type: ignore[attr-defined]
+
+
+def test_an_acknowledgement_is_audited_as_the_signed_in_user(secured: OpcUaLink, pki: Path, db) -> None:
+    from station.links import audit_acknowledge
+
+    secured.on_acknowledge = partial(audit_acknowledge, db)
+    secured.on_alarm(Alarm("drift", "scores drift", datetime.now(timezone.utc)))
+
+    async def acknowledge(c: Client, ns: int) -> int:
+        return await c.get_node(ua.NodeId(OBJECT, ns)).call_method(ua.NodeId(f"{OBJECT}.AcknowledgeAlarms", ns))
+
+    try:
+        assert connect(secured.endpoint, pki, acknowledge, user="op", password=PASSWORD) == 1
+    finally:
+        secured.on_acknowledge = None
+    (event,) = [e for e in db.audit_events(limit=10) if e.action == "acknowledge_alarms"]
+    assert (event.user, event.role) == ("opcua:op", "system")
 
 
 def test_sign_only_and_read_only_needs_no_users(pki: Path) -> None:

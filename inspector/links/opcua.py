@@ -195,8 +195,8 @@ class OpcUaLink:
     puts the product's recipe on the line for ``user`` (``opcua``, or ``opcua:<name>`` on a secured
     server: who called, for the audit) and returns what to tell the client; it raises
     :class:`~inspector.errors.InspectorError` to refuse (an unknown product), and is expected to
-    call :meth:`set_recipe` itself. ``on_acknowledge(alarms)`` gets the alarms a client
-    acknowledged (the :data:`MAX_KEPT_ALARMS` most recent), e.g. for the audit trail. Both run on
+    call :meth:`set_recipe` itself. ``on_acknowledge(alarms, user)`` gets the alarms a client
+    (``user``, as for a product change) acknowledged (the :data:`MAX_KEPT_ALARMS` most recent), e.g. for the audit trail. Both run on
     the link's worker thread, one call at a time, and may take seconds (a model loading): the
     client waits, the server does not.
     """
@@ -206,7 +206,7 @@ class OpcUaLink:
         uri: str,
         *,
         on_change_product: ProductChanger | None = None,
-        on_acknowledge: Callable[[list[Alarm]], None] | None = None,
+        on_acknowledge: Callable[[list[Alarm], str], None] | None = None,
     ) -> None:
         self.target = parse_opcua_uri(uri)
         self.on_change_product = on_change_product
@@ -511,9 +511,11 @@ class OpcUaLink:
         log.info("OPC UA client acknowledged %d alarms%s", count, f" ({', '.join(kinds)})" if kinds else "")
         self._set(LastCommand=f"AcknowledgeAlarms(): {count} acknowledged")
         callback = self.on_acknowledge
+        who = session_user.get()  # read here: the worker thread does not see the session
+        user = "opcua" if who is None else f"opcua:{who}"
         if callback is not None and count:
             try:
-                await asyncio.get_running_loop().run_in_executor(self._worker, callback, alarms)
+                await asyncio.get_running_loop().run_in_executor(self._worker, callback, alarms, user)
             except Exception:  # acknowledged all the same: the audit's failure is the log's
                 log.exception("OPC UA on_acknowledge failed")
         return [ua.Variant(count, ua.VariantType.UInt32)]
