@@ -7,13 +7,13 @@ import argparse
 import getpass
 import logging
 import os
-import stat
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inspector.errors import InspectorError
+from inspector.secret_file import read_owner_only
 
 if TYPE_CHECKING:
     from inspector.history import HistoryDB
@@ -110,23 +110,11 @@ def read_pin_file(path: Path, option: str = "--pin-file") -> str:
 
     A refusal names the option, never the file: what was given as a file name may be the PIN
     itself (typed where a file was expected), and the refusal is printed and audited."""
-    try:  # non-blocking: a FIFO must be refused, not waited on
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise InspectorError(f"the file given to {option} cannot be opened: {exc.strerror or type(exc).__name__}") from None
-    try:
-        mode = os.fstat(fd).st_mode  # of the file opened, not of a name that may change under us
-        if not stat.S_ISREG(mode):
-            raise InspectorError(f"the file given to {option} is not a regular file")
-        if mode & 0o077:
-            raise InspectorError(f"the file given to {option} has mode {stat.S_IMODE(mode):04o}, which lets others "
-                                 "read it; make it the owner's alone (chmod 600)")
-        # 4096 bytes hold a first line far longer than any PIN may be: one this long is refused below.
-        # utf-8-sig: an editor on Windows starts the file with a byte-order mark, which is not
-        # part of the PIN (kept, it would make a PIN that can never be typed).
-        lines = os.read(fd, 4096).decode("utf-8-sig", errors="replace").splitlines()
-    finally:
-        os.close(fd)
+    # 4096 bytes hold a first line far longer than any PIN may be: one this long is refused below.
+    # utf-8-sig: an editor on Windows starts the file with a byte-order mark, which is not part of
+    # the PIN (kept, it would make a PIN that can never be typed).
+    data = read_owner_only(path, f"the file given to {option}", 4096)
+    lines = data.decode("utf-8-sig", errors="replace").splitlines()
     if not lines or not lines[0]:
         raise InspectorError(f"the file given to {option}: the first line is empty; it should hold the PIN")
     from inspector.history.pins import MAX_PIN_LENGTH  # here: the package loads alembic (quiet_migrations)

@@ -92,7 +92,7 @@ def test_no_command_takes_a_pin_on_its_command_line() -> None:
 def test_a_pin_file_others_may_read_is_refused(tmp_path: Path) -> None:
     assert read_pin_file(pin_file(tmp_path / "ok", TECH_PIN, 0o600)) == TECH_PIN
     assert read_pin_file(pin_file(tmp_path / "ro", TECH_PIN, 0o400)) == TECH_PIN
-    with pytest.raises(InspectorError, match="mode 0644, which lets others read it; make it the owner's alone \\(chmod 600\\)"):
+    with pytest.raises(InspectorError, match="mode 0644, which lets other accounts read it; make it the owner's alone \\(chmod 600\\)"):
         read_pin_file(pin_file(tmp_path / "open", TECH_PIN, 0o644))
     with pytest.raises(InspectorError, match="mode 0640"):
         read_pin_file(pin_file(tmp_path / "group", TECH_PIN, 0o640))

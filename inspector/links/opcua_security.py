@@ -35,13 +35,13 @@ import logging
 import os
 import re
 import socket
-import stat
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
+from inspector import secret_file
 from inspector.errors import InspectorError
 
 log = logging.getLogger(__name__)
@@ -100,22 +100,8 @@ def _crypto() -> Any:
 
 
 def read_owner_only(path: Path, what: str) -> bytes:
-    """The bytes of a secret file, refused unless it is a regular file that only its owner may read
-    or write (mode 0600 or stricter): a key or password hash that others read is no secret."""
-    try:  # non-blocking: a FIFO must be refused, not waited on
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise InspectorError(f"{what}{path}: {exc.strerror or type(exc).__name__}") from None
-    try:
-        mode = os.fstat(fd).st_mode  # of the file opened, not of a name that may change under us
-        if not stat.S_ISREG(mode):
-            raise InspectorError(f"{what}{path} is not a regular file")
-        if mode & 0o077:
-            raise InspectorError(f"{what}{path} has mode {stat.S_IMODE(mode):04o}, which lets other accounts read "
-                                 "it; make it the owner's alone (chmod 600)")
-        data = os.read(fd, _MAX_SECRET_FILE + 1)
-    finally:
-        os.close(fd)
+    """The bytes of a key or users file, which only its owner may read (see :mod:`inspector.secret_file`)."""
+    data = secret_file.read_owner_only(path, f"{what}{path}", _MAX_SECRET_FILE + 1)
     if len(data) > _MAX_SECRET_FILE:
         raise InspectorError(f"{what}{path} is too large to be a key or a users file")
     return data
