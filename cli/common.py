@@ -144,19 +144,26 @@ def read_new_pin(name: str, pin_file: Path | None = None) -> str:
     at a terminal, else one line on stdin (``… | inspector users add …``)."""
     if pin_file is not None:
         return read_pin_file(pin_file, "--new-pin-file")
-    pin = os.environ.get(NEW_PIN_ENV)
-    if pin:
-        return pin
+    return read_new_secret(NEW_PIN_ENV, f"new PIN for {name}", "PIN",
+                           f"no new PIN for {name!r}: set ${NEW_PIN_ENV}, give --new-pin-file FILE (mode 0600), "
+                           "type it at a terminal, or pipe it on stdin")
+
+
+def read_new_secret(env: str, prompt: str, what: str, missing: str) -> str:
+    """A new secret (a PIN, a password), never from the command line: ``$env``, else asked twice
+    at a terminal, else one line on stdin; ``missing`` is the refusal when none came."""
+    secret = os.environ.get(env)
+    if secret:
+        return secret
     if sys.stdin.isatty():
-        pin = getpass.getpass(f"new PIN for {name}: ")
-        if getpass.getpass("again: ") != pin:
-            raise InspectorError("the two PINs differ; nothing was changed")
-        return pin
-    pin = sys.stdin.readline().strip()
-    if not pin:
-        raise InspectorError(f"no new PIN for {name!r}: set ${NEW_PIN_ENV}, give --new-pin-file FILE (mode 0600), "
-                             "type it at a terminal, or pipe it on stdin")
-    return pin
+        secret = getpass.getpass(f"{prompt}: ")
+        if getpass.getpass("again: ") != secret:
+            raise InspectorError(f"the two {what}s differ; nothing was changed")
+        return secret
+    secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret.strip():
+        raise InspectorError(missing)
+    return secret
 
 
 def shell_user() -> str:

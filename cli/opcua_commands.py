@@ -12,14 +12,10 @@ history's users, so they need no PIN.
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import socket
-import sys
 from pathlib import Path
 
-from cli.common import positive_int
-from inspector.errors import InspectorError
+from cli.common import positive_int, read_new_secret
 
 PASSWORD_ENV = "INSPECTOR_OPCUA_PASSWORD"
 USERS_HELP = "the users file (made, mode 0600, if missing); give it to the server as users=FILE"
@@ -68,19 +64,8 @@ def cmd_make_cert(args: argparse.Namespace) -> int:
 
 def read_password(name: str) -> str:
     """``$INSPECTOR_OPCUA_PASSWORD``, else asked twice at a terminal, else one line on stdin."""
-    password = os.environ.get(PASSWORD_ENV)
-    if password:
-        return password
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"OPC UA password for {name}: ")
-        if getpass.getpass("again: ") != password:
-            raise InspectorError("the two passwords differ; nothing was changed")
-        return password
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise InspectorError(f"no password for {name!r}: set ${PASSWORD_ENV}, type it at a terminal, or pipe it "
-                             "on stdin")
-    return password
+    return read_new_secret(PASSWORD_ENV, f"OPC UA password for {name}", "password",
+                           f"no password for {name!r}: set ${PASSWORD_ENV}, type it at a terminal, or pipe it on stdin")
 
 
 def cmd_add_user(args: argparse.Namespace) -> int:
