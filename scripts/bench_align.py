@@ -23,7 +23,7 @@ import numpy as np
 
 from inspector.devices import cpu_description
 from inspector.framing import Aligner
-from inspector.framing.align import _about
+from inspector.framing.align import turn_about
 
 W, H = 2592, 1944
 REGION = (800, 500, 1000, 900)
@@ -62,7 +62,7 @@ def main() -> None:
     times, errors, qualities = [], [], []
     for _ in range(args.frames):
         angle, dx, dy = rng.uniform(-12, 12), rng.uniform(-300, 300), rng.uniform(-250, 250)
-        truth = _about(angle, (x + w / 2, y + h / 2), (x + w / 2 + dx, y + h / 2 + dy))
+        truth = turn_about(angle, (x + w / 2, y + h / 2), (x + w / 2 + dx, y + h / 2 + dy))
         frame = _belt(rng)
         where = cv2.warpAffine(inside, truth, (W, H), flags=cv2.INTER_NEAREST) > 0
         frame[where] = cv2.warpAffine(reference, truth, (W, H))[where]

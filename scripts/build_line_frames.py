@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspector.framing.align import _about
+from inspector.framing.align import turn_about
 
 NATURAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "natural" / "bsds500"
 
@@ -100,7 +100,7 @@ def _place(part: np.ndarray, mask: np.ndarray | None, belt: np.ndarray, region: 
            turn: float, shift: tuple[float, float]) -> tuple[np.ndarray, np.ndarray | None]:
     x, y, w, h = region
     square = cv2.resize(part, (w, h), interpolation=cv2.INTER_AREA)
-    moved = _about(turn, (x + w / 2, y + h / 2), (x + w / 2 + shift[0], y + h / 2 + shift[1]))
+    moved = turn_about(turn, (x + w / 2, y + h / 2), (x + w / 2 + shift[0], y + h / 2 + shift[1]))
     at_region = np.array([[1.0, 0.0, x], [0.0, 1.0, y]])
     to_frame = (np.vstack([moved, [0, 0, 1]]) @ np.vstack([at_region, [0, 0, 1]]))[:2]
     size = (belt.shape[1], belt.shape[0])

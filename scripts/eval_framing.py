@@ -38,7 +38,7 @@ from inspector.devices import cpu_description
 from inspector.engine import Engine
 from inspector.evaluate import AUPRO_FPR_LIMIT
 from inspector.framing import Alignment, FramedScorer, Framing
-from inspector.framing.align import _about
+from inspector.framing.align import turn_about
 from inspector.image_io import list_images, mvtec_test_set, read_image, read_mask
 from inspector.method.instant_build import InstantConfig, build_instant
 from inspector.model_file import save_model
@@ -142,7 +142,7 @@ class _Truth:
     def at(self, path: Path) -> SimpleNamespace:
         p = self.placements[path.relative_to(self.data).with_suffix("").as_posix()]
         x, y, w, h = self.region
-        matrix = _about(p["turn_deg"], (x + w / 2, y + h / 2), (x + w / 2 + p["dx"], y + h / 2 + p["dy"]))
+        matrix = turn_about(p["turn_deg"], (x + w / 2, y + h / 2), (x + w / 2 + p["dx"], y + h / 2 + p["dy"]))
         found = Alignment(matrix, 1.0, p["turn_deg"], (p["dx"], p["dy"]))
         return SimpleNamespace(align=lambda frame: found)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from inspector.framing.align import _about
+from inspector.framing.align import turn_about
 
 W, H = 1280, 1024
 REGION = (440, 330, 400, 340)  # x, y, w, h of the part in the reference
@@ -43,7 +43,7 @@ def frame_with_part(rng, reference: np.ndarray, angle: float, dx: float, dy: flo
     """A new belt with the reference's part turned by ``angle`` about its centre and moved by
     (dx, dy); and the true reference -> frame matrix."""
     x, y, w, h = REGION
-    truth = _about(angle, (x + w / 2, y + h / 2), (x + w / 2 + dx, y + h / 2 + dy))
+    truth = turn_about(angle, (x + w / 2, y + h / 2), (x + w / 2 + dx, y + h / 2 + dy))
     inside = np.zeros(reference.shape, np.uint8)
     inside[y : y + h, x : x + w] = 255
     where = cv2.warpAffine(inside, truth, (W, H), flags=cv2.INTER_NEAREST) > 0

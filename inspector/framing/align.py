@@ -115,12 +115,10 @@ class Aligner:
         flat[y : y + h, x : x + w] = ref[y : y + h, x : x + w]
         ref = flat
         x, y, w, h = self.box
-        self.reference_shape = ref.shape
         self.max_angle_deg = float(max_angle_deg)
         # Whole shrink factors: the frame by fine_k for ECC, that again by coarse_k for the search.
         self.fine_k = max(1, int(max(w, h) / FINE_PX))
         self.coarse_k = max(1, int(max(w, h) / self.fine_k / COARSE_PX))
-        self.fine_scale = 1.0 / self.fine_k
         self.coarse_scale = 1.0 / (self.fine_k * self.coarse_k)
         fine_ref = _shrink(ref, self.fine_k)
         coarse_ref = _shrink(fine_ref, self.coarse_k)
@@ -158,7 +156,7 @@ class Aligner:
         best: tuple[float, np.ndarray] | None = None
         for angle, centre in self._coarse(coarse, gray.shape):
             # The reference's pixels -> the frame's: turn about the box's centre, then move it.
-            matrix = _about(angle, (x + w / 2, y + h / 2), centre)
+            matrix = turn_about(angle, (x + w / 2, y + h / 2), centre)
             # ECC coarse then fine: the coarse level's reach brings the fine one within its own.
             _, matrix = self._refine(coarse, k_coarse, self._box_edges[k_coarse], matrix, blur=5)
             quality, matrix = self._refine(fine, k_fine, self._box_edges[k_fine], matrix)
@@ -243,7 +241,7 @@ def _scaling(s: float) -> np.ndarray:
     return np.array([[s, 0.0, 0.0], [0.0, s, 0.0]])
 
 
-def _about(angle_deg: float, source: tuple[float, float], target: tuple[float, float]) -> np.ndarray:
+def turn_about(angle_deg: float, source: tuple[float, float], target: tuple[float, float]) -> np.ndarray:
     """Turns by ``angle_deg`` about ``source`` (counter-clockwise on screen, as
     ``cv2.getRotationMatrix2D`` turns) and moves ``source`` to ``target``."""
     t = math.radians(angle_deg)

@@ -26,7 +26,7 @@ import numpy as np
 
 from inspector.errors import InspectorError
 from inspector.framing.align import Aligner, Alignment
-from inspector.framing.tiles import plan_tiles, score_tiles
+from inspector.framing.tiles import TilePlan, plan_tiles, score_tiles
 
 #: The match quality under which a frame is NO PART unless the recipe says otherwise: on
 #: magnetic-tile parts on varying belts (scripts/build_line_frames.py) every empty belt stayed
@@ -112,13 +112,10 @@ class FramedScorer:
         """The frames' results; each region's tiles are scored in one batch."""
         results = []
         for frame in frames:
-            self._check_size(frame)
-            alignment = self._aligner.align(frame) if self._aligner is not None else None
-            if alignment is not None and alignment.quality < self.framing.min_quality:
+            alignment, cut, plan = self._view(frame)
+            if cut is None:
                 results.append(FramedPrediction(0.0, np.zeros(frame.shape[:2], np.float32), True, alignment))
                 continue
-            cut = self._cut(frame, alignment)
-            plan = plan_tiles((cut.shape[1], cut.shape[0]), self.input_px, self.framing.tiles, self.framing.defect_px)
             region_map = self._masked(score_tiles(cut, plan, self.engine.predict_batch))
             frame_map = self._to_frame(region_map, alignment, frame.shape)
             results.append(FramedPrediction(float(region_map.max()), frame_map, False, alignment))
@@ -127,15 +124,22 @@ class FramedScorer:
     def cuts(self, frame: np.ndarray) -> list[np.ndarray]:
         """What the engine is shown of ``frame``: its region's tiles, cut as :meth:`predict` cuts
         them (none where the part is not found). Training learns from exactly these."""
-        self._check_size(frame)
-        alignment = self._aligner.align(frame) if self._aligner is not None else None
-        if alignment is not None and alignment.quality < self.framing.min_quality:
+        _, cut, plan = self._view(frame)
+        if cut is None:
             return []
-        cut = self._cut(frame, alignment)
-        plan = plan_tiles((cut.shape[1], cut.shape[0]), self.input_px, self.framing.tiles, self.framing.defect_px)
         return [cut[y : y + h, x : x + w] for x, y, w, h in plan.boxes]
 
     # -- the steps ---------------------------------------------------------------------------------
+
+    def _view(self, frame: np.ndarray) -> tuple[Alignment | None, np.ndarray | None, TilePlan | None]:
+        """The frame's alignment, its region cut out (None: NO PART) and the region's tiles."""
+        self._check_size(frame)
+        alignment = self._aligner.align(frame) if self._aligner is not None else None
+        if alignment is not None and alignment.quality < self.framing.min_quality:
+            return alignment, None, None
+        cut = self._cut(frame, alignment)
+        plan = plan_tiles((cut.shape[1], cut.shape[0]), self.input_px, self.framing.tiles, self.framing.defect_px)
+        return alignment, cut, plan
 
     def _region(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         return self.framing.region or (0, 0, frame_shape[1], frame_shape[0])
