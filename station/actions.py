@@ -287,6 +287,26 @@ def label_inspections(db: HistoryDB, caller: Caller, inspection_ids: list[int], 
     return actor
 
 
+#: The longest note a reviewer may leave on an inspection.
+MAX_NOTE_CHARS = 2000
+
+
+def review_inspection(db: HistoryDB, caller: Caller, inspection_id: int, label: str, note: str = "") -> Actor:
+    """One inspection reviewed: its label set (as :func:`label_inspections`: a quality engineer's
+    right, ``label``, checked once; audited by the database as ``label``) and, where ``note`` has
+    text, the note kept in the audit trail as ``label_note`` on ``inspection:<id>`` with the label
+    it came with. A note longer than :data:`MAX_NOTE_CHARS` is refused before anything is written."""
+    note = note.strip()
+    if len(note) > MAX_NOTE_CHARS:
+        raise InspectorError(f"a note may have at most {MAX_NOTE_CHARS} characters, this one has {len(note)}")
+    actor = authorize(db, caller, "label", f"inspection:{inspection_id}")
+    db.label_inspection(inspection_id, label, actor.user)
+    if note:
+        db.record_audit(actor.user, actor.role, "label_note", f"inspection:{inspection_id}", None,
+                        {"note": note, "label": label})
+    return actor
+
+
 def copy_false_rejects_to_teach(db: HistoryDB, caller: Caller, product: str, filters: InspectionFilter,
                                 teach_workdir: Path | None = None) -> tuple[int, int]:
     """The stored frames of the inspections labelled false reject (within ``filters``) become

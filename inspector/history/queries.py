@@ -385,3 +385,91 @@ def _csv_cell(value: Any) -> Any:
         # as text instead of running it (numbers are written as numbers and need no quote).
         return "'" + value
     return value
+
+
+# -- the review in a browser (``web``): one row, its neighbours, its trail, the stations -----------
+
+
+def inspection_row(session: Session, inspection_id: int) -> InspectionRow | None:
+    """The inspection with this id as the review shows it, or None where there is none."""
+    row = session.execute(_rows_select(InspectionFilter()).where(Inspection.id == inspection_id)).first()
+    return None if row is None else InspectionRow(**row._asdict())
+
+
+def query_inspections_after(
+    session: Session, filters: InspectionFilter, after: tuple[datetime, int], limit: int = 100
+) -> list[InspectionRow]:
+    """The ``limit`` inspections just newer than ``after=(row.time, row.id)``, newest first: the
+    page before a keyset page (:func:`query_inspections` with ``before`` goes the other way)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be within 1..{MAX_PAGE}, got {limit}")
+    time, row_id = as_utc(after[0]), after[1]
+    stmt = (
+        _rows_select(filters)
+        .where(Inspection.time >= time,
+               or_(Inspection.time > time, and_(Inspection.time == time, Inspection.id > row_id)))
+        .order_by(None)
+        .order_by(Inspection.time.asc(), Inspection.id.asc())
+        .limit(limit)
+    )
+    return [InspectionRow(**row._asdict()) for row in reversed(session.execute(stmt).all())]
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    """One audit event about an inspection (its label set, a note on it), oldest first."""
+
+    time: datetime
+    user: str
+    role: str
+    action: str
+    before: Any
+    after: Any
+
+
+def inspection_trail(session: Session, inspection_id: int, limit: int = 100) -> list[TrailEntry]:
+    """The audit events whose target is this inspection (``inspection:<id>``), oldest first."""
+    from inspector.history.tables import AuditEvent
+
+    stmt = (
+        select(AuditEvent.time, AuditEvent.user, AuditEvent.role, AuditEvent.action, AuditEvent.before, AuditEvent.after)
+        .where(AuditEvent.target == f"inspection:{inspection_id}")
+        .order_by(AuditEvent.id.desc())
+        .limit(limit)
+    )
+    return [TrailEntry(*row) for row in reversed(session.execute(stmt).all())]
+
+
+@dataclass(frozen=True)
+class StationSummary:
+    """What a database holds of one station: its newest row's time (None: no rows), and the
+    rows and non-PASS verdicts since ``since``."""
+
+    station: str
+    last_time: datetime | None
+    since: datetime
+    rows: int
+    not_passed: int
+
+
+def station_summary(session: Session, station: str, since: datetime) -> StationSummary:
+    """One station's newest row and its counts since ``since`` (answered from the station/time index)."""
+    since = as_utc(since)
+    last = session.scalar(select(func.max(Inspection.time)).where(Inspection.station == station))
+    counts = dict(session.execute(
+        select(Inspection.decision, func.count())
+        .where(Inspection.station == station, Inspection.time >= since)
+        .group_by(Inspection.decision)).all())
+    return StationSummary(station, last, since, sum(counts.values()),
+                          sum(n for decision, n in counts.items() if decision != "PASS"))
+
+
+def forwarding_backlog(session: Session) -> list[tuple[str, int, int]]:
+    """(target, last forwarded id, rows waiting) of each plant database this station forwards to;
+    empty for a database that forwards nowhere (the plant's own)."""
+    from inspector.history.tables import ForwardMark
+
+    marks = session.execute(select(ForwardMark.target, ForwardMark.last_id).order_by(ForwardMark.target)).all()
+    return [(target, last_id, session.scalar(select(func.count()).select_from(Inspection)
+                                             .where(Inspection.id > last_id)) or 0)
+            for target, last_id in marks]

@@ -1,0 +1,332 @@
+"""The web review (``inspector serve``) through Flask's test client, over a SQLite history with
+real stored frames and maps: what each page shows, what labels and exports write (with who and
+when, audited), and every refusal -- a clear 4xx page, nothing written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("flask_wtf", reason="the web review needs the [web] extra: pip install -e '.[web]'")
+
+from inspector.history import HistoryDB, InspectionFilter  # noqa: E402
+from inspector.history import queries  # noqa: E402
+from station import actions  # noqa: E402
+from web import WebOptions, create_app  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from web_support import (HTML_PRODUCT, OPERATOR, OPERATOR_PIN, QUALITY, QUALITY_PIN, TECH, TECH_PIN,  # noqa: E402
+                         make_history)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    url = f"sqlite:///{root / 'history.db'}"
+    history = make_history(url, root / "images")
+    db = HistoryDB(url)
+    yield db, history, root
+    db.close()
+
+
+@pytest.fixture
+def app(site):
+    db, _, root = site
+    return create_app(db, WebOptions(image_folders=[str(root / "images")], page_size=5))
+
+
+def token(response) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True)).group(1)
+
+
+def reason(response) -> str:
+    return re.search(r'id="reason">([^<]*)', response.get_data(as_text=True)).group(1)
+
+
+def signed_in(app, name: str = QUALITY, pin: str = QUALITY_PIN):
+    client = app.test_client()
+    page = client.get("/sign-in")
+    answer = client.post("/sign-in", data={"csrf_token": token(page), "name": name, "pin": pin})
+    assert answer.status_code == 303, answer.get_data(as_text=True)
+    return client
+
+
+def trail(db: HistoryDB, n: int = 1000) -> list[tuple[str, str, str]]:
+    return [(e.user, e.role, e.action) for e in reversed(db.audit_events(n))]
+
+
+def row_state(db: HistoryDB, inspection_id: int):
+    with db.session() as s:
+        row = queries.inspection_row(s, inspection_id)
+    return row.label, row.labelled_by, row.labelled_at
+
+
+# -- the queries the pages add ---------------------------------------------------------------------
+
+
+def test_neighbours_pages_and_station_figures_come_from_the_history(site) -> None:
+    db, history, _ = site
+    with db.session() as s:
+        newest = queries.query_inspections(s, InspectionFilter(), 100)
+        ids = [r.id for r in newest]
+        middle = newest[5]
+        assert [r.id for r in queries.query_inspections_after(s, InspectionFilter(), (middle.time, middle.id), 3)] == ids[2:5]
+        assert [r.id for r in queries.query_inspections(s, InspectionFilter(), 3, before=(middle.time, middle.id))] == ids[6:9]
+        assert queries.inspection_row(s, middle.id) == middle and queries.inspection_row(s, 10**9) is None
+        summary = queries.station_summary(s, "line-2", newest[-1].time)
+        assert summary.rows == 12 and summary.not_passed == 4 and summary.last_time == max(
+            r.time for r in newest if r.station == "line-2")
+        assert queries.forwarding_backlog(s) == []
+
+
+# -- sign-in ---------------------------------------------------------------------------------------
+
+
+def test_pages_need_a_signed_in_reviewer_and_the_cookie_is_guarded(app, site) -> None:
+    client = app.test_client()
+    answer = client.get("/inspections?decision=FAIL")
+    assert answer.status_code == 302 and "/sign-in?next=" in answer.headers["Location"]
+    client = signed_in(app)
+    cookie = next(c for c in client._cookies.values() if c.key == "inspector_session")
+    assert cookie.http_only and cookie.same_site == "Lax" and not cookie.secure
+    page = client.get("/inspections")
+    assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert QUALITY in page.get_data(as_text=True)
+    secure = create_app(site[0], WebOptions(image_folders=[], secure_cookies=True))
+    assert secure.config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_a_wrong_pin_is_refused_and_guessing_locks_the_account(site) -> None:
+    db, _, root = site
+    db.add_user("gus", "quality", "357913", by=TECH)
+    app = create_app(db, WebOptions(image_folders=[str(root / "images")]))
+    client = app.test_client()
+    tok = token(client.get("/sign-in"))
+    statuses = [client.post("/sign-in", data={"csrf_token": tok, "name": "gus", "pin": f"00000{i}"}).status_code
+                for i in range(5)]
+    assert statuses == [401] * 5
+    locked = client.post("/sign-in", data={"csrf_token": tok, "name": "gus", "pin": "357913"})  # the right PIN, too late
+    assert locked.status_code == 429 and "locked until" in reason(locked)
+    assert client.get("/inspections").status_code == 302  # still nobody signed in
+    actions_ = [a for u, _, a in trail(db) if u == "gus"]
+    assert actions_.count("sign_in_denied") == 6 and "pin_locked" in actions_ and "sign_in" not in actions_
+
+
+def test_an_operator_may_sign_in_but_neither_see_the_history_nor_label(app, site) -> None:
+    db, history, _ = site
+    client = signed_in(app, OPERATOR, OPERATOR_PIN)
+    page = client.get("/inspections")
+    assert page.status_code == 403 and "otto is operator" in reason(page)
+    before = row_state(db, history.fails[0])
+    tok = token(client.get("/sign-in"))
+    answer = client.post(f"/inspections/{history.fails[0]}/label", data={"csrf_token": tok, "label": "false_reject"})
+    assert answer.status_code == 403
+    assert row_state(db, history.fails[0]) == before
+
+
+def test_a_technician_sees_the_history_but_labels_are_the_quality_engineers(app, site) -> None:
+    db, history, _ = site
+    client = signed_in(app, TECH, TECH_PIN)
+    page = client.get(f"/inspections/{history.fails[0]}")
+    assert page.status_code == 200 and 'id="save-label"' not in page.get_data(as_text=True)
+    before = row_state(db, history.fails[0])
+    answer = client.post(f"/inspections/{history.fails[0]}/label", data={"csrf_token": token(page), "label": "false_reject"})
+    assert answer.status_code == 403 and "only quality may label" in reason(answer)
+    assert row_state(db, history.fails[0]) == before
+    assert trail(db)[-1] == (TECH, "technician", "label_denied")
+
+
+def test_sign_out_ends_the_session_on_the_server(app, site) -> None:
+    db = site[0]
+    client = signed_in(app)
+    page = client.get("/inspections")
+    assert client.post("/sign-out", data={"csrf_token": token(page)}).status_code == 303
+    assert client.get("/inspections").status_code == 302
+    assert trail(db)[-1] == (QUALITY, "quality", "sign_out")
+
+
+# -- the list --------------------------------------------------------------------------------------
+
+
+def test_the_list_filters_and_pages_by_key_across_stations(app, site) -> None:
+    db, history, _ = site
+    client = signed_in(app)
+    text = client.get("/inspections?decision=FAIL&station=line-2").get_data(as_text=True)
+    assert re.search(r'id="total">4 match', text)
+    assert text.count('class="fail"') == 4 and "line-1" not in re.search(r"<tbody>.*</tbody>", text, re.S).group(0)
+    seen: list[str] = []
+    url = "/inspections?decision=FAIL"
+    while url:
+        text = client.get(url.replace("&amp;", "&")).get_data(as_text=True)
+        seen += re.findall(r'href="/inspections/(\d+)\?', text)
+        more = re.search(r'id="older" rel="next" href="([^"]+)"', text)
+        url = more.group(1) if more else None
+    assert len(seen) == len(set(seen)) == len(history.fails) + 2  # + the two rows without images here
+    product = history.products[HTML_PRODUCT]
+    scored = client.get(f"/inspections?product={product}&min_score=0.5&max_score=2").get_data(as_text=True)
+    assert re.search(r'id="total">\d+ match', scored)
+
+
+def test_html_in_a_product_name_is_shown_as_text(app) -> None:
+    client = signed_in(app)
+    text = client.get("/inspections").get_data(as_text=True)
+    assert "&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;bold" in text
+    assert "<img src=x" not in text and "<b>bold" not in text
+
+
+@pytest.mark.parametrize("query, field", [
+    ("min_score=abc", "min_score"), ("max_score=nan", "max_score"), ("since=yesterday", "since"),
+    ("until=2026-13-45", "until"), ("product=tile", "product"), ("model=1.5", "model"), ("decision=MAYBE", "decision"),
+    ("label=great", "label"), ("since=2026-12-01&until=2026-11-01", "until"), ("before=garbage", "before"),
+])
+def test_a_filter_value_that_is_not_a_number_or_a_date_is_a_400(app, query: str, field: str) -> None:
+    answer = signed_in(app).get(f"/inspections?{query}")
+    assert answer.status_code == 400 and reason(answer).startswith(f"{field}:")
+
+
+# -- a part ----------------------------------------------------------------------------------------
+
+
+def test_a_parts_page_shows_its_facts_neighbours_and_heatmap_from_the_rule(app, site) -> None:
+    db, history, root = site
+    client = signed_in(app)
+    part = history.fails[1]
+    text = client.get(f"/inspections/{part}?decision=FAIL").get_data(as_text=True)
+    assert 'id="decision">FAIL' in text and "defect outlined above 0.4" in text and "(threshold 0.5 mid-scale)" in text
+    newer = re.search(r'id="newer" rel="prev" href="/inspections/(\d+)', text).group(1)
+    older = re.search(r'id="older" rel="next" href="/inspections/(\d+)', text).group(1)
+    with db.session() as s:
+        fails = [r.id for r in queries.query_inspections(s, InspectionFilter(decision="FAIL"), 100)]
+    i = fails.index(part)
+    assert (int(newer), int(older)) == (fails[i - 1], fails[i + 1])
+    frame = client.get(f"/inspections/{part}/frame.png")
+    with db.session() as s:
+        row = queries.inspection_row(s, part)
+    assert frame.status_code == 200 and frame.data == Path(row.image_path).read_bytes()
+    heat = cv2.imdecode(np.frombuffer(client.get(f"/inspections/{part}/heat.png").data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert heat.shape == (120, 160, 4)
+    assert (heat[..., 3] == 255).sum() > 20 and (heat[..., 3] == 0).mean() > 0.5  # the defect in, the rest clear
+    assert client.get(f"/inspections/{part}/scale.png").status_code == 200
+    annotated = cv2.imdecode(np.frombuffer(client.get(f"/inspections/{part}/overlay.png").data, np.uint8), cv2.IMREAD_COLOR)
+    assert annotated.shape[0] > 120 and annotated.shape[1] > 160  # banner and colour bar around the frame
+    assert client.get("/inspections/999999").status_code == 404
+
+
+def test_an_image_path_outside_the_store_is_refused_and_a_missing_one_is_said(app, site) -> None:
+    _, history, _ = site
+    client = signed_in(app)
+    for picture in ("frame", "heat", "overlay"):
+        answer = client.get(f"/inspections/{history.outside}/{picture}.png")
+        assert answer.status_code == 403 and "outside the image store" in reason(answer), picture
+        assert b"root:" not in answer.data
+    page = client.get(f"/inspections/{history.outside}").get_data(as_text=True)
+    assert "outside the image store" in page and 'id="frame"' not in page
+    gone = client.get(f"/inspections/{history.elsewhere}").get_data(as_text=True)
+    assert "image not available here" in gone
+    assert client.get(f"/inspections/{history.elsewhere}/frame.png").status_code == 404
+
+
+# -- labels ----------------------------------------------------------------------------------------
+
+
+def test_a_label_and_its_note_are_written_with_who_and_when_and_audited(app, site) -> None:
+    db, history, _ = site
+    client = signed_in(app)
+    part = history.fails[2]
+    page = client.get(f"/inspections/{part}?decision=FAIL")
+    answer = client.post(f"/inspections/{part}/label", data={
+        "csrf_token": token(page), "label": "confirmed_defect", "note": "crack <b>at</b> the edge", "filters": "decision=FAIL"})
+    assert answer.status_code == 303 and answer.headers["Location"].endswith(f"/inspections/{part}?decision=FAIL")
+    label, by, at = row_state(db, part)
+    assert (label, by) == ("confirmed_defect", QUALITY) and at is not None
+    assert trail(db)[-2:] == [(QUALITY, "quality", "label"), (QUALITY, "quality", "label_note")]
+    text = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "confirmed defect by quinn" in text and "crack &lt;b&gt;at&lt;/b&gt; the edge" in text
+
+
+def test_a_label_without_a_session_or_with_a_stale_token_writes_nothing(app, site) -> None:
+    db, history, _ = site
+    part = history.fails[3]
+    before, events = row_state(db, part), len(db.audit_events(10_000))
+    anonymous = app.test_client()
+    tok = token(anonymous.get("/sign-in"))
+    answer = anonymous.post(f"/inspections/{part}/label", data={"csrf_token": tok, "label": "false_reject"})
+    assert answer.status_code == 401 and "Sign in first" in reason(answer)
+    client = signed_in(app)
+    stale = token(client.get("/inspections"))
+    client.post("/sign-out", data={"csrf_token": stale})
+    client = signed_in(app)  # a new session: the old token is no longer its own
+    events = len(db.audit_events(10_000))
+    for data in ({"csrf_token": stale, "label": "false_reject"}, {"label": "false_reject"},
+                 {"csrf_token": "forged", "label": "false_reject"}):
+        answer = client.post(f"/inspections/{part}/label", data=data)
+        assert answer.status_code == 400 and "Reload the page" in reason(answer)
+    assert row_state(db, part) == before and len(db.audit_events(10_000)) == events
+
+
+def test_a_label_value_or_note_the_history_does_not_take_is_a_400(app, site) -> None:
+    db, history, _ = site
+    part = history.fails[4]
+    client = signed_in(app)
+    tok = token(client.get(f"/inspections/{part}"))
+    before, events = row_state(db, part), len(db.audit_events(10_000))
+    assert client.post(f"/inspections/{part}/label", data={"csrf_token": tok, "label": "great"}).status_code == 400
+    assert client.post(f"/inspections/{part}/label", data={"csrf_token": tok, "label": "none", "note": "x" * 2001}).status_code == 400
+    assert client.post("/inspections/999999/label", data={"csrf_token": tok, "label": "none"}).status_code == 404
+    assert row_state(db, part) == before and len(db.audit_events(10_000)) == events
+
+
+# -- export, charts, stations ----------------------------------------------------------------------
+
+
+def test_export_gives_the_filtered_rows_as_csv_or_zip_and_is_audited(app, site) -> None:
+    db, history, _ = site
+    client = signed_in(app)
+    tok = token(client.get("/inspections"))
+    answer = client.post("/export", data={"csrf_token": tok, "format": "csv", "decision": "FAIL", "station": "line-1"})
+    assert answer.status_code == 200 and answer.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
+    assert len(rows) == 6 and {r["station"] for r in rows} == {"line-1"} and {r["decision"] for r in rows} == {"FAIL"}
+    event = db.audit_events(1)[0]
+    assert (event.user, event.action, event.after["rows"], event.after["filters"]) == (
+        QUALITY, "export", 6, {"decision": "FAIL", "station": "line-1"})
+    answer = client.post("/export", data={"csrf_token": tok, "format": "zip", "decision": "FAIL", "station": "line-2"})
+    names = zipfile.ZipFile(io.BytesIO(answer.data)).namelist()
+    assert answer.mimetype == "application/zip" and len([n for n in names if n.endswith(".png")]) == 8
+    assert db.audit_events(1)[0].after["images"] == 8
+    assert client.post("/export", data={"csrf_token": tok, "format": "pdf"}).status_code == 400
+    tech = signed_in(app, TECH, TECH_PIN)
+    refused = tech.post("/export", data={"csrf_token": token(tech.get("/inspections")), "format": "csv"})
+    assert refused.status_code == 403 and db.audit_events(1)[0].action == "export_denied"
+
+
+def test_charts_and_the_station_page(app, site) -> None:
+    client = signed_in(app)
+    text = client.get("/charts?bucket=hour").get_data(as_text=True)
+    assert 'id="yield-station"' in text and 'id="false-rejects"' in text
+    for chart in ("yield-station", "yield-product", "false-rejects"):
+        answer = client.get(f"/charts/{chart}.svg?bucket=hour")
+        assert answer.status_code == 200 and answer.mimetype == "image/svg+xml" and b"<svg" in answer.data
+    assert b"<script" not in client.get("/charts/yield-product.svg?bucket=day").data
+    assert client.get("/charts?bucket=fortnight").status_code == 400
+    stations = client.get("/stations").get_data(as_text=True)
+    assert "line-1" in stations and "line-2" in stations and "Last row received" in stations
+
+
+def test_serve_refuses_a_database_that_does_not_exist(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "cli", "serve", "--db", f"sqlite:///{tmp_path / 'none.db'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: no history database at {tmp_path / 'none.db'}"
+    assert not (tmp_path / "none.db").exists()

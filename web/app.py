@@ -1,0 +1,447 @@
+"""The web review's Flask application: :func:`create_app` over one history database.
+
+Every page but sign-in needs a signed-in user whose role holds ``view_history`` (a technician
+or a quality engineer, :data:`inspector.roles.RIGHTS`); labels and exports are the station's
+audited actions (:func:`station.actions.review_inspection`, :func:`~station.actions.export_inspections`),
+which check the right again with the user's PIN and audit a refusal. Every form carries a CSRF
+token (Flask-WTF); a request that is refused gets a page saying why, with a 4xx status, and
+writes nothing but, where the action itself refuses, its ``*_denied`` audit event.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from flask import Flask, Response, abort, flash, g, redirect, render_template, request, send_file, session, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from inspector.errors import DatabaseError, InspectorError
+from inspector.history import DECISIONS, LABELS, HistoryDB, InspectionRow
+from inspector.history import queries
+from inspector.roles import AccessDenied, AccountLocked, roles_with
+from station import actions
+from web import charts, pictures
+from web.filters import BadRequestValue, Filters, key, parse_filters, parse_key
+from web.signin import SignIns
+
+log = logging.getLogger(__name__)
+
+LABEL_TEXT = {"none": "not labelled", "false_reject": "false reject", "confirmed_defect": "confirmed defect"}
+BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+#: Pages open without signing in.
+OPEN_ENDPOINTS = {"sign_in", "static"}
+#: Every script, style sheet and picture from this server only; no inline script, no framing.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+
+
+@dataclass
+class WebOptions:
+    """How :func:`create_app` serves: ``image_folders`` (the image store's folders, the only
+    place images are read from), ``secure_cookies`` (the session cookie only over HTTPS: behind
+    a TLS proxy), ``behind_proxy`` (trust one proxy's X-Forwarded-For/-Proto/-Host),
+    ``idle_minutes`` (signed out after this long without a request), ``page_size``."""
+
+    image_folders: list[str] = field(default_factory=list)
+    secure_cookies: bool = False
+    behind_proxy: bool = False
+    idle_minutes: float = 60.0
+    page_size: int = 50
+    secret_key: bytes | None = None  # None: a new random key per start (a restart signs everyone out)
+    cache_s: float = 60.0  # how long the station and product lists are kept
+
+
+class _Cached:
+    """A value recomputed at most every ``ttl_s`` seconds (the station list: a scan of the table)."""
+
+    def __init__(self, ttl_s: float, compute: Any) -> None:
+        self.ttl_s, self.compute = ttl_s, compute
+        self._value: Any = None
+        self._at = -float("inf")
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if time.monotonic() - self._at > self.ttl_s:
+                self._value, self._at = self.compute(), time.monotonic()
+            return self._value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._at = -float("inf")
+
+
+def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
+    options = options or WebOptions()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=options.secret_key or secrets.token_bytes(32),
+        SESSION_COOKIE_NAME="inspector_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",  # Strict would sign a person out when they follow a link from the MES
+        SESSION_COOKIE_SECURE=options.secure_cookies,
+        WTF_CSRF_TIME_LIMIT=None,  # a token lives as long as its session (sign-in makes a new one)
+        WTF_CSRF_SSL_STRICT=options.secure_cookies,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    if options.behind_proxy:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    folders = pictures.ImageStoreFolders.of(options.image_folders)
+    signins = SignIns(options.idle_minutes * 60)
+    stations = _Cached(options.cache_s, db.stations)
+    product_list = _Cached(options.cache_s, db.products)
+    app.extensions["inspector"] = {"db": db, "signins": signins, "folders": folders}
+
+    # -- who asks -----------------------------------------------------------------------------
+
+    @app.before_request
+    def who() -> Any:
+        g.user = signins.get(session.get("sid"))
+        if request.endpoint in OPEN_ENDPOINTS or request.endpoint is None:
+            return None
+        if g.user is None:
+            if request.method == "GET":
+                return redirect(url_for("sign_in", next=request.full_path))
+            return page(401, "Not signed in", "Sign in first: this needs a signed-in quality engineer.")
+        if not g.user.can("view_history"):
+            return page(403, "Not for your role", f"{g.user.user} is {g.user.role}; the history is for "
+                        f"{' and '.join(roles_with('view_history'))}.")
+        return None
+
+    CSRFProtect(app)  # after `who`: a request without a session is told to sign in first
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.context_processor
+    def common() -> dict[str, Any]:
+        return {"user": g.get("user"), "LABEL_TEXT": LABEL_TEXT, "station_name": db.station,
+                "database": db.url}
+
+    # -- refusals -------------------------------------------------------------------------------
+
+    def page(status: int, title: str, message: str) -> tuple[str, int]:
+        return render_template("error.html", status=status, title=title, message=message), status
+
+    @app.errorhandler(BadRequestValue)
+    def bad_value(exc: BadRequestValue) -> Any:
+        return page(400, "Not a value this page takes", str(exc))
+
+    @app.errorhandler(CSRFError)
+    def bad_token(exc: CSRFError) -> Any:
+        return page(400, "Form expired", f"This form was not sent from a page of this session ({exc.description}). "
+                    "Reload the page and send it again.")
+
+    @app.errorhandler(pictures.OutsideStore)
+    def outside(exc: pictures.OutsideStore) -> Any:
+        return page(403, "Refused: outside the image store", str(exc))
+
+    @app.errorhandler(pictures.NotHere)
+    def not_here(exc: pictures.NotHere) -> Any:
+        return page(404, "Image not available here", str(exc))
+
+    @app.errorhandler(AccessDenied)
+    def denied(exc: AccessDenied) -> Any:
+        return page(403, "Refused", str(exc))
+
+    @app.errorhandler(DatabaseError)
+    def database(exc: DatabaseError) -> Any:
+        return page(503, "The database did not answer", str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http(exc: HTTPException) -> Any:
+        return page(exc.code or 500, exc.name, exc.description or "")
+
+    # -- sign-in --------------------------------------------------------------------------------
+
+    @app.route("/sign-in", methods=["GET", "POST"])
+    def sign_in() -> Any:
+        nxt = _safe_next(request.values.get("next", ""))
+        if request.method == "GET":
+            return render_template("signin.html", next=nxt)
+        name, pin = request.form.get("name", "").strip(), request.form.get("pin", "")
+        if not name or not pin:
+            return page(400, "Sign-in refused", "Give your name and your PIN.")
+        try:
+            actor = actions.sign_in(db, name, pin, before="", where="web")
+        except AccessDenied as exc:
+            if isinstance(exc.__cause__, AccountLocked):
+                return page(429, "Account locked", str(exc))
+            return page(401, "Sign-in refused", str(exc))
+        signins.remove(session.get("sid"))
+        session.clear()  # a new session: tokens of the old one no longer count
+        session["sid"] = signins.add(actor.user, actor.role, pin)
+        return redirect(nxt or url_for("inspections"), code=303)
+
+    @app.post("/sign-out")
+    def sign_out() -> Any:
+        signed = signins.remove(session.get("sid"))
+        if signed is not None:
+            actions.sign_out(db, actions.Actor(signed.user, signed.role), after="", where="web")
+        session.clear()
+        return redirect(url_for("sign_in"), code=303)
+
+    # -- the list -------------------------------------------------------------------------------
+
+    @app.get("/")
+    def home() -> Any:
+        return redirect(url_for("inspections"))
+
+    @app.get("/inspections")
+    def inspections() -> Any:
+        filters = parse_filters(request.args)
+        f = filters.inspection_filter
+        size = options.page_size
+        with db.session() as s:
+            if "after" in request.args:
+                rows = queries.query_inspections_after(s, f, parse_key("after", request.args["after"]), size + 1)
+                newer_exists = len(rows) > size
+                rows = rows[-size:] if newer_exists else rows
+                older_exists = True
+            else:
+                before = parse_key("before", request.args["before"]) if "before" in request.args else None
+                rows = queries.query_inspections(s, f, size + 1, before=before)
+                older_exists = len(rows) > size
+                rows = rows[:size]
+                newer_exists = before is not None
+            total = queries.count_inspections(s, f)
+        qs = filters.values
+        return render_template(
+            "list.html", rows=rows, total=total, filters=qs, filter_qs=urlencode(qs),
+            newer=url_for("inspections", **qs, after=key(rows[0])) if rows and newer_exists else None,
+            older=url_for("inspections", **qs, before=key(rows[-1])) if rows and older_exists else None,
+            first=url_for("inspections", **qs) if newer_exists else None,
+            stations=stations.get(), products=product_list.get(), decisions=DECISIONS, labels=LABELS,
+            can_export=g.user.can("export"))
+
+    # -- one part -------------------------------------------------------------------------------
+
+    def the_row(inspection_id: int) -> InspectionRow:
+        with db.session() as s:
+            row = queries.inspection_row(s, inspection_id)
+        if row is None:
+            abort(404, f"There is no inspection {inspection_id} in this database.")
+        return row
+
+    @app.get("/inspections/<int:inspection_id>")
+    def part(inspection_id: int) -> Any:
+        filters = parse_filters(request.args)
+        with db.session() as s:
+            row = queries.inspection_row(s, inspection_id)
+            if row is None:
+                abort(404, f"There is no inspection {inspection_id} in this database.")
+            position = (row.time, row.id)
+            newer = queries.query_inspections_after(s, filters.inspection_filter, position, 1)
+            older = queries.query_inspections(s, filters.inspection_filter, 1, before=position)
+            known = queries.decided_rule(s, row)
+            trail = queries.inspection_trail(s, row.id)
+        levels = pictures.levels_of(row, known)
+        image_note = heat_note = ""
+        try:
+            folders.file(row, "image")
+        except InspectorError as exc:
+            image_note = str(exc)
+        try:
+            folders.file(row, "heatmap")
+            if row.heatmap_low is None:
+                heat_note = "a heatmap stored before its values were kept: not drawn here"
+        except InspectorError as exc:
+            heat_note = str(exc)
+        qs = filters.values
+        return render_template(
+            "part.html", row=row, levels=levels, known=known, trail=trail, filters=qs, filter_qs=urlencode(qs),
+            image_note=image_note, heat_note=heat_note, labels=LABELS,
+            newer=url_for("part", inspection_id=newer[0].id, **qs) if newer else None,
+            older=url_for("part", inspection_id=older[0].id, **qs) if older else None,
+            back=url_for("inspections", **qs, before=f"{row.time.isoformat()}~{row.id + 1}"),
+            can_label=g.user.can("label"), label_roles=" or ".join(roles_with("label")))
+
+    def picture(data: bytes) -> Response:
+        response = Response(data, mimetype="image/png")
+        response.headers["Cache-Control"] = "private, max-age=3600"  # a stored row's pictures never change
+        return response
+
+    @app.get("/inspections/<int:inspection_id>/frame.png")
+    def frame(inspection_id: int) -> Any:
+        path = folders.file(the_row(inspection_id), "image")  # OutsideStore, NotHere: 403, 404
+        response = send_file(path, mimetype="image/png", max_age=3600, conditional=True)
+        response.headers["Cache-Control"] = "private, max-age=3600"
+        return response
+
+    def levels_for(row: InspectionRow) -> Any:
+        with db.session() as s:
+            return pictures.levels_of(row, queries.decided_rule(s, row))
+
+    @app.get("/inspections/<int:inspection_id>/heat.png")
+    def heat(inspection_id: int) -> Any:
+        row = the_row(inspection_id)
+        return picture(pictures.png(pictures.heat_layer(pictures.read_map(folders, row), levels_for(row))))
+
+    @app.get("/inspections/<int:inspection_id>/scale.png")
+    def scale(inspection_id: int) -> Any:
+        row = the_row(inspection_id)
+        return picture(pictures.png(pictures.scale_picture(levels_for(row))))
+
+    @app.get("/inspections/<int:inspection_id>/overlay.png")
+    def annotated(inspection_id: int) -> Any:
+        row = the_row(inspection_id)
+        response = picture(pictures.png(pictures.annotated(folders, row, levels_for(row))))
+        response.headers["Content-Disposition"] = f'inline; filename="inspection-{row.id}-overlay.png"'
+        return response
+
+    @app.post("/inspections/<int:inspection_id>/label")
+    def label(inspection_id: int) -> Any:
+        row = the_row(inspection_id)
+        value = request.form.get("label", "")
+        if value not in LABELS:
+            raise BadRequestValue("label", f"{value!r} is not one of {', '.join(LABELS)}")
+        note = request.form.get("note", "")
+        if len(note.strip()) > actions.MAX_NOTE_CHARS:
+            raise BadRequestValue("note", f"longer than {actions.MAX_NOTE_CHARS} characters")
+        filters = parse_filters(dict(parse_qsl(request.form.get("filters", ""))))  # the list the part was opened from
+        actions.review_inspection(db, g.user.caller(), row.id, value, note)  # AccessDenied: 403, audited
+        flash(f"Inspection {row.id} labelled {LABEL_TEXT[value]}" + (" with a note" if note.strip() else "") + ".")
+        return redirect(url_for("part", inspection_id=row.id, **filters.values), code=303)
+
+    # -- export ---------------------------------------------------------------------------------
+
+    @app.post("/export")
+    def export() -> Any:
+        filters = parse_filters(request.form)
+        kind = request.form.get("format", "csv")
+        if kind not in ("csv", "zip"):
+            raise BadRequestValue("format", f"{kind!r} is not csv or zip")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        work = Path(tempfile.mkdtemp(prefix="inspector-export-"))
+        try:
+            csv_path = work / f"inspections-{stamp}.csv"
+            images = work / "images" if kind == "zip" else None
+            done = actions.export_inspections(db, g.user.caller(), csv_path, filters.inspection_filter, images_dir=images)
+            if kind == "csv":
+                out, mimetype = csv_path, "text/csv"
+            else:
+                out, mimetype = work / f"inspections-{stamp}.zip", "application/zip"
+                with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
+                    z.write(csv_path, csv_path.name)
+                    for file in sorted(images.iterdir()):
+                        z.write(file, f"images/{file.name}")
+            handle = out.open("rb")  # open before the folder goes: the file lives while it is sent
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        log.info("%s exported %d inspections (%d images) as %s", g.user.user, done.rows, done.images, kind)
+        return send_file(handle, mimetype=mimetype, as_attachment=True, download_name=out.name)
+
+    # -- charts ---------------------------------------------------------------------------------
+
+    def bucket_of(args: Any, filters: Filters) -> tuple[str, timedelta]:
+        name = args.get("bucket", "")
+        if name and name not in BUCKETS:
+            raise BadRequestValue("bucket", f"{name!r} is not one of {', '.join(BUCKETS)}")
+        if not name:
+            f = filters.inspection_filter
+            span = (f.end or datetime.now(timezone.utc)) - (f.start or datetime.now(timezone.utc) - timedelta(days=30))
+            name = "hour" if span <= timedelta(days=3) else "day"
+        return name, BUCKETS[name]
+
+    @app.get("/charts")
+    def charts_page() -> Any:
+        filters = parse_filters(request.args)
+        name, _ = bucket_of(request.args, filters)
+        qs = {**filters.values, "bucket": name}
+        return render_template("charts.html", filters=filters.values, bucket=name, buckets=list(BUCKETS),
+                               chart_qs=urlencode(qs), stations=stations.get(), products=product_list.get(),
+                               decisions=DECISIONS, labels=LABELS)
+
+    def svg(data: bytes) -> Response:
+        response = Response(data, mimetype="image/svg+xml")
+        response.headers["Cache-Control"] = "private, max-age=30"
+        return response
+
+    @app.get("/charts/yield-<by>.svg")
+    def yield_svg(by: str) -> Any:
+        if by not in ("station", "product"):
+            abort(404)
+        from dataclasses import replace
+
+        filters = parse_filters(request.args)
+        _, bucket = bucket_of(request.args, filters)
+        f = filters.inspection_filter
+        series: dict[str, list[Any]] = {}
+        with db.session() as s:
+            if by == "station":
+                for name in ([f.station] if f.station else stations.get()):
+                    series[name] = queries.yield_over_time(s, replace(f, station=name), bucket)
+            else:
+                for name, pid in product_list.get():
+                    if f.product_id is None or f.product_id == pid:
+                        series[name] = queries.yield_over_time(s, replace(f, product_id=pid), bucket)
+        return svg(charts.yield_chart(f"Yield per {by}", series))
+
+    @app.get("/charts/false-rejects.svg")
+    def false_rejects_svg() -> Any:
+        from dataclasses import replace
+
+        filters = parse_filters(request.args)
+        _, bucket = bucket_of(request.args, filters)
+        f = filters.inspection_filter
+        with db.session() as s:
+            fails = queries.yield_over_time(s, f, bucket)
+            fr = queries.yield_over_time(s, replace(f, label="false_reject"), bucket)
+            cd = queries.yield_over_time(s, replace(f, label="confirmed_defect"), bucket)
+        return svg(charts.false_reject_chart(fails, fr, cd))
+
+    # -- stations -------------------------------------------------------------------------------
+
+    @app.get("/stations")
+    def stations_page() -> Any:
+        now = datetime.now(timezone.utc)
+        stations.clear()
+        with db.session() as s:
+            summaries = [queries.station_summary(s, name, now - timedelta(hours=24)) for name in stations.get()]
+            backlog = queries.forwarding_backlog(s)
+        alarms = [e for e in db.audit_events(500) if e.action == "acknowledge_alarms"][:20]
+        return render_template("stations.html", summaries=summaries, backlog=backlog, alarms=alarms, now=now)
+
+    @app.template_filter("utc")
+    def utc(value: datetime | None) -> str:
+        return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    @app.template_filter("ago")
+    def ago(value: datetime | None) -> str:
+        if value is None:
+            return "never"
+        seconds = (datetime.now(timezone.utc) - value).total_seconds()
+        for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+            if seconds >= size:
+                n = int(seconds // size)
+                return f"{n} {unit}{'s' if unit == 'day' and n > 1 else ''} ago"
+        return f"{max(0, int(seconds))} s ago"
+
+    return app
+
+
+def _safe_next(target: str) -> str:
+    """Where to go after sign-in: a path on this server only (not //elsewhere, not a URL)."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target and len(target) < 2000:
+        return target
+    return ""
+

@@ -1,0 +1,120 @@
+"""A row's pictures for the browser, drawn by the core's overlay code (:mod:`inspector.overlay`).
+
+The part page stacks two pictures: the stored frame as recorded, and over it the *heat layer*, an
+RGBA PNG of the map coloured over ``0 .. vmax`` with the desktop's fade-in as its alpha
+(:func:`~inspector.overlay.overlay_alpha` at full opacity) and the defect outlined; the page's
+opacity slider scales that alpha, which makes what the browser shows
+:func:`~inspector.overlay.overlay` at that opacity. The levels come from the rule the row was
+decided with (:func:`~inspector.overlay.heatmap_view`, as the desktop's review draws it). The
+colour scale is :func:`~inspector.overlay.colour_bar`; the annotated PNG for a report is
+:func:`~inspector.overlay.annotated_overlay`, as ``inspector predict`` writes it.
+
+Only files inside the image store's folders are opened: a row naming a path elsewhere (a
+database edited by hand, a path that climbs out with ``..`` or a link) is refused with
+:class:`OutsideStore`, a file that is not here with :class:`NotHere`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.errors import InspectorError
+from inspector.history import InspectionRow
+from inspector.history.image_store import read_heatmap, read_stored_image
+from inspector.history.queries import DecidedRule
+from inspector.overlay import (CONTOUR_RGB, HeatmapLevels, annotated_overlay, colorize, colour_bar, defect_contours,
+                               heatmap_view, overlay_alpha)
+
+
+class OutsideStore(InspectorError):
+    """A row names an image outside every folder of the image store: never opened."""
+
+
+class NotHere(InspectorError):
+    """A row's image is not kept, or not on this computer (another station's disk)."""
+
+
+@dataclass(frozen=True)
+class ImageStoreFolders:
+    """The folders a row's images may be read from (resolved: links followed)."""
+
+    roots: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, folders: list[str | os.PathLike[str]]) -> ImageStoreFolders:
+        return cls(tuple(Path(os.path.realpath(f)) for f in folders))
+
+    def inside(self, path: str) -> Path:
+        """``path`` resolved, if it lies in one of the folders; else OutsideStore."""
+        real = Path(os.path.realpath(path))
+        if not any(real.is_relative_to(root) for root in self.roots):
+            raise OutsideStore(f"the image path {path} is outside the image store ({', '.join(map(str, self.roots)) or 'none given'})")
+        return real
+
+    def file(self, row: InspectionRow, which: str) -> Path:
+        """The row's frame (``image``) or heatmap (``heatmap``) file: inside the store and here."""
+        path = row.image_path if which == "image" else row.heatmap_path
+        if path is None:
+            raise NotHere(f"inspection {row.id}: no {which} kept (passes are sampled, errors have no map)")
+        real = self.inside(path)
+        if not real.is_file():
+            where = f" (on station {row.station}'s disk)" if row.station else ""
+            raise NotHere(f"image not available here: {path}{where} cannot be opened from this computer")
+        return real
+
+
+def levels_of(row: InspectionRow, known: DecidedRule) -> HeatmapLevels:
+    """How to draw the row's map: with the rule it was decided with, as the desktop's review does."""
+    if known.source == "recorded":
+        return heatmap_view(row)
+    if known.source == "calibration":
+        return replace(heatmap_view(known.rule), note=(
+            f"pixel rule not stored with this part: contour from calibration {known.calibration_id} of "
+            f"model version {row.model_version_id}, which has its threshold"))
+    return replace(heatmap_view(row), note="pixel rule not stored with this part and no calibration of its "
+                                           "model version has its threshold: no defect contour")
+
+
+def png(rgb_or_rgba: np.ndarray) -> bytes:
+    image = rgb_or_rgba
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    ok, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise InspectorError("could not encode a picture as PNG")
+    return data.tobytes()
+
+
+def read_map(folders: ImageStoreFolders, row: InspectionRow) -> np.ndarray:
+    path = folders.file(row, "heatmap")
+    if row.heatmap_low is None or row.heatmap_high is None:
+        raise NotHere(f"inspection {row.id}: a heatmap stored before its values were kept (a colour picture); "
+                      "the desktop's review decodes those")
+    return read_heatmap(path, row.heatmap_low, row.heatmap_high)
+
+
+def heat_layer(heat: np.ndarray, levels: HeatmapLevels) -> np.ndarray:
+    """(h, w, 4) uint8 RGBA: the map's colours, the fade-in as alpha, the defect outlined opaque."""
+    rgba = np.dstack([colorize(heat, levels.vmax), (overlay_alpha(heat, levels.vmax, 1.0) * 255).round().astype(np.uint8)])
+    if levels.contour_level is not None:
+        cv2.drawContours(rgba, defect_contours(heat, levels.contour_level), -1, (*CONTOUR_RGB, 255), 2, cv2.LINE_8)
+    return rgba
+
+
+def scale_picture(levels: HeatmapLevels, height: int = 240) -> np.ndarray:
+    return colour_bar(height, levels.vmax, levels.threshold)
+
+
+def annotated(folders: ImageStoreFolders, row: InspectionRow, levels: HeatmapLevels) -> np.ndarray:
+    """The frame with its overlay, banner and colour bar, as ``inspector predict`` draws it."""
+    image = read_stored_image(folders.file(row, "image"))
+    heat = read_map(folders, row)
+    verdict = row.decision if row.error is None else "ERROR"
+    return annotated_overlay(image, heat, row.score, levels, verdict)
