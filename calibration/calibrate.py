@@ -77,6 +77,7 @@ class CalibrationResult:
     defect_paths: list[str] = field(default_factory=list)
     model: str | None = None
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    no_part_paths: list[str] = field(default_factory=list)  # images the part was not found in: left out
 
     @property
     def rule(self) -> DecisionRule:
@@ -86,7 +87,9 @@ class CalibrationResult:
 
     @property
     def warnings(self) -> list[str]:
-        return [*self.image.warnings, *(self.pixel.warnings if self.pixel else ())]
+        no_part = ([f"the part was not found in {len(self.no_part_paths)} image(s) (NO PART), left out of the "
+                    f"calibration; first: {self.no_part_paths[0]}"] if self.no_part_paths else [])
+        return [*self.image.warnings, *(self.pixel.warnings if self.pixel else ()), *no_part]
 
     def report(self) -> dict[str, Any]:
         """The content of report.json (JSON-serialisable; rates are fractions)."""
@@ -172,7 +175,9 @@ def score_paths(
     show_progress: bool = False,
     desc: str = "scoring",
 ) -> np.ndarray:
-    """Image scores of ``paths`` as (n,) float64; ``on_map(i, map)`` sees each (H, W) map.
+    """Image scores of ``paths`` as (n,) float64; ``on_map(i, map)`` sees each (H, W) map. A
+    frame the part was not found in (NO PART, with a framing that aligns) scores NaN, and its
+    map is not shown: it says nothing of how good parts score.
 
     An unreadable file stops the run with an ImageError naming it. Images are read a batch at a
     time, so memory does not grow with the number of images.
@@ -181,10 +186,22 @@ def score_paths(
     for i in tqdm(range(0, len(paths), batch), desc=desc, unit="batch", disable=not show_progress):
         images = [read_image(p) for p in paths[i : i + batch]]
         for j, pred in enumerate(engine.predict_batch(images), start=i):
+            if getattr(pred, "no_part", False):
+                scores[j] = np.nan
+                continue
             scores[j] = pred.score
             if on_map is not None:
                 on_map(j, pred.anomaly_map)
     return scores
+
+
+def _found(scores: np.ndarray, paths: Sequence[Path], what: str) -> tuple[np.ndarray, list[Path], list[Path]]:
+    """(the scores of frames the part was found in, their paths, the paths of those it was not)."""
+    found = ~np.isnan(scores)
+    if not found.any():
+        raise DataError(f"the part was not found in any of the {len(paths)} {what} (NO PART): check the recipe's "
+                        "reference and region against these images")
+    return scores[found], [p for p, f in zip(paths, found) if f], [p for p, f in zip(paths, found) if not f]
 
 
 def calibrate_engine(
@@ -209,6 +226,8 @@ def calibrate_engine(
     check_resolvable(len(good_paths), target_frr, tail)  # fail before scoring anything
     maps: list[np.ndarray] = []
     good = score_paths(engine, good_paths, (lambda i, m: maps.append(m)) if pixel_fpr else None, show_progress=show_progress, desc="good images")
+    good, good_paths, no_part = _found(good, good_paths, "good images")
+    check_resolvable(len(good_paths), target_frr, tail)
     image = threshold_for_frr(good, target_frr, confidence=confidence, tail=tail)
     pixel = calibrate_pixel_rule(maps, pixel_fpr, mm_per_px=mm_per_px, confidence=confidence) if pixel_fpr else None
     maps.clear()  # the maps are not needed any more; free them before scoring defects
@@ -220,10 +239,14 @@ def calibrate_engine(
             regions[i] = largest_region_px(m, pixel.pixel_threshold)
 
         bad = score_paths(engine, defect_paths, region if pixel else None, show_progress=show_progress, desc="defective images")
+        regions = regions[~np.isnan(bad)]
+        bad, defect_paths, defects_no_part = _found(bad, defect_paths, "defective images")
+        no_part += defects_no_part
         result.defects = analyse_defects(good, bad, image.threshold, confidence)
         result.defect_scores = bad
         result.defect_regions_px = regions if pixel else None
         result.defect_paths = [str(p) for p in defect_paths]
+    result.no_part_paths = [str(p) for p in no_part]
     for w in result.warnings:
         log.warning("%s", w)
     return result

@@ -104,6 +104,56 @@ def add_credential_options(p: argparse.ArgumentParser, user_option: str = "--use
                    help=f"file holding the PIN of {user_option} on its first line (mode 0600 or stricter)")
 
 
+def add_framing_options(p: argparse.ArgumentParser) -> None:
+    """What of each frame a model inspects (issue 30's recipe; see inspector.framing)."""
+    g = p.add_argument_group("framing", "what of a camera's frame the model inspects (stored in the model file)")
+    g.add_argument("--region", default=None, metavar="X,Y,W,H",
+                   help="the inspection region, in pixels of the reference image (default: the whole frame)")
+    g.add_argument("--ignore", type=Path, default=None, metavar="MASK.png",
+                   help="don't-care areas: a mask of the reference's size, white where nothing counts")
+    g.add_argument("--reference", type=Path, default=None, metavar="IMAGE",
+                   help="the image the region and mask are drawn on (default: the first training image)")
+    g.add_argument("--align", action="store_true",
+                   help="find the part in every frame (shift and turn) before its region is cut; frames it is "
+                        "not found in are decided NO PART (needs --region)")
+    g.add_argument("--min-match", type=float, default=None, metavar="Q",
+                   help="--align: match quality (-1..1) under which a frame is NO PART (default: 0.35)")
+    g.add_argument("--max-angle", type=float, default=15.0, metavar="DEG",
+                   help="--align: the largest turn of the part searched, either way (default: 15)")
+    g.add_argument("--tiles", type=tiles_option, default="auto",
+                   help="auto: tile a region larger than the model's input or far from square, at the scale "
+                        "--defect-px needs; off: squeeze it whole; N: N tiles along its longer side (default: auto)")
+    g.add_argument("--defect-px", type=float, default=None, metavar="P",
+                   help="the smallest defect to find, in frame pixels: sets the tiles' scale (default: none)")
+
+
+def tiles_option(text: str) -> str | int:
+    if text in ("auto", "off"):
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text}: tiles are auto, off or a whole number of tiles")
+
+
+def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
+    """The framing ``args`` ask for, checked on its reference (``--reference``, else the first
+    training image); None where the options change nothing (see make_framing)."""
+    from inspector.framing.recipe import make_framing, parse_region
+    from inspector.image_io import read_image, read_mask
+
+    reference_path = args.reference or paths[0]
+    reference = read_image(reference_path)
+    region = parse_region(args.region) if args.region is not None else None
+    ignore = read_mask(args.ignore) if args.ignore is not None else None
+    if args.defect_px is not None and not args.defect_px > 0:
+        raise InspectorError(f"--defect-px must be a positive number of pixels, not {args.defect_px:g}")
+    try:
+        return make_framing(reference, region=region, ignore=ignore, align=args.align, min_quality=args.min_match,
+                            max_angle_deg=args.max_angle, tiles=args.tiles, defect_px=args.defect_px, input_px=input_px)
+    except InspectorError as e:
+        raise InspectorError(f"{e} (reference {reference_path})") from None
+
+
 def read_pin_file(path: Path, option: str = "--pin-file") -> str:
     """The first line of a PIN file. Refused unless it is a regular file that only its owner may
     read or write (mode 0600 or stricter): a PIN others can read is no longer a secret.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from cli import (audit_commands, gui_command, line_commands, model_commands, opcua_commands, teach_commands,
                  users_commands, web_command)
-from cli.common import DEVICE_OPTION, output_folder, positive_int, refuse_passwords_in_urls, unique_stems
+from cli.common import DEVICE_OPTION, add_framing_options, framing_from_options, output_folder, positive_int, refuse_passwords_in_urls, unique_stems
 from inspector import ENGINE_BACKENDS, __version__
 from inspector.errors import InspectorError
 from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, SHORT_RECIPE_BELOW, TRAIN_MODES
@@ -54,8 +54,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_destination(args.out)  # before any work: a folder or an unwritable place fails in seconds
     paths = good_training_images(args.data_dir)
+    framing = framing_from_options(args, paths, args.image_size)
     if args.kind == "instant":
-        return _build_instant(args, paths)
+        return _build_instant(args, paths, framing)
     if args.features is not None:
         raise InspectorError("--features is for --kind instant; EfficientAD learns from its teacher (--teacher)")
     mode = args.mode or default_mode(args.device)
@@ -69,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         with stop.installed():
             result = train(paths, config, teacher=args.teacher, penalty_dir=args.penalty_dir, device=args.device,
                            checkpoint=checkpoint, on_progress=stop.on_progress, cancel=stop.event,
-                           confirm=asker.confirm if asker else None, keep_checkpoint=True)
+                           confirm=asker.confirm if asker else None, keep_checkpoint=True, framing=framing)
     except TrainingCancelled:
         if asker is not None and asker.declined:
             return 1
@@ -79,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training interrupted. {what_was_kept(checkpoint, args.argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     try:
-        save_model(args.out, result.model, result.metadata)
+        save_model(args.out, result.model, result.metadata, framing)
     except ModelFileError as e:
         if checkpoint.is_file():
             raise ModelFileError(f"{e}; the training is kept in {checkpoint}: run the same command again to "
@@ -90,11 +91,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     how = "as set by --iterations" if args.iterations is not None else f"{mode} mode"
     print(f"model written to {args.out} ({result.metadata['train_images']} training images, "
           f"{result.metadata['validation_images']} held out, {result.metadata['iterations']} iterations of the "
-          f"{config.recipe} recipe, {how})")
+          f"{config.recipe} recipe, {how})" + _framed_text(framing, result.metadata))
     return 0
 
 
-def _build_instant(args: argparse.Namespace, paths: list[Path]) -> int:
+def _framed_text(framing: Any, metadata: dict) -> str:
+    from inspector.framing.recipe import describe
+
+    if framing is None:
+        return ""
+    missing = metadata.get("frames_without_part", 0)
+    return (f"; inspects {describe(framing)}: {metadata['train_pieces']} training pieces"
+            + (f", {missing} frame{'s' if missing != 1 else ''} without the part left out" if missing else ""))
+
+
+def _build_instant(args: argparse.Namespace, paths: list[Path], framing: Any = None) -> int:
     """``train --kind instant``: the memory-bank model, built in about a minute (no iterations)."""
     from inspector.method.instant_build import InstantConfig, build_instant
     from inspector.model_file import save_model
@@ -105,11 +116,11 @@ def _build_instant(args: argparse.Namespace, paths: list[Path]) -> int:
     if args.teacher is not None and features != "pdn":
         raise InspectorError(f"--teacher applies to --features pdn, not {features}")
     config = InstantConfig(size=args.size, seed=args.seed, resize_mode=args.resize_mode, image_size=args.image_size, features=features)
-    result = build_instant(paths, config, teacher=args.teacher, device=args.device)
-    save_model(args.out, result.model, result.metadata)
+    result = build_instant(paths, config, teacher=args.teacher, device=args.device, framing=framing)
+    save_model(args.out, result.model, result.metadata, framing)
     print(f"instant model written to {args.out} ({result.metadata['train_images']} training images, "
           f"{result.metadata['validation_images']} held out, {result.metadata['bank_size']}-patch memory bank, "
-          f"{result.metadata['build_seconds']:.0f} s)")
+          f"{result.metadata['build_seconds']:.0f} s)" + _framed_text(framing, result.metadata))
     return 0
 
 
@@ -350,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by an interrupted run (default: resume from it)")
     p.add_argument("--yes", action="store_true", help="start a run estimated over an hour without asking (default: ask, at a terminal only)")
     p.add_argument("--device", **DEVICE_OPTION)
+    add_framing_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="image/pixel AUROC and AU-PRO on an MVTec-layout test set")

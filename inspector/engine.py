@@ -42,7 +42,8 @@ from inspector.method.efficientad import map_to_input_grid, normalize_input
 from inspector.errors import InspectorError
 from inspector.image_io import map_to_image, read_image, to_square
 from inspector.file_digest import file_sha256
-from inspector.model_file import load_model
+from inspector.framing import FramedScorer
+from inspector.model_file import load_framed_model
 from inspector.devices import bf16_supported, pick_device
 from inspector import precision_gate as gate
 from inspector import quantize, quantize_openvino
@@ -60,10 +61,19 @@ RUNNER_BACKENDS = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's result: the image score (the map's maximum) and the (H, W) float32 map."""
+    """One image's result: the image score (the map's maximum) and the (H, W) float32 map.
+
+    With a framing (:mod:`inspector.framing`): ``no_part`` when the part was not found (never
+    scored: ``score`` 0.0, the map all zero), ``match_quality`` how well it was found (None
+    without alignment) and ``outline`` the inspected region's four corners in frame pixels
+    ((4, 2) float32, clockwise from the region's top left; None without a region).
+    """
 
     score: float
     anomaly_map: np.ndarray
+    no_part: bool = False
+    match_quality: float | None = None
+    outline: np.ndarray | None = None
 
 
 def cpu_threads() -> int:
@@ -99,7 +109,7 @@ class Engine:
         if backend not in BACKENDS:
             raise InspectorError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.model_path = Path(model_path)
-        model, self.metadata = load_model(self.model_path)
+        model, self.metadata, self.framing = load_framed_model(self.model_path)
         self.model_sha256 = file_sha256(self.model_path)
         self.device = pick_device(device)
         self.image_size: int = int(self.metadata.get("image_size", 256))
@@ -120,6 +130,8 @@ class Engine:
         self._reference: dict[str, gate.Scored] = {}
         self.backend = self._choose_backend(backend, half)
         self._runners, self._gate_set, self._reference = {}, None, {}  # only the chosen runner stays
+        # The recipe's framing stands in front of the network: region, alignment, tiles.
+        self._framed = FramedScorer(None, self.framing, input_px=self.image_size, predict_batch=self.predict_squeezed) if self.framing else None
         if warmup:
             self.warmup()
 
@@ -130,7 +142,14 @@ class Engine:
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Scores several images in one forward pass; they may differ in size."""
+        """Scores several images; they may differ in size. Without a framing in one forward pass;
+        with one, each frame's region (its tiles in one pass) as the recipe says."""
+        if self._framed is None:
+            return self.predict_squeezed(images)
+        return [Prediction(p.score, p.anomaly_map, p.no_part, p.match_quality, p.outline) for p in self._framed.predict_batch(images)]
+
+    def predict_squeezed(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Each image squeezed whole into the network's input (no framing), in one forward pass."""
         if len(images) == 0:
             return []
         squares, places = zip(*(to_square(im, self.image_size, self.resize_mode) for im in images))

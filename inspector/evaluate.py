@@ -17,6 +17,9 @@ from inspector.ad_metrics import aupro, image_auroc, pixel_auroc
 
 #: AU-PRO is integrated up to this false-positive rate and normalised (MVTec AD protocol).
 AUPRO_FPR_LIMIT = 0.3
+#: The score a NO PART frame (the part not found) is ranked with: above every scored one, since the
+#: line never passes it -- a good part not found counts as a false reject, never as a pass.
+NO_PART_SCORE = 1e9
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Scored:
     score: float
     anomaly_map: np.ndarray  # (H, W) float32
     mask: np.ndarray  # (H, W) bool, all False for good images
+    no_part: bool = False
 
 
 def score_test_set(engine: Engine, data_dir: str | Path, batch: int = 8, show_progress: bool = True) -> list[Scored]:
@@ -40,7 +44,8 @@ def score_images(engine: Engine, items: list[TestImage], batch: int = 8, show_pr
         for it, image, pred in zip(chunk, images, engine.predict_batch(images)):
             shape = image.shape[:2]
             mask = read_mask(it.mask_path, shape) if it.mask_path else np.zeros(shape, bool)
-            scored.append(Scored(it.defect_type, pred.score, pred.anomaly_map, mask))
+            no_part = bool(getattr(pred, "no_part", False))
+            scored.append(Scored(it.defect_type, NO_PART_SCORE if no_part else pred.score, pred.anomaly_map, mask, no_part))
     return scored
 
 
@@ -55,6 +60,7 @@ def metrics_for(scored: list[Scored]) -> dict[str, float]:
         "pixel_auroc": pixel_auroc(masks, maps) if has_regions else math.nan,
         "aupro": aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT) if has_regions else math.nan,
         "images": len(scored),
+        "no_part": sum(s.no_part for s in scored),
     }
 
 
@@ -82,4 +88,7 @@ def format_table(result: dict) -> str:
     lines = [f"{'defect type':<14} {'images':>6} {'image AUROC':>12} {'pixel AUROC':>12} {'AU-PRO':>8}"]
     for name, m in rows:
         lines.append(f"{name:<14} {m['images']:>6} {fmt(m['image_auroc']):>12} {fmt(m['pixel_auroc']):>12} {fmt(m['aupro']):>8}")
+    if result.get("no_part"):
+        lines.append(f"NO PART: the part was not found in {result['no_part']} of {result['images']} images "
+                     "(ranked above every score: never a pass)")
     return "\n".join(lines)

@@ -214,11 +214,12 @@ def mvtec_test_set(data_dir: str | Path) -> list[TestImage]:
     return items
 
 
-def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A 0/255 mask as bool (H, W), resized (nearest) to the image's shape if needed."""
+def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A 0/255 mask as bool (H, W), resized (nearest) to the image's ``shape`` if needed (None:
+    as it is)."""
     mask = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise ImageError(f"{path}: not a readable mask")
-    if mask.shape != shape:
+    if shape is not None and mask.shape != shape:
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return mask > 127

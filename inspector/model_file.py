@@ -29,6 +29,7 @@ from inspector.data_folder import make_folders
 from inspector.errors import InspectorError, ModelFileError
 
 if TYPE_CHECKING:
+    from inspector.framing import Framing
     from inspector.method.efficientad import EfficientAD
 
 METADATA_KEY = "inspector"
@@ -313,11 +314,19 @@ MODEL_KINDS = (MODEL_KIND, INSTANT_KIND)
 TEACHER_KIND = "teacher"
 
 
-def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any]) -> None:
-    """One file per trained model: its networks, the statistics, and the metadata; the model's
-    ``kind`` (EfficientAD unless the model says otherwise) tells :func:`load_model` what to build."""
+def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any], framing: Framing | None = None) -> None:
+    """One file per trained model: its networks, the statistics, the metadata and the ``framing``
+    it was trained with (:mod:`inspector.framing.recipe`); the model's ``kind`` (EfficientAD unless
+    the model says otherwise) tells :func:`load_model` what to build."""
+    from inspector.framing.recipe import framing_file_parts
+
     meta = {"kind": getattr(model, "kind", MODEL_KIND), "size": model.size, **metadata}
-    save_tensors(path, model.state_dict(), meta)
+    tensors = dict(model.state_dict())
+    if framing is not None:
+        framing_meta, framing_tensors = framing_file_parts(framing)
+        meta.update(framing_meta)
+        tensors.update(framing_tensors)
+    save_tensors(path, tensors, meta)
 
 
 def load_model_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -330,10 +339,24 @@ def load_model_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Loads a trained model (EfficientAD or instant) on the CPU in eval mode, with its metadata."""
+    model, meta, _ = load_framed_model(path)
+    return model, meta
+
+
+def load_framed_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any], Framing | None]:
+    """:func:`load_model`, and the framing the model was trained with (None: the whole frame)."""
+    from inspector.framing.recipe import framing_from_file, split_framing_tensors
+
+    tensors, meta = load_model_tensors(path)
+    tensors, framing_tensors = split_framing_tensors(tensors)
+    framing = framing_from_file(meta, framing_tensors, where=str(path))
+    return _built_model(path, tensors, meta), meta, framing
+
+
+def _built_model(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> torch.nn.Module:
     from inspector.method.efficientad import EfficientAD
     from inspector.method.instant import InstantModel
 
-    tensors, meta = load_model_tensors(path)
     check_model_metadata(path, meta)
     size = meta["size"]
     if meta["kind"] == INSTANT_KIND:
@@ -356,7 +379,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise ModelFileError(f"{path}: tensors do not fit {what} ({first})") from None
-    return model.eval(), meta
+    return model.eval()
 
 
 def check_model_metadata(path: str | Path, meta: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ coordinates, zero outside the region and in don't-care areas, and the image scor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,24 +82,34 @@ class Framing:
 @dataclass(frozen=True)
 class FramedPrediction:
     """A frame's result: ``score`` (the map's maximum in the region, 0.0 for NO PART), the
-    ``anomaly_map`` in frame pixels, ``no_part`` (the part was not found: never scored) and the
-    ``alignment`` (None without ``align``)."""
+    ``anomaly_map`` in frame pixels, ``no_part`` (the part was not found: never scored), the
+    ``alignment`` (None without ``align``) and the region's ``outline`` in the frame."""
 
     score: float
     anomaly_map: np.ndarray
     no_part: bool = False
     alignment: Alignment | None = None
+    outline: np.ndarray | None = None
+
+    @property
+    def match_quality(self) -> float | None:
+        return None if self.alignment is None else float(self.alignment.quality)
 
 
 class FramedScorer:
-    """``engine`` behind ``framing`` (see the module docstring); what the pipeline calls."""
+    """``engine`` behind ``framing`` (see the module docstring); what the pipeline calls.
 
-    def __init__(self, engine: Engine, framing: Framing) -> None:
+    ``engine`` needs ``predict_batch`` and ``image_size`` (its square input); or give those as
+    ``predict_batch`` and ``input_px`` (the engine itself frames through its plain path), or no
+    engine at all for :meth:`cuts` alone (training)."""
+
+    def __init__(self, engine: Engine | None, framing: Framing, *, input_px: int | None = None,
+                 predict_batch: Callable[[Sequence[np.ndarray]], list[Any]] | None = None) -> None:
         framing.check(framing.reference.shape if framing.reference is not None else
                       framing.ignore.shape if framing.ignore is not None else (1 << 30, 1 << 30))
-        self.engine = engine
+        self._predict_batch = predict_batch or (engine.predict_batch if engine is not None else None)
         self.framing = framing
-        self.input_px = int(getattr(engine, "image_size", 256))  # the model's square input
+        self.input_px = int(input_px or getattr(engine, "image_size", 256))  # the model's square input
         self._aligner = None
         if framing.align:
             assert framing.reference is not None and framing.region is not None  # check() said so
@@ -110,16 +120,30 @@ class FramedScorer:
 
     def predict_batch(self, frames: Sequence[np.ndarray]) -> list[FramedPrediction]:
         """The frames' results; each region's tiles are scored in one batch."""
+        if self._predict_batch is None:
+            raise InspectorError("a framing without an engine only cuts frames; it cannot score them")
         results = []
         for frame in frames:
             alignment, cut, plan = self._view(frame)
+            outline = self.outline(frame.shape, alignment)
             if cut is None:
-                results.append(FramedPrediction(0.0, np.zeros(frame.shape[:2], np.float32), True, alignment))
+                results.append(FramedPrediction(0.0, np.zeros(frame.shape[:2], np.float32), True, alignment, outline))
                 continue
-            region_map = self._masked(score_tiles(cut, plan, self.engine.predict_batch))
+            region_map = self._masked(score_tiles(cut, plan, self._predict_batch))
             frame_map = self._to_frame(region_map, alignment, frame.shape)
-            results.append(FramedPrediction(float(region_map.max()), frame_map, False, alignment))
+            results.append(FramedPrediction(float(region_map.max()), frame_map, False, alignment, outline))
         return results
+
+    def outline(self, frame_shape: tuple[int, ...], alignment: Alignment | None = None) -> np.ndarray | None:
+        """The region's corners in frame pixels, (4, 2) float32 clockwise from its top left, where
+        the part was found (None without a region: the whole frame is inspected)."""
+        if self.framing.region is None:
+            return None
+        x, y, w, h = self.framing.region
+        corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32)
+        if alignment is None:
+            return corners
+        return cv2.transform(corners[None], alignment.matrix.astype(np.float32))[0]
 
     def cuts(self, frame: np.ndarray) -> list[np.ndarray]:
         """What the engine is shown of ``frame``: its region's tiles, cut as :meth:`predict` cuts

@@ -26,6 +26,9 @@ from inspector.errors import InspectorError
 DEFECT_INPUT_PX = 4.0
 #: Share of a tile that overlaps its neighbour.
 OVERLAP = 0.25
+#: Without a smallest defect, a region no longer than this many times its width is squeezed whole
+#: as before tiles existed: parts that nearly fill a square image decide well so.
+SQUEEZE_ASPECT = 2.0
 #: More tiles than this per frame is refused: each costs a forward pass of the model.
 MAX_TILES = 64
 TILE_MODES = ("auto", "off")
@@ -51,7 +54,8 @@ def plan_tiles(size: tuple[int, int], input_px: int, tiles: str | int = "auto",
 
     ``tiles``: ``"off"`` (one tile, the region squeezed as before), ``"auto"`` (square tiles at the
     coarsest scale that keeps a ``defect_px`` defect :data:`DEFECT_INPUT_PX` across and fits the
-    region's shorter side into the input; one tile when that covers the region), or a number N:
+    region's shorter side into the input; one tile when that covers the region, or when no
+    ``defect_px`` is given and the region is within :data:`SQUEEZE_ASPECT` of square), or a number N:
     N tiles along the region's longer side. ``defect_px``: the smallest defect to be found, in
     frame pixels (None: only the shorter side decides).
     """
@@ -72,7 +76,7 @@ def plan_tiles(size: tuple[int, int], input_px: int, tiles: str | int = "auto",
         # finer than native.
         scale = min(1.0, max(input_px / min(w, h), DEFECT_INPUT_PX / defect_px if defect_px else 0.0))
         side = max(1, round(input_px / scale))  # a tile's side in region pixels
-        if side >= max(w, h):
+        if side >= max(w, h) or (defect_px is None and max(w, h) <= SQUEEZE_ASPECT * min(w, h)):
             return TilePlan(size, ((0, 0, w, h),), input_px)
     else:
         raise InspectorError(f"tiles must be auto, off or a number >= 1, got {tiles!r}")

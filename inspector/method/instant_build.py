@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -23,7 +23,11 @@ from inspector.devices import bf16_supported, pick_device
 from inspector.errors import DataError
 from inspector.method.efficientad import MAP_QUANTILE_END, MAP_QUANTILE_START, exact_quantile, normalize_input
 from inspector.method.instant import BANK_SIZE, FEATURE_SOURCES, NEIGHBOURHOOD, InstantModel, neighbourhood_average
-from inspector.method.training import MIN_GOOD_IMAGES, content_hash, load_squares, load_teacher_weights, split_holdout, to_input
+from inspector.method.training import (MIN_GOOD_IMAGES, content_hash, framed_counts, load_teacher_weights, load_training_squares,
+                                       split_holdout, to_input)
+
+if TYPE_CHECKING:
+    from inspector.framing import Framing
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,7 @@ def build_instant(
     device: str = "auto",
     show_progress: bool = True,
     on_stage: Callable[[str], None] | None = None,
+    framing: Framing | None = None,
 ) -> InstantResult:
     """Builds the instant model from good images: no training, about a minute on a 2-core CPU for
     a few hundred images. Holds out the same 10 % as EfficientAD's training for the map quantiles."""
@@ -150,8 +155,8 @@ def build_instant(
 
     stage("reading images")
     train_idx, val_idx = split_holdout(len(good_images), config.validation_fraction, config.seed)
-    images = load_squares(good_images, config.image_size, config.resize_mode)
-    train_images, val_images = images[train_idx], images[val_idx]
+    train_images, val_images, without_part = load_training_squares(good_images, config.image_size, config.resize_mode,
+                                                                   train_idx, val_idx, framing)
 
     stage("patch features")
     g = torch.Generator().manual_seed(config.seed)
@@ -191,6 +196,7 @@ def build_instant(
         "seed": config.seed,
         "train_images": len(train_idx),
         "validation_images": len(val_idx),
+        **framed_counts(framing, train_images, val_images, without_part),
         "training_content_sha256": content_hash(good_images),
         "build_seconds": round(seconds, 1),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

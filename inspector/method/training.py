@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from inspector.errors import DataError, InspectorError, ModelFileError
 from inspector.image_io import read_image, to_square
 from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, SHORT_RECIPE_BELOW, TRAIN_MODES
 from inspector.model_file import load_teacher, load_tensors, optimizer_tensors, restore_optimizer, save_tensors, unprefixed
+
+if TYPE_CHECKING:
+    from inspector.framing import Framing
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +219,47 @@ def load_squares(paths: Sequence[Path], size: int, mode: str) -> torch.Tensor:
     return (torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2) * 255).round().to(torch.uint8)
 
 
+def load_training_squares(
+    paths: Sequence[Path], size: int, mode: str, train_idx: Sequence[int], val_idx: Sequence[int],
+    framing: Framing | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(training squares, validation squares, frames the part was not found in): uint8
+    (N, 3, size, size). With a ``framing`` the model learns from what it will be shown at the
+    line: each frame's region (found first, with ``align``), tile by tile (:meth:`FramedScorer.cuts`).
+    A frame without the part is left out; DataError when that leaves nothing on either side."""
+    if framing is None:
+        images = load_squares(paths, size, mode)
+        return images[list(train_idx)], images[list(val_idx)], 0
+    from inspector.framing import FramedScorer
+
+    cutter = FramedScorer(None, framing, input_px=size)
+    missing: list[Path] = []
+
+    def squares(indices: Sequence[int]) -> list[np.ndarray]:
+        out = []
+        for i in indices:
+            pieces = cutter.cuts(read_image(paths[i]))
+            if not pieces:
+                missing.append(paths[i])
+                log.warning("%s: the part was not found (match under %.2f); left out of training", paths[i], framing.min_quality)
+            out += [to_square(piece, size, mode)[0] for piece in pieces]
+        return out
+
+    train, val = squares(train_idx), squares(val_idx)
+    if not train or not val:
+        raise DataError(f"the part was not found in {len(missing)} of {len(paths)} training images "
+                        f"(first: {missing[0] if missing else '-'}): check the reference and its region")
+    as_tensor = lambda squares: (torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2) * 255).round().to(torch.uint8)
+    return as_tensor(train), as_tensor(val), len(missing)
+
+
+def framed_counts(framing: Framing | None, train: torch.Tensor, val: torch.Tensor, without_part: int) -> dict[str, int]:
+    """What a framed training learnt from, for the model's card (nothing without a framing)."""
+    if framing is None:
+        return {}
+    return {"train_pieces": len(train), "validation_pieces": len(val), "frames_without_part": without_part}
+
+
 def load_penalty_images(folder: Path, size: int, limit: int = 1000) -> torch.Tensor:
     """Natural images resized to 2x the input and centre-cropped to it: uint8 (N, 3, size, size)."""
     from inspector.image_io import list_images
@@ -334,6 +378,7 @@ def train(
     on_snapshot: Callable[[int, EfficientAD], None] | None = None,
     snapshot_every: int = 0,
     keep_checkpoint: bool = False,
+    framing: Framing | None = None,
 ) -> TrainResult:
     """Trains EfficientAD on good images and calibrates its maps on a held-out 10 % of them.
 
@@ -347,6 +392,9 @@ def train(
     its last iteration too and leaves the file for the caller to remove once the model file is
     durable, so a failed save (a full disk) loses no training: the same call resumes at the end
     and goes straight to the model.
+
+    ``framing``: what of each frame the model sees (:func:`load_training_squares`); save it with
+    the model (:func:`inspector.model_file.save_model`) so the engine frames alike.
     """
     if len(good_images) < MIN_GOOD_IMAGES:
         raise DataError(f"{len(good_images)} good images given; training needs at least {MIN_GOOD_IMAGES}")
@@ -361,9 +409,9 @@ def train(
     model.to(dev)
 
     train_idx, val_idx = split_holdout(len(good_images), config.validation_fraction, config.seed)
-    images = load_squares(good_images, config.image_size, config.resize_mode)
+    train_images, val_images, without_part = load_training_squares(good_images, config.image_size, config.resize_mode,
+                                                                   train_idx, val_idx, framing)
     penalty = load_penalty_images(penalty_dir or default_penalty_dir(), config.image_size)
-    train_images, val_images = images[train_idx], images[val_idx]
     data_hash = content_hash(good_images)
 
     model.teacher.eval().requires_grad_(False)
@@ -429,6 +477,7 @@ def train(
         "seed": config.seed,
         "train_images": len(train_idx),
         "validation_images": len(val_idx),
+        **framed_counts(framing, train_images, val_images, without_part),
         "training_content_sha256": data_hash,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "software_version": __version__,
