@@ -43,6 +43,7 @@ from inspector.errors import InspectorError
 from inspector.image_io import map_to_image, read_image, to_square
 from inspector.file_digest import file_sha256
 from inspector.framing import FramedScorer
+from inspector.framing.recipe import describe as describe_framing
 from inspector.model_file import load_framed_model
 from inspector.devices import bf16_supported, pick_device
 from inspector import precision_gate as gate
@@ -189,6 +190,7 @@ class Engine:
             "backend_reason": self.backend_reason,
             "gates": {name: result.as_dict() for name, result in self.gates.items()},
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "framing": describe_framing(self.framing),
         }
 
     # --- running ---------------------------------------------------------------------------------
