@@ -129,10 +129,11 @@ class Engine:
         self._runners: dict[str, quantize.Runner] = {}
         self._gate_set: gate.LoadedGateSet | None = None
         self._reference: dict[str, gate.Scored] = {}
+        # The recipe's framing stands in front of the network: region, alignment, tiles. Set before
+        # the backend is chosen, so the accuracy gate judges decisions made as the line makes them.
+        self._framed = FramedScorer(None, self.framing, input_px=self.image_size, predict_batch=self.predict_squeezed) if self.framing else None
         self.backend = self._choose_backend(backend, half)
         self._runners, self._gate_set, self._reference = {}, None, {}  # only the chosen runner stays
-        # The recipe's framing stands in front of the network: region, alignment, tiles.
-        self._framed = FramedScorer(None, self.framing, input_px=self.image_size, predict_batch=self.predict_squeezed) if self.framing else None
         if warmup:
             self.warmup()
 
