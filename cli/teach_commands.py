@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.common import DEVICE_OPTION, add_credential_options, open_history, pin_or_denied, positive_int, verified_user
+from cli.common import DEVICE_OPTION, add_credential_options, add_framing_options, open_history, pin_or_denied, positive_int, verified_user
 from inspector import ENGINE_BACKENDS
 from inspector.errors import DataError, InspectorError
 
@@ -208,7 +208,7 @@ def cmd_teach_train(args: argparse.Namespace) -> int:
     caller = _caller(session.db, args, "teach_train", session.target)
     options = dict(features=args.features, size=args.size, teacher=args.teacher, penalty_dir=args.penalty_dir,
                    resize_mode=args.resize_mode, seed=args.seed, iterations=args.iterations, mode=args.mode,
-                   show_progress=True, **_calibration_kwargs(args))
+                   show_progress=True, framing=_teach_framing(args, session), **_calibration_kwargs(args))
     if args.kind == "staged":
         session.teach(caller, kind="staged", on_stage=_print_stage(args.mode), **options)
         return 0
@@ -216,6 +216,26 @@ def cmd_teach_train(args: argparse.Namespace) -> int:
     _print_candidate(result)
     print(f"activate it with: inspector teach activate --product {args.product!r} --version {result.version_id} --user NAME")
     return 0
+
+
+def _teach_framing(args: argparse.Namespace, session) -> Any:
+    """The framing ``--region``/``--ignore``/``--align``/``--tiles``/... ask for, checked on the
+    reference (``--reference``, else the product's first sample) before any training, as
+    ``inspector train`` does: a bad one is one line and exit 2, and nothing is written. None where
+    the options change nothing (and the samples need one tile)."""
+    from cli.common import framing_from_options
+    from inspector.framing.recipe import describe
+
+    paths = session.sample_paths()
+    if args.reference is None and not paths:
+        if args.region is not None or args.ignore is not None or args.align:
+            raise DataError(f"{session.samples_dir}: no samples to draw the region on; collect good samples first "
+                            "or give --reference")
+        return None  # the training says there are no samples
+    framing = framing_from_options(args, paths, 256)  # the teach trains at the models' 256-px input
+    if framing is not None:
+        print(f"inspects {describe(framing)}", flush=True)
+    return framing
 
 
 def _print_candidate(result) -> None:
@@ -368,6 +388,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--allow-mixed-sizes", action="store_true", help="the samples may differ in size")
     add_credential_options(s, who="the technician who teaches (recorded on the candidate)")
     _calibration_options(s)
+    add_framing_options(s)  # --reference defaults to the product's first sample
 
     s = step("calibrate", "calibrate a version again; registers the result as a new candidate", cmd_teach_calibrate)
     s.add_argument("--version", type=int, required=True)

@@ -37,6 +37,8 @@ from calibration.teach.samples import CALIBRATION_FRACTION, Samples, split
 from calibration.thresholds import FrrEstimate, check_resolvable, frr_at, pct
 from inspector.data_folder import make_folders
 from inspector.errors import DataError, InspectorError
+from inspector.framing import Framing
+from inspector.framing.recipe import describe
 from inspector.history import HistoryDB
 from inspector.image_io import list_images
 from inspector.method.training import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, TrainProgress
@@ -56,6 +58,14 @@ def check_iterations(iterations: int | None) -> None:
     and ready to activate. None means the mode's own count."""
     if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
         raise InspectorError(f"iterations must be a whole number of at least 1, not {iterations!r}")
+
+
+def check_recheck_rate(rate: float | None, target_frr: float) -> None:
+    """Refuses a recheck rate that is not a share of good parts (0 .. 100 %, exclusive)."""
+    if rate is None:
+        return
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate < 1.0:
+        raise InspectorError(f"the recheck rate must be a share of good parts between 0 and 100 %, not {rate!r}")
 
 
 Images = str | Path | Sequence[Path] | None
@@ -105,6 +115,8 @@ class Models:
         pixel_fpr: float | None = DEFAULT_PIXEL_FPR,
         mm_per_px: float | None = None,
         defects: Images = None,
+        framing: Framing | None = None,
+        recheck_rate: float | None = None,
         on_progress: Callable[[TrainProgress], None] | None = None,
         cancel: threading.Event | None = None,
         user: str = "system",
@@ -119,6 +131,12 @@ class Models:
         apply; ``features`` says whose features it searches: ``lite2``, EfficientNet-Lite2's, or
         ``pdn``, the shipped teacher's). Both kinds use the same samples, split and calibration.
 
+        ``framing`` (:mod:`inspector.framing`; see :func:`calibration.teach.framing.drawn_framing`)
+        is what of each frame the model inspects: training learns from each sample's region (found
+        first, tile by tile), the model file keeps it, and the engine applies it wherever the model
+        runs; the version's metrics say it in one line (``framing``). ``recheck_rate`` (None: no
+        recheck band) sets the band's lower threshold for that share of the held-out good parts.
+
         Everything that can be checked before training is (sample count, the target rate's
         feasibility, the defect folder), so a bad request fails in seconds, not after training.
         If calibration fails after training, the trained model is still registered (without
@@ -130,6 +148,7 @@ class Models:
         if mode not in MODES:
             raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         check_iterations(iterations)
+        check_recheck_rate(recheck_rate, target_frr)  # before training, not after
         if kind not in KINDS:
             raise InspectorError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         t0 = time.perf_counter()
@@ -155,7 +174,7 @@ class Models:
             from inspector.method.instant_build import InstantConfig, build_instant
 
             trained = build_instant(train_paths, InstantConfig(size=size, seed=seed, resize_mode=resize_mode, features=features),
-                                    teacher=teacher, device=self.device, show_progress=show_progress)
+                                    teacher=teacher, device=self.device, show_progress=show_progress, framing=framing)
             mode, how = "instant", "instant model"
         else:
             # The recipe follows the budget: the quick mode trains the short recipe, full the paper's.
@@ -164,6 +183,7 @@ class Models:
                 train_paths, config, teacher=teacher, penalty_dir=penalty_dir, device=self.device,
                 checkpoint=self.folders.models / "training.ckpt", on_progress=on_progress, cancel=cancel,
                 show_progress=show_progress, keep_checkpoint=True,  # removed once the model file is durable
+                framing=framing,
             )
             how = f"{mode} teach, {trained.metadata['iterations']} iterations of the {config.recipe} recipe"
         meta = {
@@ -174,7 +194,7 @@ class Models:
             # Where known defects are, the accuracy gate of reduced precision checks AUROC on them too.
             **({"defect_images": [str(p.resolve()) for p in defect_paths]} if defect_paths else {}),
         }
-        save_model(model_path, trained.model, meta)
+        save_model(model_path, trained.model, meta, framing)
         # Only now: a save that failed (a full disk) left the training to resume from, not lost.
         (self.folders.models / "training.ckpt").unlink(missing_ok=True)
         metrics = {
@@ -186,6 +206,8 @@ class Models:
             "final_loss": trained.metadata.get("final_loss"),
             "teacher": trained.metadata.get("teacher"),
             "train_seconds": round(time.perf_counter() - t0, 1),
+            "framing": describe(framing),
+            **({"mm_per_px": mm_per_px} if mm_per_px is not None else {}),
         }
         version_id, report_path, result, engine = self._calibrate_and_register(
             model_path, cal_paths, defect_paths, metrics, how, when, user=user, note=note, show_progress=show_progress,
@@ -299,7 +321,7 @@ class Models:
         out = self.folders.models / f"{version.path.stem.split('-cal')[0]}-cal{when}.safetensors"
         report_path = write_report(self.folders.reports / when, result, extra={"product": self.product, "recalibrated_from": version_id})
         write_thresholds(version.path, result, out=out)
-        metrics = {k: v for k, v in version.metrics.items() if k in ("mode", "kind", "iterations", "train_images", "final_loss", "teacher")}
+        metrics = {k: v for k, v in version.metrics.items() if k in ("mode", "kind", "iterations", "train_images", "final_loss", "teacher", "framing")}
         new_id = self._register(out, result, metrics, report_path, user, f"recalibration of version {version_id}")
         return TeachResult(new_id, out, report_path, result, [], list(good_paths), [], time.perf_counter() - t0)
 

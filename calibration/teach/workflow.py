@@ -46,6 +46,7 @@ from calibration.teach.models import Images, Models, TeachResult, check_iteratio
 from calibration.teach.samples import CollectResult, Samples, split
 from calibration.thresholds import FrrEstimate
 from inspector.errors import DataError, InspectorError
+from inspector.framing.recipe import describe
 from inspector.history import HistoryDB
 from inspector.recipes import Recipe, VersionInfo, ensure_product, get_product
 from inspector.roles import Actor, Caller, authorize
@@ -146,8 +147,9 @@ class TeachSession:
     def teach(self, caller: Caller, *, kind: str = "efficientad", **options: Any) -> TeachResult | StagedTeach:
         """A training on the samples (``kind`` of :data:`TEACH_KINDS`): a candidate version, or
         the staged teach, which activates as it goes (so it needs the right to activate).
-        ``options`` go to :meth:`Models.train` / :meth:`Lifecycle.teach_staged`. Long: call it
-        off a GUI thread; a refusal comes before any work."""
+        ``options`` go to :meth:`Models.train` / :meth:`Lifecycle.teach_staged` (``framing`` among
+        them: what of each frame the model inspects, audited with the event in one line). Long: call
+        it off a GUI thread; a refusal comes before any work."""
         if kind not in TEACH_KINDS:
             raise InspectorError(f"kind must be one of {', '.join(TEACH_KINDS)}, not {kind!r}")
         # Before the audit and the staged teach's instant activation: a count of 0 would register
@@ -156,7 +158,8 @@ class TeachSession:
         actor = self._authorize(caller, "activate_model" if kind == "staged" else "teach", "teach_train")
         self.db.record_audit(actor.user, actor.role, "train_started", self.target, None,
                              {"kind": kind, "samples": len(self.samples.paths()),
-                              **{k: options[k] for k in ("iterations", "target_frr", "mode") if k in options}})
+                              **{k: options[k] for k in ("iterations", "target_frr", "mode", "mm_per_px") if k in options},
+                              "framing": describe(options.get("framing"))})
         if kind == "staged":
             return self.lifecycle.teach_staged(actor, **options)
         return self.models.train(kind=kind, user=actor.user, **options)

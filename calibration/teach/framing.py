@@ -1,0 +1,106 @@
+"""What the technician drew on the reference image, made into the recipe's framing.
+
+The teach page (and any other face) hands over what was drawn, in pixels of the reference image:
+the inspection region as a rectangle or as a polygon, don't-care areas as a painted mask and/or
+polygons, and the settings beside them (align, tiles, smallest defect). :func:`drawn_framing`
+turns that into the one :class:`~inspector.framing.Framing` the core checks and trains with
+(:func:`inspector.framing.recipe.make_framing`): a polygon region becomes its bounding rectangle
+plus a don't-care mask outside the polygon. Bad input is an InspectorError in one line, and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from inspector.errors import InspectorError
+from inspector.framing import Framing
+from inspector.framing.recipe import describe, make_framing
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """What was drawn on the reference, in its pixels: ``region`` (x, y, w, h) or ``polygon``
+    (the region's corners; wins over ``region``), ``ignore`` a bool mask of the reference's size
+    (painted don't-care pixels, None: none), ``ignore_polygons`` more don't-care areas; and the
+    settings: ``align`` (find the part in every frame), ``tiles`` (auto, off or N), ``defect_px``
+    (the smallest defect to find, in frame pixels; None: not set)."""
+
+    region: tuple[float, float, float, float] | None = None
+    polygon: Sequence[Point] | None = None
+    ignore: np.ndarray | None = None
+    ignore_polygons: Sequence[Sequence[Point]] = ()
+    align: bool = False
+    tiles: str | int = "auto"
+    defect_px: float | None = None
+    min_quality: float | None = None
+    max_angle_deg: float = 15.0
+
+
+def polygon_region(polygon: Sequence[Point]) -> tuple[int, int, int, int]:
+    """The whole-pixel bounding rectangle (x, y, w, h) of a polygon's corners."""
+    pts = np.asarray(polygon, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
+        raise InspectorError("a region polygon needs at least three corners")
+    x0, y0 = math.floor(pts[:, 0].min()), math.floor(pts[:, 1].min())
+    x1, y1 = math.ceil(pts[:, 0].max()), math.ceil(pts[:, 1].max())
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+
+def fill_polygon(mask: np.ndarray, polygon: Sequence[Point], value: bool = True) -> np.ndarray:
+    """``mask`` (bool, H x W) with the polygon's inside set to ``value`` (in place, returned)."""
+    pts = np.asarray(polygon, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
+        raise InspectorError("a don't-care polygon needs at least three corners")
+    canvas = mask.astype(np.uint8)
+    cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], 1 if value else 0)
+    mask[...] = canvas.astype(bool)
+    return mask
+
+
+def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 256) -> Framing | None:
+    """The framing ``drawing`` asks for, checked on the ``reference`` it was drawn on (None: it
+    changes nothing, the whole frame is inspected as before). InspectorError, one line, for what
+    cannot work: a region outside the image or too small, a mask of another size or covering the
+    whole region, alignment without a region, a part that cannot be found, too many tiles."""
+    if reference is None:
+        raise InspectorError("no reference image to draw on: show a live frame or choose a sample first")
+    height, width = reference.shape[:2]
+    region: tuple[int, int, int, int] | None = None
+    ignore = None
+    if drawing.ignore is not None:
+        ignore = np.asarray(drawing.ignore).astype(bool)
+        if ignore.shape != (height, width):
+            raise InspectorError(f"the don't-care mask is {ignore.shape[1]}x{ignore.shape[0]}, the reference "
+                                 f"{width}x{height}: draw it on the reference image")
+        ignore = ignore.copy()
+    if drawing.polygon is not None:
+        region = polygon_region(drawing.polygon)
+        outside = np.ones((height, width), bool)
+        fill_polygon(outside, drawing.polygon, False)
+        ignore = outside if ignore is None else (ignore | outside)
+    elif drawing.region is not None:
+        x, y, w, h = drawing.region
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            raise InspectorError("the region is not a rectangle of finite numbers")
+        region = (int(round(x)), int(round(y)), int(round(w)), int(round(h)))
+    for poly in drawing.ignore_polygons:
+        ignore = np.zeros((height, width), bool) if ignore is None else ignore
+        fill_polygon(ignore, poly, True)
+    if ignore is not None and not ignore.any():
+        ignore = None
+    if drawing.defect_px is not None and not drawing.defect_px > 0:
+        raise InspectorError(f"the smallest defect must be a positive number of pixels, not {drawing.defect_px:g}")
+    return make_framing(reference, region=region, ignore=ignore, align=drawing.align, min_quality=drawing.min_quality,
+                        max_angle_deg=drawing.max_angle_deg, tiles=drawing.tiles, defect_px=drawing.defect_px,
+                        input_px=input_px)
+
+
+__all__ = ["Drawing", "describe", "drawn_framing", "fill_polygon", "polygon_region"]
