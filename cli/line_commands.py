@@ -27,6 +27,7 @@ from cli.common import (DEVICE_OPTION, MAX_BATCH_OPTION, add_credential_options,
                         verified_user)
 from inspector import ENGINE_BACKENDS, recipes
 from inspector.errors import DatabaseError, InspectorError
+from inspector.inspection import DECISIONS
 from inspector.line.batcher import DEFAULT_MAX_WAIT_MS
 from inspector.line.build import DRIFT_WINDOW
 from inspector.line.pipeline import MAX_QUEUE_SIZE
@@ -118,7 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, type=Path, help="CSV file to write")
     e.add_argument("--since", default=None, help="from this time on (ISO 8601; without a zone: local time)")
     e.add_argument("--until", default=None, help="before this time (ISO 8601; without a zone: local time)")
-    e.add_argument("--decision", choices=("PASS", "FAIL"), default=None)
+    e.add_argument("--decision", choices=DECISIONS, default=None,
+                   help="only this decision (NO_PART: frames the part was not found in)")
     e.add_argument("--errors-only", action="store_true", help="only frames the engine could not score (see the error column)")
     e.add_argument("--min-score", type=float, default=None)
     e.add_argument("--max-score", type=float, default=None)
@@ -411,7 +413,9 @@ def summary_line(m: Any) -> str:
         f"{m.rate_fps:.2f} frames/s inspected" + (f" of {m.acquisition_fps:.2f} acquired" if m.mode == "live" else ""),
         f"pass {m.passed}",
         f"fail {m.failed}",
+        *([f"recheck {m.rechecked}"] if m.rechecked else []),
         f"errors {m.errors}",
+        *([f"no part {m.no_part}"] if m.no_part else []),
         f"latency p50 {ms(m.latency_p50_ms)} ms p99 {ms(m.latency_p99_ms)} ms",
         f"model p50 {ms(m.model_p50_ms)} ms",
         f"queue {m.queue_depth}/{m.queue_size}",

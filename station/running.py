@@ -18,6 +18,7 @@ The faces differ only in what they do with it: the command line prints, the desk
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -81,9 +82,10 @@ class StopReport:
 
 
 def run_counts(m: PipelineMetrics) -> dict[str, int]:
-    """A camera's counts as the ``run_stop`` audit records them."""
+    """A camera's counts as the ``run_stop`` audit records them (``rechecked``: RECHECK parts;
+    ``no_part``: frames the part was not found in, no part inspected)."""
     return {"acquired": m.acquired, "recorded": m.recorded, "passed": m.passed, "failed": m.failed,
-            "errors": m.errors, "dropped": m.dropped, "not_inspected": m.not_inspected,
+            "rechecked": m.rechecked, "no_part": m.no_part, "errors": m.errors, "dropped": m.dropped, "not_inspected": m.not_inspected,
             "unrecorded": m.unrecorded + m.writer.failed, "images_dropped": m.writer.images_dropped}
 
 
@@ -351,7 +353,7 @@ class Station:
     def counts(self) -> dict[str, Counts]:
         """Each camera's counts since the last :meth:`reset_counts` (copies), by camera id."""
         with self._counts_lock:
-            return {uri: Counts(c.passed, c.failed, c.errors) for uri, c in self._counts.items()}
+            return {uri: dataclasses.replace(c) for uri, c in self._counts.items()}
 
     def total_counts(self) -> Counts:
         """The station's counts: every camera's, those configured away since included."""

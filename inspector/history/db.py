@@ -387,6 +387,10 @@ class HistoryDB:
         expected_frr_ci: tuple[float, float] | None = None,
         pixel_threshold: float | None = None,
         min_defect_area_px: int | None = None,
+        recheck_threshold: float | None = None,
+        target_recheck_rate: float | None = None,
+        expected_recheck_rate: float | None = None,
+        mm_per_px: float | None = None,
         report: dict[str, Any] | None = None,
         created_by: str,
         role: str = "system",
@@ -395,7 +399,10 @@ class HistoryDB:
         details: dict[str, Any] | None = None,
     ) -> int:
         """Store thresholds for a model version (FRRs are fractions); audited once, as ``action``
-        (``before`` and ``details``, joining the thresholds in ``after``, say what else changed)."""
+        (``before`` and ``details``, joining the thresholds in ``after``, say what else changed).
+        ``recheck_threshold`` is the recheck band's lower threshold (None: no band), with the share
+        of good parts it was set for and the share it should send to RECHECK; ``mm_per_px`` the
+        recipe's pixel size (None: areas in pixels). These join ``after`` where set."""
         low, high = expected_frr_ci if expected_frr_ci is not None else (None, None)
         with self.session() as s:
             self._require(s, ModelVersion, model_version_id)
@@ -404,6 +411,10 @@ class HistoryDB:
                 image_threshold=image_threshold,
                 pixel_threshold=pixel_threshold,
                 min_defect_area_px=min_defect_area_px,
+                recheck_threshold=recheck_threshold,
+                target_recheck_rate=target_recheck_rate,
+                expected_recheck_rate=expected_recheck_rate,
+                mm_per_px=mm_per_px,
                 target_frr=target_frr,
                 expected_frr=expected_frr,
                 expected_frr_ci_low=low,
@@ -419,6 +430,11 @@ class HistoryDB:
                 "min_defect_area_px": min_defect_area_px,
                 "target_frr": target_frr,
             }
+            if recheck_threshold is not None:
+                after.update(recheck_threshold=recheck_threshold, target_recheck_rate=target_recheck_rate,
+                             expected_recheck_rate=expected_recheck_rate)
+            if mm_per_px is not None:
+                after["mm_per_px"] = mm_per_px
             self._audit(
                 s, created_by, role, action, f"model_version:{model_version_id}", before, {**after, **(details or {})}
             )
@@ -484,6 +500,11 @@ class HistoryDB:
     def count_inspections(self, filters: InspectionFilter | None = None) -> int:
         with self.session() as s:
             return queries.count_inspections(s, filters or InspectionFilter())
+
+    def decision_counts(self, filters: InspectionFilter | None = None) -> dict[str, int]:
+        """See :func:`.queries.decision_counts`: matching inspections per decision (all of ``DECISIONS``)."""
+        with self.session() as s:
+            return queries.decision_counts(s, filters or InspectionFilter())
 
     def decided_rule(self, row: InspectionRow) -> queries.DecidedRule:
         """See :func:`.queries.decided_rule`: the rule a row was decided with, and where from."""

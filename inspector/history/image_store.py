@@ -101,7 +101,7 @@ class ImageStore:
         self.reserve_bytes = reserve_bytes
         self._free = free
         self._lock = threading.Lock()
-        self._pass_credit = 0.0
+        self._credits: dict[str, float] = {}  # per sampled decision
         make_folders(self.root)
         self._files, self.used_bytes = self._scan()
 
@@ -119,16 +119,18 @@ class ImageStore:
         return files, total
 
     def wants(self, decision: str) -> bool:
-        """Whether a record with this decision is kept; advances the pass sampler."""
-        if decision != "PASS":
+        """Whether a record with this decision is kept; advances the pass sampler. FAIL and
+        RECHECK are always kept (someone looks at them); PASS and NO PART at the pass sample
+        rate, each with a sampler of its own (an empty belt in free run must not push the
+        rejects' images out of the quota)."""
+        if decision not in ("PASS", "NO_PART"):
             return True
         with self._lock:
-            self._pass_credit += self.pass_sample_rate
+            credit = self._credits.get(decision, 0.0) + self.pass_sample_rate
             # The epsilon keeps rates like 0.1 exact despite binary rounding of the sum.
-            if self._pass_credit >= 1.0 - 1e-9:
-                self._pass_credit -= 1.0
-                return True
-            return False
+            keep = credit >= 1.0 - 1e-9
+            self._credits[decision] = credit - 1.0 if keep else credit
+            return keep
 
     def save(self, record: InspectionResult) -> InspectionResult:
         """Write the record's image and heatmap if it is kept; return the record with their

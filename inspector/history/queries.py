@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from inspector.history.tables import DECISIONS, LABELS, Calibration, Inspection, Product, as_utc
-from inspector.inspection import DecisionRule
+from inspector.inspection import PART_DECISIONS, DecisionRule, area_mm2, decision_label
 
 MAX_PAGE = 10_000
 
@@ -91,9 +91,13 @@ class InspectionRow:
     ``heatmap_low``/``heatmap_high`` are the map values the stored 16-bit heatmap's 0 and 65535
     stand for; ``None`` for a legacy heatmap (a JET colour picture, stored before revision 0003).
     Read the map with :func:`inspector.history.image_store.read_heatmap`. ``station`` recorded
-    it; its image paths are that station's (see :attr:`image_exists`). ``pixel_threshold`` and
-    ``min_defect_area_px`` are the rest of the rule the verdict used, where ``rule_recorded``
-    (see :attr:`rule`).
+    it; its image paths are that station's (see :attr:`image_exists`). ``pixel_threshold``,
+    ``min_defect_area_px``, ``recheck_threshold`` and ``mm_per_px`` are the rest of the rule the
+    verdict used, where ``rule_recorded`` (see :attr:`rule`). ``defect_area_px``: the largest
+    region the pixel rule measured (None: no pixel rule, or recorded before revision 0010), in mm²
+    as :attr:`defect_area_mm2` where the rule had a pixel size. ``match_quality``: how well the
+    framing found the part (None without alignment). ``decision`` is one of the history's
+    ``DECISIONS``; :attr:`decision_label` is its text for people ("NO PART").
     """
 
     id: int
@@ -122,6 +126,10 @@ class InspectionRow:
     pixel_threshold: float | None = None  # these with defaults too: rows from before the rule
     min_defect_area_px: int | None = None
     rule_recorded: bool = False
+    recheck_threshold: float | None = None  # revision 0010; None in older rows
+    mm_per_px: float | None = None
+    defect_area_px: int | None = None
+    match_quality: float | None = None
 
     @property
     def rule(self) -> DecisionRule | None:
@@ -130,7 +138,17 @@ class InspectionRow:
         :func:`decided_rule` can look for in the model version's calibrations."""
         if not self.rule_recorded:
             return None
-        return DecisionRule(self.threshold, self.pixel_threshold, self.min_defect_area_px)
+        return DecisionRule(self.threshold, self.pixel_threshold, self.min_defect_area_px, self.recheck_threshold,
+                            self.mm_per_px)
+
+    @property
+    def defect_area_mm2(self) -> float | None:
+        """The defect area in mm² (None without a pixel size or a measured area: see ``defect_area_px``)."""
+        return area_mm2(self.defect_area_px, self.mm_per_px)
+
+    @property
+    def decision_label(self) -> str:
+        return decision_label(self.decision)
 
     @property
     def image_exists(self) -> bool:
@@ -145,36 +163,45 @@ class InspectionRow:
 
 ROW_COLUMNS = [f.name for f in fields(InspectionRow)]
 #: Columns of the CSV export: the station first (a plant database's export mixes stations), then
-#: those of a row but the heatmap's value range and the pixel rule (the export's format predates
-#: them; the PNGs it copies are for people, the database keeps the values), ending with ``error``
-#: as before.
-_NOT_EXPORTED = ("heatmap_low", "heatmap_high", "station", "pixel_threshold", "min_defect_area_px", "rule_recorded")
-CSV_COLUMNS = ["station"] + [name for name in ROW_COLUMNS if name not in _NOT_EXPORTED]
+#: those of a row but the heatmap's value range and the rule (the export's format predates them;
+#: the PNGs it copies are for people, the database keeps the values), with what revision 0010
+#: added before the last column: the defect's size in pixels and in mm² (empty where the rule had
+#: no pixel size) and the framing's match quality; ending with ``error`` as before. ``decision``
+#: carries the history's value (``PASS``, ``FAIL``, ``RECHECK``, ``NO_PART``).
+_NOT_EXPORTED = ("heatmap_low", "heatmap_high", "station", "pixel_threshold", "min_defect_area_px", "rule_recorded",
+                 "recheck_threshold", "mm_per_px", "defect_area_px", "match_quality", "error")
+CSV_COLUMNS = (["station"] + [name for name in ROW_COLUMNS if name not in _NOT_EXPORTED]
+               + ["defect_area_px", "defect_area_mm2", "match_quality", "error"])
 
 
 @dataclass(frozen=True)
 class YieldBucket:
-    """Verdict counts of the inspections whose time falls in ``[start, start + bucket)``."""
+    """Verdict counts of the inspections whose time falls in ``[start, start + bucket)``:
+    ``failed`` (FAIL), ``rechecked`` (RECHECK), ``no_part`` (NO PART: no part inspected)."""
 
     start: datetime
     passed: int
     failed: int
+    rechecked: int = 0
+    no_part: int = 0
 
     @property
     def total(self) -> int:
-        return self.passed + self.failed
+        """The parts inspected: PASS, FAIL and RECHECK (NO PART frames are no part)."""
+        return self.passed + self.failed + self.rechecked
 
     @property
     def yield_fraction(self) -> float:
-        """Share of passes, 0..1 (``nan`` for an empty bucket)."""
+        """Share of passes among the parts inspected, 0..1 (``nan`` for a bucket without parts)."""
         return self.passed / self.total if self.total else float("nan")
 
 
 def _rows_select(filters: InspectionFilter, names: list[str] = ROW_COLUMNS) -> Select[Any]:
-    columns = [
-        Product.name.label("product_name") if name == "product_name" else getattr(Inspection, name)
-        for name in names
-    ]
+    computed = {
+        "product_name": Product.name.label("product_name"),
+        "defect_area_mm2": (Inspection.defect_area_px * Inspection.mm_per_px * Inspection.mm_per_px).label("defect_area_mm2"),
+    }
+    columns = [computed[name] if name in computed else getattr(Inspection, name) for name in names]
     return (
         select(*columns)
         .outerjoin(Product, Product.id == Inspection.product_id)
@@ -286,7 +313,7 @@ SQL_BUCKET_DIALECTS = ("sqlite", "postgresql")
 def yield_over_time(
     session: Session, filters: InspectionFilter, bucket: timedelta, *, in_sql: bool | None = None
 ) -> list[YieldBucket]:
-    """PASS/FAIL counts per time bucket, oldest first; buckets without inspections are omitted.
+    """Counts per decision per time bucket, oldest first; buckets without inspections are omitted.
 
     Buckets are aligned to multiples of ``bucket`` since 1970-01-01 UTC (so daily buckets start
     at UTC midnight). The grouping runs in SQL on SQLite and PostgreSQL and in Python elsewhere
@@ -298,15 +325,31 @@ def yield_over_time(
     if in_sql is None:
         in_sql = session.get_bind().dialect.name in SQL_BUCKET_DIALECTS
     counts = _bucket_counts_sql if in_sql else _bucket_counts_python
-    passed: dict[int, int] = {}
-    failed: dict[int, int] = {}
+    by_index: dict[int, dict[str, int]] = {}
     for index, decision, n in counts(session, filters, seconds):
-        (passed if decision == "PASS" else failed)[index] = n
+        per = by_index.setdefault(index, {})
+        per[decision] = per.get(decision, 0) + n
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     return [
-        YieldBucket(epoch + index * bucket, passed.get(index, 0), failed.get(index, 0))
-        for index in sorted(passed.keys() | failed.keys())
+        YieldBucket(epoch + index * bucket, per.get("PASS", 0), per.get("FAIL", 0), per.get("RECHECK", 0),
+                    per.get("NO_PART", 0))
+        for index, per in sorted(by_index.items())
     ]
+
+
+def decision_counts(session: Session, filters: InspectionFilter) -> dict[str, int]:
+    """Inspections matching ``filters`` per decision: every one of ``DECISIONS``, 0 where none."""
+    stmt = select(Inspection.decision, func.count()).where(*filters.conditions()).group_by(Inspection.decision)
+    counts = {decision: 0 for decision in DECISIONS}
+    for decision, n in session.execute(stmt):
+        counts[decision] = counts.get(decision, 0) + n
+    return counts
+
+
+def yield_of(counts: dict[str, int]) -> float:
+    """PASS over the parts decided PASS, FAIL or RECHECK (NO PART is no part inspected); nan without parts."""
+    parts = sum(counts.get(decision, 0) for decision in PART_DECISIONS)
+    return counts.get("PASS", 0) / parts if parts else float("nan")
 
 
 def _bucket_counts_sql(
@@ -443,13 +486,15 @@ def inspection_trail(session: Session, inspection_id: int, limit: int = 100) -> 
 @dataclass(frozen=True)
 class StationSummary:
     """What a database holds of one station: its newest row's time (None: no rows), and the
-    rows and non-PASS verdicts since ``since``."""
+    rows and non-PASS verdicts since ``since`` (``not_passed``: FAIL and RECHECK; NO PART frames
+    are neither, counted in ``no_part``)."""
 
     station: str
     last_time: datetime | None
     since: datetime
     rows: int
     not_passed: int
+    no_part: int = 0
 
 
 def station_summary(session: Session, station: str, since: datetime) -> StationSummary:
@@ -461,7 +506,8 @@ def station_summary(session: Session, station: str, since: datetime) -> StationS
         .where(Inspection.station == station, Inspection.time >= since)
         .group_by(Inspection.decision)).all())
     return StationSummary(station, last, since, sum(counts.values()),
-                          sum(n for decision, n in counts.items() if decision != "PASS"))
+                          sum(n for decision, n in counts.items() if decision not in ("PASS", "NO_PART")),
+                          counts.get("NO_PART", 0))
 
 
 def forwarding_backlog(session: Session) -> list[tuple[str, int, int]]:

@@ -29,9 +29,12 @@ _SCALARS = (
     "heatmap_path",
     "heatmap_low",
     "heatmap_high",
+    "defect_area_px",
+    "match_quality",
 )
 # Keys a journal line written by an older version may lack: the values they had then.
-_ADDED_LATER = {"error": None, "heatmap_low": None, "heatmap_high": None}
+_ADDED_LATER = {"error": None, "heatmap_low": None, "heatmap_high": None, "defect_area_px": None,
+                "match_quality": None}
 
 
 def row_values(record: InspectionResult) -> dict[str, Any]:
@@ -42,6 +45,8 @@ def row_values(record: InspectionResult) -> dict[str, Any]:
     rule = record.rule
     values["pixel_threshold"] = None if rule is None else rule.pixel_threshold
     values["min_defect_area_px"] = None if rule is None else rule.min_defect_area_px
+    values["recheck_threshold"] = None if rule is None else rule.recheck_threshold
+    values["mm_per_px"] = None if rule is None else rule.mm_per_px
     values["rule_recorded"] = rule is not None
     return values
 
@@ -57,12 +62,14 @@ def from_json(values: dict[str, Any]) -> InspectionResult:
     """Inverse of :func:`to_json`; raises ``KeyError``/``ValueError``/``TypeError`` on bad input.
 
     Lines of older versions still read: without ``error`` (those were real verdicts), without
-    the heatmap's value range (their heatmap PNG is a legacy colour picture) and without the
-    rule (``rule`` None: not known).
+    the heatmap's value range (their heatmap PNG is a legacy colour picture), without the rule
+    (``rule`` None: not known), and without the recheck band, pixel size, defect area and match
+    quality (None: none, not recorded).
     """
     scalars = {name: values.get(name, _ADDED_LATER[name]) if name in _ADDED_LATER else values[name]
                for name in _SCALARS}
     rule = None
     if values.get("rule_recorded"):
-        rule = DecisionRule(values["threshold"], values["pixel_threshold"], values["min_defect_area_px"])
+        rule = DecisionRule(values["threshold"], values["pixel_threshold"], values["min_defect_area_px"],
+                            values.get("recheck_threshold"), values.get("mm_per_px"))
     return InspectionResult(time=datetime.fromisoformat(values["time"]), rule=rule, **scalars)

@@ -51,6 +51,9 @@ SEALED_COLUMNS = (
     "pixel_threshold", "min_defect_area_px", "rule_recorded", "model_version_id", "product_id", "error",
     "image_path", "heatmap_path", "heatmap_low", "heatmap_high",
 )
+#: Sealed as well, added later (revision 0010): in a row's hash only where not NULL, so the rows
+#: sealed before they existed (NULL there) keep the hash they were sealed with.
+SEALED_LATER = ("recheck_threshold", "mm_per_px", "defect_area_px", "match_quality")
 #: Hex characters of a row's own hash kept in its batch: enough to name an edited row (the batch
 #: digest over them is a full SHA-256), small enough for ~25 bytes a verdict.
 _ROW_HASH_CHARS = 16
@@ -100,8 +103,9 @@ def move_head(s: Session, name: str, rows: int, hash_: str, last_id: int | None 
 # -- inspections ------------------------------------------------------------------------------------
 
 
-_FLOATS = frozenset({"score", "threshold", "pixel_threshold", "heatmap_low", "heatmap_high"})
-_INTS = frozenset({"id", "frame_id", "min_defect_area_px", "model_version_id", "product_id"})
+_FLOATS = frozenset({"score", "threshold", "pixel_threshold", "heatmap_low", "heatmap_high", "recheck_threshold",
+                     "mm_per_px", "match_quality"})
+_INTS = frozenset({"id", "frame_id", "min_defect_area_px", "model_version_id", "product_id", "defect_area_px"})
 
 
 def row_token(values: Mapping[str, Any]) -> str:
@@ -109,8 +113,10 @@ def row_token(values: Mapping[str, Any]) -> str:
     writer inserted them or as read back. Values are normalised to what the column stores (an
     int score reads back as a float, a time in any zone as UTC), so both give the same token."""
     content = {}
-    for name in SEALED_COLUMNS:
-        value = values[name]
+    for name in (*SEALED_COLUMNS, *SEALED_LATER):
+        value = values[name] if name in SEALED_COLUMNS else values.get(name)
+        if value is None and name in SEALED_LATER:
+            continue
         if value is not None:
             if name in _FLOATS:
                 value = float(value)
@@ -132,7 +138,7 @@ def batch_digest(prev_digest: str, seal: str) -> str:
 
 
 def _sealed_rows(s: Session, where: Any) -> Iterator[Mapping[str, Any]]:
-    columns = [getattr(Inspection, name) for name in SEALED_COLUMNS]
+    columns = [getattr(Inspection, name) for name in (*SEALED_COLUMNS, *SEALED_LATER)]
     rows = s.execute(select(*columns).where(where).order_by(Inspection.id).execution_options(yield_per=2000))
     return (row._mapping for row in rows)
 

@@ -159,6 +159,12 @@ class Calibration(Base):
     image_threshold: Mapped[float] = mapped_column(Float)
     pixel_threshold: Mapped[float | None] = mapped_column(Float)
     min_defect_area_px: Mapped[int | None] = mapped_column(Integer)
+    # The recheck band's lower threshold (NULL: no band) with the share of good parts it was set
+    # for and the share it should send to RECHECK (fractions); the recipe's pixel size in mm.
+    recheck_threshold: Mapped[float | None] = mapped_column(Float)
+    target_recheck_rate: Mapped[float | None] = mapped_column(Float)
+    expected_recheck_rate: Mapped[float | None] = mapped_column(Float)
+    mm_per_px: Mapped[float | None] = mapped_column(Float)
     target_frr: Mapped[float] = mapped_column(Float)  # fraction, not percent
     expected_frr: Mapped[float] = mapped_column(Float)
     expected_frr_ci_low: Mapped[float | None] = mapped_column(Float)
@@ -201,7 +207,7 @@ class Inspection(Base):
     frame_id: Mapped[int] = mapped_column(BigInteger)
     part_id: Mapped[str | None] = mapped_column(Text)
     score: Mapped[float] = mapped_column(Float, index=True)
-    decision: Mapped[str] = mapped_column(String(4))
+    decision: Mapped[str] = mapped_column(String(8))  # one of DECISIONS (NO_PART has 7 letters)
     threshold: Mapped[float] = mapped_column(Float)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
@@ -226,6 +232,13 @@ class Inspection(Base):
     pixel_threshold: Mapped[float | None] = mapped_column(Float)
     min_defect_area_px: Mapped[int | None] = mapped_column(Integer)
     rule_recorded: Mapped[bool] = mapped_column(default=False)
+    # Revision 0010, NULL in older rows: the rest of the rule (the recheck band's lower threshold,
+    # the pixel size in mm), the largest defect region measured by the pixel rule (pixels; mm²
+    # with ``mm_per_px``), and how well the framing found the part (NULL without alignment).
+    recheck_threshold: Mapped[float | None] = mapped_column(Float)
+    mm_per_px: Mapped[float | None] = mapped_column(Float)
+    defect_area_px: Mapped[int | None] = mapped_column(Integer)
+    match_quality: Mapped[float | None] = mapped_column(Float)
 
 
 class AuditEvent(Base):

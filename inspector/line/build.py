@@ -171,8 +171,8 @@ class Line:
 
     def _feed_drift(self, result: Any) -> None:
         drift = self.drift
-        if drift is not None and result.error is None:
-            drift.add(result.score)
+        if drift is not None and result.error is None and result.decision != "NO_PART":
+            drift.add(result.score)  # a NO PART frame was never scored: its 0.0 is no score
 
     def _drift_warning(self, status: DriftStatus) -> None:
         # A pipeline alarm: the log, the console and every alarm subscriber (links too) see it.

@@ -25,7 +25,8 @@ class PipelineMetrics:
 
     Frames: ``acquired`` (delivered by the camera to the pipeline), ``inspected`` (got a
     decision, errors included), ``recorded`` (durable and handed to the result subscribers;
-    ``passed``/``failed``/``errors`` split these), ``dropped`` (live mode: waiting frames replaced
+    ``passed``/``failed``/``rechecked``/``no_part``/``errors`` split these; ``no_part``: frames the
+    part was not found in, no part inspected), ``dropped`` (live mode: waiting frames replaced
     by newer ones), ``not_inspected`` (acquired, never scored -- a stop that ran out of time, a
     second signal -- and recorded as such: a FAIL row whose error says why, counted among the
     ``errors``; alarmed), ``unrecorded`` (stored nowhere: refused by a full history buffer, or
@@ -70,23 +71,42 @@ class PipelineMetrics:
     camera_reconnects: int
     writer: WriterStats
     not_inspected: int = 0
+    rechecked: int = 0
+    no_part: int = 0
+
+    @property
+    def yield_fraction(self) -> float:
+        """PASS over the parts decided PASS, FAIL or RECHECK (errors among the FAILs); NO PART
+        frames are no part inspected and count nowhere in it."""
+        parts = self.passed + self.failed + self.rechecked + self.errors
+        return self.passed / parts if parts else math.nan
 
 
 @dataclass
 class Counts:
-    """Recorded parts by outcome: the one counting rule, used by the pipeline's metrics and the
+    """Recorded frames by outcome: the one counting rule, used by the pipeline's metrics and the
     station's shift counts alike. An error (a frame the engine could not score) is decided FAIL
     for the PLC (fail-safe), but counted apart: a reject that says nothing about the part.
-    ``rejected`` (failed and errors) is what left the line as NG; ``yield_fraction`` is passed
-    over all recorded. Not thread-safe: the owner holds a lock."""
+    ``rechecked``: parts set aside for a person (RECHECK). ``no_part``: frames the part was not
+    found in (NO PART): no part inspected, so neither in ``total`` nor in the yield.
+
+    ``total`` is the parts inspected (passed, failed, rechecked and errors); ``frames`` adds the
+    NO PART frames; ``rejected`` (failed and errors) is what left the line as NG;
+    ``yield_fraction`` is passed over ``total``. Not thread-safe: the owner holds a lock."""
 
     passed: int = 0
     failed: int = 0
     errors: int = 0
+    rechecked: int = 0
+    no_part: int = 0
 
     @property
     def total(self) -> int:
-        return self.passed + self.failed + self.errors
+        return self.passed + self.failed + self.errors + self.rechecked
+
+    @property
+    def frames(self) -> int:
+        return self.total + self.no_part
 
     @property
     def rejected(self) -> int:
@@ -101,11 +121,16 @@ class Counts:
             self.errors += 1
         elif result.decision == "PASS":
             self.passed += 1
+        elif result.decision == "RECHECK":
+            self.rechecked += 1
+        elif result.decision == "NO_PART":
+            self.no_part += 1
         else:
             self.failed += 1
 
     def plus(self, other: Counts) -> Counts:
-        return Counts(self.passed + other.passed, self.failed + other.failed, self.errors + other.errors)
+        return Counts(self.passed + other.passed, self.failed + other.failed, self.errors + other.errors,
+                      self.rechecked + other.rechecked, self.no_part + other.no_part)
 
 
 class RollingRate:

@@ -63,6 +63,11 @@ FRAMES_NOT_INSPECTED: Final = "frames_not_inspected"
 SUBSCRIBER_FAILED: Final = "subscriber_failed"
 LINE_STALLED: Final = "line_stalled"
 LINE_RESUMED: Final = "line_resumed"
+NO_PART_RUN: Final = "no_part_run"
+
+#: NO PART frames in a row that raise ``no_part_run`` (the part feed, the fixture or the recipe's
+#: reference is off): ``Pipeline(no_part_alarm_after=...)`` changes it per line.
+NO_PART_ALARM_AFTER: Final = 5
 
 #: Repeats of one alarm kind within this many seconds are logged, not raised again.
 ALARM_THROTTLE_S = 10.0
@@ -72,7 +77,10 @@ class Scorer(Protocol):
     """What the pipeline needs of an engine (:class:`inspector.engine.Engine` is one)."""
 
     def predict(self, image: np.ndarray) -> object:
-        """-> an object with ``score: float`` and ``anomaly_map: (H, W) float ndarray``."""
+        """-> an object with ``score: float`` and ``anomaly_map: (H, W) float ndarray``; with a
+        framing also ``no_part: bool``, ``match_quality: float | None`` and ``outline`` ((4, 2)
+        frame-pixel corners or None), as :class:`inspector.engine.Prediction` has them (an object
+        without them is a part found, unaligned, without a region)."""
 
 
 def check_queue_size(queue_size: int | None) -> None:
@@ -118,6 +126,11 @@ class Pipeline:
     never, as for a hardware-triggered line that may simply have no parts. A disconnected camera
     is alarmed as ``camera_lost`` instead, and a finite source that ran out is no stall.
 
+    NO PART: a frame whose prediction says ``no_part`` (the framing did not find the part) is
+    decided ``NO_PART`` with score 0.0 and no map, past the rule: neither a pass nor a defect, and
+    counted apart (``metrics().no_part``). ``no_part_alarm_after`` of them in a row raise
+    ``no_part_run`` once per run of them (``None``: never).
+
     Every acquired frame gets a row: a frame the pipeline will not score (a stop that ran out of
     time, a second signal: :meth:`hurry`) is recorded as not inspected, a FAIL whose error says
     so. When the writer says the disk is down to its reserve (``disk_full``), acquisition stops
@@ -151,6 +164,7 @@ class Pipeline:
         grab_timeout_s: float = 0.2,
         stall_after_s: float | None = None,
         names_camera: bool = False,
+        no_part_alarm_after: int | None = NO_PART_ALARM_AFTER,
     ) -> None:
         if mode not in MODES:
             raise InspectorError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -161,6 +175,12 @@ class Pipeline:
         check_queue_size(queue_size)
         if stall_after_s is not None and not stall_after_s > 0:
             raise InspectorError(f"stall time must be positive seconds or None, got {stall_after_s}")
+        if no_part_alarm_after is not None and (isinstance(no_part_alarm_after, bool) or not isinstance(no_part_alarm_after, int)
+                                                or no_part_alarm_after < 1):
+            raise InspectorError(f"NO PART frames in a row before an alarm must be a whole number >= 1 or None, "
+                                 f"got {no_part_alarm_after!r}")
+        self.no_part_alarm_after = no_part_alarm_after
+        self._no_part_run = 0  # NO PART frames in a row so far (engine worker only)
         self.camera = camera
         # Beside other cameras (inspector run --camera A --camera B) its own alarms say which camera.
         self.names_camera = names_camera
@@ -347,6 +367,8 @@ class Pipeline:
                 passed=self._counts.passed,
                 failed=self._counts.failed,
                 errors=self._counts.errors,
+                rechecked=self._counts.rechecked,
+                no_part=self._counts.no_part,
                 dropped=self._dropped,
                 unrecorded=self._unrecorded,
                 not_inspected=self._not_inspected,
@@ -455,28 +477,40 @@ class Pipeline:
     def _inspect(self, frame: Frame) -> InspectionResult:
         decider = self._decider  # one snapshot per frame: set_model() applies between frames
         score, anomaly_map, decision, model_ms, error = 0.0, None, None, None, None
+        no_part, match_quality, outline = False, None, None
         started = time.perf_counter()
         try:
             prediction = decider.engine.predict(frame.image)
             model_ms = (time.perf_counter() - started) * 1000.0
-            score = float(prediction.score)
-            if not math.isfinite(score):
-                raise InspectorError(f"the engine returned a score of {score}")
-            anomaly_map = prediction.anomaly_map
-            decision = decider.rule.decide(score, anomaly_map)
+            match_quality = getattr(prediction, "match_quality", None)
+            outline = getattr(prediction, "outline", None)
+            if getattr(prediction, "no_part", False):
+                # The part was not found: nothing was scored, so the rule has nothing to judge.
+                no_part = True
+            else:
+                score = float(prediction.score)
+                if not math.isfinite(score):
+                    raise InspectorError(f"the engine returned a score of {score}")
+                anomaly_map = prediction.anomaly_map
+                decision = decider.rule.decide(score, anomaly_map)
         except Exception as exc:
             error = str(exc) if isinstance(exc, InspectorError) else f"{type(exc).__name__}: {exc}"
             score, anomaly_map, model_ms, decision = 0.0, None, None, None
+            no_part, match_quality, outline = False, None, None
             self._alarm(ENGINE_ERROR, f"frame {frame.frame_id} of camera {frame.camera_id} could not be scored "
                         f"and FAILs: {error}", throttle_s=ALARM_THROTTLE_S)
         latency_ms = (time.time() - frame.host_timestamp) * 1000.0
-        shadow_score = self._shadow_score(frame) if error is None else None
+        shadow_score = self._shadow_score(frame) if error is None and not no_part else None
+        if no_part:
+            verdict = "NO_PART"
+        else:
+            verdict = "FAIL" if decision is None else decision.decision
         result = InspectionResult(
             time=datetime.fromtimestamp(frame.host_timestamp, timezone.utc),
             camera_id=frame.camera_id,
             frame_id=frame.frame_id,
             score=score,
-            decision="FAIL" if decision is None else decision.decision,
+            decision=verdict,
             threshold=decider.rule.threshold,
             rule=decider.rule,  # the displays draw this frame with it, whatever the rule is by then
             model_version_id=decider.model_version_id,
@@ -490,7 +524,10 @@ class Pipeline:
             defect_area_px=None if decision is None else decision.defect_area_px,
             shadow_score=shadow_score,
             error=error,
+            match_quality=_finite_or_none(match_quality),
+            outline=None if outline is None else np.asarray(outline, dtype=np.float32),
         )
+        self._count_no_part(no_part, frame)
         self._latency.add(latency_ms)
         if model_ms is not None:
             self._model_latency.add(model_ms)
@@ -499,6 +536,17 @@ class Pipeline:
             self._inspected += 1
         self._progress()
         return result
+
+    def _count_no_part(self, no_part: bool, frame: Frame) -> None:
+        """Follows NO PART frames in a row; the ``no_part_alarm_after``-th raises ``no_part_run``."""
+        if not no_part:
+            self._no_part_run = 0
+            return
+        self._no_part_run += 1
+        if self._no_part_run == self.no_part_alarm_after:
+            self._alarm(NO_PART_RUN, f"{self._no_part_run} frames in a row without the part (NO PART), the last "
+                        f"frame {frame.frame_id} of camera {frame.camera_id}: check the part feed, the fixture and "
+                        "the light, or the recipe's reference")
 
     def _decided(self, result: InspectionResult) -> None:
         for subscriber in self._decision_subscribers:
@@ -648,6 +696,14 @@ class Pipeline:
                 self.camera.close()
         except Exception as exc:  # the verdicts are safe; a camera that will not stop is only logged
             log.warning("camera %s did not stop cleanly: %s", self.camera.camera_id, exc)
+
+
+def _finite_or_none(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _left(deadline: float | None, at_least: float = 0.0) -> float | None:
