@@ -35,8 +35,8 @@ from inspector.errors import InspectorError  # noqa: E402
 from inspector.inspection import InspectionResult  # noqa: E402
 from inspector.line import build_line  # noqa: E402
 from inspector.links.modbus import (  # noqa: E402
-    FLAG_ERROR, FLAG_LATE, NG, OK, PLC_DOWN, PLC_NO_ACK, PLC_QUEUE_FULL, PLC_RECOVERED, ModbusLink,
-    RegisterMap, load_register_map, parse_modbus_uri,
+    FLAG_ERROR, FLAG_LATE, NG, NO_PART, OK, PLC_DOWN, PLC_NO_ACK, PLC_QUEUE_FULL, PLC_RECOVERED, RECHECK, RESULT_CODES,
+    ModbusLink, RegisterMap, load_register_map, parse_modbus_uri,
 )
 from pipeline_support import wait_until  # noqa: E402
 from test_line_build import BrightnessScorer, recipe  # noqa: E402
@@ -281,6 +281,21 @@ def test_a_result_waits_for_the_plcs_ack_before_the_next_goes_out(plc, links) ->
     plc.memory.set("ack", 1)
     wait_until(lambda: link.acknowledged == 2, 5, "the second ack")
     assert link.stop(1.0) == 0 and link.late == 0 and link.dropped == 0
+
+
+def test_recheck_and_no_part_reach_the_plc_with_codes_of_their_own(plc, links) -> None:
+    """3 = RECHECK and 4 = NO PART in the result register; an engine error stays NG whatever."""
+    link = link_to(links, plc)
+    link.start()
+    link.on_decision(result(0, score=0.45, decision="RECHECK", part_id="1"))
+    link.on_decision(result(1, score=0.0, decision="NO_PART", part_id="2"))
+    link.on_decision(result(2, score=0.8, decision="FAIL", part_id="3"))
+    link.on_decision(result(3, score=0.1, part_id="4"))
+    wait_until(lambda: link.acknowledged == 4, 5, "four results at the PLC")
+    assert plc.memory.seen() == [Seen(1, RECHECK, 450, 0), Seen(2, NO_PART, 0, 0), Seen(3, NG, 800, 0),
+                                 Seen(4, OK, 100, 0)]
+    assert (RESULT_CODES["RECHECK"], RESULT_CODES["NO_PART"]) == (3, 4)
+    assert link.stop(1.0) == 0
 
 
 def test_the_strobe_and_the_ack_may_be_coils(links, tmp_path: Path) -> None:

@@ -183,7 +183,8 @@ def test_every_decision_of_a_built_line_reaches_the_mes_once_in_order(broker, db
     assert [m["uid"] for m in mes.messages] == [r.uid for r in rows]  # once each, in recording order
     first = mes.messages[0]
     assert set(first) == {"schema", "uid", "station", "part_id", "time", "product", "model_version", "score",
-                          "decision", "threshold", "defect_area_px", "image_path", "heatmap_path", "error"}
+                          "decision", "threshold", "defect_area_px", "defect_area_mm2", "match_quality", "image_path",
+                          "heatmap_path", "error"}
     assert (first["schema"], first["station"], first["product"]) == (SCHEMA, "line-1", "tile")
     assert first["model_version"] == loaded.model_version_id and first["threshold"] == 0.5
     assert first["decision"] in ("PASS", "FAIL") and first["error"] is None
@@ -219,6 +220,33 @@ def test_a_broker_outage_loses_nothing_and_keeps_the_order(broker, db) -> None:
     uids = first_seen(received())
     assert uids == [r.uid for r in batch]  # nothing lost; deduped by uid, the recording order
     assert len(received()) - len(batch) <= link.window  # duplicates: only what was in flight at the drop
+
+
+def test_recheck_and_no_part_reach_the_mes_with_sizes_in_mm_and_the_match_quality(broker, db) -> None:
+    from inspector.inspection import DecisionRule
+
+    link = MqttLink(db, f"mqtt://127.0.0.1:{broker.port}/{TOPIC}")
+    writer = HistoryWriter(db, subscribers=[link.on_result])
+    writer.start()
+    link.start()
+    now = datetime.now(timezone.utc)
+    rule = DecisionRule(0.5, 0.3, 20, recheck_threshold=0.4, mm_per_px=0.1)
+    sent = [InspectionResult(now, "cam", 0, score=0.45, decision="RECHECK", threshold=0.5, rule=rule, defect_area_px=12,
+                             match_quality=0.92),
+            InspectionResult(now, "cam", 1, score=0.0, decision="NO_PART", threshold=0.5, rule=rule, match_quality=0.2),
+            InspectionResult(now, "cam", 2, score=0.2, decision="PASS", threshold=0.5, defect_area_px=3)]
+    for r in sent:
+        writer.submit(r)
+    wait_until(lambda: link.sent >= 3, 20, "three messages acknowledged")
+    writer.stop()
+    assert link.stop(5) == 0
+    by_uid = {body["uid"]: body for body in received()}
+    recheck, no_part, plain = (by_uid[r.uid] for r in sent)
+    assert (recheck["decision"], recheck["defect_area_px"], recheck["match_quality"]) == ("RECHECK", 12, 0.92)
+    assert recheck["defect_area_mm2"] == pytest.approx(0.12)
+    assert (no_part["decision"], no_part["score"], no_part["defect_area_mm2"], no_part["match_quality"]) == (
+        "NO_PART", 0.0, None, 0.2)
+    assert (plain["defect_area_px"], plain["defect_area_mm2"], plain["match_quality"]) == (3, None, None)  # px only
 
 
 def test_a_restarted_process_sends_what_the_outbox_kept(broker, db) -> None:

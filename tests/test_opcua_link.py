@@ -184,6 +184,28 @@ def test_a_client_reads_the_station_state_under_stable_node_ids(station: OpcUaLi
     assert seen == station.state()
 
 
+def test_rechecks_and_no_part_frames_have_counters_of_their_own(station: OpcUaLink) -> None:
+    """RECHECK counts as a part inspected (not passed); NO_PART is no part: its own counter, out
+    of Inspected and the yield; LastDecision carries the history's value."""
+    before = station.state()
+    for r in (result(10, 0.45, "RECHECK", "R1"), result(11, 0.0, "NO_PART"), result(12, 0.0, "NO_PART"),
+              result(13, 0.1, "PASS")):
+        station.on_result(r)
+    station.on_result(result(14, 0.0, "NO_PART"))
+
+    async def read(s: Station) -> dict[str, Any]:
+        await s.read_until("NoPart", before["NoPart"] + 3)
+        assert await s.var("Rechecked").read_data_type() == ua.NodeId(ua.ObjectIds.UInt64)
+        return {name: await s.read(name) for name in ("Inspected", "Passed", "Rechecked", "NoPart", "Yield",
+                                                      "LastDecision", "LastScore")}
+
+    seen = as_client(station.endpoint, read)
+    assert seen["Inspected"] == before["Inspected"] + 2 and seen["Passed"] == before["Passed"] + 1
+    assert (seen["Rechecked"] - before["Rechecked"], seen["NoPart"] - before["NoPart"]) == (1, 3)
+    assert seen["Yield"] == pytest.approx(seen["Passed"] / seen["Inspected"])
+    assert (seen["LastDecision"], seen["LastScore"]) == ("NO_PART", 0.0)
+
+
 # --- the methods ------------------------------------------------------------------------------------
 
 

@@ -210,6 +210,54 @@ def test_migrations_run_the_same_on_postgresql(server) -> None:
 
 
 @needs_postgres
+def test_a_plant_database_at_0009_takes_the_four_decisions_after_revision_0010(server, tmp_path: Path) -> None:
+    """PostgreSQL: the decision widens to 8 characters with its CHECK made again, the old row stays
+    and its seal fits; a station forwards RECHECK and NO_PART rows with their band, pixel size,
+    area and match quality, sealed there too; an unknown decision is still refused."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import IntegrityError
+
+    from inspector.inspection import DecisionRule
+
+    server.create_database("revision_0010")
+    plant = HistoryDB(server.url("revision_0010"))
+    try:
+        plant.upgrade("0008")
+        with plant.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO inspections (station, uid, time, camera_id, frame_id, score, decision, threshold, label, "
+                "rule_recorded) VALUES ('old', 'u0', '2026-03-01 12:00:00+00', 'cam0', 1, 0.9, 'FAIL', 0.5, 'none', true)"))
+        plant.upgrade("0009")
+        station = station_db(tmp_path, "new")
+        rule = DecisionRule(0.75, 0.3, 20, recheck_threshold=0.5, mm_per_px=0.2)
+        station.write_inspections([
+            InspectionResult(time=T0, camera_id="cam0", frame_id=1, score=0.6, decision="RECHECK", threshold=0.75,
+                             rule=rule, defect_area_px=7, match_quality=0.9),
+            InspectionResult(time=T0 + timedelta(seconds=1), camera_id="cam0", frame_id=2, score=0.0,
+                             decision="NO_PART", threshold=0.75, rule=rule, match_quality=0.1),
+        ])
+        assert forward_all(PlantLink(station, server.url("revision_0010"))) == 0  # its connect upgrades the plant
+        with plant.engine.connect() as connection:
+            [decision] = [c for c in inspect(connection).get_columns("inspections") if c["name"] == "decision"]
+            assert decision["type"].length == 8
+        rows = sorted(plant.query_inspections(), key=lambda r: (r.station, r.frame_id))
+        assert [(r.station, r.decision, r.recheck_threshold, r.mm_per_px, r.defect_area_px, r.match_quality)
+                for r in rows] == [("new", "RECHECK", 0.5, 0.2, 7, 0.9), ("new", "NO_PART", 0.5, 0.2, None, 0.1),
+                                   ("old", "FAIL", None, None, None, None)]
+        assert rows[0].defect_area_mm2 == pytest.approx(0.28)
+        chain, problems, verdicts = plant.verify_history()
+        assert chain.ok and verdicts.problem == "" and verdicts.rows == 3
+        with pytest.raises(IntegrityError):
+            with plant.engine.begin() as connection:
+                connection.execute(text(
+                    "INSERT INTO inspections (station, uid, time, camera_id, frame_id, score, decision, threshold, "
+                    "label, rule_recorded) VALUES ('x', 'u9', now(), 'c', 1, 0.1, 'MAYBE', 0.5, 'none', true)"))
+        station.close()
+    finally:
+        plant.close()
+
+
+@needs_postgres
 def test_two_stations_through_a_plant_database_restart_store_each_inspection_once(server, tmp_path: Path) -> None:
     """Two station processes record N inspections each; the plant database goes down and comes
     back mid-run; every inspection is there exactly once, each station's in its recording order."""

@@ -1,11 +1,12 @@
-"""Each part's OK/NG to the PLC over Modbus TCP: ``modbus://HOST[:PORT]?unit=1&map=FILE.toml``.
+"""Each part's verdict to the PLC over Modbus TCP: ``modbus://HOST[:PORT]?unit=1&map=FILE.toml``.
 
 The PLC is the Modbus server and the station its client: everything goes through registers in the
 PLC's memory, named by a register map (a TOML file; the documented default is
 ``inspector/assets/plc/modbus_map.toml``, see :func:`load_register_map`).
 
-Per part, the station writes the part id, OK/NG, the score (scaled to an integer) and flags, then
-sets the result-valid strobe. The PLC reads them and sets its acknowledge; the station clears the
+Per part, the station writes the part id, the result code (:data:`RESULT_CODES`: 1 OK, 2 NG,
+3 RECHECK, 4 NO PART), the score (scaled to an integer) and flags, then sets the result-valid
+strobe. The PLC reads them and sets its acknowledge; the station clears the
 strobe, the PLC clears its acknowledge, and only then does the next result go out (a four-phase
 handshake: a result is never overwritten before the PLC has read it). The part id echoes the one
 the PLC wrote when it triggered the part (results answer triggers in order, one each), so the PLC
@@ -67,9 +68,15 @@ DEFAULT_UNIT: Final = 1
 DEFAULT_MAP: Final = ASSETS_DIR / "plc" / "modbus_map.toml"
 DOWN_POLICIES: Final = ("ng", "stop")
 
-#: The ``result`` register's values.
+#: The ``result`` register's values: OK (PASS), NG (FAIL; also an engine error and every late
+#: result), RECHECK (the part goes to a person: the recheck band) and NO_PART (the part was not
+#: found in the frame: nothing was inspected; whether that stops the line is the PLC's to say).
+#: A PLC program written for OK/NG alone must take anything but 1 as "not OK".
 OK: Final = 1
 NG: Final = 2
+RECHECK: Final = 3
+NO_PART: Final = 4
+RESULT_CODES: Final = {"PASS": OK, "FAIL": NG, "RECHECK": RECHECK, "NO_PART": NO_PART}
 #: Bits of the ``flags`` register.
 FLAG_ERROR: Final = 1 << 0  # the engine could not score the frame: a fail-safe NG
 FLAG_LATE: Final = 1 << 1  # decided while the link was down: reported NG whatever the verdict
@@ -258,7 +265,7 @@ class _Result:
 
     seq: int
     part_id: int | None  # the record's own part id, where it is a number that fits 32 bits
-    ok: bool
+    code: int  # the result register's value for the verdict (RESULT_CODES), before lateness
     error: bool
     score: float
 
@@ -391,8 +398,9 @@ class ModbusLink(SenderThread):
                 self._queue.popleft()
                 self.dropped += 1
             self._seq += 1
-            self._queue.append(_Result(self._seq, _part_number(result.part_id), result.decision == "PASS",
-                                       result.error is not None, result.score))
+            error = result.error is not None
+            code = NG if error else RESULT_CODES.get(result.decision, NG)  # an unknown verdict is no OK
+            self._queue.append(_Result(self._seq, _part_number(result.part_id), code, error, result.score))
             first_drop = full and not self._overflowing  # alarmed once until the queue has drained
             self._overflowing = self._overflowing or full
             self._cv.notify_all()
@@ -566,7 +574,7 @@ class ModbusLink(SenderThread):
         scaled = round(item.score * self.target.map.score_scale)
         words = {
             "part_id": [self._open_part_id >> 16, self._open_part_id & _UINT16],
-            "result": [OK if item.ok and not late else NG],
+            "result": [NG if late else item.code],
             "score": [min(max(scaled, 0), _UINT16)],
             "flags": [(FLAG_ERROR if item.error else 0) | (FLAG_LATE if late else 0)],
         }

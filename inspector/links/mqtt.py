@@ -96,6 +96,8 @@ def result_message(result: InspectionResult, *, station: str, product: str | Non
         "decision": result.decision,
         "threshold": _number(result.threshold),
         "defect_area_px": result.defect_area_px,
+        "defect_area_mm2": _number(result.defect_area_mm2),
+        "match_quality": _number(result.match_quality),
         "image_path": result.image_path,
         "heatmap_path": result.heatmap_path,
         "error": result.error,

@@ -79,12 +79,14 @@ VARIABLES: Final = (
     ("Threshold", "Double", "The image-score threshold: a score above it FAILs"),
     ("LastPartId", "String", "The last part's id where the line knows it, else empty"),
     ("LastUid", "String", "The last inspection's uid (the history's and the MES message's key)"),
-    ("LastDecision", "String", "PASS or FAIL of the last part; empty before the first"),
-    ("LastScore", "Double", "The last part's anomaly score"),
-    ("Inspected", "UInt64", "Parts inspected and recorded since the station started"),
+    ("LastDecision", "String", "PASS, FAIL, RECHECK or NO_PART of the last frame; empty before the first"),
+    ("LastScore", "Double", "The last part's anomaly score (0 for NO_PART: nothing was scored)"),
+    ("Inspected", "UInt64", "Parts inspected and recorded since the station started (NO_PART frames are no part)"),
     ("Passed", "UInt64", "Of those, PASS"),
     ("Failed", "UInt64", "Of those, FAIL (engine errors included)"),
     ("Errors", "UInt64", "Of the FAILs, parts the engine could not score"),
+    ("Rechecked", "UInt64", "Of those, RECHECK: set aside for a person (the recheck band)"),
+    ("NoPart", "UInt64", "Frames the part was not found in (NO_PART), not among Inspected"),
     ("Yield", "Double", "Passed / Inspected, 0..1; NaN before the first part"),
     ("ActiveAlarms", "String", "Kinds of the alarms raised since the last acknowledgement, first raised first"),
     ("UnacknowledgedAlarms", "UInt32", "Alarms raised since the last acknowledgement"),
@@ -215,7 +217,7 @@ class OpcUaLink:
         self._state: dict[str, Any] = {
             "StationName": self.target.station, "Running": False, "Product": "", "ModelVersion": 0,
             "Threshold": math.nan, "LastPartId": "", "LastUid": "", "LastDecision": "", "LastScore": 0.0,
-            "Inspected": 0, "Passed": 0, "Failed": 0, "Errors": 0, "Yield": math.nan,
+            "Inspected": 0, "Passed": 0, "Failed": 0, "Errors": 0, "Rechecked": 0, "NoPart": 0, "Yield": math.nan,
             "ActiveAlarms": [], "UnacknowledgedAlarms": 0, "LastAlarm": "", "LastCommand": "",
         }
         self._alarms: deque[Alarm] = deque(maxlen=MAX_KEPT_ALARMS)  # not acknowledged yet
@@ -255,10 +257,14 @@ class OpcUaLink:
         """A durable result: the last part and the counters (on the history writer's thread)."""
         with self._lock:
             s = self._state
-            s["Inspected"] += 1
-            s["Passed" if result.decision == "PASS" else "Failed"] += 1
-            s["Errors"] += result.error is not None
-            s["Yield"] = s["Passed"] / s["Inspected"]
+            if result.decision == "NO_PART" and result.error is None:
+                s["NoPart"] += 1  # no part inspected: neither a pass nor a reject, not in the yield
+            else:
+                s["Inspected"] += 1
+                counter = {"PASS": "Passed", "RECHECK": "Rechecked"}.get(result.decision, "Failed")
+                s["Failed" if result.error is not None else counter] += 1
+                s["Errors"] += result.error is not None
+                s["Yield"] = s["Passed"] / s["Inspected"]
             s["LastPartId"] = result.part_id or ""
             s["LastUid"] = result.uid
             s["LastDecision"] = result.decision
