@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Latency per frame against tile count, and what scoring a frame's tiles as one batch buys (a
+benchmark that prints; issue 30, part 3).
+
+For each model (the instant model and EfficientAD-S) and each CPU backend (``eager`` and the one
+the engine chooses with ``auto``), a frame whose region is cut into N square tiles of the model's
+input (N = ``--tiles``, at native scale, overlapping by a quarter as :mod:`inspector.framing.tiles`
+plans them) is scored through :class:`inspector.framing.FramedScorer` two ways:
+
+- ``batch``: the N tiles in one forward pass (what the framing does);
+- ``one_by_one``: the same tiles one forward pass each (the same cutting and blending).
+
+Each is timed ``--repeats`` times, alternating, after a warm-up; printed and written (``--json``):
+the median and the spread (p10..p90) of the milliseconds per frame, the milliseconds per tile,
+and the batch's speed-up over one by one (the ratio of the medians), with the machine's load
+average at the start and the end (a shared CPU slows every figure alike). The models' weights do not
+matter for time: the instant model is built from ``--images`` good magnetic tiles in seconds, and
+EfficientAD is trained for two iterations (untrained, but the same network). The frame is real
+magnetic-tile texture.
+
+    python scripts/bench_tiles.py [--tiles 1,2,3,4,6,8,12,16] [--repeats 10] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.devices import cpu_description
+from inspector.engine import Engine
+from inspector.framing import FramedScorer, Framing
+from inspector.framing.tiles import OVERLAP, plan_tiles
+from inspector.model_file import save_model
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", default="1,2,3,4,6,8,12,16", help="tile counts, comma-separated")
+    parser.add_argument("--repeats", type=int, default=10, help="timed frames per tile count and way")
+    parser.add_argument("--models", default="instant,efficientad")
+    parser.add_argument("--backends", default="eager,auto")
+    parser.add_argument("--data", type=Path, default=DATA, help="the folder holding magnetic_tile and natural/bsds500")
+    parser.add_argument("--images", type=int, default=20, help="good images the instant model is built from")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    counts = [int(v) for v in args.tiles.split(",")]
+    good = sorted((args.data / "magnetic_tile" / "train" / "good").glob("*.jpg"))
+    if len(good) < args.images:
+        raise SystemExit(f"no magnetic tile images in {args.data}")
+    cpu = cpu_description()
+    print(f"CPU: {cpu}", flush=True)
+    results: dict = {"command": "python " + " ".join(sys.argv), "cpu": cpu, "repeats": args.repeats,
+                     "tile_px": None, "overlap": OVERLAP, "load_average_at_start": os.getloadavg(), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.models.split(","):
+            model_path = _model(kind, good[:: len(good) // args.images][: args.images], args.data, Path(tmp))
+            results["models"][kind] = {}
+            for backend in args.backends.split(","):
+                engine = Engine(model_path, device="cpu", backend=backend)
+                side = engine.image_size
+                results["tile_px"] = side
+                rows = []
+                print(f"{kind} {backend}: runs {engine.backend} ({engine.backend_reason})", flush=True)
+                for count in counts:
+                    rows.append(_time(engine, _frame(good, count, side), count, args.repeats))
+                    r = rows[-1]
+                    print(f"  {count:3d} tiles  batch {r['batch']['median_ms']:8.1f} ms "
+                          f"({r['batch']['p10_ms']:.1f}..{r['batch']['p90_ms']:.1f})  one by one "
+                          f"{r['one_by_one']['median_ms']:8.1f} ms ({r['one_by_one']['p10_ms']:.1f}.."
+                          f"{r['one_by_one']['p90_ms']:.1f})  per tile {r['batch']['per_tile_ms']:.1f} ms  "
+                          f"batch speed-up {r['batch_speedup']:.2f}x", flush=True)
+                results["models"][kind][backend] = {"runs": engine.backend, "reason": engine.backend_reason, "rows": rows}
+    # The machine may be shared: its load says how far the figures are from a quiet CPU's.
+    results["load_average_at_end"] = os.getloadavg()
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _model(kind: str, images: list[Path], data: Path, tmp: Path) -> Path:
+    path = tmp / f"{kind}.safetensors"
+    if kind == "instant":
+        from inspector.method.instant_build import InstantConfig, build_instant
+
+        result = build_instant(images, InstantConfig(), device="cpu", show_progress=False)
+    elif kind == "efficientad":
+        from inspector.method.training import TrainConfig, train
+
+        penalty = tmp / "penalty"
+        penalty.mkdir()
+        for photo in sorted((data / "natural" / "bsds500").glob("*.jpg"))[:4]:
+            shutil.copy(photo, penalty / photo.name)
+        result = train(images, TrainConfig(iterations=2), penalty_dir=penalty, device="cpu", show_progress=False)
+    else:
+        raise SystemExit(f"unknown model {kind!r}: instant or efficientad")
+    save_model(path, result.model, result.metadata)
+    return path
+
+
+def _frame(good: list[Path], count: int, side: int) -> np.ndarray:
+    """A region ``side`` high and as long as ``count`` tiles of ``side`` overlapping by OVERLAP,
+    filled with magnetic tiles side by side."""
+    length = round(side * (1 + (count - 1) * (1 - OVERLAP)))
+    pieces, width = [], 0
+    for path in good:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        piece = cv2.resize(image, (max(1, round(image.shape[1] * side / image.shape[0])), side))
+        pieces.append(piece)
+        width += piece.shape[1]
+        if width >= length:
+            break
+    return np.hstack(pieces)[:, :length]
+
+
+class _OneByOne:
+    """The engine, asked about one tile per forward pass."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.image_size = engine, engine.image_size
+
+    def predict_batch(self, images):
+        return [self.engine.predict_batch([image])[0] for image in images]
+
+
+def _time(engine: Engine, frame: np.ndarray, count: int, repeats: int) -> dict:
+    framing = Framing(tiles=count)
+    plan = plan_tiles((frame.shape[1], frame.shape[0]), engine.image_size, count)
+    assert plan.count == count, (plan.count, count)
+    ways = {"batch": FramedScorer(engine, framing), "one_by_one": FramedScorer(_OneByOne(engine), framing)}
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for scorer in ways.values():  # warm-up: a new batch size may build or plan anew
+        scorer.predict(frame)
+    for _ in range(repeats):
+        for name, scorer in ways.items():
+            started = time.perf_counter()
+            scorer.predict(frame)
+            times[name].append(1000 * (time.perf_counter() - started))
+    row: dict = {"tiles": count, "frame": [frame.shape[1], frame.shape[0]]}
+    for name, values in times.items():
+        values.sort()
+        median = statistics.median(values)
+        row[name] = {"median_ms": round(median, 1), "p10_ms": round(values[len(values) // 10], 1),
+                     "p90_ms": round(values[(9 * len(values)) // 10], 1), "per_tile_ms": round(median / count, 1),
+                     "tiles_per_s": round(1000 * count / median, 1)}
+    row["batch_speedup"] = round(row["one_by_one"]["median_ms"] / row["batch"]["median_ms"], 3)
+    return row
+
+
+if __name__ == "__main__":
+    main()
