@@ -231,6 +231,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from inspector.line.rule import rule_from_metadata
     from dataclasses import replace
 
+    from inspector.inspection import DECISIONS, decision_label
     from inspector.overlay import annotated_overlay, heatmap_view, write_png
 
     images = [(Path(p), read_image(p)) for p in args.images]  # all readable before anything is written
@@ -255,16 +256,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"overlays in {out}/, colours 0 .. {levels.vmax:.4g}" + (" (threshold mid-scale)" if rule and not args.vmax else "")
           + (f", defects outlined above {levels.contour_level:.4g}" if levels.contour_level is not None else ""))
     print(f"{'score':<9} {'verdict':<7}  image")
-    counts = {"PASS": 0, "FAIL": 0}
+    counts = dict.fromkeys(DECISIONS, 0)
     for (path, image), name in zip(images, unique_stems([p for p, _ in images])):
         pred = engine.predict(image)
-        verdict = rule.decide(pred.score, pred.anomaly_map).decision if rule else None
-        write_png(out / f"{name}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, levels, verdict))
-        print(f"{pred.score:<9.4f} {verdict or '-':<7}  {path}")
+        # A part the framing did not find is NO PART whatever the rule: it was never scored.
+        verdict = "NO_PART" if pred.no_part else rule.decide(pred.score, pred.anomaly_map).decision if rule else None
+        write_png(out / f"{name}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, levels, verdict, pred.outline))
+        shown = decision_label(verdict) if verdict else "-"
+        print(f"{'-' if pred.no_part else format(pred.score, '.4f'):<9} {shown:<7}  {path}")
         if verdict:
             counts[verdict] += 1
     if rule:
-        print(f"{len(images)} image{'s' if len(images) != 1 else ''}: {counts['PASS']} PASS, {counts['FAIL']} FAIL")
+        print(f"{len(images)} image{'s' if len(images) != 1 else ''}: "
+              + ", ".join(f"{n} {decision_label(d)}" for d, n in counts.items() if n or d in ("PASS", "FAIL")))
     return 0
 
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from inspector.image_io import to_float_rgb
-from inspector.inspection import DecisionRule
+from inspector.inspection import DecisionRule, decision_label
 from inspector.model_file import atomic_write
 
 #: Map value shown at full colour when no calibrated threshold is known. Normalised maps put the
@@ -36,8 +36,12 @@ THRESHOLD_SCALE = 2.0
 #: transparent, and the overlay's opacity where it is fully in (the opacity slider's default).
 OVERLAY_FADE = (0.15, 0.5)
 OVERLAY_OPACITY = 0.5
-#: The desktop's verdict colours (RGB): PASS, FAIL, and no verdict (an uncalibrated model).
-VERDICT_RGB = {"PASS": (0x2E, 0x7D, 0x32), "FAIL": (0xC6, 0x28, 0x28), None: (0x61, 0x61, 0x61)}
+#: The desktop's verdict colours (RGB): PASS, FAIL, RECHECK (amber), NO PART (grey-blue: neither
+#: a pass nor a defect), and no verdict (an uncalibrated model).
+VERDICT_RGB = {"PASS": (0x2E, 0x7D, 0x32), "FAIL": (0xC6, 0x28, 0x28), "RECHECK": (0xFF, 0x8F, 0x00),
+               "NO_PART": (0x78, 0x90, 0x9C), None: (0x61, 0x61, 0x61)}
+#: The inspected region's outline (RGB), where the part was found.
+OUTLINE_RGB = (0x00, 0xE5, 0xFF)
 #: Defect outlines (RGB), the desktop's contour pen too: a cyan no colour map uses near its top.
 CONTOUR_RGB = (0x00, 0xE5, 0xFF)
 PANEL_RGB = (0x20, 0x20, 0x20)
@@ -124,10 +128,13 @@ def annotated_overlay(
     score: float,
     levels: HeatmapLevels,
     verdict: str | None = None,
+    outline: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`overlay` over ``levels.vmax``, the defect outlined at ``levels.contour_level`` as on
     the desktop, with a banner above it (the verdict, the score, the threshold; grey and "not
     calibrated" without one) and a colour bar beside it (0 .. vmax, the threshold marked).
+    ``outline``: the inspected region's corners in image pixels ((4, 2), where the part was
+    found), drawn as a thin line.
 
     Returns (H + banner, W + bar, 3) uint8 RGB; the image itself is untouched by the legend.
     """
@@ -140,6 +147,8 @@ def annotated_overlay(
         if (mh, mw) != (h, w):  # the map is stretched over the image: so are its outlines
             contours = [(c * np.float32([w / mw, h / mh])).round().astype(np.int32) for c in contours]
         cv2.drawContours(body, contours, -1, CONTOUR_RGB, max(1, round(2 * unit)), cv2.LINE_8)
+    if outline is not None:
+        cv2.polylines(body, [np.round(outline).astype(np.int32).reshape(-1, 1, 2)], True, OUTLINE_RGB, max(1, round(unit)), cv2.LINE_AA)
     threshold = levels.threshold
     bar = colour_bar(h, levels.vmax, threshold, unit)
     caption = f"score {score:.4g}" + (f"  threshold {threshold:.4g}" if threshold is not None else "  (not calibrated)")
@@ -172,7 +181,7 @@ def colour_bar(height: int, vmax: float, threshold: float | None, unit: float = 
 def _banner(width: int, verdict: str | None, caption: str, unit: float) -> np.ndarray:
     """A strip in the verdict's colour with the verdict in large letters and the caption beside
     it; the text shrinks to fit a narrow picture."""
-    title = verdict or "NO VERDICT"
+    title = decision_label(verdict) if verdict else "NO VERDICT"
     big, small = 0.9 * unit, 0.5 * unit
     thick = max(1, round(1.5 * unit))
     pad = max(4, round(8 * unit))

@@ -135,6 +135,16 @@ def test_train_with_a_region_and_alignment_then_eval_and_predict_in_frame_pixels
     assert main(["eval", str(model), str(frames), "--device", "cpu"]) == 0
     assert "overall" in capsys.readouterr().out
 
+    # predict says NO PART for the empty belt and draws the region where the part was found.
+    empty_png = tmp_path / "empty.png"
+    cv2.imwrite(str(empty_png), empty)
+    assert main(["predict", str(model), str(empty_png), str(frames / "test" / "good" / "turned.png"),
+                 "--out", str(tmp_path / "overlays"), "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:2] == ["-", "NO"] and line.endswith("empty.png") for line in lines)
+    drawn = cv2.imread(str(tmp_path / "overlays" / "turned_heatmap.png"))
+    assert drawn is not None and (np.abs(drawn.astype(int) - [255, 229, 0]).sum(axis=2) < 60).sum() > 500  # the outline (BGR)
+
 
 @pytest.mark.parametrize("options, fragment", [
     (["--region", "1200,1000,400,400"], "does not lie inside the 1280x1024 image"),
