@@ -82,10 +82,15 @@ def main() -> None:
                           f"{r['one_by_one']['p90_ms']:.1f})  per tile {r['batch']['per_tile_ms']:.1f} ms  "
                           f"batch speed-up {r['batch_speedup']:.2f}x", flush=True)
                 results["models"][kind][backend] = {"runs": engine.backend, "reason": engine.backend_reason, "rows": rows}
+                _write(args.json, results)  # as it goes: a long run stopped early keeps what it measured
     # The machine may be shared: its load says how far the figures are from a quiet CPU's.
     results["load_average_at_end"] = os.getloadavg()
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    _write(args.json, results)
+
+
+def _write(path: Path | None, results: dict) -> None:
+    if path is not None:
+        path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _model(kind: str, images: list[Path], data: Path, tmp: Path) -> Path:
