@@ -7,8 +7,8 @@ Flask and waitress are imported only when it runs, so ``inspector --help`` works
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
-import threading
 from pathlib import Path
 
 from cli.common import quiet_migrations
@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     quiet_migrations()
+    # waitress warns at each request queued behind busy threads: noise for whoever runs it
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
         from web import WebOptions, create_app
         from web.server import make_server
@@ -70,21 +72,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"review of {db.url} at http://{host}:{server.effective_port}/ (images from "
           f"{', '.join(map(str, folders))}); Ctrl+C stops", flush=True)
-    stop = threading.Event()
 
-    def close(signum: int, frame: object) -> None:
-        stop.set()
-        server.close()
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # out of the serving loop, which open keep-alive connections would keep going
 
-    signal.signal(signal.SIGTERM, close)
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.run()
     except KeyboardInterrupt:
         pass
-    except OSError:
-        if not stop.is_set():
-            raise
     finally:
+        server.close()
         db.close()
     print("stopped", flush=True)
     return 0

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,11 +78,16 @@ class Serve:
             self.process.kill()
             raise RuntimeError(f"inspector serve did not start: {line}{self.process.stdout.read()}")
         self.base = f"http://127.0.0.1:{self.port}"
+        self.said: list[str] = []
+        # Read what it says from here on, or a full pipe would stop it.
+        self.reader = threading.Thread(target=lambda: self.said.extend(self.process.stdout), daemon=True)
+        self.reader.start()
 
     def close(self) -> str:
         self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=20)
-        return out
+        self.process.wait(20)
+        self.reader.join(5)
+        return "".join(self.said)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

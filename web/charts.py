@@ -55,14 +55,19 @@ def yield_chart(title: str, series: dict[str, list[YieldBucket]]) -> bytes:
     return _svg(fig)
 
 
+def rejected(bucket: YieldBucket) -> int:
+    """The parts of a bucket not passed: FAIL, and RECHECK where the history counts it."""
+    return bucket.failed + getattr(bucket, "rechecked", 0)
+
+
 def false_reject_chart(fails: list[YieldBucket], false_rejects: list[YieldBucket],
                        confirmed: list[YieldBucket]) -> bytes:
-    """Per bucket, the rejected parts by label (false reject, confirmed defect, not yet labelled),
+    """Per bucket, the rejected parts (FAIL, RECHECK) by label (false reject, confirmed defect, not yet labelled),
     stacked; the title gives the false-reject share of the labelled ones."""
     by_start: dict[datetime, list[int]] = {}
     for index, buckets in enumerate((false_rejects, confirmed, fails)):
         for b in buckets:
-            by_start.setdefault(b.start, [0, 0, 0])[index] = b.failed
+            by_start.setdefault(b.start, [0, 0, 0])[index] = rejected(b)
     starts = sorted(by_start)
     fr = [by_start[s][0] for s in starts]
     cd = [by_start[s][1] for s in starts]
