@@ -15,6 +15,8 @@ from __future__ import annotations
 import html
 import math
 
+import numpy as np
+
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import (
     QGridLayout,
@@ -40,6 +42,28 @@ CAMERA_STATE_COLORS = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable"
 def camera_state_html(state: str) -> str:
     """A camera's state, coloured: green connected, red lost, unavailable or stalled."""
     return f"<b style='color:{CAMERA_STATE_COLORS.get(state, '#616161')}'>{state}</b>"
+
+
+def region_outline(framing) -> np.ndarray | None:
+    """The corners (4, 2) of a framing's region where the reference has it, clockwise from the top
+    left (None: no framing or no region: the whole frame is inspected)."""
+    region = getattr(framing, "region", None)
+    if region is None:
+        return None
+    x, y, w, h = region
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float32)
+
+
+def result_outline(result: InspectionResult, engine) -> np.ndarray | None:
+    """What to outline on ``result``'s frame: the region where the part was found (the result's
+    own ``outline``), else the region of the engine's framing where the reference has it; none
+    for a NO PART frame (the part is not there)."""
+    if result.decision == "NO_PART":
+        return None  # where the search looked best is no part: nothing to outline
+    outline = getattr(result, "outline", None)
+    if outline is not None:
+        return outline
+    return region_outline(getattr(engine, "framing", None))
 
 
 def figures_text(m: PipelineMetrics | None) -> str:
@@ -180,7 +204,11 @@ class OperatorPage(QWidget):
         # The result's own rule, not the line's: a frame decided before a threshold change is
         # drawn as it was decided, like its banner and its point on the trend.
         view.show_frame(result.image, result.anomaly_map, heatmap_view(result))
-        banner.show_verdict(result.decision, result.score, result.threshold, result.error)
+        view.show_outline(result_outline(result, self.line.recipe.engine))
+        rule = result.rule
+        banner.show_verdict(result.decision, result.score, result.threshold, result.error,
+                            recheck_threshold=getattr(rule, "recheck_threshold", None),
+                            match_quality=getattr(result, "match_quality", None))
 
     def banner_of(self, result: InspectionResult) -> Banner:
         """The banner that shows ``result``'s verdict: its camera's tile's beside other cameras."""
@@ -207,11 +235,10 @@ class OperatorPage(QWidget):
         self.station_label.setVisible(several)
 
     def _on_counters_changed(self) -> None:
-        c = self.line.counters
-        self.counters.show_counts(c.total, c.passed, c.rejected)  # an engine error left the line as NG too
+        # Fail counts an engine error too (it left the line as NG); NO PART is no part inspected.
+        self.counters.show_counters(self.line.counters)
         for camera_id, tile in self.tiles.items():
-            c = self.line.views[camera_id].counters
-            tile.counters.show_counts(c.total, c.passed, c.rejected)
+            tile.counters.show_counters(self.line.views[camera_id].counters)
 
     def _on_trend_changed(self) -> None:
         points = list(self.line.trend)

@@ -28,7 +28,7 @@ from inspector.overlay import HeatmapLevels, heatmap_view
 from station import actions
 from station.actions import export_inspections
 from ui.session import Session
-from ui.widgets import FAIL_COLOR, PASS_COLOR
+from ui.widgets import FAIL_COLOR, decision_color, decision_text
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ COLUMNS = (
     ("decision", "Decision", 70),
     ("score", "Score", 80),
     ("threshold", "Threshold", 80),
+    ("defect_size", "Defect", 90),
     ("label", "Label", 120),
     ("time", "Time", 150),
     ("product_name", "Product", 110),
@@ -56,6 +57,25 @@ def column(key: str) -> int:
 
 
 LABEL_TEXT = {"none": "", "false_reject": "false reject", "confirmed_defect": "confirmed defect"}
+
+
+def defect_size_text(row: InspectionRow) -> str:
+    """The largest defect region the pixel rule measured: in mm² where the row's rule had a pixel
+    size, else in pixels; empty where nothing was measured (no pixel rule, or an older row)."""
+    area = getattr(row, "defect_area_px", None)
+    if area is None:
+        return ""
+    mm2 = getattr(row, "defect_area_mm2", None)
+    if mm2 is None:
+        mm = getattr(row, "mm_per_px", None)
+        mm2 = None if mm is None else float(area) * float(mm) ** 2
+    return f"{mm2:.3g} mm²" if mm2 is not None else f"{area} px"
+
+
+def recheck_queue(filters: InspectionFilter) -> InspectionFilter:
+    """The recheck queue within ``filters`` (its product, station, time ...): RECHECK parts that no
+    one has labelled yet, newest first. Labelling a part takes it out of the queue."""
+    return replace(filters, decision="RECHECK", label="none", errors_only=False)
 
 
 class InspectionTableModel(QAbstractTableModel):
@@ -128,8 +148,10 @@ class InspectionTableModel(QAbstractTableModel):
             return f"engine error: {r.error}" if r.error is not None else None
         if role == Qt.ItemDataRole.ForegroundRole:
             if key == "decision":
-                return QColor(PASS_COLOR if r.decision == "PASS" else FAIL_COLOR)
+                return QColor(FAIL_COLOR if r.error is not None else decision_color(r.decision))
             return None
+        if key == "defect_size":
+            return defect_size_text(r)
         value = getattr(r, key)
         if key == "time":
             return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
@@ -137,8 +159,9 @@ class InspectionTableModel(QAbstractTableModel):
             return f"{value:.4g}"
         if key == "label":
             return LABEL_TEXT.get(value, value)
-        if key == "decision" and r.error is not None:
-            return "ERROR"  # a fail-safe FAIL: the engine could not score the part
+        if key == "decision":
+            # ERROR: a fail-safe FAIL, the engine could not score the part; NO PART: not found.
+            return "ERROR" if r.error is not None else decision_text(r.decision)
         return "" if value is None else str(value)
 
 

@@ -3,6 +3,11 @@
 A view of :class:`~ui.review_model.ReviewModel`. The table is a ``QTableView`` over the paged
 :class:`~ui.review_model.InspectionTableModel`; the selected part's stored image and heatmap are
 shown beside it.
+
+The recheck queue ("Recheck queue") is the RECHECK parts no one has labelled yet, within the
+other filters: the quality engineer's verdict on each -- false reject or confirmed defect --
+becomes its label (:func:`station.actions.label_inspections`, audited), which takes it out of
+the queue, and the next part is selected.
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ from PyQt6.QtWidgets import (
 
 from inspector.errors import InspectorError
 from inspector.history import InspectionFilter
-from ui.review_model import COLUMNS, ReviewModel, load_review_images, missing_image_note
+from ui.review_model import COLUMNS, ReviewModel, defect_size_text, load_review_images, missing_image_note, recheck_queue
 from ui.session import Session
-from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
+from ui.widgets import FAIL_COLOR, PASS_COLOR, RECHECK_COLOR, HeatmapView, decision_color, decision_text
 
 ANY = "any"
 BUCKETS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "minute": timedelta(minutes=1)}
@@ -59,7 +64,15 @@ class ReviewPage(QWidget):
             e.setCalendarPopup(True)
             e.setDisplayFormat("yyyy-MM-dd HH:mm")
         self.decision_combo = QComboBox()
-        self.decision_combo.addItems([ANY, "PASS", "FAIL", "ERROR"])  # ERROR: the engine could not score
+        # ERROR: the engine could not score; NO PART: the part was not found in the frame.
+        for text, value in ((ANY, None), ("PASS", "PASS"), ("FAIL", "FAIL"), ("RECHECK", "RECHECK"),
+                            ("NO PART", "NO_PART"), ("ERROR", "ERROR")):
+            self.decision_combo.addItem(text, value)
+        self.queue_button = QPushButton("Recheck queue")
+        self.queue_button.setCheckable(True)
+        self.queue_button.setToolTip("RECHECK parts without a verdict yet: label each false reject or confirmed defect")
+        self.queue_button.setStyleSheet(f"QPushButton:checked {{ background: {RECHECK_COLOR}; color: white; font-weight: bold; }}")
+        self.queue_button.toggled.connect(self._on_queue_toggled)
         self.label_combo = QComboBox()
         self.label_combo.addItems([ANY, "none", "false_reject", "confirmed_defect"])
         self.use_score = QCheckBox("Score from")
@@ -100,6 +113,7 @@ class ReviewPage(QWidget):
         fg.addWidget(QLabel("Station"), 0, 8)
         fg.addWidget(self.station_combo, 0, 9)
         fg.addWidget(self.apply_button, 0, 10)
+        fg.addWidget(self.queue_button, 1, 8, 1, 2)
         fg.addWidget(self.count_label, 1, 10)
 
         # table and detail
@@ -208,12 +222,12 @@ class ReviewPage(QWidget):
         if self.use_time.isChecked():
             start = self.start_edit.dateTime().toPyDateTime().astimezone(timezone.utc)
             end = self.end_edit.dateTime().toPyDateTime().astimezone(timezone.utc)
-        decision = self.decision_combo.currentText()
+        decision = self.decision_combo.currentData()
         label = self.label_combo.currentText()
         version = self.version_spin.value()
-        return InspectionFilter(
+        filters = InspectionFilter(
             start=start, end=end,
-            decision=None if decision in (ANY, "ERROR") else decision,
+            decision=None if decision in (None, "ERROR") else decision,
             errors_only=decision == "ERROR",
             label=None if label == ANY else label,
             min_score=self.min_score.value() if self.use_score.isChecked() else None,
@@ -222,6 +236,22 @@ class ReviewPage(QWidget):
             model_version_id=version or None,
             station=self.station_combo.currentData(),
         )
+        return recheck_queue(filters) if self.queue_button.isChecked() else filters
+
+    @property
+    def in_queue(self) -> bool:
+        return self.queue_button.isChecked()
+
+    def show_recheck_queue(self, on: bool = True) -> None:
+        """Shows the recheck queue (or the filter's parts again) and selects its first part."""
+        self.queue_button.setChecked(on)
+
+    def _on_queue_toggled(self, on: bool) -> None:
+        for w in (self.decision_combo, self.label_combo):
+            w.setEnabled(not on)  # the queue is RECHECK, unlabelled
+        self._on_filter_changed()
+        if on:
+            self.select_first(with_image=False)
 
     def refresh(self) -> None:
         """Re-reads the history with the current filter (e.g. when the page is shown)."""
@@ -237,7 +267,8 @@ class ReviewPage(QWidget):
         self._on_yield_changed()
 
     def _on_table_reset(self) -> None:
-        self.count_label.setText(f"{self.model.table.rowCount():,} parts")
+        n = self.model.table.rowCount()
+        self.count_label.setText(f"{n:,} parts waiting for a verdict" if self.in_queue else f"{n:,} parts")
         header = self.table.horizontalHeader()
         for col, (_, _, width) in enumerate(COLUMNS[:-1]):  # the last one stretches
             header.resizeSection(col, width)
@@ -270,14 +301,20 @@ class ReviewPage(QWidget):
             self.image_view.show_frame(image, heat, levels)
         else:
             self.image_view.show_frame(image, heat)
-        color = PASS_COLOR if row.decision == "PASS" else FAIL_COLOR
+        color = decision_color(row.decision)
         kept = "" if image is not None else missing_image_note(row, self.model.db.station)
-        verdict = f"<b style='color:{color}'>{row.decision}</b>"
+        verdict = f"<b style='color:{color}'>{decision_text(row.decision)}</b>"
         if row.error is not None:  # a fail-safe FAIL, not a judgement of the part
             verdict = f"<b style='color:{FAIL_COLOR}'>ERROR</b> (FAIL, the engine could not score it: {html.escape(row.error)})"
         rule = row.rule
         pixel = (f", pixel threshold {rule.pixel_threshold:.4g} over {rule.min_defect_area_px} px"
                  if rule is not None and rule.pixel_threshold is not None else "")
+        recheck = getattr(rule, "recheck_threshold", None)
+        if recheck is not None:
+            pixel += f", recheck above {recheck:.4g}"
+        size = defect_size_text(row)
+        if size:
+            pixel += f"; largest defect {size}"
         self.detail_label.setText(
             f"part {row.id}: {verdict}, score {row.score:.4g} (threshold "
             f"{row.threshold:.4g}{pixel}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, station {html.escape(row.station)}, "
@@ -291,7 +328,12 @@ class ReviewPage(QWidget):
     def _label(self, label: str) -> None:
         rows = self.selected_indexes()
         if rows:
-            self._guard(lambda: self.model.label(rows, label))
+            done = self._guard(lambda: self.model.label(rows, label))
+            if done and self.in_queue:  # labelled parts leave the queue; the next one is selected
+                self._on_filter_changed()
+                n = self.model.table.rowCount()
+                if n:
+                    self.table.selectRow(min(rows[0], n - 1))
             self._on_selection_changed()
 
     def _on_copy_clicked(self) -> None:
@@ -331,9 +373,10 @@ class ReviewPage(QWidget):
         super().showEvent(event)
         self.refresh()
 
-    def _guard(self, action) -> None:
+    def _guard(self, action):
         try:
-            action()
+            return action()
         except InspectorError as exc:
             self._on_message_changed(str(exc), True)
+            return None
 

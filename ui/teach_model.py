@@ -35,6 +35,8 @@ from ui.worker import Task, run_task
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_FRR = 0.01
+#: The recheck band's share of good parts when a technician switches it on (issue 30: 3 %).
+DEFAULT_RECHECK_RATE = 0.03
 
 
 @dataclass(frozen=True)
@@ -165,19 +167,27 @@ class TeachModel(QObject):
     # -- training --------------------------------------------------------------------------------
 
     def train(self, iterations: int | None = None, target_frr: float = DEFAULT_TARGET_FRR, defects: Path | None = None,
-              kind: str = "efficientad") -> Task:
+              kind: str = "efficientad", framing=None, mm_per_px: float | None = None,
+              recheck_rate: float | None = None) -> Task:
         """Trains on the samples in a worker thread; progress in ``training_changed``.
 
         ``kind="staged"`` (the page's default) builds the instant model, activates it and loads
         it into the line within about a minute, then trains EfficientAD, which takes over only
         when the handover check finds it at least as good (:meth:`TeachSession.teach`); it needs
-        the right to activate as well as to teach. A refusal comes as a failed training."""
+        the right to activate as well as to teach. A refusal comes as a failed training.
+
+        ``framing`` (:func:`calibration.teach.framing.drawn_framing`, checked by the page) is what
+        of each frame the model inspects; ``mm_per_px`` the pixel size (defect sizes in mm²);
+        ``recheck_rate`` (None: off) the share of good parts the recheck band is set for."""
         if kind not in TRAIN_KINDS:
             raise InspectorError(f"kind must be one of {', '.join(TRAIN_KINDS)}, not {kind!r}")
         if self.training is not None and self.training.running:
             raise InspectorError("training is already running")
         teach, caller = self.teach, self.session.caller()
-        options = dict(iterations=iterations, target_frr=target_frr, defects=defects, penalty_dir=self.penalty_dir)
+        options = dict(iterations=iterations, target_frr=target_frr, defects=defects, penalty_dir=self.penalty_dir,
+                       framing=framing, mm_per_px=mm_per_px)
+        if recheck_rate is not None:  # off unless the technician sets it
+            options["recheck_rate"] = recheck_rate
 
         def work(task: Task) -> TeachResult | StagedTeach:
             if kind != "staged":

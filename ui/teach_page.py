@@ -1,5 +1,12 @@
 """The technician's Teach page: capture good samples, train, calibrate, activate, roll back.
 
+What of the camera's frame the model inspects is drawn on the "Inspection region" tab
+(:class:`~ui.framing_editor.FramingEditor`: the region, don't-care areas, align, tiles, the
+smallest defect, the pixel size) over the live frame, a sample or an image file -- the first
+sample unless the technician picks another. Train checks the drawing first: a drawing that
+cannot work is shown as a message in the page and nothing is written. The recheck band (off by
+default) sets a second, lower threshold for a share of good parts the line can afford to recheck.
+
 A view of :class:`~ui.teach_model.TeachModel` (and the line, for the live picture). The
 calibration view is a histogram of the good calibration scores (defect scores, when known, in
 red) with the threshold as a draggable line; the expected false-reject rate at the line's
@@ -17,6 +24,7 @@ from PyQt6.QtCore import QSize, Qt
 from PyQt6.QtGui import QIcon, QImage, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -30,6 +38,7 @@ from PyQt6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QTabWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -41,9 +50,11 @@ from inspector.errors import InspectorError
 from inspector.image_io import read_image
 from inspector.line import InspectionResult
 from inspector.overlay import heatmap_view
+from ui.framing_editor import FramingEditor
 from ui.line import LineModel
 from ui.session import Session
-from ui.teach_model import DEFAULT_TARGET_FRR, CalibrationData, TeachModel, TrainingState, frr_at
+from ui.teach_model import (DEFAULT_RECHECK_RATE, DEFAULT_TARGET_FRR, CalibrationData, TeachModel, TrainingState,
+                            frr_at)
 from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
 
 THUMB = 96
@@ -135,6 +146,18 @@ class TeachPage(QWidget):
         self.import_button.clicked.connect(self._on_import_clicked)
         self.samples_label = QLabel()
 
+        # what of the frame is inspected: drawn on a reference image
+        self.framing_editor = FramingEditor()
+        self.framing_editor.changed.connect(self._on_framing_changed)
+        self.reference_live_button = QPushButton("Use live frame")
+        self.reference_live_button.clicked.connect(self.use_live_reference)
+        self.reference_sample_button = QPushButton("Use selected sample")
+        self.reference_sample_button.clicked.connect(self._on_reference_sample_clicked)
+        self.reference_file_button = QPushButton("Open image …")
+        self.reference_file_button.clicked.connect(self._on_reference_file_clicked)
+        self.check_framing_button = QPushButton("Check")
+        self.check_framing_button.clicked.connect(self.check_framing)
+
         # training
         self.iterations = QSpinBox()
         self.iterations.setRange(0, 200_000)
@@ -156,6 +179,16 @@ class TeachPage(QWidget):
         self.target_note = QLabel()
         self.target_note.setWordWrap(True)
         self._frr_default = 100 * DEFAULT_TARGET_FRR
+        self.recheck_box = QCheckBox("Recheck band")
+        self.recheck_box.setToolTip("a second, lower threshold: parts between it and the threshold are RECHECK,\n"
+                                    "set aside for a person; set for this share of good parts (off by default)")
+        self.recheck_rate = QDoubleSpinBox()
+        self.recheck_rate.setRange(0.1, 50.0)
+        self.recheck_rate.setDecimals(1)
+        self.recheck_rate.setSuffix(" % of good parts")
+        self.recheck_rate.setValue(100 * DEFAULT_RECHECK_RATE)
+        self.recheck_rate.setEnabled(False)
+        self.recheck_box.toggled.connect(self.recheck_rate.setEnabled)
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self._on_train_clicked)
         self.cancel_button = QPushButton("Cancel")
@@ -188,8 +221,26 @@ class TeachPage(QWidget):
         self.message_label.setWordWrap(True)
 
         left = QVBoxLayout()
-        left.addWidget(self.image_view, 3)
-        left.addWidget(self.capture_button)
+        self.left_tabs = QTabWidget()
+        live = QWidget()
+        ll = QVBoxLayout(live)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(self.image_view, 1)
+        ll.addWidget(self.capture_button)
+        self.left_tabs.addTab(live, "Live view")
+        framing_tab = QWidget()
+        fl = QVBoxLayout(framing_tab)
+        fl.setContentsMargins(0, 0, 0, 0)
+        rb = QHBoxLayout()
+        rb.addWidget(QLabel("Draw on:"))
+        for b in (self.reference_live_button, self.reference_sample_button, self.reference_file_button):
+            rb.addWidget(b)
+        rb.addStretch(1)
+        rb.addWidget(self.check_framing_button)
+        fl.addLayout(rb)
+        fl.addWidget(self.framing_editor, 1)
+        self.left_tabs.addTab(framing_tab, "Inspection region")
+        left.addWidget(self.left_tabs, 3)
         samples_box = QGroupBox("Good samples")
         sl = QVBoxLayout(samples_box)
         sl.addWidget(self.samples_label)
@@ -207,6 +258,10 @@ class TeachPage(QWidget):
         form.addRow("Iterations", self.iterations)
         form.addRow("Target false-reject rate", self.target_frr)
         form.addRow(self.target_note)
+        recheck = QHBoxLayout()
+        recheck.addWidget(self.recheck_box)
+        recheck.addWidget(self.recheck_rate, 1)
+        form.addRow(recheck)
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
@@ -320,12 +375,86 @@ class TeachPage(QWidget):
             self.gallery.addItem(item)
         self.gallery.blockSignals(False)
         self.samples_label.setText(f"{len(paths)} samples of {self.model.product!r} (at least 13 to train)")
+        if self.framing_editor.reference is None and paths:
+            self.use_sample_reference(paths[0])  # the reference unless the technician picks another
 
     # -- training ----------------------------------------------------------------------------------
 
     def _on_train_clicked(self) -> None:
+        try:
+            framing = self.framing_for_training()
+        except InspectorError as exc:  # a drawing that cannot work: said here, nothing written
+            self._on_message_changed(f"inspection region: {exc}", True)
+            self.left_tabs.setCurrentIndex(1)
+            return
+        recheck = self.recheck_rate.value() / 100.0 if self.recheck_box.isChecked() else None
         self._guard(lambda: self.model.train(self.iterations.value() or None, self.target_frr.value() / 100.0,
-                                             kind=self.kind.currentData()))
+                                             kind=self.kind.currentData(), framing=framing,
+                                             mm_per_px=self.framing_editor.pixel_size, recheck_rate=recheck))
+
+    # -- the inspection region ----------------------------------------------------------------------
+
+    def framing_for_training(self):
+        """The framing drawn, checked on its reference (the first sample unless another was
+        chosen); None where it changes nothing. InspectorError for a drawing that cannot work."""
+        if self.framing_editor.reference is None:
+            self._default_reference()
+        if self.framing_editor.reference is None:
+            return None  # no samples: the training itself says so
+        return self.framing_editor.framing()
+
+    def check_framing(self) -> bool:
+        """Checks the drawing now and says what the model will inspect, or what is wrong."""
+        try:
+            framing = self.framing_for_training()
+        except InspectorError as exc:
+            self._on_message_changed(f"inspection region: {exc}", True)
+            self.framing_editor.summary.setText(f"<span style='color:{FAIL_COLOR}'>{exc}</span>")
+            return False
+        from inspector.framing.recipe import describe
+
+        text = f"the model will inspect {describe(framing)}"
+        self.framing_editor.summary.setText(text)
+        self._on_message_changed(text, False)
+        return True
+
+    def use_live_reference(self) -> None:
+        latest = self.line.latest
+        if latest is None or latest.image is None:
+            self._on_message_changed("no live frame yet: start the line, or draw on a sample", True)
+            return
+        self.framing_editor.set_reference(latest.image, f"live frame {latest.frame_id} of {latest.camera_id}")
+
+    def use_sample_reference(self, path: Path) -> None:
+        try:
+            self.framing_editor.set_reference(read_image(path), f"sample {path.name}")
+        except InspectorError as exc:
+            self._on_message_changed(str(exc), True)
+
+    def _default_reference(self) -> None:
+        try:
+            paths = self.model.sample_paths()
+        except InspectorError:
+            return
+        if paths:
+            self.use_sample_reference(paths[0])
+
+    def _on_reference_sample_clicked(self) -> None:
+        items = self.gallery.selectedItems()
+        if items:
+            self.use_sample_reference(Path(items[0].data(Qt.ItemDataRole.UserRole)))
+        else:
+            self._default_reference()
+
+    def _on_reference_file_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Reference image", "", "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff)")
+        if path:
+            self.use_sample_reference(Path(path))
+
+    def _on_framing_changed(self) -> None:
+        editor = self.framing_editor
+        source = f"drawn on the {editor.reference_source}" if editor.reference_source else ""
+        editor.summary.setText(source)
 
     def _on_training_changed(self, state: TrainingState) -> None:
         self.progress.setRange(0, max(state.total, 1))
@@ -447,6 +576,9 @@ class TeachPage(QWidget):
         self.cancel_button.setEnabled(teach and training)
         self.iterations.setEnabled(teach and not training)
         self.target_frr.setEnabled(teach and not training)
+        self.framing_editor.setEnabled(teach and not training)
+        self.check_framing_button.setEnabled(teach and not training)
+        self.recheck_box.setEnabled(teach and not training)
         self.calib_plot.line.setMovable(self.session.can("set_threshold"))
         self.apply_threshold_button.setEnabled(self.session.can("set_threshold") and calibrated and not self._busy)
         self.activate_button.setEnabled(self.session.can("activate_model") and calibrated and not self._busy)

@@ -35,8 +35,23 @@ pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 PASS_COLOR = "#2e7d32"
 FAIL_COLOR = "#c62828"
 IDLE_COLOR = "#616161"
+#: RECHECK: amber, set aside for a person; NO PART: neutral grey-blue, neither a pass nor a defect.
+RECHECK_COLOR = "#ff8f00"
+NO_PART_COLOR = "#78909c"
+DECISION_COLORS = {"PASS": PASS_COLOR, "FAIL": FAIL_COLOR, "RECHECK": RECHECK_COLOR, "NO_PART": NO_PART_COLOR}
+#: The inspected region's outline on a live frame (where the part was found).
+OUTLINE_PEN = pg.mkPen("#00e5ff", width=2, style=Qt.PenStyle.DashLine)
 COLOR_MAPS = ("turbo", "inferno", "viridis", "plasma", "CET-L3")
 CONTOUR_PEN = pg.mkPen(CONTOUR_RGB, width=2)
+
+
+def decision_text(decision: str) -> str:
+    """What people read for a decision: ``"NO PART"`` for ``"NO_PART"``."""
+    return "NO PART" if decision == "NO_PART" else decision
+
+
+def decision_color(decision: str | None) -> str:
+    return DECISION_COLORS.get(decision or "", IDLE_COLOR)
 
 
 def levels_for(image: np.ndarray) -> tuple[float, float]:
@@ -119,7 +134,9 @@ class HeatmapView(QWidget):
         self.heat_item.setZValue(10)
         self.contour_item = pg.PlotCurveItem(pen=CONTOUR_PEN)
         self.contour_item.setZValue(20)
-        for item in (self.image_item, self.heat_item, self.contour_item):
+        self.outline_item = pg.PlotCurveItem(pen=OUTLINE_PEN)
+        self.outline_item.setZValue(25)
+        for item in (self.image_item, self.heat_item, self.contour_item, self.outline_item):
             self.view.addItem(item)
         self._shape: tuple[int, int] | None = None
         self._levels: HeatmapLevels | None = None
@@ -184,6 +201,22 @@ class HeatmapView(QWidget):
         self._levels = levels
         self._draw_contours()
 
+    def show_outline(self, corners: np.ndarray | None) -> None:
+        """The inspected region's outline: (N, 2) corners in frame pixels (where the part was
+        found), drawn closed; None draws none (the whole frame is inspected)."""
+        if corners is None or len(corners) < 2:
+            self.outline_item.setData([], [])
+            return
+        pts = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
+        pts = np.vstack([pts, pts[:1]])
+        self.outline_item.setData(pts[:, 0], pts[:, 1])
+
+    @property
+    def outline(self) -> np.ndarray | None:
+        """The outline drawn now ((N + 1, 2), closed), None without one."""
+        x, y = self.outline_item.xData, self.outline_item.yData
+        return None if x is None or len(x) == 0 else np.column_stack([x, y])
+
     @property
     def levels(self) -> HeatmapLevels | None:
         """The levels the current map is drawn with (None: stretched, or no map)."""
@@ -213,7 +246,9 @@ class HeatmapView(QWidget):
 
 
 class Banner(QLabel):
-    """The large PASS / FAIL verdict with score and threshold; ``compact``: smaller, for a camera's tile."""
+    """The large verdict with score and threshold: PASS green, FAIL red, RECHECK amber (between
+    the recheck and the FAIL threshold), NO PART grey (the part was not found: nothing judged);
+    ``compact``: smaller, for a camera's tile."""
 
     def __init__(self, parent: QWidget | None = None, compact: bool = False) -> None:
         super().__init__(parent)
@@ -223,25 +258,40 @@ class Banner(QLabel):
         self.decision: str | None = None
         self.show_verdict(None)
 
-    def show_verdict(self, decision: str | None, score: float = math.nan, threshold: float = math.nan, error: str | None = None) -> None:
+    def show_verdict(self, decision: str | None, score: float = math.nan, threshold: float = math.nan, error: str | None = None,
+                     *, recheck_threshold: float | None = None, match_quality: float | None = None) -> None:
         self.decision = decision
-        color = {"PASS": PASS_COLOR, "FAIL": FAIL_COLOR}.get(decision or "", IDLE_COLOR)
+        color = decision_color(decision)
         waiting, verdict, small = self._sizes
         if decision is None:
             text = f"<span style='font-size:{waiting}pt;font-weight:bold'>WAITING</span><br>no part inspected yet"
         else:
-            detail = f"ERROR: {error}" if error else f"score {score:.4g} &nbsp; threshold {threshold:.4g}"
-            text = (f"<span style='font-size:{verdict}pt;font-weight:bold'>{decision}</span><br>"
+            if error:
+                detail = f"ERROR: {error}"
+            elif decision == "NO_PART":
+                found = "" if match_quality is None else f" (match {match_quality:.2f})"
+                detail = f"the part was not found{found}: not inspected"
+            elif decision == "RECHECK" and recheck_threshold is not None:
+                detail = f"score {score:.4g} &nbsp; recheck above {recheck_threshold:.4g}, fail above {threshold:.4g}"
+            else:
+                detail = f"score {score:.4g} &nbsp; threshold {threshold:.4g}"
+            text = (f"<span style='font-size:{verdict}pt;font-weight:bold'>{decision_text(decision)}</span><br>"
                     f"<span style='font-size:{small}pt'>{detail}</span>")
         self.setText(text)
         self.setStyleSheet(f"QLabel {{ background: {color}; color: white; border-radius: 6px; padding: 6px; }}")
 
     def color(self) -> QColor:
-        return QColor({"PASS": PASS_COLOR, "FAIL": FAIL_COLOR}.get(self.decision or "", IDLE_COLOR))
+        return QColor(decision_color(self.decision))
+
+
+#: The counters' columns: (key, title, colour).
+COUNTER_COLUMNS = (("total", "Parts", None), ("pass", "Pass", PASS_COLOR), ("fail", "Fail", FAIL_COLOR),
+                   ("recheck", "Recheck", RECHECK_COLOR), ("no_part", "No part", NO_PART_COLOR), ("yield", "Yield", None))
 
 
 class CountersPanel(QWidget):
-    """Total, pass, fail and yield; ``compact``: smaller, for a camera's tile."""
+    """Parts inspected, pass, fail, recheck, no part and yield (PASS over the parts inspected: a
+    NO PART frame is no part inspected); ``compact``: smaller, for a camera's tile."""
 
     def __init__(self, parent: QWidget | None = None, compact: bool = False) -> None:
         super().__init__(parent)
@@ -250,23 +300,29 @@ class CountersPanel(QWidget):
         if compact:
             grid.setContentsMargins(0, 0, 0, 0)
         self.labels: dict[str, QLabel] = {}
-        for col, name in enumerate(("Total", "Pass", "Fail", "Yield")):
+        for col, (key, name, color) in enumerate(COUNTER_COLUMNS):
             title = QLabel(name)
             title.setAlignment(Qt.AlignmentFlag.AlignCenter)
             value = QLabel("0")
             value.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            value.setStyleSheet(f"font-size: {size}pt; font-weight: bold;")
+            value.setStyleSheet(f"font-size: {size}pt; font-weight: bold;" + (f" color: {color};" if color else ""))
             grid.addWidget(title, 0, col)
             grid.addWidget(value, 1, col)
-            self.labels[name.lower()] = value
-        self.labels["pass"].setStyleSheet(f"font-size: {size}pt; font-weight: bold; color: {PASS_COLOR};")
-        self.labels["fail"].setStyleSheet(f"font-size: {size}pt; font-weight: bold; color: {FAIL_COLOR};")
+            self.labels[key] = value
 
-    def show_counts(self, total: int, passed: int, failed: int) -> None:
+    def show_counts(self, total: int, passed: int, failed: int, rechecked: int = 0, no_part: int = 0) -> None:
+        """``total``: the parts inspected (PASS, FAIL, RECHECK, errors), NO PART frames not among them."""
         self.labels["total"].setText(str(total))
         self.labels["pass"].setText(str(passed))
         self.labels["fail"].setText(str(failed))
+        self.labels["recheck"].setText(str(rechecked))
+        self.labels["no_part"].setText(str(no_part))
         self.labels["yield"].setText(f"{100.0 * passed / total:.1f} %" if total else "–")
+
+    def show_counters(self, counts) -> None:
+        """Shows a :class:`~inspector.line.Counts` (the station's, a camera's)."""
+        self.show_counts(counts.total, counts.passed, counts.rejected, getattr(counts, "rechecked", 0),
+                         getattr(counts, "no_part", 0))
 
 
 class CameraTile(QWidget):
@@ -307,8 +363,10 @@ class TrendPlot(pg.PlotWidget):
         self.curve = self.plot(pen=pg.mkPen("#455a64", width=1))
         self.fails = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(FAIL_COLOR), pen=None)
         self.passes = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(PASS_COLOR), pen=None)
-        self.addItem(self.passes)
-        self.addItem(self.fails)
+        self.rechecks = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(RECHECK_COLOR), pen=None)
+        self.no_parts = pg.ScatterPlotItem(size=6, brush=pg.mkBrush(NO_PART_COLOR), pen=None, symbol="x")
+        for item in (self.passes, self.rechecks, self.no_parts, self.fails):
+            self.addItem(item)
         self.threshold_curve = self.plot(pen=pg.mkPen(FAIL_COLOR, width=2, style=Qt.PenStyle.DashLine), name="threshold")
 
     def show_trend(self, scores: Sequence[float], decisions: Sequence[str], thresholds: Sequence[float]) -> None:
@@ -316,9 +374,12 @@ class TrendPlot(pg.PlotWidget):
         y = np.asarray(scores, dtype=np.float64)
         x = np.arange(len(y))
         self.curve.setData(x, y)
-        failed = np.array([d == "FAIL" for d in decisions], dtype=bool)
-        self.fails.setData(x[failed], y[failed])
-        self.passes.setData(x[~failed], y[~failed])
+        d = np.array(list(decisions), dtype=object)
+        for item, decision in ((self.fails, "FAIL"), (self.rechecks, "RECHECK"), (self.no_parts, "NO_PART")):
+            chosen = d == decision if len(d) else np.zeros(0, bool)
+            item.setData(x[chosen], y[chosen])
+        passed = np.isin(d, ["FAIL", "RECHECK", "NO_PART"], invert=True) if len(d) else np.zeros(0, bool)
+        self.passes.setData(x[passed], y[passed])
         t = np.asarray(thresholds, dtype=np.float64)
         # Centred steps: each part's threshold spans its own x, so a change shows between parts.
         if len(t):

@@ -34,7 +34,7 @@ from calibration.quality import SampleVerdict, summarise
 from calibration.report import write_report
 from calibration.teach.folders import TeachFolders, stamp
 from calibration.teach.samples import CALIBRATION_FRACTION, Samples, split
-from calibration.thresholds import FrrEstimate, check_resolvable, frr_at, pct
+from calibration.thresholds import FrrEstimate, check_resolvable, frr_at, min_images_for, pct
 from inspector.data_folder import make_folders
 from inspector.errors import DataError, InspectorError
 from inspector.framing import Framing
@@ -163,6 +163,10 @@ class Models:
             check_resolvable(len(cal_paths), target_frr, tail)
         except DataError as e:
             raise DataError(f"{e} (calibration uses {pct(calibration_fraction)} of the {len(usable)} samples)") from None
+        if recheck_rate is not None and len(cal_paths) < min_images_for(recheck_rate):
+            raise DataError(f"{len(cal_paths)} calibration images cannot resolve a recheck rate of {pct(recheck_rate)}: "
+                            f"it needs at least {min_images_for(recheck_rate)} (calibration uses {pct(calibration_fraction)} "
+                            f"of the {len(usable)} samples); collect more samples or ask for a larger rate")
         defect_paths = self.defects(defects)
         if rejected:
             log.warning("samples left out of training: %s", summarise(rejected))
@@ -211,7 +215,9 @@ class Models:
         }
         version_id, report_path, result, engine = self._calibrate_and_register(
             model_path, cal_paths, defect_paths, metrics, how, when, user=user, note=note, show_progress=show_progress,
-            calibration=dict(target_frr=target_frr, confidence=confidence, tail=tail, pixel_fpr=pixel_fpr, mm_per_px=mm_per_px),
+            calibration=dict(target_frr=target_frr, confidence=confidence, tail=tail, pixel_fpr=pixel_fpr, mm_per_px=mm_per_px,
+                             # the recheck band (calibration.thresholds.recheck_threshold_for_rate), off unless asked for
+                             **({"recheck_rate": recheck_rate} if recheck_rate is not None else {})),
         )
         return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0, engine)
 
