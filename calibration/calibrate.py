@@ -5,14 +5,25 @@ defective ones) with the inference engine and returns a :class:`CalibrationResul
 :func:`write_thresholds` re-saves the model file atomically with the thresholds in its metadata;
 :func:`store_calibration` adds them to the history database. :func:`defect_images` reads the
 defect folder forms the command accepts.
+
+The recheck band (off unless asked for): ``recheck_rate`` puts a lower threshold under the image
+threshold for that share of good parts (:func:`calibration.thresholds.recheck_threshold_for_rate`).
+:func:`set_recheck_band` sets, changes or removes it on a registered version afterwards (a new
+calibration, audited as ``set_recheck``), and :func:`kept_calibration_values` is what a new
+calibration made from an old one (a threshold set by hand) keeps of it.
+
+Sizes in millimetres: ``mm_per_px`` is the recipe's pixel size; the rule carries it, so areas are
+reported in mm² wherever it is set, and ``min_defect_area_mm2`` gives the pixel rule's minimum
+area in mm² (never below what the good parts need).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +35,18 @@ from calibration.thresholds import (
     DefectAnalysis,
     ImageThreshold,
     PixelRule,
+    RecheckBand,
     analyse_defects,
     calibrate_pixel_rule,
+    check_recheck_resolvable,
     check_resolvable,
     largest_region_px,
+    pct,
+    recheck_rate_at,
+    recheck_threshold_for_rate,
     threshold_for_frr,
 )
+from inspector.inspection import area_px_from_mm2
 from inspector.errors import DataError
 from inspector.image_io import list_images, read_image
 from inspector.model_file import load_model_tensors, save_tensors
@@ -43,7 +60,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGET_FRR = 0.005
 DEFAULT_PIXEL_FPR = 1e-3
 #: Metadata keys a calibration writes into the model file.
-METADATA_KEYS = ("threshold", "pixel_threshold", "min_defect_area_px", "calibration")
+METADATA_KEYS = ("threshold", "pixel_threshold", "min_defect_area_px", "recheck_threshold", "mm_per_px", "calibration")
 
 
 def defect_images(folder: str | Path) -> list[Path]:
@@ -78,18 +95,24 @@ class CalibrationResult:
     model: str | None = None
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     no_part_paths: list[str] = field(default_factory=list)  # images the part was not found in: left out
+    recheck: RecheckBand | None = None  # the recheck band, where one was asked for
+    mm_per_px: float | None = None  # the recipe's pixel size (None: areas in pixels)
+    min_defect_area_mm2_asked: float | None = None
 
     @property
     def rule(self) -> DecisionRule:
+        recheck = None if self.recheck is None else self.recheck.recheck_threshold
         if self.pixel is None:
-            return rule_from_values(self.image.threshold)
-        return rule_from_values(self.image.threshold, self.pixel.pixel_threshold, self.pixel.min_defect_area_px)
+            return rule_from_values(self.image.threshold, recheck_threshold=recheck, mm_per_px=self.mm_per_px)
+        return rule_from_values(self.image.threshold, self.pixel.pixel_threshold, self.pixel.min_defect_area_px,
+                                recheck, self.mm_per_px)
 
     @property
     def warnings(self) -> list[str]:
         no_part = ([f"the part was not found in {len(self.no_part_paths)} image(s) (NO PART), left out of the "
                     f"calibration; first: {self.no_part_paths[0]}"] if self.no_part_paths else [])
-        return [*self.image.warnings, *(self.pixel.warnings if self.pixel else ()), *no_part]
+        return [*self.image.warnings, *(self.pixel.warnings if self.pixel else ()),
+                *(self.recheck.warnings if self.recheck else ()), *no_part]
 
     def report(self) -> dict[str, Any]:
         """The content of report.json (JSON-serialisable; rates are fractions)."""
@@ -108,7 +131,13 @@ class CalibrationResult:
             "good_above_threshold": im.good_above,
             "tail_fit": im.tail,
             "warnings": self.warnings,
+            "mm_per_px": self.mm_per_px,
         }
+        if self.recheck is not None:
+            out.update(self.recheck.as_dict(), recheck_confidence=self.recheck.confidence)
+            if self.defect_scores is not None:
+                band = (self.defect_scores > self.recheck.recheck_threshold) & (self.defect_scores <= im.threshold)
+                out["defects_in_recheck_band"] = float(np.mean(band))  # to a person instead of passing
         if self.defects is not None:
             d = self.defects
             out.update(
@@ -132,6 +161,7 @@ class CalibrationResult:
                 largest_spurious_area_px=p.largest_spurious_area_px,
                 mm_per_px=p.mm_per_px,
                 min_defect_area_mm2=p.min_defect_area_mm2,
+                min_defect_area_mm2_asked=self.min_defect_area_mm2_asked,
                 pixel_rule_expected_frr=p.expected_frr,
                 pixel_rule_frr_ci_low=p.frr_ci_low,
                 pixel_rule_frr_ci_high=p.frr_ci_high,
@@ -164,6 +194,9 @@ class CalibrationResult:
         }
         if self.pixel is not None:
             summary.update(target_pixel_fpr=self.pixel.target_pixel_fpr, mm_per_px=self.pixel.mm_per_px)
+        if self.recheck is not None:
+            summary.update(target_recheck_rate=self.recheck.target_rate, expected_recheck_rate=self.recheck.expected_rate,
+                           recheck_ci=[self.recheck.ci_low, self.recheck.ci_high])
         return {**rule_metadata(self.rule), "calibration": summary}
 
 
@@ -215,14 +248,22 @@ def calibrate_engine(
     pixel_fpr: float | None = DEFAULT_PIXEL_FPR,
     mm_per_px: float | None = None,
     show_progress: bool = False,
+    recheck_rate: float | None = None,
+    min_defect_area_mm2: float | None = None,
 ) -> CalibrationResult:
     """Scores the images with ``engine`` and chooses the thresholds (``pixel_fpr=None``: no pixel rule).
+
+    ``recheck_rate``: also a recheck band under the threshold for that share of good parts (None:
+    none). ``mm_per_px``: the pixel size the rule carries (areas in mm²); ``min_defect_area_mm2``
+    (needs it and the pixel rule): the smallest defect region that FAILs, in mm², raised to what
+    the good parts need where it is smaller (a warning says so).
 
     The good images must not have been used for training; their anomaly maps are kept in memory
     for the pixel rule (4 bytes per pixel).
     """
     if not good_paths:
         raise DataError("no good images given for calibration")
+    check_calibration_options(recheck_rate, mm_per_px, min_defect_area_mm2, pixel_fpr, len(good_paths))
     check_resolvable(len(good_paths), target_frr, tail)  # fail before scoring anything
     maps: list[np.ndarray] = []
     good = score_paths(engine, good_paths, (lambda i, m: maps.append(m)) if pixel_fpr else None, show_progress=show_progress, desc="good images")
@@ -231,7 +272,11 @@ def calibrate_engine(
     image = threshold_for_frr(good, target_frr, confidence=confidence, tail=tail)
     pixel = calibrate_pixel_rule(maps, pixel_fpr, mm_per_px=mm_per_px, confidence=confidence) if pixel_fpr else None
     maps.clear()  # the maps are not needed any more; free them before scoring defects
-    result = CalibrationResult(image, pixel, None, good, good_paths=[str(p) for p in good_paths], model=str(engine.model_path))
+    pixel = _with_min_area_mm2(pixel, min_defect_area_mm2)
+    recheck = (recheck_threshold_for_rate(good, image.threshold, recheck_rate, confidence=confidence)
+               if recheck_rate is not None else None)
+    result = CalibrationResult(image, pixel, None, good, good_paths=[str(p) for p in good_paths], model=str(engine.model_path),
+                               recheck=recheck, mm_per_px=mm_per_px, min_defect_area_mm2_asked=min_defect_area_mm2)
     if defect_paths:
         regions = np.zeros(len(defect_paths), dtype=np.int64)
 
@@ -252,6 +297,36 @@ def calibrate_engine(
     return result
 
 
+def check_calibration_options(recheck_rate: float | None, mm_per_px: float | None, min_defect_area_mm2: float | None,
+                              pixel_fpr: float | None, n_good: int | None = None) -> None:
+    """Refuses, before anything is scored, a recheck rate or sizes in mm that cannot be used
+    (a recheck rate ``n_good`` good images cannot resolve among them)."""
+    if recheck_rate is not None and not (isinstance(recheck_rate, (int, float)) and 0 < recheck_rate < 1):
+        raise DataError(f"the recheck rate must be a fraction strictly between 0 and 1, got {recheck_rate!r}")
+    if recheck_rate is not None and n_good is not None:
+        check_recheck_resolvable(n_good, recheck_rate)
+    if mm_per_px is not None and not (isinstance(mm_per_px, (int, float)) and math.isfinite(mm_per_px) and mm_per_px > 0):
+        raise DataError(f"the pixel size must be a positive number of mm, got {mm_per_px!r}")
+    if min_defect_area_mm2 is not None:
+        if mm_per_px is None:
+            raise DataError("a minimum defect area in mm² needs the pixel size (--mm-per-px)")
+        if not pixel_fpr:
+            raise DataError("a minimum defect area needs the pixel rule (leave out --no-pixel-rule)")
+        area_px_from_mm2(min_defect_area_mm2, mm_per_px)  # refuses a non-positive area
+
+
+def _with_min_area_mm2(pixel: PixelRule | None, min_defect_area_mm2: float | None) -> PixelRule | None:
+    if pixel is None or min_defect_area_mm2 is None or pixel.mm_per_px is None:
+        return pixel
+    asked = area_px_from_mm2(min_defect_area_mm2, pixel.mm_per_px)
+    if asked >= pixel.min_defect_area_px:
+        return replace(pixel, min_defect_area_px=asked)  # fewer regions FAIL: the rule's false rejects only fall
+    warning = (f"the minimum defect area asked, {min_defect_area_mm2:g} mm² ({asked} px), is below the "
+               f"{pixel.min_defect_area_px} px ({pixel.min_defect_area_mm2:.4g} mm²) that good parts' maps reach; "
+               "kept at that, or good parts would FAIL")
+    return replace(pixel, warnings=(*pixel.warnings, warning))
+
+
 def calibrate_model(
     model_path: str | Path,
     good_paths: Sequence[Path],
@@ -269,6 +344,8 @@ def calibrate_model(
     from inspector.engine import Engine
 
     check_resolvable(len(good_paths), kwargs.get("target_frr", DEFAULT_TARGET_FRR), kwargs.get("tail", "auto"))
+    check_calibration_options(kwargs.get("recheck_rate"), kwargs.get("mm_per_px"), kwargs.get("min_defect_area_mm2"),
+                              kwargs.get("pixel_fpr", DEFAULT_PIXEL_FPR), len(good_paths))
     for path in [*good_paths, *(defect_paths or [])]:
         read_image(path)
     engine = Engine(model_path, device=device, backend=backend)
@@ -309,7 +386,95 @@ def store_calibration(
         expected_frr_ci=(im.frr_ci_low, im.frr_ci_high),
         pixel_threshold=px.pixel_threshold if px else None,
         min_defect_area_px=px.min_defect_area_px if px else None,
+        recheck_threshold=result.recheck.recheck_threshold if result.recheck else None,
+        target_recheck_rate=result.recheck.target_rate if result.recheck else None,
+        expected_recheck_rate=result.recheck.expected_rate if result.recheck else None,
+        mm_per_px=result.mm_per_px,
         report=report,
         created_by=user,
         role=role,
     )
+
+
+def kept_calibration_values(old: Any, threshold: float | None = None) -> dict[str, Any]:
+    """What a new calibration made from ``old`` (a history ``Calibration`` row) keeps of it, as
+    keywords of :meth:`~inspector.history.HistoryDB.add_calibration`: the pixel rule, the pixel
+    size and the recheck band. With a new image ``threshold`` (a threshold set by hand) the band
+    is kept where its lower threshold is still below it, its rate judged again on the old
+    calibration's good scores; else it goes (the returned ``recheck_threshold`` is None)."""
+    kept: dict[str, Any] = {
+        "pixel_threshold": old.pixel_threshold, "min_defect_area_px": old.min_defect_area_px,
+        "mm_per_px": getattr(old, "mm_per_px", None), "recheck_threshold": None, "target_recheck_rate": None,
+        "expected_recheck_rate": None,
+    }
+    lower = getattr(old, "recheck_threshold", None)
+    if lower is None:
+        return kept
+    upper = old.image_threshold if threshold is None else float(threshold)
+    if not lower < upper:
+        return kept
+    kept.update(recheck_threshold=lower, target_recheck_rate=old.target_recheck_rate,
+                expected_recheck_rate=old.expected_recheck_rate)
+    scores = (old.report or {}).get("good_scores") or []
+    if threshold is not None and len(scores):
+        kept["expected_recheck_rate"] = recheck_rate_at(scores, lower, upper).expected_rate
+    return kept
+
+
+def set_recheck_band(
+    db: HistoryDB,
+    model_version_id: int,
+    *,
+    user: str,
+    role: str,
+    recheck_rate: float | None = None,
+    recheck_threshold: float | None = None,
+    confidence: float = 0.95,
+) -> RecheckBand | None:
+    """Sets the recheck band of a registered version as a new calibration, the rest of its latest
+    one kept; audited once as ``set_recheck`` (before: the old band; after: the new one).
+
+    Give ``recheck_rate`` (the share of good parts the line can afford to recheck: the lower
+    threshold is chosen on the latest calibration's good scores) or ``recheck_threshold`` (chosen
+    by a person: its rate is judged on the same scores), or neither to switch the band off.
+    Returns the band (None: switched off). DataError for a version never calibrated, one without
+    good scores to judge the band by, or a band that does not fit under its threshold. The
+    caller checks the role (a technician's, as for a threshold)."""
+    if recheck_rate is not None and recheck_threshold is not None:
+        raise DataError("give a recheck rate or a recheck threshold, not both")
+    old = db.latest_calibration(model_version_id)
+    if old is None:
+        raise DataError(f"version {model_version_id} is not calibrated; calibrate it before setting a recheck band")
+    scores = np.asarray((old.report or {}).get("good_scores", []), dtype=np.float64)
+    band: RecheckBand | None = None
+    if recheck_rate is not None or recheck_threshold is not None:
+        if scores.size == 0:
+            raise DataError(f"version {model_version_id} has no calibration scores to judge a recheck band by; "
+                            "calibrate it first")
+        if recheck_rate is not None:
+            band = recheck_threshold_for_rate(scores, old.image_threshold, recheck_rate, confidence=confidence)
+        else:
+            band = recheck_rate_at(scores, float(recheck_threshold), old.image_threshold, confidence)  # type: ignore[arg-type]
+    kept = kept_calibration_values(old)
+    kept.update(recheck_threshold=None if band is None else band.recheck_threshold,
+                target_recheck_rate=None if band is None else band.target_rate,
+                expected_recheck_rate=None if band is None else band.expected_rate)
+    band_keys = {"recheck_threshold", "target_recheck_rate", "expected_recheck_rate", "recheck_ci_low", "recheck_ci_high",
+                 "good_in_recheck_band", "recheck_confidence", "defects_in_recheck_band"}
+    report = {k: v for k, v in (old.report or {}).items() if k not in band_keys}
+    if band is not None:
+        report.update(band.as_dict(), recheck_confidence=band.confidence)
+    report.update(recheck_set_by=user)
+    before = {"recheck_threshold": getattr(old, "recheck_threshold", None),
+              "expected_recheck_rate": getattr(old, "expected_recheck_rate", None)}
+    db.add_calibration(
+        model_version_id, image_threshold=old.image_threshold, target_frr=old.target_frr, expected_frr=old.expected_frr,
+        expected_frr_ci=(old.expected_frr_ci_low, old.expected_frr_ci_high) if old.expected_frr_ci_low is not None else None,
+        report=report, created_by=user, role=role, action="set_recheck", before=before,
+        details={"recheck_threshold": kept["recheck_threshold"], "expected_recheck_rate": kept["expected_recheck_rate"]},
+        **kept,
+    )
+    if band is not None:
+        log.info("recheck band of version %s: above %.6g (about %s of good parts)", model_version_id,
+                 band.recheck_threshold, pct(band.expected_rate))
+    return band

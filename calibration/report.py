@@ -83,6 +83,10 @@ def score_histogram(result: CalibrationResult) -> Figure:
     im = result.image
     ax.axvline(im.threshold, color="black", lw=1.5,
                label=f"threshold {im.threshold:.4g} (expected FRR {pct(im.expected_frr)})")
+    band = getattr(result, "recheck", None)
+    if band is not None:
+        ax.axvspan(band.recheck_threshold, im.threshold, color="tab:orange", alpha=0.15,
+                   label=f"RECHECK above {band.recheck_threshold:.4g} (expected {pct(band.expected_rate)} of good parts)")
     if result.defects is not None:
         ax.axvline(result.defects.f1_threshold, color="tab:blue", ls="--", lw=1.2,
                    label=f"F1-optimal {result.defects.f1_threshold:.4g} (F1 {result.defects.f1:.3f})")

@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from inspector.engine import Engine
 
 
+def verdict(rule: DecisionRule, prediction: Any) -> str:
+    """The decision the line would make of an engine's prediction: NO_PART where the framing did
+    not find the part (the rule never sees it), else the rule's (PASS, FAIL or RECHECK)."""
+    if getattr(prediction, "no_part", False):
+        return "NO_PART"
+    return rule.decide(prediction.score, prediction.anomaly_map).decision
+
+
 @dataclass(frozen=True)
 class ShadowDifference:
     name: str
@@ -85,9 +93,7 @@ def shadow_compare(
         named = [(str(x), read_image(x)) if isinstance(x, (str, Path)) else (str(x[0]), x[1]) for x in chunk]
         arrays = [im for _, im in named]
         for (name, _), pa, pc in zip(named, active.predict_batch(arrays), candidate.predict_batch(arrays)):
-            va = active_rule.decide(pa.score, pa.anomaly_map)
-            vc = candidate_rule.decide(pc.score, pc.anomaly_map)
-            rows.append(ShadowDifference(name, pa.score, va.decision, pc.score, vc.decision))
+            rows.append(ShadowDifference(name, pa.score, verdict(active_rule, pa), pc.score, verdict(candidate_rule, pc)))
     a = np.array([r.active_score for r in rows])
     c = np.array([r.candidate_score for r in rows])
     if candidate_rule.threshold > 0 and active_rule.threshold > 0:
@@ -164,7 +170,7 @@ def handover_check(
         preds = [p for i in range(0, len(labels), 8) for p in engine.predict_batch((good + defects)[i : i + 8])]
         scores[name] = np.array([p.score for p in preds])
         if real:  # judged by the model's whole rule, pixel rule included, as on the line
-            verdicts = [rule.decide(p.score, p.anomaly_map).decision for p in preds[-len(real):]]
+            verdicts = [verdict(rule, p) for p in preds[-len(real):]]
             escape[name] = float(np.mean([v == "PASS" for v in verdicts]))
     auroc = {name: image_auroc(labels, s) for name, s in scores.items()}
     shadow = shadow_compare(candidate, candidate_rule, active, active_rule, [(str(p), im) for p, im in zip(good_paths, good)])

@@ -21,6 +21,16 @@ Image threshold from good parts
     it -- a :class:`~inspector.errors.DataError` says how many images are needed. The highest good
     score is never used as a silent fallback.
 
+Recheck band from good parts
+    :func:`recheck_threshold_for_rate` puts a lower threshold under the image threshold so that
+    about a share ``R`` of good parts (the recheck rate the line can afford) score between the two
+    and go to RECHECK. With the threshold on an order statistic, the lower one is the order
+    statistic ``k`` places below it, ``k`` the largest count with ``k / (n + 1) <= R``; the share
+    of good parts between two order statistics ``k`` apart is Beta(k, n - k + 1) distributed, so
+    the expected recheck rate is ``k / (n + 1)`` and its interval is exact (the same argument as
+    the threshold's). :func:`recheck_rate_at` judges a lower threshold someone chose, as
+    :func:`frr_at` judges a threshold.
+
 With defective samples
     :func:`analyse_defects`: ROC and AUROC (scikit-learn), the escape rate (defects let through) at
     the chosen threshold with a Clopper-Pearson interval, and the F1-optimal threshold.
@@ -289,6 +299,109 @@ def _tail_threshold(s: np.ndarray, target: float, confidence: float, bootstrap: 
         warnings=tuple(warnings),
         tail={"exceedances": k, "level": u, "shape": c, "scale": scale, "bootstrap": bootstrap},
     )
+
+
+# --- Recheck band ---------------------------------------------------------------------------------
+
+#: The share of good parts a recheck band sends to a person unless told otherwise.
+DEFAULT_RECHECK_RATE = 0.03
+
+
+@dataclass(frozen=True)
+class RecheckBand:
+    """The recheck band under an image threshold: a part scoring above ``recheck_threshold`` and
+    not above ``threshold`` is RECHECK. ``expected_rate`` is the share of good parts to expect in
+    the band, ``ci_low``/``ci_high`` its ``confidence`` interval; ``good_in_band`` how many of the
+    ``n_good`` calibration scores lie in it; ``target_rate`` the rate asked for (None where a
+    person chose the lower threshold)."""
+
+    recheck_threshold: float
+    threshold: float
+    target_rate: float | None
+    expected_rate: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n_good: int
+    good_in_band: int
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        """The band as the report and the calibrations' report keep it (rates are fractions)."""
+        return {"recheck_threshold": self.recheck_threshold, "target_recheck_rate": self.target_rate,
+                "expected_recheck_rate": self.expected_rate, "recheck_ci_low": self.ci_low,
+                "recheck_ci_high": self.ci_high, "good_in_recheck_band": self.good_in_band}
+
+
+def check_recheck_resolvable(n_good: int, recheck_rate: float) -> None:
+    """Raises DataError if ``n_good`` good scores cannot resolve ``recheck_rate`` (before scoring them)."""
+    _check_rate(recheck_rate, "recheck_rate")
+    if math.floor(recheck_rate * (n_good + 1) + 1e-9) < 1:
+        raise DataError(
+            f"{n_good} good calibration images cannot resolve a recheck rate of {pct(recheck_rate)}: the lowest rate "
+            f"they can show is 1/{n_good + 1} = {pct(1 / (n_good + 1))}; give at least {min_images_for(recheck_rate)} "
+            "good images, or ask for a higher recheck rate")
+
+
+def recheck_threshold_for_rate(
+    good_scores: Sequence[float] | np.ndarray,
+    threshold: float,
+    recheck_rate: float = DEFAULT_RECHECK_RATE,
+    *,
+    confidence: float = 0.95,
+) -> RecheckBand:
+    """The lower threshold of a recheck band under ``threshold`` that sends about ``recheck_rate``
+    of good parts to RECHECK (see the module docstring).
+
+    Raises:
+        DataError: too few good scores to resolve the rate (fewer than ``1 / recheck_rate - 1``),
+            or too few below the threshold to hold the band, or scores tied at the threshold.
+    """
+    _check_rate(recheck_rate, "recheck_rate")
+    _check_rate(confidence, "confidence")
+    s = np.sort(_scores(good_scores, "good"))
+    n = s.size
+    check_recheck_resolvable(n, recheck_rate)
+    k = math.floor(recheck_rate * (n + 1) + 1e-9)  # largest k with k / (n + 1) <= recheck_rate
+    above = int(np.count_nonzero(s > threshold))
+    index = n - 1 - above - k
+    if index < 0:
+        raise DataError(f"only {n - above} of the {n} good scores lie at or below the threshold {threshold:.6g}: "
+                        f"too few for a recheck band of {pct(recheck_rate)}")
+    lower = float(s[index])
+    if not lower < threshold:
+        raise DataError(f"the good scores under the threshold {threshold:.6g} tie with it: no recheck band fits between")
+    warnings: list[str] = []
+    reliable = math.ceil(RELIABLE_FACTOR / recheck_rate)
+    if n < reliable:
+        warnings.append(f"only {n} good images for a recheck rate of {pct(recheck_rate)}: {reliable} or more are "
+                        "needed for a reliable recheck threshold; see the interval for how uncertain it is")
+    a = 1 - confidence
+    low, high = stats.beta.ppf([a / 2, 1 - a / 2], k, n - k + 1)
+    in_band = int(np.count_nonzero((s > lower) & (s <= threshold)))
+    return RecheckBand(lower, float(threshold), recheck_rate, k / (n + 1), float(low), float(high), confidence, n,
+                       in_band, tuple(warnings))
+
+
+def recheck_rate_at(
+    good_scores: Sequence[float] | np.ndarray, recheck_threshold: float, threshold: float, confidence: float = 0.95
+) -> RecheckBand:
+    """The recheck rate to expect with a lower threshold someone chose: with ``k`` good scores in
+    the band, Beta(k + 1, n - k) as :func:`frr_at` counts it (a cautious estimate: never 0)."""
+    if not recheck_threshold < threshold:
+        raise DataError(f"the recheck threshold {recheck_threshold:.6g} must be below the threshold {threshold:.6g}")
+    s = np.asarray(good_scores, dtype=np.float64)
+    n = int(s.size)
+    if n == 0:
+        raise DataError("no good calibration scores to estimate a recheck rate from")
+    k = int(np.count_nonzero((s > recheck_threshold) & (s <= threshold)))
+    a = 1.0 - confidence
+    if k >= n:
+        low = float(stats.beta.ppf(a / 2, n, 1))
+        return RecheckBand(float(recheck_threshold), float(threshold), None, 1.0, low, 1.0, confidence, n, k)
+    low, high = stats.beta.ppf([a / 2, 1 - a / 2], k + 1, n - k)
+    return RecheckBand(float(recheck_threshold), float(threshold), None, (k + 1) / (n + 1), float(low), float(high),
+                       confidence, n, k)
 
 
 # --- With defective samples -----------------------------------------------------------------------

@@ -356,7 +356,7 @@ def product_recipe(args: argparse.Namespace, db: Any) -> Any:
     if args.model is not None:
         return None
     recipe = recipes.active_recipe(db, args.product)
-    rule = _override_rule(args)
+    rule = _override_rule(args, recipe.rule.mm_per_px)
     if rule is not None:
         recipe = recipes.version_recipe(db, recipe.model_version_id, rule=rule, rule_source="--threshold")
     return recipe
@@ -372,11 +372,14 @@ def load_run_recipe(args: argparse.Namespace, db: Any, recipe: Any) -> Any:
     return recipes.LoadedRecipe.of(recipe, Engine(recipe.model_path, device=args.device, backend=args.backend))
 
 
-def _override_rule(args: argparse.Namespace) -> Any:
+def _override_rule(args: argparse.Namespace, mm_per_px: float | None = None) -> Any:
+    """The rule ``--threshold`` (with ``--pixel-threshold``/``--min-defect-area``) gives, or None.
+    It replaces the recipe's whole rule, recheck band included (none: a technician's override
+    never says RECHECK); only the recipe's pixel size ``mm_per_px`` stays, a fact of the camera."""
     from inspector.line import DecisionRule
 
     if args.threshold is not None:
-        return DecisionRule(args.threshold, args.pixel_threshold, args.min_defect_area)
+        return DecisionRule(args.threshold, args.pixel_threshold, args.min_defect_area, mm_per_px=mm_per_px)
     if args.pixel_threshold is not None:
         raise InspectorError("--pixel-threshold needs --threshold as well (or neither, to use the calibration)")
     return None
@@ -387,7 +390,8 @@ def run_recipe(args: argparse.Namespace, db: Any, engine: Any):
     ``--product`` and its rule from :func:`inspector.recipes.model_file_recipe` (latest
     calibration in the database, else the model file's), unless ``--threshold`` (with
     ``--pixel-threshold``/``--min-defect-area``) overrides it."""
-    override = _override_rule(args)
+    mm = engine.metadata.get("mm_per_px") if isinstance(getattr(engine, "metadata", None), dict) else None
+    override = _override_rule(args, mm if isinstance(mm, (int, float)) and not isinstance(mm, bool) and mm > 0 else None)
     try:
         recipe = recipes.model_file_recipe(db, engine.model_path, engine.model_sha256, engine.metadata, args.product,
                                            rule=override, rule_source="--threshold")

@@ -75,6 +75,13 @@ def format_calibration(result) -> str:
             f"pixel rule: map > {p.pixel_threshold:.6g} (pixel FPR {p.observed_pixel_fpr:.2g}) over at least {area}; "
             f"alone it rejects about {pct(p.expected_frr)} of good parts"
         )
+    band = getattr(result, "recheck", None)
+    if band is not None:
+        lines.append(
+            f"recheck band: scores above {band.recheck_threshold:.6g} up to the threshold are RECHECK: expected recheck "
+            f"rate {pct(band.expected_rate)} of good parts (target {pct(band.target_rate)}), {band.confidence:.0%} "
+            f"interval {pct(band.ci_low)} .. {pct(band.ci_high)}"
+        )
     lines += [f"warning: {w}" for w in result.warnings]
     return "\n".join(lines)
 
@@ -112,7 +119,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     result = calibrate_model(
         model, good, defects, device=args.device, backend=args.backend, target_frr=args.target_frr, confidence=args.confidence,
         tail=args.tail, pixel_fpr=None if args.no_pixel_rule else args.pixel_fpr, mm_per_px=args.mm_per_px,
-        show_progress=True,
+        show_progress=True, recheck_rate=args.recheck_rate, min_defect_area_mm2=args.min_defect_area_mm2,
     )
     report = write_report(args.report, result)
     write_thresholds(model, result, out)
@@ -324,7 +331,7 @@ def _calibration_options(p: argparse.ArgumentParser) -> None:
                    help="generalised Pareto tail fit: when the images cannot resolve the target (auto), never, or always")
     p.add_argument("--pixel-fpr", type=rate, default=1e-3, help="share of good map pixels above the pixel threshold (default 0.001)")
     p.add_argument("--no-pixel-rule", action="store_true", help="image threshold only")
-    p.add_argument("--mm-per-px", type=positive, help="pixel size in mm, to report the minimum defect area in mm²")
+    p.add_argument("--mm-per-px", type=positive, help="pixel size in mm: the recipe keeps it, and defect areas are given in mm² (review, CSV, MQTT)")
     p.add_argument("--defects", help="defective images: an MVTec-layout folder (test/<type>/) or a plain folder")
 
 
@@ -336,6 +343,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model file (.safetensors); left unchanged: the calibrated model is a new file")
     p.add_argument("good_dir", help="good images NOT used for training (a folder, or an MVTec folder's test/good)")
     _calibration_options(p)
+    p.add_argument("--recheck-rate", type=rate, default=None, metavar="R",
+                   help="also a recheck band: the share of good parts the line can afford to send to RECHECK (e.g. "
+                   "0.03); a lower threshold is set for it under the FAIL threshold. Off unless given")
+    p.add_argument("--min-defect-area-mm2", type=positive, default=None, metavar="A",
+                   help="with --mm-per-px and the pixel rule: the smallest defect region that FAILs, in mm² "
+                   "(never below what the good parts' maps reach)")
     p.add_argument("--report", required=True, help="folder for report.json and the plots")
     p.add_argument("--out", help="the calibrated model's file, which must not exist yet (default: "
                    "MODEL.calibrated-YYYYMMDD-HHMMSS.safetensors beside the model)")

@@ -44,7 +44,7 @@ from inspector.line.batcher import DEFAULT_MAX_WAIT_MS, BatchingChoice, FrameBat
 from inspector.line.drift import DRIFT_ALARM, MIN_RECENT, DriftMonitor, DriftStatus
 from inspector.line.line_metrics import PipelineMetrics
 from inspector.line.part_feeder import PartFeeder
-from inspector.line.pipeline import Pipeline, Scorer
+from inspector.line.pipeline import NO_PART_ALARM_AFTER, Pipeline, Scorer
 
 if TYPE_CHECKING:
     from inspector.recipes import LoadedRecipe
@@ -208,6 +208,7 @@ def build_line(
     writer_max_buffered: int = WRITER_MAX_BUFFERED,
     stall_after_s: float | None = STALL_AFTER_S,
     disk_reserve_bytes: int = 0,
+    no_part_alarm_after: int | None = NO_PART_ALARM_AFTER,
 ) -> Line:
     """The line that inspects ``camera``'s frames with ``recipe`` (a
     :class:`~inspector.recipes.LoadedRecipe`: engine, rule, model version, product, good scores)
@@ -232,6 +233,9 @@ def build_line(
     hardware-triggered line (or a software trigger someone else fires) may simply have no parts,
     so it raises none.
 
+    NO PART: ``no_part_alarm_after`` frames in a row without the part raise ``no_part_run``
+    (None: never); see :class:`~inspector.line.Pipeline`.
+
     ``links`` are extra subscribers (see :class:`LineLink`), subscribed before anything runs.
     """
     store = ImageStore(image_dir, quota_bytes=quota_bytes, pass_sample_rate=pass_sample_rate,
@@ -239,7 +243,8 @@ def build_line(
     writer = HistoryWriter(db, store, max_buffered=writer_max_buffered, stop_reserve_bytes=disk_reserve_bytes // 4)
     return _assemble(camera, recipe, writer, store, None, mode=mode, trigger=trigger, trigger_line=trigger_line,
                      queue_size=queue_size, max_frames=max_frames, drift_window=drift_window, on_drift=on_drift,
-                     feeder_rate=feeder_rate, links=links, stall_after_s=stall_after_s)
+                     feeder_rate=feeder_rate, links=links, stall_after_s=stall_after_s,
+                     no_part_alarm_after=no_part_alarm_after)
 
 
 #: :func:`build_line`'s options that are not :func:`_assemble`'s: they make the store and the writer.
@@ -274,6 +279,7 @@ def _assemble(
     links: Iterable[LineLink],
     stall_after_s: float | None,
     names_camera: bool = False,
+    no_part_alarm_after: int | None = NO_PART_ALARM_AFTER,
 ) -> Line:
     """The pipeline on ``camera`` and ``writer``, its :class:`Line` and its links (see :func:`build_line`);
     ``scorer`` turns a recipe's engine into what the pipeline calls (None: the engine itself)."""
@@ -284,6 +290,7 @@ def _assemble(
         queue_size=queue_size, model_version_id=recipe.model_version_id, product_id=recipe.product_id,
         trigger=trigger, trigger_line=trigger_line, max_frames=max_frames,
         stall_after_s=stall_after_s if expects_frames else None, names_camera=names_camera,
+        no_part_alarm_after=no_part_alarm_after,
     )
     line = Line(pipeline, writer, store, recipe, drift_window=drift_window, on_drift=on_drift, feeder_rate=feeder_rate,
                 scorer=scorer, names_camera=names_camera)
