@@ -235,3 +235,34 @@ def test_revision_0010_keeps_old_rows_and_their_seals(tmp_path: Path) -> None:
         connection.exec_driver_sql("UPDATE inspections SET match_quality = 0.9 WHERE frame_id = 5")
     assert "changed" in db.verify_history()[2].problem
     db.close()
+
+
+def test_a_journal_line_keeps_the_new_fields_and_an_old_line_still_reads() -> None:
+    from inspector.history.records import from_json, to_json
+
+    rule = DecisionRule(0.7, 0.5, 20, recheck_threshold=0.4, mm_per_px=0.1)
+    record = InspectionResult(time=datetime.now(timezone.utc), camera_id="c", frame_id=3, score=0.6, decision="RECHECK",
+                              threshold=0.7, rule=rule, defect_area_px=12, match_quality=0.8, outline=OUTLINE)
+    back = from_json(to_json(record))
+    assert (back.rule, back.defect_area_px, back.match_quality, back.decision) == (rule, 12, 0.8, "RECHECK")
+    assert back.outline is None  # drawn live, never stored
+    old = {k: v for k, v in to_json(record).items()
+           if k not in ("recheck_threshold", "mm_per_px", "defect_area_px", "match_quality")}
+    old["decision"] = "FAIL"
+    back = from_json(old)
+    assert back.rule == DecisionRule(0.7, 0.5, 20) and back.defect_area_px is None and back.match_quality is None
+
+
+def test_the_run_summary_names_rechecks_and_no_part_frames() -> None:
+    from dataclasses import replace
+
+    from cli.line_commands import summary_line
+    from inspector.history import WriterStats
+    from inspector.line import PipelineMetrics
+
+    nan = float("nan")
+    m = PipelineMetrics("triggered", False, 10, 10, 10, 5, 1, 0, 0, 0, 0, 8, 0, 0.0, 1.0, nan, nan, nan, nan, 0, 0, 0, 0,
+                        WriterStats(0, 0, 0, 0, 0), rechecked=2, no_part=2)
+    line = summary_line(m)
+    assert "pass 5, fail 1, recheck 2, errors 0, no part 2" in line and m.yield_fraction == 5 / 8
+    assert "recheck" not in summary_line(replace(m, rechecked=0, no_part=0))  # as before where there are none
