@@ -211,14 +211,14 @@ def test_the_operator_page_shows_the_outline_no_part_and_recheck(qtbot, tmp_path
         seen[r.decision] = {"banner": page.banner.decision, "text": page.banner.text(), "color": page.banner.color().name(),
                             "outline": page.image_view.outline, "result_outline": r.outline}
 
-    def on_counters() -> None:  # after the result: the picture with its counts
+    def on_drawn() -> None:  # after the result, its counts and trend: the whole picture
         r = line.latest
         name = None if r is None else f"operator-{r.decision.lower().replace('_', '-')}.png"
         if r is not None and r.decision in ("RECHECK", "NO_PART") and not (tmp_path / name).exists():
             save_picture(page, name, tmp_path)
 
     line.result_changed.connect(on_result)
-    line.counters_changed.connect(on_counters)
+    line.trend_changed.connect(on_drawn)
     assert line.start()
     # The display shows the newest result at most ten times a second, and results become durable
     # (and reach the screen) in the writer's batches: two may come at once and the first never be

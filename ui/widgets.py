@@ -364,7 +364,7 @@ class TrendPlot(pg.PlotWidget):
         self.fails = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(FAIL_COLOR), pen=None)
         self.passes = pg.ScatterPlotItem(size=5, brush=pg.mkBrush(PASS_COLOR), pen=None)
         self.rechecks = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(RECHECK_COLOR), pen=None)
-        self.no_parts = pg.ScatterPlotItem(size=6, brush=pg.mkBrush(NO_PART_COLOR), pen=None, symbol="x")
+        self.no_parts = pg.ScatterPlotItem(size=11, brush=pg.mkBrush(NO_PART_COLOR), pen=None, symbol="x")
         for item in (self.passes, self.rechecks, self.no_parts, self.fails):
             self.addItem(item)
         self.threshold_curve = self.plot(pen=pg.mkPen(FAIL_COLOR, width=2, style=Qt.PenStyle.DashLine), name="threshold")
@@ -373,8 +373,10 @@ class TrendPlot(pg.PlotWidget):
         """``thresholds``: each part's own (its result's), not the rule in force now."""
         y = np.asarray(scores, dtype=np.float64)
         x = np.arange(len(y))
-        self.curve.setData(x, y)
         d = np.array(list(decisions), dtype=object)
+        # A NO PART frame was never scored: a gap in the line, its mark on the axis.
+        line_y = np.where(d == "NO_PART", np.nan, y) if len(d) == len(y) and len(y) else y
+        self.curve.setData(x, line_y, connect="finite")
         for item, decision in ((self.fails, "FAIL"), (self.rechecks, "RECHECK"), (self.no_parts, "NO_PART")):
             chosen = d == decision if len(d) else np.zeros(0, bool)
             item.setData(x[chosen], y[chosen])
