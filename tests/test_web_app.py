@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,6 @@ pytest.importorskip("flask_wtf", reason="the web review needs the [web] extra: p
 
 from inspector.history import HistoryDB, InspectionFilter  # noqa: E402
 from inspector.history import queries  # noqa: E402
-from station import actions  # noqa: E402
 from web import WebOptions, create_app  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,6 +28,7 @@ from web_support import (HTML_PRODUCT, OPERATOR, OPERATOR_PIN, QUALITY, QUALITY_
                          make_history)
 
 REPO = Path(__file__).resolve().parents[1]
+T0_RECHECK = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -330,3 +331,42 @@ def test_serve_refuses_a_database_that_does_not_exist(tmp_path: Path) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip() == f"error: no history database at {tmp_path / 'none.db'}"
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_recheck_and_its_measurements_show_on_the_part_page_and_in_the_queue(site) -> None:
+    from inspector.history import DECISIONS
+    from inspector.inspection import DecisionRule, InspectionResult
+
+    if "RECHECK" not in DECISIONS:
+        pytest.skip("this history has no RECHECK decision")
+    db, _, root = site
+    rule = DecisionRule(0.5, 0.4, 12, recheck_threshold=0.3, mm_per_px=0.1)
+    writer = HistoryDB(str(db.engine.url), station="line-1")
+    try:
+        [row] = writer.write_inspections([InspectionResult(
+            T0_RECHECK, "cam0", 7000, 0.45, "RECHECK", 0.5, rule=rule, defect_area_px=40)])
+    finally:
+        writer.close()
+    app = create_app(db, WebOptions(image_folders=[str(root / "images")]))
+    client = signed_in(app)
+    queue = client.get("/inspections?decision=RECHECK&label=none").get_data(as_text=True)
+    assert 'id="recheck-queue"' in queue and f"/inspections/{row.inspection_id}" in queue and ">RECHECK<" in queue
+    text = client.get(f"/inspections/{row.inspection_id}").get_data(as_text=True)
+    assert "score above 0.3, up to the threshold" in text and "40 px (0.4 mm²)" in text
+
+
+def test_idle_sessions_end_and_a_proxy_is_trusted_only_when_asked(site) -> None:
+    from web.signin import SignIns
+
+    now = [0.0]
+    signins = SignIns(60, clock=lambda: now[0])
+    sid = signins.add("quinn", "quality", "314159")
+    now[0] = 59
+    assert signins.get(sid).user == "quinn"
+    now[0] = 59 + 61
+    assert signins.get(sid) is None
+    db, _, root = site
+    behind = create_app(db, WebOptions(image_folders=[], secure_cookies=True, behind_proxy=True)).test_client()
+    page = behind.get("/sign-in", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "review.plant"})
+    assert 'action="/sign-in"' in page.get_data(as_text=True)
+    assert "Secure" in page.headers["Set-Cookie"] and "HttpOnly" in page.headers["Set-Cookie"]
