@@ -19,7 +19,7 @@ from calibration.quality import QualityGates
 from calibration.teach import TeachSession
 from calibration.teach.framing import Drawing, drawn_framing, polygon_region
 from cli.main import main
-from inspector.errors import InspectorError
+from inspector.errors import DataError, InspectorError
 from inspector.roles import Caller
 
 TECH, TECH_PIN = "tina", "471108"
@@ -90,7 +90,12 @@ def test_the_teach_trains_with_the_framing_keeps_it_in_the_model_and_audits_it(s
     painted = np.zeros(reference.shape, bool)
     painted[60:70, 60:70] = True
     framing = drawn_framing(reference, Drawing(region=(16, 16, 128, 128), ignore=painted))
-    result = session.teach(Caller(TECH, TECH_PIN), kind="instant", framing=framing, target_frr=0.25, mm_per_px=0.05)
+    caller = Caller(TECH, TECH_PIN)
+    # A recheck band the calibration images cannot resolve is refused before any training.
+    with pytest.raises(DataError, match="cannot resolve a recheck rate of 3"):
+        session.teach(caller, kind="instant", framing=framing, target_frr=0.25, recheck_rate=0.03)
+    assert session.versions() == []
+    result = session.teach(caller, kind="instant", framing=framing, target_frr=0.25, mm_per_px=0.05, recheck_rate=0.2)
     version = next(v for v in session.versions() if v.id == result.version_id)
     assert version.metrics["framing"] == describe(framing) == "region 16,16,128,128, 100 don't-care px"
     assert version.metrics["mm_per_px"] == 0.05
@@ -98,6 +103,19 @@ def test_the_teach_trains_with_the_framing_keeps_it_in_the_model_and_audits_it(s
     assert engine.framing.region == (16, 16, 128, 128) and int(engine.framing.ignore.sum()) == 100
     started = next(e for e in session.db.audit_events(limit=50) if e.action == "train_started")
     assert started.after["framing"] == describe(framing)
+
+    # The recheck band asked for, and the pixel size, are the version's rule.
+    cal = session.db.latest_calibration(result.version_id)
+    assert cal.mm_per_px == 0.05 and cal.recheck_threshold is not None and cal.recheck_threshold < cal.image_threshold
+    assert result.calibration.recheck.target_rate == 0.2
+    # A threshold set by hand keeps the band where it still lies under it; the band can be set
+    # again or switched off (audited as set_recheck, a technician's right).
+    session.set_threshold(caller, result.version_id, cal.image_threshold * 1.01)
+    kept = session.db.latest_calibration(result.version_id)
+    assert kept.recheck_threshold == cal.recheck_threshold and kept.mm_per_px == 0.05
+    assert session.set_recheck_band(caller, result.version_id, None) is None
+    assert session.db.latest_calibration(result.version_id).recheck_threshold is None
+    assert [e.action for e in session.db.audit_events(limit=3)][0] == "set_recheck"
 
 
 def test_inspector_teach_train_takes_the_framing_options(session, tmp_path, capsys, monkeypatch):

@@ -151,6 +151,42 @@ def test_the_teach_page_draws_the_region_and_dont_care_areas_and_refuses_a_bad_d
     save_picture(page, "teach-region.png", tmp_path)
 
 
+def test_the_recheck_band_of_a_version_is_set_in_the_teach_page_and_on_the_line_at_once(qtbot, tmp_path):
+    from ui.session import Session
+    from ui.teach_model import TeachModel
+    from ui.teach_page import TeachPage
+    from ui_support import make_line
+
+    db = make_db(tmp_path)
+    model_file = tmp_path / "m.safetensors"
+    model_file.write_bytes(b"stand-in")
+    product_id, v1 = register_model(db, model_file)  # threshold 1.0 over 40 good scores, active
+    line = make_line(db, SimpleNamespace(model_path=model_file), tmp_path, 1.0, tmp_path / "images", product_id, v1)
+    session = Session(db)
+    teach = TeachModel(db, line, session, workdir=tmp_path / "teach")
+    page = TeachPage(teach, line, session)
+    qtbot.addWidget(page)
+    page.select_version(v1)
+    assert not page.recheck_box.isChecked() and not page.recheck_rate.isEnabled()  # off by default
+    assert page.recheck_rate.value() == pytest.approx(3.0)
+    assert not page.recheck_button.isEnabled()  # the operator may not
+    sign_in(session, "tina")
+    page.recheck_box.setChecked(True)
+    page.recheck_rate.setValue(10.0)
+    page.recheck_button.click()
+    cal = db.latest_calibration(v1)
+    assert cal.recheck_threshold is not None and cal.recheck_threshold < 1.0 and cal.target_recheck_rate == pytest.approx(0.1)
+    assert line.recipe.rule.recheck_threshold == cal.recheck_threshold  # the active version: on the line now
+    assert "are RECHECK, about 9.8 % of good parts" in page.message_label.text(), page.message_label.text()
+    assert page.calib_plot.recheck_line.isVisible() and page.calib_plot.recheck_line.value() == pytest.approx(cal.recheck_threshold)
+    assert "recheck band above" in page.frr_label.text()
+    assert audit_actions(db)[0] == "set_recheck"
+    page.recheck_box.setChecked(False)
+    page.recheck_button.click()
+    assert db.latest_calibration(v1).recheck_threshold is None and line.recipe.rule.recheck_threshold is None
+    assert not page.calib_plot.recheck_line.isVisible()
+
+
 # --- the operator page on a real run ---------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from inspector.recipes import LoadedRecipe, VersionInfo, load_active_recipe
-from inspector.line.rule import rule_from_values
+from inspector.line.rule import rule_from_calibration
 from calibration.shadow import ShadowReport
 from calibration.teach import TEACH_KINDS, StagedTeach, TeachResult, TeachSession
 from calibration.thresholds import FrrEstimate, frr_at  # noqa: F401 -- frr_at: the teach page takes it from here
@@ -51,6 +51,8 @@ class CalibrationData:
     defect_scores: np.ndarray | None
     pixel_threshold: float | None
     min_defect_area_px: int | None
+    recheck_threshold: float | None = None  # the recheck band's lower threshold (None: no band)
+    expected_recheck_rate: float | None = None
 
 
 #: What the Train button makes (TeachSession.teach's kinds).
@@ -278,20 +280,40 @@ class TeachModel(QObject):
         return CalibrationData(
             version_id, cal.image_threshold, cal.target_frr, cal.expected_frr, good,
             None if bad is None else np.asarray(bad, dtype=np.float64), cal.pixel_threshold, cal.min_defect_area_px,
+            getattr(cal, "recheck_threshold", None), getattr(cal, "expected_recheck_rate", None),
         )
 
     def set_threshold(self, version_id: int, threshold: float) -> FrrEstimate:
         """Stores a threshold chosen by hand as a new calibration of the version (audited), and
         applies it to the line at once if the version is the active one."""
         est = self.teach.set_threshold(self.session.caller(), version_id, threshold)
-        if version_id == self.line.recipe.model_version_id:
-            cal = self.db.latest_calibration(version_id)
-            rule = rule_from_values(threshold, cal.pixel_threshold, cal.min_defect_area_px)
-            self.line.set_recipe(replace(self.line.recipe, rule=rule, source="threshold set by hand"))
+        self._apply_if_active(version_id, "threshold set by hand")
         self.message.emit(f"threshold of version {version_id} set to {threshold:.4g}: expected false-reject rate "
                           f"{100 * est.expected:.2g} % ({100 * est.ci_low:.2g} .. {100 * est.ci_high:.2g} %)", False)
         self.versions_changed.emit()
         return est
+
+    def set_recheck_band(self, version_id: int, recheck_rate: float | None):
+        """Sets the version's recheck band for ``recheck_rate`` of good parts, or switches it off
+        (None): a new calibration, audited as ``set_recheck``; on the line at once if the version
+        is the active one. Returns the band (None: off)."""
+        band = self.teach.set_recheck_band(self.session.caller(), version_id, recheck_rate)
+        self._apply_if_active(version_id, "recheck band set by hand")
+        if band is None:
+            text = f"recheck band of version {version_id} switched off: no part is RECHECK"
+        else:
+            text = (f"recheck band of version {version_id}: scores above {band.recheck_threshold:.4g} up to the threshold "
+                    f"{band.threshold:.4g} are RECHECK, about {100 * band.expected_rate:.2g} % of good parts "
+                    f"({100 * band.ci_low:.2g} .. {100 * band.ci_high:.2g} %)")
+        self.message.emit(text, False)
+        self.versions_changed.emit()
+        return band
+
+    def _apply_if_active(self, version_id: int, source: str) -> None:
+        """The version's latest calibration on the line at once, where it is the active version."""
+        if version_id == self.line.recipe.model_version_id:
+            rule = rule_from_calibration(self.db.latest_calibration(version_id))
+            self.line.set_recipe(replace(self.line.recipe, rule=rule, source=source))
 
     # -- activation, rollback, shadow ---------------------------------------------------------------
 

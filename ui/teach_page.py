@@ -55,7 +55,7 @@ from ui.line import LineModel
 from ui.session import Session
 from ui.teach_model import (DEFAULT_RECHECK_RATE, DEFAULT_TARGET_FRR, CalibrationData, TeachModel, TrainingState,
                             frr_at)
-from ui.widgets import FAIL_COLOR, PASS_COLOR, HeatmapView
+from ui.widgets import FAIL_COLOR, PASS_COLOR, RECHECK_COLOR, HeatmapView
 
 THUMB = 96
 
@@ -96,11 +96,22 @@ class CalibrationPlot(pg.PlotWidget):
         self.line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#1565c0", width=3),
                                     label="threshold {value:.4g}", labelOpts={"position": 0.9, "color": "#1565c0"})
         self.addItem(self.line)
+        self.recheck_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(RECHECK_COLOR, width=2, style=Qt.PenStyle.DashLine),
+                                            label="recheck {value:.4g}", labelOpts={"position": 0.75, "color": RECHECK_COLOR})
+        self.recheck_line.setVisible(False)
+        self.addItem(self.recheck_line)
+
+    def show_recheck(self, value: float | None) -> None:
+        """The recheck band's lower threshold as an amber line (None: no band)."""
+        self.recheck_line.setVisible(value is not None)
+        if value is not None:
+            self.recheck_line.setValue(value)
 
     def clear_scores(self) -> None:
         self.good_curve.setData([0.0, 1.0], [0], stepMode="center")
         self.bad_curve.setData([0.0, 1.0], [0], stepMode="center")
         self.line.setVisible(False)
+        self.recheck_line.setVisible(False)
         self.setXRange(0, 1)
         self.setYRange(0, 1)
 
@@ -189,6 +200,10 @@ class TeachPage(QWidget):
         self.recheck_rate.setValue(100 * DEFAULT_RECHECK_RATE)
         self.recheck_rate.setEnabled(False)
         self.recheck_box.toggled.connect(self.recheck_rate.setEnabled)
+        self.recheck_button = QPushButton("Apply recheck band")
+        self.recheck_button.setToolTip("sets the selected version's recheck band for this share of good parts\n"
+                                       "(or switches it off, with the box unticked): audited, on the line at once if active")
+        self.recheck_button.clicked.connect(self._on_apply_recheck_clicked)
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self._on_train_clicked)
         self.cancel_button = QPushButton("Cancel")
@@ -275,7 +290,8 @@ class TeachPage(QWidget):
         vl.addWidget(self.calib_plot, 2)
         vl.addWidget(self.frr_label)
         vb = QHBoxLayout()
-        for b in (self.apply_threshold_button, self.activate_button, self.rollback_button, self.shadow_button):
+        for b in (self.apply_threshold_button, self.recheck_button, self.activate_button, self.rollback_button,
+                  self.shadow_button):
             vb.addWidget(b)
         vl.addLayout(vb)
         right.addWidget(versions_box, 1)
@@ -516,6 +532,7 @@ class TeachPage(QWidget):
             self.frr_label.setText("no calibration scores for this version" if vid is not None else "select a calibrated version")
         else:
             self.calib_plot.show_scores(cal.good_scores, cal.defect_scores, cal.threshold)
+            self.calib_plot.show_recheck(cal.recheck_threshold)
             self._on_threshold_line_changed()
         self._update_enabled()
 
@@ -531,12 +548,25 @@ class TeachPage(QWidget):
         if cal.defect_scores is not None and cal.defect_scores.size:
             escapes = int(np.count_nonzero(cal.defect_scores <= t))
             text += f"; {escapes} of {cal.defect_scores.size} known defects would pass"
+        if cal.recheck_threshold is not None:
+            if cal.recheck_threshold < t:
+                band = int(np.count_nonzero((cal.good_scores > cal.recheck_threshold) & (cal.good_scores <= t)))
+                text += (f"; recheck band above {cal.recheck_threshold:.4g}: {band} of {cal.good_scores.size} good parts "
+                         "RECHECK")
+            else:
+                text += f"; the recheck band (above {cal.recheck_threshold:.4g}) goes with a threshold this low"
         self.frr_label.setText(text)
 
     def _on_apply_threshold_clicked(self) -> None:
         vid = self.selected_version()
         if vid is not None:
             self._guard(lambda: self.model.set_threshold(vid, float(self.calib_plot.line.value())))
+
+    def _on_apply_recheck_clicked(self) -> None:
+        vid = self.selected_version()
+        if vid is not None:
+            rate = self.recheck_rate.value() / 100.0 if self.recheck_box.isChecked() else None
+            self._guard(lambda: self.model.set_recheck_band(vid, rate))
 
     def _on_activate_clicked(self) -> None:
         vid = self.selected_version()
@@ -581,6 +611,7 @@ class TeachPage(QWidget):
         self.recheck_box.setEnabled(teach and not training)
         self.calib_plot.line.setMovable(self.session.can("set_threshold"))
         self.apply_threshold_button.setEnabled(self.session.can("set_threshold") and calibrated and not self._busy)
+        self.recheck_button.setEnabled(self.session.can("set_threshold") and calibrated and not self._busy)
         self.activate_button.setEnabled(self.session.can("activate_model") and calibrated and not self._busy)
         self.rollback_button.setEnabled(self.session.can("activate_model") and not self._busy)
         self.shadow_button.setEnabled(teach and has_version and calibrated and not self._busy)

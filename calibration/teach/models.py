@@ -27,6 +27,8 @@ from calibration.calibrate import (
     CalibrationResult,
     calibrate_engine,
     defect_images,
+    kept_calibration_values,
+    set_recheck_band,
     store_calibration,
     write_thresholds,
 )
@@ -34,7 +36,7 @@ from calibration.quality import SampleVerdict, summarise
 from calibration.report import write_report
 from calibration.teach.folders import TeachFolders, stamp
 from calibration.teach.samples import CALIBRATION_FRACTION, Samples, split
-from calibration.thresholds import FrrEstimate, check_resolvable, frr_at, min_images_for, pct
+from calibration.thresholds import FrrEstimate, RecheckBand, check_resolvable, frr_at, min_images_for, pct
 from inspector.data_folder import make_folders
 from inspector.errors import DataError, InspectorError
 from inspector.framing import Framing
@@ -363,14 +365,22 @@ class Models:
         est = frr_at(scores, threshold)
         report = {**(old.report or {}), "manual_threshold": True, "set_by": actor.user, "threshold": threshold,
                   "expected_frr": est.expected, "frr_ci_low": est.ci_low, "frr_ci_high": est.ci_high}
+        # The pixel rule and size kept, and the recheck band where it still lies under the threshold.
+        kept = kept_calibration_values(old, threshold)
         self.db.add_calibration(
             version.id, image_threshold=threshold, target_frr=est.expected, expected_frr=est.expected,
-            expected_frr_ci=(est.ci_low, est.ci_high), pixel_threshold=old.pixel_threshold,
-            min_defect_area_px=old.min_defect_area_px, report=report, created_by=actor.user, role=actor.role,
+            expected_frr_ci=(est.ci_low, est.ci_high), report=report, created_by=actor.user, role=actor.role,
             action="set_threshold", before={"threshold": old.image_threshold},
-            details={"threshold": threshold, "expected_frr": est.expected},
+            details={"threshold": threshold, "expected_frr": est.expected}, **kept,
         )
         return est
+
+    def set_recheck_band(self, actor: Actor, version_id: int, recheck_rate: float | None) -> RecheckBand | None:
+        """The version's recheck band set for ``recheck_rate`` of good parts (None: switched off),
+        as a new calibration on its latest one's good scores; audited once as ``set_recheck``
+        (:func:`calibration.calibrate.set_recheck_band`)."""
+        version = version_of(self.db, self.product, version_id)
+        return set_recheck_band(self.db, version.id, user=actor.user, role=actor.role, recheck_rate=recheck_rate)
 
 
 def calibration_metrics(result: CalibrationResult) -> dict[str, Any]:

@@ -17,6 +17,7 @@ method                       right             refused as           audit event
 ``teach`` (kind staged)      activate_model    teach_train          train_started
 ``recalibrate``              calibrate         teach_calibrate      calibrate
 ``set_threshold``            set_threshold     set_threshold        set_threshold
+``set_recheck_band``         set_threshold     set_recheck          set_recheck
 ``activate``                 activate_model    activate             set_active_model
 ``rollback``                 activate_model    rollback             rollback
 ``handover``                 activate_model    handover             handover_check
@@ -44,7 +45,7 @@ from calibration.teach.folders import TeachFolders
 from calibration.teach.lifecycle import Lifecycle, StagedTeach
 from calibration.teach.models import Images, Models, TeachResult, check_iterations
 from calibration.teach.samples import CollectResult, Samples, split
-from calibration.thresholds import FrrEstimate
+from calibration.thresholds import FrrEstimate, RecheckBand
 from inspector.errors import DataError, InspectorError
 from inspector.framing.recipe import describe
 from inspector.history import HistoryDB
@@ -173,6 +174,12 @@ class TeachSession:
         """A threshold chosen by hand stored as the version's new calibration."""
         actor = self._authorize(caller, "set_threshold", "set_threshold", f"model_version:{version_id}")
         return self.models.set_threshold(actor, version_id, threshold)
+
+    def set_recheck_band(self, caller: Caller, version_id: int, recheck_rate: float | None) -> RecheckBand | None:
+        """The version's recheck band set for ``recheck_rate`` of good parts, or switched off
+        (None): a threshold, so the right to set thresholds."""
+        actor = self._authorize(caller, "set_threshold", "set_recheck", f"model_version:{version_id}")
+        return self.models.set_recheck_band(actor, version_id, recheck_rate)
 
     def activate(self, caller: Caller, version_id: int) -> None:
         """Makes a calibrated version the product's active model."""
