@@ -216,6 +216,8 @@ def cmd_teach_train(args: argparse.Namespace) -> int:
     options = dict(features=args.features, size=args.size, teacher=args.teacher, penalty_dir=args.penalty_dir,
                    resize_mode=args.resize_mode, seed=args.seed, iterations=args.iterations, mode=args.mode,
                    show_progress=True, framing=_teach_framing(args, session), **_calibration_kwargs(args))
+    if args.recheck_rate is not None:
+        options["recheck_rate"] = args.recheck_rate
     if args.kind == "staged":
         session.teach(caller, kind="staged", on_stage=_print_stage(args.mode), **options)
         return 0
@@ -401,6 +403,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--allow-mixed-sizes", action="store_true", help="the samples may differ in size")
     add_credential_options(s, who="the technician who teaches (recorded on the candidate)")
     _calibration_options(s)
+    s.add_argument("--recheck-rate", type=rate, default=None, metavar="R",
+                   help="also a recheck band: the share of good parts the line can afford to send to RECHECK (e.g. "
+                   "0.03), set on the held-out samples under the FAIL threshold (needs about 1/R of them). Off unless given")
     add_framing_options(s)  # --reference defaults to the product's first sample
 
     s = step("calibrate", "calibrate a version again; registers the result as a new candidate", cmd_teach_calibrate)

@@ -135,8 +135,10 @@ def test_inspector_teach_train_takes_the_framing_options(session, tmp_path, caps
     assert session.versions() == [] and sorted(p.name for p in models.rglob("*.safetensors")) == before
     assert "train_started" not in [e.action for e in session.db.audit_events(limit=50)]
 
-    assert main(base + ["--region", "8,8,144,144", "--ignore", str(tmp_path / "mask.png")]) == 0
+    assert main(base + ["--region", "8,8,144,144", "--ignore", str(tmp_path / "mask.png"), "--recheck-rate", "0.2"]) == 0
     out = capsys.readouterr().out
     assert "inspects region 8,8,144,144, 100 don't-care px" in out, out
+    assert "recheck band: scores above" in out, out
     (version,) = session.versions()
     assert version.metrics["framing"] == "region 8,8,144,144, 100 don't-care px"
+    assert session.db.latest_calibration(version.id).recheck_threshold is not None
