@@ -306,7 +306,8 @@ def test_the_recheck_queue_turns_the_verdict_into_a_label(qtbot, tmp_path):
     t0 = datetime(2026, 12, 7, 6, 0, tzinfo=timezone.utc)
     decisions = ["PASS", "RECHECK", "FAIL", "RECHECK", "NO_PART", "RECHECK"]
     records = [InspectionResult(t0 + timedelta(minutes=i), "cam", i, 0.0 if d == "NO_PART" else {"PASS": 0.3, "RECHECK": 0.8, "FAIL": 1.4}[d],
-                                d, 1.0, v1, product_id, rule=rule, defect_area_px=None if d == "NO_PART" else 25)
+                                d, 1.0, v1, product_id, rule=rule, defect_area_px=None if d == "NO_PART" else 25,
+                                match_quality=0.1 if d == "NO_PART" else 0.9)
                for i, d in enumerate(decisions)]
     db.write_inspections(records)
     session = Session(db)
@@ -331,6 +332,7 @@ def test_the_recheck_queue_turns_the_verdict_into_a_label(qtbot, tmp_path):
     first = model.table.row(0)
     assert first.decision == "RECHECK" and first.frame_id == 5
     assert "largest defect 0.25 mm²" in page.detail_label.text() and "recheck above 0.6" in page.detail_label.text()
+    assert "part found, match 0.90" in page.detail_label.text()
     assert not page.false_reject_button.isEnabled()  # the operator may not label
     sign_in(session, "quinn")
     page.false_reject_button.click()

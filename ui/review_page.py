@@ -315,6 +315,9 @@ class ReviewPage(QWidget):
         size = defect_size_text(row)
         if size:
             pixel += f"; largest defect {size}"
+        quality = getattr(row, "match_quality", None)
+        if quality is not None:  # how well the part was found (alignment)
+            pixel += f"; part {'not found' if row.decision == 'NO_PART' else 'found'}, match {quality:.2f}"
         self.detail_label.setText(
             f"part {row.id}: {verdict}, score {row.score:.4g} (threshold "
             f"{row.threshold:.4g}{pixel}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, station {html.escape(row.station)}, "
