@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("inspector", "drivers", "calibration", "demo", "ui", "launcher", "cli")
+PACKAGES = ("inspector", "drivers", "calibration", "demo", "ui", "web", "launcher", "cli")
 
 # A module loaded by a computed name is invisible to import-linter. The one use allowed: the
 # pretrained backbone's weight package, a third-party package named by the chosen backbone.
