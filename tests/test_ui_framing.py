@@ -91,6 +91,16 @@ def test_the_teach_page_draws_the_region_and_dont_care_areas_and_refuses_a_bad_d
     editor.brush_box.setChecked(True)
     editor.paint(40, 40, radius=3)
     editor.paint(40, 40, radius=1, erase=True)
+    # The mouse's brush stroke (pyqtgraph's draw kernel on the mask, as a drag calls it), and its eraser.
+    from PyQt6.QtCore import QPointF
+
+    editor.brush_size.setValue(2)
+    editor.mask_item.drawAt(QPointF(70, 30))
+    assert editor.mask[30, 70] == 1 and editor.mask[30, 72] == 1 and editor.mask[30, 73] == 0
+    editor.erase_box.setChecked(True)
+    editor.mask_item.drawAt(QPointF(70, 30))
+    assert editor.mask[30, 70] == 0
+    editor.erase_box.setChecked(False)
     editor.add_ignore_polygon([(100, 100), (120, 100), (120, 120), (100, 120)])
     editor.tiles_combo.setCurrentText("N tiles")
     editor.tiles_count.setValue(2)
