@@ -23,7 +23,8 @@ from PyQt6.QtGui import QColor
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB, InspectionFilter, InspectionRow
 from inspector.history.image_store import read_heatmap, read_stored_image
-from inspector.overlay import HeatmapLevels, heatmap_view
+from inspector.history.queries import decided_levels
+from inspector.overlay import HeatmapLevels
 
 from station import actions
 from station.actions import export_inspections
@@ -270,15 +271,7 @@ class ReviewModel(QObject):
         """How to draw the row's map: with the rule it was decided with, so the contour is the
         one the operator saw. A row stored before the history kept the rule is drawn with its
         model version's calibration of the same threshold, or without contour; the note says so."""
-        known = self.db.decided_rule(row)
-        if known.source == "recorded":
-            return heatmap_view(row)
-        if known.source == "calibration":
-            return replace(heatmap_view(known.rule), note=(
-                f"pixel rule not stored with this part: contour from calibration {known.calibration_id} of "
-                f"model version {row.model_version_id}, which has its threshold"))
-        return replace(heatmap_view(row), note="pixel rule not stored with this part and no calibration of its "
-                                               "model version has its threshold: no defect contour")
+        return decided_levels(row, self.db.decided_rule(row))
 
     def label(self, indexes: list[int], label: str) -> int:
         """Sets the review label of the rows at these table indexes (a station action: one right

@@ -17,7 +17,7 @@ database edited by hand, a path that climbs out with ``..`` or a link) is refuse
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,9 +26,9 @@ import numpy as np
 from inspector.errors import InspectorError
 from inspector.history import InspectionRow
 from inspector.history.image_store import read_heatmap, read_stored_image
-from inspector.history.queries import DecidedRule
+from inspector.history.queries import DecidedRule, decided_levels
 from inspector.overlay import (CONTOUR_RGB, HeatmapLevels, annotated_overlay, colorize, colour_bar, defect_contours,
-                               heatmap_view, overlay_alpha)
+                               overlay_alpha)
 
 
 class OutsideStore(InspectorError):
@@ -70,14 +70,7 @@ class ImageStoreFolders:
 
 def levels_of(row: InspectionRow, known: DecidedRule) -> HeatmapLevels:
     """How to draw the row's map: with the rule it was decided with, as the desktop's review does."""
-    if known.source == "recorded":
-        return heatmap_view(row)
-    if known.source == "calibration":
-        return replace(heatmap_view(known.rule), note=(
-            f"pixel rule not stored with this part: contour from calibration {known.calibration_id} of "
-            f"model version {row.model_version_id}, which has its threshold"))
-    return replace(heatmap_view(row), note="pixel rule not stored with this part and no calibration of its "
-                                           "model version has its threshold: no defect contour")
+    return decided_levels(row, known)
 
 
 def png(rgb_or_rgba: np.ndarray) -> bytes:

@@ -10,7 +10,7 @@ import csv
 import math
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +22,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from inspector.history.tables import DECISIONS, LABELS, Calibration, Inspection, Product, as_utc
 from inspector.inspection import PART_DECISIONS, DecisionRule, area_mm2, decision_label
+from inspector.overlay import HeatmapLevels, heatmap_view
 
 MAX_PAGE = 10_000
 
@@ -278,6 +279,21 @@ def decided_rule(session: Session, row: InspectionRow) -> DecidedRule:
                 rule = DecisionRule(row.threshold, calibration.pixel_threshold, calibration.min_defect_area_px)
             return DecidedRule(rule, "calibration", calibration.id)
     return DecidedRule(None, "unknown")
+
+
+def decided_levels(row: InspectionRow, known: DecidedRule) -> HeatmapLevels:
+    """How to draw a stored row's map: with the rule it was decided with, so the contour is the
+    one the operator saw (the desktop's review and the browser's alike). A row stored before the
+    history kept the rule is drawn with its model version's calibration of the same threshold, or
+    without contour; the note says which."""
+    if known.source == "recorded":
+        return heatmap_view(row)
+    if known.source == "calibration":
+        return replace(heatmap_view(known.rule), note=(
+            f"pixel rule not stored with this part: contour from calibration {known.calibration_id} of "
+            f"model version {row.model_version_id}, which has its threshold"))
+    return replace(heatmap_view(row), note="pixel rule not stored with this part and no calibration of its "
+                                           "model version has its threshold: no defect contour")
 
 
 def products(session: Session) -> list[tuple[str, int]]:
