@@ -62,15 +62,22 @@ STATIONS = tuple(f"line-{i}" for i in range(1, 11))
 SPAN = timedelta(days=30)
 
 
-def fill(url: str, images: Path, n: int, batch: int) -> dict:
-    """Users, products and image rows from make_history, then ``n`` rows over 30 days."""
-    started = time.perf_counter()
+def _seeded(url: str, images: Path) -> tuple[list, list[int]]:
+    """Users, products and a few real rows with images (make_history); the rows whose images lie
+    in ``images`` are the templates the bulk rows copy, with the product ids."""
     make_history(url, images, per_station=30)
     seed = HistoryDB(url)
     templates = [r for r in seed.query_inspections(InspectionFilter(), 1000)
                  if r.image_exists and r.heatmap_exists and r.image_path.startswith(str(images))]
     products = [pid for _, pid in seed.products()]
     seed.close()
+    return templates, products
+
+
+def fill(url: str, images: Path, n: int, batch: int) -> dict:
+    """Users, products and image rows from make_history, then ``n`` rows over 30 days."""
+    started = time.perf_counter()
+    templates, products = _seeded(url, images)
     rule = DecisionRule(0.5, 0.4, 12)
     rng = random.Random(1)
     step = SPAN / n
@@ -127,12 +134,7 @@ def fill_sql(plant: str, url: str, images: Path, n: int, batch: int) -> dict:
     import psycopg
 
     started = time.perf_counter()
-    make_history(url, images, per_station=30)
-    seed = HistoryDB(url)
-    templates = [r for r in seed.query_inspections(InspectionFilter(), 1000)
-                 if r.image_exists and r.heatmap_exists and r.image_path.startswith(str(images))]
-    products = [pid for _, pid in seed.products()]
-    seed.close()
+    templates, products = _seeded(url, images)
     values = {"start": T0 - SPAN, "step": SPAN / n, "products": products,
               "images": [t.image_path for t in templates], "maps": [t.heatmap_path for t in templates],
               "lows": [t.heatmap_low for t in templates], "highs": [t.heatmap_high for t in templates]}
