@@ -9,7 +9,6 @@ Synthetic parts (a woven texture, as tests/test_teach_staged.py) keep it indepen
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,28 +21,16 @@ from cli.main import main
 from inspector.errors import DataError, InspectorError
 from inspector.roles import Caller
 
+from teach_support import woven, write_parts
+
 TECH, TECH_PIN = "tina", "471108"
-
-
-def woven(rng: np.random.Generator) -> np.ndarray:
-    y, x = np.mgrid[0:160, 0:160] + rng.uniform(0, 2 * np.pi * 3, (2, 1, 1))
-    base = 120 + 40 * np.sin(x / 3.0) * np.sin(y / 3.0) + rng.normal(0, 4, (160, 160)) + rng.uniform(-8, 8)
-    return np.clip(base, 0, 255).astype(np.uint8)
-
-
-def write_parts(folder: Path, n: int, seed: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        cv2.imwrite(str(folder / f"part_{i:02d}.png"), woven(rng))
-    return folder
 
 
 @pytest.fixture
 def session(tmp_path, db):
     db.add_user(TECH, "technician", TECH_PIN)
     s = TeachSession(db, "fabric", tmp_path / "work", gates=QualityGates(same_size=False), device="cpu", backend="eager")
-    s.collect_from_folder(write_parts(tmp_path / "good", 24, seed=0))
+    s.collect_from_folder(write_parts(tmp_path / "good", woven, 24, seed=0))
     return s
 
 
