@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -340,3 +341,47 @@ class ForwardMark(Base):
 
     target: Mapped[str] = mapped_column(String(500), primary_key=True)
     last_id: Mapped[int] = mapped_column(Integer)
+
+
+#: What a kept image is: the frame as recorded, or the anomaly map (a 16-bit PNG of its values).
+IMAGE_KINDS = ("image", "heatmap")
+
+
+class PlantImage(Base):
+    """A station's kept image, copied to the plant database by the forwarder
+    (:mod:`inspector.links.plant`): the file's bytes as the station wrote them (a PNG), named by
+    the station and the inspection's ``uid``, so a row and its images meet in any database.
+
+    The bytes are in ``data`` (bytea on PostgreSQL, see docs/decisions.md) or, for a plant that
+    keeps its images in an object store, at ``location`` (``s3://BUCKET/KEY``) with ``data`` NULL.
+    ``received`` is the plant's clock: the retention setting removes images by it. A station's own
+    history has the table too (one schema) and leaves it empty.
+    """
+
+    __tablename__ = "plant_images"
+    __table_args__ = (
+        UniqueConstraint("station", "uid", "kind"),
+        CheckConstraint(f"kind IN ({', '.join(repr(k) for k in IMAGE_KINDS)})", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station: Mapped[str] = mapped_column(String(64))
+    uid: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(8))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    location: Mapped[str | None] = mapped_column(Text)
+    received: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+
+
+class Setting(Base):
+    """A setting of this database that every program using it honours (the plant's image
+    retention, ``image_retention_days``), with who changed it last."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    changed: Mapped[datetime] = mapped_column(default=utc_now)
+    changed_by: Mapped[str] = mapped_column(String(100))

@@ -12,9 +12,16 @@ sending a batch again, which is harmless. Nothing on the line's path touches the
 The plant database has the same schema as a station's (the same Alembic migrations; the first
 station to reach an empty database creates it, under an advisory lock so two cannot race). Product
 and model-version ids are a station's own, so rows arrive with the plant's ids for them: products
-matched by name, model versions by product and file hash, created there on first sight. Image
-paths stay the station's (the images stay on its disk); the review page says when a file cannot be
-opened from where it is viewed.
+matched by name, model versions by product and file hash, created there on first sight.
+
+The images a station keeps (every reject, the sampled passes: the frame and its 16-bit map) follow
+their rows (:mod:`inspector.links.plant_images`): once the rows are caught up, the same thread
+copies the files' bytes into the plant's ``plant_images`` table, or into an object store with the
+table naming them, a batch per plant transaction, behind a second mark of its own (``TARGET
+images``) that never passes the rows' mark. Rows go first because they are what the line decided;
+an outage only makes the images wait on the station's disk under its quota. An image the quota
+removed before the plant came back cannot be sent: it is counted (``images_gone``), and the row
+says its image is not kept. The row's own image paths stay the station's.
 
 The plant database seals what it receives as the station does (:mod:`inspector.history.seals`),
 a batch per plant transaction, so ``inspector audit verify`` checks its verdicts too.
@@ -29,6 +36,7 @@ for a PostgreSQL target: ``pip install 'inspector[plant]'``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -43,8 +51,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from inspector.errors import DatabaseError, InspectorError
 from inspector.history.db import HistoryDB, error_reason
 from inspector.history.seals import lock_batches, seal_new_inspections
-from inspector.history.tables import ForwardMark, Inspection, ModelVersion, Product
+from inspector.history.tables import ForwardMark, Inspection, ModelVersion, PlantImage, Product
 from inspector.inspection import InspectionResult
+from inspector.links.plant_images import ObjectStore, image_key
 from inspector.links.sender import SenderThread
 
 log = logging.getLogger(__name__)
@@ -54,6 +63,10 @@ PLANT_DB_RECOVERED: Final = "plant_db_recovered"
 #: Seconds libpq waits for a plant database that does not answer, per connection attempt.
 CONNECT_TIMEOUT_S: Final = 5
 STATION_MAX: Final = 64  # the width of inspections.station
+#: Bytes of images per plant transaction, about: a batch is at least one inspection's images.
+IMAGE_BATCH_BYTES: Final = 16 * 2**20
+#: Inspections looked at per image batch (most passes keep no image).
+IMAGE_BATCH_ROWS: Final = 200
 
 AlarmSink = Callable[[str, str], None]
 
@@ -96,8 +109,9 @@ class PlantLink(SenderThread):
     A ``?station=NAME`` in ``url`` becomes ``db.station``, the name every row is recorded under
     (default: the host name), so construct the link before the line writes anything. ``batch``:
     rows per plant transaction; ``on_alarm(kind, message)``: where ``plant_db_down`` and
-    ``plant_db_recovered`` go (may be set later, before :meth:`start`). :meth:`start` the
-    forwarder; :meth:`stop` it after the line.
+    ``plant_db_recovered`` go (may be set later, before :meth:`start`). ``images``: copy the kept
+    images too (the default); ``objects``: put them in this object store rather than the plant
+    database. :meth:`start` the forwarder; :meth:`stop` it after the line.
     """
 
     DOWN_ALARM, RECOVERED_ALARM = PLANT_DB_DOWN, PLANT_DB_RECOVERED
@@ -113,6 +127,9 @@ class PlantLink(SenderThread):
         batch: int = 500,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
+        images: bool = True,
+        objects: ObjectStore | None = None,
+        image_batch_bytes: int = IMAGE_BATCH_BYTES,
     ) -> None:
         self.plant_url, station = parse_plant_url(url)
         if station is not None:
@@ -124,6 +141,11 @@ class PlantLink(SenderThread):
         self.batch = batch
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self.forwarded = 0  # rows committed to the plant database by this link (replays included)
+        self.images, self.objects, self.image_batch_bytes = images, objects, image_batch_bytes
+        self.image_target = f"{self.target} images"  # the images' mark
+        self.images_forwarded = 0  # image files committed to the plant by this link
+        self.images_gone = 0  # kept images removed from this station's disk before they could go
+        self._image_last_id: int | None = None
         self._plant: HistoryDB | None = None
         self._last_id: int | None = None  # the mark, once read
         self._products: dict[int, int] = {}  # station's id -> plant's
@@ -168,6 +190,15 @@ class PlantLink(SenderThread):
         with self.db.session() as s:
             last = self._mark(s)
             return int(s.scalar(select(func.count()).select_from(Inspection).where(Inspection.id > last)) or 0)
+
+    def pending_images(self) -> int:
+        """Inspections recorded here with kept images that the plant has not committed yet."""
+        if not self.images:
+            return 0
+        with self.db.session() as s:
+            last = self._image_mark(s)
+            kept = (Inspection.image_path.is_not(None)) | (Inspection.heatmap_path.is_not(None))
+            return int(s.scalar(select(func.count()).select_from(Inspection).where(Inspection.id > last, kept)) or 0)
 
     def start(self) -> None:
         """Start the forwarder (it sends what an earlier run left behind first)."""
@@ -227,6 +258,23 @@ class PlantLink(SenderThread):
                     continue
                 self._save_mark()
                 continue  # more may be waiting: no pause while catching up
+            if self.images:
+                try:
+                    images, scanned = self._read_images()
+                except (SQLAlchemyError, DatabaseError) as exc:
+                    log.warning("plant link cannot read the local history: %s", exc)
+                    if self._stopping_done(caught_up=False):
+                        return
+                    self._sleep(self.retry_max_s)
+                    continue
+                if scanned is not None:
+                    try:
+                        self._send_images(images, scanned)
+                    except (SQLAlchemyError, DatabaseError, OSError) as exc:
+                        self._lost(exc)
+                        continue
+                    self._save_mark(self.image_target, scanned)
+                    continue
             if self._stopping_done(caught_up=True):
                 return
             self._wait()
@@ -270,6 +318,69 @@ class PlantLink(SenderThread):
             mark = s.get(ForwardMark, self.target)
             self._last_id = 0 if mark is None else mark.last_id
         return self._last_id
+
+    def _image_mark(self, s: Any) -> int:
+        if self._image_last_id is None:
+            mark = s.get(ForwardMark, self.image_target)
+            self._image_last_id = 0 if mark is None else mark.last_id
+        return self._image_last_id
+
+    def _read_images(self) -> tuple[list[dict[str, Any]], int | None]:
+        """The next kept images above the images' mark and up to the rows' mark, read from this
+        station's disk, within the batch's bytes; and the last inspection id looked at (None:
+        nothing to do). A file the quota has removed is counted and passed over."""
+        with self.db.session() as s:
+            first, last_row = self._image_mark(s), self._mark(s)
+            if first >= last_row:
+                return [], None
+            stmt = (select(Inspection.id, Inspection.station, Inspection.uid, Inspection.image_path,
+                           Inspection.heatmap_path)
+                    .where(Inspection.id > first, Inspection.id <= last_row,
+                           (Inspection.image_path.is_not(None)) | (Inspection.heatmap_path.is_not(None)))
+                    .order_by(Inspection.id).limit(IMAGE_BATCH_ROWS))
+            rows = s.execute(stmt).all()
+        if not rows:  # the rows' mark is ahead, with no image kept in between
+            return [], last_row
+        images: list[dict[str, Any]] = []
+        size = 0
+        scanned = first
+        for row in rows:
+            if images and size >= self.image_batch_bytes:
+                break
+            for kind, path in (("image", row.image_path), ("heatmap", row.heatmap_path)):
+                if path is None:
+                    continue
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except FileNotFoundError:
+                    self.images_gone += 1
+                    log.warning("plant link: %s of inspection %s was removed from this station's disk before the "
+                                "plant could take it (the image store's quota)", kind, row.uid)
+                    continue
+                images.append({"station": row.station, "uid": row.uid, "kind": kind, "data": data})
+                size += len(data)
+            scanned = row.id
+        return images, scanned
+
+    def _send_images(self, images: list[dict[str, Any]], scanned: int) -> None:
+        """One plant transaction of images (after their objects, where a store keeps them)."""
+        assert self._plant is not None
+        values = []
+        for image in images:
+            data = image["data"]
+            value = {"station": image["station"], "uid": image["uid"], "kind": image["kind"], "size": len(data),
+                     "sha256": hashlib.sha256(data).hexdigest(), "data": data, "location": None}
+            if self.objects is not None:
+                value["location"] = self.objects.put(image_key(image["station"], image["uid"], image["kind"]), data)
+                value["data"] = None
+            values.append(value)
+        if values:
+            with self._plant.session() as p:
+                insert = _INSERTS[p.get_bind().dialect.name]
+                p.execute(insert(PlantImage).on_conflict_do_nothing(index_elements=["station", "uid", "kind"]), values)
+        self._image_last_id = scanned
+        self.images_forwarded += len(values)
 
     def _read_batch(self) -> list[dict[str, Any]]:
         """The next local rows above the mark, in id order, with what naming their product and
@@ -344,15 +455,18 @@ class PlantLink(SenderThread):
             model_id = copy.id
         return model_id
 
-    def _save_mark(self) -> None:
-        """Keep the mark in the local history. Failing here only means forwarding rows again."""
+    def _save_mark(self, target: str | None = None, last_id: int | None = None) -> None:
+        """Keep a mark (the rows' by default) in the local history. Failing here only means
+        forwarding rows or images again."""
+        target = self.target if target is None else target
+        last_id = self._last_id if last_id is None else last_id
         try:
             with self.db.session() as s:
-                mark = s.get(ForwardMark, self.target)
+                mark = s.get(ForwardMark, target)
                 if mark is None:
-                    s.add(ForwardMark(target=self.target, last_id=self._last_id))
+                    s.add(ForwardMark(target=target, last_id=last_id))
                 else:
-                    mark.last_id = self._last_id
+                    mark.last_id = last_id
         except (SQLAlchemyError, DatabaseError) as exc:
             log.warning("plant link cannot store its mark (rows go again after a restart): %s", exc)
 

@@ -1,0 +1,57 @@
+"""Images in the plant: ``plant_images`` holds the frames and 16-bit maps that stations forward,
+and ``settings`` the database's own settings (the plant's image retention).
+
+``plant_images`` is keyed by (station, uid, kind), as the inspection rows are by (station, uid),
+so a forwarder sending a batch again inserts nothing twice. The bytes are a bytea (BLOB on
+SQLite) column, or NULL where an object store keeps them at ``location``. A station's history gets
+the tables too and leaves them empty: one schema everywhere.
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-07
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from inspector.history.tables import UTCDateTime
+
+revision: str = "0011"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "plant_images",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("station", sa.String(length=64), nullable=False),
+        sa.Column("uid", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=True),
+        sa.Column("location", sa.Text(), nullable=True),
+        sa.Column("received", UTCDateTime(), nullable=False),
+        sa.CheckConstraint("kind IN ('image', 'heatmap')", name=op.f("ck_plant_images_kind")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_plant_images")),
+        sa.UniqueConstraint("station", "uid", "kind", name=op.f("uq_plant_images_station")),
+    )
+    op.create_index(op.f("ix_plant_images_received"), "plant_images", ["received"])
+    op.create_table(
+        "settings",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.JSON(), nullable=False),
+        sa.Column("changed", UTCDateTime(), nullable=False),
+        sa.Column("changed_by", sa.String(length=100), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_settings")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("settings")
+    op.drop_index(op.f("ix_plant_images_received"), table_name="plant_images")
+    op.drop_table("plant_images")
