@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli import (audit_commands, gui_command, line_commands, model_commands, opcua_commands, teach_commands,
-                 users_commands, web_command)
+from cli import (audit_commands, gui_command, line_commands, model_commands, opcua_commands, plant_commands,
+                 teach_commands, users_commands, web_command)
 from cli.common import DEVICE_OPTION, add_framing_options, framing_from_options, output_folder, positive_int, refuse_passwords_in_urls, unique_stems
 from inspector import ENGINE_BACKENDS, __version__
 from inspector.errors import InspectorError
@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_distill)
 
     for register in (line_commands.register, teach_commands.register, gui_command.register, users_commands.register,
-                     audit_commands.register, model_commands.register, opcua_commands.register, web_command.register):
+                     audit_commands.register, model_commands.register, opcua_commands.register, web_command.register,
+                     plant_commands.register):
         register(sub)
     return parser
 

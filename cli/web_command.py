@@ -1,7 +1,8 @@
 """``inspector serve``: the quality engineer's review in a browser (:mod:`web`).
 
 Flask and waitress are imported only when it runs, so ``inspector --help`` works without the
-``[web]`` extra.
+``[web]`` extra. Beside the pages, a thread removes the plant's images older than its retention
+(``inspector plant retention``) at the start and every hour (:class:`station.plant_images.RetentionPruner`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InspectorError("inspector serve needs Flask, Flask-WTF and waitress: pip install 'inspector[web]'") from None
     from inspector.history import HistoryDB, data_dir, default_db_url
     from station.actions import require_existing_db
+    from station.plant_images import RetentionPruner
 
     if not 0 <= args.port <= 65535:
         raise InspectorError(f"--port must be within 0..65535, got {args.port}")
@@ -77,12 +79,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # out of the serving loop, which open keep-alive connections would keep going
 
     signal.signal(signal.SIGTERM, stop)
+    # the plant's image retention (inspector plant retention) kept by whoever serves: now, then hourly
+    pruner = RetentionPruner(db).start()
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
+        pruner.stop()
         db.close()
     print("stopped", flush=True)
     return 0

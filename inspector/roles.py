@@ -30,8 +30,10 @@ RIGHTS: Final[dict[str, frozenset[str]]] = {
         "view_line", "acknowledge_alarms", "teach", "calibrate", "set_threshold", "activate_model",
         "configure_camera", "choose_product", "set_storage", "manage_users", "view_history",
         "upgrade_model",  # vouching for an old model file's threshold (inspector model upgrade)
+        "set_image_retention",  # how long the plant keeps the stations' images (inspector plant retention)
     }),
-    QUALITY: frozenset({"view_line", "acknowledge_alarms", "view_history", "label", "export", "copy_to_teach"}),
+    QUALITY: frozenset({"view_line", "acknowledge_alarms", "view_history", "label", "export", "copy_to_teach",
+                        "set_image_retention"}),
 }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.errors import DatabaseError, InspectorError
-from inspector.history import HistoryDB, InspectionFilter
+from inspector.history import HistoryDB, InspectionFilter, InspectionRow
 from inspector.roles import RIGHTS, AccessDenied, Actor, Caller, authorize
 
 from station.config import LINKS, StationConfig, shown_uri
@@ -58,9 +58,12 @@ class Export:
 
 
 def export_inspections(db: HistoryDB, caller: Caller, csv_path: str | Path, filters: InspectionFilter, *,
-                       images_dir: str | Path | None = None) -> Export:
+                       images_dir: str | Path | None = None,
+                       read_image: Callable[[InspectionRow, str], bytes | None] | None = None) -> Export:
     """Writes the inspections ``filters`` select to ``csv_path`` (newest first) and, with
-    ``images_dir``, their stored frames and heatmaps there. A quality engineer's right
+    ``images_dir``, their stored frames and heatmaps there: the files the rows name, or what
+    ``read_image(row, "image" | "heatmap")`` gives (None: none; the browser review's files inside
+    its image store, else the plant's copies). A quality engineer's right
     (``export``), audited as ``export`` with where, how many and the filters: exported verdicts
     and images are quality records. A read-only archive may be exported; its trail cannot take
     the entry, and :attr:`Export.audited` says so."""
@@ -68,7 +71,7 @@ def export_inspections(db: HistoryDB, caller: Caller, csv_path: str | Path, filt
     if not csv_path.parent.is_dir():
         raise InspectorError(f"cannot write {csv_path}: folder {csv_path.parent} does not exist")
     actor = authorize(db, caller, "export", "inspections")
-    copied = 0 if images_dir is None else _copy_images(db, filters, Path(images_dir))
+    copied = 0 if images_dir is None else _copy_images(db, filters, Path(images_dir), read_image)
 
     def audit(rows: int) -> tuple[str, str, str, str, Any]:
         return actor.user, actor.role, "export", "inspections", {
@@ -97,14 +100,20 @@ def require_existing_db(url: str) -> None:
             raise DatabaseError(f"no history database at {database}")
 
 
-def _copy_images(db: HistoryDB, filters: InspectionFilter, folder: Path) -> int:
+def _copy_images(db: HistoryDB, filters: InspectionFilter, folder: Path,
+                 read_image: Callable[[InspectionRow, str], bytes | None] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     copied = offset = 0
     while True:
         rows = db.query_inspections(filters, _EXPORT_PAGE, offset)
         for row in rows:
-            for path in (row.image_path, row.heatmap_path):
-                if path and Path(path).is_file():
+            for kind, path in (("image", row.image_path), ("heatmap", row.heatmap_path)):
+                if read_image is not None:
+                    data = None if path is None else read_image(row, kind)
+                    if data is not None:
+                        (folder / f"{row.id}_{Path(path).name}").write_bytes(data)
+                        copied += 1
+                elif path and Path(path).is_file():
                     shutil.copy2(path, folder / f"{row.id}_{Path(path).name}")
                     copied += 1
         if len(rows) < _EXPORT_PAGE:
@@ -193,6 +202,21 @@ def _links_shown(config: StationConfig) -> dict[str, Any]:
         value = getattr(config, spec.field)
         shown[spec.field] = list(value) if spec.per_camera else shown_uri(spec.name, value)
     return shown
+
+
+def set_image_retention(db: HistoryDB, caller: Caller, days: float | None) -> tuple[float | None, float | None]:
+    """Keep the stations' images in the plant database ``days`` days after it receives them (None:
+    no retention, kept until removed otherwise); a quality engineer's or technician's right
+    (``set_image_retention``), audited as ``set_image_retention`` with before and after in the
+    same transaction. ``days`` not positive: InspectorError, nothing checked or written. Returns
+    (before, after); the images go at the next prune (``inspector plant prune``, or hourly
+    beside ``inspector serve``)."""
+    from inspector.links.plant_images import RETENTION, change_retention
+
+    if days is not None and not (days > 0 and days != float("inf")):
+        raise InspectorError(f"the image retention must be a positive number of days, got {days:g}")
+    actor = authorize(db, caller, "set_image_retention", f"setting:{RETENTION}")
+    return change_retention(db, days, actor.user, actor.role)
 
 
 def choose_product(db: HistoryDB, caller: Caller, before: str, name: str, load: Callable[[str], Any]) -> Any:

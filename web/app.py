@@ -33,6 +33,7 @@ from inspector.history import DECISIONS, LABELS, HistoryDB, InspectionRow
 from inspector.history import queries
 from inspector.roles import AccessDenied, AccountLocked, roles_with
 from station import actions
+from station.plant_images import ObjectStore, image_retention, images_received
 from web import charts, pictures
 from web.filters import BadRequestValue, Filters, key, parse_filters, parse_key
 from web.signin import SignIns
@@ -51,11 +52,14 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 @dataclass
 class WebOptions:
     """How :func:`create_app` serves: ``image_folders`` (the image store's folders, the only
-    place images are read from), ``secure_cookies`` (the session cookie only over HTTPS: behind
+    place image files are read from; a row's image not there comes from the plant database's
+    copy), ``objects`` (the object store where the plant keeps its images, if it does),
+    ``secure_cookies`` (the session cookie only over HTTPS: behind
     a TLS proxy), ``behind_proxy`` (trust one proxy's X-Forwarded-For/-Proto/-Host),
     ``idle_minutes`` (signed out after this long without a request), ``page_size``."""
 
     image_folders: list[str] = field(default_factory=list)
+    objects: ObjectStore | None = None
     secure_cookies: bool = False
     behind_proxy: bool = False
     idle_minutes: float = 60.0
@@ -136,13 +140,14 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     folders = pictures.ImageStoreFolders.of(options.image_folders)
+    source = pictures.ImageSource(folders, db, options.objects)
     signins = SignIns(options.idle_minutes * 60)
     stations = _Cached(options.cache_s, db.stations)
     product_list = _Cached(options.cache_s, db.products)
     counts = _Recent(ttl_s=options.cache_s / 2, max_items=1000)  # a count of millions of rows costs
     rendered = _Recent(max_items=10_000, max_bytes=64 * 2**20)  # a stored row's pictures never change
     frames = _Recent(ttl_s=options.cache_s, max_items=10_000)  # where a row's frame is, checked once a minute
-    app.extensions["inspector"] = {"db": db, "signins": signins, "folders": folders}
+    app.extensions["inspector"] = {"db": db, "signins": signins, "folders": folders, "source": source}
 
     # -- who asks -----------------------------------------------------------------------------
 
@@ -297,11 +302,11 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
         levels = pictures.levels_of(row, known)
         image_note = heat_note = ""
         try:
-            folders.file(row, "image")
+            source.where(row, "image")
         except InspectorError as exc:
             image_note = str(exc)
         try:
-            folders.file(row, "heatmap")
+            source.where(row, "heatmap")
             if row.heatmap_low is None:
                 heat_note = "a heatmap stored before its values were kept: not drawn here"
         except InspectorError as exc:
@@ -323,7 +328,9 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
     @app.get("/inspections/<int:inspection_id>/frame.png")
     def frame(inspection_id: int) -> Any:
         # OutsideStore, NotHere: 403, 404 (refusals are not kept: asked again, checked again)
-        path = frames.get(inspection_id, lambda: folders.file(the_row(inspection_id), "image"))
+        path = frames.get(inspection_id, lambda: source.where(the_row(inspection_id), "image"))
+        if path is None:  # the plant's copy: read each time (frames are too big to keep many of)
+            return picture(source.from_plant(the_row(inspection_id), "image"))
         try:
             response = send_file(path, mimetype="image/png", max_age=3600, conditional=True)
         except FileNotFoundError:  # gone since (the station's quota): said as for any file not here
@@ -339,7 +346,7 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
     def heat(inspection_id: int) -> Any:
         def draw() -> bytes:
             row = the_row(inspection_id)
-            return pictures.png(pictures.heat_layer(pictures.read_map(folders, row), levels_for(row)))
+            return pictures.png(pictures.heat_layer(source.heat_map(row), levels_for(row)))
 
         return picture(rendered.get(("heat", inspection_id), draw))
 
@@ -351,7 +358,7 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
     @app.get("/inspections/<int:inspection_id>/overlay.png")
     def annotated(inspection_id: int) -> Any:
         row = the_row(inspection_id)
-        response = picture(pictures.png(pictures.annotated(folders, row, levels_for(row))))
+        response = picture(pictures.png(pictures.annotated(source, row, levels_for(row))))
         response.headers["Content-Disposition"] = f'inline; filename="inspection-{row.id}-overlay.png"'
         return response
 
@@ -371,6 +378,12 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
 
     # -- export ---------------------------------------------------------------------------------
 
+    def exportable(row: InspectionRow, which: str) -> bytes | None:
+        try:
+            return source.read(row, which)
+        except InspectorError:  # outside the store, not here, not in the plant: not exported
+            return None
+
     @app.post("/export")
     def export() -> Any:
         filters = parse_filters(request.form)
@@ -382,7 +395,9 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
         try:
             csv_path = work / f"inspections-{stamp}.csv"
             images = work / "images" if kind == "zip" else None
-            done = actions.export_inspections(db, g.user.caller(), csv_path, filters.inspection_filter, images_dir=images)
+            # images as the part page shows them: a file inside the image store, else the plant's copy
+            done = actions.export_inspections(db, g.user.caller(), csv_path, filters.inspection_filter, images_dir=images,
+                                              read_image=exportable)
             if kind == "csv":
                 out, mimetype = csv_path, "text/csv"
             else:
@@ -466,11 +481,20 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
             summaries = [queries.station_summary(s, name, now - timedelta(hours=24)) for name in stations.get()]
             backlog = queries.forwarding_backlog(s)
         alarms = [e for e in db.audit_events(500) if e.action == "acknowledge_alarms"][:20]
-        return render_template("stations.html", summaries=summaries, backlog=backlog, alarms=alarms, now=now)
+        images = images_received(db)  # what stations forwarded of their images (a plant database's)
+        return render_template("stations.html", summaries=summaries, backlog=backlog, alarms=alarms, now=now,
+                               images=images, retention=image_retention(db))
 
     @app.template_filter("utc")
     def utc(value: datetime | None) -> str:
         return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    @app.template_filter("size")
+    def size(value: int) -> str:
+        for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+            if value >= scale:
+                return f"{value / scale:.1f} {unit}"
+        return f"{value} B"
 
     @app.template_filter("ago")
     def ago(value: datetime | None) -> str:

@@ -8,10 +8,11 @@ Formats, and the one place each is written and read:
 
 * the frame: a PNG of the camera's own array, gray or colour, 8 or 16 bits, lossless. Records
   carry RGB (as cameras deliver it); the PNG encoder wants BGR, so colour is converted here, on
-  the way in and out, and nowhere else. :func:`read_stored_image` gives it back as RGB.
+  the way in and out, and nowhere else. :func:`read_stored_image` gives it back as RGB (:func:`decode_stored_image` from the file's bytes).
 * the anomaly map: a 16-bit grey PNG of its values, 0 and 65535 standing for the map's minimum
   and maximum, which go into the inspection row (``heatmap_low``/``heatmap_high``).
-  :func:`read_heatmap` gives back the values, within (high - low) / 131070.
+  :func:`read_heatmap` gives back the values, within (high - low) / 131070 (:func:`decode_heatmap`
+  from the file's bytes, as the plant database keeps them).
 
 Heatmaps stored before history revision 0003 are 8-bit JET colour pictures over
 0 .. 2 x threshold, with no value range in their row; ``ui.review_model`` still decodes those.
@@ -259,13 +260,19 @@ _LEVELS = 65535
 def read_stored_image(path: str | os.PathLike[str]) -> np.ndarray:
     """A stored frame as it was recorded: (H, W) gray or (H, W, 3) RGB, uint8/uint16.
     Raises :class:`ImageError` if the file is missing or unreadable."""
-    image = _decode(path)
+    return decode_stored_image(_read(path), str(path))
+
+
+def decode_stored_image(data: bytes, name: str = "the frame") -> np.ndarray:
+    """:func:`read_stored_image` of a stored frame's bytes (the file's, as the plant database
+    keeps them: :mod:`inspector.links.plant_images`); ``name`` says which in an error."""
+    image = _decode(data, name)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     elif image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     elif image.ndim != 2:
-        raise ImageError(f"{path}: not a frame of the image store (shape {image.shape})")
+        raise ImageError(f"{name}: not a frame of the image store (shape {image.shape})")
     return image
 
 
@@ -273,20 +280,30 @@ def read_heatmap(path: str | os.PathLike[str], low: float, high: float) -> np.nd
     """The (h, w) float32 anomaly map stored at ``path`` with the value range of its row.
     Raises :class:`ImageError` if the file is missing, unreadable or not a 16-bit grey PNG (a
     legacy colour heatmap has no range in its row; see the module docstring)."""
-    levels = _decode(path)
+    return decode_heatmap(_read(path), low, high, str(path))
+
+
+def decode_heatmap(data: bytes, low: float, high: float, name: str = "the heatmap") -> np.ndarray:
+    """:func:`read_heatmap` of a stored map's bytes (as the plant database keeps them)."""
+    levels = _decode(data, name)
     if levels.ndim != 2 or levels.dtype != np.uint16:
-        raise ImageError(f"{path}: not a 16-bit grey heatmap ({levels.dtype}, shape {levels.shape})")
+        raise ImageError(f"{name}: not a 16-bit grey heatmap ({levels.dtype}, shape {levels.shape})")
     return (low + levels.astype(np.float64) * ((high - low) / _LEVELS)).astype(np.float32)
 
 
-def _decode(path: str | os.PathLike[str]) -> np.ndarray:
+def _read(path: str | os.PathLike[str]) -> bytes:
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    """The one PNG decoder of stored images, for a file's bytes wherever they were read from."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
-        raise ImageError(f"{path}: not a readable PNG (corrupt, truncated or another format)")
+        raise ImageError(f"{name}: not a readable PNG (corrupt, truncated or another format)")
     return image
 
 

@@ -528,10 +528,12 @@ def station_summary(session: Session, station: str, since: datetime) -> StationS
 
 def forwarding_backlog(session: Session) -> list[tuple[str, int, int]]:
     """(target, last forwarded id, rows waiting) of each plant database this station forwards to;
-    empty for a database that forwards nowhere (the plant's own)."""
+    empty for a database that forwards nowhere (the plant's own). The images' mark of a plant
+    link (target ``"... images"``) counts the rows with kept images still to go."""
     from inspector.history.tables import ForwardMark
 
     marks = session.execute(select(ForwardMark.target, ForwardMark.last_id).order_by(ForwardMark.target)).all()
-    return [(target, last_id, session.scalar(select(func.count()).select_from(Inspection)
-                                             .where(Inspection.id > last_id)) or 0)
+    kept = Inspection.image_path.is_not(None) | Inspection.heatmap_path.is_not(None)
+    return [(target, last_id, session.scalar(select(func.count()).select_from(Inspection).where(
+                Inspection.id > last_id, *([kept] if target.endswith(" images") else []))) or 0)
             for target, last_id in marks]
