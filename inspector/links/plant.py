@@ -21,7 +21,10 @@ table naming them, a batch per plant transaction, behind a second mark of its ow
 images``) that never passes the rows' mark. Rows go first because they are what the line decided;
 an outage only makes the images wait on the station's disk under its quota. An image the quota
 removed before the plant came back cannot be sent: it is counted (``images_gone``), and the row
-says its image is not kept. The row's own image paths stay the station's.
+says its image is not kept. The row's own image paths stay the station's. The URL says where the
+images go: ``?images=s3://BUCKET/PREFIX`` to an S3-compatible object store
+(:mod:`inspector.links.s3_store`; each object is stored before the row naming it, and a store that
+is away makes only the images wait, the rows go on), ``?images=off`` nowhere (rows only).
 
 The plant database seals what it receives as the station does (:mod:`inspector.history.seals`),
 a batch per plant transaction, so ``inspector audit verify`` checks its verdicts too.
@@ -41,7 +44,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -53,7 +56,7 @@ from inspector.history.db import HistoryDB, error_reason
 from inspector.history.seals import lock_batches, seal_new_inspections
 from inspector.history.tables import ForwardMark, Inspection, ModelVersion, PlantImage, Product
 from inspector.inspection import InspectionResult
-from inspector.links.plant_images import ObjectStore, image_key
+from inspector.links.plant_images import ObjectStore, ObjectStoreError, image_key
 from inspector.links.sender import SenderThread
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,10 @@ IMAGE_BATCH_BYTES: Final = 16 * 2**20
 #: Inspections looked at per image batch (most passes keep no image).
 IMAGE_BATCH_ROWS: Final = 200
 
+#: ``?images=`` values: the kept images go into the plant database (the default), or nowhere.
+IMAGES_IN_DB: Final = "db"
+IMAGES_OFF: Final = "off"
+
 AlarmSink = Callable[[str, str], None]
 
 # Copied as they are; id is the station's, product and model version are mapped to the plant's.
@@ -75,11 +82,36 @@ _COPIED = [c.name for c in Inspection.__table__.columns if c.name not in ("id", 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
+class PlantTarget(NamedTuple):
+    """What a plant database URL says: the database, the station, where the images go."""
+
+    url: URL
+    station: str | None
+    #: :data:`IMAGES_IN_DB`, :data:`IMAGES_OFF`, or an object store's ``s3://BUCKET[/PREFIX]``.
+    images: str
+
+
+def parse_plant_target(url: str) -> PlantTarget:
+    """:func:`parse_plant_url`, and where the kept images go: ``?images=s3://BUCKET[/PREFIX]``
+    (an S3-compatible object store, the rows naming the objects), ``?images=off`` (rows only), or
+    without it the plant database itself. Raises InspectorError for a bad URL, an object store's
+    URL with a secret in it included; connects nothing and needs no client library."""
+    parsed, station = parse_plant_url(url)
+    images = make_url(url).query.get("images", IMAGES_IN_DB)
+    if images.startswith("s3:"):
+        from inspector.links.s3_store import parse_s3_url
+
+        bucket, prefix = parse_s3_url(images)
+        images = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+    return PlantTarget(parsed, station, images)
+
+
 def parse_plant_url(url: str) -> tuple[URL, str | None]:
     """The SQLAlchemy URL of the plant database and the ``station`` it names (None: not given).
 
     ``postgresql://`` means psycopg 3 (SQLAlchemy's own default is psycopg2); a SQLite URL is
     accepted too (a test, a one-line plant). libpq gets a connect timeout unless one is given.
+    ``?images=`` is checked and taken off (:func:`parse_plant_target` says what it is).
     """
     try:
         parsed = make_url(url)
@@ -93,7 +125,17 @@ def parse_plant_url(url: str) -> tuple[URL, str | None]:
         raise InspectorError(f"give ?station= once in {url!r}")
     if station is not None and not 0 < len(station) <= STATION_MAX:
         raise InspectorError(f"a station's name has 1 to {STATION_MAX} characters, got {station!r}")
-    parsed = parsed.difference_update_query(["station"])
+    images = parsed.query.get("images")
+    if isinstance(images, tuple):
+        raise InspectorError(f"give ?images= once in {url!r}")
+    if images is not None and images not in (IMAGES_IN_DB, IMAGES_OFF):
+        if not images.startswith("s3:"):
+            raise InspectorError(f"?images= is s3://BUCKET[/PREFIX] (an object store), {IMAGES_OFF} (rows only) or "
+                                 f"{IMAGES_IN_DB} (the plant database, the default), not {images!r}")
+        from inspector.links.s3_store import parse_s3_url
+
+        parse_s3_url(images)  # a secret in it is refused here, before anything shows the URL
+    parsed = parsed.difference_update_query(["station", "images"])
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -110,8 +152,15 @@ class PlantLink(SenderThread):
     (default: the host name), so construct the link before the line writes anything. ``batch``:
     rows per plant transaction; ``on_alarm(kind, message)``: where ``plant_db_down`` and
     ``plant_db_recovered`` go (may be set later, before :meth:`start`). ``images``: copy the kept
-    images too (the default); ``objects``: put them in this object store rather than the plant
-    database. :meth:`start` the forwarder; :meth:`stop` it after the line.
+    images too (the default, unless ``url`` says ``?images=off``); ``objects``: put them in this
+    object store rather than the plant database (default: the :class:`~inspector.links.s3_store.S3Store`
+    that ``?images=s3://BUCKET/PREFIX`` names, else none). :meth:`start` the forwarder; :meth:`stop`
+    it after the line.
+
+    An object store that cannot take the images (:class:`~inspector.links.plant_images.ObjectStoreError`)
+    raises ``plant_db_down`` once and is tried again with the same backoff as the database, while
+    the rows go on; its return raises ``plant_db_recovered``. Until then the images wait on the
+    station's disk and the link's :attr:`state` is ``"retrying"``.
     """
 
     DOWN_ALARM, RECOVERED_ALARM = PLANT_DB_DOWN, PLANT_DB_RECOVERED
@@ -131,7 +180,14 @@ class PlantLink(SenderThread):
         objects: ObjectStore | None = None,
         image_batch_bytes: int = IMAGE_BATCH_BYTES,
     ) -> None:
-        self.plant_url, station = parse_plant_url(url)
+        target = parse_plant_target(url)
+        self.plant_url, station = target.url, target.station
+        if images and target.images == IMAGES_OFF:
+            images = False
+        if objects is None and images and target.images.startswith("s3://"):
+            from inspector.links.s3_store import S3Store
+
+            objects = S3Store(target.images)  # reads boto3's configuration; no request yet
         if station is not None:
             db.station = station
         self.db = db
@@ -146,6 +202,9 @@ class PlantLink(SenderThread):
         self.images_forwarded = 0  # image files committed to the plant by this link
         self.images_gone = 0  # kept images removed from this station's disk before they could go
         self._image_last_id: int | None = None
+        self._objects_down = False  # the object store failed its last batch
+        self._objects_retry_at = 0.0  # monotonic time of its next try
+        self._objects_backoff = retry_initial_s
         self._plant: HistoryDB | None = None
         self._last_id: int | None = None  # the mark, once read
         self._products: dict[int, int] = {}  # station's id -> plant's
@@ -172,7 +231,7 @@ class PlantLink(SenderThread):
         if thread is None or not thread.is_alive():
             return "stopped"
         if self._plant is not None:
-            return "connected"
+            return "retrying" if self._objects_down else "connected"
         return "retrying" if self._down else "connecting"
 
     # -- the line's side: quick, never blocks ------------------------------------------------
@@ -258,7 +317,7 @@ class PlantLink(SenderThread):
                     continue
                 self._save_mark()
                 continue  # more may be waiting: no pause while catching up
-            if self.images:
+            if self.images and time.monotonic() >= self._objects_retry_at:
                 try:
                     images, scanned = self._read_images()
                 except (SQLAlchemyError, DatabaseError) as exc:
@@ -269,13 +328,18 @@ class PlantLink(SenderThread):
                     continue
                 if scanned is not None:
                     try:
-                        self._send_images(images, scanned)
+                        values = self._put_objects(images)
+                    except ObjectStoreError as exc:  # the rows go on; the images wait for the store
+                        self._objects_lost(exc)
+                        continue
+                    try:
+                        self._send_images(values, scanned)
                     except (SQLAlchemyError, DatabaseError, OSError) as exc:
                         self._lost(exc)
                         continue
                     self._save_mark(self.image_target, scanned)
                     continue
-            if self._stopping_done(caught_up=True):
+            if self._stopping_done(caught_up=not (self.images and self._objects_down)):
                 return
             self._wait()
 
@@ -363,9 +427,10 @@ class PlantLink(SenderThread):
             scanned = row.id
         return images, scanned
 
-    def _send_images(self, images: list[dict[str, Any]], scanned: int) -> None:
-        """One plant transaction of images (after their objects, where a store keeps them)."""
-        assert self._plant is not None
+    def _put_objects(self, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The plant rows of a batch of images, each put in the object store first where there is
+        one (its row then names the object; again after a failure: the same key, the same bytes).
+        Raises ObjectStoreError when the store cannot take one."""
         values = []
         for image in images:
             data = image["data"]
@@ -375,6 +440,35 @@ class PlantLink(SenderThread):
                 value["location"] = self.objects.put(image_key(image["station"], image["uid"], image["kind"]), data)
                 value["data"] = None
             values.append(value)
+        if values and self.objects is not None:
+            self._objects_backoff = self.retry_initial_s
+            if self._objects_down:
+                self._objects_down = False
+                try:
+                    left: Any = self.pending_images()
+                except (SQLAlchemyError, DatabaseError):
+                    left = "some"
+                self._alarm(PLANT_DB_RECOVERED, f"{self._objects_where()} reachable again; the images of {left} more "
+                            "inspections to forward")
+        return values
+
+    def _objects_lost(self, exc: ObjectStoreError) -> None:
+        """The object store failed a batch: alarm once per outage, try again after the backoff."""
+        if not self._objects_down:
+            self._objects_down = True
+            self._alarm(PLANT_DB_DOWN, f"cannot store images in {self._objects_where()}: {exc}; the images wait on "
+                        "this station's disk, the inspection rows go on")
+        else:
+            log.debug("%s", exc)
+        self._objects_retry_at = time.monotonic() + self._objects_backoff
+        self._objects_backoff = min(self._objects_backoff * 2, self.retry_max_s)
+
+    def _objects_where(self) -> str:
+        return f"the plant's object store {getattr(self.objects, 'url', self.objects)}"
+
+    def _send_images(self, values: list[dict[str, Any]], scanned: int) -> None:
+        """One plant transaction of images (their objects already stored, where a store keeps them)."""
+        assert self._plant is not None
         if values:
             with self._plant.session() as p:
                 insert = _INSERTS[p.get_bind().dialect.name]
