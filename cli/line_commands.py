@@ -30,7 +30,7 @@ from inspector.errors import DatabaseError, InspectorError
 from inspector.inspection import DECISIONS
 from inspector.line.batcher import DEFAULT_MAX_WAIT_MS
 from inspector.line.build import DRIFT_WINDOW
-from inspector.line.pipeline import MAX_QUEUE_SIZE
+from inspector.line.pipeline import MAX_QUEUE_SIZE, NO_PART_ALARM_AFTER
 from inspector.roles import Actor
 from station.config import DISK_RESERVE_MB, LINKS, PLC_DOWN_POLICIES
 from station.running import STOP_TIMEOUT_S
@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "active one (a technician's; needs --user)")
     p.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (per camera)")
+    p.add_argument("--no-part-alarm", type=int, default=NO_PART_ALARM_AFTER, metavar="N",
+                   help="a model trained with --align: raise the no_part_run alarm after N frames in a row without "
+                   f"the part (NO PART), N >= 1 (default {NO_PART_ALARM_AFTER})")
     p.add_argument("--threshold", type=float, default=None,
                    help="override: image-score threshold (default: the model's calibration; needs --user)")
     p.add_argument("--pixel-threshold", type=float, default=None,
@@ -210,7 +213,8 @@ def run_config(args: argparse.Namespace, db: Any) -> Any:
         mode=args.mode, trigger=args.trigger, trigger_line=args.trigger_line, queue_size=args.queue_size,
         max_frames=args.max_frames, quota_gb=args.image_quota_gb, pass_sample_rate=args.pass_sample_rate,
         disk_reserve_mb=args.disk_reserve_mb,
-        drift_window=args.drift_window, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+        drift_window=args.drift_window, no_part_alarm_after=args.no_part_alarm, max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
         plc_down=args.plc_down, **links,
     )
 
@@ -312,6 +316,8 @@ def _check_run_args(args: argparse.Namespace) -> None:
                              "(a technician's override)")
     if args.max_frames is not None and args.max_frames < 1:
         raise InspectorError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.no_part_alarm < 1:
+        raise InspectorError(f"--no-part-alarm must be >= 1, got {args.no_part_alarm}")
     if not args.disk_reserve_mb >= 0:
         raise InspectorError(f"--disk-reserve-mb must be >= 0, got {args.disk_reserve_mb:g}")
     if not 0.0 <= args.pass_sample_rate <= 1.0:

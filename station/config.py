@@ -16,7 +16,7 @@ from typing import Any
 from inspector.errors import InspectorError
 from inspector.line.batcher import DEFAULT_MAX_WAIT_MS
 from inspector.line.build import DRIFT_WINDOW, STALL_AFTER_S, check_camera_ids, check_max_batch
-from inspector.line.pipeline import check_queue_size
+from inspector.line.pipeline import NO_PART_ALARM_AFTER, check_queue_size
 
 MODES = ("triggered", "live")
 TRIGGERS = ("free_run", "software", "hardware")
@@ -160,7 +160,8 @@ class StationConfig:
     ``image_dir``, at most ``quota_gb``, rejects always and ``pass_sample_rate`` of the passes
     kept; images never use the last ``disk_reserve_mb`` of the disk, and the station stops
     before a quarter of it is left (the verdicts' room). ``drift_window``: recent scores the
-    drift alarm compares (0: off). Several cameras: ``max_batch`` frames per forward pass
+    drift alarm compares (0: off). ``no_part_alarm_after``: NO PART frames in a row that raise the
+    ``no_part_run`` alarm (None: never). Several cameras: ``max_batch`` frames per forward pass
     (None: measured at the first start), a frame waiting at most ``batch_wait_ms`` for the
     others. The plant links (see :data:`LINKS`): ``opcua``, ``publish``, ``plant_db`` (None:
     none) and ``plc`` (one URI per camera, or none), with ``plc_down`` for a PLC that goes away. ``camera_settings``: exposure, gain, ROI set on every
@@ -180,6 +181,7 @@ class StationConfig:
     disk_reserve_mb: float = DISK_RESERVE_MB
     pass_sample_rate: float = 0.01
     drift_window: int = DRIFT_WINDOW
+    no_part_alarm_after: int | None = NO_PART_ALARM_AFTER
     max_batch: int | None = None
     batch_wait_ms: float = DEFAULT_MAX_WAIT_MS
     opcua: str | None = None
@@ -206,6 +208,10 @@ class StationConfig:
             raise InspectorError(f"PLC down policy must be one of {', '.join(PLC_DOWN_POLICIES)}, not {self.plc_down!r}")
         if self.max_frames is not None and self.max_frames < 1:
             raise InspectorError(f"max frames must be >= 1, got {self.max_frames}")
+        if self.no_part_alarm_after is not None and (isinstance(self.no_part_alarm_after, bool)
+                                                     or not isinstance(self.no_part_alarm_after, int)
+                                                     or self.no_part_alarm_after < 1):
+            raise InspectorError(f"the NO PART alarm's count must be a whole number >= 1, got {self.no_part_alarm_after!r}")
         check_queue_size(self.queue_size)
         if not self.disk_reserve_mb >= 0:
             raise InspectorError(f"disk reserve must be >= 0 MB, got {self.disk_reserve_mb:g}")

@@ -216,7 +216,7 @@ class Station:
             mode=cfg.mode, trigger=cfg.trigger, trigger_line=cfg.trigger_line, feeder_rate=cfg.feeder_rate,
             queue_size=cfg.queue_size, max_frames=cfg.max_frames, drift_window=cfg.drift_window,
             stall_after_s=cfg.stall_after_s, max_batch=self._max_batch(recipe), max_wait_ms=cfg.batch_wait_ms,
-            disk_reserve_bytes=int(cfg.disk_reserve_mb * 1e6),
+            disk_reserve_bytes=int(cfg.disk_reserve_mb * 1e6), no_part_alarm_after=cfg.no_part_alarm_after,
             links=[_Counter(self), *extra_links, *links.shared()],
             camera_links=[links.of_camera(i) for i in range(len(self.cameras))],
         )

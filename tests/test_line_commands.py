@@ -298,6 +298,8 @@ def test_bad_models_and_options_give_one_line_and_exit_2(tmp_path: Path, frames:
         (["--model", str(junk), "--threshold", "0.1"], "not a readable model file"),
         (["--model", str(model_path), "--threshold", "nan"], "finite"),
         (["--model", str(model_path), "--threshold", "0.1", "--max-frames", "0"], "--max-frames"),
+        (["--model", str(model_path), "--threshold", "0.1", "--no-part-alarm", "0"], "--no-part-alarm must be >= 1"),
+        (["--model", str(model_path), "--threshold", "0.1", "--no-part-alarm", "-3"], "--no-part-alarm must be >= 1"),
         (["--model", str(model_path), *FAST], "calibrate it"),  # no threshold anywhere
     ]
     for extra, fragment in cases:

@@ -122,12 +122,39 @@ def test_the_configuration_refuses_what_could_not_run(tmp_path: Path) -> None:
     for options, fragment in [({"cameras": ()}, "no camera"), ({"cameras": ("folder:///a", "folder:///a")}, "given twice"),
                               ({"trigger": "sometimes"}, "trigger must be one of"), ({"quota_gb": 0}, "quota"),
                               ({"pass_sample_rate": 2.0}, "within 0..1"), ({"max_frames": 0}, "max frames"),
+                              ({"no_part_alarm_after": 0}, "NO PART alarm"),
                               ({"plc": ("modbus://a", "modbus://b")}, "2 PLC links for 1 cameras")]:
         with pytest.raises(InspectorError, match=fragment):
             StationConfig(**{"cameras": ("folder:///a",), "image_dir": tmp_path, **options})
     config = StationConfig(cameras=["folder:///a"], image_dir=str(tmp_path), plc=["modbus://a"], publish="mqtt://b/t")
     assert config.cameras == ("folder:///a",) and config.image_dir == tmp_path
     assert config.links() == {"mqtt": ("mqtt://b/t",), "plc": ("modbus://a",)}
+
+
+def test_the_no_part_alarm_count_reaches_every_line(db, tmp_path: Path) -> None:
+    """``no_part_alarm_after`` (``inspector run --no-part-alarm N``) is each pipeline's: two frames
+    in a row without the part alarm at 2, none at the default of five."""
+    from dataclasses import replace
+
+    from inspector.line import NO_PART_RUN
+    from test_decisions import FramedStub, _frames
+
+    levels = [0, 0, 0, 100, 0, 0]  # dark: NO PART
+    for count, alarms_expected in ((2, 2), (None, 0)):
+        folder = _frames(tmp_path / f"cam{count}", levels)
+        options = {} if count is None else {"no_part_alarm_after": count}
+        config = StationConfig(cameras=(f"folder://{folder}?fps=0",), image_dir=tmp_path / "images", **options)
+        station = Station(config, db, actor=Actor("cli:test", "system"))
+        alarms: list[str] = []
+        station.open_cameras()
+        lines = station.build(replace(recipe(db, tmp_path), engine=FramedStub()),
+                              extra_links=[SimpleNamespace(on_alarm=lambda a: alarms.append(a.kind))])
+        assert [line.pipeline.no_part_alarm_after for line in lines.lines] == [count or 5]
+        station.start()
+        assert station.wait(60.0)
+        assert station.stop(30.0).clean
+        station.close()
+        assert alarms.count(NO_PART_RUN) == alarms_expected
 
 
 def test_export_is_one_action_with_one_right_and_one_audit_name(db, tmp_path: Path) -> None:
