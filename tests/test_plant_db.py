@@ -9,6 +9,7 @@ database, which needs no server.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB, InspectionFilter
@@ -315,3 +316,35 @@ def test_two_stations_through_a_plant_database_restart_store_each_inspection_onc
         assert rows and all(r.station == "line-2" and r.image_path and not r.image_exists for r in rows)
     finally:
         plant.close()
+
+
+@needs_postgres
+def test_rows_the_plant_refuses_wait_with_one_alarm_and_go_once_it_takes_them(server, tmp_path: Path) -> None:
+    """A long camera URI (``basler://emulated?images=/a/long/folder``) in a plant whose schema
+    cannot hold it: the link says why once, keeps the rows, and sends them when the plant can."""
+    server.create_database("refusing")
+    url = server.url("refusing")
+    plant = HistoryDB(url)
+    plant.upgrade()
+    with plant.session() as s:  # as a plant before revision 0011 had it
+        s.execute(text("ALTER TABLE inspections ALTER COLUMN camera_id TYPE varchar(64)"))
+    db = station_db(tmp_path, "line-1")
+    long_camera = [dataclasses.replace(r, camera_id="basler://emulated?images=/srv/line-1/" + "cells/" * 10)
+                   for r in results(3)]
+    db.write_inspections(long_camera)
+    alarms: list[tuple[str, str]] = []
+    link = PlantLink(db, url, on_alarm=lambda kind, message: alarms.append((kind, message)), retry_max_s=0.2)
+    link.start()
+    deadline = time.monotonic() + 20
+    while not alarms and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # several tries: still one alarm, not a flapping down/recovered pair per try
+    assert [kind for kind, _ in alarms] == [PLANT_DB_DOWN]
+    assert "refuses what this station sends" in alarms[0][1] and "too long" in alarms[0][1]
+    assert link.pending() == 3
+    with plant.session() as s:
+        s.execute(text("ALTER TABLE inspections ALTER COLUMN camera_id TYPE text"))
+    assert link.stop(20) == 0
+    assert [kind for kind, _ in alarms] == [PLANT_DB_DOWN, "plant_db_recovered"]
+    assert plant.count_inspections(InspectionFilter(station="line-1")) == 3
+    plant.close()

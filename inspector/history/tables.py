@@ -204,7 +204,7 @@ class Inspection(Base):
     station: Mapped[str] = mapped_column(String(64), default=default_station)
     uid: Mapped[str] = mapped_column(String(32))  # uuid4 hex
     time: Mapped[datetime] = mapped_column(index=True)
-    camera_id: Mapped[str] = mapped_column(String(64))
+    camera_id: Mapped[str] = mapped_column(Text)  # the camera's URI (revision 0011: any length)
     frame_id: Mapped[int] = mapped_column(BigInteger)
     part_id: Mapped[str | None] = mapped_column(Text)
     score: Mapped[float] = mapped_column(Float, index=True)

@@ -49,7 +49,7 @@ from typing import Any, Final, NamedTuple
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, SQLAlchemyError
 
 from inspector.errors import DatabaseError, InspectorError
 from inspector.history.db import HistoryDB, error_reason
@@ -313,9 +313,13 @@ class PlantLink(SenderThread):
                 try:
                     self._send(rows)
                 except (SQLAlchemyError, DatabaseError) as exc:
-                    self._lost(exc)
+                    if not self._refused(exc):
+                        self._lost(exc)
+                    elif self._stopping_done(caught_up=False):
+                        return
                     continue
                 self._save_mark()
+                self._accepted()
                 continue  # more may be waiting: no pause while catching up
             if self.images and time.monotonic() >= self._objects_retry_at:
                 try:
@@ -335,9 +339,13 @@ class PlantLink(SenderThread):
                     try:
                         self._send_images(values, scanned)
                     except (SQLAlchemyError, DatabaseError, OSError) as exc:
-                        self._lost(exc)
+                        if not self._refused(exc):
+                            self._lost(exc)
+                        elif self._stopping_done(caught_up=False):
+                            return
                         continue
                     self._save_mark(self.image_target, scanned)
+                    self._accepted()
                     continue
             if self._stopping_done(caught_up=not (self.images and self._objects_down)):
                 return
@@ -369,6 +377,24 @@ class PlantLink(SenderThread):
             except (SQLAlchemyError, DatabaseError):
                 left = "some"
             self._alarm(PLANT_DB_RECOVERED, f"{self._where()} reachable again; {left} inspections to forward")
+        return True
+
+    def _accepted(self) -> None:
+        """A send went through: after a refusal (the connection kept), the link is well again."""
+        if self._down:
+            self._down = False
+            self._alarm(PLANT_DB_RECOVERED, f"{self._where()} takes this station's inspections again")
+
+    def _refused(self, exc: BaseException) -> bool:
+        """The plant database answered but refused what was sent (a value its schema cannot hold,
+        a constraint broken): reconnecting would not help, and dropping the rows would lose them.
+        So the link stays connected, says why once (``plant_db_down``), and tries again slowly;
+        the rows wait in the local history until the plant is brought up to the station's
+        software."""
+        if not isinstance(exc, (DataError, IntegrityError)):
+            return False
+        self._alarm_down(f"{self._where()} refuses what this station sends: {error_reason(exc)}")
+        self._sleep(self.retry_max_s)
         return True
 
     def _lost(self, exc: BaseException) -> None:

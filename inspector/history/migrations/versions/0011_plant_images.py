@@ -6,6 +6,11 @@ so a forwarder sending a batch again inserts nothing twice. The bytes are a byte
 SQLite) column, or NULL where an object store keeps them at ``location``. A station's history gets
 the tables too and leaves them empty: one schema everywhere.
 
+``inspections.camera_id`` becomes unbounded text: a camera's id is its URI, and a URI with a path
+(``basler://emulated?images=/srv/line/cells``, ``folder:///…``) is often longer than the 64
+characters it had. SQLite never enforced the length, so stations recorded such rows, and a plant
+PostgreSQL refused them, stopping that station's forwarding for good.
+
 Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-07
@@ -25,6 +30,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("inspections") as batch_op:
+        batch_op.alter_column("camera_id", existing_type=sa.String(length=64), type_=sa.Text(),
+                              existing_nullable=False)
     op.create_table(
         "plant_images",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -55,3 +63,12 @@ def downgrade() -> None:
     op.drop_table("settings")
     op.drop_index(op.f("ix_plant_images_received"), table_name="plant_images")
     op.drop_table("plant_images")
+    inspections = sa.table("inspections", sa.column("camera_id", sa.Text()))
+    longer = op.get_bind().scalar(sa.select(sa.func.count()).select_from(inspections)
+                                  .where(sa.func.length(inspections.c.camera_id) > 64))
+    if longer:
+        raise RuntimeError(f"{longer} inspection(s) name a camera in more than 64 characters, which the history "
+                           "before revision 0011 cannot hold: export them and keep this version")
+    with op.batch_alter_table("inspections") as batch_op:
+        batch_op.alter_column("camera_id", existing_type=sa.Text(), type_=sa.String(length=64),
+                              existing_nullable=False)
