@@ -54,11 +54,11 @@ def cmd_plant_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_plant_prune(args: argparse.Namespace) -> int:
-    from station.plant_images import describe, prune
+    from station.plant_images import describe, object_reader, prune
 
     db = _open(args.db)
     try:
-        print(describe(prune(db, by=shell_user())))
+        print(describe(prune(db, object_reader(), by=shell_user())))
     finally:
         db.close()
     return 0

@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InspectorError("inspector serve needs Flask, Flask-WTF and waitress: pip install 'inspector[web]'") from None
     from inspector.history import HistoryDB, data_dir, default_db_url
     from station.actions import require_existing_db
-    from station.plant_images import RetentionPruner
+    from station.plant_images import RetentionPruner, object_reader
 
     if not 0 <= args.port <= 65535:
         raise InspectorError(f"--port must be within 0..65535, got {args.port}")
@@ -65,8 +65,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     db = HistoryDB(url)
     db.upgrade()
     folders = args.images or [db.sqlite_path.parent / "images" if db.sqlite_path is not None else data_dir() / "images"]
+    objects = object_reader()  # rows naming s3:// objects: read (and pruned) there, with boto3's configuration
     app = create_app(db, WebOptions(image_folders=[str(f) for f in folders], secure_cookies=args.secure_cookies,
-                                    behind_proxy=args.behind_proxy, idle_minutes=args.idle_minutes))
+                                    behind_proxy=args.behind_proxy, idle_minutes=args.idle_minutes, objects=objects))
     try:
         server = make_server(app, args.host, args.port, threads=args.threads)
     except OSError as exc:
@@ -80,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     # the plant's image retention (inspector plant retention) kept by whoever serves: now, then hourly
-    pruner = RetentionPruner(db).start()
+    pruner = RetentionPruner(db, objects).start()
     try:
         server.run()
     except KeyboardInterrupt:

@@ -132,3 +132,19 @@ def describe(pruned: Pruned) -> str:
 
 def shown(value: Any) -> str:
     return "off" if value is None else f"{value:g} days"
+
+
+def object_reader() -> ObjectStore | None:
+    """What ``inspector serve`` and ``inspector plant prune`` read and remove the plant's objects
+    with: an S3 store for whichever bucket a row's ``s3://`` location names, configured as boto3
+    is (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws/config``, ...; see
+    :mod:`inspector.links.s3_store`). None without boto3: the images in an object store then say
+    so, and the prune leaves them."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        log.info("no boto3: images in an object store are neither shown nor pruned (pip install 'inspector[plant]')")
+        return None
+    from inspector.links.s3_store import S3Locations
+
+    return S3Locations()

@@ -192,6 +192,20 @@ def test_a_store_stopped_mid_way_makes_only_the_images_wait_and_they_follow_once
     assert len(rows) == 10 and all(data is None and location.startswith("s3://") for data, location in rows.values())
 
 
+def test_a_link_whose_store_is_away_still_stops_within_its_time(s3: S3Server, tmp_path: Path) -> None:
+    db = station_db(tmp_path, "line-1")
+    db.write_inspections(kept_results(ImageStore(tmp_path / "images"), 6))
+    s3.stop()
+    alarms: list[str] = []
+    link = PlantLink(db, f"sqlite:///{tmp_path / 'plant.db'}?images=s3://{BUCKET}/line",
+                     on_alarm=lambda kind, message: alarms.append(kind), retry_initial_s=0.05, retry_max_s=0.3)
+    link.start()
+    wait_for(lambda: alarms, what="the down alarm")
+    began = time.monotonic()
+    assert link.stop(0.5) == 0  # the rows went
+    assert time.monotonic() - began < 5 and link.pending_images() == 2 and alarms == ["plant_db_down"]
+
+
 def test_a_secret_in_the_store_url_is_refused_and_the_url_forms(tmp_path: Path) -> None:
     for url in ("postgresql://line@plant-db/plant?images=s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket-1/line",
                 "postgresql://line@plant-db/plant?images=s3://AKIAEXAMPLE@bucket-1/line",
@@ -314,3 +328,59 @@ def test_over_postgresql_the_rows_name_the_objects(s3: S3Server, tmp_path: Path)
         assert len(objects("plant/line-1/")) == 4
     finally:
         server.close()
+
+
+def test_inspector_serve_shows_the_objects_and_its_prune_removes_them(s3: S3Server, tmp_path: Path) -> None:
+    """What ``inspector serve`` builds (:func:`station.plant_images.object_reader`): the part's
+    frame from the object store once the station's files are gone; the retention's prune deletes
+    the objects, and never one a hand-edited row names elsewhere."""
+    pytest.importorskip("flask_wtf", reason="the web review needs the [web] extra: pip install -e '.[web]'")
+    from test_web_app import signed_in
+    from web_support import make_history
+
+    from inspector.history.tables import Setting
+    from inspector.links.plant_images import RETENTION
+    from station.plant_images import object_reader, prune
+    from web import WebOptions, create_app
+
+    plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
+    make_history(plant_url, tmp_path / "web-images", per_station=1)  # users to sign in with
+    db = station_db(tmp_path, "line-7")
+    records = kept_results(ImageStore(tmp_path / "images"), 3)
+    db.write_inspections(records)
+    assert forward_all(PlantLink(db, f"{plant_url}?images=s3://{BUCKET}/line")) == 0
+    fail = records[2]
+    frame, heat = Path(fail.image_path).read_bytes(), Path(fail.heatmap_path).read_bytes()
+    Path(fail.image_path).unlink()
+    Path(fail.heatmap_path).unlink()
+    plant = HistoryDB(plant_url)
+    try:
+        with plant.session() as s:
+            part = s.scalar(select(Inspection.id).where(Inspection.uid == fail.uid))
+        objects_reader = object_reader()
+        client = signed_in(create_app(plant, WebOptions(image_folders=[], objects=objects_reader)))
+        answer = client.get(f"/inspections/{part}/frame.png")
+        assert answer.status_code == 200 and answer.data == frame
+        assert client.get(f"/inspections/{part}/heat.png").status_code == 200
+        without = signed_in(create_app(plant, WebOptions(image_folders=[])))
+        assert "which this server was not given" in without.get(f"/inspections/{part}").get_data(as_text=True)
+
+        client_s3 = boto3.session.Session().client("s3")
+        client_s3.create_bucket(Bucket="elsewhere")
+        client_s3.put_object(Bucket="elsewhere", Key="keep/me.txt", Body=b"not the plant's")
+        with plant.session() as s:
+            s.add(Setting(name=RETENTION, value=1e-6, changed_by="test"))  # 0.09 s
+            s.add(PlantImage(station="line-7", uid="e" * 32, kind="image", size=1, sha256="0" * 64, data=None,
+                             location="s3://elsewhere/keep/me.txt"))
+        time.sleep(0.3)
+        with pytest.raises(InspectorError, match="not where the plant link stores an image"):
+            prune(plant, objects_reader)  # one refused in a batch: nothing deleted
+        assert len(objects("line/")) == 2 and len(image_rows(plant_url)) == 3
+        assert client_s3.get_object(Bucket="elsewhere", Key="keep/me.txt")["Body"].read() == b"not the plant's"
+        with plant.session() as s:
+            s.query(PlantImage).filter(PlantImage.uid == "e" * 32).delete()
+        assert prune(plant, objects_reader).images == 2
+        assert objects("line/") == {} and image_rows(plant_url) == {}
+        assert client.get(f"/inspections/{part}/frame.png").status_code != 200 and heat
+    finally:
+        plant.close()

@@ -29,7 +29,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from inspector.errors import InspectorError
-from inspector.links.plant_images import ObjectStoreError
+from inspector.links.plant_images import IMAGE_KINDS, ObjectStoreError
 
 #: Seconds to open a connection to the store, and to wait for an answer on one.
 CONNECT_TIMEOUT_S: Final = 3.0
@@ -38,6 +38,10 @@ READ_TIMEOUT_S: Final = 10.0
 ATTEMPTS: Final = 2
 #: Keys per DeleteObjects request (S3's limit).
 DELETE_BATCH: Final = 1000
+
+_IMAGE_NAMES = frozenset(f"{kind}.png" for kind in IMAGE_KINDS)
+#: The width of an inspection's uid (inspections.uid).
+UID_MAX: Final = 32
 
 # S3's rules for a bucket's name (lower case, digits, dots, hyphens; 3 to 63 characters).
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -176,8 +180,10 @@ class S3Store:
 
 class S3Locations:
     """Reads (and deletes) ``s3://BUCKET/KEY`` locations in whichever bucket they name, through an
-    :class:`S3Store` per bucket made on first use; ``buckets``: only these (None: any). Making it
-    needs no boto3: a reader of a plant that keeps its images in the database never asks."""
+    :class:`S3Store` per bucket made on first use; ``buckets``: only these (None: any). Only a key
+    shaped as the forwarder names images (``.../STATION/UID/image.png`` or ``heatmap.png``) is
+    taken, so a hand-edited row cannot make a reader, or the retention's prune, touch any other
+    object. Making it needs no boto3: a plant that keeps its images in the database never asks."""
 
     def __init__(self, buckets: Iterable[str] | None = None) -> None:
         self.buckets = None if buckets is None else frozenset(buckets)
@@ -185,9 +191,13 @@ class S3Locations:
         self._lock = threading.Lock()
 
     def store(self, location: str) -> S3Store:
-        bucket, _ = split_location(location)
+        bucket, key = split_location(location)
         if self.buckets is not None and bucket not in self.buckets:
             raise ObjectStoreError(f"refused {location!r}: bucket {bucket} is not one this reader may read")
+        parts = key.split("/")
+        if len(parts) < 3 or parts[-1] not in _IMAGE_NAMES or len(parts[-2]) > UID_MAX:
+            raise ObjectStoreError(f"refused {location!r}: not where the plant link stores an image "
+                                   "(.../STATION/UID/image.png or heatmap.png)")
         with self._lock:
             store = self._stores.get(bucket)
             if store is None:
@@ -205,11 +215,14 @@ class S3Locations:
         return self.store(location).get(location)
 
     def delete(self, locations: list[str]) -> None:
-        by_bucket: dict[str, list[str]] = {}
+        """Every location is checked before any is deleted: one refused, none deleted."""
+        by_store: dict[int, tuple[S3Store, list[str]]] = {}
         for location in locations:
-            by_bucket.setdefault(split_location(location)[0], []).append(location)
-        for group in by_bucket.values():
-            self.store(group[0]).delete(group)
+            store = self.store(location)
+            store._own(location)
+            by_store.setdefault(id(store), (store, []))[1].append(location)
+        for store, group in by_store.values():
+            store.delete(group)
 
 
 def make_client() -> Any:
