@@ -74,8 +74,8 @@ def why_not_in_plant(db: HistoryDB, row: InspectionRow, kind: str, *, objects: b
             return f"the plant keeps it in an object store ({held[kind]}), which this server was not given"
         return "the plant holds a copy"
     if pruned is not None and row.time < pruned.before:
-        return (f"removed by the plant's image retention of {pruned.days:g} days (images are kept {pruned.days:g} "
-                f"days after the plant receives them; removed up to {pruned.before:%Y-%m-%d %H:%M} UTC)")
+        return (f"removed by the plant's image retention of {days(pruned.days)} (images are kept {days(pruned.days)} "
+                f"after the plant receives them; removed up to {pruned.before:%Y-%m-%d %H:%M} UTC)")
     return (f"not forwarded to the plant yet (station {row.station} sends its images after its rows; one its own "
             "quota removed first never comes)")
 
@@ -127,11 +127,16 @@ def describe(pruned: Pruned) -> str:
     if pruned.days is None:
         return "no image retention set: nothing removed (set one with inspector plant retention --days N)"
     return (f"removed {pruned.images} image{'' if pruned.images == 1 else 's'} ({pruned.bytes} bytes) received "
-            f"before {pruned.before:%Y-%m-%d %H:%M:%S} UTC (retention {pruned.days:g} days)")
+            f"before {pruned.before:%Y-%m-%d %H:%M:%S} UTC (retention {days(pruned.days)})")
+
+
+def days(value: float) -> str:
+    return f"{value:g} day{'' if value == 1 else 's'}"
 
 
 def shown(value: Any) -> str:
-    return "off" if value is None else f"{value:g} days"
+    """A retention for a person: ``off`` or ``N days``."""
+    return "off" if value is None else days(value)
 
 
 def object_reader() -> ObjectStore | None:

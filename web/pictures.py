@@ -89,10 +89,11 @@ class ImageSource:
         shown; OutsideStore or NotHere (saying why) where neither may be."""
         try:
             return self.folders.file(row, which)
-        except OutsideStore:
+        except OutsideStore as exc:  # never opened; the plant's copy, or the refusal with why it has none
             if self.in_plant(row, which):
                 return None
-            raise
+            raise OutsideStore(f"{exc}; this database holds no copy of it either: "
+                               f"{why_not_in_plant(self.db, row, which, objects=self.objects is not None)}") from None
         except NotHere as exc:
             if (row.image_path if which == "image" else row.heatmap_path) is None:
                 raise
