@@ -1,5 +1,5 @@
 """One history for the plant: every recorded inspection forwarded to a shared PostgreSQL database,
-``postgresql://USER@HOST[:PORT]/DB[?station=NAME]``.
+``postgresql://USER@HOST[:PORT]/DB[?station=NAME][&images=s3://BUCKET/PREFIX|off]``.
 
 Why forward rather than write there directly: the plant database may be away for hours (network,
 maintenance) and the line must neither wait for it nor lose a row. So the station records into its
