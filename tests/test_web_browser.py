@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ from inspector.history import queries  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg_support import PostgresServer, free_port, postgres_bin  # noqa: E402
-from web_support import HTML_PRODUCT, QUALITY, QUALITY_PIN, make_history  # noqa: E402
+from web_support import HTML_PRODUCT, QUALITY, QUALITY_PIN, forward_station, make_history  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -221,3 +222,23 @@ def test_sign_in_filter_open_a_part_see_its_heatmap_label_it_and_export(browser,
     time.sleep(0)  # signed out: the next page asks again
     browser.get(f"{serve.base}/inspections")
     assert "/sign-in" in browser.current_url
+
+
+def test_a_part_whose_image_files_are_gone_shows_them_from_the_plant(browser, served, tmp_path: Path) -> None:
+    backend, url, _, serve = served
+    # Station line-3 forwards a reject through its plant link; its own files are then deleted,
+    # and the review was never given its folder: the plant's copies are all there is.
+    forwarded = forward_station(url, tmp_path / "line-3", "line-3", datetime(2026, 12, 3, 6, tzinfo=timezone.utc), 1)
+    browser.delete_all_cookies()
+    browser.get(f"{serve.base}/inspections/{forwarded.fails[0]}")
+    browser.find_element(By.ID, "name").send_keys(QUALITY)
+    browser.find_element(By.ID, "pin").send_keys(QUALITY_PIN)
+    browser.find_element(By.ID, "sign-in").click()
+    wait_for(browser, lambda b: b.find_elements(By.ID, "heat"))
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth"
+    frame, heat = browser.find_element(By.ID, "frame"), browser.find_element(By.ID, "heat")
+    wait_for(browser, lambda b: b.execute_script(loaded, heat) and b.execute_script(loaded, frame))
+    assert browser.execute_script("return arguments[0].naturalWidth", frame) == 160
+    assert browser.execute_script("return arguments[0].naturalWidth", heat) == 160
+    assert frame.size == heat.size
+    shot(browser, "part-from-plant", backend, tmp_path)
