@@ -57,6 +57,9 @@ PRECISION = {"eager": "fp32", "compile": "fp32", "cuda-graph": "fp32", "onnxrunt
              "eager-bf16": "bf16", "onnxruntime-int8": "int8", "openvino-int8": "int8"}
 #: Where a reduced-precision backend that fails the accuracy gate gives way to.
 FP32_OF = {"eager-bf16": "eager", "onnxruntime-int8": "onnxruntime", "openvino-int8": "openvino"}
+#: What a framed model's int8 build calibrates on, part of its cache keys (see Engine._calibrated_on).
+FRAMED_CALIBRATION = "calibrated on the framing's cuts"
+
 #: Backends that run a built graph (:mod:`inspector.quantize`) rather than the PyTorch module.
 RUNNER_BACKENDS = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
 
@@ -406,7 +409,14 @@ class Engine:
 
     def _gate_key(self) -> list[Any]:
         """What a remembered gate result depends on besides the model file and the software."""
-        return [self.gate_images.digest(), gate.MIN_AGREEMENT, gate.SCORE_TOLERANCE, gate.METRIC_TOLERANCE, quantize.RECIPE_VERSION]
+        return [self.gate_images.digest(), gate.MIN_AGREEMENT, gate.SCORE_TOLERANCE, gate.METRIC_TOLERANCE, quantize.RECIPE_VERSION,
+                *self._calibrated_on()]
+
+    def _calibrated_on(self) -> list[str]:
+        """For a framed model, what int8 calibrates on (see :meth:`_calibration_inputs`), in the keys of
+        its builds and remembered gates: those made when it was calibrated on whole frames squeezed
+        are not reused."""
+        return [FRAMED_CALIBRATION] if self._framed is not None else []
 
     def _gate(self, name: str, reference: str) -> gate.GateResult:
         """Runs the gate on ``name`` against the fp32 backend ``reference``; leaves ``name`` active."""
@@ -447,7 +457,7 @@ class Engine:
         if why:
             raise InspectorError(f"{name} needs the model's good images to calibrate on: {why}")
         build = quantize.build_ort_int8 if name == "onnxruntime-int8" else quantize_openvino.build_openvino_int8
-        key = [self.gate_images.digest(), quantize.needs_reduced_range()]
+        key = [self.gate_images.digest(), quantize.needs_reduced_range(), *self._calibrated_on()]
         return load(self._built(name, key, lambda folder: build(fp32, folder, self._calibration_inputs())), threads)
 
     def _built(self, name: str, key: list[Any], build: Callable[[Path], None]) -> Path:
@@ -464,10 +474,25 @@ class Engine:
             return folder
 
     def _calibration_inputs(self) -> list[np.ndarray]:
-        """The int8 calibration images, each (1, 3, S, S) as the built graph takes it."""
+        """The int8 calibration inputs, each (1, 3, S, S) as the built graph takes it: what the
+        network will be shown. Without a framing, the good images squeezed whole; with one, their
+        cuts as :meth:`predict` makes them (:meth:`FramedScorer.cuts`: the part found, its region
+        cut and tiled; none where the part is not found), at most
+        :data:`~inspector.precision_gate.QUANTISE_IMAGES` of them spread over the images, so the
+        activation ranges are those of regions and tiles at their own scale, not of whole frames."""
         paths = self.gate_images.calibration_set()
-        log.info("calibrating int8 on %d good images of %s", len(paths), self.gate_images.source)
-        return [self._graph_input(to_square(read_image(p), self.image_size, self.resize_mode)[0][None]) for p in paths]
+        images = [read_image(p) for p in paths]
+        if self._framed is not None:
+            cuts = [cut for image in images for cut in self._framed.cuts(image)]
+            if not cuts:
+                raise InspectorError(f"int8 cannot be calibrated: the part was not found in any of the {len(paths)} "
+                                     f"calibration images of {self.gate_images.source}")
+            images = gate.thinned(cuts, gate.QUANTISE_IMAGES)
+            log.info("calibrating int8 on %d cuts (region, tiles) of %d good images of %s", len(images), len(paths),
+                     self.gate_images.source)
+        else:
+            log.info("calibrating int8 on %d good images of %s", len(paths), self.gate_images.source)
+        return [self._graph_input(to_square(image, self.image_size, self.resize_mode)[0][None]) for image in images]
 
 
 class _CudaGraph:

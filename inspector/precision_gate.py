@@ -71,8 +71,7 @@ class GateImages:
         return [self.good[i] for i in _spread(len(self.good), MAX_GATE_IMAGES)], [self.defects[i] for i in keep], masks
 
     def calibration_set(self) -> list[Path]:
-        pool = self.train or self.good
-        return [pool[i] for i in _spread(len(pool), QUANTISE_IMAGES)]
+        return thinned(self.train or self.good, QUANTISE_IMAGES)
 
     def digest(self) -> str:
         """SHA-256 over the bytes of every image used: other images, another gate."""
@@ -85,6 +84,11 @@ class GateImages:
             except OSError:
                 h.update(b"missing")
         return h.hexdigest()
+
+
+def thinned(items: Sequence[Any], most: int) -> list[Any]:
+    """``items``, at most ``most`` of them, evenly spread over the sequence."""
+    return [items[i] for i in _spread(len(items), most)]
 
 
 def _spread(n: int, most: int) -> list[int]:

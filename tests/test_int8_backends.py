@@ -317,3 +317,56 @@ def test_the_operator_page_says_which_backend_runs_and_why(qtbot, tmp_path, tiny
     page = OperatorPage(make_line(db, engine, tmp_path, 1.0, tmp_path / "images", product_id, version_id), Session(db))
     qtbot.addWidget(page)
     assert "engine: eager (fp32): as asked" in page.status.text()
+
+
+# --- a framed model: int8 calibrates on what the network is shown ---------------------------------
+
+
+@needs_ort
+def test_a_framed_model_calibrates_int8_on_its_cuts_not_on_whole_frames(tmp_path, data_dir, monkeypatch):
+    """A model with a framing (region found, cut and tiled) sees its region's tiles at native
+    scale, never the frame squeezed whole: int8's activation ranges come from the same cuts,
+    made by the framing's own code (FramedScorer.cuts); a frame without the part gives none.
+    The gate, for its part, scores frames through the framing as the line does."""
+    import cv2
+
+    from framing_support import REGION, belt, frame_with_part, make_scene
+    from inspector import quantize
+    from inspector.framing import FramedScorer, Framing
+    from inspector.image_io import read_image, to_square
+    from inspector.method.efficientad import EfficientAD
+    from inspector.model_file import save_model
+
+    rng, reference, _ = make_scene()
+    framing = Framing(region=REGION, reference=reference, align=True, tiles=2)
+    path = tmp_path / "framed.safetensors"
+    save_model(path, EfficientAD("s"), {"image_size": 256, "threshold": 1.0}, framing)
+    paths = []
+    for i, (angle, dx, dy) in enumerate([(0.0, 0.0, 0.0), (6.0, 80.0, -50.0), (-9.0, -100.0, 60.0)]):
+        paths.append(tmp_path / f"good{i}.png")
+        cv2.imwrite(str(paths[-1]), frame_with_part(rng, reference, angle, dx, dy)[0])
+    paths.append(tmp_path / "empty.png")  # the belt without the part: NO PART, nothing to calibrate on
+    cv2.imwrite(str(paths[-1]), belt(rng))
+    images = GateImages(good=tuple(paths[:2]), train=tuple(paths), source="framed frames")
+
+    calibrated_on = []
+
+    def build(fp32_folder, folder, calibration):
+        calibrated_on.extend(calibration)
+        raise RuntimeError("calibration recorded")  # the gate then keeps fp32: nothing more to build here
+
+    monkeypatch.setattr(quantize, "build_ort_int8", build)
+    engine = Engine(path, device="cpu", backend="onnxruntime-int8", gate_images=images, warmup=False)
+    assert engine.backend == "onnxruntime" and "calibration recorded" in engine.gates["onnxruntime-int8"].reason
+
+    cutter = FramedScorer(None, framing)
+    cuts = [cut for p in paths for cut in cutter.cuts(read_image(p))]
+    assert len(cuts) == 3 * len(cutter.cuts(read_image(paths[0]))) > 3  # tiles of the three parts, none of the belt
+    assert len(calibrated_on) == len(cuts)
+    for got, cut in zip(calibrated_on, cuts):
+        assert got.shape == (1, 3, 256, 256)
+        np.testing.assert_allclose(got, Engine._graph_input(to_square(cut, 256, "resize")[0][None]), atol=1e-6)
+    squeezed = Engine._graph_input(to_square(read_image(paths[0]), 256, "resize")[0][None])
+    assert not any(np.allclose(got, squeezed, atol=0.05) for got in calibrated_on)
+    # The gate's fp32 reference was scored through the framing: maps in frame pixels.
+    assert engine.predict(read_image(paths[1])).anomaly_map.shape == reference.shape[:2]
