@@ -210,8 +210,13 @@ class StationLinks:
                        "next run")
         elif key == "plant_db":
             left = link.stop(PLANT_DRAIN_S if seconds is None else seconds)
-            on_message(f"forwarded {link.forwarded} inspections of station {link.station!r} to {link.target}; "
-                       f"{left} wait in the local history for the next run")
+            images, waiting = "", f"{left} inspections"
+            if link.images:
+                store = getattr(link.objects, "url", None)
+                images = f" and {link.images_forwarded} images{f' (to {store})' if store else ''}"
+                waiting += f" (and the images of {link.pending_images()})"
+            on_message(f"forwarded {link.forwarded} inspections of station {link.station!r} to {link.target}{images}; "
+                       f"{waiting} wait on this station for the next run")
         elif key.startswith("plc"):
             left = link.stop(PLC_DRAIN_S if seconds is None else seconds)
             on_message(f"PLC {self.uris[key]}: {link.acknowledged} results "
