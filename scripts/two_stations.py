@@ -12,8 +12,10 @@ What it starts, all on this computer, each a real process:
 - ``inspector serve --db postgresql://…`` over the plant database, and the distribution's Chromium
   driven by Selenium.
 
-What it does: both stations run; line-2 is killed (SIGKILL, as a power cut looks) and stays off for
-``--stop-s`` seconds (60 by default) while line-1 goes on; line-2 is started again; both run
+What it does: both stations run; the plant database goes away for ``--outage-s`` seconds, so both
+stations keep rows and images waiting; line-2 is killed in the outage (SIGKILL, as a power cut
+looks) and the plant comes back; line-2 stays off for ``--stop-s`` seconds (60 by default) while
+line-1 catches up and goes on; line-2 is started again and sends what it held; both run
 ``--run-s`` more and are stopped (SIGTERM, the operator's stop). Rows or images that the stop's
 few seconds of forwarding left behind wait for the station's next run; the script forwards them
 as that next run would (a ``PlantLink`` on the station's history) and says how many there were.
@@ -23,7 +25,7 @@ engineer signs in, finds both stations' rejects, opens one of each with its heat
 come from the plant database: ``serve`` is given no image folder), and labels one, which the
 plant database then holds with their name.
 
-    python scripts/two_stations.py [--stop-s 60] [--run-s 20] [--json docs/evidence/two_stations.json]
+    python scripts/two_stations.py [--stop-s 60] [--run-s 20] [--outage-s 10] [--json docs/evidence/two_stations.json]
         [--screenshots docs/images]
 
 Exit 0 when nothing was lost and the browser saw everything, else 1 with what failed.
@@ -58,6 +60,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stop-s", type=float, default=60.0, help="how long line-2 stays off")
     parser.add_argument("--run-s", type=float, default=20.0, help="how long the stations run before and after")
+    parser.add_argument("--outage-s", type=float, default=10.0,
+                        help="how long the plant database is away just before line-2 is killed")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--screenshots", type=Path, help="save the browser's pages here (two-stations-*.png)")
     parser.add_argument("--no-browser", action="store_true", help="check the plant database only")
@@ -66,7 +70,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="two-stations-"))
     server = PostgresServer(durable=True)
     figures: dict[str, Any] = {"command": " ".join(["python", "scripts/two_stations.py", *sys.argv[1:]]),
-                               "machine": _machine(), "stop_s": args.stop_s, "run_s": args.run_s}
+                               "machine": _machine(), "stop_s": args.stop_s, "run_s": args.run_s,
+                               "outage_s": args.outage_s}
     try:
         server.start()
         server.create_database("plant")
@@ -78,8 +83,12 @@ def main() -> int:
             station.start()
         _wait_for_rows(plant_url, STATIONS, timeout=180)
         time.sleep(args.run_s)
+        # The plant away for a while first, so line-2 dies holding rows and images not yet sent.
+        server.stop("fast")
+        time.sleep(args.outage_s)
         off = stations["line-2"]
         off.kill()
+        server.start()
         figures["line2_at_kill"] = {"recorded": off.recorded(), "in_plant": _plant_rows(plant_url, "line-2"),
                                     "images_kept": off.images_kept(),
                                     "images_in_plant": _plant_image_count(plant_url, "line-2")}

@@ -1,5 +1,6 @@
 """Issue 28's done-when, as ``scripts/two_stations.py`` runs it, shortened: two ``inspector run``
-stations on pylon's emulated camera forward to a real PostgreSQL, one is killed and started again,
+stations on pylon's emulated camera forward to a real PostgreSQL, which goes away for a while; one
+station is killed in that outage, holding rows and images not yet sent, and started again;
 ``inspector serve`` shows both stations' rejects with their heatmaps in Chromium from the plant
 database alone, and a label set there is in the plant database with its user's name. Nothing
 recorded on either station is missing from the plant, row or image."""
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_two_stations_one_restarted_lose_nothing_and_the_browser_shows_both(tmp_path: Path) -> None:
     figures_path = tmp_path / "two_stations.json"
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "two_stations.py"), "--stop-s", "5", "--run-s", "8",
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "two_stations.py"), "--stop-s", "5", "--run-s", "8", "--outage-s", "6",
                            "--json", str(figures_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     figures = json.loads(figures_path.read_text())
@@ -44,4 +45,6 @@ def test_two_stations_one_restarted_lose_nothing_and_the_browser_shows_both(tmp_
         assert station["images_kept"] > 0 and station["images_missing"] == station["images_differing"] == 0
         assert figures["browser"]["parts"][name]["frame_px"] > 0
     assert figures["stations"]["line-2"]["runs"] == 2 and figures["exit_codes"]["line-2"][0] == -9
+    at_kill = figures["line2_at_kill"]  # killed in the plant's outage: it died holding rows not yet sent
+    assert at_kill["recorded"] > at_kill["in_plant"]
     assert (figures["browser"]["label"]["label"], figures["browser"]["label"]["by"]) == ("confirmed_defect", "quinn")
