@@ -384,3 +384,16 @@ def test_inspector_serve_shows_the_objects_and_its_prune_removes_them(s3: S3Serv
         assert client.get(f"/inspections/{part}/frame.png").status_code != 200 and heat
     finally:
         plant.close()
+
+
+def test_test_connection_asks_the_object_store_too(s3: S3Server, tmp_path: Path) -> None:
+    from inspector.links.probe import probe
+
+    said = probe(f"sqlite:///{tmp_path / 'plant.db'}?station=line-1&images=s3://{BUCKET}/line")
+    assert said.endswith(f"station line-1; images to s3://{BUCKET}/line at {s3.endpoint}")
+    with pytest.raises(InspectorError, match="the images' object store did not answer: .*404"):
+        probe(f"sqlite:///{tmp_path / 'plant.db'}?images=s3://no-such-bucket")
+    s3.stop()
+    with pytest.raises(InspectorError, match="did not answer: .*Could not connect") as away:
+        probe(f"sqlite:///{tmp_path / 'plant.db'}?images=s3://{BUCKET}/line")
+    assert "\n" not in str(away.value)

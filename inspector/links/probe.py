@@ -119,9 +119,9 @@ def _probe_database(url: str, timeout: float) -> str:
     from sqlalchemy.exc import SQLAlchemyError
 
     from inspector.history.db import error_reason
-    from inspector.links.plant import parse_plant_url
+    from inspector.links.plant import parse_plant_target
 
-    parsed, station = parse_plant_url(url)
+    parsed, station, images = parse_plant_target(url)
     if parsed.get_backend_name() == "postgresql":
         parsed = parsed.update_query_dict({"connect_timeout": str(max(1, round(timeout)))})
         try:
@@ -139,7 +139,16 @@ def _probe_database(url: str, timeout: float) -> str:
     finally:
         engine.dispose()
     server = ".".join(str(v) for v in version) if version else "?"
-    return f"connected to {where} (server {server}); station {station or socket.gethostname()}"
+    said = f"connected to {where} (server {server}); station {station or socket.gethostname()}"
+    if images.startswith("s3://"):
+        from inspector.links.plant_images import ObjectStoreError
+        from inspector.links.s3_store import S3Store
+
+        try:
+            said += f"; images to {S3Store(images).check()}"
+        except ObjectStoreError as exc:
+            raise InspectorError(f"{said}, but the images' object store did not answer: {exc}") from None
+    return said
 
 
 def _probe_opcua(uri: str) -> str:

@@ -164,6 +164,19 @@ class S3Store:
                 raise ObjectStoreError(f"cannot delete {len(failed)} objects in {self.url}: "
                                        f"{first.get('Key')}: {first.get('Code')}: {first.get('Message')}")
 
+    def check(self) -> str:
+        """One request (HeadBucket): what answered, for a connection test; ObjectStoreError where
+        the store cannot be reached or has no such bucket. A key allowed to put objects but not to
+        list the bucket is answered 403: reachable, said so."""
+        try:
+            self._call("reach", f"bucket {self.bucket}", lambda: self._client.head_bucket(Bucket=self.bucket))
+        except ObjectStoreError as exc:
+            status = getattr(exc.__cause__, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status != 403:
+                raise
+            return f"{self.url} at {self.endpoint} answered (this key may not list the bucket, which it need not)"
+        return f"{self.url} at {self.endpoint}"
+
     def _own(self, location: str) -> str:
         """The key of a location in this store's bucket, under its prefix; refused otherwise."""
         bucket, key = split_location(location)
