@@ -33,7 +33,7 @@ from inspector.history import DECISIONS, LABELS, HistoryDB, InspectionRow
 from inspector.history import queries
 from inspector.roles import AccessDenied, AccountLocked, roles_with
 from station import actions
-from station.plant_images import ObjectStore, image_retention, images_received
+from station.plant_images import ObjectStore, days, image_retention, images_received
 from web import charts, pictures
 from web.filters import BadRequestValue, Filters, key, parse_filters, parse_key
 from web.signin import SignIns
@@ -144,6 +144,7 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
     signins = SignIns(options.idle_minutes * 60)
     stations = _Cached(options.cache_s, db.stations)
     product_list = _Cached(options.cache_s, db.products)
+    received = _Cached(options.cache_s / 2, lambda: images_received(db))  # a count over every image the plant holds
     counts = _Recent(ttl_s=options.cache_s / 2, max_items=1000)  # a count of millions of rows costs
     rendered = _Recent(max_items=10_000, max_bytes=64 * 2**20)  # a stored row's pictures never change
     frames = _Recent(ttl_s=options.cache_s, max_items=10_000)  # where a row's frame is, checked once a minute
@@ -481,13 +482,15 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
             summaries = [queries.station_summary(s, name, now - timedelta(hours=24)) for name in stations.get()]
             backlog = queries.forwarding_backlog(s)
         alarms = [e for e in db.audit_events(500) if e.action == "acknowledge_alarms"][:20]
-        images = images_received(db)  # what stations forwarded of their images (a plant database's)
+        images = received.get()  # what the stations forwarded of their images (a plant database's)
         return render_template("stations.html", summaries=summaries, backlog=backlog, alarms=alarms, now=now,
                                images=images, retention=image_retention(db))
 
     @app.template_filter("utc")
     def utc(value: datetime | None) -> str:
         return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    app.template_filter("days")(days)
 
     @app.template_filter("size")
     def size(value: int) -> str:
