@@ -9,6 +9,7 @@ server), and once PostgreSQL where its binaries are here.
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,15 +39,18 @@ class S3Server:
 
     def __init__(self) -> None:
         self.port = 0
+        self.running = False
         self._server = None
 
     def start(self) -> None:
         self._server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         self.port = self._server.get_host_and_port()[1]
+        self.running = True
 
     def stop(self) -> None:
         self._server.stop()  # werkzeug closes the listening socket: connections are refused
+        self.running = False
 
     @property
     def endpoint(self) -> str:
@@ -71,16 +75,11 @@ def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
     client.create_bucket(Bucket=BUCKET)
     try:
         yield server
-    finally:
-        try:
-            server.stop()
-        except Exception:
-            pass
-        from moto.s3.models import s3_backends
-
-        for account in list(s3_backends.keys()):  # the next test's server starts empty
-            for region in list(s3_backends[account].keys()):
-                s3_backends[account][region].reset()
+    finally:  # the next test's server starts empty: moto keeps its buckets in this process
+        if not server.running:
+            server.start()
+        urllib.request.urlopen(urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST"), timeout=10)
+        server.stop()
 
 
 def objects(prefix: str = "") -> dict[str, bytes]:
