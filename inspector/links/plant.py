@@ -226,7 +226,8 @@ class PlantLink(SenderThread):
     @property
     def state(self) -> str:
         """``"stopped"`` (not started, or stopped), ``"connecting"`` (started, no answer yet),
-        ``"connected"``, or ``"retrying"`` (the plant database is away and the link reconnecting)."""
+        ``"connected"``, or ``"retrying"`` (the plant database is away and the link reconnecting, or
+        its object store is away and the images wait)."""
         thread = self._thread
         if thread is None or not thread.is_alive():
             return "stopped"
