@@ -385,3 +385,34 @@ class Setting(Base):
     value: Mapped[Any] = mapped_column(JSON)
     changed: Mapped[datetime] = mapped_column(default=utc_now)
     changed_by: Mapped[str] = mapped_column(String(100))
+
+
+class StationAlarm(Base):
+    """An alarm a station raised (``kind`` as the line names it: ``plant_db_down``, ``no_part_run``,
+    ``drift``...), kept in the station's history by its plant link and forwarded to the plant's,
+    where the review's station page lists them. ``uid`` names the alarm everywhere, so sending it
+    again adds nothing; ``id`` is recording order (AUTOINCREMENT: never reused)."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (UniqueConstraint("station", "uid"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station: Mapped[str] = mapped_column(String(64))
+    uid: Mapped[str] = mapped_column(String(32))
+    time: Mapped[datetime] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class StationStatus(Base):
+    """What a station last told the plant about itself, through its plant link: when (``seen``,
+    the plant's clock), the inspections and images still waiting on its disk to be forwarded,
+    the kept images its quota removed before they could go, and its link's state."""
+
+    __tablename__ = "station_status"
+
+    station: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen: Mapped[datetime] = mapped_column()
+    rows_waiting: Mapped[int] = mapped_column(Integer)
+    images_waiting: Mapped[int] = mapped_column(Integer)
+    images_gone: Mapped[int] = mapped_column(Integer)

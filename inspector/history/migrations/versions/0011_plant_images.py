@@ -1,5 +1,7 @@
 """Images in the plant: ``plant_images`` holds the frames and 16-bit maps that stations forward,
-and ``settings`` the database's own settings (the plant's image retention).
+and ``settings`` the database's own settings (the plant's image retention). ``alarms`` keeps the
+alarms a station raised (forwarded to the plant like its rows), ``station_status`` what each
+station last said of its forwarding (rows and images waiting).
 
 ``plant_images`` is keyed by (station, uid, kind), as the inspection rows are by (station, uid),
 so a forwarder sending a batch again inserts nothing twice. The bytes are a bytea (BLOB on
@@ -57,9 +59,34 @@ def upgrade() -> None:
         sa.Column("changed_by", sa.String(length=100), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_settings")),
     )
+    op.create_table(
+        "alarms",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("station", sa.String(length=64), nullable=False),
+        sa.Column("uid", sa.String(length=32), nullable=False),
+        sa.Column("time", UTCDateTime(), nullable=False),
+        sa.Column("kind", sa.String(length=64), nullable=False),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alarms")),
+        sa.UniqueConstraint("station", "uid", name=op.f("uq_alarms_station")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(op.f("ix_alarms_time"), "alarms", ["time"])
+    op.create_table(
+        "station_status",
+        sa.Column("station", sa.String(length=64), nullable=False),
+        sa.Column("seen", UTCDateTime(), nullable=False),
+        sa.Column("rows_waiting", sa.Integer(), nullable=False),
+        sa.Column("images_waiting", sa.Integer(), nullable=False),
+        sa.Column("images_gone", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("station", name=op.f("pk_station_status")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("station_status")
+    op.drop_index(op.f("ix_alarms_time"), table_name="alarms")
+    op.drop_table("alarms")
     op.drop_table("settings")
     op.drop_index(op.f("ix_plant_images_received"), table_name="plant_images")
     op.drop_table("plant_images")
