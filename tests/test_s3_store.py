@@ -363,6 +363,10 @@ def test_inspector_serve_shows_the_objects_and_its_prune_removes_them(s3: S3Serv
         assert client.get(f"/inspections/{part}/heat.png").status_code == 200
         without = signed_in(create_app(plant, WebOptions(image_folders=[])))
         assert "which this server was not given" in without.get(f"/inspections/{part}").get_data(as_text=True)
+        s3.stop()  # the store away: the page says so, it does not fail
+        away = client.get(f"/inspections/{part}/frame.png")
+        assert away.status_code == 404 and "did not answer" in away.get_data(as_text=True)
+        s3.start()
 
         client_s3 = boto3.session.Session().client("s3")
         client_s3.create_bucket(Bucket="elsewhere")

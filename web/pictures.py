@@ -118,7 +118,10 @@ class ImageSource:
 
     def from_plant(self, row: InspectionRow, which: str) -> bytes:
         """The plant's copy of the row's image (where :meth:`where` said None), else NotHere."""
-        data = plant_image(self.db, row, which, self.objects)
+        try:
+            data = plant_image(self.db, row, which, self.objects)
+        except InspectorError as exc:  # the object store holding it does not answer
+            raise NotHere(f"image not available here: {exc}") from None
         if data is None:  # removed since it was looked for (the retention)
             raise NotHere(f"image not available here: {why_not_in_plant(self.db, row, which, objects=self.objects is not None)}")
         return data

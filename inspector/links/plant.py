@@ -227,12 +227,12 @@ class PlantLink(SenderThread):
     def state(self) -> str:
         """``"stopped"`` (not started, or stopped), ``"connecting"`` (started, no answer yet),
         ``"connected"``, or ``"retrying"`` (the plant database is away and the link reconnecting, or
-        its object store is away and the images wait)."""
+        it refuses what is sent, or its object store is away and the images wait)."""
         thread = self._thread
         if thread is None or not thread.is_alive():
             return "stopped"
         if self._plant is not None:
-            return "retrying" if self._objects_down else "connected"
+            return "retrying" if self._objects_down or self._down else "connected"
         return "retrying" if self._down else "connecting"
 
     # -- the line's side: quick, never blocks ------------------------------------------------
