@@ -32,8 +32,9 @@ half deleted again and VACUUM FULL (what gives the space back to the file system
     python scripts/bench_plant_images.py --repeats 7 --json docs/evidence/plant_images_cpu.json
     python scripts/bench_plant_images.py --quick
 
-The full run takes about 4 minutes on a quiet 2-core machine (6 under a load of 8), ``--quick``
-(the first case, 12 inspections a run, smooth-field maps) under half a minute.
+The full run took 7 minutes on a 2-core machine under a load of 4 to 7 (2 of them waiting for
+autovacuum before the VACUUMs); ``--quick`` (the first case, 12 inspections a run, smooth-field
+maps) 15 to 35 seconds.
 """
 
 from __future__ import annotations
