@@ -127,7 +127,11 @@ class StationLinks:
         return [link for key, link in self.made.items() if key.startswith("plc")]
 
     def shared(self) -> list[Any]:
-        return [link for key, link in self.made.items() if not key.startswith("plc")]
+        """The line links every camera's line shares: the links but the PLCs, and the plant
+        database link's ear for the line's alarms (it forwards them with the rows)."""
+        shared = [link for key, link in self.made.items() if not key.startswith("plc")]
+        plant = self.made.get("plant_db")
+        return shared if plant is None else [*shared, plant.alarms]
 
     def of_camera(self, index: int) -> list[Any]:
         """Camera ``index``'s own links: its PLC (none where that PLC could not be made)."""

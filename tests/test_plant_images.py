@@ -158,3 +158,67 @@ def test_images_never_go_before_their_rows_and_can_be_left_at_the_station(tmp_pa
     with plant.session() as s:
         assert s.scalar(select(func.count()).select_from(PlantImage)) == 0
     plant.close()
+
+
+def test_the_lines_alarms_are_kept_and_forwarded_once_and_the_station_reports_what_waits(tmp_path: Path) -> None:
+    from inspector.alarms import Alarm
+    from inspector.history.tables import StationAlarm, StationStatus
+
+    db = station_db(tmp_path, "line-1")
+    store = ImageStore(tmp_path / "images")
+    db.write_inspections(kept_results(store, 3))
+    plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
+    link = PlantLink(db, plant_url)
+    link.alarms.on_alarm(Alarm("no_part_run", "5 frames in a row without the part", T0))
+    link.alarms.on_alarm(Alarm("drift", "scores <b>drift</b> upwards", T0 + timedelta(seconds=1)))
+    forward_all(link)
+    plant = HistoryDB(plant_url)
+    try:
+        with plant.session() as s:
+            alarms = s.execute(select(StationAlarm.station, StationAlarm.kind, StationAlarm.message)
+                               .order_by(StationAlarm.time)).all()
+            status = s.get(StationStatus, "line-1")
+            assert (status.rows_waiting, status.images_waiting, status.images_gone) == (0, 0, 0)
+            assert status.seen is not None
+        assert [tuple(a) for a in alarms] == [("line-1", "no_part_run", "5 frames in a row without the part"),
+                                             ("line-1", "drift", "scores <b>drift</b> upwards")]
+        with db.session() as s:  # kept at the station too, and a replay adds nothing
+            assert s.scalar(select(func.count()).select_from(StationAlarm)) == 2
+            s.query(ForwardMark).delete()
+        forward_all(PlantLink(db, plant_url))
+        with plant.session() as s:
+            assert s.scalar(select(func.count()).select_from(StationAlarm)) == 2
+    finally:
+        plant.close()
+
+
+def test_a_station_reports_what_waits_while_the_plant_takes_its_rows(tmp_path: Path) -> None:
+    from inspector.history.tables import StationStatus
+
+    db = station_db(tmp_path, "line-1")
+    store = ImageStore(tmp_path / "images")
+    records = kept_results(store, 6)
+    db.write_inspections(records)
+    Path(records[2].image_path).unlink()  # one the quota took first
+    plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
+    link = PlantLink(db, plant_url, images=False)  # rows only: the images stay waiting
+    forward_all(link)
+    plant = HistoryDB(plant_url)
+    try:
+        with plant.session() as s:
+            status = s.get(StationStatus, "line-1")
+            assert (status.rows_waiting, status.images_waiting) == (0, 0)  # rows only: no image waits
+    finally:
+        plant.close()
+    both = PlantLink(db, f"{plant_url}")
+    with db.session() as s:  # the images' mark as if nothing went: both inspections' images wait
+        s.add(ForwardMark(target=both.image_target, last_id=0))
+    assert both.pending_images() == 2
+    forward_all(both)
+    plant = HistoryDB(plant_url)
+    try:
+        with plant.session() as s:
+            status = s.get(StationStatus, "line-1")
+            assert (status.rows_waiting, status.images_waiting, status.images_gone) == (0, 0, 1)
+    finally:
+        plant.close()

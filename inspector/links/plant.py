@@ -43,6 +43,8 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
@@ -54,7 +56,8 @@ from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, SQLAlchemyE
 from inspector.errors import DatabaseError, InspectorError
 from inspector.history.db import HistoryDB, error_reason
 from inspector.history.seals import lock_batches, seal_new_inspections
-from inspector.history.tables import ForwardMark, Inspection, ModelVersion, PlantImage, Product
+from inspector.history.tables import (ForwardMark, Inspection, ModelVersion, PlantImage, Product, StationAlarm,
+                                      StationStatus, utc_now)
 from inspector.inspection import InspectionResult
 from inspector.links.plant_images import ObjectStore, ObjectStoreError, image_key
 from inspector.links.sender import SenderThread
@@ -70,6 +73,12 @@ STATION_MAX: Final = 64  # the width of inspections.station
 IMAGE_BATCH_BYTES: Final = 16 * 2**20
 #: Inspections looked at per image batch (most passes keep no image).
 IMAGE_BATCH_ROWS: Final = 200
+#: Alarms per plant transaction.
+ALARM_BATCH: Final = 200
+#: Alarms held in memory until the forwarder keeps them in the local history, at most.
+ALARMS_HELD: Final = 1000
+#: Seconds between the station's reports of what waits (``station_status``), while connected.
+STATUS_EVERY_S: Final = 10.0
 
 #: ``?images=`` values: the kept images go into the plant database (the default), or nowhere.
 IMAGES_IN_DB: Final = "db"
@@ -205,6 +214,13 @@ class PlantLink(SenderThread):
         self._objects_down = False  # the object store failed its last batch
         self._objects_retry_at = 0.0  # monotonic time of its next try
         self._objects_backoff = retry_initial_s
+        self.alarm_target = f"{self.target} alarms"  # the alarms' mark
+        #: The line link that hears the line's alarms (:class:`AlarmKeeper`): give it to the line
+        #: beside this link, whose own ``on_alarm`` is where its alarms go.
+        self.alarms = AlarmKeeper(self)
+        self._held_alarms: deque[StationAlarm] = deque(maxlen=ALARMS_HELD)
+        self._alarm_last_id: int | None = None
+        self._status_at = -float("inf")  # monotonic time of the last status report
         self._plant: HistoryDB | None = None
         self._last_id: int | None = None  # the mark, once read
         self._products: dict[int, int] = {}  # station's id -> plant's
@@ -295,6 +311,7 @@ class PlantLink(SenderThread):
     def _forward_until_stopped(self) -> None:
         backoff = self.retry_initial_s
         while True:
+            self._keep_alarms()
             if self._plant is None and not self._connect():
                 if self._stopping_done(caught_up=False):
                     return
@@ -322,6 +339,15 @@ class PlantLink(SenderThread):
                 self._save_mark()
                 self._accepted()
                 continue  # more may be waiting: no pause while catching up
+            try:
+                if self._forward_alarms():
+                    continue
+            except (SQLAlchemyError, DatabaseError) as exc:
+                if not self._refused(exc):
+                    self._lost(exc)
+                elif self._stopping_done(caught_up=False):
+                    return
+                continue
             if self.images and time.monotonic() >= self._objects_retry_at:
                 try:
                     images, scanned = self._read_images()
@@ -348,7 +374,9 @@ class PlantLink(SenderThread):
                     self._save_mark(self.image_target, scanned)
                     self._accepted()
                     continue
-            if self._stopping_done(caught_up=not (self.images and self._objects_down)):
+            stopping = self._stopping_done(caught_up=not (self.images and self._objects_down))
+            self._report_status(now=stopping)
+            if stopping:
                 return
             self._wait()
 
@@ -499,9 +527,69 @@ class PlantLink(SenderThread):
         if values:
             with self._plant.session() as p:
                 insert = _INSERTS[p.get_bind().dialect.name]
-                p.execute(insert(PlantImage).on_conflict_do_nothing(index_elements=["station", "uid", "kind"]), values)
+                received = _plant_now(p)  # the retention counts from the plant's clock, not the station's
+                p.execute(insert(PlantImage).on_conflict_do_nothing(index_elements=["station", "uid", "kind"]),
+                          [{**value, "received": received} for value in values])
         self._image_last_id = scanned
         self.images_forwarded += len(values)
+
+    # -- alarms and the station's status ----------------------------------------------------------
+
+    def _keep_alarms(self) -> None:
+        """The alarms heard since, into the local history (where they wait for the plant like
+        rows do); a history that cannot take them now keeps them held for the next turn."""
+        if not self._held_alarms:
+            return
+        alarms = []
+        while self._held_alarms:
+            alarms.append(self._held_alarms.popleft())
+        try:
+            with self.db.session() as s:
+                s.add_all(alarms)
+        except (SQLAlchemyError, DatabaseError) as exc:
+            log.warning("plant link cannot keep %d alarms in the local history yet: %s", len(alarms), exc)
+            self._held_alarms.extendleft(reversed(alarms))
+
+    def _forward_alarms(self) -> bool:
+        """The next kept alarms above their mark to the plant, in one transaction; whether any went."""
+        assert self._plant is not None
+        with self.db.session() as s:
+            if self._alarm_last_id is None:
+                mark = s.get(ForwardMark, self.alarm_target)
+                self._alarm_last_id = 0 if mark is None else mark.last_id
+            alarms = s.execute(select(StationAlarm.id, StationAlarm.station, StationAlarm.uid, StationAlarm.time,
+                                      StationAlarm.kind, StationAlarm.message)
+                               .where(StationAlarm.id > self._alarm_last_id)
+                               .order_by(StationAlarm.id).limit(ALARM_BATCH)).all()
+        if not alarms:
+            return False
+        values = [{"station": a.station, "uid": a.uid, "time": a.time, "kind": a.kind, "message": a.message}
+                  for a in alarms]
+        with self._plant.session() as p:
+            insert = _INSERTS[p.get_bind().dialect.name]
+            p.execute(insert(StationAlarm).on_conflict_do_nothing(index_elements=["station", "uid"]), values)
+        self._alarm_last_id = alarms[-1].id
+        self._save_mark(self.alarm_target, self._alarm_last_id)
+        self._accepted()
+        return True
+
+    def _report_status(self, *, now: bool = False) -> None:
+        """Tell the plant what waits here (``station_status``), every :data:`STATUS_EVERY_S` while
+        connected and once more as the link stops. A failure is only logged: the next batch finds
+        out whether the plant is away."""
+        if self._plant is None or (not now and time.monotonic() - self._status_at < STATUS_EVERY_S):
+            return
+        self._status_at = time.monotonic()
+        try:
+            waiting = {"rows_waiting": self.pending(), "images_waiting": self.pending_images(),
+                       "images_gone": self.images_gone}
+            with self._plant.session() as p:
+                dialect = p.get_bind().dialect.name
+                values = {"station": self.station, "seen": _plant_now(p), **waiting}
+                p.execute(_INSERTS[dialect](StationStatus).values(values).on_conflict_do_update(
+                    index_elements=["station"], set_={k: v for k, v in values.items() if k != "station"}))
+        except (SQLAlchemyError, DatabaseError) as exc:
+            log.debug("plant link could not report the station's status: %s", exc)
 
     def _read_batch(self) -> list[dict[str, Any]]:
         """The next local rows above the mark, in id order, with what naming their product and
@@ -602,3 +690,27 @@ class PlantLink(SenderThread):
     def _where(self) -> str:
         return f"plant database {self.target}"
 
+
+
+class AlarmKeeper:
+    """The plant link's ear on the line (a line link, ``build_line(..., links=[link.alarms])``):
+    every alarm the line raises is held for the forwarder, which keeps it in the station's
+    history and forwards it to the plant's ``alarms`` with the rows. Quick: it only queues."""
+
+    def __init__(self, link: PlantLink) -> None:
+        self._link = link
+
+    def on_alarm(self, alarm: Any) -> None:
+        link = self._link
+        link._held_alarms.append(StationAlarm(station=link.station, uid=uuid.uuid4().hex, time=alarm.time,
+                                              kind=alarm.kind, message=alarm.message))
+        with link._cv:
+            link._woken = True
+            link._cv.notify_all()
+
+
+def _plant_now(p: Any) -> Any:
+    """The plant database's clock (PostgreSQL's ``now()``); a SQLite plant shares this computer's."""
+    if p.get_bind().dialect.name == "postgresql":
+        return p.scalar(select(func.now()))
+    return utc_now()
