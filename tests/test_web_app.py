@@ -373,6 +373,13 @@ def test_idle_sessions_end_and_a_proxy_is_trusted_only_when_asked(site) -> None:
     assert "Secure" in page.headers["Set-Cookie"] and "HttpOnly" in page.headers["Set-Cookie"]
 
 
+def test_the_station_page_over_a_database_without_reports_or_alarms_says_so(app) -> None:
+    text = signed_in(app).get("/stations").get_data(as_text=True)
+    line1 = re.search(r"<tr><td><a [^>]*>line-1</a>.*?</tr>", text, re.S).group(0)
+    assert "not reported" in line1 and "Alarms forwarded" in text and "No alarms recorded in this database" in text
+    assert "Alarms acknowledged" in text and "Rows waiting to be forwarded" in text
+
+
 # -- images from the plant -------------------------------------------------------------------------
 
 T_OLD = datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)  # station line-3's first batch
@@ -457,6 +464,71 @@ def test_the_zip_export_takes_the_plants_copies_and_the_station_page_counts_them
     assert f'<td class="num images">{held.images}</td>' in line3 and f"{held.newest:%Y-%m-%d %H:%M:%S}" in line3
     line1 = re.search(r"<tr><td><a [^>]*>line-1</a>.*?</tr>", stations, re.S).group(0)
     assert '<td class="num images">0</td>' in line1 and "none" in line1  # written here directly, nothing forwarded
+
+
+def test_the_station_page_shows_each_stations_last_report_and_the_alarms_forwarded(plant) -> None:
+    import uuid
+
+    from sqlalchemy import delete
+
+    from inspector.history.tables import StationAlarm, StationStatus
+
+    db = plant[0]
+    now = datetime.now(timezone.utc)
+    html = '<script>alert("x")</script><b>belt</b> & co'
+    with db.session() as s:  # as the stations' plant links write them (line-3's link has reported already)
+        s.execute(delete(StationAlarm))
+        s.execute(delete(StationStatus).where(StationStatus.station == "line-2"))  # line-2 never reported
+        s.merge(StationStatus(station="line-1", seen=now - timedelta(seconds=5), rows_waiting=17, images_waiting=8,
+                              images_gone=2))
+        s.merge(StationStatus(station="line-3", seen=now - timedelta(minutes=10), rows_waiting=4, images_waiting=3,
+                              images_gone=0))
+        s.merge(StationStatus(station="line-9", seen=now - timedelta(seconds=20), rows_waiting=0, images_waiting=0,
+                              images_gone=5))  # reported before its first row arrived
+        s.add_all([StationAlarm(station="line-3", uid=uuid.uuid4().hex, time=now - timedelta(days=1, minutes=i),
+                                kind="no_part_run", message=f"no part in {i} frames") for i in range(55)])
+        s.add_all([StationAlarm(station="line-1", uid=uuid.uuid4().hex, time=now - timedelta(hours=1),
+                                kind="plant_db_down", message="plant database unreachable"),
+                   StationAlarm(station="line-2", uid=uuid.uuid4().hex, time=now - timedelta(minutes=30),
+                                kind="line_stalled", message=html),
+                   StationAlarm(station="line-1", uid=uuid.uuid4().hex, time=now - timedelta(minutes=10),
+                                kind="drift", message="scores drifting up")])
+    client = signed_in(plant_app(plant))
+    answer = client.get("/stations")
+    assert answer.status_code == 200
+    text = answer.get_data(as_text=True)
+
+    def row(name: str) -> str:
+        return re.search(rf"<tr><td><a [^>]*>{name}</a>.*?</tr>", text, re.S).group(0)
+
+    fresh, stale, missing, early = row("line-1"), row("line-3"), row("line-2"), row("line-9")
+    assert re.findall(r'<td class="num waiting">(\d+)</td>', fresh) == ["17", "8"]
+    assert '<td class="num gone">2</td>' in fresh and "s ago" in fresh and "stale" not in fresh
+    assert re.findall(r'<td class="num waiting stale">(\d+)</td>', stale) == ["4", "3"]
+    assert "10 min ago · stale" in stale
+    assert "not reported" in missing and "waiting" not in missing
+    assert "never" in early and '<td class="num gone">5</td>' in early
+
+    listed = re.search(r'<table class="rows" id="alarms-list">.*?</table>', text, re.S).group(0)
+    rows = re.findall(r"<tr><td>.*?</tr>", listed, re.S)
+    assert len(rows) == 50  # the latest 50, newest first
+    assert ">drift<" in rows[0] and ">line_stalled<" in rows[1] and ">plant_db_down<" in rows[2]
+    assert all(">no_part_run<" in r for r in rows[3:]) and "no part in 0 frames" in rows[3]
+    assert "no part in 46 frames" in rows[-1] and "no part in 47 frames" not in listed
+    # a message with HTML in it is text, never markup
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;b&gt;belt&lt;/b&gt; &amp; co" in rows[1]
+    assert "<script>" not in text and "<b>belt" not in text
+
+    mine = client.get("/stations?station=line-1").get_data(as_text=True)
+    listed = re.search(r'<table class="rows" id="alarms-list">.*?</table>', mine, re.S).group(0)
+    assert re.findall(r'<td class="kind">([^<]*)</td>', listed) == ["drift", "plant_db_down"]
+    assert '<option value="line-1" selected>' in mine
+    none = client.get("/stations?station=line-7").get_data(as_text=True)
+    assert 'id="alarms-list"' not in none and "No alarms of station line-7 recorded" in none
+
+    for bad, said in (("x" * 65, "station: longer than 64 characters"), ("line\x001", "holds control characters")):
+        refused = client.get("/stations", query_string={"station": bad})
+        assert refused.status_code == 400 and said in reason(refused), reason(refused)
 
 
 def test_an_image_neither_here_nor_in_the_plant_says_why(plant) -> None:

@@ -34,8 +34,9 @@ from inspector.history import queries
 from inspector.roles import AccessDenied, AccountLocked, roles_with
 from station import actions
 from station.plant_images import ObjectStore, days, image_retention, images_received
+from station.plant_status import ALARMS_SHOWN, STALE_AFTER, alarm_stations, alarms_forwarded, station_reports
 from web import charts, pictures
-from web.filters import BadRequestValue, Filters, key, parse_filters, parse_key
+from web.filters import BadRequestValue, Filters, key, parse_filters, parse_key, parse_station
 from web.signin import SignIns
 
 log = logging.getLogger(__name__)
@@ -476,15 +477,22 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
 
     @app.get("/stations")
     def stations_page() -> Any:
+        alarm_station = parse_station("station", request.args.get("station", ""))  # whose alarms: all by default
         now = datetime.now(timezone.utc)
         stations.clear()
+        reports = station_reports(db)  # what each station's plant link last reported here
+        with_alarms = alarm_stations(db)
+        names = sorted(set(stations.get()) | set(reports))  # a station may report before its first row
         with db.session() as s:
-            summaries = [queries.station_summary(s, name, now - timedelta(hours=24)) for name in stations.get()]
+            summaries = [queries.station_summary(s, name, now - timedelta(hours=24)) for name in names]
             backlog = queries.forwarding_backlog(s)
-        alarms = [e for e in db.audit_events(500) if e.action == "acknowledge_alarms"][:20]
+        acknowledged = [e for e in db.audit_events(500) if e.action == "acknowledge_alarms"][:20]
         images = received.get()  # what the stations forwarded of their images (a plant database's)
-        return render_template("stations.html", summaries=summaries, backlog=backlog, alarms=alarms, now=now,
-                               images=images, retention=image_retention(db))
+        return render_template("stations.html", summaries=summaries, reports=reports, backlog=backlog,
+                               acknowledged=acknowledged, now=now, stale_after=STALE_AFTER, images=images,
+                               retention=image_retention(db), alarms=alarms_forwarded(db, alarm_station),
+                               alarm_station=alarm_station, alarm_stations=sorted(set(names) | set(with_alarms)),
+                               alarms_shown=ALARMS_SHOWN)
 
     @app.template_filter("utc")
     def utc(value: datetime | None) -> str:

@@ -63,6 +63,23 @@ def parse_id(field: str, text: str) -> int:
     return int(text)
 
 
+#: The widest station name the history holds (its ``station`` columns).
+MAX_STATION = 64
+
+
+def parse_station(field: str, text: str) -> str | None:
+    """A station name to filter by (None where empty): at most :data:`MAX_STATION` printable
+    characters, as the history's ``station`` columns hold them."""
+    text = text.strip()
+    if not text:
+        return None
+    if len(text) > MAX_STATION:
+        raise BadRequestValue(field, f"longer than {MAX_STATION} characters: not a station name")
+    if not text.isprintable():
+        raise BadRequestValue(field, f"{text!r} is not a station name (it holds control characters)")
+    return text
+
+
 def parse_filters(args: Mapping[str, str]) -> Filters:
     """The filters of a query string or form; BadRequestValue for any malformed one."""
     values = {name: args.get(name, "").strip() for name in FIELDS}
