@@ -218,7 +218,7 @@ def _check(plant_url: str, station: Station) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from inspector.history import HistoryDB
-    from inspector.history.tables import Inspection, PlantImage
+    from inspector.history.tables import Inspection, PlantImage, StationAlarm, StationStatus
 
     rows = station.rows()
     plant = HistoryDB(plant_url)
@@ -229,6 +229,12 @@ def _check(plant_url: str, station: Station) -> dict[str, Any]:
                 select(PlantImage.uid, PlantImage.kind, PlantImage.sha256).where(PlantImage.station == station.name))}
             image_bytes = int(s.scalar(select(func.coalesce(func.sum(PlantImage.size), 0))
                                        .where(PlantImage.station == station.name)))
+            alarms = [kind for kind, in s.execute(select(StationAlarm.kind).where(StationAlarm.station == station.name)
+                                                  .order_by(StationAlarm.time))]
+            status = s.get(StationStatus, station.name)
+            reported = None if status is None else {"rows_waiting": status.rows_waiting,
+                                                    "images_waiting": status.images_waiting,
+                                                    "images_gone": status.images_gone}
     finally:
         plant.close()
     kept = missing = differing = 0
@@ -248,7 +254,8 @@ def _check(plant_url: str, station: Station) -> dict[str, Any]:
     return {"rows": len(rows), "decisions": decisions, "rows_in_plant": len(uids),
             "rows_missing": len({r.uid for r in rows} - set(uids)), "rows_twice": len(uids) - len(set(uids)),
             "images_kept": kept, "images_in_plant": len(images), "image_bytes_in_plant": image_bytes,
-            "images_missing": missing, "images_differing": differing, "runs": station.runs}
+            "images_missing": missing, "images_differing": differing, "runs": station.runs,
+            "alarms_in_plant": alarms, "last_status": reported}
 
 
 def _staff_plant(plant_url: str) -> None:

@@ -45,6 +45,9 @@ def test_two_stations_one_restarted_lose_nothing_and_the_browser_shows_both(tmp_
         assert station["images_kept"] > 0 and station["images_missing"] == station["images_differing"] == 0
         assert figures["browser"]["parts"][name]["frame_px"] > 0
     assert figures["stations"]["line-2"]["runs"] == 2 and figures["exit_codes"]["line-2"][0] == -9
+    line1 = figures["stations"]["line-1"]  # the outage's alarms reached the plant, and what waits there
+    assert "plant_db_down" in line1["alarms_in_plant"] and "plant_db_recovered" in line1["alarms_in_plant"]
+    assert line1["last_status"] == {"rows_waiting": 0, "images_waiting": 0, "images_gone": 0}
     at_kill = figures["line2_at_kill"]  # killed in the plant's outage: it died holding rows not yet sent
     assert at_kill["recorded"] > at_kill["in_plant"]
     assert (figures["browser"]["label"]["label"], figures["browser"]["label"]["by"]) == ("confirmed_defect", "quinn")
