@@ -107,9 +107,10 @@ LINKS: tuple[LinkSpec, ...] = (
         "mqtt://HOST:PORT/TOPIC?station=NAME (empty: no MES)", _check_mqtt),
     LinkSpec(
         "plant_db", "plant_db", "plant database", "URL",
-        "also forward every recorded verdict to the plant's shared database: "
-        "postgresql://USER@HOST[:PORT]/DB[?station=NAME] (the station defaults to the host name; the "
-        "station's own history keeps recording while the plant database is away; the password comes from "
+        "also forward every recorded verdict, its kept images and the line's alarms to the plant's shared "
+        "database: postgresql://USER@HOST[:PORT]/DB[?station=NAME][&images=s3://BUCKET/PREFIX|off] (the station "
+        "defaults to the host name; images go into the database unless an S3-compatible store or off is named; "
+        "the station's own history keeps recording while the plant is away; the password comes from "
         "~/.pgpass or $PGPASSWORD, never the command line)",
         "postgresql://USER@HOST:PORT/DB?station=NAME (password: ~/.pgpass, mode 0600; empty: no plant database)",
         _check_plant),
