@@ -37,7 +37,8 @@ from inspector.history import queries  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg_support import PostgresServer, free_port, postgres_bin  # noqa: E402
-from web_support import HTML_PRODUCT, QUALITY, QUALITY_PIN, forward_station, make_history  # noqa: E402
+from web_support import (HTML_ALARM, HTML_PRODUCT, QUALITY, QUALITY_PIN, add_station_reports,  # noqa: E402
+                         forward_station, make_history)
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -105,6 +106,7 @@ def served(request, tmp_path_factory):
         server.create_database("plant")
         url = server.url("plant")
     history = make_history(url, root / "images")
+    add_station_reports(url)
     serve = Serve(url, root / "images")
     try:
         yield request.param, url, history, serve
@@ -208,8 +210,20 @@ def test_sign_in_filter_open_a_part_see_its_heatmap_label_it_and_export(browser,
     wait_for(browser, lambda b: all(b.execute_script(loaded, c) for c in charts))
     shot(browser, "charts", backend, tmp_path)
     browser.get(f"{serve.base}/stations")
-    assert "line-1" in browser.find_element(By.ID, "stations").text
+    stations = browser.find_element(By.ID, "stations")
+    assert "line-1" in stations.text
+    assert [c.text for c in stations.find_elements(By.CSS_SELECTOR, "td.waiting")] == ["17", "8", "42", "12"]
+    assert len(stations.find_elements(By.CSS_SELECTOR, "td.waiting.stale")) == 2  # line-2's, six minutes old
+    alarms = browser.find_element(By.ID, "alarms-list")
+    assert HTML_ALARM in alarms.text and not alarms.find_elements(By.TAG_NAME, "img")  # the HTML is text
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018
     shot(browser, "stations", backend, tmp_path)
+    Select(browser.find_element(By.ID, "a-station")).select_by_visible_text("line-1")
+    browser.find_element(By.ID, "alarms-apply").click()
+    wait_for(browser, lambda b: "station=line-1" in b.current_url)
+    kinds = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#alarms-list td.kind")]
+    assert kinds == ["drift", "no_part_run"]
 
     # A refusal is a page that says why.
     browser.get(f"{serve.base}/inspections?min_score=abc")

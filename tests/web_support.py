@@ -99,6 +99,42 @@ def make_history(url: str, images: Path, *, per_station: int = 12, stations: tup
     return out
 
 
+#: An alarm message with HTML in it: the station page shows it as text.
+HTML_ALARM = "operator note: <b>belt</b> <img src=x onerror=alert(2)> slipping"
+
+
+def add_station_reports(url: str) -> None:
+    """What two stations' plant links would have told this database: line-1 reported a few
+    seconds ago (rows and images still waiting), line-2 six minutes ago (stale: off, or cut off),
+    and a few alarms of both, one with HTML in its message. Times are relative to now."""
+    import uuid
+
+    from inspector.history import HistoryDB
+    from inspector.history.tables import StationAlarm, StationStatus
+
+    now = datetime.now(timezone.utc)
+    db = HistoryDB(url)
+    try:
+        with db.session() as s:
+            s.merge(StationStatus(station="line-1", seen=now - timedelta(seconds=3), rows_waiting=17,
+                                  images_waiting=8, images_gone=0))
+            s.merge(StationStatus(station="line-2", seen=now - timedelta(minutes=6), rows_waiting=42,
+                                  images_waiting=12, images_gone=3))
+            for station, ago, kind, message in (
+                    ("line-2", timedelta(minutes=7), "plant_db_down",
+                     "plant database unreachable (connection refused); inspections wait in the local history"),
+                    ("line-1", timedelta(minutes=25), "drift", "scores drifting up: median 0.31 over the last 200 "
+                     "parts against 0.18 at calibration"),
+                    ("line-2", timedelta(minutes=48), "line_stalled", "no part inspected for 120 s although camera "
+                     "cam0 is connected: the line is stalled (check the camera, its trigger and the part feed)"),
+                    ("line-1", timedelta(hours=2), "no_part_run", "5 frames in a row without the part (NO PART), "
+                     "the last frame 4711 of camera cam0: check the part feed, the fixture and the light"),
+                    ("line-2", timedelta(hours=3), "no_part_run", HTML_ALARM)):
+                s.add(StationAlarm(station=station, uid=uuid.uuid4().hex, time=now - ago, kind=kind, message=message))
+    finally:
+        db.close()
+
+
 @dataclass
 class Forwarded:
     """What :func:`forward_station` put in the plant: the plant's row ids, and the station's own
