@@ -309,6 +309,9 @@ class PlantLink(SenderThread):
                         "inspections wait in the local history")
 
     def _forward_until_stopped(self) -> None:
+        """Rows first (what the line decided), then the alarms, then the images; then a report of
+        what waits, and a nap until the next result. A failure of the plant (or of the local
+        history, or of the object store) decides between retrying and stopping."""
         backoff = self.retry_initial_s
         while True:
             self._keep_alarms()
@@ -320,65 +323,51 @@ class PlantLink(SenderThread):
                 continue
             backoff = self.retry_initial_s
             try:
-                rows = self._read_batch()
-            except (SQLAlchemyError, DatabaseError) as exc:  # the local writer spills meanwhile
-                log.warning("plant link cannot read the local history: %s", exc)
+                sent = self._forward_rows() or self._forward_alarms() or self._forward_images()
+            except ObjectStoreError as exc:  # the rows go on; the images wait for the store
+                self._objects_lost(exc)
+                continue
+            except _LocalHistoryError as exc:  # the local writer spills meanwhile
+                log.warning("plant link cannot read the local history: %s", exc.__cause__)
                 if self._stopping_done(caught_up=False):
                     return
                 self._sleep(self.retry_max_s)
                 continue
-            if rows:
-                try:
-                    self._send(rows)
-                except (SQLAlchemyError, DatabaseError) as exc:
-                    if not self._refused(exc):
-                        self._lost(exc)
-                    elif self._stopping_done(caught_up=False):
-                        return
-                    continue
-                self._save_mark()
-                self._accepted()
-                continue  # more may be waiting: no pause while catching up
-            try:
-                if self._forward_alarms():
-                    continue
-            except (SQLAlchemyError, DatabaseError) as exc:
+            except (SQLAlchemyError, DatabaseError, OSError) as exc:
                 if not self._refused(exc):
                     self._lost(exc)
                 elif self._stopping_done(caught_up=False):
                     return
                 continue
-            if self.images and time.monotonic() >= self._objects_retry_at:
-                try:
-                    images, scanned = self._read_images()
-                except (SQLAlchemyError, DatabaseError) as exc:
-                    log.warning("plant link cannot read the local history: %s", exc)
-                    if self._stopping_done(caught_up=False):
-                        return
-                    self._sleep(self.retry_max_s)
-                    continue
-                if scanned is not None:
-                    try:
-                        values = self._put_objects(images)
-                    except ObjectStoreError as exc:  # the rows go on; the images wait for the store
-                        self._objects_lost(exc)
-                        continue
-                    try:
-                        self._send_images(values, scanned)
-                    except (SQLAlchemyError, DatabaseError, OSError) as exc:
-                        if not self._refused(exc):
-                            self._lost(exc)
-                        elif self._stopping_done(caught_up=False):
-                            return
-                        continue
-                    self._save_mark(self.image_target, scanned)
-                    self._accepted()
-                    continue
+            if sent:
+                self._accepted()
+                continue  # more may be waiting: no pause while catching up
             stopping = self._stopping_done(caught_up=not (self.images and self._objects_down))
             self._report_status(now=stopping)
             if stopping:
                 return
             self._wait()
+
+    def _forward_rows(self) -> bool:
+        """The next batch of rows to the plant; whether there was one."""
+        rows = _local(self._read_batch)
+        if not rows:
+            return False
+        self._send(rows)
+        self._save_mark()
+        return True
+
+    def _forward_images(self) -> bool:
+        """The next batch of kept images to the plant (their objects first, where a store keeps
+        them); whether the images' mark moved. Not while the object store is being waited for."""
+        if not self.images or time.monotonic() < self._objects_retry_at:
+            return False
+        images, scanned = _local(self._read_images)
+        if scanned is None:
+            return False
+        self._send_images(self._put_objects(images), scanned)
+        self._save_mark(self.image_target, scanned)
+        return True
 
     def _stopping_done(self, *, caught_up: bool) -> bool:
         """Stopping, and either everything was forwarded or the deadline passed."""
@@ -477,6 +466,10 @@ class PlantLink(SenderThread):
                     log.warning("plant link: %s of inspection %s was removed from this station's disk before the "
                                 "plant could take it (the image store's quota)", kind, row.uid)
                     continue
+                except OSError as exc:  # unreadable (a disk error, its mode changed): passed over, said
+                    self.images_gone += 1
+                    log.warning("plant link: cannot read the %s of inspection %s, not forwarded: %s", kind, row.uid, exc)
+                    continue
                 images.append({"station": row.station, "uid": row.uid, "kind": kind, "data": data})
                 size += len(data)
             scanned = row.id
@@ -553,14 +546,7 @@ class PlantLink(SenderThread):
     def _forward_alarms(self) -> bool:
         """The next kept alarms above their mark to the plant, in one transaction; whether any went."""
         assert self._plant is not None
-        with self.db.session() as s:
-            if self._alarm_last_id is None:
-                mark = s.get(ForwardMark, self.alarm_target)
-                self._alarm_last_id = 0 if mark is None else mark.last_id
-            alarms = s.execute(select(StationAlarm.id, StationAlarm.station, StationAlarm.uid, StationAlarm.time,
-                                      StationAlarm.kind, StationAlarm.message)
-                               .where(StationAlarm.id > self._alarm_last_id)
-                               .order_by(StationAlarm.id).limit(ALARM_BATCH)).all()
+        alarms = _local(self._read_alarms)
         if not alarms:
             return False
         values = [{"station": a.station, "uid": a.uid, "time": a.time, "kind": a.kind, "message": a.message}
@@ -570,8 +556,17 @@ class PlantLink(SenderThread):
             p.execute(insert(StationAlarm).on_conflict_do_nothing(index_elements=["station", "uid"]), values)
         self._alarm_last_id = alarms[-1].id
         self._save_mark(self.alarm_target, self._alarm_last_id)
-        self._accepted()
         return True
+
+    def _read_alarms(self) -> list[Any]:
+        with self.db.session() as s:
+            if self._alarm_last_id is None:
+                mark = s.get(ForwardMark, self.alarm_target)
+                self._alarm_last_id = 0 if mark is None else mark.last_id
+            return s.execute(select(StationAlarm.id, StationAlarm.station, StationAlarm.uid, StationAlarm.time,
+                                    StationAlarm.kind, StationAlarm.message)
+                             .where(StationAlarm.id > self._alarm_last_id)
+                             .order_by(StationAlarm.id).limit(ALARM_BATCH)).all()
 
     def _report_status(self, *, now: bool = False) -> None:
         """Tell the plant what waits here (``station_status``), every :data:`STATUS_EVERY_S` while
@@ -714,3 +709,15 @@ def _plant_now(p: Any) -> Any:
     if p.get_bind().dialect.name == "postgresql":
         return p.scalar(select(func.now()))
     return utc_now()
+
+
+class _LocalHistoryError(Exception):
+    """Reading the station's own history failed (its cause says why): not the plant's fault."""
+
+
+def _local(read: Any) -> Any:
+    """``read()``, its database errors told apart from the plant's."""
+    try:
+        return read()
+    except (SQLAlchemyError, DatabaseError) as exc:
+        raise _LocalHistoryError(str(exc)) from exc
