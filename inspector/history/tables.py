@@ -394,7 +394,8 @@ class StationAlarm(Base):
     again adds nothing; ``id`` is recording order (AUTOINCREMENT: never reused)."""
 
     __tablename__ = "alarms"
-    __table_args__ = (UniqueConstraint("station", "uid"), {"sqlite_autoincrement": True})
+    __table_args__ = (UniqueConstraint("station", "uid"), Index("ix_alarms_station_time", "station", "time"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     station: Mapped[str] = mapped_column(String(64))

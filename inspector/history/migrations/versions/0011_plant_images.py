@@ -72,6 +72,7 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_alarms_time"), "alarms", ["time"])
+    op.create_index("ix_alarms_station_time", "alarms", ["station", "time"])  # one station's page
     op.create_table(
         "station_status",
         sa.Column("station", sa.String(length=64), nullable=False),
@@ -85,6 +86,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("station_status")
+    op.drop_index("ix_alarms_station_time", table_name="alarms")
     op.drop_index(op.f("ix_alarms_time"), table_name="alarms")
     op.drop_table("alarms")
     op.drop_table("settings")
