@@ -13,12 +13,12 @@ plans them) is scored through :class:`inspector.framing.FramedScorer` two ways:
 Each is timed ``--repeats`` times, alternating, after a warm-up; printed and written (``--json``):
 the median and the spread (p10..p90) of the milliseconds per frame, the milliseconds per tile,
 and the batch's speed-up over one by one (the ratio of the medians), with the machine's load
-average at the start and the end (a shared CPU slows every figure alike). The models' weights do not
+average at the start, at each row and at the end (a shared CPU slows every figure alike). The models' weights do not
 matter for time: the instant model is built from ``--images`` good magnetic tiles in seconds, and
 EfficientAD is trained for two iterations (untrained, but the same network). The frame is real
 magnetic-tile texture.
 
-    python scripts/bench_tiles.py [--tiles 1,2,3,4,6,8,12,16] [--repeats 10] [--json FILE]
+    python scripts/bench_tiles.py [--tiles 1,2,3,4,6,8,12,16] [--repeats 10] [--models instant,efficientad] [--json FILE]
 """
 
 from __future__ import annotations
@@ -146,12 +146,13 @@ def _time(engine: Engine, frame: np.ndarray, count: int, repeats: int) -> dict:
     times: dict[str, list[float]] = {name: [] for name in ways}
     for scorer in ways.values():  # warm-up: a new batch size may build or plan anew
         scorer.predict(frame)
+    load = os.getloadavg()  # a shared CPU: how busy it was as this row was timed
     for _ in range(repeats):
         for name, scorer in ways.items():
             started = time.perf_counter()
             scorer.predict(frame)
             times[name].append(1000 * (time.perf_counter() - started))
-    row: dict = {"tiles": count, "frame": [frame.shape[1], frame.shape[0]]}
+    row: dict = {"tiles": count, "frame": [frame.shape[1], frame.shape[0]], "load_average": load}
     for name, values in times.items():
         values.sort()
         median = statistics.median(values)
