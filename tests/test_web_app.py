@@ -86,6 +86,14 @@ def test_neighbours_pages_and_station_figures_come_from_the_history(site) -> Non
         assert [r.id for r in queries.query_inspections_after(s, InspectionFilter(), (middle.time, middle.id), 3)] == ids[2:5]
         assert [r.id for r in queries.query_inspections(s, InspectionFilter(), 3, before=(middle.time, middle.id))] == ids[6:9]
         assert queries.inspection_row(s, middle.id) == middle and queries.inspection_row(s, 10**9) is None
+        # a part page's previous and next, within its filter; None past either end
+        assert queries.neighbours(s, InspectionFilter(), (middle.time, middle.id)) == (ids[4], ids[6])
+        assert queries.neighbours(s, InspectionFilter(), (newest[0].time, newest[0].id)) == (None, ids[1])
+        fails = [r.id for r in newest if r.decision == "FAIL"]
+        last = next(r for r in newest if r.id == fails[-1])
+        assert queries.neighbours(s, InspectionFilter(decision="FAIL"), (middle.time, middle.id)) == (
+            next(i for i in reversed(ids[:5]) if i in fails), next(i for i in ids[6:] if i in fails))
+        assert queries.neighbours(s, InspectionFilter(decision="FAIL"), (last.time, last.id)) == (fails[-2], None)
         summary = queries.station_summary(s, "line-2", newest[-1].time)
         assert summary.rows == 12 and summary.not_passed == 4 and summary.last_time == max(
             r.time for r in newest if r.station == "line-2")

@@ -108,6 +108,13 @@ class _Recent:
                 self._items.move_to_end(key)
                 return hit[1]
         value = compute()  # outside the lock: two threads may compute one key, neither waits
+        self.put(key, value, now)
+        return value
+
+    def put(self, key: Any, value: Any, now: float | None = None) -> None:
+        """Keep ``value`` for ``key`` from now (or ``now``): what :meth:`get` computes, or what a
+        page learnt on its way."""
+        now = time.monotonic() if now is None else now
         with self._lock:
             old = self._items.pop(key, None)
             self._bytes -= self._size(old[1]) if old else 0
@@ -117,7 +124,6 @@ class _Recent:
                                    or (self.max_bytes is not None and self._bytes > self.max_bytes)):
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._bytes -= self._size(dropped)
-        return value
 
     def _size(self, value: Any) -> int:
         return len(value) if self.max_bytes is not None else 0
@@ -149,6 +155,9 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
     counts = _Recent(ttl_s=options.cache_s / 2, max_items=1000)  # a count of millions of rows costs
     rendered = _Recent(max_items=10_000, max_bytes=64 * 2**20)  # a stored row's pictures never change
     frames = _Recent(ttl_s=options.cache_s, max_items=10_000)  # where a row's frame is, checked once a minute
+    # A row and the levels its map is drawn with, as its pictures need them (paths, map values, rule:
+    # what never changes in a stored row), from its page: its frame and heat layer ask no query again.
+    drawn = _Recent(ttl_s=options.cache_s, max_items=10_000)
     app.extensions["inspector"] = {"db": db, "signins": signins, "folders": folders, "source": source}
 
     # -- who asks -----------------------------------------------------------------------------
@@ -289,6 +298,14 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
             abort(404, f"There is no inspection {inspection_id} in this database.")
         return row
 
+    def drawing(inspection_id: int) -> tuple[InspectionRow, Any]:
+        """The row and the levels its pictures are drawn with: from its page if it was just shown."""
+        def look() -> tuple[InspectionRow, Any]:
+            row = the_row(inspection_id)
+            return row, levels_for(row)
+
+        return drawn.get(inspection_id, look)
+
     @app.get("/inspections/<int:inspection_id>")
     def part(inspection_id: int) -> Any:
         filters = parse_filters(request.args)
@@ -296,15 +313,15 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
             row = queries.inspection_row(s, inspection_id)
             if row is None:
                 abort(404, f"There is no inspection {inspection_id} in this database.")
-            position = (row.time, row.id)
-            newer = queries.query_inspections_after(s, filters.inspection_filter, position, 1)
-            older = queries.query_inspections(s, filters.inspection_filter, 1, before=position)
+            # previous and next within the filter: one statement, ids only
+            newer, older = queries.neighbours(s, filters.inspection_filter, (row.time, row.id))
             known = queries.decided_rule(s, row)
             trail = queries.inspection_trail(s, row.id)
         levels = pictures.levels_of(row, known)
+        drawn.put(row.id, (row, levels))  # the frame and heat layer the browser asks for next
         image_note = heat_note = ""
         try:
-            source.where(row, "image")
+            frames.put(row.id, source.where(row, "image"))  # where the frame is: asked for next
         except InspectorError as exc:
             image_note = str(exc)
         try:
@@ -317,8 +334,8 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
         return render_template(
             "part.html", row=row, levels=levels, known=known, trail=trail, filters=qs, filter_qs=urlencode(qs),
             image_note=image_note, heat_note=heat_note, labels=LABELS,
-            newer=url_for("part", inspection_id=newer[0].id, **qs) if newer else None,
-            older=url_for("part", inspection_id=older[0].id, **qs) if older else None,
+            newer=url_for("part", inspection_id=newer, **qs) if newer is not None else None,
+            older=url_for("part", inspection_id=older, **qs) if older is not None else None,
             back=url_for("inspections", **qs, before=f"{row.time.isoformat()}~{row.id + 1}"),
             can_label=g.user.can("label"), label_roles=" or ".join(roles_with("label")))
 
@@ -330,9 +347,9 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
     @app.get("/inspections/<int:inspection_id>/frame.png")
     def frame(inspection_id: int) -> Any:
         # OutsideStore, NotHere: 403, 404 (refusals are not kept: asked again, checked again)
-        path = frames.get(inspection_id, lambda: source.where(the_row(inspection_id), "image"))
+        path = frames.get(inspection_id, lambda: source.where(drawing(inspection_id)[0], "image"))
         if path is None:  # the plant's copy: read each time (frames are too big to keep many of)
-            return picture(source.from_plant(the_row(inspection_id), "image"))
+            return picture(source.from_plant(drawing(inspection_id)[0], "image"))
         try:
             response = send_file(path, mimetype="image/png", max_age=3600, conditional=True)
         except FileNotFoundError:  # gone since (the station's quota): said as for any file not here
@@ -347,15 +364,15 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
     @app.get("/inspections/<int:inspection_id>/heat.png")
     def heat(inspection_id: int) -> Any:
         def draw() -> bytes:
-            row = the_row(inspection_id)
-            return pictures.png(pictures.heat_layer(source.heat_map(row), levels_for(row)))
+            row, levels = drawing(inspection_id)
+            return pictures.png(pictures.heat_layer(source.heat_map(row), levels))
 
         return picture(rendered.get(("heat", inspection_id), draw))
 
     @app.get("/inspections/<int:inspection_id>/scale.png")
     def scale(inspection_id: int) -> Any:
         return picture(rendered.get(("scale", inspection_id),
-                                    lambda: pictures.png(pictures.scale_picture(levels_for(the_row(inspection_id))))))
+                                    lambda: pictures.png(pictures.scale_picture(drawing(inspection_id)[1]))))
 
     @app.get("/inspections/<int:inspection_id>/overlay.png")
     def annotated(inspection_id: int) -> Any:

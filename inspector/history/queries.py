@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -449,10 +449,32 @@ def _csv_cell(value: Any) -> Any:
 # -- the review in a browser (``web``): one row, its neighbours, its trail, the stations -----------
 
 
+#: One row by id, built once: building the select of a row's 29 columns costs more Python time
+#: than PostgreSQL takes to answer it (a part's page and its pictures ask for it under load).
+_ROW_BY_ID = _rows_select(InspectionFilter()).order_by(None).where(Inspection.id == bindparam("inspection_id"))
+
+
 def inspection_row(session: Session, inspection_id: int) -> InspectionRow | None:
     """The inspection with this id as the review shows it, or None where there is none."""
-    row = session.execute(_rows_select(InspectionFilter()).where(Inspection.id == inspection_id)).first()
+    row = session.execute(_ROW_BY_ID, {"inspection_id": inspection_id}).first()
     return None if row is None else InspectionRow(**row._asdict())
+
+
+def neighbours(session: Session, filters: InspectionFilter, position: tuple[datetime, int]) -> tuple[int | None, int | None]:
+    """The ids of the inspections just newer and just older than ``position=(row.time, row.id)``
+    among those ``filters`` keeps (None where there is none), in the list's order (newest first,
+    ties by id): a part page's previous and next. One statement, ids only: the same keyset
+    conditions as :func:`query_inspections_after` and :func:`query_inspections` with ``before``,
+    each answered from the filter's (column, time) index or the time index, one row read."""
+    time, row_id = as_utc(position[0]), position[1]
+    t = Inspection
+    conditions = filters.conditions()
+    newer = (select(t.id).where(*conditions, t.time >= time, or_(t.time > time, and_(t.time == time, t.id > row_id)))
+             .order_by(t.time.asc(), t.id.asc()).limit(1).scalar_subquery())
+    older = (select(t.id).where(*conditions, t.time <= time, or_(t.time < time, and_(t.time == time, t.id < row_id)))
+             .order_by(t.time.desc(), t.id.desc()).limit(1).scalar_subquery())
+    newer_id, older_id = session.execute(select(newer, older)).one()
+    return newer_id, older_id
 
 
 def query_inspections_after(
