@@ -141,6 +141,24 @@ def test_tiles_keep_a_thin_defect_that_squeezing_the_region_loses() -> None:
     assert np.allclose(tiled.anomaly_map[:250], background, atol=1e-3)
 
 
+def test_the_tiles_of_several_frames_go_to_the_engine_as_one_batch() -> None:
+    """Frames the line batches (several cameras on one engine) stay one batch when tiled, and each
+    frame's map is its own: a frame without the crack stays flat."""
+    cracked = np.full((800, 320), 40, np.uint8)
+    cracked[300:500, 150] = 255
+    plain = np.full((800, 320), 40, np.uint8)
+    engine = SqueezingEngine()
+    batches: list[int] = []
+    scored = engine.predict_batch
+    engine.predict_batch = lambda images: batches.append(len(images)) or scored(images)
+    scorer = FramedScorer(engine, Framing(region=(0, 0, 320, 800), defect_px=6.0))
+    together = scorer.predict_batch([plain, cracked, plain])
+    assert batches == [len(engine.seen)] and batches[0] % 3 == 0 and batches[0] > 3  # 3 frames, several tiles each
+    alone = FramedScorer(SqueezingEngine(), Framing(region=(0, 0, 320, 800), defect_px=6.0)).predict(cracked)
+    assert np.array_equal(together[1].anomaly_map, alone.anomaly_map)
+    assert np.allclose(together[0].anomaly_map, 40 / 255, atol=1e-3) and together[0].score < together[1].score
+
+
 def test_the_tile_plan_covers_the_region_with_square_overlapping_tiles() -> None:
     from inspector.framing.tiles import plan_tiles
 

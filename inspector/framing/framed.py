@@ -26,7 +26,7 @@ import numpy as np
 
 from inspector.errors import InspectorError
 from inspector.framing.align import Aligner, Alignment
-from inspector.framing.tiles import TilePlan, plan_tiles, score_tiles
+from inspector.framing.tiles import TilePlan, blend_tiles, cut_tiles, plan_tiles
 
 #: The match quality under which a frame is NO PART unless the recipe says otherwise: on
 #: magnetic-tile parts on varying belts (scripts/build_line_frames.py) every empty belt stayed
@@ -119,17 +119,20 @@ class FramedScorer:
         return self.predict_batch([frame])[0]
 
     def predict_batch(self, frames: Sequence[np.ndarray]) -> list[FramedPrediction]:
-        """The frames' results; each region's tiles are scored in one batch."""
+        """The frames' results; the tiles of all their regions are scored in one batch (frames
+        from several cameras, batched by the line, stay one batch to the engine)."""
         if self._predict_batch is None:
             raise InspectorError("a framing without an engine only cuts frames; it cannot score them")
+        views = [self._view(frame) for frame in frames]
+        tiles = [tile for _, cut, plan in views if cut is not None for tile in cut_tiles(cut, plan)]
+        maps = iter([p.anomaly_map for p in self._predict_batch(tiles)] if tiles else [])
         results = []
-        for frame in frames:
-            alignment, cut, plan = self._view(frame)
+        for frame, (alignment, cut, plan) in zip(frames, views):
             outline = self.outline(frame.shape, alignment)
             if cut is None:
                 results.append(FramedPrediction(0.0, np.zeros(frame.shape[:2], np.float32), True, alignment, outline))
                 continue
-            region_map = self._masked(score_tiles(cut, plan, self._predict_batch))
+            region_map = self._masked(blend_tiles([next(maps) for _ in range(plan.count)], plan, cut.shape))
             frame_map = self._to_frame(region_map, alignment, frame.shape)
             results.append(FramedPrediction(float(region_map.max()), frame_map, False, alignment, outline))
         return results

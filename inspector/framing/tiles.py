@@ -13,7 +13,7 @@ overlap the centre of one outweighs the edge of the other and no seam shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -88,22 +88,23 @@ def plan_tiles(size: tuple[int, int], input_px: int, tiles: str | int = "auto",
     return TilePlan(size, boxes, input_px)
 
 
-def score_tiles(region: np.ndarray, plan: TilePlan,
-                predict_batch: Callable[[Sequence[np.ndarray]], list]) -> np.ndarray:
-    """The region's anomaly map (its size, float32): every tile scored in one batch through
-    ``predict_batch`` (an engine's), the maps blended by edge-falling weights."""
-    h, w = region.shape[:2]
+def cut_tiles(region: np.ndarray, plan: TilePlan) -> list[np.ndarray]:
+    """The region's tiles, in the plan's order (views, not copies)."""
+    return [region[y : y + bh, x : x + bw] for x, y, bw, bh in plan.boxes]
+
+
+def blend_tiles(maps: Sequence[np.ndarray], plan: TilePlan, shape: tuple[int, ...]) -> np.ndarray:
+    """The region's anomaly map (``shape``'s height and width, float32) from its tiles' maps,
+    each fitted to its tile and blended by edge-falling weights."""
     if plan.count == 1:
         x, y, bw, bh = plan.boxes[0]
-        (prediction,) = predict_batch([region[y : y + bh, x : x + bw]])
-        return _fit(np.asarray(prediction.anomaly_map, np.float32), bw, bh)
-    crops = [region[y : y + bh, x : x + bw] for x, y, bw, bh in plan.boxes]
-    predictions = predict_batch(crops)
+        return _fit(np.asarray(maps[0], np.float32), bw, bh)
+    h, w = shape[:2]
     total = np.zeros((h, w), np.float32)
     weight = np.zeros((h, w), np.float32)
-    for (x, y, bw, bh), prediction in zip(plan.boxes, predictions):
+    for (x, y, bw, bh), tile_map in zip(plan.boxes, maps):
         ramp = _ramp(bw, bh)
-        total[y : y + bh, x : x + bw] += ramp * _fit(np.asarray(prediction.anomaly_map, np.float32), bw, bh)
+        total[y : y + bh, x : x + bw] += ramp * _fit(np.asarray(tile_map, np.float32), bw, bh)
         weight[y : y + bh, x : x + bw] += ramp
     return total / np.maximum(weight, 1e-6)
 
