@@ -13,7 +13,9 @@ plans them) is scored through :class:`inspector.framing.FramedScorer` two ways:
 Each is timed ``--repeats`` times, alternating, after a warm-up; printed and written (``--json``):
 the median and the spread (p10..p90) of the milliseconds per frame, the milliseconds per tile,
 and the batch's speed-up over one by one (the ratio of the medians), with the machine's load
-average at the start, at each row and at the end (a shared CPU slows every figure alike). The models' weights do not
+average at the start, at each row and at the end (a shared CPU slows every figure alike), and the
+median CPU time per frame (``cpu_median_ms``, all of the process's threads): under ``OMP_NUM_THREADS=1``
+what one quiet core would take, whatever else the machine runs. The models' weights do not
 matter for time: the instant model is built from ``--images`` good magnetic tiles in seconds, and
 EfficientAD is trained for two iterations (untrained, but the same network). The frame is real
 magnetic-tile texture.
@@ -144,21 +146,24 @@ def _time(engine: Engine, frame: np.ndarray, count: int, repeats: int) -> dict:
     assert plan.count == count, (plan.count, count)
     ways = {"batch": FramedScorer(engine, framing), "one_by_one": FramedScorer(_OneByOne(engine), framing)}
     times: dict[str, list[float]] = {name: [] for name in ways}
+    cpu: dict[str, list[float]] = {name: [] for name in ways}
     for scorer in ways.values():  # warm-up: a new batch size may build or plan anew
         scorer.predict(frame)
     load = os.getloadavg()  # a shared CPU: how busy it was as this row was timed
     for _ in range(repeats):
         for name, scorer in ways.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             scorer.predict(frame)
             times[name].append(1000 * (time.perf_counter() - started))
+            cpu[name].append(1000 * (time.process_time() - started_cpu))
     row: dict = {"tiles": count, "frame": [frame.shape[1], frame.shape[0]], "load_average": load}
     for name, values in times.items():
         values.sort()
         median = statistics.median(values)
         row[name] = {"median_ms": round(median, 1), "p10_ms": round(values[len(values) // 10], 1),
                      "p90_ms": round(values[(9 * len(values)) // 10], 1), "per_tile_ms": round(median / count, 1),
-                     "tiles_per_s": round(1000 * count / median, 1)}
+                     "tiles_per_s": round(1000 * count / median, 1),
+                     "cpu_median_ms": round(statistics.median(cpu[name]), 1)}
     row["batch_speedup"] = round(row["one_by_one"]["median_ms"] / row["batch"]["median_ms"], 3)
     return row
 
