@@ -449,7 +449,7 @@ def _csv_cell(value: Any) -> Any:
 # -- the review in a browser (``web``): one row, its neighbours, its trail, the stations -----------
 
 
-#: One row by id, built once: building the select of a row's 29 columns costs more Python time
+#: One row by id, built once: building the select of a row's 30 columns costs more Python time
 #: than PostgreSQL takes to answer it (a part's page and its pictures ask for it under load).
 _ROW_BY_ID = _rows_select(InspectionFilter()).order_by(None).where(Inspection.id == bindparam("inspection_id"))
 
