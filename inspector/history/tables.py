@@ -257,7 +257,7 @@ class AuditEvent(Base):
     user: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(32))
     action: Mapped[str] = mapped_column(String(64))
-    target: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(200), index=True)  # a part's review trail (revision 0011)
     before: Mapped[Any | None] = mapped_column(JSON)
     after: Mapped[Any | None] = mapped_column(JSON)
     prev_hash: Mapped[str | None] = mapped_column(String(64))

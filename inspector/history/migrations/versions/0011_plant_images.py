@@ -1,7 +1,8 @@
 """Images in the plant: ``plant_images`` holds the frames and 16-bit maps that stations forward,
 and ``settings`` the database's own settings (the plant's image retention). ``alarms`` keeps the
 alarms a station raised (forwarded to the plant like its rows), ``station_status`` what each
-station last said of its forwarding (rows and images waiting).
+station last said of its forwarding (rows and images waiting). ``audit_events.target`` gets an
+index: the review reads a part's trail by it.
 
 ``plant_images`` is keyed by (station, uid, kind), as the inspection rows are by (station, uid),
 so a forwarder sending a batch again inserts nothing twice. The bytes are a bytea (BLOB on
@@ -73,6 +74,9 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_alarms_time"), "alarms", ["time"])
     op.create_index("ix_alarms_station_time", "alarms", ["station", "time"])  # one station's page
+    # The part page reads a row's review trail (labels, notes) by target: years of audit events
+    # must not be scanned for each part.
+    op.create_index(op.f("ix_audit_events_target"), "audit_events", ["target"])
     op.create_table(
         "station_status",
         sa.Column("station", sa.String(length=64), nullable=False),
@@ -85,6 +89,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_audit_events_target"), table_name="audit_events")
     op.drop_table("station_status")
     op.drop_index("ix_alarms_station_time", table_name="alarms")
     op.drop_index(op.f("ix_alarms_time"), table_name="alarms")
