@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's packages, whatever else is installed
 sys.path.insert(0, str(REPO / "tests"))
 from pg_support import PostgresServer, free_port  # noqa: E402
 
