@@ -10,8 +10,10 @@ and RECHECK, and the review page's recheck queue.
   recheck band RECHECK in amber, and the counts in their own columns.
 - The review page's recheck queue: RECHECK parts without a verdict; the verdict becomes the label.
 
-With ``INSPECTOR_DOC_IMAGES=docs/images`` the teach and operator tests also write the README's
-and the manual's screenshots there.
+With ``INSPECTOR_DOC_IMAGES=docs/images`` the teach test also writes the README's and the
+manual's teach-region.png there. The operator page's screenshots there (operator-recheck.png,
+operator-no-part.png, operator-fail-outline.png) come from the real thing, not this test's
+synthetic scene: scripts/docs/operator_screenshots.py.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from inspector.errors import InspectorError  # noqa: E402
 from ui_support import audit_actions, loaded_recipe, make_db, register_model, sign_in  # noqa: E402
 
 
-def save_picture(widget, name: str, tmp_path: Path) -> Path:
-    """An offscreen grab of ``widget`` as PNG in tmp_path, and in $INSPECTOR_DOC_IMAGES where set."""
+def save_picture(widget, name: str, tmp_path: Path, docs: bool = True) -> Path:
+    """An offscreen grab of ``widget`` as PNG in tmp_path, and in $INSPECTOR_DOC_IMAGES where set
+    (and ``docs``)."""
     path = tmp_path / name
     assert widget.grab().save(str(path))
-    docs = os.environ.get("INSPECTOR_DOC_IMAGES")
+    docs = docs and os.environ.get("INSPECTOR_DOC_IMAGES")
     if docs:
         shutil.copy(path, Path(docs) / name)
     return path
@@ -261,7 +264,7 @@ def test_the_operator_page_shows_the_outline_no_part_and_recheck(qtbot, tmp_path
         r = line.latest
         name = None if r is None else f"operator-{r.decision.lower().replace('_', '-')}.png"
         if r is not None and r.decision in ("RECHECK", "NO_PART") and not (tmp_path / name).exists():
-            save_picture(page, name, tmp_path)
+            save_picture(page, name, tmp_path, docs=False)  # the manual's: scripts/docs/operator_screenshots.py
 
     line.result_changed.connect(on_result)
     line.trend_changed.connect(on_drawn)
