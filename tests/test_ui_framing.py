@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -254,11 +255,13 @@ def test_the_operator_page_shows_the_outline_no_part_and_recheck(qtbot, tmp_path
     page.show()
     seen: dict[str, dict] = {}
 
-    def on_result(r) -> None:
-        if r is None or r.decision in seen:
-            return
-        seen[r.decision] = {"banner": page.banner.decision, "text": page.banner.text(), "color": page.banner.color().name(),
-                            "outline": page.image_view.outline, "result_outline": r.outline}
+    def look() -> bool:  # what is on screen, each decision the first time it is
+        r = page.shown
+        if r is not None and r.decision not in seen:
+            seen[r.decision] = {"banner": page.banner.decision, "text": page.banner.text(),
+                                "color": page.banner.color().name(), "outline": page.image_view.outline,
+                                "result_outline": r.outline, "result": r}
+        return line.counters.frames == 4 and len(seen) == 4
 
     def on_drawn() -> None:  # after the result, its counts and trend: the whole picture
         r = line.latest
@@ -266,7 +269,6 @@ def test_the_operator_page_shows_the_outline_no_part_and_recheck(qtbot, tmp_path
         if r is not None and r.decision in ("RECHECK", "NO_PART") and not (tmp_path / name).exists():
             save_picture(page, name, tmp_path, docs=False)  # the manual's: scripts/docs/operator_screenshots.py
 
-    line.result_changed.connect(on_result)
     line.trend_changed.connect(on_drawn)
     assert line.start()
     # The display shows the newest result at most ten times a second, and results become durable
@@ -274,7 +276,7 @@ def test_the_operator_page_shows_the_outline_no_part_and_recheck(qtbot, tmp_path
     # drawn. Here every result is drawn as it comes, so each decision's screen can be looked at.
     line._bridge.result_received.connect(lambda r: line._on_display_tick())
     try:
-        qtbot.waitUntil(lambda: line.counters.frames == 4 and len(seen) == 4, timeout=120_000)
+        qtbot.waitUntil(look, timeout=120_000)  # the NO PART after the FAIL shows once the FAIL's hold ends
     finally:
         line.stop()
 
@@ -292,6 +294,19 @@ def test_the_operator_page_shows_the_outline_no_part_and_recheck(qtbot, tmp_path
     assert np.allclose(outline[:4], seen["RECHECK"]["result_outline"], atol=1e-3)
     x, y, w, h = REGION
     assert not np.allclose(outline[:4], [[x, y], [x + w, y], [x + w, y + h], [x, y + h]], atol=2)
+
+    # A reject stays on screen for HOLD_S: a pass (or an empty belt) right after it waits its turn.
+    from ui.operator_page import HOLD_S
+
+    page._on_result_changed(seen["FAIL"]["result"])
+    start = time.monotonic()
+    page._on_result_changed(seen["PASS"]["result"])
+    assert page.banner.decision == "FAIL"
+    qtbot.waitUntil(lambda: page.banner.decision == "PASS", timeout=int(HOLD_S * 1000) + 3000)
+    assert time.monotonic() - start >= HOLD_S - 0.05
+    page._on_result_changed(seen["RECHECK"]["result"])  # a later reject replaces it at once
+    page._on_result_changed(seen["FAIL"]["result"])
+    assert page.banner.decision == "FAIL"
 
     # The counts: their own columns; yield is PASS over the parts inspected (NO PART is none).
     c = page.counters.labels

@@ -8,16 +8,23 @@ station's, all cameras together.
 A view of :class:`~ui.line.LineModel`: it subscribes to the model's signals (which arrive at most
 at the display rate, with the newest result) and writes back only through the model's methods
 (acknowledge alarms, reset counters).
+
+A FAIL or RECHECK stays on screen at least :data:`HOLD_S` seconds: the newest result is drawn,
+but a pass or an empty belt (NO PART) that follows a reject within that time waits for it to
+end, so a reject among fast parts, or just before the belt runs empty, is not gone before an
+operator can see it. A later reject replaces it at once. The counts and the trend hear every
+result as it comes.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import time
 
 import numpy as np
 
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtWidgets import (
     QGridLayout,
     QGroupBox,
@@ -37,6 +44,12 @@ from ui.session import Session
 from ui.widgets import FAIL_COLOR, Banner, CameraTile, CountersPanel, HeatmapControls, HeatmapView, TrendPlot
 
 CAMERA_STATE_COLORS = {"connected": "#2e7d32", "lost": FAIL_COLOR, "unavailable": FAIL_COLOR, "stalled": FAIL_COLOR}
+
+
+#: Seconds a FAIL or RECHECK stays on screen before a pass or an empty belt replaces it.
+HOLD_S = 2.0
+#: The decisions an operator must see.
+HELD = frozenset({"FAIL", "RECHECK"})
 
 
 def camera_state_html(state: str) -> str:
@@ -99,6 +112,10 @@ class OperatorPage(QWidget):
         self.session = session
         self.shown: InspectionResult | None = None  # the result on screen now
         self._pending: InspectionResult | None = None  # the newest result, drawn when visible
+        self._held_until: dict[str | None, float] = {}  # by camera (None: the one view): a reject's hold
+        self._hold_timer = QTimer(self)  # draws what waited for a hold to end
+        self._hold_timer.setSingleShot(True)
+        self._hold_timer.timeout.connect(lambda: self._draw(self._pending))
 
         self.image_view = HeatmapView()
         self.banner = Banner()
@@ -187,15 +204,34 @@ class OperatorPage(QWidget):
             self._draw(self._pending)
 
     def _draw(self, result: InspectionResult | None) -> None:
-        self.shown = result
         if self.tiles:  # each tile its camera's newest; only those that changed are drawn again
+            self.shown = result
             for camera_id, tile in self.tiles.items():
                 latest = self.line.views[camera_id].latest
-                if latest is not tile.shown:
+                if latest is not tile.shown and not self._waits(camera_id, latest, tile.shown):
                     tile.shown = latest
                     self._show(tile.image_view, tile.banner, latest)
             return
+        if self._waits(None, result, self.shown):
+            return
+        self.shown = result
         self._show(self.image_view, self.banner, result)
+
+    def _waits(self, key: str | None, result: InspectionResult | None, shown: InspectionResult | None) -> bool:
+        """Whether ``result`` waits for the reject on screen (``shown``) to have been seen (the hold
+        timer draws it then); a new reject starts a hold of its own."""
+        now = time.monotonic()
+        if result is None or result is shown:
+            return False
+        if result.decision in HELD:
+            self._held_until[key] = now + HOLD_S
+            return False
+        left = self._held_until.get(key, 0.0) - now
+        if left > 0:
+            if not self._hold_timer.isActive() or self._hold_timer.remainingTime() > left * 1000:
+                self._hold_timer.start(max(1, math.ceil(left * 1000)))
+            return True
+        return False
 
     def _show(self, view: HeatmapView, banner: Banner, result: InspectionResult | None) -> None:
         if result is None:
