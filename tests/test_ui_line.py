@@ -339,3 +339,12 @@ def test_a_stalled_line_raises_the_alarm_on_the_operator_page(qtbot, tmp_path, t
         assert any("line_stalled" in page.alarm_list.item(i).text() for i in range(page.alarm_list.count()))
     finally:
         line.stop()
+
+
+def test_a_long_camera_id_is_cut_in_the_middle_on_the_operator_page() -> None:
+    from ui.operator_page import CAMERA_ID_CHARS, short_camera_id
+
+    uri = "basler://emulated?images=/srv/station/line-7/replay/cells/of/a/very/long/folder/name"
+    short = short_camera_id(uri)
+    assert len(short) == CAMERA_ID_CHARS and short.startswith("basler://emulated") and short.endswith("folder/name")
+    assert short_camera_id("basler://22912345") == "basler://22912345"

@@ -52,6 +52,19 @@ HOLD_S = 2.0
 HELD = frozenset({"FAIL", "RECHECK"})
 
 
+#: Characters of a camera's id shown in the line's figures; a longer one (a URI with a folder's
+#: path) is cut in the middle, so it takes one line and never pushes the verdict out of sight.
+CAMERA_ID_CHARS = 56
+
+
+def short_camera_id(camera_id: str) -> str:
+    """``camera_id`` as the page prints it: whole, or its start and end around an ellipsis."""
+    if len(camera_id) <= CAMERA_ID_CHARS:
+        return camera_id
+    keep = CAMERA_ID_CHARS - 1
+    return f"{camera_id[: keep // 2]}…{camera_id[-(keep - keep // 2):]}"
+
+
 def camera_state_html(state: str) -> str:
     """A camera's state, coloured: green connected, red lost, unavailable or stalled."""
     return f"<b style='color:{CAMERA_STATE_COLORS.get(state, '#616161')}'>{state}</b>"
@@ -296,7 +309,7 @@ class OperatorPage(QWidget):
         # Which backend runs and why (the engine's choice and its accuracy gate), in one line.
         reason = getattr(model.engine, "backend_reason", "")
         engine_text = f"<br>engine: {html.escape(reason)}" if reason else ""
-        cameras = "<br>".join(f"camera {camera_state_html(view.state)}: {html.escape(camera_id)}"
+        cameras = "<br>".join(f"camera {camera_state_html(view.state)}: {html.escape(short_camera_id(camera_id))}"
                               for camera_id, view in line.views.items())
         self.status.setText(
             f"{cameras}<br>"
@@ -304,6 +317,7 @@ class OperatorPage(QWidget):
             f" (version {model.model_version_id if model.model_version_id is not None else '–'}), "
             f"threshold <b>{model.rule.threshold:.4g}</b>{drift_text}{engine_text}"
         )
+        self.status.setToolTip("\n".join(line.views))  # the cameras' whole ids
         for camera_id, tile in self.tiles.items():
             view = line.views[camera_id]
             tile_drift = "" if view.drift is None else f" &nbsp; drift: {view.drift.status}"
