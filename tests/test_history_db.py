@@ -581,8 +581,9 @@ def test_a_damaged_database_is_said_in_one_line_with_how_to_recover_and_never_wr
     for i in range(60):  # enough audit pages that the damage lands in the trail, past the schema
         db.record_audit("x", "system", "test", "t", None, {"i": i, "pad": "y" * 3000})
     db.close()
-    with path.open("r+b") as f:  # as `dd if=/dev/zero of=history.db bs=4096 seek=40 count=3 conv=notrunc`
-        f.seek(40 * 4096)
+    pages = path.stat().st_size // 4096
+    with path.open("r+b") as f:  # as `dd if=/dev/zero of=history.db bs=4096 seek=PAGES-20 count=3 conv=notrunc`
+        f.seek((pages - 20) * 4096)  # counted from the end: the trail's pages come last, after every table's first
         f.write(bytes(3 * 4096))
     damaged = path.read_bytes()
     err = io.StringIO()
