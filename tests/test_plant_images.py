@@ -45,6 +45,16 @@ def kept_results(store: ImageStore, n: int, start: int = 0) -> list[InspectionRe
     return out
 
 
+def recorded_station(tmp_path: Path, n: int, name: str = "line-1") -> tuple[HistoryDB, ImageStore, list[InspectionResult]]:
+    """A station's history with ``n`` inspections recorded (:func:`kept_results`: every third a FAIL
+    with its images kept in the station's image store)."""
+    db = station_db(tmp_path, name)
+    store = ImageStore(tmp_path / "images")
+    records = kept_results(store, n)
+    db.write_inspections(records)
+    return db, store, records
+
+
 def forward_all(link: PlantLink, timeout: float = 30.0) -> int:
     link.start()
     return link.stop(timeout)
@@ -60,10 +70,7 @@ def plant_images(plant_url: str) -> dict[tuple[str, str, str], bytes]:
 
 
 def test_kept_images_reach_the_plant_byte_for_byte_and_a_replay_adds_nothing(tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    records = kept_results(store, 9)
-    db.write_inspections(records)
+    db, store, records = recorded_station(tmp_path, 9)
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
     link = PlantLink(db, plant_url)
     assert link.pending_images() == 3
@@ -92,9 +99,7 @@ def test_kept_images_reach_the_plant_byte_for_byte_and_a_replay_adds_nothing(tmp
 
 
 def test_a_restarted_link_resumes_where_it_stopped(tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    db.write_inspections(kept_results(store, 6))
+    db, store, records = recorded_station(tmp_path, 6)
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
     first = PlantLink(db, plant_url)
     forward_all(first)
@@ -108,9 +113,7 @@ def test_a_restarted_link_resumes_where_it_stopped(tmp_path: Path) -> None:
 
 
 def test_images_wait_out_an_outage_and_follow_their_rows(tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    db.write_inspections(kept_results(store, 6))
+    db, store, records = recorded_station(tmp_path, 6)
     away = tmp_path / "plant-share"  # not the plant's folder yet: its database cannot open
     away.write_text("not a folder")
     plant_url = f"sqlite:///{away / 'plant.db'}"
@@ -127,10 +130,7 @@ def test_images_wait_out_an_outage_and_follow_their_rows(tmp_path: Path) -> None
 
 
 def test_an_image_the_quota_removed_before_the_plant_took_it_is_counted_and_passed_over(tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    records = kept_results(store, 6)
-    db.write_inspections(records)
+    db, store, records = recorded_station(tmp_path, 6)
     gone = next(r for r in records if r.decision == "FAIL")
     Path(gone.image_path).unlink()  # as the quota removes the oldest
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
@@ -142,9 +142,7 @@ def test_an_image_the_quota_removed_before_the_plant_took_it_is_counted_and_pass
 
 
 def test_images_never_go_before_their_rows_and_can_be_left_at_the_station(tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    db.write_inspections(kept_results(store, 3))
+    db, store, records = recorded_station(tmp_path, 3)
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
     link = PlantLink(db, plant_url)
     with db.session() as s:  # the rows' mark says nothing went yet: no image may go
@@ -164,9 +162,7 @@ def test_the_lines_alarms_are_kept_and_forwarded_once_and_the_station_reports_wh
     from inspector.alarms import Alarm
     from inspector.history.tables import StationAlarm, StationStatus
 
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    db.write_inspections(kept_results(store, 3))
+    db, store, records = recorded_station(tmp_path, 3)
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
     link = PlantLink(db, plant_url)
     link.alarms.on_alarm(Alarm("no_part_run", "5 frames in a row without the part", T0))
@@ -195,10 +191,7 @@ def test_the_lines_alarms_are_kept_and_forwarded_once_and_the_station_reports_wh
 def test_a_station_reports_what_waits_while_the_plant_takes_its_rows(tmp_path: Path) -> None:
     from inspector.history.tables import StationStatus
 
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    records = kept_results(store, 6)
-    db.write_inspections(records)
+    db, store, records = recorded_station(tmp_path, 6)
     Path(records[2].image_path).unlink()  # one the quota took first
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
     link = PlantLink(db, plant_url, images=False)  # rows only: the images stay waiting

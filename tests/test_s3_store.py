@@ -23,7 +23,7 @@ from inspector.history.tables import ForwardMark, Inspection, PlantImage
 from inspector.links.plant import PlantLink, parse_plant_target, parse_plant_url
 from inspector.links.plant_images import ObjectStoreError, image_key, read_plant_image
 
-from test_plant_images import forward_all, kept_results, station_db
+from test_plant_images import forward_all, kept_results, recorded_station, station_db
 
 boto3 = pytest.importorskip("boto3", reason="the object store needs boto3: pip install -e '.[plant]'")
 moto_server = pytest.importorskip("moto.server", reason="moto's standalone S3 server: pip install -e '.[dev]'")
@@ -109,10 +109,7 @@ def wait_for(condition, seconds: float = 30.0, what: str = "") -> None:
 
 
 def test_kept_images_land_as_objects_and_the_plant_rows_name_them(s3: S3Server, tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    records = kept_results(store, 9)
-    db.write_inspections(records)
+    db, store, records = recorded_station(tmp_path, 9)
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}?images=s3://{BUCKET}/line"
     link = PlantLink(db, plant_url)
     assert isinstance(link.objects, S3Store) and link.objects.endpoint == s3.endpoint
@@ -151,10 +148,7 @@ def test_kept_images_land_as_objects_and_the_plant_rows_name_them(s3: S3Server, 
 
 def test_a_store_stopped_mid_way_makes_only_the_images_wait_and_they_follow_once_it_is_back(
         s3: S3Server, tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    store = ImageStore(tmp_path / "images")
-    first = kept_results(store, 6)
-    db.write_inspections(first)
+    db, store, first = recorded_station(tmp_path, 6)
     alarms: list[tuple[str, str]] = []
     link = PlantLink(db, f"sqlite:///{tmp_path / 'plant.db'}?station=line-1&images=s3://{BUCKET}/line",
                      on_alarm=lambda kind, message: alarms.append((kind, message)),
@@ -192,8 +186,7 @@ def test_a_store_stopped_mid_way_makes_only_the_images_wait_and_they_follow_once
 
 
 def test_a_link_whose_store_is_away_still_stops_within_its_time(s3: S3Server, tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    db.write_inspections(kept_results(ImageStore(tmp_path / "images"), 6))
+    db, _, _ = recorded_station(tmp_path, 6)
     s3.stop()
     alarms: list[str] = []
     link = PlantLink(db, f"sqlite:///{tmp_path / 'plant.db'}?images=s3://{BUCKET}/line",
@@ -292,8 +285,7 @@ def test_every_store_failure_is_one_line_of_object_store_error(s3: S3Server, tmp
 
 
 def test_images_off_forwards_the_rows_only(s3: S3Server, tmp_path: Path) -> None:
-    db = station_db(tmp_path, "line-1")
-    db.write_inspections(kept_results(ImageStore(tmp_path / "images"), 6))
+    db, _, _ = recorded_station(tmp_path, 6)
     link = PlantLink(db, f"sqlite:///{tmp_path / 'plant.db'}?images=off")
     assert link.images is False and link.objects is None and link.pending_images() == 0
     assert forward_all(link) == 0 and link.forwarded == 6 and link.images_forwarded == 0
@@ -344,9 +336,7 @@ def test_inspector_serve_shows_the_objects_and_its_prune_removes_them(s3: S3Serv
 
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
     make_history(plant_url, tmp_path / "web-images", per_station=1)  # users to sign in with
-    db = station_db(tmp_path, "line-7")
-    records = kept_results(ImageStore(tmp_path / "images"), 3)
-    db.write_inspections(records)
+    db, _, records = recorded_station(tmp_path, 3, "line-7")
     assert forward_all(PlantLink(db, f"{plant_url}?images=s3://{BUCKET}/line")) == 0
     fail = records[2]
     frame, heat = Path(fail.image_path).read_bytes(), Path(fail.heatmap_path).read_bytes()
