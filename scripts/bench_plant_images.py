@@ -321,20 +321,30 @@ def delete_bytea(case: Case) -> dict:
             "bytes_after_vacuum_full": case.disk("bytea")["total_bytes"]}
 
 
+#: Large objects no row names any more (what a DELETE without lo_unlink leaves behind).
+ORPHANS = ("SELECT count(*) FROM pg_largeobject_metadata m "
+           "WHERE NOT EXISTS (SELECT 1 FROM images_lo t WHERE t.data_oid = m.oid)")
+
+
+def _unlink_and_delete(case: Case, last_id: int) -> tuple[float, int]:
+    """Seconds and rows: the images up to ``last_id`` deleted with their large objects, in one
+    transaction, as a retention would have to."""
+    started = time.perf_counter()
+    with case.engine.begin() as conn:
+        conn.execute(text(f"SELECT lo_unlink(data_oid) FROM images_lo WHERE id <= {last_id}"))
+        deleted = conn.execute(text(f"DELETE FROM images_lo WHERE id <= {last_id}")).rowcount
+    return time.perf_counter() - started, deleted
+
+
 def delete_lo(case: Case, server: PostgresServer, database: str) -> dict:
     """A quarter deleted with lo_unlink in the same transaction, a quarter by DELETE alone (its
     large objects orphaned, then vacuumlo), VACUUM pg_largeobject, then as many inserted again."""
     before = case.disk("large_object")
     q1 = case.scalar("SELECT percentile_disc(0.25) WITHIN GROUP (ORDER BY id) FROM images_lo")
     q2 = case.scalar("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM images_lo")
-    started = time.perf_counter()
-    with case.engine.begin() as conn:
-        conn.execute(text(f"SELECT lo_unlink(data_oid) FROM images_lo WHERE id <= {q1}"))
-        unlinked = conn.execute(text(f"DELETE FROM images_lo WHERE id <= {q1}")).rowcount
-    unlink_delete_s = time.perf_counter() - started
+    unlink_delete_s, unlinked = _unlink_and_delete(case, q1)
     plain_delete_s, plain_deleted = case.execute(f"DELETE FROM images_lo WHERE id <= {q2}")
-    orphans = case.scalar("SELECT count(*) FROM pg_largeobject_metadata m "
-                          "WHERE NOT EXISTS (SELECT 1 FROM images_lo t WHERE t.data_oid = m.oid)")
+    orphans = case.scalar(ORPHANS)
     after_delete = case.disk("large_object")["total_bytes"]
     started = time.perf_counter()
     done = subprocess.run([str(server.bin / "vacuumlo"), "-v", "-h", "127.0.0.1", "-p", str(server.port),
@@ -342,19 +352,14 @@ def delete_lo(case: Case, server: PostgresServer, database: str) -> dict:
     vacuumlo_s = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"vacuumlo failed: {done.stderr.strip()}")
-    orphans_after = case.scalar("SELECT count(*) FROM pg_largeobject_metadata m "
-                                "WHERE NOT EXISTS (SELECT 1 FROM images_lo t WHERE t.data_oid = m.oid)")
+    orphans_after = case.scalar(ORPHANS)
     vacuum_s = case.vacuum("images_lo") + case.vacuum("pg_largeobject") + case.vacuum("pg_largeobject_metadata")
     after_vacuum = case.disk("large_object")["total_bytes"]
     deleted = unlinked + plain_deleted
     case.insert("large_object", deleted // 2)
     after_refill = case.disk("large_object")["total_bytes"]
     cut = case.scalar("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM images_lo")
-    started = time.perf_counter()
-    with case.engine.begin() as conn:
-        conn.execute(text(f"SELECT lo_unlink(data_oid) FROM images_lo WHERE id <= {cut}"))
-        full_deleted = conn.execute(text(f"DELETE FROM images_lo WHERE id <= {cut}")).rowcount
-    full_delete_s = time.perf_counter() - started
+    full_delete_s, full_deleted = _unlink_and_delete(case, cut)
     full_s = case.vacuum("FULL images_lo") + case.vacuum("FULL pg_largeobject") + \
         case.vacuum("FULL pg_largeobject_metadata")
     return {"then_deleted": full_deleted, "then_unlink_and_delete_s": full_delete_s, "vacuum_full_s": full_s,
