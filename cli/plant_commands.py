@@ -15,8 +15,6 @@ import math
 from cli.common import add_credential_options, caller, open_history, quiet_migrations, shell_user
 from inspector.errors import InspectorError
 
-RETENTION = "image_retention_days"  # the setting's name (inspector.links.plant_images.RETENTION), for the audit
-
 DB_HELP = "the plant's history database URL, e.g. postgresql://USER@HOST/DB (default: history.db in the data folder)"
 
 
@@ -38,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_plant_retention(args: argparse.Namespace) -> int:
     from station.actions import set_image_retention
-    from station.plant_images import shown
+    from station.plant_images import RETENTION, shown
 
     days = None if args.off else _days(args.days)
     db = _open(args.db)

@@ -18,8 +18,8 @@ from typing import Any
 
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB, InspectionRow
-from inspector.links.plant_images import (ImagesReceived, LastPrune, ObjectStore, ObjectStoreError, Pruned, kept_kinds,
-                                          last_prune, prune_images, read_plant_image, retention_days)
+from inspector.links.plant_images import (RETENTION, ImagesReceived, LastPrune, ObjectStore, ObjectStoreError, Pruned,
+                                          kept_kinds, last_prune, prune_images, read_plant_image, retention_days)
 from inspector.links.plant_images import images_received as _images_received
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: How often ``inspector serve`` prunes the plant's images (and once at its start).
 PRUNE_EVERY_S = 3600.0
 
-__all__ = ["ImagesReceived", "ObjectStore", "Pruned", "RetentionPruner", "image_retention", "images_received",
+__all__ = ["RETENTION", "ImagesReceived", "ObjectStore", "Pruned", "RetentionPruner", "image_retention", "images_received",
            "plant_image", "plant_kinds", "prune", "why_not_in_plant"]
 
 
