@@ -365,7 +365,12 @@ def test_a_framed_model_calibrates_int8_on_its_cuts_not_on_whole_frames(tmp_path
     assert len(calibrated_on) == len(cuts)
     for got, cut in zip(calibrated_on, cuts):
         assert got.shape == (1, 3, 256, 256)
-        np.testing.assert_allclose(got, Engine._graph_input(to_square(cut, 256, "resize")[0][None]), atol=1e-6)
+        # The same cut, up to a handful of pixels: the alignment's float search may end a few 1e-7
+        # apart from one run to the next (OpenCV's threads), which moves a pixel that lies on a
+        # 1/32-pixel interpolation step by about a grey level.
+        expected = Engine._graph_input(to_square(cut, 256, "resize")[0][None])
+        differ = np.abs(got - expected) > 1e-6
+        assert differ.mean() < 1e-3 and np.abs(got - expected).max() < 0.05
     squeezed = Engine._graph_input(to_square(read_image(paths[0]), 256, "resize")[0][None])
     assert not any(np.allclose(got, squeezed, atol=0.05) for got in calibrated_on)
     # The gate's fp32 reference was scored through the framing: maps in frame pixels.
