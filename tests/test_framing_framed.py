@@ -186,3 +186,27 @@ def test_bad_tilings_are_refused_in_one_line(kwargs, fragment: str) -> None:
 
     with pytest.raises(InspectorError, match=fragment):
         plan_tiles(**kwargs)
+
+
+@pytest.mark.parametrize("per_pass", [1, 2, 5])
+def test_tiles_in_passes_of_any_size_give_the_same_maps_and_scores(per_pass) -> None:
+    """How many tiles go to the engine at once changes only the time: three frames' tiles in
+    passes of at most ``per_pass`` give the maps and scores one batch gives, each frame its own."""
+    cracked = np.full((800, 320), 40, np.uint8)
+    cracked[300:500, 150] = 255
+    plain = np.full((800, 320), 40, np.uint8)
+    framing = Framing(region=(0, 0, 320, 800), defect_px=6.0)
+    together = FramedScorer(SqueezingEngine(), framing).predict_batch([plain, cracked, plain])
+    engine = SqueezingEngine()
+    passes: list[int] = []
+    scored = engine.predict_batch
+    engine.predict_batch = lambda images: passes.append(len(images)) or scored(images)
+    chunked = FramedScorer(engine, framing, tiles_per_pass=per_pass).predict_batch([plain, cracked, plain])
+    assert sum(passes) == len(engine.seen) and max(passes) == per_pass and len(passes) == -(-len(engine.seen) // per_pass)
+    for one, other in zip(together, chunked):
+        assert one.score == other.score and np.array_equal(one.anomaly_map, other.anomaly_map)
+
+
+def test_tiles_per_pass_under_one_is_refused() -> None:
+    with pytest.raises(InspectorError, match="tiles per pass"):
+        FramedScorer(SqueezingEngine(), Framing(region=(0, 0, 320, 800)), tiles_per_pass=0)

@@ -101,10 +101,16 @@ class FramedScorer:
 
     ``engine`` needs ``predict_batch`` and ``image_size`` (its square input); or give those as
     ``predict_batch`` and ``input_px`` (the engine itself frames through its plain path), or no
-    engine at all for :meth:`cuts` alone (training)."""
+    engine at all for :meth:`cuts` alone (training). ``tiles_per_pass``: at most this many tiles
+    go to the engine in one call (None: all tiles of all the frames in one); the results are the
+    same either way, only the time differs (:func:`inspector.engine.tiles_per_pass`)."""
 
     def __init__(self, engine: Engine | None, framing: Framing, *, input_px: int | None = None,
-                 predict_batch: Callable[[Sequence[np.ndarray]], list[Any]] | None = None) -> None:
+                 predict_batch: Callable[[Sequence[np.ndarray]], list[Any]] | None = None,
+                 tiles_per_pass: int | None = None) -> None:
+        if tiles_per_pass is not None and tiles_per_pass < 1:
+            raise InspectorError(f"tiles per pass must be at least 1 (or None: all in one), got {tiles_per_pass}")
+        self.tiles_per_pass = tiles_per_pass
         framing.check(framing.reference.shape if framing.reference is not None else
                       framing.ignore.shape if framing.ignore is not None else (1 << 30, 1 << 30))
         self._predict_batch = predict_batch or (engine.predict_batch if engine is not None else None)
@@ -119,13 +125,16 @@ class FramedScorer:
         return self.predict_batch([frame])[0]
 
     def predict_batch(self, frames: Sequence[np.ndarray]) -> list[FramedPrediction]:
-        """The frames' results; the tiles of all their regions are scored in one batch (frames
-        from several cameras, batched by the line, stay one batch to the engine)."""
+        """The frames' results; the tiles of all their regions go to the engine together (frames
+        from several cameras, batched by the line, stay one batch), in passes of at most
+        ``tiles_per_pass`` tiles."""
         if self._predict_batch is None:
             raise InspectorError("a framing without an engine only cuts frames; it cannot score them")
         views = [self._view(frame) for frame in frames]
         tiles = [tile for _, cut, plan in views if cut is not None for tile in cut_tiles(cut, plan)]
-        maps = iter([p.anomaly_map for p in self._predict_batch(tiles)] if tiles else [])
+        step = self.tiles_per_pass or max(1, len(tiles))
+        maps = iter([p.anomaly_map for start in range(0, len(tiles), step)
+                     for p in self._predict_batch(tiles[start : start + step])])
         results = []
         for frame, (alignment, cut, plan) in zip(frames, views):
             outline = self.outline(frame.shape, alignment)
