@@ -18,7 +18,11 @@ alike. Each switch alone, then together:
   perfect alignment would give, the ceiling of ``align``.
 
 Frames without a ``reference.json`` (build_tall_frames.py's) have no region: only ``squeeze`` and
-``tiles`` apply there.
+``tiles`` apply there. Data without a ``ground_truth`` folder (ELPV cells, laid out by
+scripts/elpv_layout.py, and the frames built from them) has no masks: AU-PRO is then null, the
+image AUROC and the pass shares are computed as ever. Any MVTec-layout folder is taken, so the
+parts themselves (not framed: ``--variants squeeze`` on the source folder) give the cropped figure
+the frames are set against.
 
 Printed and written (``--json``): image AUROC, AU-PRO (FPR ≤ 0.3), the share of defective parts
 passing at 1 % and 5 % false rejects (thresholds from the good test frames' scores), overall and
@@ -29,6 +33,10 @@ p90 and mean, through the engine's auto-chosen CPU backend; CPU noted).
     python scripts/eval_framing.py runs/line_frames --train 200 --json docs/evidence/framing_line_frames.json
     python scripts/build_tall_frames.py ../shared/data/magnetic_tile runs/tall_frames
     python scripts/eval_framing.py runs/tall_frames --variants squeeze,tiles --defect-px 4 --json FILE
+    python scripts/elpv_layout.py runs/elpv_cells
+    python scripts/build_line_frames.py runs/elpv_cells runs/elpv_frames
+    python scripts/eval_framing.py runs/elpv_frames --variants squeeze,region,align,truth --json FILE
+    python scripts/eval_framing.py runs/elpv_cells --variants squeeze --json FILE   # the cells, cropped
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from inspector.engine import Engine
 from inspector.evaluate import AUPRO_FPR_LIMIT
 from inspector.framing import Alignment, FramedScorer, Framing
 from inspector.framing.align import turn_about
-from inspector.image_io import list_images, mvtec_test_set, read_image, read_mask
+from inspector.image_io import TestImage, list_images, mvtec_test_set, read_image, read_mask
 from inspector.method.instant_build import InstantConfig, build_instant
 from inspector.model_file import save_model
 
@@ -112,8 +120,17 @@ def load(data: Path, train_count: int, test_every: int) -> SimpleNamespace:
         region = tuple(reference_info["region"])
     good = list_images(data / "train" / "good")
     train = good[:: max(1, len(good) // train_count)][:train_count]
-    tests = mvtec_test_set(data)[::test_every]
+    tests = scored_images(data)[::test_every]
     return SimpleNamespace(reference=reference, region=region, train=train, tests=tests)
+
+
+def scored_images(data: Path) -> list[TestImage]:
+    """The test images: :func:`mvtec_test_set` where the data has a ``ground_truth`` folder; without
+    one (ELPV), every ``test/<kind>`` image with no mask."""
+    if (data / "ground_truth").is_dir():
+        return mvtec_test_set(data)
+    return [TestImage(path, kind.name, None)
+            for kind in sorted(d for d in (data / "test").iterdir() if d.is_dir()) for path in list_images(kind)]
 
 
 def _framing(variant: str, region: tuple | None, reference: np.ndarray | None, defect_px: float,
@@ -174,6 +191,7 @@ def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
     """Scores the test frames through ``scorer`` (an engine or a FramedScorer): the figures."""
     labels, kinds, scores, masks, maps, times, no_part = [], [], [], [], [], [], 0
     tile_counts = set()
+    has_masks = any(item.mask_path for item in tests)  # none: no AU-PRO, and no maps kept
     for item in tests:
         frame = read_image(item.path)
         if truth is not None:
@@ -187,8 +205,9 @@ def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
         labels.append(int(item.defect_type != "good"))
         kinds.append(item.defect_type)
         scores.append(prediction.score)
-        masks.append(read_mask(item.mask_path, frame.shape[:2]) if item.mask_path else np.zeros(frame.shape[:2], bool))
-        maps.append(prediction.anomaly_map)
+        if has_masks:
+            masks.append(read_mask(item.mask_path, frame.shape[:2]) if item.mask_path else np.zeros(frame.shape[:2], bool))
+            maps.append(prediction.anomaly_map)
     labels_a, scores_a, kinds_a = np.array(labels), np.array(scores), np.array(kinds)
     good = scores_a[labels_a == 0]
     at_1, at_5 = np.quantile(good, 0.99), np.quantile(good, 0.95)
@@ -200,7 +219,8 @@ def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
     ms = sorted(1000 * t for t in times)
     return {
         "image_auroc": round(image_auroc(labels_a, scores_a), 4),
-        "aupro": round(aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT), 4),
+        "aupro": round(aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT), 4) if has_masks else None,
+        **({} if has_masks else {"aupro_note": "no masks"}),
         "pass_at_1pct_fr": round(float(np.mean(bad <= at_1)), 4),
         "pass_at_5pct_fr": round(float(np.mean(bad <= at_5)), 4),
         "no_part": no_part,
