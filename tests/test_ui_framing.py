@@ -10,16 +10,14 @@ and RECHECK, and the review page's recheck queue.
   recheck band RECHECK in amber, and the counts in their own columns.
 - The review page's recheck queue: RECHECK parts without a verdict; the verdict becomes the label.
 
-With ``INSPECTOR_DOC_IMAGES=docs/images`` the teach test also writes the README's and the
-manual's teach-region.png there. The operator page's screenshots there (operator-recheck.png,
-operator-no-part.png, operator-fail-outline.png) come from the real thing, not this test's
-synthetic scene: scripts/docs/operator_screenshots.py.
+The README's and the manual's screenshots come from the real thing, not these tests' synthetic
+scenes: the teach page's teach-region.png from scripts/docs/teach_screenshots.py, the operator
+page's (operator-recheck.png, operator-no-part.png, operator-fail-outline.png) from
+scripts/docs/operator_screenshots.py.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -37,14 +35,11 @@ from inspector.errors import InspectorError  # noqa: E402
 from ui_support import audit_actions, loaded_recipe, make_db, register_model, sign_in  # noqa: E402
 
 
-def save_picture(widget, name: str, tmp_path: Path, docs: bool = True) -> Path:
-    """An offscreen grab of ``widget`` as PNG in tmp_path, and in $INSPECTOR_DOC_IMAGES where set
-    (and ``docs``)."""
+def save_picture(widget, name: str, tmp_path: Path) -> Path:
+    """An offscreen grab of ``widget`` as PNG in tmp_path (the page draws; the manual's pictures
+    are the scripts' in scripts/docs/)."""
     path = tmp_path / name
     assert widget.grab().save(str(path))
-    docs = docs and os.environ.get("INSPECTOR_DOC_IMAGES")
-    if docs:
-        shutil.copy(path, Path(docs) / name)
     return path
 
 
@@ -162,7 +157,7 @@ def test_the_teach_page_draws_the_region_and_dont_care_areas_and_refuses_a_bad_d
     framing = page.framing_for_training()
     assert framing.region == REGION and framing.align and framing.reference is not None
     assert page.check_framing() and "part found first" in editor.summary.text()
-    save_picture(page, "teach-region.png", tmp_path)
+    save_picture(page, "teach-region.png", tmp_path)  # the manual's: scripts/docs/teach_screenshots.py
 
 
 def test_the_recheck_band_of_a_version_is_set_in_the_teach_page_and_on_the_line_at_once(qtbot, tmp_path):
@@ -267,7 +262,7 @@ def test_the_operator_page_shows_the_outline_no_part_and_recheck(qtbot, tmp_path
         r = line.latest
         name = None if r is None else f"operator-{r.decision.lower().replace('_', '-')}.png"
         if r is not None and r.decision in ("RECHECK", "NO_PART") and not (tmp_path / name).exists():
-            save_picture(page, name, tmp_path, docs=False)  # the manual's: scripts/docs/operator_screenshots.py
+            save_picture(page, name, tmp_path)  # the manual's: scripts/docs/operator_screenshots.py
 
     line.trend_changed.connect(on_drawn)
     assert line.start()
