@@ -35,7 +35,7 @@ from ui.operator_page import OperatorPage
 from ui.review_model import ReviewModel
 from ui.review_page import ReviewPage
 from ui.session import Session
-from ui.settings_model import SETTINGS_FILE, GuiSettings, SettingsModel, link_settings
+from ui.settings_model import SETTINGS_FILE, GuiSettings, SettingsModel, link_settings, no_part_alarm_setting
 from ui.settings_page import SettingsPage
 from ui.teach_model import TeachModel
 from ui.teach_page import TeachPage
@@ -102,7 +102,7 @@ class DesktopApp:
         # cameras, are refused at once.
         config = desktop_config(uris, image_dir, trigger=trigger, quota_gb=self.settings.quota_gb,
                                 pass_sample_rate=self.settings.pass_sample_rate, max_batch=options.max_batch,
-                                **link_settings(self.settings))
+                                no_part_alarm_after=no_part_alarm_setting(self.settings), **link_settings(self.settings))
         recipe = resolve_recipe(self.db, options, self.settings)
         product = self.db.product_by_name(recipe.product)
         config = config.with_changes(product=recipe.product,

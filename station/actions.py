@@ -196,6 +196,17 @@ def set_links(db: HistoryDB, caller: Caller, config: StationConfig, uris: dict[s
     return new
 
 
+def set_no_part_alarm(db: HistoryDB, caller: Caller, config: StationConfig, count: int | None) -> StationConfig:
+    """The configuration whose lines raise ``no_part_run`` after ``count`` NO PART frames in a row
+    (None: never), checked before anything changes (a whole number >= 1); a technician's right
+    (``configure_camera``, as the station's other line settings), audited as ``set_no_part_alarm``."""
+    new = config.with_changes(no_part_alarm_after=count)
+    actor = authorize(db, caller, "configure_camera", "no_part_alarm")
+    db.record_audit(actor.user, actor.role, "set_no_part_alarm", "gui",
+                    {"no_part_alarm_after": config.no_part_alarm_after}, {"no_part_alarm_after": count})
+    return new
+
+
 def _links_shown(config: StationConfig) -> dict[str, Any]:
     shown: dict[str, Any] = {"plc_down": config.plc_down}
     for spec in LINKS:

@@ -14,7 +14,7 @@ its methods; handlers are named ``_on_<thing>_changed``)::
                              PIN from the history database); roles and rights: inspector.roles
     teach_model.TeachModel   samples, training on a worker thread, calibration, activation
     review_model.ReviewModel the paged history table, labels, export, yield over time
-    settings_model           camera(s), trigger, product, storage, links; GuiSettings (gui.json)
+    settings_model           camera(s), trigger, product, storage, NO PART alarm, links; GuiSettings (gui.json)
     *_page.py, main_window   the views; widgets.py the shared ones (image + heatmap, banner)
 
 ``launcher.desktop`` assembles these; ``inspector gui`` (``cli.gui_command``) starts it.

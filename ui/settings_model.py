@@ -1,4 +1,4 @@
-"""Line settings the GUI keeps (camera, trigger, product, storage), and changing them.
+"""Line settings the GUI keeps (camera, trigger, product, storage, links, the NO PART alarm), and changing them.
 
 :class:`GuiSettings` is a small JSON file (``gui.json`` in the data folder); no Qt there.
 :class:`SettingsModel` applies changes: each is rights-checked, audited, saved, and restarts the
@@ -22,6 +22,7 @@ from drivers import open_camera
 from inspector.data_folder import make_folders
 from inspector.errors import InspectorError
 from inspector.history import HistoryDB
+from inspector.line import NO_PART_ALARM_AFTER
 from station import actions
 from station.config import PLC_DOWN_POLICIES, check_link
 
@@ -41,7 +42,8 @@ class GuiSettings:
     """What the operator desktop remembers between starts (None: the built-in default).
 
     ``camera_uri`` is the camera, or the first of several; ``more_camera_uris`` the others, in
-    order (files saved before there were several have none)."""
+    order (files saved before there were several have none). ``no_part_alarm_after``: NO PART
+    frames in a row that raise ``no_part_run`` (None, saved as null: never)."""
 
     camera_uri: str | None = None
     trigger: str | None = None
@@ -54,6 +56,7 @@ class GuiSettings:
     opcua_uri: str | None = None
     plant_db_url: str | None = None
     more_camera_uris: tuple[str, ...] = ()
+    no_part_alarm_after: int | None = NO_PART_ALARM_AFTER  # None: never
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "more_camera_uris", tuple(self.more_camera_uris))  # a list in the file
@@ -90,6 +93,16 @@ def link_settings(settings: GuiSettings) -> dict[str, Any]:
     plc_down = settings.plc_down if settings.plc_down in PLC_DOWN_POLICIES else "ng"  # a hand-edited file
     return {"plc": tuple((settings.plc_uri or "").split()), "plc_down": plc_down, "publish": settings.mqtt_uri,
             "opcua": settings.opcua_uri, "plant_db": settings.plant_db_url}
+
+
+def no_part_alarm_setting(settings: GuiSettings) -> int | None:
+    """The saved NO PART alarm count, or the default for one the station would refuse (a
+    hand-edited file must not keep the desktop from starting)."""
+    count = settings.no_part_alarm_after
+    if count is None or (type(count) is int and count >= 1):
+        return count
+    log.warning("ignoring the saved NO PART alarm count %r: not a whole number >= 1", count)
+    return NO_PART_ALARM_AFTER
 
 
 class SettingsModel(QObject):
@@ -147,6 +160,19 @@ class SettingsModel(QObject):
         self._save(quota_gb=quota_gb, pass_sample_rate=pass_sample_rate)
         self.line.restart(config)
         self.message.emit(f"images: quota {quota_gb:g} GB, {100 * pass_sample_rate:g} % of passes kept", False)
+
+    def set_no_part_alarm(self, count: int | None) -> bool:
+        """Raise ``no_part_run`` after ``count`` NO PART frames in a row (None: never) and restart
+        the line with it, as the other line settings do. A count that is not a whole number >= 1
+        is refused (InspectorError) before anything is written; a technician's (the right to
+        configure the camera), audited as ``set_no_part_alarm``."""
+        config = actions.set_no_part_alarm(self.db, self.session.caller(), self.line.config, count)
+        self._save(no_part_alarm_after=count)
+        ok = self.line.restart(config)
+        setting = "off" if count is None else f"after {count} NO PART frames in a row"
+        self.message.emit(f"NO PART alarm {setting}" + ("; line restarted" if ok else "; the line could not be started: "
+                                                        "see the alarms"), not ok)
+        return ok
 
     def choose_product(self, name: str) -> Task:
         """Puts the product's active recipe and camera settings on the line: the right checked,

@@ -1,5 +1,5 @@
-"""The Settings page: camera (or several on one engine) and its configuration, product (recipe), image storage, plant links
-(PLC, MES, OPC UA, plant database: each with "Test connection" and its state), users.
+"""The Settings page: camera (or several on one engine) and its configuration, product (recipe), image storage, the NO PART
+alarm, plant links (PLC, MES, OPC UA, plant database: each with "Test connection" and its state), users.
 
 A view of :class:`~ui.settings_model.SettingsModel`; only a technician may change anything;
 anyone may test a link's connection (it changes nothing).
@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -76,6 +77,15 @@ class SettingsPage(QWidget):
         self.storage_button = QPushButton("Apply storage")
         self.storage_button.clicked.connect(self._on_storage_clicked)
 
+        self.no_part_alarm = QSpinBox()
+        self.no_part_alarm.setRange(0, 100_000)
+        self.no_part_alarm.setSuffix(" NO PART frames in a row")
+        self.no_part_alarm.setSpecialValueText("off")  # 0 is no count the line takes: it stands for never
+        self.no_part_alarm.setToolTip("raises the no_part_run alarm after this many frames in a row without the part\n"
+                                      "(a model trained with align); off: never")
+        self.no_part_button = QPushButton("Apply NO PART alarm (restarts the line)")
+        self.no_part_button.clicked.connect(self._on_no_part_clicked)
+
         # Plant links: a field each, a "Test connection" button and what it found, the live state.
         self.link_edits: dict[str, QLineEdit] = {}
         self.link_tests: dict[str, QPushButton] = {}
@@ -126,6 +136,10 @@ class SettingsPage(QWidget):
         sf.addRow("Keep images of", self.pass_rate)
         sf.addRow(self.storage_label)
         sf.addRow(self.storage_button)
+        alarms_box = QGroupBox("Alarms")
+        af = QFormLayout(alarms_box)
+        af.addRow("NO PART alarm after", self.no_part_alarm)
+        af.addRow(self.no_part_button)
         links_box = QGroupBox("Plant links")
         lf = QFormLayout(links_box)
         for name in LINKS:
@@ -146,7 +160,7 @@ class SettingsPage(QWidget):
         uf.addRow(self.user_button)
 
         layout = QVBoxLayout(self)
-        for box in (camera_box, product_box, storage_box, links_box, users_box):
+        for box in (camera_box, product_box, storage_box, alarms_box, links_box, users_box):
             layout.addWidget(box)
         layout.addWidget(self.message_label)
         layout.addStretch(1)
@@ -166,7 +180,7 @@ class SettingsPage(QWidget):
     def _on_settings_changed(self) -> None:
         line = self.model.line
         widgets = (self.camera_edit, self.more_cameras_edit, self.trigger_combo, self.exposure, self.gain, self.product_combo, self.quota,
-                   self.pass_rate, self.plc_down, *self.link_edits.values())
+                   self.pass_rate, self.no_part_alarm, self.plc_down, *self.link_edits.values())
         for w in widgets:
             w.blockSignals(True)
         self.camera_edit.setText(line.config.cameras[0])
@@ -180,6 +194,7 @@ class SettingsPage(QWidget):
         self.product_combo.setCurrentText(line.recipe.product)
         self.quota.setValue(line.config.quota_gb)
         self.pass_rate.setValue(100 * line.config.pass_sample_rate)
+        self.no_part_alarm.setValue(line.config.no_part_alarm_after or 0)
         for name in LINKS:
             self.link_edits[name].setText(link_text(line.config, name))
         self.plc_down.setCurrentIndex(max(self.plc_down.findData(line.config.plc_down), 0))
@@ -199,6 +214,10 @@ class SettingsPage(QWidget):
 
     def _on_storage_clicked(self) -> None:
         self._guard(lambda: self.model.set_storage(self.quota.value(), self.pass_rate.value() / 100.0))
+
+    def _on_no_part_clicked(self) -> None:
+        count = self.no_part_alarm.value()
+        self._guard(lambda: self.model.set_no_part_alarm(count or None))
 
     def _on_links_clicked(self) -> None:
         edits = self.link_edits
@@ -243,6 +262,8 @@ class SettingsPage(QWidget):
         can_link = s.can("configure_camera")
         self.links_button.setEnabled(can_link and not self._busy)
         self.plc_down.setEnabled(can_link)
+        self.no_part_button.setEnabled(can_link and not self._busy)
+        self.no_part_alarm.setReadOnly(not can_link)
         for edit in self.link_edits.values():
             edit.setReadOnly(not can_link)
         self.user_button.setEnabled(s.can("manage_users"))
