@@ -61,9 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "active one (a technician's; needs --user)")
     p.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (per camera)")
-    p.add_argument("--no-part-alarm", type=int, default=NO_PART_ALARM_AFTER, metavar="N",
+    p.add_argument("--no-part-alarm", type=_count_or_off, default=NO_PART_ALARM_AFTER, metavar="N|off",
                    help="a model trained with --align: raise the no_part_run alarm after N frames in a row without "
-                   f"the part (NO PART), N >= 1 (default {NO_PART_ALARM_AFTER})")
+                   f"the part (NO PART), N >= 1, or off: never (default {NO_PART_ALARM_AFTER})")
     p.add_argument("--threshold", type=float, default=None,
                    help="override: image-score threshold (default: the model's calibration; needs --user)")
     p.add_argument("--pixel-threshold", type=float, default=None,
@@ -310,13 +310,23 @@ def check_run_end(report: Any, interrupted: threading.Event, hurried: bool = Fal
         raise InspectorError("acquisition stopped by an internal error; see the alarms above")
 
 
+def _count_or_off(text: str) -> int | None:
+    """A count, or ``off`` (None): the desktop's Settings page offers the same choice."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or off, got {text!r}") from None
+
+
 def _check_run_args(args: argparse.Namespace) -> None:
     if args.product is None and args.model is None:
         raise InspectorError("give --product NAME (inspect with its active recipe), or --model FILE with --user "
                              "(a technician's override)")
     if args.max_frames is not None and args.max_frames < 1:
         raise InspectorError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.no_part_alarm < 1:
+    if args.no_part_alarm is not None and args.no_part_alarm < 1:
         raise InspectorError(f"--no-part-alarm must be >= 1, got {args.no_part_alarm}")
     if not args.disk_reserve_mb >= 0:
         raise InspectorError(f"--disk-reserve-mb must be >= 0, got {args.disk_reserve_mb:g}")

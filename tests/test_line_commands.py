@@ -307,6 +307,21 @@ def test_bad_models_and_options_give_one_line_and_exit_2(tmp_path: Path, frames:
         _assert_one_line_error(status, err, fragment)
 
 
+def test_the_no_part_alarm_takes_a_count_or_off() -> None:
+    """``--no-part-alarm off`` is the desktop's "off" (never alarm): None reaches the station; a
+    word that is neither is refused by the parser itself."""
+    from cli.main import build_parser
+
+    parse = build_parser().parse_args
+    base = ["run", "--camera", "folder:///x", "--product", "p"]
+    assert parse(base).no_part_alarm == 5
+    assert parse([*base, "--no-part-alarm", "3"]).no_part_alarm == 3
+    assert parse([*base, "--no-part-alarm", "OFF"]).no_part_alarm is None
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(io.StringIO()) as err:
+        parse([*base, "--no-part-alarm", "sometimes"])
+    assert stop.value.code == 2 and "a whole number or off" in err.getvalue()
+
+
 # -- inspector history export ---------------------------------------------------------------------
 
 
