@@ -15,7 +15,12 @@ read it as they read the source:
   frames from ``train/good``, test frames (good and defective alike) from ``test/good``, so no
   test frame holds a training image;
 - the defect mask (``ground_truth/<kind>/<stem>_mask.png``) is carried into frame coordinates, zero
-  in every other slot.
+  in every other slot. A source without a ``ground_truth`` folder (ELPV cells, laid out by
+  scripts/elpv_layout.py) gives frames without masks: a defective image then fills its slot as a
+  good one does (whole where it is the slot's size, else its middle: there is no defect to centre
+  on), and eval_framing.py reports no AU-PRO for them. ELPV's 300×300 cells fill the slots of a
+  300×900 frame (``--height 900``, 1:3) whole, a strip of a module's column; at the default 300×750
+  each slot holds a cell's middle 250 rows.
 
 So a thin crack a few pixels wide in a 300-px slot stays a few pixels wide in the frame, and
 squeezing the whole 300×750 frame into a model's 256² input shrinks it about three times along
@@ -25,6 +30,8 @@ Deterministic: the same source, options and seed give the same frames, byte for 
 draws come from the seed and the frame's name, not from the order of the folders).
 
     python scripts/build_tall_frames.py ../shared/data/magnetic_tile runs/tall_frames [--seed 0]
+    python scripts/elpv_layout.py runs/elpv_cells
+    python scripts/build_tall_frames.py runs/elpv_cells runs/elpv_tall --height 900 --seed 1
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="an MVTec-layout folder (train/good, test/<kind>, ground_truth)")
+    parser.add_argument("source", type=Path, help="an MVTec-layout folder (train/good, test/<kind>, ground_truth if it has masks)")
     parser.add_argument("out", type=Path)
     parser.add_argument("--width", type=int, default=300, help="frame width, pixels")
     parser.add_argument("--height", type=int, default=750, help="frame height, pixels")
@@ -60,6 +67,7 @@ def build(source: Path, out: Path, width: int, height: int, slots: int, seed: in
     bounds = [round(i * height / slots) for i in range(slots + 1)]
     folders = [source / "train" / "good"] + sorted(p for p in (source / "test").iterdir() if p.is_dir())
     pools = {"train": _images(source / "train" / "good"), "test": _images(source / "test" / "good")}
+    masked = (source / "ground_truth").is_dir()  # none (ELPV): frames without masks
     if len(pools["train"]) < 2 or len(pools["test"]) < 2:
         raise SystemExit(f"{source} needs at least two good images in train/good and in test/good")
     record: dict[str, dict] = {}
@@ -73,7 +81,9 @@ def build(source: Path, out: Path, width: int, height: int, slots: int, seed: in
             pool = [p for p in pools[split] if p != path]
             fillers = [pool[int(i)] for i in rng.choice(len(pool), size=slots - 1, replace=False)]
             mask_path = source / "ground_truth" / kind / f"{path.stem}_mask.png"
-            defective = kind != "good" and mask_path.is_file()
+            defective = kind != "good" and masked
+            if defective and not mask_path.is_file():
+                raise SystemExit(f"{mask_path} is missing: a source with ground_truth needs every defect's mask")
             frame = np.zeros((height, width), np.uint8)
             frame_mask = np.zeros((height, width), np.uint8) if defective else None
             names = []
