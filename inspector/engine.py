@@ -63,6 +63,23 @@ FRAMED_CALIBRATION = "calibrated on the framing's cuts"
 #: Backends that run a built graph (:mod:`inspector.quantize`) rather than the PyTorch module.
 RUNNER_BACKENDS = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
 
+
+def tiles_per_pass(kind: str, device_type: str, threads: int) -> int | None:
+    """How many of a framed model's tiles go through the networks in one pass: None for all the
+    tiles of all the frames together, 1 for one pass each (:class:`~inspector.framing.FramedScorer`
+    gives the same map and score either way; only the time differs).
+
+    Measured on this project's 2-core AVX2 CPU (docs/decisions.md, "A frame's tiles: one batch,
+    one at a time on one thread"): on two threads, as the line runs there, one batch was never
+    slower than a pass per tile, for EfficientAD-S (1.01-1.14x on eager, onnxruntime and OpenVINO)
+    nor for the instant model (1.03-1.74x). On one thread EfficientAD-S's batch was the slower
+    (0.85-0.98x, up to a fifth more CPU time): with no second thread to share a tile's work, a
+    batch most likely only makes its activations outgrow the caches. A GPU is built for batches."""
+    if device_type == "cpu" and kind == "efficientad" and threads == 1:
+        return 1
+    return None
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One image's result: the image score (the map's maximum) and the (H, W) float32 map.
@@ -136,6 +153,10 @@ class Engine:
         # the backend is chosen, so the accuracy gate judges decisions made as the line makes them.
         self._framed = FramedScorer(None, self.framing, input_px=self.image_size, predict_batch=self.predict_squeezed) if self.framing else None
         self.backend = self._choose_backend(backend, half)
+        self.tiles_per_pass = tiles_per_pass(self.kind, self.device.type,
+                                             torch.get_num_threads() if self.device.type == "cpu" else 0)
+        if self._framed is not None:
+            self._framed.tiles_per_pass = self.tiles_per_pass
         self._runners, self._gate_set, self._reference = {}, None, {}  # only the chosen runner stays
         if warmup:
             self.warmup()
@@ -148,7 +169,8 @@ class Engine:
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """Scores several images; they may differ in size. Without a framing in one forward pass;
-        with one, each frame's region (its tiles in one pass) as the recipe says."""
+        with one, each frame's region tiled as the recipe says, the tiles of all the frames in
+        passes of :attr:`tiles_per_pass` (None: one)."""
         if self._framed is None:
             return self.predict_squeezed(images)
         return [Prediction(p.score, p.anomaly_map, p.no_part, p.match_quality, p.outline) for p in self._framed.predict_batch(images)]
@@ -194,6 +216,7 @@ class Engine:
             "backend_reason": self.backend_reason,
             "gates": {name: result.as_dict() for name, result in self.gates.items()},
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "tiles_per_pass": self.tiles_per_pass,
             "framing": describe_framing(self.framing),
         }
 
