@@ -43,16 +43,15 @@ import argparse
 import html
 import importlib.util
 import json
-import os
 import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from emulated_desktop import PRODUCT, ROOT, prepare_station, require_gui
+
 BELTS = ROOT.parent / "shared" / "data" / "natural" / "bsds500"
-PRODUCT = "magnetic tile on a belt"
 WINDOW = (1600, 960)
 #: Screenshot file of each decision; the manual shows the last three.
 NAMES = {"PASS": "operator-pass.png", "RECHECK": "operator-recheck.png", "FAIL": "operator-fail-outline.png",
@@ -62,6 +61,7 @@ DOCUMENTED = ("RECHECK", "FAIL", "NO_PART")
 #: recorded): a part whose next frame comes at once is seldom drawn. A frame without the part is
 #: decided at once (nothing to score), so it follows the PASS, whose picture matters least.
 REPLAY_ORDER = ("PASS", "NO_PART", "RECHECK", "FAIL")
+FEEDER_RATE = 0.7  # parts a second: one every 1.4 s, between 1 s and the reject hold's 2 s
 
 
 def refuse(message: str, code: int = 2) -> None:
@@ -96,20 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                "python scripts/build_line_frames.py ../shared/data/magnetic_tile OUT --seed 1")
     if args.out.exists() and any(args.out.iterdir()):
         refuse(f"{args.out} is not empty: give a new folder")
-    os.environ.setdefault("PYLON_CAMEMU", "1")  # pylon lists its emulated cameras only with it
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    for module, extra in (("pypylon", "basler"), ("PyQt6", "gui"), ("pyqtgraph", "gui")):
-        if importlib.util.find_spec(module) is None:
-            refuse(f"needs {module}: pip install -e '.[{extra}]'")
-
-    sys.path.insert(0, str(ROOT))
+    require_gui(refuse)
     import cv2
     import numpy as np
     from PyQt6.QtWidgets import QApplication
 
-    from inspector.history import HistoryDB
     from inspector.model_file import load_tensors
-    from inspector.recipes import ensure_product
     from launcher.desktop import DesktopApp, GuiOptions, garbage_collected_in_the_gui_thread, wait_for
 
     _, meta = load_tensors(args.model)
@@ -122,18 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     height, width = cv2.imread(str(goods[0]), cv2.IMREAD_GRAYSCALE).shape
 
     out = args.out.resolve()
-    replay, data = out / "replay", out / "data"
-    replay.mkdir(parents=True)
-    data.mkdir()
-    os.environ["INSPECTOR_DATA_DIR"] = str(data)  # the desktop's settings: none saved, its own
-    db_url = f"sqlite:///{(out / 'history.db').as_posix()}"
-    db = HistoryDB(db_url)
-    db.upgrade()
-    # The emulator sends at most Width×Height (1024×1040 by default): the product's camera
-    # settings make it the frames' size, as a technician sets a real camera's ROI.
-    ensure_product(db, PRODUCT, camera_settings={"roi": [0, 0, width, height], "pixel_format": "Mono8"})
-    db.close()
-    camera = f"basler://emulated?images={replay}"
+    db_url, camera, replay = prepare_station(out, (width, height))
 
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     with garbage_collected_in_the_gui_thread():
@@ -240,6 +221,10 @@ def run_line(app, qapp, out: Path, frames: int, timeout_s: float, wait_for) -> d
     # panel and the banner's second line (the score against both thresholds) is cut off.
     app.window.resize(WINDOW[0], WINDOW[1])
     app.window.show()
+    # The desktop's feeder presents 4 parts a second; a reject then holds the screen (HOLD_S) over
+    # the pass and the NO PART after it until the next reject. One part every 1.4 s lets the hold
+    # end while the pass is the newest result, and the NO PART come after it.
+    app.line.config = app.line.config.with_changes(feeder_rate=FEEDER_RATE)
     if not app.start():
         refuse("the line did not start: " + "; ".join(a.message for a in app.line.alarms), 1)
     shots: dict[str, dict] = {}

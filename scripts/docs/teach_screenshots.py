@@ -47,17 +47,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
-import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from emulated_desktop import PRODUCT, ROOT, prepare_station, require_gui
+
 SHARED = ROOT.parent / "shared" / "data"
-PRODUCT = "magnetic tile on a belt"  # the product of operator_screenshots.py
 WINDOW = (1400, 900)  # the desktop's first size (DesktopApp); the teach page makes it larger
 NAME = "teach-region.png"
 TECHNICIAN = ("tina", "tina-teaches")  # the first technician of the new database
@@ -99,38 +96,21 @@ def main(argv: list[str] | None = None) -> int:
         refuse(f"no model file {args.model}")
     if args.out.exists() and any(args.out.iterdir()):
         refuse(f"{args.out} is not empty: give a new folder")
-    os.environ.setdefault("PYLON_CAMEMU", "1")  # pylon lists its emulated cameras only with it
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    for module, extra in (("pypylon", "basler"), ("PyQt6", "gui"), ("pyqtgraph", "gui")):
-        if importlib.util.find_spec(module) is None:
-            refuse(f"needs {module}: pip install -e '.[{extra}]'")
-
-    sys.path.insert(0, str(ROOT))
+    require_gui(refuse)
     import cv2
     from PyQt6.QtWidgets import QApplication
 
-    from inspector.history import HistoryDB
-    from inspector.recipes import ensure_product
     from launcher.desktop import DesktopApp, GuiOptions, garbage_collected_in_the_gui_thread, wait_for
 
     frame = cv2.imread(str(reference_frame), cv2.IMREAD_GRAYSCALE)
     height, width = frame.shape
     out = args.out.resolve()
-    replay, data, samples = out / "replay", out / "data", out / "samples"
-    for folder in (replay, data, samples):
-        folder.mkdir(parents=True)
+    db_url, camera, replay = prepare_station(out, (width, height))
+    samples = out / "samples"
+    samples.mkdir()
     shutil.copy(reference_frame, replay / reference_frame.name)
     for path in goods:
         shutil.copy(path, samples / path.name)
-    os.environ["INSPECTOR_DATA_DIR"] = str(data)  # the desktop's settings and teach folder: its own
-    db_url = f"sqlite:///{(out / 'history.db').as_posix()}"
-    db = HistoryDB(db_url)
-    db.upgrade()
-    # The emulator sends at most Width×Height (1024×1040 by default): the product's camera
-    # settings make it the frame's size, as a technician sets a real camera's ROI.
-    ensure_product(db, PRODUCT, camera_settings={"roi": [0, 0, width, height], "pixel_format": "Mono8"})
-    db.close()
-    camera = f"basler://emulated?images={replay}"
 
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     with garbage_collected_in_the_gui_thread():

@@ -1,0 +1,49 @@
+"""What the manual's screenshot scripts share: a desktop of its own on pylon's emulated camera.
+
+``operator_screenshots.py`` and ``teach_screenshots.py`` each run the real desktop offscreen, fed
+by pylon's camera emulator replaying frames from a folder, with a history database, settings
+folder and product of their own under the run's folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCT = "magnetic tile on a belt"
+
+
+def require_gui(refuse: Callable[[str], None]) -> None:
+    """Sets the environment the emulator and an offscreen Qt need, and refuses (through the
+    script's own ``refuse``) where a package they need is missing, before anything loads."""
+    os.environ.setdefault("PYLON_CAMEMU", "1")  # pylon lists its emulated cameras only with it
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    for module, extra in (("pypylon", "basler"), ("PyQt6", "gui"), ("pyqtgraph", "gui")):
+        if importlib.util.find_spec(module) is None:
+            refuse(f"needs {module}: pip install -e '.[{extra}]'")
+    sys.path.insert(0, str(ROOT))
+
+
+def prepare_station(out: Path, size: tuple[int, int]) -> tuple[str, str, Path]:
+    """A new history database, settings folder and :data:`PRODUCT` under ``out`` (made if need
+    be): ``(db_url, camera_uri, replay)``, the emulator replaying whatever ``replay`` holds."""
+    from inspector.history import HistoryDB
+    from inspector.recipes import ensure_product
+
+    replay, data = out / "replay", out / "data"
+    replay.mkdir(parents=True)
+    data.mkdir()
+    os.environ["INSPECTOR_DATA_DIR"] = str(data)  # the desktop's settings and teach folder: its own
+    db_url = f"sqlite:///{(out / 'history.db').as_posix()}"
+    db = HistoryDB(db_url)
+    db.upgrade()
+    # The emulator sends at most Width×Height (1024×1040 by default): the product's camera
+    # settings make it the frames' size, as a technician sets a real camera's ROI.
+    width, height = size
+    ensure_product(db, PRODUCT, camera_settings={"roi": [0, 0, width, height], "pixel_format": "Mono8"})
+    db.close()
+    return db_url, f"basler://emulated?images={replay}", replay
