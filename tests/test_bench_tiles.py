@@ -2,20 +2,15 @@
 frame's tiles is timed on the same frame and named as the evidence files name it, and the batch's
 ratios come only where both the batch and one pass a tile were timed."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_tiles.py"
+from script_support import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_tiles", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_tiles.py")
 
 
 class _CountingEngine:

@@ -2,21 +2,17 @@
 with masks in frame coordinates (issue 30, part 6), or none from a source without ground_truth
 (ELPV). The magnetic-tile test needs ../shared/data (skips without it)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_tall_frames.py"
+from script_support import load_script
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("build_tall_frames", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_tall_frames.py")
 
 
 def _files(root: Path) -> dict[str, bytes]:

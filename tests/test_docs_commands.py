@@ -1,16 +1,14 @@
 """The command reference in docs/ is generated from the parsers; this keeps it current."""
 
-import importlib.util
 from pathlib import Path
+
+from script_support import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("gen_commands", ROOT / "scripts" / "docs" / "gen_commands.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/gen_commands.py")
 
 
 def test_command_reference_matches_the_parsers():

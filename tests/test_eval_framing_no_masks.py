@@ -2,7 +2,6 @@
 ground_truth, build_line_frames.py builds frames from such a source, and eval_framing.py scores
 them with AU-PRO null ("no masks") and the image AUROC and pass shares computed as ever."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
+from script_support import load_script
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"{name}.py")
 
 
 class _Darkness:
