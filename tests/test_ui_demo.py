@@ -26,8 +26,11 @@ def test_the_demo_line_keeps_inspecting_past_its_last_cell(qtbot, tmp_path, monk
     assert app.line.config.trigger == "software"
     try:
         assert app.start()
-        # Once round the cells and well into the second round.
-        qtbot.waitUntil(lambda: app.line.counters.total >= cells + 10, timeout=300_000)
+        # Once round the cells and well into the second round. The counts are the station's own,
+        # read at once; the latest result reaches the GUI thread by a queued signal, a frame or
+        # two later: wait for both.
+        qtbot.waitUntil(lambda: app.line.counters.total >= cells + 10 and app.line.latest is not None
+                        and app.line.latest.frame_id >= cells + 9, timeout=300_000)
     finally:
         app.close()
     m = app.line.last_metrics
