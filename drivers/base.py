@@ -418,3 +418,50 @@ class Pacer:
         """The next frame number at once, e.g. to replace an unreadable frame within one trigger."""
         number, self._next = self._next, self._next + 1
         return number
+
+
+class PacedCamera(Camera):
+    """A software camera: frames read when a :class:`Pacer` says the next one is due.
+
+    The folder and OpenCV cameras pace, end and configure alike; this is that part, written once.
+    A subclass opens and closes its source, calls :meth:`_start_pacing` from ``_start`` and reads
+    the due frame in :meth:`_read`; a finite source sets ``_at_end`` after its last frame, after
+    which ``grab()`` returns None without waiting.
+    """
+
+    trigger_modes = (TriggerMode.FREE_RUN, TriggerMode.SOFTWARE)
+
+    def __init__(self, camera_id: str, *, backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
+        super().__init__(camera_id, backoff_s=backoff_s)
+        self._pacer = Pacer()
+        self._at_end = False
+
+    def _configure(self, change: Settings) -> None:
+        check_software_settings(change, self.camera_id)
+
+    def _start_pacing(self, mode: TriggerMode, fps: float, live: bool) -> None:
+        self._pacer.start(mode, fps, live)
+        self._at_end = False
+
+    def _stop(self) -> None:
+        pass  # nothing runs between grabs: the source is read only when grab() asks
+
+    def _trigger(self) -> None:
+        self._pacer.trigger()
+
+    def _ended(self) -> bool:
+        return self._at_end
+
+    def _grab(self, timeout_s: float) -> Frame | None:
+        if self._at_end:
+            return None
+        due = self._pacer.wait(timeout_s)
+        if due is None:
+            return None
+        number, skipped = due
+        return self._read(number, skipped)
+
+    @abstractmethod
+    def _read(self, number: int, skipped: int) -> Frame | None:
+        """The frame numbered ``number``, ``skipped`` frames having been passed over to reach it;
+        None at the end of a finite source. Raise SourceLost when the source went away."""

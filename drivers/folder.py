@@ -9,17 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from drivers.base import (
-    Camera,
-    Frame,
-    Pacer,
-    Settings,
-    SourceLost,
-    TriggerMode,
-    apply_software_settings,
-    check_software_settings,
-    to_rgb,
-)
+from drivers.base import Frame, PacedCamera, SourceLost, TriggerMode, apply_software_settings, to_rgb
 from inspector.errors import CameraError
 
 log = logging.getLogger(__name__)
@@ -27,7 +17,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class FolderCamera(Camera):
+class FolderCamera(PacedCamera):
     """Replays the images of a folder, in file-name order, as if a camera took them.
 
     Free run delivers ``fps`` frames per second (``fps=0``: one whenever ``grab()`` asks); software
@@ -41,8 +31,6 @@ class FolderCamera(Camera):
     position in the replay (it keeps counting across loops); ``camera_timestamp`` is seconds since
     ``start()``. The file list is read at ``open()`` and after a reconnect.
     """
-
-    trigger_modes = (TriggerMode.FREE_RUN, TriggerMode.SOFTWARE)
 
     def __init__(
         self,
@@ -60,8 +48,6 @@ class FolderCamera(Camera):
         self.fps = fps
         self.loop = loop
         self._files: list[Path] = []
-        self._pacer = Pacer()
-        self._at_end = False
 
     def _open(self) -> None:
         if not self.folder.is_dir():
@@ -78,29 +64,10 @@ class FolderCamera(Camera):
     def _close(self) -> None:
         self._files = []
 
-    def _configure(self, change: Settings) -> None:
-        check_software_settings(change, self.camera_id)
-
     def _start(self, mode: TriggerMode, live: bool, trigger_line: str) -> None:
-        self._pacer.start(mode, self.fps, live)
-        self._at_end = False
+        self._start_pacing(mode, self.fps, live)
 
-    def _stop(self) -> None:
-        pass  # nothing runs between grabs
-
-    def _trigger(self) -> None:
-        self._pacer.trigger()
-
-    def _ended(self) -> bool:
-        return self._at_end
-
-    def _grab(self, timeout_s: float) -> Frame | None:
-        if self._at_end:
-            return None
-        due = self._pacer.wait(timeout_s)
-        if due is None:
-            return None
-        number, skipped = due
+    def _read(self, number: int, skipped: int) -> Frame | None:
         self._skipped += skipped
         # At most one pass over the files: a folder of nothing but unreadable files must not spin.
         for _ in range(len(self._files)):

@@ -6,23 +6,13 @@ from pathlib import Path
 
 import cv2
 
-from drivers.base import (
-    Camera,
-    Frame,
-    Pacer,
-    Settings,
-    SourceLost,
-    TriggerMode,
-    apply_software_settings,
-    check_software_settings,
-    to_rgb,
-)
+from drivers.base import Frame, PacedCamera, SourceLost, TriggerMode, apply_software_settings, to_rgb
 from inspector.errors import CameraError
 
 STREAM_TIMEOUT_MS = 5000
 
 
-class OpenCVCamera(Camera):
+class OpenCVCamera(PacedCamera):
     """A device index, a video file or a stream URL (rtsp://, http://...) read by OpenCV.
 
     Video files play from the start at each ``start()``, at their own frame rate
@@ -38,8 +28,6 @@ class OpenCVCamera(Camera):
     ``start()`` (in a file: its frame index, counting on across loops); ``camera_timestamp`` is
     the source's position in seconds (CAP_PROP_POS_MSEC / 1000).
     """
-
-    trigger_modes = (TriggerMode.FREE_RUN, TriggerMode.SOFTWARE)
 
     def __init__(
         self,
@@ -59,8 +47,6 @@ class OpenCVCamera(Camera):
         self.realtime = realtime
         self.loop = loop
         self._capture: cv2.VideoCapture | None = None
-        self._pacer = Pacer()
-        self._at_end = False
 
     def _open(self) -> None:
         if self.is_file and not Path(self.source).is_file():
@@ -82,9 +68,6 @@ class OpenCVCamera(Camera):
             self._capture.release()
             self._capture = None
 
-    def _configure(self, change: Settings) -> None:
-        check_software_settings(change, self.camera_id)
-
     def _start(self, mode: TriggerMode, live: bool, trigger_line: str) -> None:
         fps = 0.0
         if self.is_file:
@@ -94,25 +77,9 @@ class OpenCVCamera(Camera):
             fps = fps if fps > 0 else 25.0  # some containers carry no rate; play them at a usual one
         if live and not self.is_file:
             self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # best effort: not every backend honours it
-        self._pacer.start(mode, fps, live)
-        self._at_end = False
+        self._start_pacing(mode, fps, live)
 
-    def _stop(self) -> None:
-        pass  # OpenCV reads only when grab() asks
-
-    def _trigger(self) -> None:
-        self._pacer.trigger()
-
-    def _ended(self) -> bool:
-        return self._at_end
-
-    def _grab(self, timeout_s: float) -> Frame | None:
-        if self._at_end:
-            return None
-        due = self._pacer.wait(timeout_s)
-        if due is None:
-            return None
-        number, skipped = due
+    def _read(self, number: int, skipped: int) -> Frame | None:
         # In a file, frames behind schedule are passed over without decoding them.
         for _ in range(skipped):
             if not self._capture.grab() and not self._rewound():
