@@ -2,19 +2,47 @@
 
 ``operator_screenshots.py`` and ``teach_screenshots.py`` each run the real desktop offscreen, fed
 by pylon's camera emulator replaying frames from a folder, with a history database, settings
-folder and product of their own under the run's folder.
+folder and product of their own under the run's folder, and take the same first arguments and
+refuse alike.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = "magnetic tile on a belt"
+
+
+def refuser(script: str) -> Callable[..., NoReturn]:
+    """The script's ``refuse(message, code=2)``: the message on stderr under the script's name, then
+    exit ``code`` (2: something the run needs is missing; 1: the run itself fell short)."""
+
+    def refuse(message: str, code: int = 2) -> NoReturn:
+        print(f"{script}: {message}", file=sys.stderr)
+        raise SystemExit(code)
+
+    return refuse
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, model_help: str, out_help: str) -> None:
+    """The positional arguments both scripts take first: the model, the line frames, the run's folder."""
+    parser.add_argument("model", type=Path, help=model_help)
+    parser.add_argument("frames", type=Path, help="frames built by scripts/build_line_frames.py")
+    parser.add_argument("out", type=Path, help=out_help)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend and --device, passed to the desktop as ``inspector gui`` passes them (added apart
+    from :func:`add_run_arguments` so that each script's help keeps its options in its own order)."""
+    parser.add_argument("--backend", default="auto", help="engine backend, as inspector gui --backend")
+    parser.add_argument("--device", default="auto", help="engine device, as inspector gui --device")
 
 
 def require_gui(refuse: Callable[[str], None]) -> None:

@@ -49,7 +49,8 @@ import sys
 import time
 from pathlib import Path
 
-from emulated_desktop import PRODUCT, ROOT, prepare_station, require_gui
+from emulated_desktop import (PRODUCT, ROOT, add_engine_arguments, add_run_arguments, prepare_station, refuser,
+                              require_gui)
 
 BELTS = ROOT.parent / "shared" / "data" / "natural" / "bsds500"
 WINDOW = (1600, 960)
@@ -63,22 +64,17 @@ DOCUMENTED = ("RECHECK", "FAIL", "NO_PART")
 REPLAY_ORDER = ("PASS", "NO_PART", "RECHECK", "FAIL")
 FEEDER_RATE = 0.7  # parts a second: one every 1.4 s, between 1 s and the reject hold's 2 s
 
-
-def refuse(message: str, code: int = 2) -> None:
-    print(f"operator_screenshots: {message}", file=sys.stderr)
-    raise SystemExit(code)
+refuse = refuser("operator_screenshots")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="model file with a region found first (--align) and a recheck band")
-    parser.add_argument("frames", type=Path, help="frames built by scripts/build_line_frames.py")
-    parser.add_argument("out", type=Path, help="a new or empty folder for the run and its screenshots")
+    add_run_arguments(parser, model_help="model file with a region found first (--align) and a recheck band",
+                      out_help="a new or empty folder for the run and its screenshots")
     parser.add_argument("--images", type=Path, help="also copy the manual's three screenshots here (e.g. docs/images)")
     parser.add_argument("--defect-kind", default="break", help="test/<kind> the FAIL is taken from (default: break)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the belt of the frame without the part")
-    parser.add_argument("--backend", default="auto", help="engine backend, as inspector gui --backend")
-    parser.add_argument("--device", default="auto", help="engine device, as inspector gui --device")
+    add_engine_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of the four frames shown before the screenshots (counts and trend to show)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds the line may take to show all four")

@@ -52,7 +52,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from emulated_desktop import PRODUCT, ROOT, prepare_station, require_gui
+from emulated_desktop import (PRODUCT, ROOT, add_engine_arguments, add_run_arguments, prepare_station, refuser,
+                              require_gui)
 
 SHARED = ROOT.parent / "shared" / "data"
 WINDOW = (1400, 900)  # the desktop's first size (DesktopApp); the teach page makes it larger
@@ -62,21 +63,16 @@ BRUSH_PX = 12
 ZOOM_NOTCHES = 2
 WHEEL_NOTCH = 1.02 ** (-120 / 8)  # pyqtgraph's ViewBox: one notch of 120, wheelScaleFactor -1/8
 
-
-def refuse(message: str, code: int = 2) -> None:
-    print(f"teach_screenshots: {message}", file=sys.stderr)
-    raise SystemExit(code)
+refuse = refuser("teach_screenshots")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="the model file the line runs (a model of these frames)")
-    parser.add_argument("frames", type=Path, help="frames built by scripts/build_line_frames.py")
-    parser.add_argument("out", type=Path, help="a new or empty folder for the run and its screenshot")
+    add_run_arguments(parser, model_help="the model file the line runs (a model of these frames)",
+                      out_help="a new or empty folder for the run and its screenshot")
     parser.add_argument("--images", type=Path, help="also copy teach-region.png here (e.g. docs/images)")
     parser.add_argument("--samples", type=int, default=16, help="good frames imported as samples (default 16)")
-    parser.add_argument("--backend", default="auto", help="engine backend, as inspector gui --backend")
-    parser.add_argument("--device", default="auto", help="engine device, as inspector gui --device")
+    add_engine_arguments(parser)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds the line may take to show a part")
     args = parser.parse_args(argv)
 
