@@ -174,9 +174,7 @@ class MqttLink(SenderThread):
 
     def on_result(self, result: InspectionResult) -> None:
         """A result is durable, its message in the outbox: wake the sender."""
-        with self._cv:
-            self._woken = True
-            self._cv.notify_all()
+        self._wake()
 
     def _message(self, result: InspectionResult, session: Session) -> str:
         """The outbox payload, on the writer's thread inside its transaction; never raises."""
@@ -234,12 +232,7 @@ class MqttLink(SenderThread):
     def stop(self, timeout: float = 5.0) -> int:
         """Send what can be sent within ``timeout`` seconds, then disconnect; the rest stays in
         the outbox for the next run. Returns the messages left there."""
-        with self._cv:
-            self._stop_at = time.monotonic() + timeout
-            self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._end_thread(timeout)
         return self.pending()
 
     def _run(self) -> None:
@@ -380,12 +373,8 @@ class MqttLink(SenderThread):
             conn.last_id = row_id
 
     def _wait(self, conn: _Connection) -> None:
-        """Until an ack, a loss or a new result; the timeout also finds rows written by anything
-        that did not call :meth:`on_result`, and is short while stopping."""
-        with self._cv:
-            if not (conn.acked or conn.lost or self._woken):
-                self._cv.wait(0.05 if self._stop_at is not None else 0.5)
-            self._woken = False
+        """Until an ack, a loss or a new result (:meth:`_nap`)."""
+        self._nap(lambda: bool(conn.acked or conn.lost))
 
     def _drop(self, conn: _Connection) -> None:
         self._close(conn)

@@ -255,9 +255,7 @@ class PlantLink(SenderThread):
 
     def on_result(self, result: InspectionResult) -> None:
         """A result is durable in the local history: wake the forwarder."""
-        with self._cv:
-            self._woken = True
-            self._cv.notify_all()
+        self._wake()
 
     # -- the forwarder ----------------------------------------------------------------------------
 
@@ -289,12 +287,7 @@ class PlantLink(SenderThread):
     def stop(self, timeout: float = 5.0) -> int:
         """Forward what can be forwarded within ``timeout`` seconds, then disconnect; the rest waits
         for the next run. Returns the inspections not forwarded."""
-        with self._cv:
-            self._stop_at = time.monotonic() + timeout
-            self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._end_thread(timeout)
         if self._plant is not None:
             self._plant.close()
             self._plant = None
@@ -346,7 +339,7 @@ class PlantLink(SenderThread):
             self._report_status(now=stopping)
             if stopping:
                 return
-            self._wait()
+            self._nap()
 
     def _forward_rows(self) -> bool:
         """The next batch of rows to the plant; whether there was one."""
@@ -674,14 +667,6 @@ class PlantLink(SenderThread):
         except (SQLAlchemyError, DatabaseError) as exc:
             log.warning("plant link cannot store its mark (rows go again after a restart): %s", exc)
 
-    def _wait(self) -> None:
-        """Until a new result; the timeout also finds rows recorded without :meth:`on_result`
-        (a journal replay), and is short while stopping."""
-        with self._cv:
-            if not self._woken:
-                self._cv.wait(0.05 if self._stop_at is not None else 0.5)
-            self._woken = False
-
     def _where(self) -> str:
         return f"plant database {self.target}"
 
@@ -699,9 +684,7 @@ class AlarmKeeper:
         link = self._link
         link._held_alarms.append(StationAlarm(station=link.station, uid=uuid.uuid4().hex, time=alarm.time,
                                               kind=alarm.kind, message=alarm.message))
-        with link._cv:
-            link._woken = True
-            link._cv.notify_all()
+        link._wake()
 
 
 def _plant_now(p: Any) -> Any:

@@ -1,8 +1,10 @@
 """What the plant links' sender threads share: a retry backoff that a stop cuts short, and
-alarms that go to the line's ``on_alarm`` or, without one, to the log.
+alarms that go to the line's ``on_alarm`` or, without one, to the log; for a sender that naps
+until a result wakes it (the MQTT and plant links), the wake, the nap and the stop.
 
 A link mixes in :class:`SenderThread` and provides ``_cv`` (its condition), ``_stop_at`` (the
-stop's deadline, None while running), ``_down``, ``on_alarm`` and the class attributes below.
+stop's deadline, None while running), ``_down``, ``on_alarm`` and the class attributes below;
+one that naps provides ``_woken`` and ``_thread`` as well.
 """
 
 from __future__ import annotations
@@ -28,6 +30,35 @@ class SenderThread:
     _stop_at: float | None
     _down: bool
     on_alarm: Callable[[str, str], None] | None
+    _woken: bool
+    _thread: threading.Thread | None
+
+    def _wake(self) -> None:
+        """Something waits to be sent (a durable result, a held alarm): end the sender's nap now
+        rather than at its timeout. Quick, never blocks: the line calls it."""
+        with self._cv:
+            self._woken = True
+            self._cv.notify_all()
+
+    def _nap(self, ready: Callable[[], bool] = lambda: False) -> None:
+        """Until :meth:`_wake`, unless ``ready()`` (asked under the lock, so that what it reads
+        cannot change unseen before the wait) says there is work already. The timeout also finds
+        rows written by anything that did not wake the sender (a journal replay), and is short
+        while stopping."""
+        with self._cv:
+            if not (ready() or self._woken):
+                self._cv.wait(0.05 if self._stop_at is not None else 0.5)
+            self._woken = False
+
+    def _end_thread(self, timeout: float) -> None:
+        """Give the sender ``timeout`` seconds from now to send what it can, wake it to see that,
+        and wait until it has ended."""
+        with self._cv:
+            self._stop_at = time.monotonic() + timeout
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def _sleep(self, seconds: float) -> None:
         """The retry backoff, cut short by a stop's deadline."""
