@@ -43,6 +43,7 @@ from inspector.errors import InspectorError
 from inspector.history import InspectionFilter
 from ui.review_model import COLUMNS, ReviewModel, defect_size_text, load_review_images, missing_image_note, recheck_queue
 from ui.session import Session
+from ui.message_line import MessageLine
 from ui.widgets import FAIL_COLOR, PASS_COLOR, RECHECK_COLOR, HeatmapView, decision_color, decision_text
 
 ANY = "any"
@@ -141,8 +142,7 @@ class ReviewPage(QWidget):
         self.copy_button.clicked.connect(self._on_copy_clicked)
         self.export_button = QPushButton("Export CSV + images …")
         self.export_button.clicked.connect(self._on_export_clicked)
-        self.message_label = QLabel()
-        self.message_label.setWordWrap(True)
+        self.message_label = MessageLine()
 
         # yield chart
         self.bucket_combo = QComboBox()
@@ -189,7 +189,7 @@ class ReviewPage(QWidget):
         layout.addWidget(split, 3)
         layout.addWidget(yield_box, 1)
 
-        model.message.connect(self._on_message_changed)
+        model.message.connect(self.message_label.say)
         session.user_changed.connect(self._on_user_changed)
         self._on_user_changed(session.user, session.role)
 
@@ -262,7 +262,7 @@ class ReviewPage(QWidget):
         try:
             self.model.table.set_filters(self.current_filter())
         except (InspectorError, ValueError) as exc:
-            self._on_message_changed(str(exc), True)
+            self.message_label.say(str(exc), True)
             return
         self._on_yield_changed()
 
@@ -331,7 +331,7 @@ class ReviewPage(QWidget):
     def _label(self, label: str) -> None:
         rows = self.selected_indexes()
         if rows:
-            done = self._guard(lambda: self.model.label(rows, label))
+            done = self.message_label.guard(lambda: self.model.label(rows, label))
             if done and self.in_queue:  # labelled parts leave the queue; the next one is selected
                 self._on_filter_changed()
                 n = self.model.table.rowCount()
@@ -342,28 +342,24 @@ class ReviewPage(QWidget):
     def _on_copy_clicked(self) -> None:
         product = self.product_provider()
         if product:
-            self._guard(lambda: self.model.copy_false_rejects_to_teach(product))
+            self.message_label.guard(lambda: self.model.copy_false_rejects_to_teach(product))
 
     def _on_export_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export into folder")
         if folder:
-            self._guard(lambda: self.model.export(Path(folder)))
+            self.message_label.guard(lambda: self.model.export(Path(folder)))
 
     def _on_yield_changed(self, *_: object) -> None:
         try:
             t, y, n = self.model.yield_series(BUCKETS[self.bucket_combo.currentText()])
         except (InspectorError, ValueError) as exc:
-            self._on_message_changed(str(exc), True)
+            self.message_label.say(str(exc), True)
             return
         ok = np.isfinite(y)
         self.yield_curve.setData(t[ok], 100 * y[ok])
         if ok.any():  # at least a bucket either side, or one point makes a sub-second axis
             step = BUCKETS[self.bucket_combo.currentText()].total_seconds()
             self.yield_plot.setXRange(t[ok].min() - step, t[ok].max() + step, padding=0)
-
-    def _on_message_changed(self, text: str, is_error: bool) -> None:
-        color = FAIL_COLOR if is_error else "#1b5e20"
-        self.message_label.setText(f"<span style='color:{color}'>{text}</span>")
 
     def _on_user_changed(self, user: str, role: str) -> None:
         can_label = self.session.can("label")
@@ -375,11 +371,4 @@ class ReviewPage(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
         self.refresh()
-
-    def _guard(self, action):
-        try:
-            return action()
-        except InspectorError as exc:
-            self._on_message_changed(str(exc), True)
-            return None
 

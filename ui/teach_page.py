@@ -52,6 +52,7 @@ from inspector.line import InspectionResult
 from inspector.overlay import heatmap_view
 from ui.framing_editor import FramingEditor
 from ui.line import LineModel
+from ui.message_line import MessageLine
 from ui.session import Session
 from ui.teach_model import (DEFAULT_RECHECK_RATE, DEFAULT_TARGET_FRR, CalibrationData, TeachModel, TrainingState,
                             frr_at)
@@ -232,8 +233,7 @@ class TeachPage(QWidget):
         self.rollback_button.clicked.connect(self._on_rollback_clicked)
         self.shadow_button = QPushButton("Shadow comparison")
         self.shadow_button.clicked.connect(self._on_shadow_clicked)
-        self.message_label = QLabel("")
-        self.message_label.setWordWrap(True)
+        self.message_label = MessageLine()
 
         left = QVBoxLayout()
         self.left_tabs = QTabWidget()
@@ -308,7 +308,7 @@ class TeachPage(QWidget):
         model.versions_changed.connect(self._on_versions_changed)
         model.training_changed.connect(self._on_training_changed)
         model.version_created.connect(self.select_version)
-        model.message.connect(self._on_message_changed)
+        model.message.connect(self.message_label.say)
         model.busy_changed.connect(self._on_busy_changed)
         session.user_changed.connect(self._on_user_changed)
         line.status_changed.connect(self._on_line_status_changed)
@@ -361,23 +361,23 @@ class TeachPage(QWidget):
     # -- samples -----------------------------------------------------------------------------------
 
     def _on_capture_clicked(self) -> None:
-        self._guard(self.model.capture_sample)
+        self.message_label.guard(self.model.capture_sample)
 
     def _on_remove_clicked(self) -> None:
         paths = [Path(item.data(Qt.ItemDataRole.UserRole)) for item in self.gallery.selectedItems()]
         if paths:
-            self._guard(lambda: self.model.remove_samples(paths))
+            self.message_label.guard(lambda: self.model.remove_samples(paths))
 
     def _on_import_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Import good samples from folder")
         if folder:
-            self._guard(lambda: self.model.import_samples(Path(folder)))
+            self.message_label.guard(lambda: self.model.import_samples(Path(folder)))
 
     def _on_samples_changed(self) -> None:
         try:
             paths = self.model.sample_paths()
         except InspectorError as exc:
-            self._on_message_changed(str(exc), True)
+            self.message_label.say(str(exc), True)
             paths = []
         self.gallery.blockSignals(True)
         self.gallery.clear()
@@ -400,13 +400,15 @@ class TeachPage(QWidget):
         try:
             framing = self.framing_for_training()
         except InspectorError as exc:  # a drawing that cannot work: said here, nothing written
-            self._on_message_changed(f"inspection region: {exc}", True)
+            self.message_label.say(f"inspection region: {exc}", True)
             self.left_tabs.setCurrentIndex(1)
             return
         recheck = self.recheck_rate.value() / 100.0 if self.recheck_box.isChecked() else None
-        self._guard(lambda: self.model.train(self.iterations.value() or None, self.target_frr.value() / 100.0,
-                                             kind=self.kind.currentData(), framing=framing,
-                                             mm_per_px=self.framing_editor.pixel_size, recheck_rate=recheck))
+        self.message_label.guard(lambda: self.model.train(self.iterations.value() or None,
+                                                          self.target_frr.value() / 100.0,
+                                                          kind=self.kind.currentData(), framing=framing,
+                                                          mm_per_px=self.framing_editor.pixel_size,
+                                                          recheck_rate=recheck))
 
     # -- the inspection region ----------------------------------------------------------------------
 
@@ -424,20 +426,20 @@ class TeachPage(QWidget):
         try:
             framing = self.framing_for_training()
         except InspectorError as exc:
-            self._on_message_changed(f"inspection region: {exc}", True)
+            self.message_label.say(f"inspection region: {exc}", True)
             self.framing_editor.summary.setText(f"<span style='color:{FAIL_COLOR}'>{exc}</span>")
             return False
         from inspector.framing.recipe import describe
 
         text = f"the model will inspect {describe(framing)}"
         self.framing_editor.summary.setText(text)
-        self._on_message_changed(text, False)
+        self.message_label.say(text, False)
         return True
 
     def use_live_reference(self) -> None:
         latest = self.line.latest
         if latest is None or latest.image is None:
-            self._on_message_changed("no live frame yet: start the line, or draw on a sample", True)
+            self.message_label.say("no live frame yet: start the line, or draw on a sample", True)
             return
         self.framing_editor.set_reference(latest.image, f"live frame {latest.frame_id} of {latest.camera_id}")
 
@@ -445,7 +447,7 @@ class TeachPage(QWidget):
         try:
             self.framing_editor.set_reference(read_image(path), f"sample {path.name}")
         except InspectorError as exc:
-            self._on_message_changed(str(exc), True)
+            self.message_label.say(str(exc), True)
 
     def _default_reference(self) -> None:
         try:
@@ -486,7 +488,7 @@ class TeachPage(QWidget):
         try:
             versions = self.model.versions()
         except InspectorError as exc:
-            self._on_message_changed(str(exc), True)
+            self.message_label.say(str(exc), True)
             versions = []
         selected = self.selected_version()
         active = self.line.recipe.model_version_id
@@ -560,32 +562,28 @@ class TeachPage(QWidget):
     def _on_apply_threshold_clicked(self) -> None:
         vid = self.selected_version()
         if vid is not None:
-            self._guard(lambda: self.model.set_threshold(vid, float(self.calib_plot.line.value())))
+            self.message_label.guard(lambda: self.model.set_threshold(vid, float(self.calib_plot.line.value())))
 
     def _on_apply_recheck_clicked(self) -> None:
         vid = self.selected_version()
         if vid is not None:
             rate = self.recheck_rate.value() / 100.0 if self.recheck_box.isChecked() else None
-            self._guard(lambda: self.model.set_recheck_band(vid, rate))
+            self.message_label.guard(lambda: self.model.set_recheck_band(vid, rate))
 
     def _on_activate_clicked(self) -> None:
         vid = self.selected_version()
         if vid is not None:
-            self._guard(lambda: self.model.activate(vid))
+            self.message_label.guard(lambda: self.model.activate(vid))
 
     def _on_rollback_clicked(self) -> None:
-        self._guard(self.model.rollback)
+        self.message_label.guard(self.model.rollback)
 
     def _on_shadow_clicked(self) -> None:
         vid = self.selected_version()
         if vid is not None:
-            self._guard(lambda: self.model.shadow(vid))
+            self.message_label.guard(lambda: self.model.shadow(vid))
 
     # -- state -------------------------------------------------------------------------------------
-
-    def _on_message_changed(self, text: str, is_error: bool) -> None:
-        color = FAIL_COLOR if is_error else "#1b5e20"
-        self.message_label.setText(f"<span style='color:{color}'>{text}</span>")
 
     def _on_busy_changed(self, busy: bool) -> None:
         self._busy = busy
@@ -615,9 +613,3 @@ class TeachPage(QWidget):
         self.activate_button.setEnabled(self.session.can("activate_model") and calibrated and not self._busy)
         self.rollback_button.setEnabled(self.session.can("activate_model") and not self._busy)
         self.shadow_button.setEnabled(teach and has_version and calibrated and not self._busy)
-
-    def _guard(self, action) -> None:
-        try:
-            action()
-        except InspectorError as exc:
-            self._on_message_changed(str(exc), True)
