@@ -28,10 +28,13 @@ PLC_PRODUCT_REFUSED: Final = "plc_product_refused"
 
 
 def decision_details(recipe: Any) -> dict[str, Any]:
-    """What decides, as the audit records it: model version and file, rule, where the rule came from."""
+    """What decides, as the audit records it: model version and file, the whole rule (the recheck
+    band's lower threshold and the pixel size included: None where the rule has none), where the
+    rule came from."""
     rule = recipe.rule
     return {"model_version": recipe.model_version_id, "model": str(recipe.model_path), "threshold": rule.threshold,
             "pixel_threshold": rule.pixel_threshold, "min_defect_area_px": rule.min_defect_area_px,
+            "recheck_threshold": rule.recheck_threshold, "mm_per_px": rule.mm_per_px,
             "rule_source": recipe.source}
 
 

@@ -1,0 +1,163 @@
+"""``inspector run`` on line frames with a framed model (region, part found first), a recheck band
+and a pixel size: every decision (PASS, RECHECK, FAIL, NO PART) as the history, the audit and the
+export keep it.
+
+The frames are the framing tests' synthetic line scene (tests/framing_support.py): a textured
+part moved and turned on a belt whose look changes from frame to frame. The model is real: the
+instant model taught on them with ``--region`` and ``--align`` (seconds on a CPU); its
+calibration is stored in the history with thresholds set between the scores the model gives
+these frames, so each decision is met.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sqlite3
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cli.main import main
+from framing_support import REGION, belt, frame_with_part, make_scene
+from inspector.history import HistoryDB, file_sha256
+from inspector.recipes import register_model
+
+TECH, TECH_PIN = "tina", "471108"
+QUALITY, QUALITY_PIN = "quinn", "582219"
+FAST = ["--backend", "eager", "--device", "cpu"]
+MM_PER_PX = 0.1
+PRODUCT = "disc"
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene()
+
+
+@pytest.fixture(scope="module")
+def framed_model(scene, tmp_path_factory) -> Path:
+    """The instant model taught on good line frames with the part's region, found first."""
+    rng, reference, _ = scene
+    root = tmp_path_factory.mktemp("teach")
+    cv2.imwrite(str(root / "000.png"), reference)
+    for i in range(1, 10):
+        frame, _ = frame_with_part(rng, reference, float(rng.uniform(-8, 8)), float(rng.uniform(-120, 120)),
+                                   float(rng.uniform(-90, 90)))
+        cv2.imwrite(str(root / f"{i:03d}.png"), frame)
+    model = root / "framed.safetensors"
+    status, _, err = run_main(["train", str(root), "--out", str(model), "--kind", "instant", "--features", "pdn",
+                               "--image-size", "128", "--region", ",".join(map(str, REGION)), "--align",
+                               "--device", "cpu"])
+    assert status == 0, err
+    return model
+
+
+@pytest.fixture(scope="module")
+def line_frames(scene, tmp_path_factory) -> Path:
+    """What the camera delivers, in name order: a good part, the part turned by 10 degrees, the
+    belt without the part, a scratched part."""
+    rng, reference, _ = scene
+    rng = np.random.default_rng(99)
+    folder = tmp_path_factory.mktemp("camera")
+    good, _ = frame_with_part(rng, reference, 2.0, 30.0, -20.0)
+    turned, _ = frame_with_part(rng, reference, 10.0, 60.0, -40.0)
+    scratched, truth = frame_with_part(rng, reference, -5.0, -80.0, 50.0)
+    x, y, _, _ = REGION
+    ends = cv2.transform(np.array([[[x + 120, y + 100], [x + 260, y + 220]]], np.float32), truth)[0].astype(int)
+    cv2.line(scratched, tuple(map(int, ends[0])), tuple(map(int, ends[1])), 255, 7)
+    for name, frame in (("a_good", good), ("b_turned", turned), ("c_empty", belt(rng)), ("d_scratched", scratched)):
+        cv2.imwrite(str(folder / f"{name}.png"), frame)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scores(framed_model, line_frames) -> dict[str, float]:
+    """The model's score of each camera frame (None: the part was not found)."""
+    from inspector.engine import Engine
+
+    engine = Engine(framed_model, device="cpu", backend="eager")
+    found = {}
+    for path in sorted(line_frames.glob("*.png")):
+        prediction = engine.predict(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+        found[path.stem] = None if prediction.no_part else float(prediction.score)
+    assert found["c_empty"] is None, found
+    assert found["a_good"] < found["b_turned"] < found["d_scratched"], found
+    return found
+
+
+@pytest.fixture
+def station(tmp_path, framed_model, scores, monkeypatch) -> dict:
+    """A history with the staff and the framed model active for PRODUCT, calibrated so that the
+    good part PASSes, the turned one is RECHECK and the scratched one FAILs; pixels 0.1 mm."""
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
+    db_path = tmp_path / "history.db"
+    db = HistoryDB(f"sqlite:///{db_path}")
+    db.upgrade()
+    db.add_user(TECH, "technician", TECH_PIN)
+    db.add_user(QUALITY, "quality", QUALITY_PIN)
+    product_id, version_id = register_model(db, framed_model, file_sha256(framed_model), PRODUCT)
+    recheck = (scores["a_good"] + scores["b_turned"]) / 2
+    threshold = (scores["b_turned"] + scores["d_scratched"]) / 2
+    db.add_calibration(version_id, image_threshold=threshold, recheck_threshold=recheck, target_recheck_rate=0.03,
+                       expected_recheck_rate=0.03, pixel_threshold=recheck, min_defect_area_px=10**7,
+                       mm_per_px=MM_PER_PX, target_frr=0.01, expected_frr=0.01, created_by=TECH, role="technician")
+    db.set_active_model(product_id, version_id, user=TECH, role="technician")
+    db.close()
+    return dict(db_path=db_path, url=f"sqlite:///{db_path}", version_id=version_id, threshold=threshold,
+                recheck=recheck, images=tmp_path / "images")
+
+
+def run_line(station: dict, line_frames: Path, *options: str) -> str:
+    status, out, err = run_main(["run", "--camera", f"folder://{line_frames}?fps=0", "--product", PRODUCT,
+                                 "--db", station["url"], "--image-dir", str(station["images"]), "--print-results",
+                                 *FAST, *options])
+    assert status == 0, err
+    return out
+
+
+def audit(db_path: Path, *actions: str) -> list:
+    db = HistoryDB(f"sqlite:///{db_path}")
+    try:
+        return [e for e in reversed(db.audit_events(1000)) if e.action in actions]
+    finally:
+        db.close()
+
+
+def rows(db_path: Path, columns: str) -> list[tuple]:
+    with sqlite3.connect(db_path) as connection:
+        return connection.execute(f"SELECT {columns} FROM inspections ORDER BY id").fetchall()
+
+
+def test_each_decision_of_a_framed_line_lands_in_the_history(station, line_frames) -> None:
+    out = run_line(station, line_frames)
+    assert "pass 1, fail 1, recheck 1, errors 0, no part 1" in out
+    assert rows(station["db_path"], "frame_id, decision") == [(0, "PASS"), (1, "RECHECK"), (2, "NO_PART"), (3, "FAIL")]
+    recorded = rows(station["db_path"], "decision, recheck_threshold, mm_per_px, defect_area_px, match_quality")
+    for decision, recheck, mm, area, quality in recorded:
+        assert (recheck, mm) == (pytest.approx(station["recheck"]), MM_PER_PX)
+        assert (area is None) == (decision == "NO_PART")
+        assert quality is not None
+
+
+def test_the_audit_of_a_run_names_the_recheck_band_and_the_pixel_size(station, line_frames) -> None:
+    """What decides is audited whole: a run with a recheck band says so, and a technician's
+    ``--threshold`` that drops the band shows it gone (before: the band; after: none)."""
+    run_line(station, line_frames, "--max-frames", "1")
+    (start,) = audit(station["db_path"], "run_start")
+    assert start.after["recheck_threshold"] == pytest.approx(station["recheck"])
+    assert start.after["mm_per_px"] == MM_PER_PX
+
+    run_line(station, line_frames, "--max-frames", "1", "--threshold", str(station["threshold"]), "--user", TECH)
+    (override,) = audit(station["db_path"], "run_override")
+    assert override.before["recheck_threshold"] == pytest.approx(station["recheck"])
+    assert override.after["recheck_threshold"] is None and override.after["mm_per_px"] == MM_PER_PX
