@@ -23,14 +23,13 @@ from PyQt6.QtWidgets import (
 )
 
 from drivers import EXAMPLE_URIS
-from inspector.errors import InspectorError
 from inspector.roles import ROLES
 from station import LINKS as LINK_SPECS
 from station.links import link_name
 from ui.line import LINK_TITLES, LINKS, PLC_DOWN_POLICIES, TRIGGERS, link_state_html, link_text
+from ui.message_line import MessageLine, message_html
 from ui.session import Session
 from ui.settings_model import SettingsModel
-from ui.widgets import FAIL_COLOR
 
 TRIGGER_TEXT = {"free_run": "free run", "software": "software (demo part feeder)", "hardware": "hardware line"}
 PLC_DOWN_TEXT = {"ng": "go on, NG for every part (safe default)", "stop": "stop the line"}
@@ -115,8 +114,7 @@ class SettingsPage(QWidget):
         self.user_button = QPushButton("Add user")
         self.user_button.clicked.connect(self._on_user_clicked)
 
-        self.message_label = QLabel()
-        self.message_label.setWordWrap(True)
+        self.message_label = MessageLine()
 
         camera_box = QGroupBox("Camera")
         cf = QFormLayout(camera_box)
@@ -166,7 +164,7 @@ class SettingsPage(QWidget):
         layout.addStretch(1)
 
         model.settings_changed.connect(self._on_settings_changed)
-        model.message.connect(self._on_message_changed)
+        model.message.connect(self.message_label.say)
         model.busy_changed.connect(self._on_busy_changed)
         model.link_tested.connect(self._on_link_tested)
         model.line.status_changed.connect(self._on_settings_changed)
@@ -206,23 +204,24 @@ class SettingsPage(QWidget):
         exposure = self.exposure.value() or None
         gain = self.gain.value() if self.gain.value() >= 0 else None
         more = self.more_cameras_edit.toPlainText().splitlines()
-        self._guard(lambda: self.model.apply_camera(self.camera_edit.text(), self.trigger_combo.currentData(), exposure, gain,
-                                                    more))
+        self.message_label.guard(lambda: self.model.apply_camera(self.camera_edit.text(), self.trigger_combo.currentData(),
+                                                                 exposure, gain, more))
 
     def _on_product_clicked(self) -> None:
-        self._guard(lambda: self.model.choose_product(self.product_combo.currentText()))
+        self.message_label.guard(lambda: self.model.choose_product(self.product_combo.currentText()))
 
     def _on_storage_clicked(self) -> None:
-        self._guard(lambda: self.model.set_storage(self.quota.value(), self.pass_rate.value() / 100.0))
+        self.message_label.guard(lambda: self.model.set_storage(self.quota.value(), self.pass_rate.value() / 100.0))
 
     def _on_no_part_clicked(self) -> None:
         count = self.no_part_alarm.value()
-        self._guard(lambda: self.model.set_no_part_alarm(count or None))
+        self.message_label.guard(lambda: self.model.set_no_part_alarm(count or None))
 
     def _on_links_clicked(self) -> None:
         edits = self.link_edits
-        self._guard(lambda: self.model.set_links(edits["plc"].text(), self.plc_down.currentData(), edits["mqtt"].text(),
-                                                 edits["opcua"].text(), edits["plant_db"].text()))
+        self.message_label.guard(lambda: self.model.set_links(edits["plc"].text(), self.plc_down.currentData(),
+                                                              edits["mqtt"].text(), edits["opcua"].text(),
+                                                              edits["plant_db"].text()))
 
     def _on_test_clicked(self, name: str) -> None:
         self.link_tests[name].setEnabled(False)
@@ -231,8 +230,7 @@ class SettingsPage(QWidget):
 
     def _on_link_tested(self, name: str, text: str, ok: bool) -> None:
         self.link_tests[name].setEnabled(True)
-        color = "#1b5e20" if ok else FAIL_COLOR
-        self.link_results[name].setText(f"<span style='color:{color}'>{'✓' if ok else '✗'} {text}</span>")
+        self.link_results[name].setText(message_html(f"{'✓' if ok else '✗'} {text}", not ok))
 
     def _on_links_changed(self) -> None:
         states = self.model.line.link_states
@@ -243,12 +241,9 @@ class SettingsPage(QWidget):
             label.setVisible(bool(shown))
 
     def _on_user_clicked(self) -> None:
-        self._guard(lambda: self.model.add_user(self.user_name.text(), self.user_role.currentText(), self.user_pin.text()))
+        self.message_label.guard(lambda: self.model.add_user(self.user_name.text(), self.user_role.currentText(),
+                                                             self.user_pin.text()))
         self.user_pin.clear()
-
-    def _on_message_changed(self, text: str, is_error: bool) -> None:
-        color = FAIL_COLOR if is_error else "#1b5e20"
-        self.message_label.setText(f"<span style='color:{color}'>{text}</span>")
 
     def _on_busy_changed(self, busy: bool) -> None:
         self._busy = busy
@@ -267,9 +262,3 @@ class SettingsPage(QWidget):
         for edit in self.link_edits.values():
             edit.setReadOnly(not can_link)
         self.user_button.setEnabled(s.can("manage_users"))
-
-    def _guard(self, action) -> None:
-        try:
-            action()
-        except InspectorError as exc:
-            self._on_message_changed(str(exc), True)
