@@ -125,8 +125,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--decision", choices=DECISIONS, default=None,
                    help="only this decision (NO_PART: frames the part was not found in)")
     e.add_argument("--errors-only", action="store_true", help="only frames the engine could not score (see the error column)")
-    e.add_argument("--min-score", type=float, default=None)
-    e.add_argument("--max-score", type=float, default=None)
+    e.add_argument("--min-score", type=float, default=None,
+                   help="only scores at least this (NO PART frames, never scored, are left out)")
+    e.add_argument("--max-score", type=float, default=None,
+                   help="only scores at most this (NO PART frames, never scored, are left out)")
     e.add_argument("--model-version", type=int, default=None, help="model version id")
     e.add_argument("--images", type=Path, default=None, metavar="FOLDER",
                    help="also copy the exported inspections' stored frames and heatmaps into this folder")

@@ -12,6 +12,7 @@ these frames, so each decision is met.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import sqlite3
 from pathlib import Path
@@ -95,12 +96,11 @@ def scores(framed_model, line_frames) -> dict[str, float]:
     return found
 
 
-@pytest.fixture
-def station(tmp_path, framed_model, scores, monkeypatch) -> dict:
-    """A history with the staff and the framed model active for PRODUCT, calibrated so that the
-    good part PASSes, the turned one is RECHECK and the scratched one FAILs; pixels 0.1 mm."""
-    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
-    db_path = tmp_path / "history.db"
+def make_station(folder: Path, framed_model: Path, scores: dict[str, float]) -> dict:
+    """A history in ``folder`` with the staff and the framed model active for PRODUCT, calibrated
+    so that the good part PASSes, the turned one is RECHECK and the scratched one FAILs; pixels
+    0.1 mm, areas measured above the recheck threshold (never large enough to FAIL alone)."""
+    db_path = folder / "history.db"
     db = HistoryDB(f"sqlite:///{db_path}")
     db.upgrade()
     db.add_user(TECH, "technician", TECH_PIN)
@@ -114,7 +114,27 @@ def station(tmp_path, framed_model, scores, monkeypatch) -> dict:
     db.set_active_model(product_id, version_id, user=TECH, role="technician")
     db.close()
     return dict(db_path=db_path, url=f"sqlite:///{db_path}", version_id=version_id, threshold=threshold,
-                recheck=recheck, images=tmp_path / "images")
+                recheck=recheck, images=folder / "images")
+
+
+@pytest.fixture(autouse=True)
+def pin(monkeypatch) -> None:
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
+
+
+@pytest.fixture
+def station(tmp_path, framed_model, scores) -> dict:
+    return make_station(tmp_path, framed_model, scores)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, framed_model, scores, line_frames) -> dict:
+    """One run over every camera frame into a station's history: (station, the run's output)."""
+    station = make_station(tmp_path_factory.mktemp("ran"), framed_model, scores)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("INSPECTOR_PIN", TECH_PIN)
+        out = run_line(station, line_frames)
+    return dict(station, out=out)
 
 
 def run_line(station: dict, line_frames: Path, *options: str) -> str:
@@ -138,15 +158,37 @@ def rows(db_path: Path, columns: str) -> list[tuple]:
         return connection.execute(f"SELECT {columns} FROM inspections ORDER BY id").fetchall()
 
 
-def test_each_decision_of_a_framed_line_lands_in_the_history(station, line_frames) -> None:
-    out = run_line(station, line_frames)
-    assert "pass 1, fail 1, recheck 1, errors 0, no part 1" in out
-    assert rows(station["db_path"], "frame_id, decision") == [(0, "PASS"), (1, "RECHECK"), (2, "NO_PART"), (3, "FAIL")]
-    recorded = rows(station["db_path"], "decision, recheck_threshold, mm_per_px, defect_area_px, match_quality")
+def test_each_decision_of_a_framed_line_lands_in_the_history(ran) -> None:
+    assert "pass 1, fail 1, recheck 1, errors 0, no part 1" in ran["out"]
+    assert rows(ran["db_path"], "frame_id, decision") == [(0, "PASS"), (1, "RECHECK"), (2, "NO_PART"), (3, "FAIL")]
+    recorded = rows(ran["db_path"], "decision, recheck_threshold, mm_per_px, defect_area_px, match_quality")
     for decision, recheck, mm, area, quality in recorded:
-        assert (recheck, mm) == (pytest.approx(station["recheck"]), MM_PER_PX)
+        assert (recheck, mm) == (pytest.approx(ran["recheck"]), MM_PER_PX)
         assert (area is None) == (decision == "NO_PART")
         assert quality is not None
+
+
+def export(station: dict, out: Path, *options: str) -> list[dict]:
+    env = pytest.MonkeyPatch()
+    env.setenv("INSPECTOR_PIN", QUALITY_PIN)
+    try:
+        status, _, err = run_main(["history", "export", "--db", station["url"], "--out", str(out), "--user", QUALITY,
+                                   *options])
+    finally:
+        env.undo()
+    assert status == 0, err
+    with out.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_score_filter_leaves_out_the_frames_without_the_part(ran, tmp_path) -> None:
+    """A NO PART frame was never scored: its stored 0.0 is no score, so no score bound takes it."""
+    everything = export(ran, tmp_path / "all.csv")
+    assert sorted(r["decision"] for r in everything) == ["FAIL", "NO_PART", "PASS", "RECHECK"]
+    low = export(ran, tmp_path / "low.csv", "--max-score", str(ran["recheck"]))
+    assert [r["decision"] for r in low] == ["PASS"]
+    scored = export(ran, tmp_path / "scored.csv", "--min-score", "0")
+    assert sorted(r["decision"] for r in scored) == ["FAIL", "PASS", "RECHECK"]
 
 
 def test_the_audit_of_a_run_names_the_recheck_band_and_the_pixel_size(station, line_frames) -> None:

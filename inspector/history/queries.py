@@ -32,7 +32,8 @@ class InspectionFilter:
     """Which inspections to show; every field left ``None`` (``errors_only`` False) matches all.
 
     ``start`` is inclusive and ``end`` exclusive (timezone-aware). ``min_score``/``max_score`` are
-    inclusive bounds on the image score. ``errors_only`` keeps the inspections the engine could
+    inclusive bounds on the image score; a NO PART frame was never scored (its stored 0.0 stands
+    for no score), so either bound leaves it out. ``errors_only`` keeps the inspections the engine could
     not score (their FAIL is fail-safe, not a reject of the part). ``station`` keeps one
     station's rows (a plant database holds many).
     """
@@ -79,6 +80,8 @@ class InspectionFilter:
             conditions.append(t.score >= self.min_score)
         if self.max_score is not None:
             conditions.append(t.score <= self.max_score)
+        if self.min_score is not None or self.max_score is not None:
+            conditions.append(t.decision != "NO_PART")
         if self.errors_only:
             conditions.append(t.error.is_not(None))
         return conditions
