@@ -12,9 +12,10 @@ import argparse
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = "magnetic tile on a belt"
@@ -75,3 +76,23 @@ def prepare_station(out: Path, size: tuple[int, int]) -> tuple[str, str, Path]:
     ensure_product(db, PRODUCT, camera_settings={"roi": [0, 0, width, height], "pixel_format": "Mono8"})
     db.close()
     return db_url, f"basler://emulated?images={replay}", replay
+
+
+@contextmanager
+def open_desktop(model: Path, db_url: str, camera: str, *, device: str, backend: str) -> Iterator[tuple[Any, Any]]:
+    """``(qapp, app)``: the desktop put together as ``inspector gui --camera CAMERA --model MODEL``
+    does (:class:`launcher.desktop.DesktopApp`) on :func:`prepare_station`'s database, closed on the
+    way out; Python's garbage is collected on the GUI thread meanwhile, as in the desktop itself."""
+    from PyQt6.QtWidgets import QApplication
+
+    from launcher.desktop import DesktopApp, GuiOptions, garbage_collected_in_the_gui_thread
+
+    qapp = QApplication.instance() or QApplication(sys.argv[:1])
+    with garbage_collected_in_the_gui_thread():
+        print(f"loading {model} ...", flush=True)
+        app = DesktopApp(GuiOptions(db=db_url, cameras=(camera,), model=str(model), product=PRODUCT,
+                                    device=device, backend=backend))
+        try:
+            yield qapp, app
+        finally:
+            app.close()

@@ -49,7 +49,7 @@ import sys
 import time
 from pathlib import Path
 
-from emulated_desktop import (PRODUCT, ROOT, add_engine_arguments, add_run_arguments, prepare_station, refuser,
+from emulated_desktop import (ROOT, add_engine_arguments, add_run_arguments, open_desktop, prepare_station, refuser,
                               require_gui)
 
 BELTS = ROOT.parent / "shared" / "data" / "natural" / "bsds500"
@@ -95,10 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     require_gui(refuse)
     import cv2
     import numpy as np
-    from PyQt6.QtWidgets import QApplication
 
     from inspector.model_file import load_tensors
-    from launcher.desktop import DesktopApp, GuiOptions, garbage_collected_in_the_gui_thread, wait_for
+    from launcher.desktop import wait_for
 
     _, meta = load_tensors(args.model)
     framing = meta.get("framing") or {}
@@ -112,18 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     db_url, camera, replay = prepare_station(out, (width, height))
 
-    qapp = QApplication.instance() or QApplication(sys.argv[:1])
-    with garbage_collected_in_the_gui_thread():
-        print(f"loading {args.model} ...", flush=True)
-        app = DesktopApp(GuiOptions(db=db_url, cameras=(camera,), model=str(args.model), product=PRODUCT,
-                                    device=args.device, backend=args.backend))
-        try:
-            picked = pick_frames(app, goods, defects, args.seed, (width, height), np, cv2)
-            for i, decision in enumerate(REPLAY_ORDER):
-                cv2.imwrite(str(replay / f"{i + 1}-{decision.lower().replace('_', '-')}.png"), picked[decision]["image"])
-            shots = run_line(app, qapp, out, args.rounds * len(picked), args.timeout, wait_for)
-        finally:
-            app.close()
+    with open_desktop(args.model, db_url, camera, device=args.device, backend=args.backend) as (qapp, app):
+        picked = pick_frames(app, goods, defects, args.seed, (width, height), np, cv2)
+        for i, decision in enumerate(REPLAY_ORDER):
+            cv2.imwrite(str(replay / f"{i + 1}-{decision.lower().replace('_', '-')}.png"), picked[decision]["image"])
+        shots = run_line(app, qapp, out, args.rounds * len(picked), args.timeout, wait_for)
 
     info = {
         "command": "python scripts/docs/operator_screenshots.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -52,7 +52,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from emulated_desktop import (PRODUCT, ROOT, add_engine_arguments, add_run_arguments, prepare_station, refuser,
+from emulated_desktop import (ROOT, add_engine_arguments, add_run_arguments, open_desktop, prepare_station, refuser,
                               require_gui)
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         refuse(f"{args.out} is not empty: give a new folder")
     require_gui(refuse)
     import cv2
-    from PyQt6.QtWidgets import QApplication
 
-    from launcher.desktop import DesktopApp, GuiOptions, garbage_collected_in_the_gui_thread, wait_for
+    from launcher.desktop import wait_for
 
     frame = cv2.imread(str(reference_frame), cv2.IMREAD_GRAYSCALE)
     height, width = frame.shape
@@ -108,15 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in goods:
         shutil.copy(path, samples / path.name)
 
-    qapp = QApplication.instance() or QApplication(sys.argv[:1])
-    with garbage_collected_in_the_gui_thread():
-        print(f"loading {args.model} ...", flush=True)
-        app = DesktopApp(GuiOptions(db=db_url, cameras=(camera,), model=str(args.model), product=PRODUCT,
-                                    device=args.device, backend=args.backend))
-        try:
-            shot = draw_and_grab(app, qapp, samples, tuple(reference["region"]), out, args.timeout, wait_for)
-        finally:
-            app.close()
+    with open_desktop(args.model, db_url, camera, device=args.device, backend=args.backend) as (qapp, app):
+        shot = draw_and_grab(app, qapp, samples, tuple(reference["region"]), out, args.timeout, wait_for)
 
     info = {
         "command": "python scripts/docs/teach_screenshots.py " + " ".join(argv if argv is not None else sys.argv[1:]),
