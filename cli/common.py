@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import math
 import os
 import sys
 from collections import Counter
@@ -145,7 +146,7 @@ def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
     reference = read_image(reference_path)
     region = parse_region(args.region) if args.region is not None else None
     ignore = read_mask(args.ignore) if args.ignore is not None else None
-    if args.defect_px is not None and not args.defect_px > 0:
+    if args.defect_px is not None and not (args.defect_px > 0 and math.isfinite(args.defect_px)):
         raise InspectorError(f"--defect-px must be a positive number of pixels, not {args.defect_px:g}")
     try:
         return make_framing(reference, region=region, ignore=ignore, align=args.align, min_quality=args.min_match,

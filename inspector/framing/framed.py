@@ -17,6 +17,7 @@ coordinates, zero outside the region and in don't-care areas, and the image scor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,6 +78,9 @@ class Framing:
             raise InspectorError("alignment needs a region and the reference image it was drawn on")
         if not -1.0 <= self.min_quality <= 1.0:
             raise InspectorError(f"the minimum match quality must be within -1..1, got {self.min_quality:g}")
+        if self.defect_px is not None and not (self.defect_px > 0 and math.isfinite(self.defect_px)):
+            # inf would be stored, and the model file then refused wherever it is loaded
+            raise InspectorError(f"the smallest defect must be a positive number of pixels, got {self.defect_px:g}")
 
 
 @dataclass(frozen=True)

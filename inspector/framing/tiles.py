@@ -64,7 +64,7 @@ def plan_tiles(size: tuple[int, int], input_px: int, tiles: str | int = "auto",
         raise InspectorError(f"an empty region ({w}x{h}) cannot be tiled")
     if tiles == "off":
         return TilePlan(size, ((0, 0, w, h),), input_px)
-    if defect_px is not None and not defect_px > 0:
+    if defect_px is not None and not (defect_px > 0 and math.isfinite(defect_px)):
         raise InspectorError(f"the smallest defect must be a positive number of pixels, got {defect_px:g}")
     if isinstance(tiles, int) and not isinstance(tiles, bool):
         if tiles < 1:
