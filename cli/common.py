@@ -145,14 +145,17 @@ def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
     reference_path = args.reference or paths[0]
     reference = read_image(reference_path)
     region = parse_region(args.region) if args.region is not None else None
+    if args.ignore is not None and not Path(args.ignore).is_file():
+        raise InspectorError(f"--ignore {args.ignore}: no such mask file")
     ignore = read_mask(args.ignore) if args.ignore is not None else None
     if args.defect_px is not None and not (args.defect_px > 0 and math.isfinite(args.defect_px)):
         raise InspectorError(f"--defect-px must be a positive number of pixels, not {args.defect_px:g}")
     try:
-        return make_framing(reference, region=region, ignore=ignore, align=args.align, min_quality=args.min_match,
-                            max_angle_deg=args.max_angle, tiles=args.tiles, defect_px=args.defect_px, input_px=input_px)
+        framing = make_framing(reference, region=region, ignore=ignore, align=args.align, min_quality=args.min_match,
+                               max_angle_deg=args.max_angle, tiles=args.tiles, defect_px=args.defect_px, input_px=input_px)
     except InspectorError as e:
         raise InspectorError(f"{e} (reference {reference_path})") from None
+    return framing
 
 
 def read_pin_file(path: Path, option: str = "--pin-file") -> str:

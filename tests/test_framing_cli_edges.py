@@ -46,6 +46,11 @@ def refused(frames: Path, tmp_path: Path, capsys, *options: str) -> str:
     return err
 
 
+def test_a_missing_mask_file_is_one_line_not_a_traceback(frames, tmp_path, capsys) -> None:
+    err = refused(frames, tmp_path, capsys, "--region", REGION_TEXT, "--ignore", str(tmp_path / "nowhere.png"))
+    assert "nowhere.png: no such mask file" in err
+
+
 @pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "0", "-3"])
 def test_a_defect_size_that_is_no_positive_number_is_refused(frames, tmp_path, capsys, value) -> None:
     """``--defect-px inf`` used to be accepted and stored, and the model file then refused
