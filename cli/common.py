@@ -155,6 +155,11 @@ def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
                                max_angle_deg=args.max_angle, tiles=args.tiles, defect_px=args.defect_px, input_px=input_px)
     except InspectorError as e:
         raise InspectorError(f"{e} (reference {reference_path})") from None
+    if ignore is not None and not ignore.any():
+        # A mask given on purpose that marks nothing is a mistake, most often one written 0/1
+        # (which looks black): the model would inspect everything it was told to ignore.
+        raise InspectorError(f"--ignore {args.ignore}: the mask marks no pixel as don't care (white, above 127); "
+                             "a mask written as 0 and 1 must be written as 0 and 255")
     return framing
 
 

@@ -51,6 +51,17 @@ def test_a_missing_mask_file_is_one_line_not_a_traceback(frames, tmp_path, capsy
     assert "nowhere.png: no such mask file" in err
 
 
+def test_a_mask_that_marks_nothing_is_refused_as_written_0_and_1(frames, tmp_path, capsys) -> None:
+    """A don't-care mask written 0/1 (as labelling tools do) looks black: read as 0/255, it would
+    mark nothing, and the areas the technician meant to ignore would be inspected."""
+    mask = np.zeros((1024, 1280), np.uint8)
+    mask[400:450, 500:560] = 1
+    path = tmp_path / "mask01.png"
+    cv2.imwrite(str(path), mask)
+    err = refused(frames, tmp_path, capsys, "--region", REGION_TEXT, "--ignore", str(path))
+    assert "marks no pixel as don't care" in err and "0 and 255" in err
+
+
 @pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "0", "-3"])
 def test_a_defect_size_that_is_no_positive_number_is_refused(frames, tmp_path, capsys, value) -> None:
     """``--defect-px inf`` used to be accepted and stored, and the model file then refused
