@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-quota-gb", type=float, default=DEFAULT_IMAGE_QUOTA_GB,
                    help="oldest images are deleted beyond this size")
     p.add_argument("--pass-sample-rate", type=float, default=0.01,
-                   help="fraction of PASS frames whose images are kept (rejects: always)")
+                   help="fraction of PASS frames whose images are kept, and of NO PART frames (each its own "
+                   "count); FAIL and RECHECK: always")
     p.add_argument("--disk-reserve-mb", type=float, default=DISK_RESERVE_MB,
                    help="free disk space images never use, kept for the verdicts; the run stops cleanly when a "
                    "quarter of it is left")
