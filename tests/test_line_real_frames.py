@@ -203,3 +203,15 @@ def test_the_audit_of_a_run_names_the_recheck_band_and_the_pixel_size(station, l
     (override,) = audit(station["db_path"], "run_override")
     assert override.before["recheck_threshold"] == pytest.approx(station["recheck"])
     assert override.after["recheck_threshold"] is None and override.after["mm_per_px"] == MM_PER_PX
+
+
+def test_the_csv_gives_a_no_part_frame_no_score_and_areas_in_mm2(ran, tmp_path) -> None:
+    """The quality engineer's CSV: an empty score for the frame without the part (never scored,
+    so a spreadsheet's mean leaves it out), the decision in its own words, areas in px and mm²."""
+    by_decision = {r["decision"]: r for r in export(ran, tmp_path / "all.csv")}
+    assert by_decision["NO_PART"]["score"] == "" and by_decision["NO_PART"]["defect_area_px"] == ""
+    for decision in ("PASS", "RECHECK", "FAIL"):
+        row = by_decision[decision]
+        assert float(row["score"]) > 0 and float(row["match_quality"]) > 0
+        assert float(row["defect_area_mm2"]) == pytest.approx(int(row["defect_area_px"]) * MM_PER_PX**2)
+    assert float(by_decision["RECHECK"]["score"]) > ran["recheck"]

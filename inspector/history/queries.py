@@ -396,7 +396,8 @@ def _bucket_counts_python(
 
 
 def export_csv(session: Session, path: str | os.PathLike[str], filters: InspectionFilter) -> int:
-    """Write the matching inspections to ``path`` as CSV (one row each, newest first).
+    """Write the matching inspections to ``path`` as CSV (one row each, newest first). A NO PART
+    row's score is empty: the frame was never scored (the database keeps 0.0 for it).
 
     Rows are streamed, so memory stays flat for any table size; the file appears complete or not
     at all (temporary file, fsync, rename). Times are ISO 8601 UTC. Returns the number of rows.
@@ -423,7 +424,10 @@ def csv_to_temporary(session: Session, path: str | os.PathLike[str], filters: In
             writer.writerow(CSV_COLUMNS)
             stmt = _rows_select(filters, CSV_COLUMNS).execution_options(yield_per=1000)
             for row in session.execute(stmt):
-                writer.writerow(_csv_cell(value) for value in row)
+                cells = [_csv_cell(value) for value in row]
+                if row[_DECISION_CELL] == "NO_PART":
+                    cells[_SCORE_CELL] = ""  # never scored: its stored 0.0 is no score
+                writer.writerow(cells)
                 n += 1
             f.flush()
             os.fsync(f.fileno())
@@ -432,6 +436,8 @@ def csv_to_temporary(session: Session, path: str | os.PathLike[str], filters: In
         raise
     return Path(tmp_name), n
 
+
+_SCORE_CELL, _DECISION_CELL = CSV_COLUMNS.index("score"), CSV_COLUMNS.index("decision")
 
 #: A text cell starting with one of these is a formula to a spreadsheet (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
