@@ -215,3 +215,16 @@ def test_the_csv_gives_a_no_part_frame_no_score_and_areas_in_mm2(ran, tmp_path) 
         assert float(row["score"]) > 0 and float(row["match_quality"]) > 0
         assert float(row["defect_area_mm2"]) == pytest.approx(int(row["defect_area_px"]) * MM_PER_PX**2)
     assert float(by_decision["RECHECK"]["score"]) > ran["recheck"]
+
+
+def test_two_cameras_on_one_framed_model_measure_batching_and_run(station, line_frames) -> None:
+    """Without --max-batch, a run of several cameras first times a batch against a frame alone;
+    with a framed model it timed a 256x256 random frame, which the framing refuses as smaller than
+    the part's region, so the run would not start. Both cameras' frames are decided."""
+    status, out, err = run_main(["run", "--camera", f"folder://{line_frames}?fps=0", "--camera",
+                                 f"folder://{line_frames}", "--product", PRODUCT, "--db", station["url"],
+                                 "--image-dir", str(station["images"]), "--max-frames", "2", *FAST])
+    assert status == 0, err
+    assert "measured: a frame costs" in out
+    assert sorted(rows(station["db_path"], "frame_id, decision")) == [(0, "PASS"), (0, "PASS"), (1, "RECHECK"),
+                                                                       (1, "RECHECK")]
