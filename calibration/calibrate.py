@@ -48,6 +48,7 @@ from calibration.thresholds import (
 )
 from inspector.inspection import area_px_from_mm2
 from inspector.errors import DataError
+from inspector.framing.framed import inspected_mask
 from inspector.image_io import list_images, read_image
 from inspector.model_file import load_model_tensors, save_tensors
 
@@ -207,10 +208,13 @@ def score_paths(
     batch: int = 4,
     show_progress: bool = False,
     desc: str = "scoring",
+    on_inspected: Callable[[int, np.ndarray | None], None] | None = None,
 ) -> np.ndarray:
-    """Image scores of ``paths`` as (n,) float64; ``on_map(i, map)`` sees each (H, W) map. A
-    frame the part was not found in (NO PART, with a framing that aligns) scores NaN, and its
-    map is not shown: it says nothing of how good parts score.
+    """Image scores of ``paths`` as (n,) float64; ``on_map(i, map)`` sees each (H, W) map, and
+    ``on_inspected(i, mask)`` where in it the engine's framing inspects (None: everywhere; see
+    :func:`~inspector.framing.framed.inspected_mask`). A frame the part was not found in (NO
+    PART, with a framing that aligns) scores NaN, and its map is not shown: it says nothing of
+    how good parts score.
 
     An unreadable file stops the run with an ImageError naming it. Images are read a batch at a
     time, so memory does not grow with the number of images.
@@ -225,6 +229,10 @@ def score_paths(
             scores[j] = pred.score
             if on_map is not None:
                 on_map(j, pred.anomaly_map)
+            if on_inspected is not None:
+                framing = getattr(engine, "framing", None)
+                on_inspected(j, None if framing is None else
+                             inspected_mask(framing, images[j - i].shape, getattr(pred, "outline", None)))
     return scores
 
 
@@ -266,12 +274,16 @@ def calibrate_engine(
     check_calibration_options(recheck_rate, mm_per_px, min_defect_area_mm2, pixel_fpr, len(good_paths))
     check_resolvable(len(good_paths), target_frr, tail)  # fail before scoring anything
     maps: list[np.ndarray] = []
-    good = score_paths(engine, good_paths, (lambda i, m: maps.append(m)) if pixel_fpr else None, show_progress=show_progress, desc="good images")
+    inspected: list[np.ndarray | None] = []  # framed maps: the pixels inspected (outside, 0 by construction)
+    good = score_paths(engine, good_paths, (lambda i, m: maps.append(m)) if pixel_fpr else None, show_progress=show_progress,
+                       desc="good images", on_inspected=(lambda i, m: inspected.append(m)) if pixel_fpr else None)
     good, good_paths, no_part = _found(good, good_paths, "good images")
     check_resolvable(len(good_paths), target_frr, tail)
     image = threshold_for_frr(good, target_frr, confidence=confidence, tail=tail)
-    pixel = calibrate_pixel_rule(maps, pixel_fpr, mm_per_px=mm_per_px, confidence=confidence) if pixel_fpr else None
-    maps.clear()  # the maps are not needed any more; free them before scoring defects
+    pixel = (calibrate_pixel_rule(maps, pixel_fpr, mm_per_px=mm_per_px, confidence=confidence, inspected=inspected)
+             if pixel_fpr else None)
+    maps.clear()
+    inspected.clear()  # the maps are not needed any more; free them before scoring defects
     pixel = _with_min_area_mm2(pixel, min_defect_area_mm2)
     recheck = (recheck_threshold_for_rate(good, image.threshold, recheck_rate, confidence=confidence)
                if recheck_rate is not None else None)

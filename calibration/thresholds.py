@@ -510,10 +510,14 @@ class PixelRule:
         return None if self.mm_per_px is None else self.min_defect_area_px * self.mm_per_px**2
 
 
-def _pixel_values(maps: Sequence[np.ndarray]) -> np.ndarray:
-    total = sum(int(np.asarray(m).size) for m in maps)
+def _pixel_values(maps: Sequence[np.ndarray], inspected: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The maps' values where they were inspected (a None mask: everywhere), thinned alike to
+    at most about MAX_PIXEL_VALUES."""
+    values = [np.asarray(m, dtype=np.float32) if where is None else np.asarray(m, dtype=np.float32)[where]
+              for m, where in zip(maps, inspected)]
+    total = sum(int(v.size) for v in values)
     step = max(1, math.ceil(total / MAX_PIXEL_VALUES))
-    return np.concatenate([np.asarray(m, dtype=np.float32).reshape(-1)[::step] for m in maps])
+    return np.concatenate([v.reshape(-1)[::step] for v in values])
 
 
 def calibrate_pixel_rule(
@@ -522,6 +526,7 @@ def calibrate_pixel_rule(
     *,
     mm_per_px: float | None = None,
     confidence: float = 0.95,
+    inspected: Sequence[np.ndarray | None] | None = None,
 ) -> PixelRule:
     """Pixel threshold at ``target_pixel_fpr`` of good-map pixels, and the minimum defect area.
 
@@ -529,13 +534,21 @@ def calibrate_pixel_rule(
         good_maps: anomaly maps of good calibration images, each (H, W) float; sizes may differ.
         target_pixel_fpr: share of good pixels allowed above the pixel threshold.
         mm_per_px: side of one pixel in millimetres, to report areas in mm².
+        inspected: for each map, the bool mask of its pixels that were inspected (a framing's
+            region, less its don't-care areas), or None: all. Only those count: a framed map
+            is 0 elsewhere by construction, and counting those zeros would put the threshold
+            at a far higher share of the inspected pixels (20 times for a 256-px region in a
+            1280x1024 frame).
     """
     _check_rate(target_pixel_fpr, "target_pixel_fpr")
     if mm_per_px is not None and not (math.isfinite(mm_per_px) and mm_per_px > 0):
         raise ValueError(f"mm_per_px must be a positive number, got {mm_per_px!r}")
     if len(good_maps) == 0:
         raise DataError("no good anomaly maps given for the pixel rule")
-    values = _pixel_values(good_maps)
+    inspected = list(inspected) if inspected is not None else [None] * len(good_maps)
+    if len(inspected) != len(good_maps):
+        raise ValueError(f"{len(inspected)} inspected masks for {len(good_maps)} maps")
+    values = _pixel_values(good_maps, inspected)
     if not np.all(np.isfinite(values)):
         raise DataError("good anomaly maps contain NaN or infinite values")
     n_values = values.size
@@ -547,7 +560,8 @@ def calibrate_pixel_rule(
         )
     threshold = float(np.partition(values, n_values - 1 - k)[n_values - 1 - k])
     observed = float(np.count_nonzero(values > threshold)) / n_values
-    largest = max(largest_region_px(m, threshold) for m in good_maps)
+    largest = max(largest_region_px(m if where is None else np.where(where, m, -np.inf), threshold)
+                  for m, where in zip(good_maps, inspected))
     n = len(good_maps)
     a = 1 - confidence
     low, high = stats.beta.ppf([a / 2, 1 - a / 2], 1, n)

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
+from calibration.calibrate import calibrate_engine
 from calibration.teach.framing import Drawing, drawn_framing
 from cli.main import main
-from framing_support import REGION, make_scene
+from framing_support import REGION, frame_with_part, make_scene
 from inspector.errors import InspectorError
+from inspector.framing import FramedScorer, Framing
+from inspector.framing.framed import inspected_mask
 from inspector.framing.recipe import make_framing
 from inspector.framing.tiles import plan_tiles
 
@@ -81,3 +85,72 @@ def test_the_core_refuses_an_infinite_defect_size_whatever_the_tiles(scene, tile
     if tiles != "off":
         with pytest.raises(InspectorError, match="positive number of pixels"):
             plan_tiles((400, 340), 256, tiles, math.inf)
+
+
+# --- the pixel rule of a framed model counts the inspected pixels only -------------------------
+
+
+class BrightnessMap:
+    """An engine whose map is a tenth of the image's brightness: what it saw is what it says."""
+
+    image_size = 2048  # never tiled here
+
+    def predict_batch(self, images):
+        maps = [np.asarray(image, np.float32) / 2550.0 for image in images]
+        return [SimpleNamespace(score=float(m.max()), anomaly_map=m) for m in maps]
+
+
+class FramedBrightnessEngine:
+    """What calibration sees of a framed model: ``framing``, ``model_path`` and ``predict_batch``
+    through the real FramedScorer (the map 0 outside the region, in frame pixels)."""
+
+    model_path = Path("framed-brightness.safetensors")
+
+    def __init__(self, framing: Framing) -> None:
+        self.framing = framing
+        self._framed = FramedScorer(BrightnessMap(), framing)
+
+    def predict_batch(self, images):
+        return [SimpleNamespace(score=p.score, anomaly_map=p.anomaly_map, no_part=p.no_part, outline=p.outline)
+                for p in self._framed.predict_batch(images)]
+
+
+def test_the_inspected_pixels_are_the_region_where_the_part_was_found_less_dont_care(scene) -> None:
+    rng, reference, _ = scene
+    x, y, w, h = REGION
+    ignore = np.zeros(reference.shape, bool)
+    ignore[y + 40 : y + 120, x + 50 : x + 150] = True
+    framing = Framing(region=REGION, reference=reference, ignore=ignore, align=True)
+    frame, _ = frame_with_part(rng, reference, 8.0, 120.0, -70.0)
+    white = np.full_like(frame, 255)  # the map is 0.1 wherever the engine looked
+    scorer = FramedScorer(BrightnessMap(), framing)
+    found = scorer.predict(frame)
+    assert not found.no_part
+    shown = FramedScorer(BrightnessMap(), Framing(region=REGION, ignore=ignore)).predict(white)
+    inspected = inspected_mask(framing, frame.shape, found.outline)
+    looked = scorer._to_frame(scorer._masked(np.full((h, w), 0.1, np.float32)), found.alignment, frame.shape) > 0.05
+    assert np.mean(inspected != looked) < 2e-3  # the same pixels, up to the region's rim
+    assert abs(int(inspected.sum()) - (w * h - 80 * 100)) < 0.01 * w * h
+    # Without alignment: the region as drawn, less the don't-care pixels, exactly.
+    assert np.array_equal(inspected_mask(Framing(region=REGION, ignore=ignore), frame.shape), shown.anomaly_map > 0)
+
+
+def test_a_framed_pixel_rule_is_set_on_the_inspected_pixels_not_the_whole_frame(tmp_path) -> None:
+    """The pixel threshold is the (1 - pixel FPR) quantile of good maps' pixels. A framed map is 0
+    outside its region; counted, those zeros put the threshold at 20 times the asked share of the
+    inspected pixels here (a 64-px region in a 320x256 frame)."""
+    region = (100, 80, 64, 64)
+    rng = np.random.default_rng(3)
+    good = []
+    for i in range(40):
+        frame = np.full((256, 320), 30, np.uint8)
+        frame[80:144, 100:164] = rng.integers(0, 256, (64, 64))
+        path = tmp_path / f"{i:03d}.png"
+        cv2.imwrite(str(path), frame)
+        good.append(path)
+    engine = FramedBrightnessEngine(Framing(region=region))
+    result = calibrate_engine(engine, good, target_frr=0.05, pixel_fpr=0.01)
+    values = np.concatenate([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)[80:144, 100:164].ravel() / 2550.0 for p in good])
+    share_above = float(np.mean(values > result.pixel.pixel_threshold))
+    assert share_above == pytest.approx(0.01, abs=0.003)  # 0.2 when the zeros outside were counted
+    assert result.pixel.n_pixels == values.size

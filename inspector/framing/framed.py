@@ -214,3 +214,21 @@ class FramedScorer:
         full = np.zeros(frame_shape[:2], np.float32)
         full[y : y + h, x : x + w] = region_map
         return full
+
+
+def inspected_mask(framing: Framing, frame_shape: tuple[int, ...], outline: np.ndarray | None = None) -> np.ndarray:
+    """The pixels of a frame that ``framing`` inspects, bool in frame pixels: its region where the
+    part was found (``outline``, a prediction's region corners; None: where the reference has it),
+    less the don't-care pixels. Elsewhere a framed map is 0 by construction, not a measurement,
+    so statistics over good maps' pixels (the pixel rule's threshold) must count these only."""
+    height, width = frame_shape[:2]
+    if framing.region is None:
+        return np.ones((height, width), bool) if framing.ignore is None else ~framing.ignore
+    x, y, w, h = framing.region
+    inside = np.ones((h, w), np.uint8)
+    if framing.ignore is not None:
+        inside[framing.ignore[y : y + h, x : x + w]] = 0
+    corners = np.asarray(outline if outline is not None else [[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32)
+    to_frame = cv2.getAffineTransform(np.float32([[0, 0], [w, 0], [0, h]]), corners[[0, 1, 3]])
+    return cv2.warpAffine(inside, to_frame, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0) > 0
