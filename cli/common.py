@@ -8,6 +8,7 @@ import getpass
 import logging
 import math
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -108,6 +109,12 @@ def add_credential_options(p: argparse.ArgumentParser, user_option: str = "--use
 def add_framing_options(p: argparse.ArgumentParser) -> None:
     """What of each frame a model inspects (issue 30's recipe; see inspector.framing)."""
     g = p.add_argument_group("framing", "what of a camera's frame the model inspects (stored in the model file)")
+    # argparse takes "-5,0,100,100" for an option (only "-5" or "-0.5" pass as negative numbers),
+    # so `--region -5,0,100,100` said "expected one argument"; let a list of numbers be a value,
+    # which the region's own check then refuses by name.
+    matcher = getattr(p, "_negative_number_matcher", None)
+    if matcher is not None:
+        p._negative_number_matcher = re.compile(rf"{matcher.pattern}|^-\d[\d.]*(,-?[\d.]*)+$")
     g.add_argument("--region", default=None, metavar="X,Y,W,H",
                    help="the inspection region, in pixels of the reference image (default: the whole frame)")
     g.add_argument("--ignore", type=Path, default=None, metavar="MASK.png",

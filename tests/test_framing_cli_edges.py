@@ -154,3 +154,16 @@ def test_a_framed_pixel_rule_is_set_on_the_inspected_pixels_not_the_whole_frame(
     share_above = float(np.mean(values > result.pixel.pixel_threshold))
     assert share_above == pytest.approx(0.01, abs=0.003)  # 0.2 when the zeros outside were counted
     assert result.pixel.n_pixels == values.size
+
+
+@pytest.mark.parametrize("region", ["-5,0,100,100", "10,-20,100,100", "-1.5,0,100,100"])
+def test_a_region_with_negative_numbers_is_refused_by_what_is_wrong_with_it(frames, tmp_path, capsys, region) -> None:
+    """argparse took "-5,0,100,100" for an option and said "--region: expected one argument"."""
+    err = refused(frames, tmp_path, capsys, "--region", region)
+    assert "expected one argument" not in err
+    assert ("does not lie inside" if "." not in region else "a region is X,Y,W,H in whole pixels") in err
+
+
+def test_negative_numbers_still_go_to_their_own_options(frames, tmp_path, capsys) -> None:
+    err = refused(frames, tmp_path, capsys, "--region", REGION_TEXT, "--defect-px", "-3")
+    assert "--defect-px must be a positive number" in err
