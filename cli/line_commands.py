@@ -92,7 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "quarter of it is left")
     p.add_argument("--summary-interval", type=float, default=DEFAULT_SUMMARY_S, help="seconds between summary lines")
     p.add_argument("--print-results", action="store_true",
-                   help="print one line per durable verdict: result FRAME DECISION SCORE ID UID")
+                   help="print one line per durable verdict: result FRAME DECISION SCORE ID UID (SCORE - for "
+                   "NO_PART: never scored)")
     p.add_argument("--backend", choices=ENGINE_BACKENDS, default="auto",
                    help="inference backend (auto: the fastest here)")
     p.add_argument("--device", **DEVICE_OPTION)
@@ -469,8 +470,9 @@ class _Printer:
 
 
 class _ResultPrinter:
-    """``--print-results``: ``result FRAME DECISION SCORE ID UID`` per durable verdict; beside
-    other cameras ``result CAMERA FRAME ...`` (a line link, on every camera's writer thread)."""
+    """``--print-results``: ``result FRAME DECISION SCORE ID UID`` per durable verdict (SCORE
+    ``-`` for NO_PART, never scored); beside other cameras ``result CAMERA FRAME ...`` (a line
+    link, on every camera's writer thread)."""
 
     def __init__(self, out: _Printer, name_camera: bool) -> None:
         self.out, self.name_camera = out, name_camera
@@ -479,7 +481,8 @@ class _ResultPrinter:
         row = "journal" if r.inspection_id is None else str(r.inspection_id)
         error = f" error: {r.error}" if r.error else ""
         camera = f"{r.camera_id} " if self.name_camera else ""
-        self.out.line(f"result {camera}{r.frame_id} {r.decision} {r.score:.6f} {row} {r.uid}{error}")
+        score = "-" if r.decision == "NO_PART" else f"{r.score:.6f}"  # never scored, as inspector predict says
+        self.out.line(f"result {camera}{r.frame_id} {r.decision} {score} {row} {r.uid}{error}")
 
 
 @contextmanager

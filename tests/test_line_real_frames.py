@@ -160,6 +160,8 @@ def rows(db_path: Path, columns: str) -> list[tuple]:
 
 def test_each_decision_of_a_framed_line_lands_in_the_history(ran) -> None:
     assert "pass 1, fail 1, recheck 1, errors 0, no part 1" in ran["out"]
+    printed = {line.split()[2]: line.split()[3] for line in ran["out"].splitlines() if line.startswith("result ")}
+    assert printed["NO_PART"] == "-" and float(printed["RECHECK"]) > ran["recheck"]  # never scored: no score
     assert rows(ran["db_path"], "frame_id, decision") == [(0, "PASS"), (1, "RECHECK"), (2, "NO_PART"), (3, "FAIL")]
     recorded = rows(ran["db_path"], "decision, recheck_threshold, mm_per_px, defect_area_px, match_quality")
     for decision, recheck, mm, area, quality in recorded:
