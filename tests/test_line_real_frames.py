@@ -153,9 +153,9 @@ def audit(db_path: Path, *actions: str) -> list:
         db.close()
 
 
-def rows(db_path: Path, columns: str) -> list[tuple]:
+def rows(db_path: Path, columns: str, where: str = "1") -> list[tuple]:
     with sqlite3.connect(db_path) as connection:
-        return connection.execute(f"SELECT {columns} FROM inspections ORDER BY id").fetchall()
+        return connection.execute(f"SELECT {columns} FROM inspections WHERE {where} ORDER BY id").fetchall()
 
 
 def test_each_decision_of_a_framed_line_lands_in_the_history(ran) -> None:
@@ -230,3 +230,23 @@ def test_two_cameras_on_one_framed_model_measure_batching_and_run(station, line_
     assert "measured: a frame costs" in out
     assert sorted(rows(station["db_path"], "frame_id, decision")) == [(0, "PASS"), (0, "PASS"), (1, "RECHECK"),
                                                                        (1, "RECHECK")]
+
+
+def test_the_stored_heatmap_is_in_frame_pixels_and_zero_outside_the_part_found(ran) -> None:
+    """The RECHECK part (turned by 10 degrees, moved by 60, -40): its heatmap kept for review has
+    the frame's size, and nothing outside the region where the part was found."""
+    from inspector.framing.align import turn_about
+    from inspector.history.image_store import read_heatmap
+
+    ((path, low, high),) = rows(ran["db_path"], "heatmap_path, heatmap_low, heatmap_high", "decision = 'RECHECK'")
+    heatmap = read_heatmap(path, low, high)
+    assert heatmap.shape == (1024, 1280)
+    x, y, w, h = REGION
+    to_frame = turn_about(10.0, (x + w / 2, y + h / 2), (x + w / 2 + 60.0, y + h / 2 - 40.0))
+    corners = cv2.transform(np.array([[[x, y], [x + w, y], [x + w, y + h], [x, y + h]]], np.float32), to_frame)[0]
+    inside = np.zeros(heatmap.shape, np.uint8)
+    cv2.fillConvexPoly(inside, np.round(corners).astype(np.int32), 1)
+    near = cv2.dilate(inside, np.ones((9, 9), np.uint8)) > 0  # the warp's soft edge
+    step = (high - low) / 65535
+    assert np.abs(heatmap[~near]).max() <= step
+    assert np.abs(heatmap[inside > 0]).max() > 10 * step
