@@ -32,9 +32,14 @@ def gate_of(engine: Engine) -> dict | None:
 
 
 def bench(engine: Engine, batch: int = 1, runs: int = 50, repeats: int = 3, warmup: int = 5, image_size: tuple[int, int] = (256, 256)) -> dict:
-    """Times ``predict_batch`` on random camera-like images; ``repeats`` runs of ``runs`` calls each."""
+    """Times ``predict_batch`` on random camera-like images (a framed model on its framing's
+    sample frame, where the part is found and its region inspected as on the line); ``repeats``
+    runs of ``runs`` calls each."""
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch)]
+    if engine.framing is not None:
+        images = [engine.framing.sample_frame(max(image_size))] * batch
+    else:
+        images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch)]
     for _ in range(warmup):
         engine.predict_batch(images)
     per_repeat, all_ms = [], []

@@ -82,6 +82,19 @@ class Framing:
             # inf would be stored, and the model file then refused wherever it is loaded
             raise InspectorError(f"the smallest defect must be a positive number of pixels, got {self.defect_px:g}")
 
+    def sample_frame(self, size: int = 256) -> np.ndarray:
+        """A frame to time a framed engine on: the reference, where the part is found and its
+        region inspected as on the line (random pixels would be refused as smaller than the
+        region, or, found nowhere, cost only the search); without one, random pixels of the
+        don't-care mask's size or large enough to hold the region, at least ``size`` square."""
+        if isinstance(self.reference, np.ndarray):
+            return self.reference
+        rng = np.random.default_rng(0)
+        if isinstance(self.ignore, np.ndarray):
+            return rng.integers(0, 256, self.ignore.shape[:2], dtype=np.uint8)
+        x, y, w, h = self.region or (0, 0, 0, 0)
+        return rng.integers(0, 256, (max(size, y + h), max(size, x + w)), dtype=np.uint8)
+
 
 @dataclass(frozen=True)
 class FramedPrediction:

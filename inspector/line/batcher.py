@@ -305,10 +305,11 @@ def measure_batching(engine: BatchEngine, batch: int, repeats: int = 2, size: in
     ``repeats`` times each after one untimed pass of each, and chooses ``batch`` frames per pass
     where a frame costs at most :data:`BATCH_PAYS_BELOW` of its cost alone, else 1. Costs about
     ``(repeats + 1) * (batch + 1)`` frames' time (a random ``size`` x ``size`` gray frame, or,
-    for a model with a framing, its reference: see :func:`_measuring_frame`)."""
+    for a model with a framing, :meth:`~inspector.framing.Framing.sample_frame`)."""
     if batch <= 1:
         return BatchingChoice(1, 1, float("nan"), float("nan"))
-    frame = _measuring_frame(engine, size)
+    framing = getattr(engine, "framing", None)
+    frame = framing.sample_frame(size) if framing is not None else np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
     best = {1: float("inf"), batch: float("inf")}
     for timed in [False] + [True] * repeats:
         for n in (batch, 1):
@@ -318,24 +319,3 @@ def measure_batching(engine: BatchEngine, batch: int, repeats: int = 2, size: in
                 best[n] = min(best[n], (time.perf_counter() - started) * 1000.0 / n)
     pays = best[batch] <= BATCH_PAYS_BELOW * best[1]
     return BatchingChoice(batch if pays else 1, batch, best[1], best[batch])
-
-
-def _measuring_frame(engine: BatchEngine, size: int) -> np.ndarray:
-    """The frame :func:`measure_batching` times: an engine with a framing (a region, the part
-    found first) gets its reference, in which the part is found and its region inspected as on
-    the line -- a small random frame would be refused (smaller than the region) or, found
-    nowhere, cost nothing but the search; without a reference, random pixels of a size that
-    holds the region (or of the don't-care mask's size); else ``size`` x ``size`` random pixels."""
-    rng = np.random.default_rng(0)
-    framing = getattr(engine, "framing", None)
-    reference = getattr(framing, "reference", None)
-    if isinstance(reference, np.ndarray):
-        return reference
-    ignore = getattr(framing, "ignore", None)
-    if isinstance(ignore, np.ndarray):
-        return rng.integers(0, 256, ignore.shape[:2], dtype=np.uint8)
-    region = getattr(framing, "region", None)
-    if region is not None:
-        x, y, w, h = (int(v) for v in region)
-        return rng.integers(0, 256, (max(size, y + h), max(size, x + w)), dtype=np.uint8)
-    return rng.integers(0, 256, (size, size), dtype=np.uint8)
