@@ -245,7 +245,7 @@ def test_recheck_and_no_part_reach_the_mes_with_sizes_in_mm_and_the_match_qualit
     assert (recheck["decision"], recheck["defect_area_px"], recheck["match_quality"]) == ("RECHECK", 12, 0.92)
     assert recheck["defect_area_mm2"] == pytest.approx(0.12)
     assert (no_part["decision"], no_part["score"], no_part["defect_area_mm2"], no_part["match_quality"]) == (
-        "NO_PART", 0.0, None, 0.2)
+        "NO_PART", None, None, 0.2)  # never scored: no 0.0 for a MES to average in
     assert (plain["defect_area_px"], plain["defect_area_mm2"], plain["match_quality"]) == (3, None, None)  # px only
 
 

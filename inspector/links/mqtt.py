@@ -92,7 +92,8 @@ def result_message(result: InspectionResult, *, station: str, product: str | Non
         "time": result.time.isoformat(),
         "product": product,
         "model_version": result.model_version_id,
-        "score": _number(result.score),
+        # A NO PART frame was never scored: its 0.0 would read as a part scoring zero in a MES mean.
+        "score": None if result.decision == "NO_PART" else _number(result.score),
         "decision": result.decision,
         "threshold": _number(result.threshold),
         "defect_area_px": result.defect_area_px,
