@@ -18,7 +18,8 @@ from framing_support import REGION, frame_with_part, make_scene
 from inspector.errors import InspectorError
 from inspector.framing import FramedScorer, Framing
 from inspector.framing.framed import inspected_mask
-from inspector.framing.recipe import make_framing
+from inspector.framing import recipe
+from inspector.framing.recipe import check_training_memory, make_framing
 from inspector.framing.tiles import plan_tiles
 
 REGION_TEXT = ",".join(str(v) for v in REGION)
@@ -167,3 +168,28 @@ def test_a_region_with_negative_numbers_is_refused_by_what_is_wrong_with_it(fram
 def test_negative_numbers_still_go_to_their_own_options(frames, tmp_path, capsys) -> None:
     err = refused(frames, tmp_path, capsys, "--region", REGION_TEXT, "--defect-px", "-3")
     assert "--defect-px must be a positive number" in err
+
+
+# --- tiles that would not fit the memory (issue 30, part 7) --------------------------------------
+
+
+def test_training_pieces_that_would_not_fit_the_memory_are_refused_before_reading_a_frame(scene) -> None:
+    """762 frames of 35 tiles each (--defect-px 0.5 on a 1280x1024 frame) need about 47 GB to be
+    read for training: the system killed the run; now one line says so, before any work."""
+    _, reference, _ = scene
+    framing = make_framing(reference, defect_px=0.5)
+    assert framing is not None
+    with pytest.raises(InspectorError, match=r"762 training images of 35 tiles each would take about 47\.2 GB"):
+        check_training_memory(framing, reference.shape, 762, 256, available=20 * 10**9)
+    check_training_memory(framing, reference.shape, 100, 256, available=20 * 10**9)  # 6.2 GB: fits
+    check_training_memory(None, reference.shape, 10**6, 256, available=1)  # no framing: as before, unchecked
+    one_tile = make_framing(reference, region=REGION)
+    with pytest.raises(InspectorError, match="1 tile each"):
+        check_training_memory(one_tile, reference.shape, 10**6, 256, available=20 * 10**9)
+
+
+def test_the_command_line_refuses_tiles_beyond_the_free_memory_in_one_line(frames, tmp_path, capsys, monkeypatch) -> None:
+    # The machine's free memory, made small: no real machine here is small enough to try it on.
+    monkeypatch.setattr(recipe, "available_memory_bytes", lambda: 10**7)
+    err = refused(frames, tmp_path, capsys, "--defect-px", "0.5")
+    assert "2 training images of 35 tiles each would take about" in err and "more than the 0.0 GB free here" in err

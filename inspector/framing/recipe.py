@@ -180,3 +180,40 @@ def parse_region(text: str) -> tuple[int, int, int, int]:
     if len(values) != 4:
         raise InspectorError(f"a region is X,Y,W,H in whole pixels of the reference image, not {text!r}")
     return values  # type: ignore[return-value]
+
+
+#: Bytes a training piece (one tile of one frame, at the model's input) takes while the training
+#: set is read, per input pixel: float32 RGB kept for every piece, stacked once more, then uint8.
+TRAINING_BYTES_PER_PX = 3 * 4 + 3 * 4 + 3
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give a process now (Linux' MemAvailable; None where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_training_memory(framing: Framing | None, frame_shape: tuple[int, ...], n_images: int, input_px: int,
+                          available: int | None = None) -> None:
+    """InspectorError, in one line, where the training pieces ``framing`` cuts from ``n_images``
+    frames of ``frame_shape`` would not fit the memory ``available`` (default: what the system
+    has now): many tiles a frame times many frames is killed by the system hours later, never
+    refused. Nothing is checked where the memory is unknown."""
+    from inspector.framing.tiles import plan_tiles
+
+    available = available_memory_bytes() if available is None else available
+    if framing is None or available is None:
+        return
+    x, y, w, h = framing.region or (0, 0, frame_shape[1], frame_shape[0])
+    tiles = plan_tiles((w, h), input_px, framing.tiles, framing.defect_px).count
+    need = n_images * tiles * input_px * input_px * TRAINING_BYTES_PER_PX
+    if need > available:
+        raise InspectorError(f"{n_images} training images of {tiles} tile{'s' if tiles != 1 else ''} each would take about "
+                             f"{need / 1e9:.1f} GB of memory to train on, more than the {available / 1e9:.1f} GB free here: "
+                             "give a larger smallest defect, a smaller region, fewer tiles or fewer images")
