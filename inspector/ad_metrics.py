@@ -67,7 +67,7 @@ def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(y.astype(bool), s))
 
 
-def pixel_auroc(masks: ImageStack, maps: ImageStack) -> float:
+def pixel_auroc(masks: ImageStack, maps: ImageStack, inspected: ImageStack | None = None) -> float:
     """Area under the ROC curve over all pixels of all images (pixel-wise AUROC).
 
     The result equals ``roc_auc_score`` on the concatenated flattened pixels, but it is computed
@@ -79,6 +79,8 @@ def pixel_auroc(masks: ImageStack, maps: ImageStack) -> float:
     Args:
         masks: N ground-truth masks, (N, H, W) or a sequence of (H_i, W_i); non-zero is defect.
         maps: N anomaly maps of the same shapes; higher means more anomalous.
+        inspected: None (every pixel counts), or N bool masks of the same shapes, True where the
+            product inspects the image (see :func:`aupro`).
 
     Returns:
         The pixel AUROC in [0, 1].
@@ -87,9 +89,9 @@ def pixel_auroc(masks: ImageStack, maps: ImageStack) -> float:
         DataError: if the inputs disagree in count or shape, a score is not finite, or there are
             no defect pixels or no defect-free pixels at all.
     """
-    pairs = _pairs(masks, maps)
+    pairs = _pairs(masks, maps, inspected)
     dtype = _score_dtype(pairs)
-    negatives = _gather(pairs, lambda mask, _: ~mask, dtype)
+    negatives = _gather(pairs, _defect_free, dtype)
     positives = _gather(pairs, lambda mask, _: mask, dtype)
     _require_both_classes(positives.size, negatives.size, "pixels")
     negatives.sort()
@@ -108,6 +110,7 @@ def aupro(
     maps: ImageStack,
     fpr_limit: float = 0.3,
     num_thresholds: int | None = None,
+    inspected: ImageStack | None = None,
 ) -> float:
     """Normalised area under the per-region-overlap (PRO) curve up to a false-positive rate.
 
@@ -137,6 +140,11 @@ def aupro(
         maps: N anomaly maps of the same shapes; higher means more anomalous.
         fpr_limit: upper end of the FPR integration range, in (0, 1]; MVTec AD uses 0.3.
         num_thresholds: None for the exact curve, or at least 2 for the threshold grid.
+        inspected: None (every pixel counts), or N bool masks of the same shapes, True where the
+            product inspects the image (a framed model's region where the part was found, less
+            its don't-care areas). Elsewhere its map is 0 by construction, not a measurement: a
+            defect-free pixel there is left out of the FPR, and a defect pixel there counts as
+            never found. As for a cropped part, the FPR is then that of the inspected pixels.
 
     Returns:
         The normalised AU-PRO in [0, 1], or NaN when no mask has any defect pixel (no region
@@ -151,11 +159,11 @@ def aupro(
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     if num_thresholds is not None and num_thresholds < 2:
         raise ValueError(f"num_thresholds must be None or at least 2, got {num_thresholds}")
-    pairs = _pairs(masks, maps)
+    pairs = _pairs(masks, maps, inspected)
     dtype = _score_dtype(pairs)
     region_labels, inv_areas = _label_regions(pairs)
     num_regions = inv_areas.size - 1
-    negatives = _gather(pairs, lambda mask, _: ~mask, dtype)
+    negatives = _gather(pairs, _defect_free, dtype)
     num_negatives = negatives.size
     if num_negatives == 0:
         raise DataError("AU-PRO needs defect-free pixels, but every pixel lies inside a mask")
@@ -315,10 +323,17 @@ def _area_up_to(fprs: np.ndarray, pros: np.ndarray, limit: float) -> float:
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
 
 
-def _pairs(masks: ImageStack, maps: ImageStack) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Validate and pair up masks and maps as (bool (H_i, W_i), float (H_i, W_i)) per image."""
+def _pairs(masks: ImageStack, maps: ImageStack,
+           inspected: ImageStack | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Validate and pair up masks and maps as (bool (H_i, W_i), float (H_i, W_i)) per image.
+
+    Pixels outside ``inspected`` get the score -inf: below every threshold, so a defect pixel
+    there is never found, and :func:`_defect_free` leaves a defect-free one out (input scores are
+    finite, so -inf marks these alone)."""
     if len(masks) != len(maps):
         raise DataError(f"got {len(masks)} masks but {len(maps)} anomaly maps")
+    if inspected is not None and len(inspected) != len(maps):
+        raise DataError(f"got {len(inspected)} inspected-pixel masks for {len(maps)} anomaly maps")
     if len(masks) == 0:
         raise DataError("got no masks and no anomaly maps to evaluate")
     pairs = []
@@ -336,8 +351,18 @@ def _pairs(masks: ImageStack, maps: ImageStack) -> list[tuple[np.ndarray, np.nda
             raise DataError(f"image {i}: anomaly map has non-real dtype {amap.dtype}")
         if not np.isfinite(amap).all():
             raise DataError(f"image {i}: anomaly map has a NaN or infinite score")
+        if inspected is not None:
+            seen = np.asarray(inspected[i])
+            if seen.shape != amap.shape:
+                raise DataError(f"image {i}: inspected-pixel mask {seen.shape} and anomaly map {amap.shape} differ in shape")
+            amap = np.where(seen != 0, amap, -np.inf).astype(np.result_type(amap.dtype, np.float32))
         pairs.append((np.ascontiguousarray(mask != 0), amap))
     return pairs
+
+
+def _defect_free(mask: np.ndarray, amap: np.ndarray) -> np.ndarray:
+    """The defect-free pixels that count: those outside the mask, where the product inspects."""
+    return ~mask & (amap != -np.inf)
 
 
 def _gather(

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inspector.engine import Engine
+from inspector.framing.framed import inspected_mask
 from inspector.image_io import TestImage, mvtec_test_set, read_image, read_mask
 from inspector.ad_metrics import aupro, image_auroc, pixel_auroc
 
@@ -34,6 +35,9 @@ class Scored:
     anomaly_map: np.ndarray  # (H, W) float32
     mask: np.ndarray  # (H, W) bool, all False for good images
     no_part: bool = False
+    #: (H, W) bool, where a framed model inspects the frame (its region where the part was found,
+    #: less don't-care; nothing for NO PART); None: the whole image. The pixel metrics count these.
+    inspected: np.ndarray | None = None
 
 
 def score_test_set(engine: Engine, data_dir: str | Path, batch: int = 8, show_progress: bool = True) -> list[Scored]:
@@ -44,7 +48,9 @@ def score_images(engine: Engine, items: list[TestImage], batch: int = 8, show_pr
                  pixel_budget: int = PIXEL_BUDGET) -> list[Scored]:
     """Each image's score and map, with its mask (all False where it has none). Maps and masks
     are kept for the pixel metrics at most ``pixel_budget / len(items)`` pixels each (see
-    :data:`PIXEL_BUDGET`); the image score is the full map's."""
+    :data:`PIXEL_BUDGET`); the image score is the full map's. A framed engine's maps are measured
+    only where it inspects (:func:`~inspector.framing.framed.inspected_mask`), and the pixel metrics
+    count those pixels alone, as for the part cropped; a defect elsewhere counts as not found."""
     scored: list[Scored] = []
     max_pixels = max(1, pixel_budget // max(1, len(items)))
     for i in tqdm(range(0, len(items), batch), desc="evaluating", unit="batch", disable=not show_progress):
@@ -54,23 +60,33 @@ def score_images(engine: Engine, items: list[TestImage], batch: int = 8, show_pr
             shape = image.shape[:2]
             mask = read_mask(it.mask_path, shape) if it.mask_path else np.zeros(shape, bool)
             no_part = bool(getattr(pred, "no_part", False))
-            anomaly_map, mask = within_pixels(np.asarray(pred.anomaly_map, np.float32), mask, max_pixels)
-            scored.append(Scored(it.defect_type, NO_PART_SCORE if no_part else pred.score, anomaly_map, mask, no_part))
+            inspected = None
+            if getattr(engine, "framing", None) is not None:
+                inspected = (np.zeros(shape, bool) if no_part else
+                             inspected_mask(engine.framing, shape, getattr(pred, "outline", None)))
+            anomaly_map, mask, inspected = within_pixels(np.asarray(pred.anomaly_map, np.float32), mask, max_pixels,
+                                                         inspected)
+            scored.append(Scored(it.defect_type, NO_PART_SCORE if no_part else pred.score, anomaly_map, mask, no_part,
+                                 inspected))
     return scored
 
 
-def within_pixels(anomaly_map: np.ndarray, mask: np.ndarray, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """The map and its mask scaled alike to at most ``max_pixels`` (as they are when they fit):
-    the map by area averaging, the mask keeping every pixel a quarter covered by a defect, so a
-    thin crack stays a region."""
+def within_pixels(anomaly_map: np.ndarray, mask: np.ndarray, max_pixels: int,
+                  inspected: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The map, its mask and its inspected pixels scaled alike to at most ``max_pixels`` (as they
+    are when they fit): the map by area averaging, the mask keeping every pixel a quarter covered
+    by a defect, so a thin crack stays a region, the inspected pixels those wholly inside (an
+    averaged edge pixel mixes in the zeros outside)."""
     h, w = anomaly_map.shape
     if h * w <= max_pixels:
-        return anomaly_map, mask
+        return anomaly_map, mask, inspected
     scale = math.sqrt(max_pixels / (h * w))
     size = (max(1, int(w * scale)), max(1, int(h * scale)))
     small_map = cv2.resize(anomaly_map, size, interpolation=cv2.INTER_AREA)
     small_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.25
-    return small_map, small_mask
+    small_inspected = (None if inspected is None else
+                       cv2.resize(inspected.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 1.0 - 1e-6)
+    return small_map, small_mask, small_inspected
 
 
 def metrics_for(scored: list[Scored]) -> dict[str, float]:
@@ -79,10 +95,13 @@ def metrics_for(scored: list[Scored]) -> dict[str, float]:
     masks = [s.mask for s in scored]
     maps = [s.anomaly_map for s in scored]
     has_regions = any(m.any() for m in masks)
+    inspected = None
+    if any(s.inspected is not None for s in scored):
+        inspected = [np.ones(s.mask.shape, bool) if s.inspected is None else s.inspected for s in scored]
     return {
         "image_auroc": image_auroc(labels, scores),
-        "pixel_auroc": pixel_auroc(masks, maps) if has_regions else math.nan,
-        "aupro": aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT) if has_regions else math.nan,
+        "pixel_auroc": pixel_auroc(masks, maps, inspected) if has_regions else math.nan,
+        "aupro": aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT, inspected=inspected) if has_regions else math.nan,
         "images": len(scored),
         "no_part": sum(s.no_part for s in scored),
     }

@@ -60,6 +60,7 @@ from inspector.devices import cpu_description
 from inspector.engine import Engine
 from inspector.evaluate import AUPRO_FPR_LIMIT
 from inspector.framing import Alignment, FramedScorer, Framing
+from inspector.framing.framed import inspected_mask
 from inspector.framing.align import turn_about
 from inspector.image_io import TestImage, list_images, mvtec_test_set, read_image, read_mask
 from inspector.method.instant_build import InstantConfig, build_instant
@@ -189,7 +190,7 @@ def build_model(images: list[Path], model_path: Path) -> Path:
 
 def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
     """Scores the test frames through ``scorer`` (an engine or a FramedScorer): the figures."""
-    labels, kinds, scores, masks, maps, times, no_part = [], [], [], [], [], [], 0
+    labels, kinds, scores, masks, maps, inspected, times, no_part = [], [], [], [], [], [], [], 0
     tile_counts = set()
     has_masks = any(item.mask_path for item in tests)  # none: no AU-PRO, and no maps kept
     for item in tests:
@@ -208,6 +209,14 @@ def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
         if has_masks:
             masks.append(read_mask(item.mask_path, frame.shape[:2]) if item.mask_path else np.zeros(frame.shape[:2], bool))
             maps.append(prediction.anomaly_map)
+            # A framed map is 0 outside what it inspects, by construction: the pixel metrics count
+            # the inspected pixels alone (a defect elsewhere, never found), as for the part cropped.
+            if not isinstance(scorer, FramedScorer):
+                inspected.append(np.ones(frame.shape[:2], bool))
+            elif getattr(prediction, "no_part", False):
+                inspected.append(np.zeros(frame.shape[:2], bool))
+            else:
+                inspected.append(inspected_mask(scorer.framing, frame.shape, prediction.outline))
     labels_a, scores_a, kinds_a = np.array(labels), np.array(scores), np.array(kinds)
     good = scores_a[labels_a == 0]
     at_1, at_5 = np.quantile(good, 0.99), np.quantile(good, 0.95)
@@ -219,7 +228,7 @@ def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
     ms = sorted(1000 * t for t in times)
     return {
         "image_auroc": round(image_auroc(labels_a, scores_a), 4),
-        "aupro": round(aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT), 4) if has_masks else None,
+        "aupro": round(aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT, inspected=inspected), 4) if has_masks else None,
         **({} if has_masks else {"aupro_note": "no masks"}),
         "pass_at_1pct_fr": round(float(np.mean(bad <= at_1)), 4),
         "pass_at_5pct_fr": round(float(np.mean(bad <= at_5)), 4),

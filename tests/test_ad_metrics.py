@@ -284,3 +284,49 @@ def test_escapes_with_k_good_above_counts_defects_at_or_below_each_high_good_sco
     good = [0.1, 0.9, 0.5, 0.7, 0.3, 0.2]
     defects = [0.95, 0.7, 0.6, 0.4]  # 0.7 ties the second-highest good score and counts as passed
     assert escapes_with_k_good_above(good, defects, ranks=4) == [0.75, 0.75, 0.25, 0.0]
+
+
+def _framed_case(seed: int = 0):
+    """Frames whose maps are measured only in a region (as a framed model's): inside it, scores
+    that go negative (quantile-normalised maps do), outside it 0 by construction; defects inside."""
+    rng = np.random.default_rng(seed)
+    masks, maps, inspected, crops = [], [], [], []
+    for i in range(4):
+        region = np.zeros((60, 80), bool)
+        region[10:50, 20:70] = True
+        inside = rng.normal(-0.5, 0.3, (40, 50)).astype(np.float32)
+        mask = np.zeros((60, 80), bool)
+        if i % 2:
+            mask[20 + i : 26 + i, 30:36] = True
+            inside[10 + i : 16 + i, 10:16] += rng.uniform(0.2, 1.0, (6, 6)).astype(np.float32)
+        frame_map = np.zeros((60, 80), np.float32)
+        frame_map[region] = inside.ravel()
+        masks.append(mask), maps.append(frame_map), inspected.append(region)
+        crops.append((mask[10:50, 20:70], inside))
+    return masks, maps, inspected, crops
+
+
+def test_metrics_over_the_inspected_pixels_equal_the_cropped_region():
+    """A framed map is 0 outside its region; counted there, those zeros outrank every inside score
+    below 0 and cut the curve short. Counting only the inspected pixels gives what the region
+    cropped gives."""
+    masks, maps, inspected, crops = _framed_case()
+    crop_masks, crop_maps = zip(*crops)
+    assert aupro(masks, maps, inspected=inspected) == pytest.approx(aupro(crop_masks, crop_maps))
+    assert pixel_auroc(masks, maps, inspected=inspected) == pytest.approx(pixel_auroc(crop_masks, crop_maps))
+    assert aupro(masks, maps) < aupro(crop_masks, crop_maps) - 0.05  # the zeros outside, counted
+    everything = [np.ones_like(m) for m in masks]
+    assert aupro(masks, maps, inspected=everything) == aupro(masks, maps)
+
+
+def test_a_defect_outside_the_inspected_pixels_is_never_found():
+    masks, maps, inspected, _ = _framed_case()
+    for mask, frame_map in zip(masks, maps):
+        if mask.any():
+            mask[0:6, 0:6] = True  # a second region, outside the inspected one
+            frame_map[0:6, 0:6] = 5.0  # the map's value there is not a measurement
+    half = aupro(masks, maps, fpr_limit=1.0, inspected=inspected)
+    assert half <= 0.5 + 1e-9  # the outside regions are half of all regions, never found
+    assert aupro(masks, maps, fpr_limit=1.0) > half
+    with pytest.raises(DataError, match="inspected"):
+        aupro(masks, maps, inspected=inspected[:2])

@@ -12,7 +12,7 @@ from inspector.evaluate import within_pixels
 
 def test_maps_that_fit_are_kept_as_they_are() -> None:
     amap, mask = np.random.default_rng(0).random((300, 200), np.float32), np.zeros((300, 200), bool)
-    small_map, small_mask = within_pixels(amap, mask, 300 * 200)
+    small_map, small_mask, _ = within_pixels(amap, mask, 300 * 200)
     assert small_map is amap and small_mask is mask
 
 
@@ -22,7 +22,7 @@ def test_a_large_frame_is_scaled_to_the_budget_and_its_thin_crack_stays_found() 
     cv2.line(mask, (200, 300), (900, 700), 1, 3)  # a 3-px crack
     amap = np.zeros((h, w), np.float32)
     amap[mask > 0] = 1.0  # a detector that sees exactly the crack
-    small_map, small_mask = within_pixels(amap, mask > 0, 200_000)
+    small_map, small_mask, _ = within_pixels(amap, mask > 0, 200_000)
     assert small_map.shape == small_mask.shape and small_map.size <= 200_000
     count, _ = cv2.connectedComponents(small_mask.astype(np.uint8), connectivity=8)
     assert count - 1 == 1  # still one region, not broken into pieces or lost

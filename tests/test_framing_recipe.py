@@ -16,6 +16,8 @@ from cli.main import main
 from framing_support import REGION, frame_with_part, make_scene
 from inspector.engine import Engine
 from inspector.errors import InspectorError, ModelFileError
+from inspector.evaluate import score_images
+from inspector.image_io import TestImage, mvtec_test_set
 from inspector.framing import Framing
 from inspector.framing.recipe import framing_file_parts, framing_from_file, make_framing
 from inspector.method.efficientad import EfficientAD
@@ -134,6 +136,12 @@ def test_train_with_a_region_and_alignment_then_eval_and_predict_in_frame_pixels
 
     assert main(["eval", str(model), str(frames), "--device", "cpu"]) == 0
     assert "overall" in capsys.readouterr().out
+    # The pixel metrics count only what the model inspects: its map is 0 elsewhere by construction,
+    # and those zeros would outrank every inspected score below 0.
+    for s in score_images(engine, mvtec_test_set(frames), show_progress=False):
+        assert s.inspected is not None and s.inspected.any() and not s.inspected.all()
+        assert not s.anomaly_map[~s.inspected].any()
+    assert score_images(engine, [TestImage(empty_frame(tmp_path, empty), "good", None)], show_progress=False)[0].inspected.sum() == 0
 
     # predict says NO PART for the empty belt and draws the region where the part was found.
     empty_png = tmp_path / "empty.png"
@@ -168,3 +176,9 @@ def test_a_mask_of_the_wrong_size_is_refused(frames, tmp_path, capsys) -> None:
                  "--region", "440,330,400,340", "--ignore", str(mask)]) == 2
     assert "the don't-care mask is 100x100, the image 1280x1024" in capsys.readouterr().err
     assert not model.exists()
+
+
+def empty_frame(folder: Path, frame: np.ndarray) -> Path:
+    path = folder / "belt.png"
+    cv2.imwrite(str(path), frame)
+    return path
