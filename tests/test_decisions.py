@@ -178,7 +178,7 @@ def test_the_no_part_alarm_comes_after_n_in_a_row_or_never(tmp_path: Path) -> No
 
 def test_csv_export_carries_the_decisions_sizes_and_match_quality(tmp_path: Path) -> None:
     """A pixel rule with a pixel size: the defect's area in px and mm² in the CSV; NO PART rows
-    carry their decision and match quality, no size."""
+    carry their decision and match quality, no size and no score (never scored)."""
     rule = DecisionRule(0.99, pixel_threshold=0.5, min_defect_area_px=30, recheck_threshold=0.8, mm_per_px=0.1)
     _, results, _, db = _run(tmp_path, [100, 0, 160], rule)
     out = tmp_path / "export.csv"
@@ -189,7 +189,7 @@ def test_csv_export_carries_the_decisions_sizes_and_match_quality(tmp_path: Path
     assert header[-4:] == ["defect_area_px", "defect_area_mm2", "match_quality", "error"]
     part, no_part, spot = rows["0"], rows["1"], rows["2"]
     assert (no_part["decision"], no_part["defect_area_px"], no_part["defect_area_mm2"], no_part["score"]) == (
-        "NO_PART", "", "", "0.0")
+        "NO_PART", "", "", "")
     assert float(no_part["match_quality"]) == pytest.approx(0.1)
     # The whole 32x32 frame of level 160 (0.63) is above the pixel threshold 0.5: one region of
     # 1024 px, which FAILs; level 100 (0.39, its spot 0.43) has none.
