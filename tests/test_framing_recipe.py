@@ -17,7 +17,7 @@ from framing_support import REGION, frame_with_part, make_scene
 from inspector.engine import Engine
 from inspector.errors import InspectorError, ModelFileError
 from inspector.evaluate import score_images
-from inspector.image_io import TestImage, mvtec_test_set
+from inspector.image_io import TestImage as Item, mvtec_test_set  # renamed: pytest would collect Test*
 from inspector.framing import Framing
 from inspector.framing.recipe import framing_file_parts, framing_from_file, make_framing
 from inspector.method.efficientad import EfficientAD
@@ -141,7 +141,7 @@ def test_train_with_a_region_and_alignment_then_eval_and_predict_in_frame_pixels
     for s in score_images(engine, mvtec_test_set(frames), show_progress=False):
         assert s.inspected is not None and s.inspected.any() and not s.inspected.all()
         assert not s.anomaly_map[~s.inspected].any()
-    assert score_images(engine, [TestImage(empty_frame(tmp_path, empty), "good", None)], show_progress=False)[0].inspected.sum() == 0
+    assert score_images(engine, [Item(empty_frame(tmp_path, empty), "good", None)], show_progress=False)[0].inspected.sum() == 0
 
     # predict says NO PART for the empty belt and draws the region where the part was found.
     empty_png = tmp_path / "empty.png"
