@@ -48,7 +48,7 @@ from calibration.thresholds import (
 )
 from inspector.inspection import area_px_from_mm2
 from inspector.errors import DataError
-from inspector.framing.framed import inspected_mask
+from inspector.framing.framed import inspected_pixels
 from inspector.image_io import list_images, read_image
 from inspector.model_file import load_model_tensors, save_tensors
 
@@ -212,7 +212,7 @@ def score_paths(
 ) -> np.ndarray:
     """Image scores of ``paths`` as (n,) float64; ``on_map(i, map)`` sees each (H, W) map, and
     ``on_inspected(i, mask)`` where in it the engine's framing inspects (None: everywhere; see
-    :func:`~inspector.framing.framed.inspected_mask`). A frame the part was not found in (NO
+    :func:`~inspector.framing.framed.inspected_pixels`). A frame the part was not found in (NO
     PART, with a framing that aligns) scores NaN, and its map is not shown: it says nothing of
     how good parts score.
 
@@ -230,9 +230,7 @@ def score_paths(
             if on_map is not None:
                 on_map(j, pred.anomaly_map)
             if on_inspected is not None:
-                framing = getattr(engine, "framing", None)
-                on_inspected(j, None if framing is None else
-                             inspected_mask(framing, images[j - i].shape, getattr(pred, "outline", None)))
+                on_inspected(j, inspected_pixels(getattr(engine, "framing", None), images[j - i].shape, pred))
     return scores
 
 

@@ -79,8 +79,8 @@ def pixel_auroc(masks: ImageStack, maps: ImageStack, inspected: ImageStack | Non
     Args:
         masks: N ground-truth masks, (N, H, W) or a sequence of (H_i, W_i); non-zero is defect.
         maps: N anomaly maps of the same shapes; higher means more anomalous.
-        inspected: None (every pixel counts), or N bool masks of the same shapes, True where the
-            product inspects the image (see :func:`aupro`).
+        inspected: None (every pixel counts), or N bool masks of the same shapes (None for an
+            image inspected whole), True where the product inspects the image (see :func:`aupro`).
 
     Returns:
         The pixel AUROC in [0, 1].
@@ -140,8 +140,8 @@ def aupro(
         maps: N anomaly maps of the same shapes; higher means more anomalous.
         fpr_limit: upper end of the FPR integration range, in (0, 1]; MVTec AD uses 0.3.
         num_thresholds: None for the exact curve, or at least 2 for the threshold grid.
-        inspected: None (every pixel counts), or N bool masks of the same shapes, True where the
-            product inspects the image (a framed model's region where the part was found, less
+        inspected: None (every pixel counts), or N bool masks of the same shapes (None for an
+            image inspected whole), True where the product inspects the image (a framed model's region where the part was found, less
             its don't-care areas). Elsewhere its map is 0 by construction, not a measurement: a
             defect-free pixel there is left out of the FPR, and a defect pixel there counts as
             never found. As for a cropped part, the FPR is then that of the inspected pixels.
@@ -351,7 +351,7 @@ def _pairs(masks: ImageStack, maps: ImageStack,
             raise DataError(f"image {i}: anomaly map has non-real dtype {amap.dtype}")
         if not np.isfinite(amap).all():
             raise DataError(f"image {i}: anomaly map has a NaN or infinite score")
-        if inspected is not None:
+        if inspected is not None and inspected[i] is not None:
             seen = np.asarray(inspected[i])
             if seen.shape != amap.shape:
                 raise DataError(f"image {i}: inspected-pixel mask {seen.shape} and anomaly map {amap.shape} differ in shape")

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inspector.engine import Engine
-from inspector.framing.framed import inspected_mask
+from inspector.framing.framed import inspected_pixels
 from inspector.image_io import TestImage, mvtec_test_set, read_image, read_mask
 from inspector.ad_metrics import aupro, image_auroc, pixel_auroc
 
@@ -49,7 +49,7 @@ def score_images(engine: Engine, items: list[TestImage], batch: int = 8, show_pr
     """Each image's score and map, with its mask (all False where it has none). Maps and masks
     are kept for the pixel metrics at most ``pixel_budget / len(items)`` pixels each (see
     :data:`PIXEL_BUDGET`); the image score is the full map's. A framed engine's maps are measured
-    only where it inspects (:func:`~inspector.framing.framed.inspected_mask`), and the pixel metrics
+    only where it inspects (:func:`~inspector.framing.framed.inspected_pixels`), and the pixel metrics
     count those pixels alone, as for the part cropped; a defect elsewhere counts as not found."""
     scored: list[Scored] = []
     max_pixels = max(1, pixel_budget // max(1, len(items)))
@@ -60,10 +60,7 @@ def score_images(engine: Engine, items: list[TestImage], batch: int = 8, show_pr
             shape = image.shape[:2]
             mask = read_mask(it.mask_path, shape) if it.mask_path else np.zeros(shape, bool)
             no_part = bool(getattr(pred, "no_part", False))
-            inspected = None
-            if getattr(engine, "framing", None) is not None:
-                inspected = (np.zeros(shape, bool) if no_part else
-                             inspected_mask(engine.framing, shape, getattr(pred, "outline", None)))
+            inspected = inspected_pixels(getattr(engine, "framing", None), shape, pred)
             anomaly_map, mask, inspected = within_pixels(np.asarray(pred.anomaly_map, np.float32), mask, max_pixels,
                                                          inspected)
             scored.append(Scored(it.defect_type, NO_PART_SCORE if no_part else pred.score, anomaly_map, mask, no_part,
@@ -95,9 +92,7 @@ def metrics_for(scored: list[Scored]) -> dict[str, float]:
     masks = [s.mask for s in scored]
     maps = [s.anomaly_map for s in scored]
     has_regions = any(m.any() for m in masks)
-    inspected = None
-    if any(s.inspected is not None for s in scored):
-        inspected = [np.ones(s.mask.shape, bool) if s.inspected is None else s.inspected for s in scored]
+    inspected = [s.inspected for s in scored]
     return {
         "image_auroc": image_auroc(labels, scores),
         "pixel_auroc": pixel_auroc(masks, maps, inspected) if has_regions else math.nan,

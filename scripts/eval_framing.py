@@ -60,7 +60,7 @@ from inspector.devices import cpu_description
 from inspector.engine import Engine
 from inspector.evaluate import AUPRO_FPR_LIMIT
 from inspector.framing import Alignment, FramedScorer, Framing
-from inspector.framing.framed import inspected_mask
+from inspector.framing.framed import inspected_pixels
 from inspector.framing.align import turn_about
 from inspector.image_io import TestImage, list_images, mvtec_test_set, read_image, read_mask
 from inspector.method.instant_build import InstantConfig, build_instant
@@ -211,12 +211,7 @@ def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
             maps.append(prediction.anomaly_map)
             # A framed map is 0 outside what it inspects, by construction: the pixel metrics count
             # the inspected pixels alone (a defect elsewhere, never found), as for the part cropped.
-            if not isinstance(scorer, FramedScorer):
-                inspected.append(np.ones(frame.shape[:2], bool))
-            elif getattr(prediction, "no_part", False):
-                inspected.append(np.zeros(frame.shape[:2], bool))
-            else:
-                inspected.append(inspected_mask(scorer.framing, frame.shape, prediction.outline))
+            inspected.append(inspected_pixels(getattr(scorer, "framing", None), frame.shape, prediction))
     labels_a, scores_a, kinds_a = np.array(labels), np.array(scores), np.array(kinds)
     good = scores_a[labels_a == 0]
     at_1, at_5 = np.quantile(good, 0.99), np.quantile(good, 0.95)

@@ -317,6 +317,7 @@ def test_metrics_over_the_inspected_pixels_equal_the_cropped_region():
     assert aupro(masks, maps) < aupro(crop_masks, crop_maps) - 0.05  # the zeros outside, counted
     everything = [np.ones_like(m) for m in masks]
     assert aupro(masks, maps, inspected=everything) == aupro(masks, maps)
+    assert aupro(masks, maps, inspected=[None] * len(masks)) == aupro(masks, maps)  # None: inspected whole
 
 
 def test_a_defect_outside_the_inspected_pixels_is_never_found():

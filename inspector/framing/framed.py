@@ -229,6 +229,17 @@ class FramedScorer:
         return full
 
 
+def inspected_pixels(framing: Framing | None, frame_shape: tuple[int, ...], prediction: Any) -> np.ndarray | None:
+    """Where ``prediction`` (an engine's, or a :class:`FramedScorer`'s) measured its frame, bool
+    in frame pixels: None without a framing (everywhere), no pixel for a NO PART frame (nothing
+    was scored), else :func:`inspected_mask` where the part was found."""
+    if framing is None:
+        return None
+    if getattr(prediction, "no_part", False):
+        return np.zeros(frame_shape[:2], bool)
+    return inspected_mask(framing, frame_shape, getattr(prediction, "outline", None))
+
+
 def inspected_mask(framing: Framing, frame_shape: tuple[int, ...], outline: np.ndarray | None = None) -> np.ndarray:
     """The pixels of a frame that ``framing`` inspects, bool in frame pixels: its region where the
     part was found (``outline``, a prediction's region corners; None: where the reference has it),
