@@ -17,6 +17,7 @@ from cli.main import main
 from framing_support import REGION, frame_with_part, make_scene
 from inspector.errors import InspectorError
 from inspector.framing import FramedScorer, Framing
+from inspector.framing.align import Alignment
 from inspector.framing.framed import inspected_mask
 from inspector.framing import recipe
 from inspector.framing.recipe import check_training_memory, make_framing
@@ -88,6 +89,70 @@ def test_the_core_refuses_an_infinite_defect_size_whatever_the_tiles(scene, tile
             plan_tiles((400, 340), 256, tiles, math.inf)
 
 
+# --- a framed score is the maximum of the map the operator sees -------------------------------
+
+
+class SpikeMap:
+    """An engine whose map is -0.05 everywhere but one pixel, 1.0, at (row, column) ``at`` of the
+    region: a peak the resampling into a turned frame cannot keep whole."""
+
+    image_size = 2048  # never tiled here
+
+    def __init__(self, at: tuple[int, int]) -> None:
+        self.at = at
+
+    def predict_batch(self, images):
+        maps = [np.full(np.shape(image)[:2], -0.05, np.float32) for image in images]
+        for m in maps:
+            m[self.at] = 1.0
+        return [SimpleNamespace(score=float(m.max()), anomaly_map=m) for m in maps]
+
+
+@pytest.mark.parametrize("angle, dx, dy", [(10.0, 120.0, -70.0), (-7.0, -420.0, 300.0)])
+def test_a_turned_parts_score_is_the_maximum_of_its_map_in_the_frame(scene, angle, dx, dy) -> None:
+    """Before, the score was the region map's maximum and the frame map a bilinear resampling of
+    it: a FAIL just over the threshold could show no pixel over it, so no contour."""
+    rng, reference, _ = scene
+    frame, _ = frame_with_part(rng, reference, angle, dx, dy)
+    x, y, w, h = REGION
+    scorer = FramedScorer(SpikeMap((h // 2, w // 2 + 1)), Framing(region=REGION, reference=reference, align=True))
+    found = scorer.predict(frame)
+    assert not found.no_part
+    inspected = inspected_mask(scorer.framing, frame.shape, found.outline)
+    assert found.score == found.anomaly_map[inspected].max()
+    assert 0.0 < found.score < 1.0  # the spike, resampled
+    assert found.anomaly_map.max() == found.score
+
+
+def test_a_framed_score_never_counts_the_zeros_outside_the_region_or_in_dont_care(scene) -> None:
+    rng, reference, _ = scene
+    x, y, w, h = REGION
+    ignore = np.zeros(reference.shape, bool)
+    ignore[y : y + 10, x : x + 10] = True
+    spike_under_ignore = SpikeMap((5, 5))  # only the don't-care pixels are above -0.05
+    frame, _ = frame_with_part(rng, reference, 10.0, 60.0, 40.0)
+    for framing in (Framing(region=REGION, ignore=ignore), Framing(region=REGION, ignore=ignore, reference=reference,
+                                                                      align=True)):
+        found = FramedScorer(spike_under_ignore, framing).predict(frame if framing.align else reference)
+        assert found.score == pytest.approx(-0.05)
+
+
+def test_a_part_found_at_the_frames_edge_is_scored_on_what_of_it_is_in_the_frame(scene) -> None:
+    _, reference, _ = scene
+    x, y, w, h = REGION
+    scorer = FramedScorer(SpikeMap((0, 0)), Framing(region=REGION, reference=reference, align=True))
+    frame_shape = reference.shape
+    moved = Alignment(np.array([[1.0, 0.0, frame_shape[1] - x - w + 30], [0.0, 1.0, 0.0]]), 0.9, 0.0,
+                      (frame_shape[1] - x - w + 30, 0.0))  # the region's last 30 columns beyond the frame
+    region_map = np.full((h, w), -0.05, np.float32)
+    region_map[h // 2, w - 10] = 1.0  # beyond the frame's edge
+    frame_map, score = scorer._to_frame(region_map, moved, frame_shape)
+    assert frame_map.shape == frame_shape
+    assert score == pytest.approx(-0.05)
+    region_map[h // 2, w - 40] = 0.5  # inside it
+    assert scorer._to_frame(region_map, moved, frame_shape)[1] == pytest.approx(0.5)
+
+
 # --- the pixel rule of a framed model counts the inspected pixels only -------------------------
 
 
@@ -129,7 +194,7 @@ def test_the_inspected_pixels_are_the_region_where_the_part_was_found_less_dont_
     assert not found.no_part
     shown = FramedScorer(BrightnessMap(), Framing(region=REGION, ignore=ignore)).predict(white)
     inspected = inspected_mask(framing, frame.shape, found.outline)
-    looked = scorer._to_frame(scorer._masked(np.full((h, w), 0.1, np.float32)), found.alignment, frame.shape) > 0.05
+    looked = scorer._to_frame(np.full((h, w), 0.1, np.float32), found.alignment, frame.shape)[0] > 0.05
     assert np.mean(inspected != looked) < 2e-3  # the same pixels, up to the region's rim
     assert abs(int(inspected.sum()) - (w * h - 80 * 100)) < 0.01 * w * h
     # Without alignment: the region as drawn, less the don't-care pixels, exactly.

@@ -75,12 +75,34 @@ class Alignment:
     def to_frame(self, region_map: np.ndarray, region: tuple[int, int, int, int],
                  frame_shape: tuple[int, ...]) -> np.ndarray:
         """A map over the region (its size) put back into frame coordinates; 0 elsewhere."""
+        (x0, y0, x1, y1), box_map = self.to_box(region_map, region, frame_shape)
+        full = np.zeros(frame_shape[:2], np.float32)
+        full[y0:y1, x0:x1] = box_map
+        return full
+
+    def to_box(self, region_map: np.ndarray, region: tuple[int, int, int, int], frame_shape: tuple[int, ...], *,
+               interpolation: int = cv2.INTER_LINEAR,
+               border: int = cv2.BORDER_CONSTANT) -> tuple[tuple[int, int, int, int], np.ndarray]:
+        """The part of the frame the region covers, ``(x0, y0, x1, y1)`` (clipped to the frame),
+        and ``region_map`` resampled into it; outside the region 0 (``border``
+        ``cv2.BORDER_REPLICATE``: the region's rim carried on). Only this box is resampled: in a
+        5 MP frame the rest is most of it. float32 maps come back float32, uint8 uint8."""
         x, y, w, h = region
         if region_map.shape[:2] != (h, w):
             region_map = cv2.resize(region_map, (w, h), interpolation=cv2.INTER_LINEAR)
-        to_region = _compose(self.matrix, _translation(x, y))
-        return cv2.warpAffine(region_map.astype(np.float32), to_region, (frame_shape[1], frame_shape[0]),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        if region_map.dtype != np.uint8:
+            region_map = region_map.astype(np.float32)
+        to_frame = _compose(self.matrix, _translation(x, y))  # region pixels -> frame pixels
+        corners = cv2.transform(np.float32([[[0, 0], [w, 0], [w, h], [0, h]]]), to_frame)[0]
+        x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)
+        x1 = int(min(np.ceil(corners[:, 0].max()) + 1, frame_shape[1]))
+        y1 = int(min(np.ceil(corners[:, 1].max()) + 1, frame_shape[0]))
+        x0, y0 = int(min(x0, x1)), int(min(y0, y1))
+        if x1 <= x0 or y1 <= y0:
+            return (x0, y0, x0, y0), np.zeros((0, 0), region_map.dtype)
+        box_map = cv2.warpAffine(region_map, _compose(_translation(-x0, -y0), to_frame), (x1 - x0, y1 - y0),
+                                 flags=interpolation, borderMode=border, borderValue=0)
+        return (x0, y0, x1, y1), box_map
 
 
 class Aligner:

@@ -158,9 +158,9 @@ class FramedScorer:
             if cut is None:
                 results.append(FramedPrediction(0.0, np.zeros(frame.shape[:2], np.float32), True, alignment, outline))
                 continue
-            region_map = self._masked(blend_tiles([next(maps) for _ in range(plan.count)], plan, cut.shape))
-            frame_map = self._to_frame(region_map, alignment, frame.shape)
-            results.append(FramedPrediction(float(region_map.max()), frame_map, False, alignment, outline))
+            region_map = blend_tiles([next(maps) for _ in range(plan.count)], plan, cut.shape)
+            frame_map, score = self._to_frame(region_map, alignment, frame.shape)
+            results.append(FramedPrediction(score, frame_map, False, alignment, outline))
         return results
 
     def outline(self, frame_shape: tuple[int, ...], alignment: Alignment | None = None) -> np.ndarray | None:
@@ -209,25 +209,39 @@ class FramedScorer:
             return alignment.cut(frame, (x, y, w, h))
         return frame[y : y + h, x : x + w]
 
-    def _masked(self, region_map: np.ndarray) -> np.ndarray:
-        ignore = self.framing.ignore
-        if ignore is None:
-            return region_map
-        x, y, w, h = self._region(ignore.shape)
-        if region_map.shape != (h, w):
-            region_map = cv2.resize(region_map, (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.where(ignore[y : y + h, x : x + w], np.float32(0.0), region_map)
-
-    def _to_frame(self, region_map: np.ndarray, alignment: Alignment | None, frame_shape: tuple[int, ...]) -> np.ndarray:
+    def _to_frame(self, region_map: np.ndarray, alignment: Alignment | None,
+                  frame_shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
+        """The region's map in frame pixels, 0 where nothing is inspected (outside the region, in
+        don't-care areas), and the score: that map's maximum over the pixels inspected. A turned
+        part's map is resampled into the frame, which lowers a peak by about 1 %; reading the score
+        after that keeps it the maximum of the map that the operator, the pixel rule and the review
+        see, so a FAIL always shows where it is. The map is resampled whole and the uninspected
+        pixels set to 0 afterwards, so those zeros never blend into the pixels beside them."""
         x, y, w, h = self._region(frame_shape)
-        if alignment is not None:
-            return alignment.to_frame(region_map, (x, y, w, h), frame_shape)
         if region_map.shape != (h, w):
             region_map = cv2.resize(region_map, (w, h), interpolation=cv2.INTER_LINEAR)
+        region_map = region_map.astype(np.float32, copy=False)
+        inside = self._inside((x, y, w, h))
         full = np.zeros(frame_shape[:2], np.float32)
-        full[y : y + h, x : x + w] = region_map
-        return full
+        if alignment is None:
+            full[y : y + h, x : x + w] = np.where(inside, region_map, np.float32(0.0))
+            return full, float(region_map[inside].max())
+        (x0, y0, x1, y1), box_map = alignment.to_box(region_map, (x, y, w, h), frame_shape,
+                                                     border=cv2.BORDER_REPLICATE)
+        _, box_inside = alignment.to_box(inside.astype(np.uint8), (x, y, w, h), frame_shape,
+                                         interpolation=cv2.INTER_NEAREST)
+        inspected = box_inside > 0
+        full[y0:y1, x0:x1] = np.where(inspected, box_map, np.float32(0.0))
+        # A part found so near the frame's edge that some of its region left the frame: what is
+        # left inside is what was measured; none of it, the region's own map.
+        return full, float(box_map[inspected].max() if inspected.any() else region_map[inside].max())
 
+    def _inside(self, region: tuple[int, int, int, int]) -> np.ndarray:
+        """The region's pixels that are not don't-care, bool, (h, w)."""
+        x, y, w, h = region
+        if self.framing.ignore is None:
+            return np.ones((h, w), bool)
+        return ~self.framing.ignore[y : y + h, x : x + w]
 
 def inspected_pixels(framing: Framing | None, frame_shape: tuple[int, ...], prediction: Any) -> np.ndarray | None:
     """Where ``prediction`` (an engine's, or a :class:`FramedScorer`'s) measured its frame, bool
