@@ -222,6 +222,9 @@ def score_paths(
     scores = np.empty(len(paths))
     for i in tqdm(range(0, len(paths), batch), desc=desc, unit="batch", disable=not show_progress):
         images = [read_image(p) for p in paths[i : i + batch]]
+        if (framing := getattr(engine, "framing", None)) is not None:
+            for path, image in zip(paths[i : i + batch], images):
+                framing.check_frame(image.shape, path)
         for j, pred in enumerate(engine.predict_batch(images), start=i):
             if getattr(pred, "no_part", False):
                 scores[j] = np.nan

@@ -258,6 +258,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{'score':<9} {'verdict':<7}  image")
     counts = dict.fromkeys(DECISIONS, 0)
     for (path, image), name in zip(images, unique_stems([p for p, _ in images])):
+        if engine.framing is not None:
+            engine.framing.check_frame(image.shape, path)
         pred = engine.predict(image)
         # A part the framing did not find is NO PART whatever the rule: it was never scored.
         verdict = "NO_PART" if pred.no_part else rule.decide(pred.score, pred.anomaly_map).decision if rule else None

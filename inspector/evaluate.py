@@ -56,6 +56,9 @@ def score_images(engine: Engine, items: list[TestImage], batch: int = 8, show_pr
     for i in tqdm(range(0, len(items), batch), desc="evaluating", unit="batch", disable=not show_progress):
         chunk = items[i : i + batch]
         images = [read_image(it.path) for it in chunk]
+        if (framing := getattr(engine, "framing", None)) is not None:
+            for it, image in zip(chunk, images):
+                framing.check_frame(image.shape, it.path)
         for it, image, pred in zip(chunk, images, engine.predict_batch(images)):
             shape = image.shape[:2]
             mask = read_mask(it.mask_path, shape) if it.mask_path else np.zeros(shape, bool)

@@ -258,3 +258,47 @@ def test_the_command_line_refuses_tiles_beyond_the_free_memory_in_one_line(frame
     monkeypatch.setattr(recipe, "available_memory_bytes", lambda: 10**7)
     err = refused(frames, tmp_path, capsys, "--defect-px", "0.5")
     assert "2 training images of 35 tiles each would take about" in err and "more than the 0.0 GB free here" in err
+
+
+# --- a frame of another size than the reference is refused naming its file ----------------------
+
+
+@pytest.fixture(scope="module")
+def region_model(scene, tmp_path_factory) -> Path:
+    """An instant model with a region and no alignment: its frames must be the reference's size."""
+    _, reference, _ = scene
+    good = tmp_path_factory.mktemp("region") / "good"
+    good.mkdir()
+    for i in range(10):
+        cv2.imwrite(str(good / f"{i:03d}.png"), np.roll(reference, 3 * i, axis=1))
+    model = good.parent / "m.safetensors"
+    assert main(["train", str(good), "--out", str(model), "--kind", "instant", "--features", "pdn",
+                 "--image-size", "128", "--region", REGION_TEXT, "--device", "cpu"]) == 0
+    return model
+
+
+def test_a_frame_of_another_size_is_refused_naming_its_file(region_model, scene, tmp_path, capsys) -> None:
+    """Train, calibrate, eval and predict said 'the frame is 1000x800, the recipe's reference
+    1280x1024' without saying which of a folder's frames it was."""
+    _, reference, _ = scene
+    good = tmp_path / "test" / "good"
+    good.mkdir(parents=True)
+    for i in range(10):
+        cv2.imwrite(str(good / f"{i:03d}.png"), np.roll(reference, 3 * i, axis=0))
+    odd = good / "005_odd.png"  # among the first images read, in the training and the held-out share
+    cv2.imwrite(str(odd), reference[:800, :1000])
+    capsys.readouterr()
+    runs = {
+        "train": ["train", str(good), "--out", str(tmp_path / "t.safetensors"), "--kind", "instant", "--features",
+                  "pdn", "--image-size", "128", "--region", REGION_TEXT, "--device", "cpu"],
+        "calibrate": ["calibrate", str(region_model), str(good), "--target-frr", "0.2", "--report", str(tmp_path / "r.json"),
+                      "--out", str(tmp_path / "c.safetensors"), "--device", "cpu", "--backend", "eager"],
+        "eval": ["eval", str(region_model), str(tmp_path), "--device", "cpu"],
+        "predict": ["predict", str(region_model), str(good / "000.png"), str(odd), "--out", str(tmp_path / "o"),
+                    "--device", "cpu", "--backend", "eager"],
+    }
+    for command, argv in runs.items():
+        assert main(argv) == 2, command
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines()[-1].startswith(f"error: {odd}: the frame is 1000x800"), (command, err)
+    assert not list(tmp_path.glob("*.safetensors")) and not (tmp_path / "r.json").exists()

@@ -82,6 +82,16 @@ class Framing:
             # inf would be stored, and the model file then refused wherever it is loaded
             raise InspectorError(f"the smallest defect must be a positive number of pixels, got {self.defect_px:g}")
 
+    def check_frame(self, frame_shape: tuple[int, ...], name: object = None) -> None:
+        """InspectorError, in one line naming ``name`` (a file) where given, for a frame this
+        framing cannot cut: one of another size than the reference, where the part is not searched
+        for, because its region would fall elsewhere."""
+        reference = self.reference
+        if reference is not None and not self.align and tuple(frame_shape[:2]) != reference.shape[:2]:
+            raise InspectorError(f"{f'{name}: ' if name is not None else ''}the frame is {frame_shape[1]}x"
+                                 f"{frame_shape[0]}, the recipe's reference {reference.shape[1]}x{reference.shape[0]}: "
+                                 "its region would fall elsewhere")
+
     def sample_frame(self, size: int = 256) -> np.ndarray:
         """A frame to time a framed engine on: the reference, where the part is found and its
         region inspected as on the line (random pixels would be refused as smaller than the
@@ -186,7 +196,7 @@ class FramedScorer:
 
     def _view(self, frame: np.ndarray) -> tuple[Alignment | None, np.ndarray | None, TilePlan | None]:
         """The frame's alignment, its region cut out (None: NO PART) and the region's tiles."""
-        self._check_size(frame)
+        self.framing.check_frame(frame.shape)
         alignment = self._aligner.align(frame) if self._aligner is not None else None
         if alignment is not None and alignment.quality < self.framing.min_quality:
             return alignment, None, None
@@ -196,12 +206,6 @@ class FramedScorer:
 
     def _region(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         return self.framing.region or (0, 0, frame_shape[1], frame_shape[0])
-
-    def _check_size(self, frame: np.ndarray) -> None:
-        reference = self.framing.reference
-        if reference is not None and frame.shape[:2] != reference.shape[:2] and self._aligner is None:
-            raise InspectorError(f"the frame is {frame.shape[1]}x{frame.shape[0]}, the recipe's reference "
-                                 f"{reference.shape[1]}x{reference.shape[0]}: its region would fall elsewhere")
 
     def _cut(self, frame: np.ndarray, alignment: Alignment | None) -> np.ndarray:
         x, y, w, h = self._region(frame.shape)

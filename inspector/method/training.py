@@ -238,7 +238,9 @@ def load_training_squares(
     def squares(indices: Sequence[int]) -> list[np.ndarray]:
         out = []
         for i in indices:
-            pieces = cutter.cuts(read_image(paths[i]))
+            frame = read_image(paths[i])
+            framing.check_frame(frame.shape, paths[i])
+            pieces = cutter.cuts(frame)
             if not pieces:
                 missing.append(paths[i])
                 log.warning("%s: the part was not found (match under %.2f); left out of training", paths[i], framing.min_quality)
