@@ -8,11 +8,13 @@ reference image itself, so every frame is registered to it first (:class:`~.alig
     frame (camera pixels) -> [align: find the part; too weak a match: NO PART]
                           -> the region cut out, at native resolution
                           -> tiles at the scale the smallest defect needs (:mod:`.tiles`)
-                          -> engine.predict_batch -> the region's map, don't-care pixels set to 0
-                          -> score = the map's maximum; the map put back into frame pixels
+                          -> engine.predict_batch -> the region's map
+                          -> the map put back into frame pixels, 0 outside the region and in
+                             don't-care areas -> score = its maximum over the pixels inspected
 
 So the map a display, the pixel rule, the review and ``inspector eval`` see is in the frame's
-coordinates, zero outside the region and in don't-care areas, and the image score ignores them.
+coordinates, zero outside the region and in don't-care areas, the image score ignores those, and
+it is the maximum of the very map shown: a FAIL always has a pixel at its score.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class Framing:
 
 @dataclass(frozen=True)
 class FramedPrediction:
-    """A frame's result: ``score`` (the map's maximum in the region, 0.0 for NO PART), the
+    """A frame's result: ``score`` (the map's maximum over the pixels inspected, 0.0 for NO PART), the
     ``anomaly_map`` in frame pixels, ``no_part`` (the part was not found: never scored), the
     ``alignment`` (None without ``align``) and the region's ``outline`` in the frame."""
 
