@@ -183,6 +183,45 @@ class FramingEditor(QWidget):
         self._enable()
         self.changed.emit()
 
+    def clear(self) -> None:
+        """No reference and nothing drawn, every setting back to its default (another product)."""
+        self._remove_rois()
+        self.reference, self.reference_source, self.mask, self.foreign_mask = None, "", None, None
+        self.image_item.clear()
+        self._show_mask()
+        self.min_quality, self.max_angle_deg = None, 15.0
+        self.region_box.setChecked(False)
+        self.shape_combo.setCurrentText("rectangle")
+        self.align_box.setChecked(False)
+        self.tiles_combo.setCurrentText("auto")
+        self.defect_px.setValue(0.0)
+        self.mm_per_px.setValue(0.0)
+        self._enable()
+        self.changed.emit()
+
+    def load_framing(self, framing: Framing | None, mm_per_px: float | None = None, source: str = "") -> None:
+        """Shows a recipe's framing as a drawing on its own reference, so that teaching again keeps
+        it unless the technician changes it (a polygon comes back as its rectangle and mask)."""
+        self.clear()
+        self.mm_per_px.setValue(mm_per_px or 0.0)
+        if framing is None:
+            return
+        if framing.reference is not None:
+            self.set_reference(framing.reference, source)
+        if framing.region is not None:
+            self.set_region(framing.region)
+        if framing.ignore is not None:
+            self.paint_mask(framing.ignore)
+        # Not on the page, but the recipe's: kept, not silently put back to the defaults.
+        self.min_quality, self.max_angle_deg = framing.min_quality, framing.max_angle_deg
+        self.align_box.setChecked(bool(framing.align))
+        if isinstance(framing.tiles, int):
+            self.tiles_combo.setCurrentText("N tiles")
+            self.tiles_count.setValue(framing.tiles)
+        else:
+            self.tiles_combo.setCurrentText(framing.tiles)
+        self.defect_px.setValue(framing.defect_px or 0.0)
+
     # -- drawing by program (the mouse does the same through the ROIs and the brush) -----------------
 
     def set_region(self, region: tuple[float, float, float, float]) -> None:
@@ -263,6 +302,9 @@ class FramingEditor(QWidget):
 
     #: A mask given whole that does not fit the reference (the check refuses it by name).
     foreign_mask: np.ndarray | None = None
+    #: The match quality and largest turn of a loaded recipe (None, 15: the defaults).
+    min_quality: float | None = None
+    max_angle_deg: float = 15.0
 
     def drawing(self) -> Drawing:
         """What is drawn now, in reference pixels, with the settings."""
@@ -282,7 +324,8 @@ class FramingEditor(QWidget):
         return Drawing(region=region, polygon=polygon, ignore=ignore,
                        ignore_polygons=tuple(self._points(roi) for roi in self.ignore_rois),
                        align=self.align_box.isChecked(), tiles=tiles,
-                       defect_px=self.defect_px.value() or None)
+                       defect_px=self.defect_px.value() or None, min_quality=self.min_quality,
+                       max_angle_deg=self.max_angle_deg)
 
     @property
     def pixel_size(self) -> float | None:

@@ -47,6 +47,7 @@ from PyQt6.QtWidgets import (
 
 from calibration.teach import QUICK_TRAIN_S
 from inspector.errors import InspectorError
+from inspector.framing import Framing
 from inspector.image_io import read_image
 from inspector.line import InspectionResult
 from inspector.overlay import heatmap_view
@@ -313,6 +314,7 @@ class TeachPage(QWidget):
         session.user_changed.connect(self._on_user_changed)
         line.status_changed.connect(self._on_line_status_changed)
         self._busy = False
+        self._framing_product: str | None = None  # the product whose framing the editor shows
         self._on_line_status_changed()
         self._on_samples_changed()
         self._on_versions_changed()
@@ -324,6 +326,9 @@ class TeachPage(QWidget):
     def _on_line_status_changed(self) -> None:
         """Starts from the active model's target (while nobody has changed the field) and says
         where the target differs from it."""
+        if self.model.product != self._framing_product:
+            self._framing_product = self.model.product
+            self._load_recipe_framing()
         active = self.model.active_target_frr()
         default = 100 * (DEFAULT_TARGET_FRR if active is None else active)
         if math.isclose(self.target_frr.value(), self._frr_default):
@@ -435,6 +440,18 @@ class TeachPage(QWidget):
         self.framing_editor.summary.setText(text)
         self.message_label.say(text, False)
         return True
+
+    def _load_recipe_framing(self) -> None:
+        """The product's active framing drawn again (or nothing, for a product without one): a
+        page that started blank would teach the next version on the whole frame, and another
+        product's drawing would fall on the wrong part."""
+        recipe = self.line.recipe
+        framing = getattr(recipe.engine, "framing", None)
+        self.framing_editor.load_framing(framing if isinstance(framing, Framing) else None,
+                                         getattr(recipe.rule, "mm_per_px", None),
+                                         f"reference of version {recipe.model_version_id}")
+        if self.framing_editor.reference is None:
+            self._default_reference()
 
     def use_live_reference(self) -> None:
         latest = self.line.latest

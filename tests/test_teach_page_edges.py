@@ -1,0 +1,77 @@
+"""The teach page's inspection region as a line technician uses it (issue 30), at its edges:
+re-opening a product that has a framing, switching products, a reference the samples do not
+fit, degenerate drawings. Each is driven through the page's own widgets and model, offscreen.
+
+Synthetic parts (a woven texture, tests/teach_support.py) and stand-in engines keep it fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pyqtgraph")
+
+from teach_support import woven, write_parts  # noqa: E402
+from ui_support import audit_actions, make_db, make_line, register_model, sign_in  # noqa: E402
+
+
+def teach_page(qtbot, tmp_path: Path, engine=None, rule=None, samples: int = 16):
+    """A teach page over a line whose active recipe runs ``engine`` (a stand-in: only its
+    ``framing`` is looked at), the technician signed in, ``samples`` woven parts imported."""
+    from ui.session import Session
+    from ui.teach_model import TeachModel
+    from ui.teach_page import TeachPage
+
+    db = make_db(tmp_path)
+    model_file = tmp_path / "m.safetensors"
+    model_file.write_bytes(b"stand-in")
+    product_id, v1 = register_model(db, model_file)
+    engine = engine or SimpleNamespace(model_path=model_file)
+    line = make_line(db, engine, tmp_path, 1.0, tmp_path / "images", product_id, v1)
+    if rule is not None:
+        line.set_recipe(replace(line.recipe, rule=rule))
+    session = Session(db)
+    sign_in(session, "tina")
+    if samples:
+        from calibration.teach import TeachSession
+
+        TeachSession(db, "tile", tmp_path / "teach").collect_from_folder(write_parts(tmp_path / "parts", woven, samples, seed=0))
+    teach = TeachModel(db, line, session, workdir=tmp_path / "teach", device="cpu", backend="eager")
+    page = TeachPage(teach, line, session)
+    qtbot.addWidget(page)
+    return SimpleNamespace(db=db, line=line, teach=teach, page=page, editor=page.framing_editor, model_file=model_file)
+
+
+def test_reopening_a_product_draws_its_framing_again_and_another_product_starts_blank(qtbot, tmp_path):
+    from inspector.framing.recipe import make_framing
+    from inspector.line import DecisionRule
+
+    reference = woven(np.random.default_rng(5))
+    painted = np.zeros(reference.shape, bool)
+    painted[50:60, 50:60] = True
+    framing = make_framing(reference, region=(16, 12, 128, 136), ignore=painted, tiles=2, defect_px=4.0, min_quality=0.5)
+    t = teach_page(qtbot, tmp_path, SimpleNamespace(model_path=tmp_path / "m.safetensors", framing=framing),
+                   DecisionRule(1.0, mm_per_px=0.05))
+
+    # The active model's drawing, on its own reference: training again keeps what the line runs.
+    assert t.editor.reference is not None and np.array_equal(t.editor.reference, framing.reference)
+    assert t.editor.region_box.isChecked() and "version" in t.editor.reference_source
+    again = t.page.framing_for_training()
+    assert again.region == framing.region and np.array_equal(again.ignore, framing.ignore)
+    assert (again.tiles, again.defect_px, again.min_quality, again.align) == (2, 4.0, 0.5, False)
+    assert t.editor.pixel_size == 0.05
+
+    # Another product: its own drawing (none), not the last product's region on its parts.
+    product_id = t.db.add_product("other")
+    t.line.set_recipe(replace(t.line.recipe, product="other", product_id=product_id,
+                              engine=SimpleNamespace(model_path=t.model_file), rule=DecisionRule(1.0)))
+    assert t.teach.product == "other"
+    assert t.editor.reference is None and not t.editor.region_box.isChecked()
+    assert t.editor.pixel_size is None and t.editor.tiles_combo.currentText() == "auto"
+    assert t.page.framing_for_training() is None
