@@ -75,3 +75,22 @@ def test_reopening_a_product_draws_its_framing_again_and_another_product_starts_
     assert t.editor.reference is None and not t.editor.region_box.isChecked()
     assert t.editor.pixel_size is None and t.editor.tiles_combo.currentText() == "auto"
     assert t.page.framing_for_training() is None
+
+
+def test_a_reference_of_another_size_than_the_samples_is_refused_at_check_and_train_writes_nothing(qtbot, tmp_path):
+    t = teach_page(qtbot, tmp_path)
+    camera = np.random.default_rng(0).integers(0, 255, (300, 400), np.uint8)  # a live frame, not the samples' size
+    t.editor.set_reference(camera, "live frame 7 of cam0")
+    t.editor.set_region((40, 30, 200, 150))
+    assert not t.page.check_framing()
+    text = t.page.message_label.text()
+    assert "part_00.png: the frame is 160x160, the recipe's reference 400x300" in text and "Use selected sample" in text, text
+    before = audit_actions(t.db)
+    t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
+    t.page.train_button.click()
+    assert not t.teach.state.running and audit_actions(t.db) == before  # nothing started, nothing audited
+    assert not list((tmp_path / "teach").rglob("*.safetensors"))
+    # A reference of the samples' size: the check passes.
+    t.editor.set_reference(woven(np.random.default_rng(9)), "sample")
+    t.editor.set_region((16, 16, 128, 128))
+    assert t.page.check_framing()

@@ -424,7 +424,24 @@ class TeachPage(QWidget):
             self._default_reference()
         if self.framing_editor.reference is None:
             return None  # no samples: the training itself says so
-        return self.framing_editor.framing()
+        framing = self.framing_editor.framing()
+        self._check_samples_fit(framing)
+        return framing
+
+    def _check_samples_fit(self, framing: Framing | None) -> None:
+        """InspectorError where the samples are frames the drawing cannot cut (another size than a
+        reference the part is not searched in): said at Check, not by the training after its start
+        was audited."""
+        try:
+            paths = self.model.sample_paths()
+        except InspectorError:
+            return
+        if framing is None or not paths:
+            return
+        try:
+            framing.check_frame(read_image(paths[0]).shape, paths[0].name)
+        except InspectorError as exc:
+            raise InspectorError(f"{exc}; draw on one of the samples (Use selected sample)") from None
 
     def check_framing(self) -> bool:
         """Checks the drawing now and says what the model will inspect, or what is wrong."""
