@@ -94,3 +94,19 @@ def test_a_reference_of_another_size_than_the_samples_is_refused_at_check_and_tr
     t.editor.set_reference(woven(np.random.default_rng(9)), "sample")
     t.editor.set_region((16, 16, 128, 128))
     assert t.page.check_framing()
+
+
+@pytest.mark.parametrize("corners", [
+    [(10, 10), (100, 100), (50, 50)],  # on one line
+    [(40, 40), (41, 40), (41, 41), (40, 41)],  # dragged onto one another
+])
+def test_a_region_polygon_without_an_inside_is_refused(qtbot, tmp_path, corners):
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_polygon(corners)
+    assert not t.page.check_framing()
+    assert "the region polygon encloses no area: drag its corners apart" in t.page.message_label.text()
+    # A crossing outline encloses its two lobes, as drawn: inspected.
+    t.editor.set_polygon([(10, 10), (100, 10), (10, 100), (100, 100)])
+    framing = t.page.framing_for_training()
+    assert framing.region == (10, 10, 90, 90)
+    assert not framing.ignore[20, 55] and not framing.ignore[90, 55] and framing.ignore[55, 20]

@@ -85,6 +85,9 @@ def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 25
         region = polygon_region(drawing.polygon)
         outside = np.ones((height, width), bool)
         fill_polygon(outside, drawing.polygon, False)
+        # Corners on one line still fill their outline's pixels: a thread, not an area, to inspect.
+        if not cv2.erode((~outside).astype(np.uint8), np.ones((3, 3), np.uint8)).any():
+            raise InspectorError("the region polygon encloses no area: drag its corners apart round the part")
         ignore = outside if ignore is None else (ignore | outside)
     elif drawing.region is not None:
         x, y, w, h = drawing.region
