@@ -110,3 +110,23 @@ def test_a_region_polygon_without_an_inside_is_refused(qtbot, tmp_path, corners)
     framing = t.page.framing_for_training()
     assert framing.region == (10, 10, 90, 90)
     assert not framing.ignore[20, 55] and not framing.ignore[90, 55] and framing.ignore[55, 20]
+
+
+def test_erase_ticked_alone_takes_paint_away_with_the_mouse(qtbot, tmp_path):
+    from PyQt6.QtCore import QPointF
+
+    t = teach_page(qtbot, tmp_path)
+    editor = t.editor
+    editor.set_region((16, 16, 128, 128))
+    editor.brush_box.setChecked(True)
+    editor.brush_size.setValue(4)
+    editor.mask_item.drawAt(QPointF(60, 60))
+    assert editor.mask[60, 60] == 1
+    editor.brush_box.setChecked(False)
+    editor.erase_box.setChecked(True)
+    # A left drag on the picture draws where the image has a draw kernel (pyqtgraph's mouseDragEvent).
+    assert editor.mask_item.drawKernel is not None and not editor.region_roi.translatable
+    editor.mask_item.drawAt(QPointF(60, 60))
+    assert editor.mask[60, 60] == 0
+    editor.erase_box.setChecked(False)
+    assert editor.mask_item.drawKernel is None and editor.region_roi.translatable  # a drag moves the region again

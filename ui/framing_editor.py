@@ -400,7 +400,8 @@ class FramingEditor(QWidget):
         self.changed.emit()
 
     def _on_brush_changed(self, *_: object) -> None:
-        brushing = self.brush_box.isChecked()
+        # "Erase" alone erases: the technician ticks it to take paint away, not Brush as well.
+        brushing = self.brush_box.isChecked() or self.erase_box.isChecked()
         if brushing:
             disk = _disk(self.brush_size.value())
             self.mask_item.setDrawKernel(disk, mask=None, center=(disk.shape[0] // 2, disk.shape[1] // 2),
