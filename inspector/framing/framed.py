@@ -227,27 +227,31 @@ class FramedScorer:
         if region_map.shape != (h, w):
             region_map = cv2.resize(region_map, (w, h), interpolation=cv2.INTER_LINEAR)
         region_map = region_map.astype(np.float32, copy=False)
-        inside = self._inside((x, y, w, h))
+        inside = self._inside((x, y, w, h))  # uint8, 1 where inspected
         full = np.zeros(frame_shape[:2], np.float32)
         if alignment is None:
-            full[y : y + h, x : x + w] = np.where(inside, region_map, np.float32(0.0))
-            return full, float(region_map[inside].max())
+            full[y : y + h, x : x + w] = region_map * inside
+            return full, cv2.minMaxLoc(region_map, mask=inside)[1]
         (x0, y0, x1, y1), box_map = alignment.to_box(region_map, (x, y, w, h), frame_shape,
                                                      border=cv2.BORDER_REPLICATE)
-        _, box_inside = alignment.to_box(inside.astype(np.uint8), (x, y, w, h), frame_shape,
-                                         interpolation=cv2.INTER_NEAREST)
-        inspected = box_inside > 0
-        full[y0:y1, x0:x1] = np.where(inspected, box_map, np.float32(0.0))
+        _, inspected = alignment.to_box(inside, (x, y, w, h), frame_shape, interpolation=cv2.INTER_NEAREST)
         # A part found so near the frame's edge that some of its region left the frame: what is
         # left inside is what was measured; none of it, the region's own map.
-        return full, float(box_map[inspected].max() if inspected.any() else region_map[inside].max())
+        if box_map.size and cv2.countNonZero(inspected):
+            score = cv2.minMaxLoc(box_map, mask=inspected)[1]
+        else:
+            score = cv2.minMaxLoc(region_map, mask=inside)[1]
+        np.multiply(box_map, inspected, out=box_map, casting="unsafe")
+        full[y0:y1, x0:x1] = box_map
+        return full, float(score)
 
     def _inside(self, region: tuple[int, int, int, int]) -> np.ndarray:
-        """The region's pixels that are not don't-care, bool, (h, w)."""
+        """The region's pixels that are not don't-care: uint8, 1 where inspected, (h, w)."""
         x, y, w, h = region
         if self.framing.ignore is None:
-            return np.ones((h, w), bool)
-        return ~self.framing.ignore[y : y + h, x : x + w]
+            return np.ones((h, w), np.uint8)
+        return (~self.framing.ignore[y : y + h, x : x + w]).astype(np.uint8)
+
 
 def inspected_pixels(framing: Framing | None, frame_shape: tuple[int, ...], prediction: Any) -> np.ndarray | None:
     """Where ``prediction`` (an engine's, or a :class:`FramedScorer`'s) measured its frame, bool
