@@ -130,3 +130,25 @@ def test_erase_ticked_alone_takes_paint_away_with_the_mouse(qtbot, tmp_path):
     assert editor.mask[60, 60] == 0
     editor.erase_box.setChecked(False)
     assert editor.mask_item.drawKernel is None and editor.region_roi.translatable  # a drag moves the region again
+
+
+def test_the_region_dragged_or_pulled_past_the_pictures_edge_stops_at_it(qtbot, tmp_path):
+    from PyQt6.QtCore import QPointF
+
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_region((30, 30, 60, 60))
+    roi = t.editor.region_roi
+    # The whole rectangle pushed against the left edge (a mouse drag translates it), a bit too far.
+    roi.translate((-50.6, 0), finish=True)
+    assert t.editor.drawing().region == (0.0, 30.0, 60.0, 60.0)
+    # Its corners pulled past the edges (a handle's drag: movePoint in scene coordinates).
+    bottom_right, top_left = roi.getHandles()[0], roi.getHandles()[1]
+    roi.handleMoveStarted()
+    roi.movePoint(bottom_right, roi.mapToScene(roi.mapFromParent(QPointF(170.4, 163.2))), coords="scene", finish=True)
+    roi.handleMoveStarted()
+    roi.movePoint(top_left, roi.mapToScene(roi.mapFromParent(QPointF(-7.3, 20))), coords="scene", finish=True)
+    assert t.editor.drawing().region == (0.0, 20.0, 160.0, 140.0)
+    assert t.page.check_framing() and "region 0,20,160,140" in t.page.message_label.text()
+    # Typed in (or loaded) past the edge, it is still refused, not moved.
+    t.editor.set_region((100, 100, 120, 120))
+    assert not t.page.check_framing() and "does not lie inside the 160x160 image" in t.page.message_label.text()

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QPointF, pyqtSignal
+from PyQt6.QtCore import QPointF, QRectF, pyqtSignal
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -47,6 +47,19 @@ IGNORE_PEN = pg.mkPen("#ff9800", width=2)
 IGNORE_LUT = np.array([[0, 0, 0, 0], [255, 152, 0, 130]], dtype=np.uint8)
 SHAPES = ("rectangle", "polygon")
 TILE_CHOICES = ("auto", "off", "N tiles")
+
+
+class _ImageRectROI(pg.RectROI):
+    """The region's rectangle, kept on the picture (``maxBounds``): dragged past an edge it stops
+    at it, and a corner pulled past one follows the mouse along it -- a region reaching a
+    fraction of a pixel past the image would be refused at Check."""
+
+    def movePoint(self, handle, pos, modifiers=None, finish=True, coords="parent"):  # noqa: N802 -- pyqtgraph's
+        if coords == "scene":
+            pos, coords = self.mapSceneToParent(pos), "parent"
+        b = self.maxBounds
+        pos = QPointF(min(max(pos.x(), b.left()), b.right()), min(max(pos.y(), b.top()), b.bottom()))
+        super().movePoint(handle, pos, modifiers, finish, coords)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -361,7 +374,8 @@ class FramingEditor(QWidget):
     def _make_region_roi(self) -> None:
         h, w = self.reference.shape[:2]
         x, y, rw, rh = w * 0.1, h * 0.1, w * 0.8, h * 0.8
-        self.region_roi = pg.RectROI((x, y), (rw, rh), pen=REGION_PEN, movable=True, removable=False)
+        self.region_roi = _ImageRectROI((x, y), (rw, rh), pen=REGION_PEN, movable=True, removable=False,
+                                        maxBounds=QRectF(0, 0, w, h))
         self.region_roi.addScaleHandle((0, 0), (1, 1))
         self.region_roi.setZValue(10)
         self.region_roi.sigRegionChangeFinished.connect(self.changed.emit)
