@@ -152,3 +152,17 @@ def test_the_region_dragged_or_pulled_past_the_pictures_edge_stops_at_it(qtbot, 
     # Typed in (or loaded) past the edge, it is still refused, not moved.
     t.editor.set_region((100, 100, 120, 120))
     assert not t.page.check_framing() and "does not lie inside the 160x160 image" in t.page.message_label.text()
+
+
+def test_the_region_polygon_dragged_or_pulled_past_the_pictures_edge_stops_at_it(qtbot, tmp_path):
+    from PyQt6.QtCore import QPointF
+
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_polygon([(30, 30), (90, 30), (90, 90), (30, 90)])
+    roi = t.editor.polygon_roi
+    roi.translate((-40.6, 0), finish=True)  # a drag of the whole polygon, a bit past the left edge
+    assert t.page.framing_for_training().region == (0, 30, 60, 60)
+    corner = roi.getHandles()[2]  # the bottom right, pulled past the bottom right of the picture
+    roi.movePoint(corner, roi.mapToScene(roi.mapFromParent(QPointF(170.4, 163.2))), coords="scene", finish=True)
+    assert t.page.framing_for_training().region == (0, 30, 160, 130)
+    assert t.page.check_framing()

@@ -62,6 +62,30 @@ class _ImageRectROI(pg.RectROI):
         super().movePoint(handle, pos, modifiers, finish, coords)
 
 
+class _ImagePolyROI(pg.PolyLineROI):
+    """The region's polygon, kept on the picture as :class:`_ImageRectROI`: a corner pulled past
+    an edge follows it, the whole polygon dragged past one stops at it."""
+
+    def __init__(self, positions, bounds: QRectF, **kwargs) -> None:
+        super().__init__(positions, closed=True, **kwargs)
+        self.bounds = bounds
+
+    def movePoint(self, handle, pos, modifiers=None, finish=True, coords="parent"):  # noqa: N802 -- pyqtgraph's
+        if coords == "scene":
+            pos, coords = self.mapSceneToParent(pos), "parent"
+        b = self.bounds
+        pos = QPointF(min(max(pos.x(), b.left()), b.right()), min(max(pos.y(), b.top()), b.bottom()))
+        super().movePoint(handle, pos, modifiers, finish, coords)
+
+    def translate(self, *args, **kwargs):
+        d = pg.Point(*args)
+        corners = np.array([(p.x(), p.y()) for p in (self.mapToParent(h["item"].pos()) for h in self.handles)])
+        b = self.bounds
+        dx = min(max(d.x(), b.left() - corners[:, 0].min()), b.right() - corners[:, 0].max())
+        dy = min(max(d.y(), b.top() - corners[:, 1].min()), b.bottom() - corners[:, 1].max())
+        super().translate(pg.Point(dx, dy), **kwargs)
+
+
 def _disk(radius: int) -> np.ndarray:
     r = max(int(radius), 0)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -379,7 +403,8 @@ class FramingEditor(QWidget):
         self.region_roi.addScaleHandle((0, 0), (1, 1))
         self.region_roi.setZValue(10)
         self.region_roi.sigRegionChangeFinished.connect(self.changed.emit)
-        self.polygon_roi = pg.PolyLineROI([[x, y], [x + rw, y], [x + rw, y + rh], [x, y + rh]], closed=True, pen=REGION_PEN)
+        self.polygon_roi = _ImagePolyROI([[x, y], [x + rw, y], [x + rw, y + rh], [x, y + rh]], QRectF(0, 0, w, h),
+                                         pen=REGION_PEN)
         self.polygon_roi.setZValue(10)
         self.polygon_roi.sigRegionChangeFinished.connect(self.changed.emit)
         self.view.addItem(self.region_roi)
