@@ -166,3 +166,14 @@ def test_the_region_polygon_dragged_or_pulled_past_the_pictures_edge_stops_at_it
     roi.movePoint(corner, roi.mapToScene(roi.mapFromParent(QPointF(170.4, 163.2))), coords="scene", finish=True)
     assert t.page.framing_for_training().region == (0, 30, 160, 130)
     assert t.page.check_framing()
+
+
+@pytest.mark.parametrize("region, says", [
+    ((10, 10, 5, 5), "the region 10,10,5,5 is under 16 pixels across: pull its corners apart round the part"),
+    ((100, 100, 120, 120), "the region 100,100,120,120 does not lie inside the 160x160 image: drag it onto the picture"),
+])
+def test_a_region_too_small_or_off_the_picture_says_which_and_what_to_do(qtbot, tmp_path, region, says):
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_region(region)
+    assert not t.page.check_framing()
+    assert says in t.page.message_label.text() and " or " not in t.page.message_label.text()

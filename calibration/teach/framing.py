@@ -23,6 +23,8 @@ from inspector.framing import Framing
 from inspector.framing.recipe import describe, make_framing
 
 Point = tuple[float, float]
+#: The narrowest region (:meth:`inspector.framing.Framing.check`'s limit).
+MIN_REGION_PX = 16
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,15 @@ def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 25
         if not all(math.isfinite(v) for v in (x, y, w, h)):
             raise InspectorError("the region is not a rectangle of finite numbers")
         region = (int(round(x)), int(round(y)), int(round(w)), int(round(h)))
+    if region is not None:
+        # The core's check says both at once; the technician needs to know which, and what to do.
+        x, y, w, h = region
+        if w < MIN_REGION_PX or h < MIN_REGION_PX:
+            raise InspectorError(f"the region {x},{y},{w},{h} is under {MIN_REGION_PX} pixels across: pull its corners "
+                                 "apart round the part")
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            raise InspectorError(f"the region {x},{y},{w},{h} does not lie inside the {width}x{height} image: drag it "
+                                 "onto the picture")
     for poly in drawing.ignore_polygons:
         ignore = np.zeros((height, width), bool) if ignore is None else ignore
         fill_polygon(ignore, poly, True)
