@@ -1,0 +1,108 @@
+"""The web review with the four decisions and defect sizes in mm²: a RECHECK (in the recheck band,
+its defect measured with a pixel size), a NO PART (the part not found: never scored, no map) and
+a PASS and FAIL beside them, recorded through the image store and ``write_inspections`` as a line
+records them. The browser must say of these rows what the desktop's review and ``inspector
+history export`` say of them."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flask_wtf", reason="the web review needs the [web] extra: pip install -e '.[web]'")
+
+from inspector.history import HistoryDB, ImageStore  # noqa: E402
+from inspector.history import queries  # noqa: E402
+from inspector.inspection import DecisionRule, InspectionResult  # noqa: E402
+from web import WebOptions, create_app  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from web_support import QUALITY, QUALITY_PIN, frame, make_history  # noqa: E402
+
+T1 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
+MM_RULE = DecisionRule(0.5, 0.4, 12, recheck_threshold=0.3, mm_per_px=0.1)
+PX_RULE = DecisionRule(0.5, 0.4, 12)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """make_history's two stations, and line-3 with one row of each decision (newest first):
+    PASS, NO PART, RECHECK (40 px, 0.4 mm²), FAIL without a pixel size (50 px), and a second
+    RECHECK for the queue."""
+    root = tmp_path_factory.mktemp("decisions")
+    url = f"sqlite:///{root / 'history.db'}"
+    make_history(url, root / "images", per_station=3)
+    store = ImageStore(root / "images", pass_sample_rate=1.0)
+    image, heat = frame(5, True)
+    recheck_map = heat * (0.45 / float(heat.max()))
+    at = [T1 + timedelta(minutes=m) for m in range(5)]
+    records = [
+        InspectionResult(at[0], "cam0", 1, 0.42, "RECHECK", 0.5, rule=MM_RULE, defect_area_px=30,
+                         image=image, heatmap=recheck_map * (0.42 / 0.45), match_quality=0.93),
+        InspectionResult(at[1], "cam0", 2, float(heat.max()), "FAIL", 0.5, rule=PX_RULE, defect_area_px=50,
+                         image=image, heatmap=heat),
+        InspectionResult(at[2], "cam0", 3, 0.45, "RECHECK", 0.5, rule=MM_RULE, defect_area_px=40,
+                         image=image, heatmap=recheck_map, match_quality=0.9),
+        InspectionResult(at[3], "cam0", 4, 0.0, "NO_PART", 0.5, rule=MM_RULE, image=image, match_quality=0.2),
+        InspectionResult(at[4], "cam0", 5, 0.1, "PASS", 0.5, rule=MM_RULE, defect_area_px=0,
+                         image=image, heatmap=heat * 0.1, match_quality=0.95),
+    ]
+    writer = HistoryDB(url, station="line-3")
+    try:
+        ids = [r.inspection_id for r in writer.write_inspections([store.save(r) for r in records])]
+    finally:
+        writer.close()
+    db = HistoryDB(url)
+    yield db, root, dict(zip(("recheck2", "fail", "recheck", "no_part", "pass"), ids))
+    db.close()
+
+
+@pytest.fixture
+def client(site):
+    db, root, _ = site
+    app = create_app(db, WebOptions(image_folders=[str(root / "images")]))
+    c = app.test_client()
+    answer = c.post("/sign-in", data={"csrf_token": token(c.get("/sign-in")), "name": QUALITY, "pin": QUALITY_PIN})
+    assert answer.status_code == 303
+    return c
+
+
+def token(response) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True)).group(1)
+
+
+def text(client, path: str) -> str:
+    answer = client.get(path)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_data(as_text=True)
+
+
+def list_cells(page: str) -> dict[int, list[str]]:
+    """The list's cells by inspection id (tags stripped)."""
+    rows = {}
+    for body in re.findall(r"<tr class=\"[a-z_]+\">(.*?)</tr>", page, re.S):
+        cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)]
+        rows[int(cells[-1])] = cells
+    return rows
+
+
+def head(page: str) -> list[str]:
+    return re.findall(r"<th>([^<]*)</th>", re.search(r'<table class="rows" id="rows">.*?</thead>', page, re.S).group(0))
+
+
+# -- NO PART: never scored -------------------------------------------------------------------------
+
+
+def test_a_no_part_row_shows_no_score_in_the_list_nor_on_its_page(client, site) -> None:
+    _, _, ids = site
+    page = text(client, "/inspections?station=line-3")
+    cells = list_cells(page)[ids["no_part"]]
+    score = head(page).index("Score")
+    assert cells[0] == "NO PART" and cells[score] == ""  # as the CSV: the stored 0.0 is no score
+    assert list_cells(page)[ids["pass"]][score] == "0.1"
+    part = text(client, f"/inspections/{ids['no_part']}")
+    assert re.search(r'id="score">([^<]*)<', part).group(1) == "not scored: the part was not found"
