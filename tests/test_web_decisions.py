@@ -106,3 +106,11 @@ def test_a_no_part_row_shows_no_score_in_the_list_nor_on_its_page(client, site) 
     assert list_cells(page)[ids["pass"]][score] == "0.1"
     part = text(client, f"/inspections/{ids['no_part']}")
     assert re.search(r'id="score">([^<]*)<', part).group(1) == "not scored: the part was not found"
+
+
+def test_a_no_part_page_says_the_part_was_not_found(client, site) -> None:
+    _, _, ids = site
+    part = text(client, f"/inspections/{ids['no_part']}")
+    assert "<tr><th>Part not found</th><td>match quality 0.200</td></tr>" in part  # the desktop: "part not found, match 0.20"
+    assert "Part found" not in part
+    assert "<tr><th>Part found</th><td>match quality 0.900</td></tr>" in text(client, f"/inspections/{ids['recheck']}")
