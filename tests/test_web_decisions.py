@@ -114,3 +114,13 @@ def test_a_no_part_page_says_the_part_was_not_found(client, site) -> None:
     assert "<tr><th>Part not found</th><td>match quality 0.200</td></tr>" in part  # the desktop: "part not found, match 0.20"
     assert "Part found" not in part
     assert "<tr><th>Part found</th><td>match quality 0.900</td></tr>" in text(client, f"/inspections/{ids['recheck']}")
+
+
+def test_a_no_part_map_is_missing_because_nothing_was_scored_not_because_of_sampling(client, site) -> None:
+    _, _, ids = site
+    part = text(client, f"/inspections/{ids['no_part']}")
+    why = "no heatmap: the part was not found in the frame, nothing was scored"
+    assert re.search(r'id="heat-note">([^<]*)<', part).group(1) == f"Heatmap: inspection {ids['no_part']}: {why}"
+    assert 'id="heat"' not in part and "defect outlined" not in part  # no contour claimed
+    answer = client.get(f"/inspections/{ids['no_part']}/heat.png")
+    assert answer.status_code == 404 and why in answer.get_data(as_text=True)

@@ -67,6 +67,8 @@ class ImageStoreFolders:
         """The row's frame (``image``) or heatmap (``heatmap``) file: inside the store and here."""
         path = row.image_path if which == "image" else row.heatmap_path
         if path is None:
+            if which == "heatmap" and row.decision == "NO_PART":  # not a sampling matter: no map was ever made
+                raise NotHere(f"inspection {row.id}: no heatmap: the part was not found in the frame, nothing was scored")
             raise NotHere(f"inspection {row.id}: no {which} kept (passes are sampled, errors have no map)")
         real = self.inside(path)
         if not real.is_file():
