@@ -124,3 +124,18 @@ def test_a_no_part_map_is_missing_because_nothing_was_scored_not_because_of_samp
     assert 'id="heat"' not in part and "defect outlined" not in part  # no contour claimed
     answer = client.get(f"/inspections/{ids['no_part']}/heat.png")
     assert answer.status_code == 404 and why in answer.get_data(as_text=True)
+
+
+# -- the list's filters ------------------------------------------------------------------------------
+
+
+def test_the_decision_filter_offers_no_part_as_people_read_it_and_keeps_only_those(client, site) -> None:
+    _, _, ids = site
+    page = text(client, "/inspections?decision=NO_PART")
+    options = re.findall(r'<option value="([^"]*)" ?(selected)?>([^<]*)</option>',
+                         re.search(r'id="f-decision">(.*?)</select>', page, re.S).group(1))
+    assert [(v, t) for v, _, t in options] == [("", "all"), ("PASS", "PASS"), ("FAIL", "FAIL"), ("RECHECK", "RECHECK"),
+                                               ("NO_PART", "NO PART")]  # the desktop's "NO PART"
+    assert [v for v, selected, _ in options if selected] == ["NO_PART"]
+    assert list(list_cells(page)) == [ids["no_part"]]
+    assert set(list_cells(text(client, "/inspections?decision=RECHECK&station=line-3"))) == {ids["recheck"], ids["recheck2"]}
