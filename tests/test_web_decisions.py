@@ -139,3 +139,13 @@ def test_the_decision_filter_offers_no_part_as_people_read_it_and_keeps_only_tho
     assert [v for v, selected, _ in options if selected] == ["NO_PART"]
     assert list(list_cells(page)) == [ids["no_part"]]
     assert set(list_cells(text(client, "/inspections?decision=RECHECK&station=line-3"))) == {ids["recheck"], ids["recheck2"]}
+
+
+def test_the_list_gives_each_defect_size_in_mm2_where_the_rule_has_a_pixel_size_else_in_px(client, site) -> None:
+    _, _, ids = site
+    page = text(client, "/inspections?station=line-3")
+    columns = head(page)
+    assert columns[:4] == ["Decision", "Score", "Threshold", "Defect"]  # the desktop's order
+    size = {i: cells[columns.index("Defect")] for i, cells in list_cells(page).items()}
+    assert size == {ids["recheck"]: "0.4 mm²", ids["recheck2"]: "0.3 mm²", ids["fail"]: "50 px",
+                    ids["pass"]: "0 mm²", ids["no_part"]: ""}

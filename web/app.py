@@ -517,6 +517,14 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
 
     app.template_filter("days")(days)
 
+    @app.template_filter("defect_size")
+    def defect_size(row: InspectionRow) -> str:
+        # as the desktop's Defect column: mm² where the rule had a pixel size, else px; empty where not measured
+        if row.defect_area_px is None:
+            return ""
+        mm2 = row.defect_area_mm2
+        return f"{mm2:.3g} mm²" if mm2 is not None else f"{row.defect_area_px} px"
+
     @app.template_filter("size")
     def size(value: int) -> str:
         for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
