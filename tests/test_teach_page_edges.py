@@ -177,3 +177,20 @@ def test_a_region_too_small_or_off_the_picture_says_which_and_what_to_do(qtbot, 
     t.editor.set_region(region)
     assert not t.page.check_framing()
     assert says in t.page.message_label.text() and " or " not in t.page.message_label.text()
+
+
+def test_tiles_that_would_not_fit_the_memory_are_refused_at_check_and_train_writes_nothing(qtbot, tmp_path, monkeypatch):
+    import inspector.framing.recipe as recipe
+
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_region((16, 16, 128, 128))
+    t.editor.tiles_combo.setCurrentText("N tiles")
+    t.editor.tiles_count.setValue(8)
+    assert t.page.check_framing()
+    monkeypatch.setattr(recipe, "available_memory_bytes", lambda: 100_000_000)  # a small machine
+    assert not t.page.check_framing()
+    assert "16 training images of 64 tiles each would take about" in t.page.message_label.text(), t.page.message_label.text()
+    before = audit_actions(t.db)
+    t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
+    t.page.train_button.click()
+    assert not t.teach.state.running and audit_actions(t.db) == before

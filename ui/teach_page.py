@@ -50,6 +50,7 @@ from inspector.errors import InspectorError
 from inspector.framing import Framing
 from inspector.image_io import read_image
 from inspector.line import InspectionResult
+from inspector.method.efficientad import IMAGE_SIZE
 from inspector.overlay import heatmap_view
 from ui.framing_editor import FramingEditor
 from ui.line import LineModel
@@ -60,6 +61,8 @@ from ui.teach_model import (DEFAULT_RECHECK_RATE, DEFAULT_TARGET_FRR, Calibratio
 from ui.widgets import FAIL_COLOR, PASS_COLOR, RECHECK_COLOR, HeatmapView
 
 THUMB = 96
+#: The models' square input (EfficientAD's, the instant model's too): what the tiles are cut for.
+INPUT_PX = IMAGE_SIZE
 
 
 def thumbnail(path: Path) -> QIcon:
@@ -424,14 +427,17 @@ class TeachPage(QWidget):
             self._default_reference()
         if self.framing_editor.reference is None:
             return None  # no samples: the training itself says so
-        framing = self.framing_editor.framing()
+        framing = self.framing_editor.framing(INPUT_PX)
         self._check_samples_fit(framing)
         return framing
 
     def _check_samples_fit(self, framing: Framing | None) -> None:
         """InspectorError where the samples are frames the drawing cannot cut (another size than a
-        reference the part is not searched in): said at Check, not by the training after its start
+        reference the part is not searched in), or so many tiles of them that training would run
+        out of memory (killed hours later): said at Check, not by the training after its start
         was audited."""
+        from inspector.framing.recipe import check_training_memory
+
         try:
             paths = self.model.sample_paths()
         except InspectorError:
@@ -442,6 +448,7 @@ class TeachPage(QWidget):
             framing.check_frame(read_image(paths[0]).shape, paths[0].name)
         except InspectorError as exc:
             raise InspectorError(f"{exc}; draw on one of the samples (Use selected sample)") from None
+        check_training_memory(framing, self.framing_editor.reference.shape, len(paths), INPUT_PX)
 
     def check_framing(self) -> bool:
         """Checks the drawing now and says what the model will inspect, or what is wrong."""
