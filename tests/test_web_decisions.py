@@ -149,3 +149,32 @@ def test_the_list_gives_each_defect_size_in_mm2_where_the_rule_has_a_pixel_size_
     size = {i: cells[columns.index("Defect")] for i, cells in list_cells(page).items()}
     assert size == {ids["recheck"]: "0.4 mm²", ids["recheck2"]: "0.3 mm²", ids["fail"]: "50 px",
                     ids["pass"]: "0 mm²", ids["no_part"]: ""}
+
+
+# -- the recheck queue -------------------------------------------------------------------------------
+
+
+def test_a_verdict_in_the_recheck_queue_becomes_the_label_and_opens_the_next_part_of_the_queue(client, site) -> None:
+    db, _, ids = site
+    queue = "station=line-3&decision=RECHECK&label=none"  # in the form's order, as links write it
+    page = text(client, f"/inspections?{queue}")
+    assert list(list_cells(page)) == [ids["recheck"], ids["recheck2"]]  # newest first
+    part = client.get(f"/inspections/{ids['recheck']}?{queue}")
+    answer = client.post(f"/inspections/{ids['recheck']}/label",
+                         data={"csrf_token": token(part), "label": "confirmed_defect", "filters": queue})
+    with db.session() as s:
+        row = queries.inspection_row(s, ids["recheck"])
+    assert (row.label, row.labelled_by) == ("confirmed_defect", QUALITY)  # the verdict is the label, with who
+    # as the desktop: the part leaves the queue and the next one is opened
+    assert answer.status_code == 303 and answer.headers["Location"] == f"/inspections/{ids['recheck2']}?{queue}"
+    nxt = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert f"Inspection {ids['recheck']} labelled confirmed defect." in nxt
+    answer = client.post(f"/inspections/{ids['recheck2']}/label",
+                         data={"csrf_token": token(part), "label": "false_reject", "filters": queue})
+    assert answer.headers["Location"] == f"/inspections?{queue}"  # the queue is empty: its list says so
+    assert "No inspection matches this filter." in client.get(answer.headers["Location"]).get_data(as_text=True)
+    # outside the queue a label keeps the part open
+    answer = client.post(f"/inspections/{ids['recheck2']}/label",
+                         data={"csrf_token": token(part), "label": "none", "filters": "station=line-3"})
+    assert answer.headers["Location"] == f"/inspections/{ids['recheck2']}?station=line-3"
+    client.post(f"/inspections/{ids['recheck']}/label", data={"csrf_token": token(part), "label": "none"})

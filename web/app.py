@@ -393,6 +393,16 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
         filters = parse_filters(dict(parse_qsl(request.form.get("filters", ""))))  # the list the part was opened from
         actions.review_inspection(db, g.user.caller(), row.id, value, note)  # AccessDenied: 403, audited
         flash(f"Inspection {row.id} labelled {LABEL_TEXT[value]}" + (" with a note" if note.strip() else "") + ".")
+        f = filters.inspection_filter
+        if f.decision == "RECHECK" and f.label == "none" and value != "none":
+            # The recheck queue, as on the desktop: the part judged leaves it and the next one opens
+            # (the older one, else the newer one; none left: the queue's list, which says it is empty).
+            with db.session() as s:
+                newer, older = queries.neighbours(s, f, (row.time, row.id))
+            nxt = older if older is not None else newer
+            if nxt is None:
+                return redirect(url_for("inspections", **filters.values), code=303)
+            return redirect(url_for("part", inspection_id=nxt, **filters.values), code=303)
         return redirect(url_for("part", inspection_id=row.id, **filters.values), code=303)
 
     # -- export ---------------------------------------------------------------------------------
