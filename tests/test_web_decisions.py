@@ -178,3 +178,28 @@ def test_a_verdict_in_the_recheck_queue_becomes_the_label_and_opens_the_next_par
                          data={"csrf_token": token(part), "label": "none", "filters": "station=line-3"})
     assert answer.headers["Location"] == f"/inspections/{ids['recheck2']}?station=line-3"
     client.post(f"/inspections/{ids['recheck']}/label", data={"csrf_token": token(part), "label": "none"})
+
+
+# -- the stations page -------------------------------------------------------------------------------
+
+
+def test_the_stations_page_counts_a_stations_no_part_frames_of_the_last_24_h_on_their_own(client, site) -> None:
+    db, _, _ = site
+    now = datetime.now(timezone.utc)
+    writer = HistoryDB(str(db.engine.url), station="line-4")  # a feed gone empty: mostly NO PART
+    try:
+        writer.write_inspections(
+            [InspectionResult(now - timedelta(minutes=m), "cam0", m, 0.0, "NO_PART", 0.5, rule=MM_RULE, match_quality=0.1)
+             for m in range(1, 6)]
+            + [InspectionResult(now - timedelta(minutes=7), "cam0", 7, 0.1, "PASS", 0.5, rule=MM_RULE),
+               InspectionResult(now - timedelta(minutes=8), "cam0", 8, 0.45, "RECHECK", 0.5, rule=MM_RULE)])
+    finally:
+        writer.close()
+    page = text(client, "/stations")
+    columns = re.findall(r"<th>([^<]*)</th>", re.search(r'id="stations">.*?</thead>', page, re.S).group(0))
+    line4 = re.search(r"<tr><td><a [^>]*>line-4</a>.*?</tr>", page, re.S).group(0)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", line4)
+    at = columns.index("Rows, last 24 h")
+    # 7 rows: 1 not passed (the RECHECK), and the 5 NO PART frames said, not hidden among the rows
+    assert columns[at:at + 3] == ["Rows, last 24 h", "Not passed, last 24 h", "NO PART, last 24 h"]
+    assert cells[at - 1:at + 2] == ["7", "1", "5"]  # the name's cell holds a link: not in cells
