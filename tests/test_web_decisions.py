@@ -203,3 +203,53 @@ def test_the_stations_page_counts_a_stations_no_part_frames_of_the_last_24_h_on_
     # 7 rows: 1 not passed (the RECHECK), and the 5 NO PART frames said, not hidden among the rows
     assert columns[at:at + 3] == ["Rows, last 24 h", "Not passed, last 24 h", "NO PART, last 24 h"]
     assert cells[at - 1:at + 2] == ["7", "1", "5"]  # the name's cell holds a link: not in cells
+
+
+# -- what was right already: score bounds, charts, export ----------------------------------------------
+
+
+def test_score_bounds_leave_no_part_out_of_the_list_and_of_a_parts_neighbours(client, site) -> None:
+    _, _, ids = site
+    for bounds in ("min_score=0", "max_score=0.2", "min_score=0&max_score=1"):
+        page = text(client, f"/inspections?station=line-3&{bounds}")
+        assert ids["no_part"] not in list_cells(page), bounds  # never scored: no score lies in any range
+    part = text(client, f"/inspections/{ids['pass']}?station=line-3&max_score=0.5")
+    assert f'href="/inspections/{ids["recheck"]}?' in re.search(r'id="older"[^>]*', part).group(0)  # NO PART skipped
+
+
+def test_charts_count_recheck_as_a_reject_and_leave_no_part_out_of_the_yield(client, site) -> None:
+    db, _, ids = site
+
+    def said(chart: str) -> list[str]:
+        svg = text(client, f"/charts/{chart}.svg?station=line-3&bucket=day")
+        return [c for c in re.findall(r"<!-- (.*?) -->", svg) if "line-3" in c or "Rejects" in c]
+
+    assert said("yield-station") == ["line-3 (4 parts)"]  # PASS, FAIL, 2 RECHECK; the NO PART frame is no part
+    with db.session() as s:
+        [day] = queries.yield_over_time(s, queries.InspectionFilter(station="line-3"), timedelta(days=1))
+    assert (day.passed, day.failed, day.rechecked, day.no_part, day.yield_fraction) == (1, 1, 2, 1, 0.25)
+    part = client.get(f"/inspections/{ids['recheck']}")
+    client.post(f"/inspections/{ids['recheck']}/label", data={"csrf_token": token(part), "label": "false_reject"})
+    client.post(f"/inspections/{ids['fail']}/label", data={"csrf_token": token(part), "label": "confirmed_defect"})
+    try:  # a RECHECK judged a false reject is one, as on the desktop
+        assert said("false-rejects") == ["Rejects by review label: 50.0 % of 2 labelled rejects were false rejects"]
+    finally:
+        for which in ("recheck", "fail"):
+            client.post(f"/inspections/{ids[which]}/label", data={"csrf_token": token(part), "label": "none"})
+
+
+def test_the_browsers_csv_is_the_history_exports_no_part_score_empty_and_sizes_in_mm2(client, site, tmp_path) -> None:
+    import csv
+    import io
+
+    db, _, ids = site
+    answer = client.post("/export", data={"csrf_token": token(client.get("/inspections")), "format": "csv",
+                                          "station": "line-3"})
+    assert answer.status_code == 200
+    with db.session() as s:  # what `inspector history export --station line-3` writes
+        queries.export_csv(s, tmp_path / "desktop.csv", queries.InspectionFilter(station="line-3"))
+    assert answer.data == (tmp_path / "desktop.csv").read_bytes()
+    rows = {int(r["id"]): r for r in csv.DictReader(io.StringIO(answer.get_data(as_text=True)))}
+    assert (rows[ids["no_part"]]["decision"], rows[ids["no_part"]]["score"]) == ("NO_PART", "")
+    assert (rows[ids["recheck"]]["defect_area_px"], rows[ids["recheck"]]["defect_area_mm2"]) == ("40", "0.4")
+    assert (rows[ids["fail"]]["defect_area_px"], rows[ids["fail"]]["defect_area_mm2"]) == ("50", "")
