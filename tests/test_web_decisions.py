@@ -253,3 +253,72 @@ def test_the_browsers_csv_is_the_history_exports_no_part_score_empty_and_sizes_i
     assert (rows[ids["no_part"]]["decision"], rows[ids["no_part"]]["score"]) == ("NO_PART", "")
     assert (rows[ids["recheck"]]["defect_area_px"], rows[ids["recheck"]]["defect_area_mm2"]) == ("40", "0.4")
     assert (rows[ids["fail"]]["defect_area_px"], rows[ids["fail"]]["defect_area_mm2"]) == ("50", "")
+
+
+# -- the plant: the same rows forwarded by a station's plant link ----------------------------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def plant(request, tmp_path_factory):
+    """A plant database (SQLite, or the real PostgreSQL the plant-link tests start) holding what
+    station line-5's plant link forwarded of a RECHECK (0.4 mm²), a NO PART frame and a PASS
+    recorded a minute ago, and the review's users (make_history, one row per station)."""
+    from pg_support import database_url
+
+    from inspector.links.plant import PlantLink
+
+    root = tmp_path_factory.mktemp(f"decisions-plant-{request.param}")
+    with database_url(request.param, root) as url:
+        make_history(url, root / "images", per_station=1)
+        station = HistoryDB(f"sqlite:///{root / 'line-5.db'}", station="line-5")
+        try:
+            station.upgrade()
+            store = ImageStore(root / "line-5-images", pass_sample_rate=1.0)
+            image, heat = frame(7, True)
+            now = datetime.now(timezone.utc)
+            records = [store.save(r) for r in (
+                InspectionResult(now - timedelta(minutes=3), "cam0", 1, 0.45, "RECHECK", 0.5, rule=MM_RULE,
+                                 defect_area_px=40, image=image, heatmap=heat * (0.45 / float(heat.max())), match_quality=0.9),
+                InspectionResult(now - timedelta(minutes=2), "cam0", 2, 0.0, "NO_PART", 0.5, rule=MM_RULE,
+                                 image=image, match_quality=0.2),
+                InspectionResult(now - timedelta(minutes=1), "cam0", 3, 0.1, "PASS", 0.5, rule=MM_RULE,
+                                 defect_area_px=0, image=image, heatmap=heat * 0.1, match_quality=0.95))]
+            station.write_inspections(records)
+            link = PlantLink(station, url)
+            link.start()
+            assert link.stop(30) == 0 and not link.pending_images()
+        finally:
+            station.close()
+        db = HistoryDB(url)
+        with db.session() as s:
+            rows = queries.query_inspections(s, queries.InspectionFilter(station="line-5"), 10)
+        yield db, root, {r.decision: r.id for r in rows}
+        db.close()
+
+
+def test_the_plant_review_says_of_forwarded_rows_what_the_station_does(plant, tmp_path) -> None:
+    db, root, ids = plant
+    app = create_app(db, WebOptions(image_folders=[]))  # every picture from the plant's copies
+    client = app.test_client()
+    client.post("/sign-in", data={"csrf_token": token(client.get("/sign-in")), "name": QUALITY, "pin": QUALITY_PIN})
+    page = text(client, "/inspections?station=line-5")
+    columns, cells = head(page), list_cells(page)
+    score, defect = columns.index("Score"), columns.index("Defect")
+    assert [(cells[ids[d]][0], cells[ids[d]][score], cells[ids[d]][defect]) for d in ("PASS", "NO_PART", "RECHECK")] == [
+        ("PASS", "0.1", "0 mm²"), ("NO PART", "", ""), ("RECHECK", "0.45", "0.4 mm²")]
+    no_part = text(client, f"/inspections/{ids['NO_PART']}")
+    assert 'id="frame"' in no_part and 'id="heat"' not in no_part and "Part not found" in no_part
+    assert "not scored: the part was not found" in no_part and "nothing was scored" in no_part
+    recheck = text(client, f"/inspections/{ids['RECHECK']}")
+    assert 'id="heat"' in recheck and "40 px (0.4 mm²)" in recheck and "score above 0.3, up to the threshold" in recheck
+    assert client.get(f"/inspections/{ids['RECHECK']}/heat.png").status_code == 200
+    stations = text(client, "/stations")
+    line5 = re.search(r"<tr><td><a [^>]*>line-5</a>.*?</tr>", stations, re.S).group(0)
+    assert re.findall(r'<td class="num[^"]*">(\d+)</td>', line5)[:3] == ["3", "1", "1"]  # rows, not passed, NO PART
+    svg = text(client, "/charts/yield-station.svg?station=line-5&bucket=day")
+    assert "line-5 (2 parts)" in svg
+    answer = client.post("/export", data={"csrf_token": token(client.get("/inspections")), "format": "csv",
+                                          "station": "line-5"})
+    with db.session() as s:
+        queries.export_csv(s, tmp_path / "history.csv", queries.InspectionFilter(station="line-5"))
+    assert answer.data == (tmp_path / "history.csv").read_bytes() and b",NO_PART," in answer.data
