@@ -194,3 +194,27 @@ def test_tiles_that_would_not_fit_the_memory_are_refused_at_check_and_train_writ
     t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
     t.page.train_button.click()
     assert not t.teach.state.running and audit_actions(t.db) == before
+
+
+@pytest.mark.parametrize("language", ["C", "German"])
+def test_a_decimal_comma_or_point_typed_is_the_number_meant(qtbot, tmp_path, language):
+    from PyQt6.QtCore import QLocale, Qt
+    from PyQt6.QtTest import QTest
+
+    t = teach_page(qtbot, tmp_path, samples=0)
+    locale = QLocale.c() if language == "C" else QLocale(QLocale.Language.German, QLocale.Country.Germany)
+
+    def typed(box, text: str) -> float:
+        box.setLocale(locale)
+        box.lineEdit().selectAll()
+        QTest.keyClick(box.lineEdit(), Qt.Key.Key_Delete)
+        QTest.keyClicks(box.lineEdit(), text)
+        box.interpretText()
+        return box.value()
+
+    for text in ("0,05", "0.05"):  # a hundred times too coarse, 5 mm/px, where the other mark was dropped
+        assert typed(t.editor.mm_per_px, text) == pytest.approx(0.05), text
+    assert typed(t.editor.defect_px, "2,5") == pytest.approx(2.5)
+    t.page.recheck_box.setChecked(True)
+    assert typed(t.page.recheck_rate, "2,5") == pytest.approx(2.5)
+    assert typed(t.page.target_frr, "0,5") == pytest.approx(0.5)

@@ -86,6 +86,21 @@ class _ImagePolyROI(pg.PolyLineROI):
         super().translate(pg.Point(dx, dy), **kwargs)
 
 
+class DecimalBox(QDoubleSpinBox):
+    """A number field that takes a decimal comma or point, whichever the locale writes: Qt drops
+    the other as a bad keystroke, so "0,05" typed for a pixel size became 5 mm/px."""
+
+    def _local(self, text: str) -> str:
+        point = self.locale().decimalPoint()
+        return text.replace(",", point).replace(".", point)
+
+    def validate(self, text: str, pos: int):
+        return super().validate(self._local(text), pos)
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 -- Qt's
+        return super().valueFromText(self._local(text))
+
+
 def _disk(radius: int) -> np.ndarray:
     r = max(int(radius), 0)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -143,13 +158,13 @@ class FramingEditor(QWidget):
         self.tiles_count.setValue(2)
         self.tiles_count.setSuffix(" tiles")
         self.tiles_count.setToolTip("tiles along the region's longer side")
-        self.defect_px = QDoubleSpinBox()
+        self.defect_px = DecimalBox()
         self.defect_px.setRange(0.0, 10_000.0)
         self.defect_px.setDecimals(1)
         self.defect_px.setSpecialValueText("not set")
         self.defect_px.setSuffix(" px")
         self.defect_px.setToolTip("the smallest defect to find, in frame pixels: sets the scale of the tiles")
-        self.mm_per_px = QDoubleSpinBox()
+        self.mm_per_px = DecimalBox()
         self.mm_per_px.setRange(0.0, 100.0)
         self.mm_per_px.setDecimals(4)
         self.mm_per_px.setSingleStep(0.01)

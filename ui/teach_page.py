@@ -26,7 +26,6 @@ from PyQt6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -52,7 +51,7 @@ from inspector.image_io import read_image
 from inspector.line import InspectionResult
 from inspector.method.efficientad import IMAGE_SIZE
 from inspector.overlay import heatmap_view
-from ui.framing_editor import FramingEditor
+from ui.framing_editor import DecimalBox, FramingEditor
 from ui.line import LineModel
 from ui.message_line import MessageLine
 from ui.session import Session
@@ -186,7 +185,7 @@ class TeachPage(QWidget):
             self.kind.addItem(label, kind)
         self.kind.setToolTip("The instant model is ready in about a minute and runs the line while EfficientAD trains;\n"
                              "EfficientAD takes over only when it is at least as good on the held-out samples.")
-        self.target_frr = QDoubleSpinBox()
+        self.target_frr = DecimalBox()
         self.target_frr.setRange(0.05, 50.0)
         self.target_frr.setDecimals(2)
         self.target_frr.setSuffix(" %")
@@ -198,7 +197,7 @@ class TeachPage(QWidget):
         self.recheck_box = QCheckBox("Recheck band")
         self.recheck_box.setToolTip("a second, lower threshold: parts between it and the threshold are RECHECK,\n"
                                     "set aside for a person; set for this share of good parts (off by default)")
-        self.recheck_rate = QDoubleSpinBox()
+        self.recheck_rate = DecimalBox()
         self.recheck_rate.setRange(0.1, 50.0)
         self.recheck_rate.setDecimals(1)
         self.recheck_rate.setSuffix(" % of good parts")
