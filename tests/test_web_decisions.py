@@ -322,3 +322,17 @@ def test_the_plant_review_says_of_forwarded_rows_what_the_station_does(plant, tm
     with db.session() as s:
         queries.export_csv(s, tmp_path / "history.csv", queries.InspectionFilter(station="line-5"))
     assert answer.data == (tmp_path / "history.csv").read_bytes() and b",NO_PART," in answer.data
+
+
+def test_the_queues_count_follows_the_verdicts_given(client, site) -> None:
+    _, _, ids = site
+    queue = "station=line-3&decision=RECHECK&label=none"
+    assert re.search(r'id="total">([^<]*)<', text(client, f"/inspections?{queue}")).group(1) == "2 match"
+    part = client.get(f"/inspections/{ids['recheck']}?{queue}")
+    try:
+        client.post(f"/inspections/{ids['recheck']}/label",
+                    data={"csrf_token": token(part), "label": "false_reject", "filters": queue})
+        page = text(client, f"/inspections?{queue}")  # counts are kept 30 s, but not past a label
+        assert re.search(r'id="total">([^<]*)<', page).group(1) == "1 match" and list(list_cells(page)) == [ids["recheck2"]]
+    finally:
+        client.post(f"/inspections/{ids['recheck']}/label", data={"csrf_token": token(part), "label": "none"})

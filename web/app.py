@@ -125,6 +125,11 @@ class _Recent:
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._bytes -= self._size(dropped)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
     def _size(self, value: Any) -> int:
         return len(value) if self.max_bytes is not None else 0
 
@@ -392,6 +397,7 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
             raise BadRequestValue("note", f"longer than {actions.MAX_NOTE_CHARS} characters")
         filters = parse_filters(dict(parse_qsl(request.form.get("filters", ""))))  # the list the part was opened from
         actions.review_inspection(db, g.user.caller(), row.id, value, note)  # AccessDenied: 403, audited
+        counts.clear()  # a label moves a part between label filters (the recheck queue's count among them)
         flash(f"Inspection {row.id} labelled {LABEL_TEXT[value]}" + (" with a note" if note.strip() else "") + ".")
         f = filters.inspection_filter
         if f.decision == "RECHECK" and f.label == "none" and value != "none":
