@@ -1,5 +1,6 @@
 """Evaluation on an MVTec-layout test set: image AUROC, pixel AUROC and AU-PRO, overall and per
-defect type (each defect type scored against all good test images, as in MVTec AD)."""
+defect type (each defect type scored against all good test images, as in MVTec AD), and the share
+of defects that would pass a line whose threshold rejects 1 % or 5 % of the good test images."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ NO_PART_SCORE = 1e9
 #: them takes about 30 bytes each, so 200 M keeps an evaluation within 6 GB. A set of 582 frames
 #: of 1280x1024 (763 M pixels) is measured on maps scaled to 0.51; MVTec-sized sets fit as they are.
 PIXEL_BUDGET = 200_000_000
+#: The false-reject rates at which the defects that pass are counted: a line's threshold is set for
+#: few false rejects, and the defects scoring under it are the ones that reach the customer.
+FALSE_REJECT_RATES = (0.01, 0.05)
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,25 @@ def metrics_for(scored: list[Scored]) -> dict[str, float]:
         "image_auroc": image_auroc(labels, scores),
         "pixel_auroc": pixel_auroc(masks, maps, inspected) if has_regions else math.nan,
         "aupro": aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT, inspected=inspected) if has_regions else math.nan,
+        **{passing_key(rate): defects_passing(labels, scores, rate) for rate in FALSE_REJECT_RATES},
         "images": len(scored),
         "no_part": sum(s.no_part for s in scored),
     }
+
+
+def passing_key(false_reject_rate: float) -> str:
+    return f"pass_at_{100 * false_reject_rate:g}pct_fr"
+
+
+def defects_passing(labels: np.ndarray, scores: np.ndarray, false_reject_rate: float) -> float:
+    """The share of defective images (``labels`` 1) scoring at or below the threshold that rejects
+    ``false_reject_rate`` of the good ones (their scores' 1 - rate quantile): the defects a line
+    set so would pass. NaN without both good and defective images."""
+    labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
+    good, bad = scores[labels == 0], scores[labels == 1]
+    if not good.size or not bad.size:
+        return math.nan
+    return float(np.mean(bad <= np.quantile(good, 1.0 - false_reject_rate)))
 
 
 def escapes_with_k_good_above(good_scores, defect_scores, ranks: int = 6) -> list[float]:
@@ -126,9 +146,14 @@ def evaluate(engine: Engine, data_dir: str | Path, show_progress: bool = True) -
 def format_table(result: dict) -> str:
     rows = [("overall", result)] + sorted(result["per_type"].items())
     fmt: Callable[[float], str] = lambda v: "  n/a" if v is None or math.isnan(v) else f"{100 * v:5.1f}"
-    lines = [f"{'defect type':<14} {'images':>6} {'image AUROC':>12} {'pixel AUROC':>12} {'AU-PRO':>8}"]
+    passing = [f"pass @{100 * rate:g}% FR" for rate in FALSE_REJECT_RATES]
+    lines = [f"{'defect type':<14} {'images':>6} {'image AUROC':>12} {'pixel AUROC':>12} {'AU-PRO':>8}"
+             + "".join(f" {name:>13}" for name in passing)]
     for name, m in rows:
-        lines.append(f"{name:<14} {m['images']:>6} {fmt(m['image_auroc']):>12} {fmt(m['pixel_auroc']):>12} {fmt(m['aupro']):>8}")
+        lines.append(f"{name:<14} {m['images']:>6} {fmt(m['image_auroc']):>12} {fmt(m['pixel_auroc']):>12} {fmt(m['aupro']):>8}"
+                     + "".join(f" {fmt(m.get(passing_key(rate))):>13}" for rate in FALSE_REJECT_RATES))
+    lines.append("pass @r% FR: % of the defective images scoring at or under the threshold that rejects r % of "
+                 "the good test images")
     if result.get("no_part"):
         lines.append(f"NO PART: the part was not found in {result['no_part']} of {result['images']} images "
                      "(ranked above every score: never a pass)")

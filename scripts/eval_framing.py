@@ -58,7 +58,7 @@ import numpy as np
 from inspector.ad_metrics import aupro, image_auroc
 from inspector.devices import cpu_description
 from inspector.engine import Engine
-from inspector.evaluate import AUPRO_FPR_LIMIT
+from inspector.evaluate import AUPRO_FPR_LIMIT, FALSE_REJECT_RATES, defects_passing, passing_key
 from inspector.framing import Alignment, FramedScorer, Framing
 from inspector.framing.framed import inspected_pixels
 from inspector.framing.align import turn_about
@@ -213,20 +213,18 @@ def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
             # the inspected pixels alone (a defect elsewhere, never found), as for the part cropped.
             inspected.append(inspected_pixels(getattr(scorer, "framing", None), frame.shape, prediction))
     labels_a, scores_a, kinds_a = np.array(labels), np.array(scores), np.array(kinds)
-    good = scores_a[labels_a == 0]
-    at_1, at_5 = np.quantile(good, 0.99), np.quantile(good, 0.95)
-    bad = scores_a[labels_a == 1]
-    by_kind = {kind: {"frames": int(np.sum(kinds_a == kind)),
-                      "pass_at_1pct_fr": round(float(np.mean(scores_a[kinds_a == kind] <= at_1)), 4),
-                      "pass_at_5pct_fr": round(float(np.mean(scores_a[kinds_a == kind] <= at_5)), 4)}
-               for kind in sorted(set(kinds) - {"good"})}
+    def passing(kind: str | None) -> dict[str, float]:
+        chosen = (labels_a == 0) | (kinds_a == kind) if kind else np.ones(len(labels_a), bool)
+        return {passing_key(rate): round(defects_passing(labels_a[chosen], scores_a[chosen], rate), 4)
+                for rate in FALSE_REJECT_RATES}
+
+    by_kind = {kind: {"frames": int(np.sum(kinds_a == kind)), **passing(kind)} for kind in sorted(set(kinds) - {"good"})}
     ms = sorted(1000 * t for t in times)
     return {
         "image_auroc": round(image_auroc(labels_a, scores_a), 4),
         "aupro": round(aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT, inspected=inspected), 4) if has_masks else None,
         **({} if has_masks else {"aupro_note": "no masks"}),
-        "pass_at_1pct_fr": round(float(np.mean(bad <= at_1)), 4),
-        "pass_at_5pct_fr": round(float(np.mean(bad <= at_5)), 4),
+        **passing(None),
         "no_part": no_part,
         "tiles_per_frame": sorted(tile_counts) if tile_counts and -1 not in tile_counts else None,
         "ms_per_frame": round(statistics.mean(ms), 1),

@@ -221,9 +221,10 @@ def test_a_failed_final_save_keeps_the_training_and_the_same_command_writes_the_
 def test_eval_prints_a_table_and_writes_json(tiny_model, tiny_mvtec, tmp_path, capsys):
     report = tmp_path / "eval.json"
     assert main(["eval", str(tiny_model), str(tiny_mvtec), "--json", str(report), "--device", "cpu"]) == 0
-    assert "image AUROC" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "image AUROC" in printed and "pass @1% FR" in printed and "pass @5% FR" in printed
     result = json.loads(report.read_text())
-    for key in ("image_auroc", "pixel_auroc", "aupro"):
+    for key in ("image_auroc", "pixel_auroc", "aupro", "pass_at_1pct_fr", "pass_at_5pct_fr"):
         assert 0.0 <= result[key] <= 1.0
     assert set(result["per_type"]) == {"crack", "uneven"}
     crack, uneven = result["per_type"]["crack"], result["per_type"]["uneven"]
