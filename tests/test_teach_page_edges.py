@@ -218,3 +218,22 @@ def test_a_decimal_comma_or_point_typed_is_the_number_meant(qtbot, tmp_path, lan
     t.page.recheck_box.setChecked(True)
     assert typed(t.page.recheck_rate, "2,5") == pytest.approx(2.5)
     assert typed(t.page.target_frr, "0,5") == pytest.approx(0.5)
+
+
+def test_a_reference_of_another_size_says_that_the_drawing_starts_again(qtbot, tmp_path):
+    import cv2
+
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_region((16, 16, 128, 128))
+    t.editor.paint(60, 60, radius=5)
+    camera = tmp_path / "camera.png"
+    cv2.imwrite(str(camera), np.random.default_rng(0).integers(0, 255, (300, 400), np.uint8))
+    t.page.use_sample_reference(camera)  # "Open image ..." of a frame at the camera's resolution
+    assert t.editor.reference.shape == (300, 400) and not t.editor.mask.any()
+    text = t.page.message_label.text()
+    assert "the sample camera.png is 400x300, the drawing was on 160x160: draw the region and don't-care areas again" in text, text
+    # One of the same size keeps the drawing, and says nothing of it.
+    t.editor.paint(60, 60, radius=5)
+    t.page.message_label.say("", False)
+    t.page.use_sample_reference(camera)
+    assert t.editor.mask.any() and "again" not in t.page.message_label.text()

@@ -379,6 +379,11 @@ class FramingEditor(QWidget):
                        defect_px=self.defect_px.value() or None, min_quality=self.min_quality,
                        max_angle_deg=self.max_angle_deg)
 
+    def has_drawing(self) -> bool:
+        """Whether a region or a don't-care area is drawn."""
+        painted = self.mask is not None and bool(self.mask.any())
+        return self.region_box.isChecked() or painted or bool(self.ignore_rois) or self.foreign_mask is not None
+
     @property
     def pixel_size(self) -> float | None:
         """mm per pixel, None where not set."""

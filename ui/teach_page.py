@@ -481,13 +481,23 @@ class TeachPage(QWidget):
         if latest is None or latest.image is None:
             self.message_label.say("no live frame yet: start the line, or draw on a sample", True)
             return
-        self.framing_editor.set_reference(latest.image, f"live frame {latest.frame_id} of {latest.camera_id}")
+        self._set_reference(latest.image, f"live frame {latest.frame_id} of {latest.camera_id}")
 
     def use_sample_reference(self, path: Path) -> None:
         try:
-            self.framing_editor.set_reference(read_image(path), f"sample {path.name}")
+            self._set_reference(read_image(path), f"sample {path.name}")
         except InspectorError as exc:
             self.message_label.say(str(exc), True)
+
+    def _set_reference(self, image: np.ndarray, source: str) -> None:
+        """The editor draws on ``image`` now; where that wipes a drawing (another size), it says so."""
+        editor = self.framing_editor
+        old = editor.reference.shape[:2] if editor.reference is not None and editor.has_drawing() else None
+        editor.set_reference(image, source)
+        if old is not None and old != image.shape[:2]:
+            h, w = image.shape[:2]
+            self.message_label.say(f"the {source} is {w}x{h}, the drawing was on {old[1]}x{old[0]}: draw the region and "
+                                   "don't-care areas again on it", True)
 
     def _default_reference(self) -> None:
         try:
