@@ -336,3 +336,14 @@ def test_the_queues_count_follows_the_verdicts_given(client, site) -> None:
         assert re.search(r'id="total">([^<]*)<', page).group(1) == "1 match" and list(list_cells(page)) == [ids["recheck2"]]
     finally:
         client.post(f"/inspections/{ids['recheck']}/label", data={"csrf_token": token(part), "label": "none"})
+
+
+def test_the_recheck_queue_link_keeps_the_lists_other_filters_as_the_desktop_does(client, site) -> None:
+    _, _, ids = site
+    page = text(client, "/inspections?station=line-3&decision=PASS&errors=1&since=2026-12-01")
+    link = re.search(r'id="recheck-queue" href="([^"]*)"', page).group(1).replace("&amp;", "&")
+    # the desktop's queue: within the filter's station, product, time ...; RECHECK, not labelled, errors or not
+    assert link == "/inspections?station=line-3&since=2026-12-01&decision=RECHECK&label=none"
+    assert set(list_cells(text(client, link))) == {ids["recheck"], ids["recheck2"]}
+    assert re.search(r'id="recheck-queue" href="([^"]*)"', text(client, "/stations")).group(1) == \
+        "/inspections?decision=RECHECK&amp;label=none"  # a page without a filter: every station's queue

@@ -191,10 +191,15 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    def queue_url(filters: dict[str, str] | None) -> str:
+        # the desktop's recheck queue: within the page's filter (station, product, time ...), RECHECK not labelled
+        kept = {k: v for k, v in (filters or {}).items() if k not in ("decision", "label", "errors")}
+        return url_for("inspections", **kept, decision="RECHECK", label="none")
+
     @app.context_processor
     def common() -> dict[str, Any]:
         return {"user": g.get("user"), "LABEL_TEXT": LABEL_TEXT, "station_name": db.station,
-                "database": db.url, "recheck_queue": "RECHECK" in DECISIONS}
+                "database": db.url, "recheck_queue": "RECHECK" in DECISIONS, "queue_url": queue_url}
 
     # -- refusals -------------------------------------------------------------------------------
 
