@@ -69,6 +69,8 @@ class ImageStoreFolders:
         if path is None:
             if which == "heatmap" and row.decision == "NO_PART":  # not a sampling matter: no map was ever made
                 raise NotHere(f"inspection {row.id}: no heatmap: the part was not found in the frame, nothing was scored")
+            if row.decision == "NO_PART":  # the image store keeps these at the pass sample rate
+                raise NotHere(f"inspection {row.id}: no {which} kept (NO PART frames are sampled as passes are)")
             raise NotHere(f"inspection {row.id}: no {which} kept (passes are sampled, errors have no map)")
         real = self.inside(path)
         if not real.is_file():
