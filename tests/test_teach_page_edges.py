@@ -237,3 +237,25 @@ def test_a_reference_of_another_size_says_that_the_drawing_starts_again(qtbot, t
     t.page.message_label.say("", False)
     t.page.use_sample_reference(camera)
     assert t.editor.mask.any() and "again" not in t.page.message_label.text()
+
+
+@pytest.mark.parametrize("tiles, count", [("off", None), ("N tiles", 2)])
+def test_a_smallest_defect_the_tiles_chosen_cannot_show_is_refused(qtbot, tmp_path, tiles, count):
+    from framing_support import REGION, make_scene
+
+    t = teach_page(qtbot, tmp_path, samples=0)
+    _, reference, _ = make_scene()  # a line camera's frame: the part's region is 400x340
+    t.editor.set_reference(reference, "live frame")
+    t.editor.set_region(REGION)
+    t.editor.tiles_combo.setCurrentText(tiles)
+    if count:
+        t.editor.tiles_count.setValue(count)
+    t.editor.defect_px.setValue(3.0)
+    assert not t.page.check_framing()
+    assert f"with tiles {count or tiles} a 3-px defect is" in t.page.message_label.text()
+    assert "choose auto tiles" in t.page.message_label.text()
+    t.editor.defect_px.setValue(8.0)  # large enough for what those tiles show: allowed
+    assert t.page.check_framing()
+    t.editor.defect_px.setValue(3.0)
+    t.editor.tiles_combo.setCurrentText("auto")  # auto tiles are cut for it
+    assert t.page.check_framing()

@@ -21,6 +21,7 @@ import numpy as np
 from inspector.errors import InspectorError
 from inspector.framing import Framing
 from inspector.framing.recipe import describe, make_framing
+from inspector.framing.tiles import DEFECT_INPUT_PX, plan_tiles
 
 Point = tuple[float, float]
 #: The narrowest region (:meth:`inspector.framing.Framing.check`'s limit).
@@ -112,9 +113,18 @@ def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 25
         ignore = None
     if drawing.defect_px is not None and not drawing.defect_px > 0:
         raise InspectorError(f"the smallest defect must be a positive number of pixels, not {drawing.defect_px:g}")
-    return make_framing(reference, region=region, ignore=ignore, align=drawing.align, min_quality=drawing.min_quality,
-                        max_angle_deg=drawing.max_angle_deg, tiles=drawing.tiles, defect_px=drawing.defect_px,
-                        input_px=input_px)
+    framing = make_framing(reference, region=region, ignore=ignore, align=drawing.align, min_quality=drawing.min_quality,
+                           max_angle_deg=drawing.max_angle_deg, tiles=drawing.tiles, defect_px=drawing.defect_px,
+                           input_px=input_px)
+    if drawing.defect_px is not None and drawing.tiles != "auto":
+        # Only auto tiles are cut for the smallest defect; off or N squeeze it as they come.
+        _, _, w, h = region or (0, 0, width, height)
+        side = max(max(bw, bh) for _, _, bw, bh in plan_tiles((w, h), input_px, drawing.tiles, drawing.defect_px).boxes)
+        seen = drawing.defect_px * input_px / side
+        if seen < DEFECT_INPUT_PX:
+            raise InspectorError(f"with tiles {drawing.tiles} a {drawing.defect_px:g}-px defect is {seen:.1f} px at the "
+                                 f"model's input, under the {DEFECT_INPUT_PX:g} px it needs to be found: choose auto tiles")
+    return framing
 
 
 __all__ = ["Drawing", "describe", "drawn_framing", "fill_polygon", "polygon_region"]
