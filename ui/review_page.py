@@ -318,8 +318,9 @@ class ReviewPage(QWidget):
         quality = getattr(row, "match_quality", None)
         if quality is not None:  # how well the part was found (alignment)
             pixel += f"; part {'not found' if row.decision == 'NO_PART' else 'found'}, match {quality:.2f}"
+        scored = "not scored: the part was not found" if row.decision == "NO_PART" else f"score {row.score:.4g}"
         self.detail_label.setText(
-            f"part {row.id}: {verdict}, score {row.score:.4g} (threshold "
+            f"part {row.id}: {verdict}, {scored} (threshold "
             f"{row.threshold:.4g}{pixel}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, station {html.escape(row.station)}, "
             f"{row.camera_id} frame {row.frame_id}, "
             f"model version {row.model_version_id}; label: {row.label}" + (f" by {row.labelled_by}" if row.labelled_by else "") + kept
