@@ -239,7 +239,7 @@ def test_a_reference_of_another_size_says_that_the_drawing_starts_again(qtbot, t
     assert t.editor.mask.any() and "again" not in t.page.message_label.text()
 
 
-@pytest.mark.parametrize("tiles, count", [("off", None), ("N tiles", 2)])
+@pytest.mark.parametrize("tiles, count", [("off", None), ("N tiles", 1)])
 def test_a_smallest_defect_the_tiles_chosen_cannot_show_is_refused(qtbot, tmp_path, tiles, count):
     from framing_support import REGION, make_scene
 
@@ -250,12 +250,20 @@ def test_a_smallest_defect_the_tiles_chosen_cannot_show_is_refused(qtbot, tmp_pa
     t.editor.tiles_combo.setCurrentText(tiles)
     if count:
         t.editor.tiles_count.setValue(count)
-    t.editor.defect_px.setValue(3.0)
+    t.editor.defect_px.setValue(6.0)  # 3.8 px squeezed whole; auto tiles show it 4.5 px
     assert not t.page.check_framing()
-    assert f"with tiles {count or tiles} a 3-px defect is" in t.page.message_label.text()
+    assert f"with tiles {count or tiles} a 6-px defect is 3.8 px" in t.page.message_label.text()
     assert "choose auto tiles" in t.page.message_label.text()
     t.editor.defect_px.setValue(8.0)  # large enough for what those tiles show: allowed
     assert t.page.check_framing()
-    t.editor.defect_px.setValue(3.0)
+    t.editor.defect_px.setValue(6.0)
     t.editor.tiles_combo.setCurrentText("auto")  # auto tiles are cut for it
     assert t.page.check_framing()
+
+
+def test_a_smallest_defect_no_tiles_could_show_larger_is_not_refused_for_tiles_off(qtbot, tmp_path):
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_region((16, 16, 128, 128))  # smaller than the model's input: one tile whatever is chosen
+    t.editor.tiles_combo.setCurrentText("off")
+    t.editor.defect_px.setValue(1.0)
+    assert t.page.check_framing(), t.page.message_label.text()

@@ -119,11 +119,19 @@ def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 25
     if drawing.defect_px is not None and drawing.tiles != "auto":
         # Only auto tiles are cut for the smallest defect; off or N squeeze it as they come.
         _, _, w, h = region or (0, 0, width, height)
-        side = max(max(bw, bh) for _, _, bw, bh in plan_tiles((w, h), input_px, drawing.tiles, drawing.defect_px).boxes)
-        seen = drawing.defect_px * input_px / side
-        if seen < DEFECT_INPUT_PX:
-            raise InspectorError(f"with tiles {drawing.tiles} a {drawing.defect_px:g}-px defect is {seen:.1f} px at the "
-                                 f"model's input, under the {DEFECT_INPUT_PX:g} px it needs to be found: choose auto tiles")
+
+        def seen(tiles: str | int) -> float:  # the defect's size at the model's input
+            side = max(max(bw, bh) for _, _, bw, bh in plan_tiles((w, h), input_px, tiles, drawing.defect_px).boxes)
+            return drawing.defect_px * input_px / side
+
+        try:
+            best = seen("auto")
+        except InspectorError:  # auto would need too many tiles: off or N is a choice, not a slip
+            best = 0.0
+        if seen(drawing.tiles) < min(DEFECT_INPUT_PX, best) - 1e-6:
+            raise InspectorError(f"with tiles {drawing.tiles} a {drawing.defect_px:g}-px defect is "
+                                 f"{seen(drawing.tiles):.1f} px at the model's input, under the {DEFECT_INPUT_PX:g} px "
+                                 "it needs to be found: choose auto tiles")
     return framing
 
 
