@@ -1,8 +1,12 @@
 """The teach page's inspection region as a line technician uses it (issue 30), at its edges:
 re-opening a product that has a framing, switching products, a reference the samples do not
-fit, degenerate drawings. Each is driven through the page's own widgets and model, offscreen.
+fit, a polygon without an inside, a region dragged past the picture's edge, Erase alone, a
+decimal comma, tiles that do not fit the memory or cannot show the smallest defect -- and that
+what the page draws is what the model file keeps. Each is driven through the page's own
+widgets and model, offscreen; a drawing that cannot work is a message and nothing is written.
 
-Synthetic parts (a woven texture, tests/teach_support.py) and stand-in engines keep it fast.
+Synthetic parts (a woven texture, tests/teach_support.py) and stand-in engines keep it fast;
+one test trains an instant model for real.
 """
 
 from __future__ import annotations
@@ -267,3 +271,37 @@ def test_a_smallest_defect_no_tiles_could_show_larger_is_not_refused_for_tiles_o
     t.editor.tiles_combo.setCurrentText("off")
     t.editor.defect_px.setValue(1.0)
     assert t.page.check_framing(), t.page.message_label.text()
+
+
+def test_what_the_page_draws_is_what_the_model_file_keeps_and_the_page_draws_it_again(qtbot, tmp_path):
+    from inspector.engine import Engine
+    from inspector.recipes import load_active_recipe
+    from ui.teach_model import TeachModel
+    from ui.teach_page import TeachPage
+
+    t = teach_page(qtbot, tmp_path, samples=24)
+    t.editor.set_polygon([(20, 20), (140, 30), (120, 140), (30, 120)])
+    t.editor.paint(80, 80, radius=5)
+    t.editor.add_ignore_polygon([(100, 60), (110, 60), (110, 70), (100, 70)])
+    t.editor.defect_px.setValue(3.0)
+    t.editor.mm_per_px.setValue(0.05)
+    drawn = t.page.framing_for_training()
+    t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
+    t.page.target_frr.setValue(25.0)
+    t.page.train_button.click()
+    qtbot.waitUntil(lambda: not t.teach.state.running, timeout=300_000)
+    version = max(t.teach.versions(), key=lambda v: v.id)
+    kept = Engine(version.path, device="cpu", backend="eager").framing
+    # In reference pixels, the mask the reference's size.
+    assert kept.region == drawn.region == (20, 20, 120, 120)
+    assert kept.ignore.shape == kept.reference.shape == t.editor.reference.shape
+    assert np.array_equal(kept.ignore, drawn.ignore) and kept.defect_px == 3.0
+
+    # Active on the line, the page opened again draws it (and its pixel size) as it was.
+    t.teach.teach.activate(t.page.session.caller(), version.id)
+    t.line.set_recipe(load_active_recipe(t.db, "tile", device="cpu", backend="eager"))
+    again = TeachPage(TeachModel(t.db, t.line, t.page.session, workdir=tmp_path / "teach"), t.line, t.page.session)
+    qtbot.addWidget(again)
+    restored = again.framing_for_training()
+    assert restored.region == kept.region and np.array_equal(restored.ignore, kept.ignore)
+    assert again.framing_editor.pixel_size == 0.05 and restored.defect_px == 3.0
