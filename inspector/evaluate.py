@@ -5,7 +5,7 @@ of defects that would pass a line whose threshold rejects 1 % or 5 % of the good
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +104,8 @@ def metrics_for(scored: list[Scored]) -> dict[str, float]:
         "image_auroc": image_auroc(labels, scores),
         "pixel_auroc": pixel_auroc(masks, maps, inspected) if has_regions else math.nan,
         "aupro": aupro(masks, maps, fpr_limit=AUPRO_FPR_LIMIT, inspected=inspected) if has_regions else math.nan,
-        **{passing_key(rate): defects_passing(labels, scores, rate) for rate in FALSE_REJECT_RATES},
+        **{passing_key(rate): defects_passing(labels, scores, rate, [not s.no_part for s in scored])
+           for rate in FALSE_REJECT_RATES},
         "images": len(scored),
         "no_part": sum(s.no_part for s in scored),
     }
@@ -114,15 +115,19 @@ def passing_key(false_reject_rate: float) -> str:
     return f"pass_at_{100 * false_reject_rate:g}pct_fr"
 
 
-def defects_passing(labels: np.ndarray, scores: np.ndarray, false_reject_rate: float) -> float:
+def defects_passing(labels: np.ndarray, scores: np.ndarray, false_reject_rate: float,
+                    scored: np.ndarray | Sequence[bool] | None = None) -> float:
     """The share of defective images (``labels`` 1) scoring at or below the threshold that rejects
     ``false_reject_rate`` of the good ones (their scores' 1 - rate quantile): the defects a line
-    set so would pass. NaN without both good and defective images."""
+    set so would pass. ``scored`` False marks a frame the part was not found in (NO PART): as in
+    calibration, its score says nothing of how good parts score and leaves the threshold alone,
+    and a defective one never passes. NaN without both good (scored) and defective images."""
     labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
-    good, bad = scores[labels == 0], scores[labels == 1]
+    scored = np.ones(len(labels), bool) if scored is None else np.asarray(scored, bool)
+    good, bad = scores[(labels == 0) & scored], scores[labels == 1]
     if not good.size or not bad.size:
         return math.nan
-    return float(np.mean(bad <= np.quantile(good, 1.0 - false_reject_rate)))
+    return float(np.mean((bad <= np.quantile(good, 1.0 - false_reject_rate)) & scored[labels == 1]))
 
 
 def escapes_with_k_good_above(good_scores, defect_scores, ranks: int = 6) -> list[float]:

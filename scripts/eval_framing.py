@@ -58,7 +58,7 @@ import numpy as np
 from inspector.ad_metrics import aupro, image_auroc
 from inspector.devices import cpu_description
 from inspector.engine import Engine
-from inspector.evaluate import AUPRO_FPR_LIMIT, FALSE_REJECT_RATES, defects_passing, passing_key
+from inspector.evaluate import AUPRO_FPR_LIMIT, FALSE_REJECT_RATES, NO_PART_SCORE, defects_passing, passing_key
 from inspector.framing import Alignment, FramedScorer, Framing
 from inspector.framing.framed import inspected_pixels
 from inspector.framing.align import turn_about
@@ -190,7 +190,7 @@ def build_model(images: list[Path], model_path: Path) -> Path:
 
 def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
     """Scores the test frames through ``scorer`` (an engine or a FramedScorer): the figures."""
-    labels, kinds, scores, masks, maps, inspected, times, no_part = [], [], [], [], [], [], [], 0
+    labels, kinds, scores, masks, maps, inspected, times, no_part, found = [], [], [], [], [], [], [], 0, []
     tile_counts = set()
     has_masks = any(item.mask_path for item in tests)  # none: no AU-PRO, and no maps kept
     for item in tests:
@@ -203,19 +203,21 @@ def score(scorer, tests: list, truth: _Truth | None = None) -> dict:
         if isinstance(scorer, FramedScorer) and not getattr(prediction, "no_part", False):
             tile_counts.add(len(scorer.cuts(frame)) if truth is None else -1)
         no_part += bool(getattr(prediction, "no_part", False))
+        found.append(not getattr(prediction, "no_part", False))
         labels.append(int(item.defect_type != "good"))
         kinds.append(item.defect_type)
-        scores.append(prediction.score)
+        # As inspector eval ranks it: a frame the part was not found in never passes.
+        scores.append(NO_PART_SCORE if getattr(prediction, "no_part", False) else prediction.score)
         if has_masks:
             masks.append(read_mask(item.mask_path, frame.shape[:2]) if item.mask_path else np.zeros(frame.shape[:2], bool))
             maps.append(prediction.anomaly_map)
             # A framed map is 0 outside what it inspects, by construction: the pixel metrics count
             # the inspected pixels alone (a defect elsewhere, never found), as for the part cropped.
             inspected.append(inspected_pixels(getattr(scorer, "framing", None), frame.shape, prediction))
-    labels_a, scores_a, kinds_a = np.array(labels), np.array(scores), np.array(kinds)
+    labels_a, scores_a, kinds_a, found_a = np.array(labels), np.array(scores), np.array(kinds), np.array(found)
     def passing(kind: str | None) -> dict[str, float]:
         chosen = (labels_a == 0) | (kinds_a == kind) if kind else np.ones(len(labels_a), bool)
-        return {passing_key(rate): round(defects_passing(labels_a[chosen], scores_a[chosen], rate), 4)
+        return {passing_key(rate): round(defects_passing(labels_a[chosen], scores_a[chosen], rate, found_a[chosen]), 4)
                 for rate in FALSE_REJECT_RATES}
 
     by_kind = {kind: {"frames": int(np.sum(kinds_a == kind)), **passing(kind)} for kind in sorted(set(kinds) - {"good"})}

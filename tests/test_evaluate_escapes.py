@@ -38,3 +38,15 @@ def test_eval_counts_the_escapes_per_defect_type_against_all_good_images() -> No
     header, first = table.splitlines()[:2]
     assert header.split()[-6:] == ["pass", "@1%", "FR", "pass", "@5%", "FR"]
     assert first.split()[-2:] == ["25.0", "25.0"]
+
+
+def test_good_frames_without_the_part_leave_the_threshold_alone_and_defective_ones_never_pass() -> None:
+    """Ranked at NO_PART_SCORE, three good frames the part was not found in set the 1 % threshold
+    above every defect's score (a line's calibration leaves them out), and 99.7 % of the defects of
+    a real evaluation were counted as passing."""
+    good = [scored("good", float(s)) for s in range(100)] + [scored("good", NO_PART_SCORE, True)] * 3
+    defects = [scored("crack", 10.0), scored("crack", 99.5), scored("crack", NO_PART_SCORE, True)]
+    figures = metrics_for(good + defects)
+    assert figures["pass_at_1pct_fr"] == pytest.approx(1 / 3)  # 10.0 passes; 99.5 does not; NO PART never
+    labels = np.array([0] * 100 + [1])
+    assert defects_passing(labels, np.r_[np.arange(100.0), 0.0], 0.01, np.r_[np.ones(100, bool), False]) == 0.0
