@@ -305,3 +305,17 @@ def test_what_the_page_draws_is_what_the_model_file_keeps_and_the_page_draws_it_
     restored = again.framing_for_training()
     assert restored.region == kept.region and np.array_equal(restored.ignore, kept.ignore)
     assert again.framing_editor.pixel_size == 0.05 and restored.defect_px == 3.0
+
+
+def test_a_recheck_band_the_samples_cannot_resolve_is_a_message_and_nothing_is_audited(qtbot, tmp_path):
+    t = teach_page(qtbot, tmp_path)
+    t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
+    t.page.target_frr.setValue(25.0)
+    t.page.recheck_box.setChecked(True)  # 3 %: 33 calibration images, 16 samples give 4
+    before = audit_actions(t.db)
+    t.page.train_button.click()
+    qtbot.waitUntil(lambda: not t.teach.state.running, timeout=120_000)
+    assert audit_actions(t.db) == before and not list((tmp_path / "teach").rglob("*.safetensors"))
+    text = t.page.message_label.text()
+    assert "a recheck band of 3 % needs at least 33 calibration images, the 16 samples give 4" in text, text
+    assert "collect about 165 samples or set a larger band" in text

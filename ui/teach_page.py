@@ -411,11 +411,32 @@ class TeachPage(QWidget):
             self.left_tabs.setCurrentIndex(1)
             return
         recheck = self.recheck_rate.value() / 100.0 if self.recheck_box.isChecked() else None
+        if recheck is not None and not self._recheck_resolvable(recheck):
+            return
         self.message_label.guard(lambda: self.model.train(self.iterations.value() or None,
                                                           self.target_frr.value() / 100.0,
                                                           kind=self.kind.currentData(), framing=framing,
                                                           mm_per_px=self.framing_editor.pixel_size,
                                                           recheck_rate=recheck))
+
+    def _recheck_resolvable(self, rate: float) -> bool:
+        """Says so where even every sample would give too few calibration images for the recheck
+        band: refused here, before the training's start is audited (the training checks again,
+        after the quality gates)."""
+        from calibration.teach.samples import CALIBRATION_FRACTION, split
+        from calibration.thresholds import min_images_for
+
+        try:
+            n_cal = len(split(self.model.sample_paths())[1])
+        except InspectorError:
+            return True  # too few samples at all: the training says so
+        need = min_images_for(rate)
+        if n_cal >= need:
+            return True
+        self.message_label.say(f"a recheck band of {100 * rate:.3g} % needs at least {need} calibration images, the "
+                               f"{len(self.model.sample_paths())} samples give {n_cal}: collect about "
+                               f"{math.ceil(need / CALIBRATION_FRACTION)} samples or set a larger band", True)
+        return False
 
     # -- the inspection region ----------------------------------------------------------------------
 
