@@ -319,3 +319,14 @@ def test_a_recheck_band_the_samples_cannot_resolve_is_a_message_and_nothing_is_a
     text = t.page.message_label.text()
     assert "a recheck band of 3 % needs at least 33 calibration images, the 16 samples give 4" in text, text
     assert "collect about 165 samples or set a larger band" in text
+
+
+def test_a_target_false_reject_rate_the_samples_cannot_resolve_is_a_message_and_nothing_is_audited(qtbot, tmp_path):
+    t = teach_page(qtbot, tmp_path)
+    t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
+    t.page.target_frr.setValue(1.0)  # 16 samples give 4 calibration images: 20 % is the least they show
+    before = audit_actions(t.db)
+    t.page.train_button.click()
+    qtbot.waitUntil(lambda: not t.teach.state.running, timeout=120_000)
+    assert audit_actions(t.db) == before and not list((tmp_path / "teach").rglob("*.safetensors"))
+    assert "4 good calibration images cannot resolve a false-reject rate of 1 %" in t.page.message_label.text()

@@ -411,7 +411,7 @@ class TeachPage(QWidget):
             self.left_tabs.setCurrentIndex(1)
             return
         recheck = self.recheck_rate.value() / 100.0 if self.recheck_box.isChecked() else None
-        if recheck is not None and not self._recheck_resolvable(recheck):
+        if not self._calibration_resolvable(self.target_frr.value() / 100.0, recheck):
             return
         self.message_label.guard(lambda: self.model.train(self.iterations.value() or None,
                                                           self.target_frr.value() / 100.0,
@@ -419,17 +419,24 @@ class TeachPage(QWidget):
                                                           mm_per_px=self.framing_editor.pixel_size,
                                                           recheck_rate=recheck))
 
-    def _recheck_resolvable(self, rate: float) -> bool:
-        """Says so where even every sample would give too few calibration images for the recheck
-        band: refused here, before the training's start is audited (the training checks again,
-        after the quality gates)."""
+    def _calibration_resolvable(self, target_frr: float, rate: float | None) -> bool:
+        """Says so where even every sample would give too few calibration images for the target
+        false-reject rate or the recheck band: refused here, before the training's start is
+        audited (the training checks again, after the quality gates)."""
         from calibration.teach.samples import CALIBRATION_FRACTION, split
-        from calibration.thresholds import min_images_for
+        from calibration.thresholds import check_resolvable, min_images_for
 
         try:
             n_cal = len(split(self.model.sample_paths())[1])
         except InspectorError:
             return True  # too few samples at all: the training says so
+        try:
+            check_resolvable(n_cal, target_frr)
+        except InspectorError as exc:
+            self.message_label.say(str(exc), True)
+            return False
+        if rate is None:
+            return True
         need = min_images_for(rate)
         if n_cal >= need:
             return True
