@@ -330,3 +330,14 @@ def test_a_target_false_reject_rate_the_samples_cannot_resolve_is_a_message_and_
     qtbot.waitUntil(lambda: not t.teach.state.running, timeout=120_000)
     assert audit_actions(t.db) == before and not list((tmp_path / "teach").rglob("*.safetensors"))
     assert "4 good calibration images cannot resolve a false-reject rate of 1 %" in t.page.message_label.text()
+
+
+def test_switching_the_regions_shape_keeps_where_it_was_drawn(qtbot, tmp_path):
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_region((50, 40, 60, 70))
+    t.editor.shape_combo.setCurrentText("polygon")  # to drag a corner of the rectangle just placed
+    assert t.page.framing_for_training().region == (50, 40, 60, 70)
+    assert t.editor._points(t.editor.polygon_roi) == [(50, 40), (110, 40), (110, 110), (50, 110)]
+    t.editor.set_polygon([(20, 20), (140, 30), (120, 140), (30, 120)])
+    t.editor.shape_combo.setCurrentText("rectangle")
+    assert t.page.framing_for_training().region == (20, 20, 120, 120)

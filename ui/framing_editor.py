@@ -199,7 +199,7 @@ class FramingEditor(QWidget):
         layout.addWidget(self.summary)
 
         self.region_box.toggled.connect(self._on_region_toggled)
-        self.shape_combo.currentTextChanged.connect(self._on_shape_changed)
+        self.shape_combo.currentTextChanged.connect(self._on_shape_picked)
         self.add_ignore_button.clicked.connect(lambda: self.add_ignore_polygon())
         self.brush_box.toggled.connect(self._on_brush_changed)
         self.erase_box.toggled.connect(self._on_brush_changed)
@@ -448,6 +448,22 @@ class FramingEditor(QWidget):
             self._on_shape_changed()
         self._enable()
         self.changed.emit()
+
+    def _on_shape_picked(self, shape: str) -> None:
+        """The region keeps its place in the other shape: a rectangle becomes a polygon on its
+        corners, a polygon its bounding rectangle (not the default ones made with the reference)."""
+        if self.region_roi is not None and self.region_box.isChecked():
+            if shape == "polygon":
+                pos, size = self.region_roi.pos(), self.region_roi.size()
+                x, y, w, h = pos.x(), pos.y(), size.x(), size.y()
+                self.polygon_roi.setPos((0, 0), finish=False)
+                self.polygon_roi.setPoints([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], closed=True)
+            else:
+                pts = np.asarray(self._points(self.polygon_roi))
+                (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+                self.region_roi.setPos((float(x0), float(y0)), finish=False)
+                self.region_roi.setSize((float(x1 - x0), float(y1 - y0)))
+        self._on_shape_changed()
 
     def _on_shape_changed(self, *_: object) -> None:
         if self.region_roi is None:
