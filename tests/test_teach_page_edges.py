@@ -341,3 +341,16 @@ def test_switching_the_regions_shape_keeps_where_it_was_drawn(qtbot, tmp_path):
     t.editor.set_polygon([(20, 20), (140, 30), (120, 140), (30, 120)])
     t.editor.shape_combo.setCurrentText("rectangle")
     assert t.page.framing_for_training().region == (20, 20, 120, 120)
+
+
+def test_one_dont_care_polygon_is_taken_away_without_the_painting(qtbot, tmp_path):
+    t = teach_page(qtbot, tmp_path)
+    t.editor.set_region((16, 16, 128, 128))
+    t.editor.paint(40, 40, radius=4)
+    keep = t.editor.add_ignore_polygon([(100, 100), (120, 100), (120, 120), (100, 120)])
+    wrong = t.editor.add_ignore_polygon([(60, 60), (80, 60), (80, 80), (60, 80)])
+    assert wrong.removable  # its right-click menu has "Remove ROI"
+    wrong.sigRemoveRequested.emit(wrong)  # what that menu entry does
+    framing = t.page.framing_for_training()
+    assert not framing.ignore[70, 70] and framing.ignore[110, 110] and framing.ignore[40, 40]
+    assert t.editor.ignore_rois == [keep] and wrong.scene() is None

@@ -303,14 +303,22 @@ class FramingEditor(QWidget):
             x, y, w, h = self._region_rect() or (0, 0, self.reference.shape[1], self.reference.shape[0])
             cx, cy, s = x + w / 2, y + h / 2, max(min(w, h) / 8, 4)
             points = [(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)]
-        roi = pg.PolyLineROI([list(p) for p in points], closed=True, pen=IGNORE_PEN)
+        # removable: its right-click menu takes this one away, not all the painting with it
+        roi = pg.PolyLineROI([list(p) for p in points], closed=True, pen=IGNORE_PEN, removable=True)
         roi.setZValue(15)
         roi.sigRegionChangeFinished.connect(self.changed.emit)
+        roi.sigRemoveRequested.connect(self._remove_ignore_polygon)
         self.view.addItem(roi)
         self.ignore_rois.append(roi)
         self._on_brush_changed()
         self.changed.emit()
         return roi
+
+    def _remove_ignore_polygon(self, roi: pg.PolyLineROI) -> None:
+        if roi in self.ignore_rois:
+            self.ignore_rois.remove(roi)
+            self.view.removeItem(roi)
+            self.changed.emit()
 
     def paint(self, x: float, y: float, radius: int | None = None, erase: bool = False) -> None:
         """Paints (or erases) a disk of don't-care pixels at (x, y) of the reference."""
