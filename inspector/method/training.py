@@ -332,6 +332,16 @@ def checkpoint_total(path: Path | None) -> int | None:
     return int(total) if total else None
 
 
+def framing_fingerprint(framing: Framing) -> list:
+    """What of the frames a training learns from, for its checkpoint's fingerprint: a run cancelled
+    and started again on another region, mask, reference or tiling must start afresh, not resume
+    a student taught on other cuts."""
+    from inspector.framing.recipe import framing_file_parts
+
+    entry, tensors = framing_file_parts(framing)
+    return [entry, {name: hashlib.sha256(t.numpy().tobytes()).hexdigest() for name, t in sorted(tensors.items())}]
+
+
 def load_checkpoint(path: Path, model: EfficientAD, optimizer: torch.optim.Optimizer, sampler: torch.Generator, fingerprint: str) -> int:
     """Restores model, optimiser and RNG; returns the iteration to continue from (0 if unusable)."""
     try:
@@ -433,7 +443,9 @@ def train(
 
     params = [*model.student.parameters(), *(model.autoencoder.parameters() if model.has_autoencoder else ())]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    fingerprint = hashlib.sha256(json.dumps([asdict(config), data_hash, teacher_info], sort_keys=True).encode()).hexdigest()
+    # Without a framing, the fingerprint a checkpoint made before framings existed has: it resumes.
+    made_with = [asdict(config), data_hash, teacher_info] + ([framing_fingerprint(framing)] if framing else [])
+    fingerprint = hashlib.sha256(json.dumps(made_with, sort_keys=True).encode()).hexdigest()
     sampler = torch.Generator().manual_seed(config.seed)
     start = load_checkpoint(checkpoint, model, optimizer, sampler, fingerprint) if checkpoint and checkpoint.is_file() else 0
     if start:
