@@ -49,17 +49,21 @@ SHAPES = ("rectangle", "polygon")
 TILE_CHOICES = ("auto", "off", "N tiles")
 
 
+def _on_picture(roi: pg.ROI, pos, coords: str, bounds: QRectF) -> QPointF:
+    """A handle's new position (in ``coords``: pyqtgraph's "parent" or "scene") in the ROI's
+    parent's coordinates, held inside ``bounds``: the picture."""
+    if coords == "scene":
+        pos = roi.mapSceneToParent(pos)
+    return QPointF(min(max(pos.x(), bounds.left()), bounds.right()), min(max(pos.y(), bounds.top()), bounds.bottom()))
+
+
 class _ImageRectROI(pg.RectROI):
     """The region's rectangle, kept on the picture (``maxBounds``): dragged past an edge it stops
     at it, and a corner pulled past one follows the mouse along it -- a region reaching a
     fraction of a pixel past the image would be refused at Check."""
 
     def movePoint(self, handle, pos, modifiers=None, finish=True, coords="parent"):  # noqa: N802 -- pyqtgraph's
-        if coords == "scene":
-            pos, coords = self.mapSceneToParent(pos), "parent"
-        b = self.maxBounds
-        pos = QPointF(min(max(pos.x(), b.left()), b.right()), min(max(pos.y(), b.top()), b.bottom()))
-        super().movePoint(handle, pos, modifiers, finish, coords)
+        super().movePoint(handle, _on_picture(self, pos, coords, self.maxBounds), modifiers, finish, "parent")
 
 
 class _ImagePolyROI(pg.PolyLineROI):
@@ -71,11 +75,7 @@ class _ImagePolyROI(pg.PolyLineROI):
         self.bounds = bounds
 
     def movePoint(self, handle, pos, modifiers=None, finish=True, coords="parent"):  # noqa: N802 -- pyqtgraph's
-        if coords == "scene":
-            pos, coords = self.mapSceneToParent(pos), "parent"
-        b = self.bounds
-        pos = QPointF(min(max(pos.x(), b.left()), b.right()), min(max(pos.y(), b.top()), b.bottom()))
-        super().movePoint(handle, pos, modifiers, finish, coords)
+        super().movePoint(handle, _on_picture(self, pos, coords, self.bounds), modifiers, finish, "parent")
 
     def translate(self, *args, **kwargs):
         d = pg.Point(*args)
