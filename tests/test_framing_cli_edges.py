@@ -302,3 +302,10 @@ def test_a_frame_of_another_size_is_refused_naming_its_file(region_model, scene,
         err = capsys.readouterr().err.strip()
         assert err.splitlines()[-1].startswith(f"error: {odd}: the frame is 1000x800"), (command, err)
     assert not list(tmp_path.glob("*.safetensors")) and not (tmp_path / "r.json").exists()
+
+
+def test_the_command_line_refuses_a_smallest_defect_that_tiles_off_cannot_show(frames, tmp_path, capsys) -> None:
+    """The teach page refused it, the command line trained a model that could not see it: the
+    check now lives in the core, below both."""
+    err = refused(frames, tmp_path, capsys, "--region", REGION_TEXT, "--tiles", "off", "--defect-px", "2")
+    assert "with tiles off a 2-px defect is 1.3 px at the model's input" in err and "choose auto tiles" in err

@@ -21,7 +21,6 @@ import numpy as np
 from inspector.errors import InspectorError
 from inspector.framing import Framing
 from inspector.framing.recipe import describe, make_framing
-from inspector.framing.tiles import DEFECT_INPUT_PX, plan_tiles
 
 Point = tuple[float, float]
 #: The narrowest region (:meth:`inspector.framing.Framing.check`'s limit).
@@ -113,26 +112,9 @@ def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 25
         ignore = None
     if drawing.defect_px is not None and not drawing.defect_px > 0:
         raise InspectorError(f"the smallest defect must be a positive number of pixels, not {drawing.defect_px:g}")
-    framing = make_framing(reference, region=region, ignore=ignore, align=drawing.align, min_quality=drawing.min_quality,
-                           max_angle_deg=drawing.max_angle_deg, tiles=drawing.tiles, defect_px=drawing.defect_px,
-                           input_px=input_px)
-    if drawing.defect_px is not None and drawing.tiles != "auto":
-        # Only auto tiles are cut for the smallest defect; off or N squeeze it as they come.
-        _, _, w, h = region or (0, 0, width, height)
-
-        def seen(tiles: str | int) -> float:  # the defect's size at the model's input
-            side = max(max(bw, bh) for _, _, bw, bh in plan_tiles((w, h), input_px, tiles, drawing.defect_px).boxes)
-            return drawing.defect_px * input_px / side
-
-        try:
-            best = seen("auto")
-        except InspectorError:  # auto would need too many tiles: off or N is a choice, not a slip
-            best = 0.0
-        if seen(drawing.tiles) < min(DEFECT_INPUT_PX, best) - 1e-6:
-            raise InspectorError(f"with tiles {drawing.tiles} a {drawing.defect_px:g}-px defect is "
-                                 f"{seen(drawing.tiles):.1f} px at the model's input, under the {DEFECT_INPUT_PX:g} px "
-                                 "it needs to be found: choose auto tiles")
-    return framing
+    return make_framing(reference, region=region, ignore=ignore, align=drawing.align, min_quality=drawing.min_quality,
+                        max_angle_deg=drawing.max_angle_deg, tiles=drawing.tiles, defect_px=drawing.defect_px,
+                        input_px=input_px)
 
 
 __all__ = ["Drawing", "describe", "drawn_framing", "fill_polygon", "polygon_region"]

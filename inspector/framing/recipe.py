@@ -159,6 +159,7 @@ def make_framing(
     framing.check(reference.shape)
     x, y, w, h = region or (0, 0, reference.shape[1], reference.shape[0])
     plan = plan_tiles((w, h), input_px, tiles, defect_px)  # too many tiles: refused here, not at the line
+    _check_defect_shown((w, h), input_px, tiles, defect_px)
     if region is None and ignore is None and not align and plan.count == 1:
         return None
     if align:
@@ -168,6 +169,28 @@ def make_framing(
                                  f"(match {found.quality:.2f}, under {framing.min_quality:g}): draw the region round the "
                                  "whole part, edges included")
     return framing
+
+
+def _check_defect_shown(size: tuple[int, int], input_px: int, tiles: str | int, defect_px: float | None) -> None:
+    """InspectorError where tiles off or N show the smallest defect under the model's
+    :data:`~.tiles.DEFECT_INPUT_PX` and auto tiles would show it larger: only auto tiles are cut
+    for the smallest defect, off or N squeeze it as they come, a slip the technician should hear of."""
+    from inspector.framing.tiles import DEFECT_INPUT_PX, plan_tiles
+
+    if defect_px is None or tiles == "auto":
+        return
+
+    def seen(choice: str | int) -> float:  # the defect's size at the model's input
+        side = max(max(bw, bh) for _, _, bw, bh in plan_tiles(size, input_px, choice, defect_px).boxes)
+        return defect_px * input_px / side
+
+    try:
+        best = seen("auto")
+    except InspectorError:  # auto would need too many tiles: off or N is a choice, not a slip
+        best = 0.0
+    if seen(tiles) < min(DEFECT_INPUT_PX, best) - 1e-6:
+        raise InspectorError(f"with tiles {tiles} a {defect_px:g}-px defect is {seen(tiles):.1f} px at the model's "
+                             f"input, under the {DEFECT_INPUT_PX:g} px it needs to be found: choose auto tiles")
 
 
 def parse_region(text: str) -> tuple[int, int, int, int]:
