@@ -48,8 +48,10 @@ def test_a_map_over_the_region_goes_back_into_the_frame_where_the_part_is(scene)
     x, y, w, h = REGION
     region_map = np.zeros((h, w), np.float32)
     region_map[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5] = 1.0  # a spot at the part's centre
-    frame_map = found.to_frame(region_map, REGION, frame.shape)
-    assert frame_map.shape == frame.shape
+    (x0, y0, x1, y1), box_map = found.to_box(region_map, REGION, frame.shape)
+    frame_map = np.zeros(frame.shape, np.float32)
+    frame_map[y0:y1, x0:x1] = box_map
+    assert box_map.shape == (y1 - y0, x1 - x0) and box_map.dtype == np.float32
     cy, cx = np.argwhere(frame_map > 0.5).mean(axis=0)
     expected = truth @ np.array([x + w / 2, y + h / 2, 1.0])
     assert math.hypot(cx - expected[0], cy - expected[1]) < 2.0

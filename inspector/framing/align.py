@@ -72,14 +72,6 @@ class Alignment:
         return cv2.warpAffine(frame, to_region, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
 
-    def to_frame(self, region_map: np.ndarray, region: tuple[int, int, int, int],
-                 frame_shape: tuple[int, ...]) -> np.ndarray:
-        """A map over the region (its size) put back into frame coordinates; 0 elsewhere."""
-        (x0, y0, x1, y1), box_map = self.to_box(region_map, region, frame_shape)
-        full = np.zeros(frame_shape[:2], np.float32)
-        full[y0:y1, x0:x1] = box_map
-        return full
-
     def to_box(self, region_map: np.ndarray, region: tuple[int, int, int, int], frame_shape: tuple[int, ...], *,
                interpolation: int = cv2.INTER_LINEAR,
                border: int = cv2.BORDER_CONSTANT) -> tuple[tuple[int, int, int, int], np.ndarray]:
