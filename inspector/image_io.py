@@ -39,6 +39,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise ImageError(f"{path}: the image claims {size[0]}x{size[1]} pixels, more than the "
                          f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have; not decoded")
+    if _png_cut_short(data):
+        # libpng would print its own line on stderr above ours: a file cut short (a copy or a
+        # save that was killed) is said here once, without decoding.
+        raise ImageError(f"{path}: not a readable image (a PNG file cut short: it has no end chunk)")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
@@ -46,6 +50,11 @@ def read_image(path: str | Path) -> np.ndarray:
         return as_rgb_or_gray(image, bgr=True)
     except ImageError as e:
         raise ImageError(f"{path}: {e}") from None
+
+
+def _png_cut_short(data: np.ndarray) -> bool:
+    """Whether ``data`` is a PNG file without its closing IEND chunk, i.e. truncated."""
+    return data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data.tobytes().rfind(b"IEND") < 0
 
 
 def header_size(head: bytes) -> tuple[int, int] | None:

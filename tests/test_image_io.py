@@ -36,6 +36,17 @@ def test_corrupt_and_missing_images_get_clear_errors(tmp_path):
         read_image(tmp_path / "nope.png")
 
 
+def test_a_png_cut_short_is_said_once_without_the_decoders_line(tmp_path, capfd):
+    cv2.imwrite(str(tmp_path / "cut.png"), np.random.default_rng(0).integers(0, 256, (200, 200), np.uint8))
+    whole = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])  # a copy killed half-way
+    with pytest.raises(ImageError, match="cut.png: not a readable image .*cut short"):
+        read_image(tmp_path / "cut.png")
+    assert "libpng" not in capfd.readouterr().err
+    (tmp_path / "cut.png").write_bytes(whole)
+    assert read_image(tmp_path / "cut.png").shape == (200, 200)
+
+
 @pytest.mark.parametrize(
     ("array", "message"),
     [
