@@ -5,8 +5,9 @@ the inspection region as a rectangle or as a polygon, don't-care areas as a pain
 polygons, and the settings beside them (align, tiles, smallest defect). :func:`drawn_framing`
 turns that into the one :class:`~inspector.framing.Framing` the core checks and trains with
 (:func:`inspector.framing.recipe.make_framing`): a polygon region becomes its bounding rectangle
-plus a don't-care mask outside the polygon. Bad input is an InspectorError in one line, and
-nothing is written.
+plus a don't-care mask outside the polygon, and the polygon itself is kept beside them, so the
+operator sees it outlined and the teach page draws it again as drawn. Bad input is an
+InspectorError in one line, and nothing is written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from inspector.errors import InspectorError
 from inspector.framing import Framing
+from inspector.framing.framed import outside_polygon, polygon_bounds
 from inspector.framing.recipe import describe, make_framing
 
 Point = tuple[float, float]
@@ -51,9 +53,7 @@ def polygon_region(polygon: Sequence[Point]) -> tuple[int, int, int, int]:
     pts = np.asarray(polygon, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
         raise InspectorError("a region polygon needs at least three corners")
-    x0, y0 = math.floor(pts[:, 0].min()), math.floor(pts[:, 1].min())
-    x1, y1 = math.ceil(pts[:, 0].max()), math.ceil(pts[:, 1].max())
-    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+    return polygon_bounds(pts)
 
 
 def fill_polygon(mask: np.ndarray, polygon: Sequence[Point], value: bool = True) -> np.ndarray:
@@ -76,6 +76,7 @@ def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 25
         raise InspectorError("no reference image to draw on: show a live frame or choose a sample first")
     height, width = reference.shape[:2]
     region: tuple[int, int, int, int] | None = None
+    polygon: list[Point] | None = None
     ignore = None
     if drawing.ignore is not None:
         ignore = np.asarray(drawing.ignore).astype(bool)
@@ -85,8 +86,8 @@ def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 25
         ignore = ignore.copy()
     if drawing.polygon is not None:
         region = polygon_region(drawing.polygon)
-        outside = np.ones((height, width), bool)
-        fill_polygon(outside, drawing.polygon, False)
+        polygon = [(float(x), float(y)) for x, y in drawing.polygon]
+        outside = outside_polygon(polygon, (height, width))
         # Corners on one line still fill their outline's pixels: a thread, not an area, to inspect.
         if not cv2.erode((~outside).astype(np.uint8), np.ones((3, 3), np.uint8)).any():
             raise InspectorError("the region polygon encloses no area: drag its corners apart round the part")
@@ -114,7 +115,7 @@ def drawn_framing(reference: np.ndarray, drawing: Drawing, *, input_px: int = 25
         raise InspectorError(f"the smallest defect must be a positive number of pixels, not {drawing.defect_px:g}")
     return make_framing(reference, region=region, ignore=ignore, align=drawing.align, min_quality=drawing.min_quality,
                         max_angle_deg=drawing.max_angle_deg, tiles=drawing.tiles, defect_px=drawing.defect_px,
-                        input_px=input_px)
+                        input_px=input_px, polygon=polygon)
 
 
 __all__ = ["Drawing", "describe", "drawn_framing", "fill_polygon", "polygon_region"]

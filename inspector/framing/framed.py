@@ -3,6 +3,8 @@
 A :class:`Framing` is part of a recipe: the ``region`` (x, y, w, h) of the reference image that
 holds the part, an ``ignore`` mask of don't-care pixels inside it, and with ``align`` the
 reference image itself, so every frame is registered to it first (:class:`~.align.Aligner`).
+A region drawn as a polygon is its bounding rectangle with the outside of the polygon
+don't-care; the ``polygon`` is kept beside them for people (outlines, drawing it again).
 :class:`FramedScorer` puts a framing in front of an engine, for the line as for evaluation:
 
     frame (camera pixels) -> [align: find the part; too weak a match: NO PART]
@@ -48,7 +50,9 @@ class Framing:
     mask of the reference's size, True where nothing counts (None: none); ``reference`` the
     image the technician drew them on, needed with ``align``; ``min_quality`` the match quality
     under which a frame is NO PART; ``max_angle_deg`` the largest turn searched; ``tiles`` and
-    ``defect_px`` how the region is tiled (:func:`~.tiles.plan_tiles`)."""
+    ``defect_px`` how the region is tiled (:func:`~.tiles.plan_tiles`); ``polygon`` the region's
+    corners as drawn, in reference pixels (None: a rectangle region), whose outside ``ignore``
+    marks don't-care and whose bounding rectangle is ``region``."""
 
     region: tuple[int, int, int, int] | None = None
     ignore: np.ndarray | None = None
@@ -58,6 +62,7 @@ class Framing:
     max_angle_deg: float = 15.0
     tiles: str | int = "auto"
     defect_px: float | None = None
+    polygon: tuple[tuple[float, float], ...] | None = None
 
     def check(self, frame_shape: tuple[int, ...]) -> None:
         """InspectorError, in one line, for a framing that cannot work on frames of this shape:
@@ -76,6 +81,8 @@ class Framing:
             x, y, w, h = self.region or (0, 0, width, height)
             if self.ignore[y : y + h, x : x + w].all():
                 raise InspectorError("the don't-care mask covers the whole region: nothing would be inspected")
+        if self.polygon is not None:
+            self._check_polygon(width, height)
         if self.align and (self.reference is None or self.region is None):
             raise InspectorError("alignment needs a region and the reference image it was drawn on")
         if not -1.0 <= self.min_quality <= 1.0:
@@ -83,6 +90,26 @@ class Framing:
         if self.defect_px is not None and not (self.defect_px > 0 and math.isfinite(self.defect_px)):
             # inf would be stored, and the model file then refused wherever it is loaded
             raise InspectorError(f"the smallest defect must be a positive number of pixels, got {self.defect_px:g}")
+
+    def _check_polygon(self, width: int, height: int) -> None:
+        """The polygon must be what :meth:`check` lets the model inspect: on the image, round the
+        region, its outside don't-care; else the outline shown is not what is inspected."""
+        pts = np.asarray(self.polygon, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
+            raise InspectorError("the region polygon needs at least three corners of finite numbers")
+        if pts.min() < 0 or pts[:, 0].max() > width or pts[:, 1].max() > height:
+            raise InspectorError(f"the region polygon's corners do not lie inside the {width}x{height} image")
+        bounds = polygon_bounds(pts)
+        if self.region != bounds:
+            region = "none" if self.region is None else ",".join(str(v) for v in self.region)
+            raise InspectorError(f"the region {region} is not the bounding rectangle {','.join(map(str, bounds))} "
+                                 "of the region polygon")
+        x, y, w, h = bounds
+        # The mask, where there is one, is the image's size (checked above): so is the polygon's.
+        outside = None if self.ignore is None else outside_polygon(pts, self.ignore.shape)[y : y + h, x : x + w]
+        if outside is None or not self.ignore[y : y + h, x : x + w][outside].all():
+            raise InspectorError("the don't-care mask does not cover the region outside its polygon: "
+                                 "the model would inspect more than the polygon")
 
     def check_frame(self, frame_shape: tuple[int, ...], name: object = None) -> None:
         """InspectorError, in one line naming ``name`` (a file) where given, for a frame this
@@ -106,6 +133,41 @@ class Framing:
             return rng.integers(0, 256, self.ignore.shape[:2], dtype=np.uint8)
         x, y, w, h = self.region or (0, 0, 0, 0)
         return rng.integers(0, 256, (max(size, y + h), max(size, x + w)), dtype=np.uint8)
+
+
+def polygon_bounds(polygon: Sequence[Sequence[float]] | np.ndarray) -> tuple[int, int, int, int]:
+    """The whole-pixel bounding rectangle (x, y, w, h) of a polygon's corners: the region a
+    polygon region is cut by."""
+    pts = np.asarray(polygon, dtype=np.float64)
+    x0, y0 = math.floor(pts[:, 0].min()), math.floor(pts[:, 1].min())
+    x1, y1 = math.ceil(pts[:, 0].max()), math.ceil(pts[:, 1].max())
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+
+def outside_polygon(polygon: Sequence[Sequence[float]] | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bool (H, W), True outside the polygon: the don't-care a polygon region adds. One
+    rasterisation (corners rounded to whole pixels) for the teach that makes the mask and the
+    check that finds it there."""
+    inside = np.zeros(shape, np.uint8)
+    cv2.fillPoly(inside, [np.round(np.asarray(polygon, np.float64)).astype(np.int32)], 1)
+    return inside == 0
+
+
+def region_shape_in_frame(framing: Framing | None, outline: np.ndarray | None = None) -> np.ndarray | None:
+    """The inspected region's shape in frame pixels, (N, 2) float32, for people to see: ``outline``
+    (the region's four corners in the frame, a prediction's; None: where the reference has them)
+    for a rectangle region; for a polygon region its corners, moved as the rectangle's corners
+    were (the affine from the region's rectangle onto them), so a turned part's polygon turns with
+    it. None without a region."""
+    if framing is None or framing.region is None:
+        return None if outline is None else np.asarray(outline, np.float32)
+    x, y, w, h = framing.region
+    rectangle = np.float32([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+    corners = rectangle if outline is None else np.asarray(outline, np.float32).reshape(4, 2)
+    if framing.polygon is None:
+        return corners
+    to_frame = cv2.getAffineTransform(rectangle[[0, 1, 3]], corners[[0, 1, 3]])
+    return cv2.transform(np.asarray(framing.polygon, np.float32)[None], to_frame)[0]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ image and the don't-care mask are tensors (inside the tensor digest)::
                 "tiles": "auto", "defect_px": 8.0, "reference_size": [w, h], "ignore": true}
     framing.reference  uint8 (H, W) or (H, W, 3)      framing.ignore  uint8 (H, W), 1 = don't care
 
+A region drawn as a polygon adds ``"polygon": [[x, y], ...]`` (its corners in reference pixels);
+a framing without one has no such key, so its metadata, digest and training fingerprint are what
+they were before polygons were kept.
+
 A file without the key has no framing: the whole frame squeezed into the model's input, as every
 model trained before framing existed.
 """
@@ -14,6 +18,7 @@ model trained before framing existed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +55,8 @@ def framing_file_parts(framing: Framing) -> tuple[dict[str, Any], dict[str, torc
         "reference_size": size,
         "ignore": framing.ignore is not None,
     }
+    if framing.polygon is not None:  # only then: a rectangle's entry stays as older files have it
+        entry["polygon"] = [[float(x), float(y)] for x, y in framing.polygon]
     return {FRAMING_KEY: entry}, tensors
 
 
@@ -92,6 +99,7 @@ def framing_from_file(meta: dict[str, Any], tensors: dict[str, torch.Tensor], wh
             max_angle_deg=float(entry.get("max_angle_deg", 15.0)),
             tiles=tiles,
             defect_px=None if defect_px is None else float(defect_px),
+            polygon=_polygon_entry(entry.get("polygon")),
         )
         shape = framing.reference.shape if framing.reference is not None else framing.ignore.shape if framing.ignore is not None else None
         framing.check(shape if shape is not None else (1 << 30, 1 << 30))
@@ -100,11 +108,26 @@ def framing_from_file(meta: dict[str, Any], tensors: dict[str, torch.Tensor], wh
     return framing
 
 
+def _polygon_entry(entry: Any) -> tuple[tuple[float, float], ...] | None:
+    """A stored polygon as the framing keeps it; InspectorError for one that is no list of corners
+    (the rest, :meth:`Framing.check` says)."""
+    if entry is None:
+        return None
+    if not (isinstance(entry, list) and all(isinstance(p, list) and len(p) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in entry)):
+        raise InspectorError(f"polygon {entry!r} is not a list of x, y corners")
+    return tuple((float(x), float(y)) for x, y in entry)
+
+
 def describe(framing: Framing | None) -> str:
     """One line for people: what of the frame the model inspects."""
     if framing is None:
         return "the whole frame"
-    parts = ["region " + ",".join(str(v) for v in framing.region) if framing.region else "the whole frame"]
+    where = ",".join(str(v) for v in framing.region) if framing.region else ""
+    if framing.polygon is not None:
+        parts = [f"polygon region of {len(framing.polygon)} corners in {where}"]
+    else:
+        parts = ["region " + where if framing.region else "the whole frame"]
     if framing.ignore is not None:
         parts.append(f"{int(framing.ignore.sum())} don't-care px")
     if framing.align:
@@ -134,6 +157,7 @@ def make_framing(
     tiles: str | int = "auto",
     defect_px: float | None = None,
     input_px: int = 256,
+    polygon: Sequence[tuple[float, float]] | None = None,
 ) -> Framing | None:
     """The framing a technician asked for, checked on the ``reference`` it was drawn on; None
     where it changes nothing (no region, mask or alignment, and the reference needs one tile):
@@ -141,7 +165,9 @@ def make_framing(
 
     InspectorError, in one line, for what could not work: a region outside the image or too
     small, a mask of another size or covering the whole region, alignment without a region, a
-    region the part cannot be found by (too little texture to match), too many tiles.
+    region the part cannot be found by (too little texture to match), too many tiles. A
+    ``polygon`` region comes with its bounding rectangle as ``region`` and its outside in
+    ``ignore`` (:func:`calibration.teach.framing.drawn_framing` makes them).
     """
     from inspector.framing.align import Aligner
     from inspector.framing.framed import MIN_QUALITY
@@ -155,7 +181,8 @@ def make_framing(
         raise InspectorError("alignment needs a region: draw (or give --region) where the part lies in the reference")
     framing = Framing(region=region, ignore=ignore, reference=_as_uint8(reference) if align or region or ignore is not None else None,
                       align=align, min_quality=MIN_QUALITY if min_quality is None else float(min_quality),
-                      max_angle_deg=float(max_angle_deg), tiles=tiles, defect_px=defect_px)
+                      max_angle_deg=float(max_angle_deg), tiles=tiles, defect_px=defect_px,
+                      polygon=_corners(polygon))
     framing.check(reference.shape)
     x, y, w, h = region or (0, 0, reference.shape[1], reference.shape[0])
     plan = plan_tiles((w, h), input_px, tiles, defect_px)  # too many tiles: refused here, not at the line
@@ -169,6 +196,16 @@ def make_framing(
                                  f"(match {found.quality:.2f}, under {framing.min_quality:g}): draw the region round the "
                                  "whole part, edges included")
     return framing
+
+
+def _corners(polygon: Sequence[tuple[float, float]] | None) -> tuple[tuple[float, float], ...] | None:
+    """``polygon`` as the framing keeps it: a tuple of (x, y) floats."""
+    if polygon is None:
+        return None
+    try:
+        return tuple((float(x), float(y)) for x, y in polygon)
+    except (TypeError, ValueError):
+        raise InspectorError("the region polygon needs at least three corners of finite numbers") from None
 
 
 def _check_defect_shown(size: tuple[int, int], input_px: int, tiles: str | int, defect_px: float | None) -> None:
