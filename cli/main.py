@@ -227,6 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from inspector.engine import Engine
     from inspector.errors import ModelFileError
+    from inspector.framing.framed import region_shape_in_frame
     from inspector.image_io import read_image
     from inspector.line.rule import rule_from_metadata
     from dataclasses import replace
@@ -263,7 +264,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pred = engine.predict(image)
         # A part the framing did not find is NO PART whatever the rule: it was never scored.
         verdict = "NO_PART" if pred.no_part else rule.decide(pred.score, pred.anomaly_map).decision if rule else None
-        write_png(out / f"{name}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, levels, verdict, pred.outline))
+        # A polygon region is outlined as the polygon, as the operator page draws it.
+        outline = None if pred.outline is None else region_shape_in_frame(engine.framing, pred.outline)
+        write_png(out / f"{name}_heatmap.png", annotated_overlay(image, pred.anomaly_map, pred.score, levels, verdict, outline))
         shown = decision_label(verdict) if verdict else "-"
         print(f"{'-' if pred.no_part else format(pred.score, '.4f'):<9} {shown:<7}  {path}")
         if verdict:

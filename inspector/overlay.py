@@ -133,8 +133,8 @@ def annotated_overlay(
     """:func:`overlay` over ``levels.vmax``, the defect outlined at ``levels.contour_level`` as on
     the desktop, with a banner above it (the verdict, the score, the threshold; grey and "not
     calibrated" without one) and a colour bar beside it (0 .. vmax, the threshold marked).
-    ``outline``: the inspected region's corners in image pixels ((4, 2), where the part was
-    found), drawn as a thin line.
+    ``outline``: the inspected region's corners in image pixels ((N, 2): four, or a polygon
+    region's; where the part was found), drawn as a thin line.
 
     Returns (H + banner, W + bar, 3) uint8 RGB; the image itself is untouched by the legend.
     """

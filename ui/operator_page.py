@@ -37,6 +37,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from inspector.framing.framed import region_shape_in_frame
 from inspector.line import InspectionResult, PipelineMetrics
 from inspector.overlay import heatmap_view
 from ui.line import LineModel, link_state_html, link_title
@@ -71,25 +72,20 @@ def camera_state_html(state: str) -> str:
 
 
 def region_outline(framing) -> np.ndarray | None:
-    """The corners (4, 2) of a framing's region where the reference has it, clockwise from the top
-    left (None: no framing or no region: the whole frame is inspected)."""
-    region = getattr(framing, "region", None)
-    if region is None:
-        return None
-    x, y, w, h = region
-    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float32)
+    """The outline (N, 2) of a framing's region where the reference has it: its four corners
+    clockwise from the top left, or a polygon region's own corners (None: no framing or no
+    region: the whole frame is inspected)."""
+    return region_shape_in_frame(framing)
 
 
 def result_outline(result: InspectionResult, engine) -> np.ndarray | None:
     """What to outline on ``result``'s frame: the region where the part was found (the result's
-    own ``outline``), else the region of the engine's framing where the reference has it; none
-    for a NO PART frame (the part is not there)."""
+    own ``outline``, its four corners; a polygon region's corners moved as they were), else the
+    region of the engine's framing where the reference has it; none for a NO PART frame (the
+    part is not there)."""
     if result.decision == "NO_PART":
         return None  # where the search looked best is no part: nothing to outline
-    outline = getattr(result, "outline", None)
-    if outline is not None:
-        return outline
-    return region_outline(getattr(engine, "framing", None))
+    return region_shape_in_frame(getattr(engine, "framing", None), getattr(result, "outline", None))
 
 
 def figures_text(m: PipelineMetrics | None) -> str:
