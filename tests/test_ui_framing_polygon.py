@@ -1,5 +1,7 @@
-"""Desktop: a region drawn as a polygon stays a polygon. The operator page outlines the polygon,
-turned with the part where it was found, not its bounding rectangle."""
+"""Desktop: a region drawn as a polygon stays a polygon. The teach page opened again on its
+framing draws the polygon (not its rectangle with the outside painted don't-care) and gives the
+same framing back; the operator page outlines the polygon, turned with the part where it was
+found, not its bounding rectangle."""
 
 from __future__ import annotations
 
@@ -22,6 +24,44 @@ def reference() -> np.ndarray:
     rng = np.random.default_rng(4)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     return np.clip(120 + 40 * np.sin(xx / 3.0) * np.sin(yy / 3.0) + rng.normal(0, 4, (SIZE, SIZE)), 0, 255).astype(np.uint8)
+
+
+def same_framing(a, b) -> bool:
+    fields = ("region", "polygon", "align", "min_quality", "max_angle_deg", "tiles", "defect_px")
+    return (all(getattr(a, f) == getattr(b, f) for f in fields) and np.array_equal(a.ignore, b.ignore)
+            and np.array_equal(a.reference, b.reference))
+
+
+def test_a_polygon_region_opens_again_as_the_polygon_and_gives_the_same_framing(qtbot) -> None:
+    from ui.framing_editor import FramingEditor
+
+    drawn = FramingEditor()
+    qtbot.addWidget(drawn)
+    drawn.set_reference(reference(), "sample")
+    drawn.set_polygon(POLYGON)
+    drawn.paint(80, 80, radius=4)  # the technician's own don't-care, inside the polygon
+    drawn.add_ignore_polygon([(60, 100), (75, 100), (75, 112), (60, 112)])
+    drawn.tiles_combo.setCurrentText("N tiles")
+    drawn.tiles_count.setValue(2)
+    framing = drawn.framing()
+    assert framing.polygon == tuple(POLYGON) and framing.region == (20, 20, 121, 120)
+
+    opened = FramingEditor()
+    qtbot.addWidget(opened)
+    opened.load_framing(framing, source="the active model")
+    assert opened.shape_combo.currentText() == "polygon" and opened.region_box.isChecked()
+    assert opened.polygon_roi.isVisible() and not opened.region_roi.isVisible()
+    assert np.allclose(opened.drawing().polygon, POLYGON)
+    # Painted back: only what the technician drew, not the polygon's outside.
+    assert opened.mask[80, 80] and opened.mask[105, 65] and not opened.mask[2, 2] and not opened.mask[135, 25]
+    assert same_framing(opened.framing(), framing)
+
+    # A rectangle region opens as a rectangle, with its don't-care, as before.
+    drawn.set_region((16, 12, 128, 136))
+    rectangle = drawn.framing()
+    assert rectangle.polygon is None
+    opened.load_framing(rectangle)
+    assert opened.shape_combo.currentText() == "rectangle" and same_framing(opened.framing(), rectangle)
 
 
 def test_the_operator_page_outlines_a_polygon_region_as_the_polygon(qtbot) -> None:

@@ -3,8 +3,8 @@
 :class:`FramingEditor` shows a reference image (the line's live frame, a sample, or an image
 file) and lets the technician draw on it, in the image's own pixels:
 
-- the inspection **region**: a rectangle, or a polygon (which the recipe keeps as its bounding
-  rectangle plus a don't-care mask outside the polygon);
+- the inspection **region**: a rectangle, or a polygon (which the model inspects as its bounding
+  rectangle plus a don't-care mask outside the polygon; the recipe keeps the polygon too);
 - **don't-care** areas inside it: painted with a brush (left-drag while "Brush" is on; "Erase"
   takes paint away) and/or polygons ("Add don't-care polygon"; drag its corners);
 - the settings beside them: "align: find the part in every frame", tiles (auto / off / N), the
@@ -39,6 +39,7 @@ from PyQt6.QtWidgets import (
 
 from calibration.teach.framing import Drawing, drawn_framing
 from inspector.framing import Framing
+from inspector.framing.framed import outside_polygon
 from ui.widgets import levels_for
 
 REGION_PEN = pg.mkPen("#00e5ff", width=2)
@@ -253,17 +254,23 @@ class FramingEditor(QWidget):
 
     def load_framing(self, framing: Framing | None, mm_per_px: float | None = None, source: str = "") -> None:
         """Shows a recipe's framing as a drawing on its own reference, so that teaching again keeps
-        it unless the technician changes it (a polygon comes back as its rectangle and mask)."""
+        it unless the technician changes it: a polygon region as the polygon, with only the
+        don't-care the technician drew (the polygon's outside is the polygon's, made again)."""
         self.clear()
         self.mm_per_px.setValue(mm_per_px or 0.0)
         if framing is None:
             return
         if framing.reference is not None:
             self.set_reference(framing.reference, source)
-        if framing.region is not None:
+        ignore = framing.ignore
+        if framing.polygon is not None:
+            self.set_polygon(framing.polygon)
+            if ignore is not None:
+                ignore = ignore & ~outside_polygon(framing.polygon, ignore.shape)
+        elif framing.region is not None:
             self.set_region(framing.region)
-        if framing.ignore is not None:
-            self.paint_mask(framing.ignore)
+        if ignore is not None and ignore.any():
+            self.paint_mask(ignore)
         # Not on the page, but the recipe's: kept, not silently put back to the defaults.
         self.min_quality, self.max_angle_deg = framing.min_quality, framing.max_angle_deg
         self.align_box.setChecked(bool(framing.align))
