@@ -151,3 +151,19 @@ def test_a_stored_polygon_that_is_no_list_of_corners_is_refused_by_name(polygon_
     meta["framing"]["polygon"] = [[px + 500, py] for px, py in POLYGON]  # off the region
     with pytest.raises(ModelFileError, match="not lie inside|not the bounding rectangle"):
         framing_from_file(meta, tensors, "m.safetensors")
+
+
+def test_inspector_predict_outlines_a_polygon_region_as_the_polygon(scene, polygon_framing, tmp_path, monkeypatch) -> None:
+    import inspector.overlay
+    from cli.main import main
+
+    _, reference, _ = scene
+    model = tmp_path / "m.safetensors"
+    save_model(model, EfficientAD("s"), {"image_size": 256}, polygon_framing)
+    frame = tmp_path / "frame.png"
+    cv2.imwrite(str(frame), reference)
+    drawn = []
+    real = inspector.overlay.annotated_overlay
+    monkeypatch.setattr(inspector.overlay, "annotated_overlay", lambda *a: drawn.append(a[5]) or real(*a))
+    assert main(["predict", str(model), str(frame), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert np.allclose(drawn[0], POLYGON, atol=0.5)  # the part found where the reference has it
