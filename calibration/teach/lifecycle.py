@@ -130,6 +130,7 @@ class Lifecycle:
         actor: Actor,
         *,
         on_stage: Callable[[str, Any], None] | None = None,
+        on_checked: Callable[[], None] | None = None,
         on_progress: Callable[[TrainProgress], None] | None = None,
         cancel: threading.Event | None = None,
         mode: str = "quick",
@@ -141,9 +142,11 @@ class Lifecycle:
         only when :meth:`handover` finds it at least as good. ``on_stage(name, result)`` is called
         with ``("instant", TeachResult)``, ``("efficientad", TeachResult)`` and ``("handover",
         Handover)`` as each step ends; ``options`` go to :meth:`Models.train` (target rate, size,
-        seed ...). A cancelled EfficientAD training leaves the instant model active."""
+        seed ...). ``on_checked()`` is called once, when the instant model's checks have passed:
+        before anything is trained or activated. A cancelled EfficientAD training leaves the
+        instant model active."""
         stage = on_stage or (lambda name, result: None)
-        instant = self.models.train(kind="instant", defects=defects, user=actor.user, **options)
+        instant = self.models.train(kind="instant", defects=defects, on_checked=on_checked, user=actor.user, **options)
         self.activate(actor, instant.version_id)
         stage("instant", instant)
         staged = StagedTeach(instant)

@@ -12,6 +12,7 @@ verified :class:`~inspector.roles.Actor` on.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from calibration.calibrate import (
 from calibration.quality import SampleVerdict, summarise
 from calibration.report import write_report
 from calibration.teach.folders import TeachFolders, stamp
+from calibration.teach.sample_fit import check_samples_fit
 from calibration.teach.samples import CALIBRATION_FRACTION, Samples, split
 from calibration.thresholds import FrrEstimate, RecheckBand, check_resolvable, frr_at, min_images_for, pct
 from inspector.data_folder import make_folders
@@ -43,6 +45,7 @@ from inspector.framing import Framing
 from inspector.framing.recipe import describe
 from inspector.history import HistoryDB
 from inspector.image_io import list_images
+from inspector.method.efficientad import IMAGE_SIZE
 from inspector.method.training import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, TrainProgress
 from inspector.recipes import VersionInfo, safe_name, verify_model_file, version_of
 from inspector.roles import Actor
@@ -68,6 +71,22 @@ def check_recheck_rate(rate: float | None, target_frr: float) -> None:
         return
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate < 1.0:
         raise InspectorError(f"the recheck rate must be a share of good parts between 0 and 100 %, not {rate!r}")
+
+
+def check_calibration_images(n_cal: int, n_usable: int, target_frr: float, tail: str, recheck_rate: float | None,
+                             fraction: float) -> None:
+    """DataError where ``n_cal`` calibration images (``fraction`` of ``n_usable`` samples) cannot
+    resolve the target false-reject rate, or the recheck band's rate, saying how many it needs."""
+    share = f"calibration uses {pct(fraction)} of the {n_usable} samples"
+    try:
+        check_resolvable(n_cal, target_frr, tail)
+    except DataError as e:
+        raise DataError(f"{e} ({share})") from None
+    if recheck_rate is None or n_cal >= min_images_for(recheck_rate):
+        return
+    need = min_images_for(recheck_rate)
+    raise DataError(f"{n_cal} calibration images cannot resolve a recheck rate of {pct(recheck_rate)}: it needs at least "
+                    f"{need} ({share}); collect about {math.ceil(need / fraction)} samples or ask for a larger rate")
 
 
 Images = str | Path | Sequence[Path] | None
@@ -119,6 +138,7 @@ class Models:
         defects: Images = None,
         framing: Framing | None = None,
         recheck_rate: float | None = None,
+        on_checked: Callable[[], None] | None = None,
         on_progress: Callable[[TrainProgress], None] | None = None,
         cancel: threading.Event | None = None,
         user: str = "system",
@@ -139,9 +159,13 @@ class Models:
         runs; the version's metrics say it in one line (``framing``). ``recheck_rate`` (None: no
         recheck band) sets the band's lower threshold for that share of the held-out good parts.
 
-        Everything that can be checked before training is (sample count, the target rate's
-        feasibility, the defect folder), so a bad request fails in seconds, not after training.
-        If calibration fails after training, the trained model is still registered (without
+        Everything that can be checked before training is (the sample count and split, the target
+        rate and the recheck band against the calibration images, the defect folder, and with a
+        ``framing`` the samples' frame size and the training's memory,
+        :func:`~calibration.teach.sample_fit.check_samples_fit`), so a bad request fails in seconds,
+        not after training. ``on_checked()`` is called once all of it has passed, just before the
+        training starts: where the teach audits its start, so that a refused request leaves no
+        trace. If calibration fails after training, the trained model is still registered (without
         thresholds) and the error says which version to calibrate.
         """
         from inspector.method.training import mode_config, train
@@ -161,17 +185,13 @@ class Models:
             train_paths, cal_paths = split(usable, calibration_fraction, seed)
         except DataError as e:
             raise DataError(f"{self.samples.dir}: {e} ({summarise(rejected)})") from None
-        try:
-            check_resolvable(len(cal_paths), target_frr, tail)
-        except DataError as e:
-            raise DataError(f"{e} (calibration uses {pct(calibration_fraction)} of the {len(usable)} samples)") from None
-        if recheck_rate is not None and len(cal_paths) < min_images_for(recheck_rate):
-            raise DataError(f"{len(cal_paths)} calibration images cannot resolve a recheck rate of {pct(recheck_rate)}: "
-                            f"it needs at least {min_images_for(recheck_rate)} (calibration uses {pct(calibration_fraction)} "
-                            f"of the {len(usable)} samples); collect more samples or ask for a larger rate")
+        check_calibration_images(len(cal_paths), len(usable), target_frr, tail, recheck_rate, calibration_fraction)
         defect_paths = self.defects(defects)
+        check_samples_fit(framing, usable, IMAGE_SIZE, n_train=len(train_paths))
         if rejected:
             log.warning("samples left out of training: %s", summarise(rejected))
+        if on_checked is not None:
+            on_checked()
 
         make_folders(self.folders.models)
         when = stamp()

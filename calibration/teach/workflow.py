@@ -25,7 +25,12 @@ method                       right             refused as           audit event
 
 A training registers its version(s) with their calibration (``calibrate`` events) and a staged
 teach activates the instant model (``set_active_model``) and hands over (``handover_check``):
-what each step changed, under the one check. The methods without a caller (``collect_from_folder``,
+what each step changed, under the one check. ``teach`` checks the iteration count and the right
+first, then :meth:`~calibration.teach.models.Models.train` checks the request (samples, the
+target rate and recheck band, the defect folder, the samples against the framing, memory) and
+only then is ``train_started`` written -- so a refused request leaves nothing but, for a missing
+right, its ``teach_train_denied``. A staged teach writes it once, before its instant model's
+``set_active_model``. The methods without a caller (``collect_from_folder``,
 ``add_sample``, ``train``, ``calibrate``, ``shadow``, ...) change no active model and audit
 nothing: the steps for scripts, benchmarks and faces that audit their own action (review's copy
 of false rejects), or only read.
@@ -157,13 +162,16 @@ class TeachSession:
         # (and a staged teach activate) an untrained model.
         check_iterations(options.get("iterations"))
         actor = self._authorize(caller, "activate_model" if kind == "staged" else "teach", "teach_train")
-        self.db.record_audit(actor.user, actor.role, "train_started", self.target, None,
-                             {"kind": kind, "samples": len(self.samples.paths()),
-                              **{k: options[k] for k in ("iterations", "target_frr", "mode", "mm_per_px") if k in options},
-                              "framing": describe(options.get("framing"))})
+
+        def started() -> None:  # only once the training's own checks have passed: a refusal leaves no trace
+            self.db.record_audit(actor.user, actor.role, "train_started", self.target, None,
+                                 {"kind": kind, "samples": len(self.samples.paths()),
+                                  **{k: options[k] for k in ("iterations", "target_frr", "mode", "mm_per_px") if k in options},
+                                  "framing": describe(options.get("framing"))})
+
         if kind == "staged":
-            return self.lifecycle.teach_staged(actor, **options)
-        return self.models.train(kind=kind, user=actor.user, **options)
+            return self.lifecycle.teach_staged(actor, on_checked=started, **options)
+        return self.models.train(kind=kind, user=actor.user, on_checked=started, **options)
 
     def recalibrate(self, caller: Caller, version_id: int, **options: Any) -> TeachResult:
         """A version calibrated again into a new candidate (:meth:`Models.calibrate`)."""
