@@ -88,7 +88,8 @@ def test_a_reference_of_another_size_than_the_samples_is_refused_at_check_and_tr
     t.editor.set_region((40, 30, 200, 150))
     assert not t.page.check_framing()
     text = t.page.message_label.text()
-    assert "part_00.png: the frame is 160x160, the recipe's reference 400x300" in text and "Use selected sample" in text, text
+    assert "part_00.png: the frame is 160x160, the recipe's reference 400x300" in text, text
+    assert "draw the region on one of the samples" in text, text
     before = audit_actions(t.db)
     t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
     t.page.train_button.click()
@@ -193,7 +194,8 @@ def test_tiles_that_would_not_fit_the_memory_are_refused_at_check_and_train_writ
     assert t.page.check_framing()
     monkeypatch.setattr(recipe, "available_memory_bytes", lambda: 100_000_000)  # a small machine
     assert not t.page.check_framing()
-    assert "16 training images of 64 tiles each would take about" in t.page.message_label.text(), t.page.message_label.text()
+    # 12 of the 16 samples train (4 calibrate), as the training counts them.
+    assert "12 training images of 64 tiles each would take about" in t.page.message_label.text(), t.page.message_label.text()
     before = audit_actions(t.db)
     t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
     t.page.train_button.click()
@@ -317,8 +319,9 @@ def test_a_recheck_band_the_samples_cannot_resolve_is_a_message_and_nothing_is_a
     qtbot.waitUntil(lambda: not t.teach.state.running, timeout=120_000)
     assert audit_actions(t.db) == before and not list((tmp_path / "teach").rglob("*.safetensors"))
     text = t.page.message_label.text()
-    assert "a recheck band of 3 % needs at least 33 calibration images, the 16 samples give 4" in text, text
-    assert "collect about 165 samples or set a larger band" in text
+    # The training's own refusal, before its start is audited.
+    assert "4 calibration images cannot resolve a recheck rate of 3 %: it needs at least 33" in text, text
+    assert "collect about 165 samples or ask for a larger rate" in text
 
 
 def test_a_target_false_reject_rate_the_samples_cannot_resolve_is_a_message_and_nothing_is_audited(qtbot, tmp_path):

@@ -410,40 +410,14 @@ class TeachPage(QWidget):
             self.message_label.say(f"inspection region: {exc}", True)
             self.left_tabs.setCurrentIndex(1)
             return
+        # Samples too few for the target rate or the recheck band: the training refuses before its
+        # start is audited, and its message comes to the message line as a failed training.
         recheck = self.recheck_rate.value() / 100.0 if self.recheck_box.isChecked() else None
-        if not self._calibration_resolvable(self.target_frr.value() / 100.0, recheck):
-            return
         self.message_label.guard(lambda: self.model.train(self.iterations.value() or None,
                                                           self.target_frr.value() / 100.0,
                                                           kind=self.kind.currentData(), framing=framing,
                                                           mm_per_px=self.framing_editor.pixel_size,
                                                           recheck_rate=recheck))
-
-    def _calibration_resolvable(self, target_frr: float, rate: float | None) -> bool:
-        """Says so where even every sample would give too few calibration images for the target
-        false-reject rate or the recheck band: refused here, before the training's start is
-        audited (the training checks again, after the quality gates)."""
-        from calibration.teach.samples import CALIBRATION_FRACTION, split
-        from calibration.thresholds import check_resolvable, min_images_for
-
-        try:
-            n_cal = len(split(self.model.sample_paths())[1])
-        except InspectorError:
-            return True  # too few samples at all: the training says so
-        try:
-            check_resolvable(n_cal, target_frr)
-        except InspectorError as exc:
-            self.message_label.say(str(exc), True)
-            return False
-        if rate is None:
-            return True
-        need = min_images_for(rate)
-        if n_cal >= need:
-            return True
-        self.message_label.say(f"a recheck band of {100 * rate:.3g} % needs at least {need} calibration images, the "
-                               f"{len(self.model.sample_paths())} samples give {n_cal}: collect about "
-                               f"{math.ceil(need / CALIBRATION_FRACTION)} samples or set a larger band", True)
-        return False
 
     # -- the inspection region ----------------------------------------------------------------------
 
@@ -459,23 +433,15 @@ class TeachPage(QWidget):
         return framing
 
     def _check_samples_fit(self, framing: Framing | None) -> None:
-        """InspectorError where the samples are frames the drawing cannot cut (another size than a
-        reference the part is not searched in), or so many tiles of them that training would run
-        out of memory (killed hours later): said at Check, not by the training after its start
-        was audited."""
-        from inspector.framing.recipe import check_training_memory
+        """The training's own check that the samples fit the drawing (their frame size, the
+        memory its tiles take), made at Check: said here before Train, not only by the training."""
+        from calibration.teach.sample_fit import check_samples_fit
 
         try:
             paths = self.model.sample_paths()
         except InspectorError:
             return
-        if framing is None or not paths:
-            return
-        try:
-            framing.check_frame(read_image(paths[0]).shape, paths[0].name)
-        except InspectorError as exc:
-            raise InspectorError(f"{exc}; draw on one of the samples (Use selected sample)") from None
-        check_training_memory(framing, self.framing_editor.reference.shape, len(paths), INPUT_PX)
+        check_samples_fit(framing, paths, INPUT_PX)
 
     def check_framing(self) -> bool:
         """Checks the drawing now and says what the model will inspect, or what is wrong."""
