@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from cli.main import main
 from inspector.file_digest import file_sha256

@@ -13,7 +13,7 @@ import torch
 
 from framing_support import REGION, frame_with_part, make_scene
 from inspector.engine import Engine, tiles_per_pass
-from inspector.framing import FramedScorer, Framing
+from inspector.framing import Framing
 from inspector.method.efficientad import EfficientAD
 from inspector.model_file import save_model
 
