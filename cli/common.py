@@ -146,7 +146,7 @@ def tiles_option(text: str) -> str | int:
 def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
     """The framing ``args`` ask for, checked on its reference (``--reference``, else the first
     training image); None where the options change nothing (see make_framing)."""
-    from inspector.framing.recipe import check_training_memory, make_framing, parse_region
+    from inspector.framing.recipe import make_framing, parse_region
     from inspector.image_io import read_image, read_mask
 
     reference_path = args.reference or paths[0]
@@ -167,7 +167,6 @@ def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
         # (which looks black): the model would inspect everything it was told to ignore.
         raise InspectorError(f"--ignore {args.ignore}: the mask marks no pixel as don't care (white, above 127); "
                              "a mask written as 0 and 1 must be written as 0 and 255")
-    check_training_memory(framing, reference.shape, len(paths), input_px)
     return framing
 
 

@@ -48,6 +48,8 @@ def write_json(path: str | Path, data: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from inspector.errors import ModelFileError
+    from calibration.teach.sample_fit import frame_shape
+    from inspector.framing.recipe import check_training_memory
     from inspector.image_io import good_training_images
     from inspector.model_file import check_destination, save_model
     from inspector.method.training import TrainingCancelled, default_mode, mode_config, train
@@ -55,6 +57,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_destination(args.out)  # before any work: a folder or an unwritable place fails in seconds
     paths = good_training_images(args.data_dir)
     framing = framing_from_options(args, paths, args.image_size)
+    # Every image given is trained on (a teach checks its own training share, Models.train).
+    check_training_memory(framing, frame_shape(args.reference or paths[0]), len(paths), args.image_size)
     if args.kind == "instant":
         return _build_instant(args, paths, framing)
     if args.features is not None:
