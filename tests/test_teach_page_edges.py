@@ -298,6 +298,7 @@ def test_what_the_page_draws_is_what_the_model_file_keeps_and_the_page_draws_it_
     assert kept.region == drawn.region == (20, 20, 120, 120)
     assert kept.ignore.shape == kept.reference.shape == t.editor.reference.shape
     assert np.array_equal(kept.ignore, drawn.ignore) and kept.defect_px == 3.0
+    assert kept.polygon == drawn.polygon == ((20, 20), (140, 30), (120, 140), (30, 120))
 
     # Active on the line, the page opened again draws it (and its pixel size) as it was.
     t.teach.teach.activate(t.page.session.caller(), version.id)
@@ -306,6 +307,7 @@ def test_what_the_page_draws_is_what_the_model_file_keeps_and_the_page_draws_it_
     qtbot.addWidget(again)
     restored = again.framing_for_training()
     assert restored.region == kept.region and np.array_equal(restored.ignore, kept.ignore)
+    assert restored.polygon == kept.polygon and again.framing_editor.shape_combo.currentText() == "polygon"
     assert again.framing_editor.pixel_size == 0.05 and restored.defect_px == 3.0
 
 
