@@ -254,3 +254,44 @@ def test_a_link_without_on_result_or_on_alarm_is_refused(db, tmp_path, frames) -
     with pytest.raises(TypeError, match="on_result or on_alarm"):
         build_line(open_camera(f"folder://{frames}"), recipe(db, tmp_path), db, image_dir=tmp_path / "images",
                    links=[object()])
+
+
+class HeldScorer(BrightnessScorer):
+    """Scores as BrightnessScorer, but the first frame waits in the engine until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def predict(self, image: np.ndarray) -> SimpleNamespace:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(30), "the test did not release the frame"
+        return super().predict(image)
+
+
+def test_a_product_change_while_a_frame_is_in_the_engine_leaves_its_row_to_the_product_that_scored_it(
+        db, tmp_path, frames) -> None:
+    """The frame in the engine finishes with the old recipe: its row names the old product with the
+    old model version (the product was set on the pipeline apart from the model, so it named the new
+    product beside the old model's version, and the review, the yield per product and the MES had
+    a part of one product judged by another's model); the next frame is the new product's."""
+    first = recipe(db, tmp_path)
+    first = LoadedRecipe(HeldScorer(), first.rule, first.model_version_id, first.product_id, first.product,
+                         first.model_path, (), "test")
+    second = recipe(db, tmp_path, product="other")
+    camera = open_camera(f"folder://{frames}?fps=0")
+    line = build_line(camera, first, db, image_dir=tmp_path / "images", drift_window=0, queue_size=1)
+    line.start()
+    try:
+        assert first.engine.entered.wait(30)
+        line.set_recipe(second)
+        first.engine.release.set()
+        assert line.wait(120), "the line did not finish"
+    finally:
+        first.engine.release.set()
+        assert line.stop(30.0)
+        camera.close()
+    rows = sorted(db.query_inspections(limit=100), key=lambda r: r.frame_id)
+    assert len(rows) == N_FRAMES
+    assert (rows[0].product_id, rows[0].model_version_id) == (first.product_id, first.model_version_id)
+    assert {(r.product_id, r.model_version_id) for r in rows[1:]} == {(second.product_id, second.model_version_id)}

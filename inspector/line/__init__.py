@@ -39,7 +39,7 @@ Modes: ``triggered`` inspects every frame (a full queue holds acquisition back a
 ``queue_full`` alarm); ``live`` keeps the newest frames (a full queue drops the oldest waiting
 frame, counted in ``metrics().dropped``).
 
-``set_model(engine, rule, model_version_id)`` switches model or threshold between two frames;
+``set_model(engine, rule, model_version_id[, product_id])`` switches model, threshold or product between two frames;
 ``set_shadow(engine)`` scores every frame with a candidate model too, without deciding.
 ``metrics()`` returns a frozen :class:`PipelineMetrics` snapshot (rate, latency p50/p99, queue,
 drops, camera and writer counters).

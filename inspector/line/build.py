@@ -154,10 +154,9 @@ class Line:
     def set_recipe(self, recipe: LoadedRecipe) -> None:
         """Decides the next frames with this recipe (the frame in the engine finishes with the
         old one); the drift monitor starts over against the new recipe's good scores."""
-        if recipe.product_id != self.recipe.product_id:
-            self.pipeline.product_id = recipe.product_id
         engine = recipe.engine if self._scorer is None else self._scorer(recipe.engine)
-        self.pipeline.set_model(engine, recipe.rule, recipe.model_version_id)
+        # The product with the model, in one swap: a frame in the engine keeps both of the old.
+        self.pipeline.set_model(engine, recipe.rule, recipe.model_version_id, recipe.product_id)
         self.recipe = recipe
         self.drift = self._drift_monitor(recipe)
 

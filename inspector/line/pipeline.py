@@ -69,6 +69,9 @@ NO_PART_RUN: Final = "no_part_run"
 #: reference is off): ``Pipeline(no_part_alarm_after=...)`` changes it per line.
 NO_PART_ALARM_AFTER: Final = 5
 
+#: ``Pipeline.set_model``'s default product: the one it has.
+_SAME: Final = object()
+
 #: Repeats of one alarm kind within this many seconds are logged, not raised again.
 ALARM_THROTTLE_S = 10.0
 
@@ -96,12 +99,14 @@ AlarmSubscriber = Callable[[Alarm], None]
 
 @dataclass(frozen=True)
 class _Decider:
-    """What decides a frame (engine, rule and the model version they belong to); swapped as a
-    whole so a frame never mixes two of them."""
+    """What decides a frame (engine, rule, the model version they belong to and its product);
+    swapped as a whole so a frame never mixes two of them: a frame in the engine during a product
+    change is recorded under the product whose model scored it."""
 
     engine: Scorer
     rule: DecisionRule
     model_version_id: int | None
+    product_id: int | None = None
 
 
 class Pipeline:
@@ -186,13 +191,12 @@ class Pipeline:
         self.names_camera = names_camera
         self.writer = writer
         self.mode = mode
-        self.product_id = product_id
         self.trigger_mode = TriggerMode(trigger)
         self.trigger_line = trigger_line
         self.max_frames = max_frames
         self.grab_timeout_s = grab_timeout_s
         self.stall_after_s = stall_after_s
-        self._decider = _Decider(engine, rule, model_version_id)
+        self._decider = _Decider(engine, rule, model_version_id, product_id)
         self._shadow = shadow
         if queue_size is None:
             queue_size = DEFAULT_QUEUE_SIZE[mode]
@@ -245,12 +249,20 @@ class Pipeline:
         """Call ``subscriber(alarm)`` for every alarm of the pipeline and its history writer."""
         self._alarm_subscribers = (*self._alarm_subscribers, subscriber)
 
-    def set_model(self, engine: Scorer, rule: DecisionRule, model_version_id: int | None = None) -> None:
+    def set_model(self, engine: Scorer, rule: DecisionRule, model_version_id: int | None = None,
+                  product_id: int | None | object = _SAME) -> None:
         """Decide the next frames with this engine and rule (the frame being scored finishes with
-        the old ones). Used to switch threshold or model, e.g. on activation or rollback."""
+        the old ones). Used to switch threshold or model, e.g. on activation or rollback; a
+        product change gives its ``product_id`` too (else the product stays), swapped with them."""
         if not isinstance(rule, DecisionRule):
             raise TypeError(f"rule must be a DecisionRule, got {type(rule).__name__}")
-        self._decider = _Decider(engine, rule, model_version_id)
+        product = self._decider.product_id if product_id is _SAME else product_id
+        self._decider = _Decider(engine, rule, model_version_id, product)  # type: ignore[arg-type]
+
+    @property
+    def product_id(self) -> int | None:
+        """The product the next frames are recorded under (changed with :meth:`set_model`)."""
+        return self._decider.product_id
 
     def set_shadow(self, engine: Scorer | None) -> None:
         """Score the next frames also with this candidate engine (``None``: stop doing so)."""
@@ -514,7 +526,7 @@ class Pipeline:
             threshold=decider.rule.threshold,
             rule=decider.rule,  # the displays draw this frame with it, whatever the rule is by then
             model_version_id=decider.model_version_id,
-            product_id=self.product_id,
+            product_id=decider.product_id,
             latency_total_ms=latency_ms,
             latency_model_ms=model_ms,
             image=frame.image,
@@ -597,7 +609,7 @@ class Pipeline:
             threshold=decider.rule.threshold,
             rule=decider.rule,
             model_version_id=decider.model_version_id,
-            product_id=self.product_id,
+            product_id=decider.product_id,
             latency_total_ms=(time.time() - frame.host_timestamp) * 1000.0,
             latency_model_ms=None,
             camera_timestamp=frame.camera_timestamp,
