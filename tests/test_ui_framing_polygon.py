@@ -90,3 +90,39 @@ def test_the_operator_page_outlines_a_polygon_region_as_the_polygon(qtbot) -> No
     view.show_frame(reference(), np.zeros((SIZE, SIZE), np.float32))
     view.show_outline(shape)
     assert view.outline.shape == (5, 2) and np.allclose(view.outline[:4], shape, atol=1e-3)
+
+
+def test_a_part_decided_before_a_recipe_change_is_outlined_with_its_own_region(qtbot, tmp_path) -> None:
+    """The frame in the engine when a technician activates another version (another polygon) is
+    decided by the old recipe and shown after the change: the operator page outlines it with the
+    region that was inspected, not with the new recipe's polygon moved to its corners."""
+    from datetime import datetime, timezone
+
+    from calibration.teach.framing import Drawing, drawn_framing
+    from inspector.framing import FramedScorer
+    from inspector.line import DecisionRule, InspectionResult
+    from ui.line import LineModel, desktop_config
+    from ui.operator_page import OperatorPage
+    from ui.session import Session
+    from ui_support import loaded_recipe, make_db
+
+    db = make_db(tmp_path)
+    old = drawn_framing(reference(), Drawing(polygon=POLYGON))
+    new = drawn_framing(reference(), Drawing(polygon=[(10.0, 80.0), (80.0, 10.0), (150.0, 80.0), (80.0, 150.0)]))
+    first = loaded_recipe(SimpleNamespace(framing=old, model_path=tmp_path / "old.safetensors"), 1.0, 1, 1)
+    second = loaded_recipe(SimpleNamespace(framing=new, model_path=tmp_path / "new.safetensors"), 1.0, 1, 2)
+    config = desktop_config([f"folder://{tmp_path}?fps=0"], tmp_path / "images")
+    line = LineModel(db, config, first)
+    page = OperatorPage(line, Session(db))
+    qtbot.addWidget(page)
+    page.show()
+
+    matrix = turn_about(10.0, (80, 80), (86, 74))
+    corners = FramedScorer(None, old).outline((SIZE, SIZE), SimpleNamespace(matrix=matrix))
+    result = InspectionResult(datetime.now(timezone.utc), "cam", 7, 2.0, "FAIL", 1.0, 1, 1, rule=DecisionRule(1.0),
+                              image=reference(), heatmap=np.zeros((SIZE, SIZE), np.float32), outline=corners)
+    line.set_recipe(second)  # the technician's activation, while the frame was in the engine
+    line.result_changed.emit(result)
+    assert page.shown is result
+    assert np.allclose(page.image_view.outline[:-1], cv2.transform(np.float32(POLYGON)[None], matrix)[0], atol=1e-2)
+    db.close()

@@ -14,7 +14,7 @@ every frame itself). The station's callbacks come from its threads and are re-em
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +43,8 @@ DISPLAY_HZ = 10
 METRICS_INTERVAL_MS = 1000
 TREND_LENGTH = 200
 MAX_ALARMS = 200
+#: Model versions whose framing the line keeps, to outline the parts they decided.
+RECENT_FRAMINGS = 4
 #: The plant links by name, in the order they start, with the StationConfig field of each.
 LINKS = {spec.name: spec.field for spec in LINK_SPECS}
 LINK_TITLES = {spec.name: spec.title for spec in LINK_SPECS}
@@ -142,6 +144,9 @@ class LineModel(QObject):
         super().__init__(parent)
         self.db = db
         self._recipe = recipe
+        #: Each recent model version's framing, newest last: what outlines a part decided by it.
+        self._framings: OrderedDict[int | None, Any] = OrderedDict()
+        self._remember_framing(recipe)
         self.station = Station(config, db, actor=actor or system_actor("gui"), strict_links=False,
                                load_product=load_product)
         self.station.on_alarm = self._station_alarm.emit
@@ -278,10 +283,25 @@ class LineModel(QObject):
     def set_recipe(self, recipe: LoadedRecipe) -> None:
         """Decide the next frames with this recipe (the frame in the engine finishes with the old)."""
         self._recipe = recipe
+        self._remember_framing(recipe)
         for view in self.views.values():
             view.drift = None
         self.station.set_recipe(recipe)  # tells _recipe_changed too
         self.status_changed.emit()
+
+    def framing_of(self, result: InspectionResult) -> Any:
+        """The framing (region, polygon) of the recipe whose model decided ``result``: the line's,
+        or a recent one's for a part decided just before a recipe change (None: no framing)."""
+        version = getattr(result, "model_version_id", None)
+        if version in self._framings:
+            return self._framings[version]
+        return getattr(self._recipe.engine, "framing", None)
+
+    def _remember_framing(self, recipe: LoadedRecipe) -> None:
+        self._framings[recipe.model_version_id] = getattr(recipe.engine, "framing", None)
+        self._framings.move_to_end(recipe.model_version_id)
+        while len(self._framings) > RECENT_FRAMINGS:
+            self._framings.popitem(last=False)
 
     def set_threshold(self, rule: DecisionRule) -> None:
         self.set_recipe(replace(self._recipe, rule=rule, source="threshold set by hand"))
@@ -363,6 +383,7 @@ class LineModel(QObject):
         product change (a PLC's product number, OPC UA's ChangeProduct)."""
         if recipe is not self._recipe:
             self._recipe = recipe
+            self._remember_framing(recipe)
             for view in self.views.values():
                 view.drift = None
         self.status_changed.emit()

@@ -83,9 +83,14 @@ def result_outline(result: InspectionResult, engine) -> np.ndarray | None:
     own ``outline``, its four corners; a polygon region's corners moved as they were), else the
     region of the engine's framing where the reference has it; none for a NO PART frame (the
     part is not there)."""
+    return framed_outline(result, getattr(engine, "framing", None))
+
+
+def framed_outline(result: InspectionResult, framing) -> np.ndarray | None:
+    """:func:`result_outline` with the framing of the recipe that decided ``result``."""
     if result.decision == "NO_PART":
         return None  # where the search looked best is no part: nothing to outline
-    return region_shape_in_frame(getattr(engine, "framing", None), getattr(result, "outline", None))
+    return region_shape_in_frame(framing, getattr(result, "outline", None))
 
 
 def figures_text(m: PipelineMetrics | None) -> str:
@@ -249,7 +254,8 @@ class OperatorPage(QWidget):
         # The result's own rule, not the line's: a frame decided before a threshold change is
         # drawn as it was decided, like its banner and its point on the trend.
         view.show_frame(result.image, result.anomaly_map, heatmap_view(result))
-        view.show_outline(result_outline(result, self.line.recipe.engine))
+        # Its own recipe's region too: a part decided just before a recipe change keeps its polygon.
+        view.show_outline(framed_outline(result, self.line.framing_of(result)))
         rule = result.rule
         banner.show_verdict(result.decision, result.score, result.threshold, result.error,
                             recheck_threshold=getattr(rule, "recheck_threshold", None),
