@@ -65,11 +65,31 @@ def positive_int(text: str) -> int:
 
 
 def output_folder(text: str) -> Path:
-    """An argparse type: a folder to write into (made if missing); an existing file is refused."""
+    """An argparse type: a folder to write into (made if missing); an existing file is refused,
+    and so is a path that goes through one (``notes.txt/out``), which no folder can be made at."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file; give a folder for the output files")
+    _check_made_under_a_folder(text, path)
     return path
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: a file to write (its folder made if missing); an existing folder is
+    refused, and so is a path that goes through a file. Checked as the command starts, where the
+    writing comes last: after minutes of scoring, a typing error in the name cost the result."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the name of the file to write")
+    _check_made_under_a_folder(text, path.parent)
+    return path
+
+
+def _check_made_under_a_folder(text: str, folder: Path) -> None:
+    """ArgumentTypeError where ``folder`` cannot be made: the nearest part of it that exists is a file."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} cannot be written: {existing} is a file, not a folder")
 
 
 def unique_stems(paths: list[Path]) -> list[str]:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.common import (DEVICE_OPTION, MAX_BATCH_OPTION, add_credential_options, caller, quiet_migrations, shell_user,
+from cli.common import (DEVICE_OPTION, MAX_BATCH_OPTION, add_credential_options, caller, output_file, output_folder, quiet_migrations, shell_user,
                         verified_user)
 from inspector import ENGINE_BACKENDS, recipes
 from inspector.errors import DatabaseError, InspectorError
@@ -121,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder); the "
                    "plant database's, postgresql://USER@HOST/DB, exports every station's")
     e.add_argument("--station", default=None, help="only this station's inspections (see the station column)")
-    e.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    e.add_argument("--out", required=True, type=output_file, help="CSV file to write")
     e.add_argument("--since", default=None, help="from this time on (ISO 8601; without a zone: local time)")
     e.add_argument("--until", default=None, help="before this time (ISO 8601; without a zone: local time)")
     e.add_argument("--decision", choices=DECISIONS, default=None,
@@ -132,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--max-score", type=float, default=None,
                    help="only scores at most this (NO PART frames, never scored, are left out)")
     e.add_argument("--model-version", type=int, default=None, help="model version id")
-    e.add_argument("--images", type=Path, default=None, metavar="FOLDER",
+    e.add_argument("--images", type=output_folder, default=None, metavar="FOLDER",
                    help="also copy the exported inspections' stored frames and heatmaps into this folder")
     add_credential_options(e, who="the quality engineer who exports")
     e.set_defaults(func=cmd_history_export)

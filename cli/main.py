@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from cli import (audit_commands, gui_command, line_commands, model_commands, opcua_commands, plant_commands,
                  teach_commands, users_commands, web_command)
-from cli.common import DEVICE_OPTION, add_framing_options, framing_from_options, output_folder, positive_int, refuse_passwords_in_urls, unique_stems
+from cli.common import DEVICE_OPTION, add_framing_options, framing_from_options, output_file, output_folder, positive_int, refuse_passwords_in_urls, unique_stems
 from inspector import ENGINE_BACKENDS, __version__
 from inspector.errors import InspectorError
 from inspector.method.modes import PAPER_ITERATIONS, QUICK_MAX_ITERATIONS, QUICK_TRAIN_S, SHORT_RECIPE_BELOW, TRAIN_MODES
@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="image/pixel AUROC, AU-PRO and the defects passing at 1 %% / 5 %% false rejects, on an MVTec-layout test set")
     p.add_argument("model")
     p.add_argument("data_dir")
-    p.add_argument("--json", help="also write the metrics as JSON")
+    p.add_argument("--json", type=output_file, help="also write the metrics as JSON")
     p.add_argument("--device", **DEVICE_OPTION)
     p.set_defaults(func=cmd_eval)
 
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="the model's own images for the accuracy gate of reduced precision (int8, bf16, fp16) "
                                     "and int8 calibration: a folder of good images, or an MVTec-layout folder (calibrates on "
                                     "train/good, compares on the test set) (default: those the model file names, if any)")
-    p.add_argument("--json", help="also write the figures as JSON")
+    p.add_argument("--json", type=output_file, help="also write the figures as JSON")
     p.add_argument("--device", **DEVICE_OPTION)
     p.set_defaults(func=cmd_bench)
 

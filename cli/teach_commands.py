@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.common import DEVICE_OPTION, add_credential_options, add_framing_options, open_history, pin_or_denied, positive_int, verified_user
+from cli.common import (DEVICE_OPTION, add_credential_options, add_framing_options, open_history, output_file, output_folder, pin_or_denied,
+                        positive_int, verified_user)
 from inspector import ENGINE_BACKENDS
 from inspector.errors import DataError, InspectorError
 
@@ -351,7 +352,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-defect-area-mm2", type=positive, default=None, metavar="A",
                    help="with --mm-per-px and the pixel rule: the smallest defect region that FAILs, in mm² "
                    "(never below what the good parts' maps reach)")
-    p.add_argument("--report", required=True, help="folder for report.json and the plots")
+    p.add_argument("--report", required=True, type=output_folder, help="folder for report.json and the plots")
     p.add_argument("--out", help="the calibrated model's file, which must not exist yet (default: "
                    "MODEL.calibrated-YYYYMMDD-HHMMSS.safetensors beside the model)")
     p.add_argument("--db", help="history database URL: also register the calibrated model there, as a new candidate "
@@ -427,7 +428,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--version", type=int, required=True, help="candidate version")
     s.add_argument("--images", help="folder of images (default: the product's recent stored inspections)")
     s.add_argument("--recent", type=int, default=50, help="without --images: how many recent inspections")
-    s.add_argument("--json", help="also write the comparison as JSON")
+    s.add_argument("--json", type=output_file, help="also write the comparison as JSON")
 
     s = step("status", "samples, versions, thresholds and the active model of a product", cmd_teach_status)
-    s.add_argument("--json", help="also write the status as JSON")
+    s.add_argument("--json", type=output_file, help="also write the status as JSON")
