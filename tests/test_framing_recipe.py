@@ -92,6 +92,12 @@ def test_a_stored_framing_that_cannot_work_is_refused_by_name(scene) -> None:
     meta["framing"]["tiles"] = "many"
     with pytest.raises(ModelFileError, match="tiles 'many'"):
         framing_from_file(meta, tensors, "m.safetensors")
+    meta["framing"]["tiles"] = "auto"
+    # A turn the search cannot take was refused only where the aligner was built, without the
+    # file's name: a model upgraded after a hand edit failed in predict with a bare range error.
+    meta["framing"]["max_angle_deg"] = 1000.0
+    with pytest.raises(ModelFileError, match=r"m.safetensors: its framing is unusable \(the largest turn searched must be within 0..45 degrees, got 1000\)"):
+        framing_from_file(meta, tensors, "m.safetensors")
 
 
 def test_options_that_change_nothing_make_no_framing_and_bad_ones_one_line(scene) -> None:

@@ -36,6 +36,8 @@ from inspector.errors import InspectorError
 COARSE_PX = 48
 #: The region's longest side in the fine (ECC) step, pixels.
 FINE_PX = 192
+#: The largest turn a recipe may search for, either way, degrees.
+MAX_TURN_DEG = 45.0
 #: Angles tried in the coarse search, degrees apart; ECC refines within one step.
 ANGLE_STEP_DEG = 3.0
 #: The share of the box (the region and its margin) matched in the coarse search.
@@ -110,8 +112,8 @@ class Aligner:
         if w < 16 or h < 16 or x < 0 or y < 0 or x + w > ref.shape[1] or y + h > ref.shape[0]:
             raise InspectorError(f"the region {x},{y},{w},{h} does not lie inside the reference image "
                                  f"({ref.shape[1]}x{ref.shape[0]}) or is under 16 pixels across")
-        if not 0 <= max_angle_deg <= 45:
-            raise InspectorError(f"the largest turn searched must be within 0..45 degrees, got {max_angle_deg:g}")
+        if not 0 <= max_angle_deg <= MAX_TURN_DEG:
+            raise InspectorError(f"the largest turn searched must be within 0..{MAX_TURN_DEG:g} degrees, got {max_angle_deg:g}")
         if float(ref[y : y + h, x : x + w].std()) < 1e-3 * _full_scale(ref):
             raise InspectorError("the region of the reference image is featureless (one flat grey): the part "
                                  "cannot be found by it")

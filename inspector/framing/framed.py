@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from inspector.errors import InspectorError
-from inspector.framing.align import Aligner, Alignment
+from inspector.framing.align import MAX_TURN_DEG, Aligner, Alignment
 from inspector.framing.tiles import TilePlan, blend_tiles, cut_tiles, plan_tiles
 
 #: The match quality under which a frame is NO PART unless the recipe says otherwise: on
@@ -87,6 +87,10 @@ class Framing:
             raise InspectorError("alignment needs a region and the reference image it was drawn on")
         if not -1.0 <= self.min_quality <= 1.0:
             raise InspectorError(f"the minimum match quality must be within -1..1, got {self.min_quality:g}")
+        if self.align and not 0 <= self.max_angle_deg <= MAX_TURN_DEG:
+            # Checked here, not only where the Aligner is built: a model file's framing is checked
+            # as it is read, and a refusal then names the file
+            raise InspectorError(f"the largest turn searched must be within 0..{MAX_TURN_DEG:g} degrees, got {self.max_angle_deg:g}")
         if self.defect_px is not None and not (self.defect_px > 0 and math.isfinite(self.defect_px)):
             # inf would be stored, and the model file then refused wherever it is loaded
             raise InspectorError(f"the smallest defect must be a positive number of pixels, got {self.defect_px:g}")
