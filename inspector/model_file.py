@@ -262,13 +262,24 @@ def upgrade_file(path: str | Path) -> dict[str, Any]:
     """Gives a file without a metadata digest (an older release's) its digest, rewriting it
     atomically, and returns its metadata. Whoever calls this vouches for the metadata (the
     threshold above all): :func:`station.actions.upgrade_model_file` checks the right and audits
-    it. Every other check of :func:`load_tensors` must pass; a file that has a digest is refused."""
+    it. Every other check of :func:`load_tensors` must pass, and for a model so must those every
+    command reads it with (its framing, its calibration): a file converted is one the line can
+    use, not one refused at its next start. A file that has a digest is refused."""
+    from inspector.framing.recipe import framing_from_file, split_framing_tensors
+    from inspector.line.rule import rule_from_metadata
+
     tensors, meta = _read(path)
     if "metadata_sha256" in meta:
         raise ModelFileError(f"{path}: already carries its metadata digest; there is nothing to convert")
     _verify(path, tensors, meta, None)
     if meta.get("kind") in MODEL_KINDS:
         check_model_metadata(path, meta)
+        try:
+            framing_from_file(meta, split_framing_tensors(tensors)[1], where=str(path))
+            if meta.get("threshold") is not None:
+                rule_from_metadata(meta, where=str(path))
+        except ModelFileError as e:
+            raise ModelFileError(f"{e}; not converted") from None
     save_tensors(path, tensors, {k: v for k, v in meta.items() if k != "tensor_sha256"})
     return load_tensors(path)[1]
 

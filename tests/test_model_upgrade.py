@@ -136,6 +136,24 @@ def test_an_edited_file_is_not_converted(tiny_model: Path, tmp_path: Path, staff
                         "tensor contents do not match")
 
 
+def test_a_file_every_command_would_refuse_is_not_converted(tiny_model: Path, tmp_path: Path, staffed: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversion vouches for a file the line can use: one whose calibration (a recheck band
+    above the FAIL threshold, a pixel size of 0) or framing every command refuses as it reads
+    the file was converted and audited, then refused at the next predict, run or activation."""
+    monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
+    for edits, fragment in (({"threshold": 0.25, "recheck_threshold": 0.5}, "recheck threshold 0.5 must be below"),
+                            ({"threshold": 0.25, "mm_per_px": 0}, "pixel size must be a positive number"),
+                            ({"framing": {"region": [0, 0, 8, 8], "tiles": "auto"}}, "its framing is unusable")):
+        bad = stripped(tiny_model, tmp_path / "bad.safetensors", **edits)
+        before = bad.read_bytes()
+        refused_in_one_line(["model", "upgrade", str(bad), "--db", staffed, "--user", TECH], fragment, "not converted")
+        assert bad.read_bytes() == before
+    db = HistoryDB(staffed)
+    assert "upgrade_model" not in [e.action for e in db.audit_events(10)]
+    db.close()
+
+
 def test_every_shipped_model_file_carries_its_metadata_digest() -> None:
     from demo import DEMO_MODEL
 
