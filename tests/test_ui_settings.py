@@ -179,3 +179,42 @@ def test_the_settings_file_is_readable_by_its_owner_only(tmp_path):
     GuiSettings(plant_db_url="postgresql://inspector:secret@plant/history").save(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert GuiSettings.load(path).plant_db_url == "postgresql://inspector:secret@plant/history"
+
+
+def test_a_product_whose_line_does_not_start_says_so(qtbot, tmp_path, monkeypatch):
+    """Putting a product on the line restarts it; where the line then does not start (here its
+    camera's folder is gone), the message line says so as an error, as the other settings do --
+    not that the product is on the line."""
+    import shutil
+
+    import ui.settings_model
+    from test_decisions import FramedStub, _frames
+    from ui.session import Session
+    from ui.settings_model import GuiSettings, SettingsModel
+    from ui_support import loaded_recipe
+
+    db = make_db(tmp_path)
+    model_file = tmp_path / "stub.model"
+    model_file.write_bytes(b"a stand-in: the stub scores")
+    product_id, version_id = register_model(db, model_file)
+    other_id, other_version = register_model(db, model_file, product="other")
+    stub = FramedStub()
+    stub.model_path = model_file
+    monkeypatch.setattr(ui.settings_model, "load_active_recipe",
+                        lambda db, name, **_: loaded_recipe(stub, 0.7, other_id, other_version, product=name))
+    frames = _frames(tmp_path / "frames", [0, 0])
+    line = make_line(db, stub, frames, 0.7, tmp_path / "images", product_id, version_id)
+    session = Session(db)
+    model = SettingsModel(db, line, session, GuiSettings(), tmp_path / "gui.json", device="cpu", backend="eager")
+    messages: list[tuple[str, bool]] = []
+    model.message.connect(lambda text, error: messages.append((text, error)))
+    sign_in(session, "tina")
+    shutil.rmtree(frames)  # the camera cannot open any more
+
+    model.choose_product("other")
+    qtbot.waitUntil(lambda: bool(messages), timeout=30_000)
+    assert line.recipe.product == "other" and not line.running
+    text, error = messages[-1]
+    assert error and "could not be started" in text, messages
+    line.stop()
+    db.close()

@@ -189,9 +189,10 @@ class SettingsModel(QObject):
             self.line.stop(why="product changed")
             self.line.set_recipe(recipe)
             self.line.config = self.line.config.with_changes(product=name, camera_settings=self.camera_settings())
-            self.line.start()
+            ok = self.line.start()
             self.busy_changed.emit(False)
-            self.message.emit(f"product {name!r} on the line (model version {recipe.model_version_id})", False)
+            self.message.emit(f"product {name!r} on the line (model version {recipe.model_version_id})"
+                              + ("" if ok else "; the line could not be started: see the alarms"), not ok)
 
         def failed(text: str) -> None:
             self._tasks.remove(task)
