@@ -26,7 +26,7 @@ from inspector.line import NO_PART_ALARM_AFTER
 from station import actions
 from station.config import PLC_DOWN_POLICIES, check_link
 
-from ui.line import LINK_TITLES, LineModel, link_text
+from ui.line import LINK_TITLES, LineModel
 from ui.session import Session
 from ui.worker import Task, run_task
 
