@@ -242,6 +242,8 @@ def missing_image_note(row: InspectionRow, here: str) -> str:
     which this computer reaches only if it is shared here under the same path."""
     if row.image_path is not None and row.station and row.station != here:
         return f" (image not reachable from here: it is on station {row.station} at {row.image_path})"
+    if row.decision == "NO_PART":  # the image store keeps these at the pass sample rate
+        return " (image not kept: NO PART frames are sampled as passes are, or the quota removed it)"
     return " (image not kept: passes are sampled, or the quota removed it)"
 
 
