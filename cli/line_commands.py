@@ -233,7 +233,9 @@ def _start_line(args: argparse.Namespace, station: Any, recipe: Any, db: Any) ->
         what = (f"inspecting {len(args.camera)} cameras ({', '.join(args.camera)}) on one engine: "
                 f"{engine.model_path.name} (model version {recipe.model_version_id}, {engine.info['device']}, "
                 f"{engine.backend}), {_batching(args, lines)}")
-    return (f"{what}; threshold {recipe.rule.threshold:g} from {recipe.source}; {args.mode} mode; history {db.url}; "
+    recheck = recipe.rule.recheck_threshold
+    band = "" if recheck is None else f"; RECHECK above {recheck:g}"
+    return (f"{what}; threshold {recipe.rule.threshold:g} from {recipe.source}{band}; {args.mode} mode; history {db.url}; "
             f"drift {_drift(args, lines, recipe)}; Ctrl-C stops")
 
 

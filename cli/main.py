@@ -248,6 +248,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rule_text = f"threshold {rule.threshold:.4g}: a score above it FAILs"
         if rule.pixel_threshold is not None:
             rule_text += f", as does a region of {rule.min_defect_area_px} px above {rule.pixel_threshold:.4g}"
+        if rule.recheck_threshold is not None:
+            rule_text += f"; one above {rule.recheck_threshold:.4g} that does not FAIL is RECHECK"
     except ModelFileError as e:
         rule = None
         why = "not calibrated" if engine.metadata.get("threshold") is None else str(e)

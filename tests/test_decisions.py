@@ -266,3 +266,20 @@ def test_the_run_summary_names_rechecks_and_no_part_frames() -> None:
     line = summary_line(m)
     assert "pass 5, fail 1, recheck 2, errors 0, no part 2" in line and m.yield_fraction == 5 / 8
     assert "recheck" not in summary_line(replace(m, rechecked=0, no_part=0))  # as before where there are none
+
+
+def test_the_run_start_line_names_the_recheck_band() -> None:
+    """inspector run said "threshold 0.7 from calibration 3" and then printed RECHECK verdicts with
+    no word of the lower threshold they came from."""
+    from types import SimpleNamespace
+
+    from cli.line_commands import _start_line
+
+    engine = SimpleNamespace(model_path=Path("tile.safetensors"), info={"device": "cpu"}, backend="eager")
+    args = SimpleNamespace(camera=["folder:///frames"], mode="triggered", drift_window=0)
+    station = SimpleNamespace(lines=SimpleNamespace(lines=[]))
+    db = SimpleNamespace(url="sqlite:///h.db")
+    for rule, said in ((DecisionRule(0.7, recheck_threshold=0.5), "threshold 0.7 from calibration 3; RECHECK above 0.5; "),
+                       (DecisionRule(0.7), "threshold 0.7 from calibration 3; triggered mode")):
+        recipe = SimpleNamespace(engine=engine, model_version_id=1, rule=rule, source="calibration 3")
+        assert said in _start_line(args, station, recipe, db)

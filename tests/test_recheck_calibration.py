@@ -184,6 +184,12 @@ def test_inspector_calibrate_recheck_rate(tiny_model, tmp_path, monkeypatch, cap
     assert meta["recheck_threshold"] < meta["threshold"] and meta["mm_per_px"] == 0.2
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["expected_recheck_rate"] == pytest.approx(2 / 21) and report["target_recheck_rate"] == 0.1
+    # predict names the band its RECHECK verdicts come from: its header gave the FAIL threshold only
+    assert main(["predict", str(out), *map(str, sorted(folder.iterdir())), "--out", str(tmp_path / "o"),
+                 "--device", "cpu", "--backend", "eager"]) == 0
+    printed = capsys.readouterr().out
+    assert f"one above {meta['recheck_threshold']:.4g} that does not FAIL is RECHECK" in printed.splitlines()[0]
+    assert "RECHECK" in printed.split("image\n", 1)[1]
     code = main(["calibrate", str(model), str(folder), "--target-frr", "0.1", "--no-pixel-rule", "--recheck-rate", "0.01",
                  "--report", str(tmp_path / "r2"), "--device", "cpu", "--backend", "eager"])
     assert code == 2 and "cannot resolve a recheck rate" in capsys.readouterr().err
