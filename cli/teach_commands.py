@@ -278,7 +278,8 @@ def _print_stage(mode: str):
 def cmd_teach_calibrate(args: argparse.Namespace) -> int:
     session = _session(args)
     caller = _caller(session.db, args, "teach_calibrate", session.target)
-    result = session.recalibrate(caller, args.version, good=args.good, show_progress=True, **_calibration_kwargs(args))
+    result = session.recalibrate(caller, args.version, good=args.good, show_progress=True, recheck_rate=args.recheck_rate,
+                                 **_calibration_kwargs(args))
     print(format_calibration(result.calibration))
     print(f"candidate version {result.version_id} (recalibration of {args.version}): {result.model_path}; report {result.report_path}")
     return 0
@@ -327,14 +328,15 @@ def cmd_teach_status(args: argparse.Namespace) -> int:
 # --- parser --------------------------------------------------------------------------------------
 
 
-def _calibration_options(p: argparse.ArgumentParser) -> None:
+def _calibration_options(p: argparse.ArgumentParser, keeps: str | None = None) -> None:
     p.add_argument("--target-frr", type=rate, default=0.005, help="false-reject rate to aim for (default 0.5%%)")
     p.add_argument("--confidence", type=rate, default=0.95, help="level of the FRR interval (default 0.95)")
     p.add_argument("--tail", choices=("auto", "never", "always"), default="auto",
                    help="generalised Pareto tail fit: when the images cannot resolve the target (auto), never, or always")
     p.add_argument("--pixel-fpr", type=rate, default=1e-3, help="share of good map pixels above the pixel threshold (default 0.001)")
     p.add_argument("--no-pixel-rule", action="store_true", help="image threshold only")
-    p.add_argument("--mm-per-px", type=positive, help="pixel size in mm: the recipe keeps it, and defect areas are given in mm² (review, CSV, MQTT)")
+    p.add_argument("--mm-per-px", type=positive, help="pixel size in mm: the recipe keeps it, and defect areas are given in mm² (review, CSV, MQTT)"
+                   + (f" (default: {keeps}, if it has one)" if keeps else ""))
     p.add_argument("--defects", help="defective images: an MVTec-layout folder (test/<type>/) or a plain folder")
 
 
@@ -413,7 +415,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--version", type=int, required=True)
     s.add_argument("--good", help="good images held out from training (default: the version's calibration images)")
     add_credential_options(s, who="the technician who calibrates (recorded on the candidate)")
-    _calibration_options(s)
+    _calibration_options(s, keeps="the version's")
+    s.add_argument("--recheck-rate", type=rate, default=None, metavar="R",
+                   help="a recheck band: the share of good parts the line can afford to send to RECHECK (e.g. 0.03), "
+                   "set under the FAIL threshold (default: the version's band, if it has one)")
 
     for name, func, help_ in (
         ("activate", cmd_teach_activate, "make a calibrated version the active model (technician)"),

@@ -324,32 +324,42 @@ class Models:
         tail: str = "auto",
         pixel_fpr: float | None = DEFAULT_PIXEL_FPR,
         mm_per_px: float | None = None,
+        recheck_rate: float | None = None,
         user: str = "system",
         show_progress: bool = False,
     ) -> TeachResult:
         """Calibrates a version again and registers the result as a new candidate version.
 
         ``good`` defaults to the calibration images recorded in the model file (still in the
-        sample folder). The old version and its file stay as they were.
+        sample folder). ``mm_per_px`` and ``recheck_rate`` default to the version's latest
+        calibration's (the camera's pixel size, the share of good parts its recheck band was set
+        for): calibrating again sets new thresholds, it does not take the recipe's pixel size or
+        band away. The old version and its file stay as they were.
         """
         from inspector.engine import Engine
 
         t0 = time.perf_counter()
         version = version_of(self.db, self.product, version_id)
         verify_model_file(version.path, version.sha256)
+        previous = self.db.latest_calibration(version.id)
+        if previous is not None:
+            mm_per_px = previous.mm_per_px if mm_per_px is None else mm_per_px
+            recheck_rate = previous.target_recheck_rate if recheck_rate is None else recheck_rate
+        check_recheck_rate(recheck_rate, target_frr)
         good_paths = self.calibration_images(version, good)
         check_resolvable(len(good_paths), target_frr, tail)
         defect_paths = self.defects(defects)
         engine = Engine(version.path, device=self.device, backend=self.backend)
         result = calibrate_engine(
             engine, good_paths, defect_paths, target_frr=target_frr, confidence=confidence,
-            tail=tail, pixel_fpr=pixel_fpr, mm_per_px=mm_per_px, show_progress=show_progress,
+            tail=tail, pixel_fpr=pixel_fpr, mm_per_px=mm_per_px, show_progress=show_progress, recheck_rate=recheck_rate,
         )
         when = stamp()
         out = self.folders.models / f"{version.path.stem.split('-cal')[0]}-cal{when}.safetensors"
         report_path = write_report(self.folders.reports / when, result, extra={"product": self.product, "recalibrated_from": version_id})
         write_thresholds(version.path, result, out=out)
         metrics = {k: v for k, v in version.metrics.items() if k in ("mode", "kind", "iterations", "train_images", "final_loss", "teacher", "framing")}
+        metrics.update({"mm_per_px": mm_per_px} if mm_per_px is not None else {})
         new_id = self._register(out, result, metrics, report_path, user, f"recalibration of version {version_id}")
         return TeachResult(new_id, out, report_path, result, [], list(good_paths), [], time.perf_counter() - t0)
 
