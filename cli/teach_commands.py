@@ -321,6 +321,10 @@ def cmd_teach_status(args: argparse.Namespace) -> int:
     for v in status["versions"]:
         mark = "*" if v["id"] == status["active_version"] else " "
         thr = "not calibrated" if v["threshold"] is None else f"threshold {v['threshold']:.6g}, expected FRR {v['expected_frr']:.3%}"
+        if v["recheck_threshold"] is not None:
+            thr += f", RECHECK above {v['recheck_threshold']:.6g}"
+        if v["mm_per_px"] is not None:
+            thr += f", {v['mm_per_px']:g} mm/px"
         print(f"{mark} version {v['id']:>4}  {v['status']:<9}  {v['created'][:19]}  {thr}  {v['note']}")
     return 0
 

@@ -59,3 +59,20 @@ def test_a_recalibration_keeps_the_pixel_size_and_the_recheck_band(taught, capsy
     # Given anew, they are the new ones.
     calibration, meta = recalibrated(db, common, 3, "--mm-per-px", "0.1", "--recheck-rate", "0.4")
     assert calibration.mm_per_px == 0.1 and calibration.target_recheck_rate == 0.4 and meta["mm_per_px"] == 0.1
+
+
+def test_teach_status_shows_each_versions_recheck_band_and_pixel_size(taught, tmp_path, capsys) -> None:
+    """teach status gave a version's threshold and expected false-reject rate only: whether a
+    version had a recheck band (and where) or a pixel size could not be told from it."""
+    db, common = taught
+    calibration = db.latest_calibration(1)
+    capsys.readouterr()
+    assert main(["teach", "status", "--product", "fabric", "--db", db.url, "--workdir", str(tmp_path / "work"),
+                 "--json", str(tmp_path / "status.json")]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if "version    1" in s][0]
+    assert f"RECHECK above {calibration.recheck_threshold:.6g}, 0.08 mm/px" in line
+    import json
+
+    version = json.loads((tmp_path / "status.json").read_text())["versions"][0]
+    assert (version["recheck_threshold"], version["target_recheck_rate"], version["mm_per_px"]) == (
+        calibration.recheck_threshold, 0.25, 0.08)

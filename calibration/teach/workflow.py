@@ -264,6 +264,9 @@ class TeachSession:
                 "threshold": c.image_threshold if c else None,
                 "target_frr": c.target_frr if c else None,
                 "expected_frr": c.expected_frr if c else None,
+                "recheck_threshold": c.recheck_threshold if c else None,
+                "target_recheck_rate": c.target_recheck_rate if c else None,
+                "mm_per_px": c.mm_per_px if c else None,
                 "report": v.report_path,
                 "metrics": v.metrics,
             })
