@@ -146,7 +146,7 @@ def add_framing_options(p: argparse.ArgumentParser) -> None:
                         "not found in are decided NO PART (needs --region)")
     g.add_argument("--min-match", type=float, default=None, metavar="Q",
                    help="--align: match quality (-1..1) under which a frame is NO PART (default: 0.35)")
-    g.add_argument("--max-angle", type=float, default=15.0, metavar="DEG",
+    g.add_argument("--max-angle", type=float, default=None, metavar="DEG",
                    help="--align: the largest turn of the part searched, either way (default: 15)")
     g.add_argument("--tiles", type=tiles_option, default="auto",
                    help="auto: tile a region larger than the model's input or far from square, at the scale "
@@ -177,9 +177,15 @@ def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
     ignore = read_mask(args.ignore) if args.ignore is not None else None
     if args.defect_px is not None and not (args.defect_px > 0 and math.isfinite(args.defect_px)):
         raise InspectorError(f"--defect-px must be a positive number of pixels, not {args.defect_px:g}")
+    for option, value in (("--min-match", args.min_match), ("--max-angle", args.max_angle)):
+        # Without --align nothing is searched for: the value would be stored and never used, and
+        # a technician who meant alignment would not find out until the line decided.
+        if value is not None and not args.align:
+            raise InspectorError(f"{option} sets how the part is found in every frame: it needs --align")
+    turn = {} if args.max_angle is None else {"max_angle_deg": args.max_angle}
     try:
         framing = make_framing(reference, region=region, ignore=ignore, align=args.align, min_quality=args.min_match,
-                               max_angle_deg=args.max_angle, tiles=args.tiles, defect_px=args.defect_px, input_px=input_px)
+                               tiles=args.tiles, defect_px=args.defect_px, input_px=input_px, **turn)
     except InspectorError as e:
         raise InspectorError(f"{e} (reference {reference_path})") from None
     if ignore is not None and not ignore.any():

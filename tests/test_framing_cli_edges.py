@@ -68,6 +68,14 @@ def test_a_mask_that_marks_nothing_is_refused_as_written_0_and_1(frames, tmp_pat
     assert "marks no pixel as don't care" in err and "0 and 255" in err
 
 
+@pytest.mark.parametrize("option, value", [("--min-match", "0.5"), ("--max-angle", "30")])
+def test_an_alignment_setting_without_align_is_refused(frames, tmp_path, capsys, option, value) -> None:
+    """``--min-match`` or ``--max-angle`` without ``--align`` trained a model that never searched
+    for the part, the setting stored and never used, without a word."""
+    err = refused(frames, tmp_path, capsys, "--region", REGION_TEXT, option, value)
+    assert f"{option} sets how the part is found in every frame: it needs --align" in err
+
+
 @pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "0", "-3"])
 def test_a_defect_size_that_is_no_positive_number_is_refused(frames, tmp_path, capsys, value) -> None:
     """``--defect-px inf`` used to be accepted and stored, and the model file then refused
