@@ -117,11 +117,12 @@ def unique_stems(paths: list[Path]) -> list[str]:
 
 
 def add_credential_options(p: argparse.ArgumentParser, user_option: str = "--user", *, required: bool = False,
-                           who: str = "technician") -> None:
+                           who: str = "the technician") -> None:
     """``--user NAME`` (or ``user_option``) and ``--pin-file FILE``; the PIN itself is never an
-    option, since the command line of a running process is visible to every local account."""
+    option, since the command line of a running process is visible to every local account.
+    ``who`` completes "the user name of ..." in the help."""
     p.add_argument(user_option, required=required, metavar="NAME",
-                   help=f"{who}'s user name; the PIN comes from ${PIN_ENV}, --pin-file, or is asked at a terminal")
+                   help=f"the user name of {who}; the PIN comes from ${PIN_ENV}, --pin-file, or is asked at a terminal")
     p.add_argument("--pin-file", type=Path, default=None, metavar="FILE",
                    help=f"file holding the PIN of {user_option} on its first line (mode 0600 or stricter)")
 

@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override: also FAIL when map pixels above this form a large enough region (needs --user)")
     p.add_argument("--min-defect-area", type=int, default=None,
                    help="override: smallest region (camera pixels) above --pixel-threshold that FAILs (default 1)")
-    add_credential_options(p, who="for overrides: the technician")
+    add_credential_options(p, who="the technician, for overrides")
     p.add_argument("--mode", choices=("triggered", "live"), default="triggered",
                    help="triggered: every frame inspected; live: newest frames, older ones dropped")
     p.add_argument("--trigger", choices=("free_run", "hardware"), default="free_run",

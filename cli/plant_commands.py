@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     days = r.add_mutually_exclusive_group(required=True)
     days.add_argument("--days", metavar="N", help="days an image is kept after it reached the plant (> 0)")
     days.add_argument("--off", action="store_true", help="no retention: keep images until removed otherwise")
-    add_credential_options(r, required=False, who="quality engineer's or technician")
+    add_credential_options(r, required=False, who="a quality engineer or technician")
     r.set_defaults(func=cmd_plant_retention)
     pr = psub.add_parser("prune", help="remove the images received before the retention now (the rows stay)")
     pr.add_argument("--db", help=DB_HELP)

@@ -364,7 +364,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="history database URL: also register the calibrated model there, as a new candidate "
                    "version of the model's product")
     p.add_argument("--product", help="with --db: the product, for a model not registered there")
-    add_credential_options(p, who="with --db: the calibrating technician")
+    add_credential_options(p, who="the calibrating technician (with --db)")
     p.add_argument("--device", **DEVICE_OPTION)
     p.add_argument("--backend", **backend)
     p.set_defaults(func=cmd_calibrate)

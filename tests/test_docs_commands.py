@@ -22,3 +22,23 @@ def test_command_reference_lists_every_command():
     for command in ("train", "eval", "predict", "bench", "export-onnx", "distill", "run", "history export",
                     "calibrate", "teach train", "gui", "users add", "audit verify"):
         assert f"`inspector {command}`" in text
+
+
+def test_every_user_option_reads_as_english():
+    """The --user help was "<who>'s user name", which gave "the technician who collects's user
+    name" and "the quality engineer who exports's user name" in --help and the reference."""
+    import argparse
+
+    from cli.main import build_parser
+
+    def parsers(p: argparse.ArgumentParser):
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    helps = [a.help for p in parsers(build_parser()) for a in p._actions if a.dest in ("user", "by") and a.metavar == "NAME"]
+    assert len(helps) >= 10
+    for text in helps:
+        assert text.startswith("the user name of ") and "'s user name" not in text, text
