@@ -293,7 +293,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = bench(engine, batch=args.batch, runs=args.runs, repeats=args.repeats)
     print(
         f"{result['architecture']} on {result['machine']} ({result['device']}, {result['backend']}, "
-        f"{result['precision']}), batch {args.batch}: latency p50 {result['latency_ms_p50']:.2f} ms, "
+        f"{result['precision']}), batch {args.batch} of {result['frame']} frames: latency p50 {result['latency_ms_p50']:.2f} ms, "
         f"p99 {result['latency_ms_p99']:.2f} ms, repeat medians "
         f"{', '.join(f'{m:.2f}' for m in result['latency_ms_repeat_medians'])} ms; "
         f"{result['throughput_img_s']:.1f} images/s"

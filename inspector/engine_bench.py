@@ -31,13 +31,27 @@ def gate_of(engine: Engine) -> dict | None:
     return result.as_dict() if result else {"passed": None, "reason": "not checked (forced)"}
 
 
+def timing_frame(engine: Engine, size: int = 256) -> np.ndarray:
+    """The frame a framed engine is timed on: its framing's reference, where it keeps one (the
+    part found and its region inspected as on the line); else the first of the model's own good
+    images, a frame of the line's size, which a tiled model cuts into as many tiles as the line's
+    frames need; else the framing's sample frame (random pixels, at least ``size`` square)."""
+    from inspector.image_io import read_image
+
+    framing = engine.framing
+    good = engine.gate_images.good if engine.gate_images is not None else ()
+    if framing.reference is None and good:
+        return read_image(good[0])
+    return framing.sample_frame(size)
+
+
 def bench(engine: Engine, batch: int = 1, runs: int = 50, repeats: int = 3, warmup: int = 5, image_size: tuple[int, int] = (256, 256)) -> dict:
-    """Times ``predict_batch`` on random camera-like images (a framed model on its framing's
-    sample frame, where the part is found and its region inspected as on the line); ``repeats``
-    runs of ``runs`` calls each."""
+    """Times ``predict_batch`` on random camera-like images (a framed model on the frame
+    :func:`timing_frame` gives); ``repeats`` runs of ``runs`` calls each. ``frame`` in the
+    result is the frames' size, W x H."""
     rng = np.random.default_rng(0)
     if engine.framing is not None:
-        images = [engine.framing.sample_frame(max(image_size))] * batch
+        images = [timing_frame(engine, max(image_size))] * batch
     else:
         images = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch)]
     for _ in range(warmup):
@@ -62,6 +76,7 @@ def bench(engine: Engine, batch: int = 1, runs: int = 50, repeats: int = 3, warm
         "gates": {name: result.as_dict() for name, result in engine.gates.items()},
         "architecture": engine.metadata.get("architecture"),
         "batch": batch,
+        "frame": f"{images[0].shape[1]}x{images[0].shape[0]}",
         "runs": int(all_ms.size),
         "latency_ms_p50": float(np.percentile(all_ms, 50)),
         "latency_ms_p99": float(np.percentile(all_ms, 99)),
