@@ -325,6 +325,8 @@ def cmd_teach_status(args: argparse.Namespace) -> int:
             thr += f", RECHECK above {v['recheck_threshold']:.6g}"
         if v["mm_per_px"] is not None:
             thr += f", {v['mm_per_px']:g} mm/px"
+        if v["framing"] is not None:
+            thr += f", inspects {v['framing']}"
         print(f"{mark} version {v['id']:>4}  {v['status']:<9}  {v['created'][:19]}  {thr}  {v['note']}")
     return 0
 

@@ -267,6 +267,8 @@ class TeachSession:
                 "recheck_threshold": c.recheck_threshold if c else None,
                 "target_recheck_rate": c.target_recheck_rate if c else None,
                 "mm_per_px": c.mm_per_px if c else None,
+                # what of each frame it inspects (describe(framing)); None for a version taught before
+                "framing": (v.metrics or {}).get("framing"),
                 "report": v.report_path,
                 "metrics": v.metrics,
             })
