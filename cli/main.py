@@ -258,6 +258,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     levels = heatmap_view(rule)
     if args.vmax:
         levels = replace(levels, vmax=args.vmax)
+    if engine.framing is not None:  # every frame checked before anything is written
+        for path, image in images:
+            engine.framing.check_frame(image.shape, path)
     out = Path(args.out)
     print(f"model {args.model} ({engine.metadata.get('architecture', 'EfficientAD')}), {rule_text}")
     print(f"overlays in {out}/, colours 0 .. {levels.vmax:.4g}" + (" (threshold mid-scale)" if rule and not args.vmax else "")
@@ -265,8 +268,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{'score':<9} {'verdict':<7}  image")
     counts = dict.fromkeys(DECISIONS, 0)
     for (path, image), name in zip(images, unique_stems([p for p, _ in images])):
-        if engine.framing is not None:
-            engine.framing.check_frame(image.shape, path)
         pred = engine.predict(image)
         # A part the framing did not find is NO PART whatever the rule: it was never scored.
         verdict = "NO_PART" if pred.no_part else rule.decide(pred.score, pred.anomaly_map).decision if rule else None

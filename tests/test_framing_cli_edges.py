@@ -317,3 +317,45 @@ def test_the_command_line_refuses_a_smallest_defect_that_tiles_off_cannot_show(f
     check now lives in the core, below both."""
     err = refused(frames, tmp_path, capsys, "--region", REGION_TEXT, "--tiles", "off", "--defect-px", "2")
     assert "with tiles off a 2-px defect is 1.3 px at the model's input" in err and "choose auto tiles" in err
+
+
+def test_a_frame_too_small_to_search_is_refused_naming_its_file_before_anything_is_written(scene, tmp_path, capsys) -> None:
+    """A frame smaller than what the part is searched by was refused by the aligner, deep in
+    the scoring, as 'the frame (300x750) is smaller than the part's region' without saying which
+    file; inspector predict had written the overlays of the frames before it by then."""
+    from inspector.framing.align import Aligner, matched_box
+
+    _, reference, _ = scene
+    framing = make_framing(reference, region=REGION, align=True)
+    aligner = Aligner(framing.reference, REGION, max_angle_deg=framing.max_angle_deg)
+    _, _, bw, bh = matched_box(REGION, reference.shape)
+    for w in range(bw - 12, bw + 2):  # check_frame refuses exactly the frames the search cannot take
+        frame = reference[:bh + 10, :w]
+        try:
+            aligner.align(frame)
+            searched = True
+        except InspectorError:
+            searched = False
+        if searched:
+            framing.check_frame(frame.shape, "f.png")
+        else:
+            with pytest.raises(InspectorError, match=r"^f.png: the frame is \d+x\d+, smaller than the part's region"):
+                framing.check_frame(frame.shape, "f.png")
+    framing.check_frame(reference.shape, "f.png")
+
+    model = tmp_path / "m.safetensors"
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(10):
+        cv2.imwrite(str(good / f"{i}.png"), np.roll(reference, 3 * i, axis=1))
+    assert main(["train", str(good), "--out", str(model), "--kind", "instant", "--features", "pdn", "--image-size", "128",
+                 "--region", REGION_TEXT, "--align", "--device", "cpu"]) == 0
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), reference[:300, :300])
+    capsys.readouterr()
+    out = tmp_path / "overlays"
+    assert main(["predict", str(model), str(good / "0.png"), str(small), "--out", str(out), "--device", "cpu",
+                 "--backend", "eager"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {small}: the frame is 300x300, smaller than the part's region"), err
+    assert not out.exists()

@@ -99,6 +99,38 @@ class Alignment:
         return (x0, y0, x1, y1), box_map
 
 
+def matched_box(region: tuple[int, int, int, int], reference_shape: tuple[int, ...],
+                margin: float = MARGIN) -> tuple[int, int, int, int]:
+    """The box (x, y, w, h) an :class:`Aligner` matches: ``region`` and ``margin`` of its size
+    around it, inside the reference. A frame smaller than it cannot be searched."""
+    x, y, w, h = region
+    mx, my = round(margin * w), round(margin * h)
+    bx, by = max(0, x - mx), max(0, y - my)
+    return bx, by, min(reference_shape[1], x + w + mx) - bx, min(reference_shape[0], y + h + my) - by
+
+
+def _shrink_factors(box: tuple[int, int, int, int]) -> tuple[int, int]:
+    """Whole shrink factors: the frame by fine_k for ECC, that again by coarse_k for the search."""
+    side = max(box[2], box[3])
+    fine_k = max(1, int(side / FINE_PX))
+    return fine_k, max(1, int(side / fine_k / COARSE_PX))
+
+
+def _template_size(box: tuple[int, int, int, int]) -> tuple[int, int]:
+    """(w, h) of the coarse search's templates of ``box``."""
+    fine_k, coarse_k = _shrink_factors(box)
+    scale = 1.0 / (fine_k * coarse_k)
+    return max(4, round(box[2] * scale * CORE)), max(4, round(box[3] * scale * CORE))
+
+
+def searchable(frame_shape: tuple[int, ...], box: tuple[int, int, int, int]) -> bool:
+    """Whether a frame is large enough to search for the part by ``box`` (:func:`matched_box`):
+    the coarse search's template must fit in the frame shrunk as the search shrinks it."""
+    fine_k, coarse_k = _shrink_factors(box)
+    tw, th = _template_size(box)
+    return (frame_shape[1] // fine_k) // coarse_k >= tw and (frame_shape[0] // fine_k) // coarse_k >= th
+
+
 class Aligner:
     """Registers frames to ``reference`` (see the module docstring). ``region`` (x, y, w, h) is
     where the part lies in the reference; the match takes in ``margin`` of its size around it
@@ -121,9 +153,8 @@ class Aligner:
         # The box matched: the region and the margin around it, inside the reference. Around the
         # region the reference shows one flat grey, the belt's mean: the part's outline against
         # its background is matched, never the look of one belt.
-        mx, my = round(margin * w), round(margin * h)
-        bx, by = max(0, x - mx), max(0, y - my)
-        self.box = (bx, by, min(ref.shape[1], x + w + mx) - bx, min(ref.shape[0], y + h + my) - by)
+        self.box = matched_box((x, y, w, h), ref.shape, margin)
+        bx, by = self.box[:2]
         around = ref[by : by + self.box[3], bx : bx + self.box[2]].astype(np.float64)
         ring = around.sum() - ref[y : y + h, x : x + w].astype(np.float64).sum()
         ring_px = around.size - w * h
@@ -132,9 +163,7 @@ class Aligner:
         ref = flat
         x, y, w, h = self.box
         self.max_angle_deg = float(max_angle_deg)
-        # Whole shrink factors: the frame by fine_k for ECC, that again by coarse_k for the search.
-        self.fine_k = max(1, int(max(w, h) / FINE_PX))
-        self.coarse_k = max(1, int(max(w, h) / self.fine_k / COARSE_PX))
+        self.fine_k, self.coarse_k = _shrink_factors(self.box)
         self.coarse_scale = 1.0 / (self.fine_k * self.coarse_k)
         fine_ref = _shrink(ref, self.fine_k)
         coarse_ref = _shrink(fine_ref, self.coarse_k)
@@ -148,7 +177,7 @@ class Aligner:
         turned about the region's centre, so the core never shows a border the turn made."""
         x, y, w, h = self.box
         cx, cy = (x + w / 2) * self.coarse_scale, (y + h / 2) * self.coarse_scale
-        cw, ch = max(4, round(w * self.coarse_scale * CORE)), max(4, round(h * self.coarse_scale * CORE))
+        cw, ch = _template_size(self.box)
         steps = max(0, math.floor(self.max_angle_deg / ANGLE_STEP_DEG + 1e-9))
         templates = []
         for k in range(-steps, steps + 1):

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from inspector.errors import InspectorError
-from inspector.framing.align import MAX_TURN_DEG, Aligner, Alignment
+from inspector.framing.align import MAX_TURN_DEG, Aligner, Alignment, matched_box, searchable
 from inspector.framing.tiles import TilePlan, blend_tiles, cut_tiles, plan_tiles
 
 #: The match quality under which a frame is NO PART unless the recipe says otherwise: on
@@ -118,12 +118,20 @@ class Framing:
     def check_frame(self, frame_shape: tuple[int, ...], name: object = None) -> None:
         """InspectorError, in one line naming ``name`` (a file) where given, for a frame this
         framing cannot cut: one of another size than the reference, where the part is not searched
-        for, because its region would fall elsewhere."""
+        for, because its region would fall elsewhere; one smaller than the box the part is
+        searched for by (:func:`~.align.matched_box`), where it is."""
         reference = self.reference
+        named = f"{name}: " if name is not None else ""
         if reference is not None and not self.align and tuple(frame_shape[:2]) != reference.shape[:2]:
-            raise InspectorError(f"{f'{name}: ' if name is not None else ''}the frame is {frame_shape[1]}x"
+            raise InspectorError(f"{named}the frame is {frame_shape[1]}x"
                                  f"{frame_shape[0]}, the recipe's reference {reference.shape[1]}x{reference.shape[0]}: "
                                  "its region would fall elsewhere")
+        if self.align and reference is not None and self.region is not None:
+            box = matched_box(self.region, reference.shape)
+            if not searchable(frame_shape, box):
+                bw, bh = box[2:]
+                raise InspectorError(f"{named}the frame is {frame_shape[1]}x{frame_shape[0]}, smaller than the part's "
+                                     f"region with the margin it is searched by ({bw}x{bh}): the part cannot be found in it")
 
     def sample_frame(self, size: int = 256) -> np.ndarray:
         """A frame to time a framed engine on: the reference, where the part is found and its
