@@ -198,7 +198,8 @@ class InspectionResult:
     What the pipeline knows besides: ``camera_timestamp`` (the camera's clock, driver units),
     ``host_timestamp`` (``time.time()`` when the frame reached the host), ``defect_area_px`` (see
     :class:`Decision`), ``shadow_score`` (a candidate model's score of the same frame, deciding
-    nothing; ``None`` without one). The database has no columns for these.
+    nothing; ``None`` without one, and where it did not find the part: NO PART, never scored).
+    The database has no columns for these.
 
     The rule: ``rule`` is the whole :class:`DecisionRule` the verdict used (``threshold`` is its
     image threshold; the two must agree), which the history stores with the row and every

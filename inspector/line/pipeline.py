@@ -124,7 +124,8 @@ class Pipeline:
     ``max_frames`` ends acquisition after that many frames, like a finite source (a folder or
     video file without looping) ends it; :meth:`wait` returns once those are inspected.
     ``shadow`` is an optional candidate engine that scores every frame after the decision
-    without influencing it (its score lands in ``InspectionResult.shadow_score``).
+    without influencing it (its score lands in ``InspectionResult.shadow_score``; None where it
+    found no part in the frame).
     ``stall_after_s``: a running line that neither acquires nor inspects a frame for this many
     seconds raises ``line_stalled`` once (and ``line_resumed`` when frames come again); for a
     line that expects frames all the time (free run, a part feeder). ``None`` (the default):
@@ -573,7 +574,9 @@ class Pipeline:
         if shadow is None:
             return None
         try:
-            return float(shadow.predict(frame.image).score)
+            prediction = shadow.predict(frame.image)
+            # A candidate that did not find the part (its own framing) never scored the frame.
+            return None if getattr(prediction, "no_part", False) else float(prediction.score)
         except Exception as exc:
             self._alarm(SHADOW_ERROR, f"the shadow model could not score frame {frame.frame_id}: {exc}",
                         throttle_s=ALARM_THROTTLE_S)
