@@ -541,6 +541,12 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     if filters.start is not None and filters.end is not None and filters.start >= filters.end:
         raise InspectorError(f"--since {args.since} is not before --until {args.until}: no inspection can match; "
                              "swap them?")
+    for option, value in (("--min-score", args.min_score), ("--max-score", args.max_score)):
+        if value is not None and not math.isfinite(value):  # nan matched nothing, without a word
+            raise InspectorError(f"{option} must be a finite number, got {value}")
+    if args.min_score is not None and args.max_score is not None and args.min_score > args.max_score:
+        raise InspectorError(f"--min-score {args.min_score:g} is above --max-score {args.max_score:g}: no inspection "
+                             "can match; swap them?")
     if not args.out.parent.is_dir():
         raise InspectorError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
     url = args.db or default_db_url()

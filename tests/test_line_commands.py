@@ -370,11 +370,15 @@ def test_history_export_errors(tmp_path: Path, two_runs: dict) -> None:
         (["--db", f"sqlite:///{tmp_path / 'absent.db'}", "--out", str(tmp_path / "x.csv")], "no history database"),
         (["--db", db, "--out", str(tmp_path / "x.csv"), "--since", "last week"], "not an ISO 8601 time"),
         (["--db", db, "--out", str(tmp_path / "no" / "x.csv")], "does not exist"),
+        # an empty CSV, exit 0 and an export audited, without a word of the slip
+        (["--db", db, "--out", str(tmp_path / "x.csv"), "--min-score", "0.3", "--max-score", "0.1"],
+         "--min-score 0.3 is above --max-score 0.1: no inspection can match; swap them?"),
+        (["--db", db, "--out", str(tmp_path / "x.csv"), "--max-score", "nan"], "--max-score must be a finite number"),
     ]
     for options, fragment in cases:
         status, _, err = run_main(["history", "export", *options])
         _assert_one_line_error(status, err, fragment)
-    assert not (tmp_path / "absent.db").exists()
+    assert not (tmp_path / "absent.db").exists() and not (tmp_path / "x.csv").exists()
 
 
 def test_history_export_is_a_quality_engineers_right_as_on_the_desktop(tmp_path: Path, two_runs: dict,
