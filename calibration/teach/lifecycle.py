@@ -62,8 +62,11 @@ class Lifecycle:
 
     def activate(self, actor: Actor, version_id: int, *, action: str = "set_active_model",
                  details: dict[str, Any] | None = None) -> None:
-        """Makes a calibrated version the active model, audited once as ``action``."""
-        self.usable(version_id)
+        """Makes a calibrated version the active model, audited once as ``action``, with what of
+        each frame the line inspects from now on (``framing``, the version's: an activation or a
+        rollback may change the region, not only the model)."""
+        framing = (self.usable(version_id).metrics or {}).get("framing")
+        details = {**({"framing": framing} if framing is not None else {}), **(details or {})}
         self.db.set_active_model(self.product_id, version_id, user=actor.user, role=actor.role, action=action, details=details)
 
     def rollback(self, actor: Actor) -> int:
