@@ -32,6 +32,8 @@ RESIZE_MODES = ("resize", "letterbox")
 def read_image(path: str | Path) -> np.ndarray:
     """Reads an image file as (H, W) or (H, W, 3) RGB, uint8 or uint16; ImageError if unreadable."""
     path = Path(path)
+    if path.is_dir():  # "no such image file" of a folder that is there reads as a typing error
+        raise ImageError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
     data = np.fromfile(path, dtype=np.uint8)  # cv2.imread cannot say *why* it failed

@@ -34,6 +34,9 @@ def test_corrupt_and_missing_images_get_clear_errors(tmp_path):
         read_image(tmp_path / "empty.png")
     with pytest.raises(ImageError, match="no such image file"):
         read_image(tmp_path / "nope.png")
+    # inspector predict MODEL FOLDER said "FOLDER: no such image file" of a folder that is there
+    with pytest.raises(ImageError, match=f"^{tmp_path}: is a folder, not an image file$"):
+        read_image(tmp_path)
 
 
 def test_a_png_cut_short_is_said_once_without_the_decoders_line(tmp_path, capfd):
