@@ -327,7 +327,9 @@ class HistoryDB:
     ) -> None:
         """Make the version the product's active model, record the change as an
         :class:`Activation` (what was active before: the version a rollback returns to) and audit
-        it once, as ``action`` (``details`` join the event's ``after``)."""
+        it once, as ``action`` (``details`` join the event's ``after``). The version active
+        already is no change: audited, but no activation recorded, so a rollback still returns
+        to the version before it."""
         with self.session() as s:
             product = self._require(s, Product, product_id)
             version = self._require(s, ModelVersion, model_version_id)
@@ -338,8 +340,9 @@ class HistoryDB:
                 )
             before = product.active_model_version_id
             product.active_model_version_id = model_version_id
-            s.add(Activation(product_id=product_id, model_version_id=model_version_id,
-                             previous_version_id=before, user=user, role=role))
+            if before != model_version_id:
+                s.add(Activation(product_id=product_id, model_version_id=model_version_id,
+                                 previous_version_id=before, user=user, role=role))
             self._audit(
                 s,
                 user,
