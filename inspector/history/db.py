@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, insert, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import DatabaseError as SQLAlchemyDatabaseError
@@ -354,9 +354,13 @@ class HistoryDB:
             )
 
     def last_activation(self, product_id: int) -> Activation | None:
-        """The product's latest change of active model (None if it never had one)."""
+        """The product's latest change of active model (None if it never had one). A row of a
+        version activated while already active (an older release wrote them, and the upgrade
+        made them from its audit trail) changed nothing and is passed over."""
         with self.session() as s:
-            stmt = select(Activation).where(Activation.product_id == product_id).order_by(Activation.id.desc()).limit(1)
+            change = or_(Activation.previous_version_id.is_(None), Activation.previous_version_id != Activation.model_version_id)
+            stmt = (select(Activation).where(Activation.product_id == product_id, change)
+                    .order_by(Activation.id.desc()).limit(1))
             return s.scalars(stmt).one_or_none()
 
     def model_versions_of_file(self, path: str | os.PathLike[str], sha256: str | None = None) -> list[ModelVersion]:
