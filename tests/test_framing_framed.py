@@ -180,6 +180,8 @@ def test_the_tile_plan_covers_the_region_with_square_overlapping_tiles() -> None
     (dict(size=(400, 400), input_px=256, tiles="many"), "tiles must be auto, off or a number"),
     (dict(size=(400, 400), input_px=256, tiles=0), "tiles must be auto, off or a number"),
     (dict(size=(400, 400), input_px=256, defect_px=0.0), "smallest defect must be a positive number"),
+    # A count no region could hold: said as a count, not as thousands of 1-px tiles.
+    (dict(size=(256, 256), input_px=256, tiles=999), "999 tiles along the region's 256-px side would be 1 px each"),
 ])
 def test_bad_tilings_are_refused_in_one_line(kwargs, fragment: str) -> None:
     from inspector.framing.tiles import plan_tiles

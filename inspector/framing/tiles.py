@@ -31,6 +31,8 @@ OVERLAP = 0.25
 SQUEEZE_ASPECT = 2.0
 #: More tiles than this per frame is refused: each costs a forward pass of the model.
 MAX_TILES = 64
+#: The narrowest tile a count may ask for: the narrowest region (:meth:`~.framed.Framing.check`).
+MIN_TILE_PX = 16
 TILE_MODES = ("auto", "off")
 
 
@@ -70,6 +72,9 @@ def plan_tiles(size: tuple[int, int], input_px: int, tiles: str | int = "auto",
         if tiles < 1:
             raise InspectorError(f"tiles must be auto, off or a number >= 1, got {tiles}")
         side = _side_for_count(max(w, h), tiles)
+        if side < MIN_TILE_PX:
+            raise InspectorError(f"{tiles} tiles along the region's {max(w, h)}-px side would be {side} px each, under "
+                                 f"the {MIN_TILE_PX} px a tile needs: ask for fewer tiles")
     elif tiles == "auto":
         # The coarsest scale that keeps the smallest defect DEFECT_INPUT_PX across and fits the
         # region's shorter side into the input (a long region is tiled, not squeezed), never
