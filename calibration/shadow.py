@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 
 from inspector.line.rule import DecisionRule
-from inspector.errors import DataError
+from inspector.errors import DataError, InspectorError
 from inspector.image_io import read_image
 
 if TYPE_CHECKING:
@@ -80,6 +80,20 @@ class ShadowReport:
         )
 
 
+def check_frames(named: Sequence[tuple[str, np.ndarray]], **engines: Any) -> None:
+    """InspectorError, in one line naming the model and the file, for a frame a framed model
+    cannot cut (:meth:`~inspector.framing.Framing.check_frame`: another size than its reference,
+    where it does not search for the part); the engine's own refusal names neither."""
+    for who, engine in engines.items():
+        if (framing := getattr(engine, "framing", None)) is None:
+            continue
+        for name, image in named:
+            try:
+                framing.check_frame(image.shape, name)
+            except InspectorError as e:
+                raise InspectorError(f"the {who} model: {e}") from None
+
+
 def shadow_compare(
     candidate: Engine,
     candidate_rule: DecisionRule,
@@ -95,6 +109,7 @@ def shadow_compare(
     for i in range(0, len(images), batch):
         chunk = images[i : i + batch]
         named = [(str(x), read_image(x)) if isinstance(x, (str, Path)) else (str(x[0]), x[1]) for x in chunk]
+        check_frames(named, candidate=candidate, active=active)
         arrays = [im for _, im in named]
         for (name, _), pa, pc in zip(named, active.predict_batch(arrays), candidate.predict_batch(arrays)):
             rows.append(ShadowDifference(name, pa.score, verdict(active_rule, pa), pc.score, verdict(candidate_rule, pc)))
@@ -204,6 +219,7 @@ def handover_check(
     if len(good_paths) < 2:
         raise DataError("comparing two models needs at least two held-out good images")
     good_all = [read_image(p) for p in good_paths]
+    check_frames([(str(p), im) for p, im in zip(good_paths, good_all)], candidate=candidate, active=active)
     real = [read_image(p) for p in defect_paths or []]
     on_good = {"candidate": _predict(candidate, good_all), "active": _predict(active, good_all)}
     found = [i for i, (pc, pa) in enumerate(zip(on_good["candidate"], on_good["active"]))

@@ -28,7 +28,7 @@ class RegionModel:
     """Looks at its region only: the score is how many pixels there are near white (a scratch on
     the woven part; the part itself never reaches 230). A black frame has no part (NO PART)."""
 
-    framing = SimpleNamespace(region=REGION, ignore=None, polygon=None)
+    framing = SimpleNamespace(region=REGION, ignore=None, polygon=None, check_frame=lambda shape, name=None: None)
 
     def predict_batch(self, images):
         x, y, w, h = REGION
