@@ -269,8 +269,10 @@ def _print_stage(mode: str):
             _print_candidate(result)
         else:
             active = "takes over" if result.switch else "does NOT take over; the instant model stays active"
+            left_out = (f"; {result.no_part} held-out image(s) without the part (NO PART) left out"
+                        if result.no_part else "")
             print(f"handover: EfficientAD {active}: {result.reason} ({result.good_images} good, "
-                  f"{result.synthetic_defects} synthetic and {result.real_defects} real defects)")
+                  f"{result.synthetic_defects} synthetic and {result.real_defects} real defects{left_out})")
 
     return stage
 

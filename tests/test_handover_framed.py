@@ -82,3 +82,13 @@ def test_the_handover_of_framed_models_draws_its_defects_in_their_region_and_lea
 
     with pytest.raises(DataError, match="found by both models in 1 of the 3"):
         handover_check(model, rule, model, rule, write_frames(tmp_path / "empty", 3, black=(0, 1)))
+
+
+def test_the_staged_teach_says_how_many_held_out_images_the_handover_left_out(tmp_path, capsys):
+    from cli.teach_commands import _print_stage
+
+    model, rule = RegionModel(), DecisionRule(0.5)
+    check = handover_check(model, rule, model, rule, write_frames(tmp_path / "good", 6, black=(2,)))
+    _print_stage("quick")("handover", check)
+    out = capsys.readouterr().out
+    assert "(5 good, 5 synthetic and 0 real defects; 1 held-out image(s) without the part (NO PART) left out)" in out, out
