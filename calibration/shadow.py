@@ -180,15 +180,15 @@ def _predict(engine: Any, images: Sequence[np.ndarray], batch: int = 8) -> list[
 def _both_inspect(candidate: Any, active: Any, image: np.ndarray, pc: Any, pa: Any) -> np.ndarray | None:
     """Where in ``image`` both models inspect it (None: both the whole frame; see
     :func:`~inspector.framing.framed.inspected_pixels`); where their regions do not meet, the
-    candidate's."""
+    candidate's (the active model's where the candidate's lies wholly outside the frame)."""
     from inspector.framing.framed import inspected_pixels
 
     masks = [m for m in (inspected_pixels(getattr(e, "framing", None), image.shape, p) for e, p in ((candidate, pc), (active, pa)))
              if m is not None]
     if not masks:
         return None
-    both = np.logical_and.reduce(masks)
-    return both if both.any() else masks[0]
+    # Where they do not meet, the candidate's; a region that left the frame whole, the image.
+    return next((m for m in (np.logical_and.reduce(masks), *masks) if m.any()), None)
 
 
 def handover_check(

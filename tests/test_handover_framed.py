@@ -92,3 +92,25 @@ def test_the_staged_teach_says_how_many_held_out_images_the_handover_left_out(tm
     _print_stage("quick")("handover", check)
     out = capsys.readouterr().out
     assert "(5 good, 5 synthetic and 0 real defects; 1 held-out image(s) without the part (NO PART) left out)" in out, out
+
+
+class OffFrame(RegionModel):
+    """Finds its part where its region lies wholly outside the frame (a part at the frame's edge,
+    turned out of it): it inspects no pixel of the frame, yet is not NO PART."""
+
+    def predict_batch(self, images):
+        far = np.float32([[200, 200], [248, 200], [248, 248], [200, 248]])
+        return [Prediction(p.score, p.anomaly_map, outline=far) for p in super().predict_batch(images)]
+
+
+class Whole:
+    """The whole frame: scores its near-white pixels."""
+
+    def predict_batch(self, images):
+        return [Prediction(float(np.count_nonzero(image > 230)), np.zeros(image.shape[:2], np.float32)) for image in images]
+
+
+def test_defects_for_a_region_that_left_the_frame_are_drawn_where_the_other_model_looks(tmp_path):
+    rule = DecisionRule(0.5)
+    check = handover_check(OffFrame(), rule, Whole(), rule, write_frames(tmp_path / "good", 6))
+    assert check.good_images == 6 and check.active_auroc == 1.0
