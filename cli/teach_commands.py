@@ -250,7 +250,8 @@ def _teach_framing(args: argparse.Namespace, session) -> Any:
 
 def _print_candidate(result) -> None:
     print(format_calibration(result.calibration))
-    print(f"candidate version {result.version_id}: {result.model_path} ({len(result.train_images)} training, "
+    missing = (f", {result.frames_without_part} of them without the part, left out" if result.frames_without_part else "")
+    print(f"candidate version {result.version_id}: {result.model_path} ({len(result.train_images)} training{missing}, "
           f"{len(result.calibration_images)} calibration images, {result.seconds:.0f} s); report {result.report_path}")
     engine = result.engine
     if engine.get("prepared"):

@@ -105,6 +105,7 @@ class TeachResult:
     rejected: list[SampleVerdict] = field(default_factory=list)
     seconds: float = 0.0
     engine: dict[str, Any] = field(default_factory=dict)  # the backend chosen here (Models.prepare_engine)
+    frames_without_part: int = 0  # training images the part was not found in: left out (framed models)
 
 
 class Models:
@@ -233,6 +234,8 @@ class Models:
             "teacher": trained.metadata.get("teacher"),
             "train_seconds": round(time.perf_counter() - t0, 1),
             "framing": describe(framing),
+            # A framed training's pieces, and the frames it left out (the part not found in them).
+            **{k: trained.metadata[k] for k in ("train_pieces", "frames_without_part") if k in trained.metadata},
             **({"mm_per_px": mm_per_px} if mm_per_px is not None else {}),
         }
         version_id, report_path, result, engine = self._calibrate_and_register(
@@ -241,7 +244,8 @@ class Models:
                              # the recheck band (calibration.thresholds.recheck_threshold_for_rate), off unless asked for
                              **({"recheck_rate": recheck_rate} if recheck_rate is not None else {})),
         )
-        return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0, engine)
+        return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0, engine,
+                           trained.metadata.get("frames_without_part", 0))
 
     def _calibrate_and_register(
         self, model_path: Path, cal_paths: list[Path], defect_paths: list[Path] | None, metrics: dict[str, Any], how: str,
@@ -358,7 +362,8 @@ class Models:
         out = self.folders.models / f"{version.path.stem.split('-cal')[0]}-cal{when}.safetensors"
         report_path = write_report(self.folders.reports / when, result, extra={"product": self.product, "recalibrated_from": version_id})
         write_thresholds(version.path, result, out=out)
-        metrics = {k: v for k, v in version.metrics.items() if k in ("mode", "kind", "iterations", "train_images", "final_loss", "teacher", "framing")}
+        kept = ("mode", "kind", "iterations", "train_images", "final_loss", "teacher", "framing", "train_pieces", "frames_without_part")
+        metrics = {k: v for k, v in version.metrics.items() if k in kept}
         metrics.update({"mm_per_px": mm_per_px} if mm_per_px is not None else {})
         new_id = self._register(out, result, metrics, report_path, user, f"recalibration of version {version_id}")
         return TeachResult(new_id, out, report_path, result, [], list(good_paths), [], time.perf_counter() - t0)
