@@ -351,11 +351,20 @@ def calibrate_model(
 ) -> CalibrationResult:
     """:func:`calibrate_engine` with an engine loaded from ``model_path``.
 
-    Every image is decoded once before the model is loaded, so an unreadable file is reported
-    in seconds rather than after scoring the others.
+    ``mm_per_px`` and ``recheck_rate`` left out (or None) are the model file's own: its pixel size
+    and the share of good parts its recheck band was set for, as :meth:`~calibration.teach.models.Models.calibrate` keeps a
+    version's (calibrating again sets new thresholds; it does not take the recipe's pixel size or
+    band away). Every image is decoded once before the model is loaded, so an unreadable file is
+    reported in seconds rather than after scoring the others.
     """
     from inspector.engine import Engine
+    from inspector.model_file import load_model_tensors
 
+    _, meta = load_model_tensors(model_path)
+    if kwargs.get("mm_per_px") is None:
+        kwargs["mm_per_px"] = meta.get("mm_per_px")
+    if kwargs.get("recheck_rate") is None:
+        kwargs["recheck_rate"] = (meta.get("calibration") or {}).get("target_recheck_rate")
     check_resolvable(len(good_paths), kwargs.get("target_frr", DEFAULT_TARGET_FRR), kwargs.get("tail", "auto"))
     check_calibration_options(kwargs.get("recheck_rate"), kwargs.get("mm_per_px"), kwargs.get("min_defect_area_mm2"),
                               kwargs.get("pixel_fpr", DEFAULT_PIXEL_FPR), len(good_paths))

@@ -356,10 +356,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="thresholds for a target false-reject rate, with a report")
     p.add_argument("model", help="model file (.safetensors); left unchanged: the calibrated model is a new file")
     p.add_argument("good_dir", help="good images NOT used for training (a folder, or an MVTec folder's test/good)")
-    _calibration_options(p)
+    _calibration_options(p, keeps="the model file's")
     p.add_argument("--recheck-rate", type=rate, default=None, metavar="R",
                    help="also a recheck band: the share of good parts the line can afford to send to RECHECK (e.g. "
-                   "0.03); a lower threshold is set for it under the FAIL threshold. Off unless given")
+                   "0.03); a lower threshold is set for it under the FAIL threshold (default: the model file's "
+                   "band, if it has one; else off)")
     p.add_argument("--min-defect-area-mm2", type=positive, default=None, metavar="A",
                    help="with --mm-per-px and the pixel rule: the smallest defect region that FAILs, in mm² "
                    "(never below what the good parts' maps reach)")
