@@ -154,6 +154,11 @@ def test_the_teach_page_draws_the_region_and_dont_care_areas_and_refuses_a_bad_d
     editor.tiles_combo.setCurrentText("auto")
     editor.defect_px.setValue(6.0)
     editor.mm_per_px.setValue(0.08)
+    # The woven samples are far smaller than the box the part is searched by: refused, naming one.
+    assert not page.check_framing()
+    assert "part_00.png: the frame is 160x160, smaller than the part's region" in page.message_label.text()
+    # Without them the drawing alone is checked (the line's own frames would be the samples).
+    assert teach.remove_samples(teach.sample_paths()) == 16
     framing = page.framing_for_training()
     assert framing.region == REGION and framing.align and framing.reference is not None
     assert page.check_framing() and "part found first" in editor.summary.text()
