@@ -265,7 +265,6 @@ def upgrade_file(path: str | Path) -> dict[str, Any]:
     it. Every other check of :func:`load_tensors` must pass, and for a model so must those every
     command reads it with (its framing, its calibration): a file converted is one the line can
     use, not one refused at its next start. A file that has a digest is refused."""
-    from inspector.framing.recipe import framing_from_file, split_framing_tensors
     from inspector.line.rule import rule_from_metadata
 
     tensors, meta = _read(path)
@@ -275,7 +274,7 @@ def upgrade_file(path: str | Path) -> dict[str, Any]:
     if meta.get("kind") in MODEL_KINDS:
         check_model_metadata(path, meta)
         try:
-            framing_from_file(meta, split_framing_tensors(tensors)[1], where=str(path))
+            _split_framing(path, tensors, meta)
             if meta.get("threshold") is not None:
                 rule_from_metadata(meta, where=str(path))
         except ModelFileError as e:
@@ -356,12 +355,24 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 def load_framed_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any], Framing | None]:
     """:func:`load_model`, and the framing the model was trained with (None: the whole frame)."""
+    tensors, meta = load_model_tensors(path)
+    tensors, framing = _split_framing(path, tensors, meta)
+    return _built_model(path, tensors, meta), meta, framing
+
+
+def load_framing(path: str | Path) -> Framing | None:
+    """The framing a model file keeps (None: it inspects the whole frame), its model not built."""
+    tensors, meta = load_model_tensors(path)
+    return _split_framing(path, tensors, meta)[1]
+
+
+def _split_framing(path: str | Path, tensors: dict[str, torch.Tensor],
+                   meta: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Framing | None]:
+    """(the model's own tensors, the file's framing), ModelFileError naming ``path`` for an unusable one."""
     from inspector.framing.recipe import framing_from_file, split_framing_tensors
 
-    tensors, meta = load_model_tensors(path)
     tensors, framing_tensors = split_framing_tensors(tensors)
-    framing = framing_from_file(meta, framing_tensors, where=str(path))
-    return _built_model(path, tensors, meta), meta, framing
+    return tensors, framing_from_file(meta, framing_tensors, where=str(path))
 
 
 def _built_model(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> torch.nn.Module:

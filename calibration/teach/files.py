@@ -15,10 +15,9 @@ from calibration.calibrate import CalibrationResult, store_calibration
 from calibration.teach.models import calibration_metrics
 from inspector.errors import DataError, ModelFileError
 from inspector.file_digest import file_sha256
-from inspector.framing import Framing
-from inspector.framing.recipe import describe, framing_from_file, split_framing_tensors
+from inspector.framing.recipe import describe
 from inspector.history import HistoryDB
-from inspector.model_file import load_model_tensors
+from inspector.model_file import load_framing
 from inspector.recipes import ensure_product
 from inspector.roles import Actor, Caller, authorize
 
@@ -60,15 +59,9 @@ class FileCalibration:
             note = f"inspector calibrate of version {self.version_id}"
         # What of the frame it inspects, as a taught version's metrics name it (teach status, the
         # activation's audit): the calibrated file's own framing, None for the whole frame.
-        metrics = {**calibration_metrics(result), "framing": describe(_file_framing(calibrated)),
+        metrics = {**calibration_metrics(result), "framing": describe(load_framing(calibrated)),
                    **({"mm_per_px": result.mm_per_px} if result.mm_per_px is not None else {})}
         version_id = self.db.add_model_version(product_id, calibrated, sha256=file_sha256(calibrated),
                                                metrics=metrics, report_path=str(report), note=note)
         store_calibration(self.db, version_id, result, user=self.actor.user, role=self.actor.role, report_path=report)
         return version_id
-
-
-def _file_framing(path: Path) -> Framing | None:
-    """The framing a model file keeps (None: it inspects the whole frame)."""
-    tensors, meta = load_model_tensors(path)
-    return framing_from_file(meta, split_framing_tensors(tensors)[1], where=str(path))
