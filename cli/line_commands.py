@@ -153,6 +153,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from station.running import check_storage
 
     _check_run_args(args)
+    if args.model is None:  # the product's recipe must be in it: a new file would be made empty, then refused
+        from station.actions import require_existing_db
+
+        require_existing_db(args.db or default_db_url())
     db = HistoryDB(args.db or default_db_url())
     db.upgrade()
     config = run_config(args, db)

@@ -269,6 +269,14 @@ def test_a_run_needs_a_product_or_a_model(staffed: str) -> None:
     one_line_refusal(status, err, "no product named 'nothing'")
 
 
+def test_a_product_run_on_a_database_not_there_makes_none(tmp_path: Path) -> None:
+    # a typing error in --db made an empty history there, then said only "no product named"
+    absent = tmp_path / "typo.db"
+    status, _, err = run_main(["run", "--camera", "folder:///x", "--db", f"sqlite:///{absent}", "--product", "tile"])
+    one_line_refusal(status, err, f"no history database at {absent}")
+    assert not absent.exists()
+
+
 def test_teach_train_and_calibrate_record_only_a_verified_technician(staffed, tmp_path, monkeypatch):
     common = ["--product", "tile", "--db", staffed, "--workdir", str(tmp_path / "work")]
     status, _, err = run_main(["teach", "train", *common])
