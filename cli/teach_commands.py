@@ -290,8 +290,13 @@ def cmd_teach_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_teach_activate(args: argparse.Namespace) -> int:
     session = _session(args)
+    product = session.db.product_by_name(args.product)
+    already = product is not None and product.active_model_version_id == args.version
     session.activate(_caller(session.db, args, "activate", session.target), args.version)
-    print(f"version {args.version} is now the active model of {args.product!r}")
+    if already:  # audited all the same; a rollback still returns to the version before it
+        print(f"version {args.version} was already the active model of {args.product!r}; nothing changed on the line")
+    else:
+        print(f"version {args.version} is now the active model of {args.product!r}")
     return 0
 
 

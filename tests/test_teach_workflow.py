@@ -330,6 +330,10 @@ def test_teach_commands_status_activate_and_refusal(world, lifecycle, tmp_path, 
     monkeypatch.setenv("INSPECTOR_PIN", TECH_PIN)
     assert main(["teach", "activate", *common, "--version", str(target), "--user", TECH]) == 0
     assert world["db"].product_by_name("tile").active_model_version_id == target
+    assert f"version {target} is now the active model of 'tile'" in capsys.readouterr().out
+    # again: it said "is now the active model" as if the line had changed
+    assert main(["teach", "activate", *common, "--version", str(target), "--user", TECH]) == 0
+    assert f"version {target} was already the active model of 'tile'; nothing changed" in capsys.readouterr().out
     monkeypatch.delenv("INSPECTOR_PIN")
     pin_file = tmp_path / "pin"
     pin_file.write_text(TECH_PIN + "\n")
