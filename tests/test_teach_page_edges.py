@@ -89,7 +89,7 @@ def test_a_reference_of_another_size_than_the_samples_is_refused_at_check_and_tr
     assert not t.page.check_framing()
     text = t.page.message_label.text()
     assert "part_00.png: the frame is 160x160, the recipe's reference 400x300" in text, text
-    assert "draw the region on one of the samples" in text, text
+    assert "select a sample in the list, press 'Use selected sample' and draw the region on it" in text, text
     before = audit_actions(t.db)
     t.page.kind.setCurrentIndex(t.page.kind.findData("instant"))
     t.page.train_button.click()

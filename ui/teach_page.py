@@ -441,7 +441,8 @@ class TeachPage(QWidget):
             paths = self.model.sample_paths()
         except InspectorError:
             return
-        check_samples_fit(framing, paths, INPUT_PX)
+        check_samples_fit(framing, paths, INPUT_PX, remedy=f"select a sample in the list, press "
+                          f"'{self.reference_sample_button.text()}' and draw the region on it")
 
     def check_framing(self) -> bool:
         """Checks the drawing now and says what the model will inspect, or what is wrong."""

@@ -19,13 +19,14 @@ from inspector.image_io import header_size, read_image
 
 
 def check_samples_fit(framing: Framing | None, paths: Sequence[Path], input_px: int = 256, *,
-                      n_train: int | None = None) -> None:
+                      n_train: int | None = None, remedy: str = "draw the region on one of the samples") -> None:
     """InspectorError, in one line, where the samples ``paths`` are frames ``framing`` cannot
     train on: one of another size than the reference where the part is not searched for (its
     region would fall elsewhere), or so many tiles of them that training would not fit the memory
     (the system kills it hours later, it never refuses). ``n_train`` is how many of them the
     training learns from (None: the share :func:`~calibration.teach.samples.split` leaves it);
-    ``input_px`` the model's square input. Nothing is checked without a framing."""
+    ``input_px`` the model's square input; ``remedy`` what the face offers for a frame of another
+    size. Nothing is checked without a framing."""
     if framing is None or not paths:
         return
     first = None
@@ -35,7 +36,7 @@ def check_samples_fit(framing: Framing | None, paths: Sequence[Path], input_px: 
         try:
             framing.check_frame(shape, Path(path).name)
         except InspectorError as exc:
-            raise InspectorError(f"{exc}; draw the region on one of the samples") from None
+            raise InspectorError(f"{exc}; {remedy}") from None
     check_training_memory(framing, first, training_count(paths) if n_train is None else n_train, input_px)
 
 
