@@ -321,6 +321,12 @@ class LineModel(QObject):
         self.alarms = deque((replace(a, acknowledged=True) for a in self.alarms), maxlen=MAX_ALARMS)
         self.alarms_changed.emit()
 
+    def camera_frames(self) -> dict[str, tuple[int, int]]:
+        """Camera id -> (height, width) of the latest frame each camera gave, where one did: what
+        a model to activate must be able to cut (:meth:`~calibration.teach.lifecycle.Lifecycle.check_cameras`)."""
+        return {camera_id: tuple(view.latest.image.shape[:2]) for camera_id, view in self.views.items()
+                if view.latest is not None and view.latest.image is not None}
+
     @property
     def unacknowledged(self) -> list[AlarmEntry]:
         return [a for a in self.alarms if not a.acknowledged]

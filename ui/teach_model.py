@@ -318,19 +318,19 @@ class TeachModel(QObject):
     # -- activation, rollback, shadow ---------------------------------------------------------------
 
     def activate(self, version_id: int) -> Task:
-        teach, caller = self.teach, self.session.caller()
+        teach, caller, frames = self.teach, self.session.caller(), self.line.camera_frames()
 
         def work(task: Task) -> LoadedRecipe:
-            teach.activate(caller, version_id)
+            teach.activate(caller, version_id, camera_frames=frames)
             return load_active_recipe(self.db, teach.product, device=self.device, backend=self.backend)
 
         return self._run("activation", work, lambda r: f"version {r.model_version_id} is active on the line")
 
     def rollback(self) -> Task:
-        teach, caller = self.teach, self.session.caller()
+        teach, caller, frames = self.teach, self.session.caller(), self.line.camera_frames()
 
         def work(task: Task) -> LoadedRecipe:
-            teach.rollback(caller)
+            teach.rollback(caller, camera_frames=frames)
             return load_active_recipe(self.db, teach.product, device=self.device, backend=self.backend)
 
         return self._run("rollback", work, lambda r: f"rolled back: version {r.model_version_id} is active on the line")

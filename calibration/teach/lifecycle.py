@@ -10,20 +10,25 @@ with the version active before it, which is where a rollback returns to. Methods
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calibration.shadow import Handover, ShadowReport, handover_check, shadow_compare
 from calibration.teach.models import Images, Models, TeachResult
-from inspector.errors import DataError
+from inspector.errors import DataError, InspectorError
 from inspector.history import HistoryDB, InspectionFilter
 from inspector.image_io import list_images
 from inspector.line.rule import rule_from_calibration
 from inspector.method.training import TrainProgress
+from inspector.model_file import load_framing
 from inspector.recipes import Recipe, VersionInfo, active_recipe, verify_model_file, version_of, versions
 from inspector.roles import Actor
+
+
+#: Camera id -> (height, width) of the latest frame the line saw from it (None: none seen).
+CameraFrames = Mapping[str, tuple[int, int]] | None
 
 
 @dataclass
@@ -61,15 +66,35 @@ class Lifecycle:
         return version
 
     def activate(self, actor: Actor, version_id: int, *, action: str = "set_active_model",
-                 details: dict[str, Any] | None = None) -> None:
+                 details: dict[str, Any] | None = None, camera_frames: CameraFrames = None) -> None:
         """Makes a calibrated version the active model, audited once as ``action``, with what of
         each frame the line inspects from now on (``framing``, the version's: an activation or a
-        rollback may change the region, not only the model)."""
-        framing = (self.usable(version_id).metrics or {}).get("framing")
+        rollback may change the region, not only the model). ``camera_frames`` (camera id ->
+        (height, width) of its latest frame), where the line has seen them: a version whose
+        framing cannot cut them is refused (:meth:`check_cameras`)."""
+        version = self.usable(version_id)
+        self.check_cameras(version, camera_frames)
+        framing = (version.metrics or {}).get("framing")
         details = {**({"framing": framing} if framing is not None else {}), **(details or {})}
         self.db.set_active_model(self.product_id, version_id, user=actor.user, role=actor.role, action=action, details=details)
 
-    def rollback(self, actor: Actor) -> int:
+    def check_cameras(self, version: VersionInfo, camera_frames: CameraFrames) -> None:
+        """InspectorError, before anything changes, where ``version``'s framing cannot cut the
+        line's frames: the line would FAIL every part (an ``engine_error`` per frame) until the
+        version was replaced. Nothing to check without frames or without a framing."""
+        if not camera_frames:
+            return
+        framing = load_framing(version.path)
+        if framing is None:
+            return
+        for camera_id, shape in camera_frames.items():
+            try:
+                framing.check_frame(shape, f"camera {camera_id}")
+            except InspectorError as exc:
+                raise InspectorError(f"version {version.id} cannot inspect this line's frames ({exc}); it was taught "
+                                     "on frames of another camera or size: teach it again on this camera's frames") from None
+
+    def rollback(self, actor: Actor, camera_frames: CameraFrames = None) -> int:
         """Re-activates the version that was active before the current one (the last activation
         records it); returns its id. A second rollback undoes the first."""
         current = self.db.product_by_name(self.product).active_model_version_id
@@ -79,7 +104,7 @@ class Lifecycle:
         previous = last.previous_version_id if last is not None and last.model_version_id == current else None
         if previous is None:
             raise DataError(f"product {self.product!r}: no model was active before version {current}; nothing to roll back to")
-        self.activate(actor, previous, action="rollback")
+        self.activate(actor, previous, action="rollback", camera_frames=camera_frames)
         return previous
 
     def shadow(self, candidate_version_id: int, images: Images = None, *, recent: int = 50) -> ShadowReport:

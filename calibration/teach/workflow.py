@@ -47,7 +47,7 @@ import numpy as np
 from calibration.quality import QualityGates, SampleScreen, SampleVerdict
 from calibration.shadow import Handover, ShadowReport
 from calibration.teach.folders import TeachFolders
-from calibration.teach.lifecycle import Lifecycle, StagedTeach
+from calibration.teach.lifecycle import CameraFrames, Lifecycle, StagedTeach
 from calibration.teach.models import Images, Models, TeachResult, check_iterations
 from calibration.teach.samples import CollectResult, Samples, split
 from calibration.thresholds import FrrEstimate, RecheckBand
@@ -189,13 +189,15 @@ class TeachSession:
         actor = self._authorize(caller, "set_threshold", "set_recheck", f"model_version:{version_id}")
         return self.models.set_recheck_band(actor, version_id, recheck_rate)
 
-    def activate(self, caller: Caller, version_id: int) -> None:
-        """Makes a calibrated version the product's active model."""
-        self.lifecycle.activate(self._authorize(caller, "activate_model", "activate"), version_id)
+    def activate(self, caller: Caller, version_id: int, *, camera_frames: CameraFrames = None) -> None:
+        """Makes a calibrated version the product's active model; refused where it cannot cut
+        ``camera_frames``, the line's latest frames (:meth:`Lifecycle.check_cameras`)."""
+        self.lifecycle.activate(self._authorize(caller, "activate_model", "activate"), version_id,
+                                camera_frames=camera_frames)
 
-    def rollback(self, caller: Caller) -> int:
+    def rollback(self, caller: Caller, *, camera_frames: CameraFrames = None) -> int:
         """Re-activates the version active before the current one; returns its id."""
-        return self.lifecycle.rollback(self._authorize(caller, "activate_model", "rollback"))
+        return self.lifecycle.rollback(self._authorize(caller, "activate_model", "rollback"), camera_frames)
 
     def handover(self, caller: Caller, candidate_version_id: int, *, defects: Images = None) -> Handover:
         """Activates the candidate only if it is at least as good as the active model."""
