@@ -344,10 +344,13 @@ def review_inspection(db: HistoryDB, caller: Caller, inspection_id: int, label: 
 
 def copy_false_rejects_to_teach(db: HistoryDB, caller: Caller, product: str, filters: InspectionFilter,
                                 teach_workdir: Path | None = None) -> tuple[int, int]:
-    """The stored frames of the inspections labelled false reject (within ``filters``) become
-    teach samples of ``product``, through the quality gates: a quality engineer's right
+    """The stored frames of ``product``'s inspections labelled false reject (within ``filters``)
+    become teach samples of ``product``, through the quality gates: a quality engineer's right
     (``copy_to_teach``), audited as ``copy_false_rejects_to_teach`` with the inspections and how
-    many the gates took. Returns (accepted, refused)."""
+    many the gates took. Returns (accepted, refused).
+
+    Only ``product``'s own inspections: another product's parts are no samples of it. A filter
+    set to another product is refused, saying so."""
     from dataclasses import replace
 
     from calibration.teach import TeachSession
@@ -355,9 +358,16 @@ def copy_false_rejects_to_teach(db: HistoryDB, caller: Caller, product: str, fil
     from inspector.history.image_store import read_stored_image
 
     actor = authorize(db, caller, "copy_to_teach", f"product:{product}")
-    rows = db.query_inspections(replace(filters, label="false_reject"), 10_000)
+    known = db.product_by_name(product)
+    if known is None:
+        raise DataError(f"no product named {product!r} in this history: it has no false rejects to copy")
+    if filters.product_id is not None and filters.product_id != known.id:
+        shown = next((name for name, pid in db.products() if pid == filters.product_id), filters.product_id)
+        raise DataError(f"the filter shows the inspections of product {shown!r}: its false rejects are no "
+                        f"teach samples of {product!r}")
+    rows = db.query_inspections(replace(filters, label="false_reject", product_id=known.id), 10_000)
     if not rows:
-        raise DataError("no inspections labelled false reject in the current filter")
+        raise DataError(f"no inspections of {product!r} labelled false reject in the current filter")
     teach = TeachSession(db, product, teach_workdir)
     accepted = refused = 0
     for row in rows:

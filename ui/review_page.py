@@ -340,8 +340,15 @@ class ReviewPage(QWidget):
                     self.table.selectRow(min(rows[0], n - 1))
             self._on_selection_changed()
 
+    def copy_product(self) -> str | None:
+        """Whose teach samples the false rejects become: the product the filter shows, else the
+        line's (another product's parts are no samples of it)."""
+        if self.product_combo.currentData() is not None:
+            return self.product_combo.currentText()
+        return self.product_provider()
+
     def _on_copy_clicked(self) -> None:
-        product = self.product_provider()
+        product = self.copy_product()
         if product:
             self.message_label.guard(lambda: self.model.copy_false_rejects_to_teach(product))
 
