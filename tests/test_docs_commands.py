@@ -42,3 +42,15 @@ def test_every_user_option_reads_as_english():
     assert len(helps) >= 10
     for text in helps:
         assert text.startswith("the user name of ") and "'s user name" not in text, text
+
+
+def test_commands_at_a_glance_says_what_audit_verify_checks():
+    """Its row said verify does not find 'a trail cut short' and prints 'the first broken entry':
+    since the chain's head and the seals, a trail cut short at its end is reported as shortened
+    (tests/test_history_seals.py), the users' rows and the verdicts are checked too, and BROKEN
+    lists everything that does not fit, as the quality engineer's guide says."""
+    [row] = [line for line in (ROOT / "docs" / "commands.md").read_text().splitlines()
+             if line.startswith("| `inspector audit verify")]
+    assert "not a trail cut short" not in row and "the first broken entry" not in row
+    for said in ("shortened: N rows expected, M found", "the users' rows", "sealed verdicts", "`BROKEN:`"):
+        assert said in row, said
