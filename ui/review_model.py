@@ -300,8 +300,17 @@ class ReviewModel(QObject):
     def export(self, folder: Path, with_images: bool = True) -> tuple[Path, int, int]:
         """Writes ``inspections.csv`` for the current filter and, with ``with_images``, the stored
         images into ``folder/images/``; returns (csv path, rows, image files copied). The
-        station's one export action: a quality engineer's right, audited as ``export``."""
+        station's one export action: a quality engineer's right, audited as ``export``.
+
+        A folder that holds an earlier export (its ``inspections.csv``, or files in ``images/``)
+        is refused: the new CSV would replace the earlier one, and its images would lie among
+        images of rows it does not list."""
         folder = Path(folder)
+        earlier = [p.name for p in (folder / "inspections.csv", folder / "images")
+                   if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+        if earlier:
+            raise InspectorError(f"{folder} already holds an export ({' and '.join(earlier)}): choose an empty "
+                                 "folder, so that the earlier one is kept and the images are those of this CSV")
         folder.mkdir(parents=True, exist_ok=True)
         done = export_inspections(self.db, self.session.caller(), folder / "inspections.csv", self.table.filters,
                                   images_dir=folder / "images" if with_images else None)
