@@ -77,8 +77,13 @@ def framing_from_file(meta: dict[str, Any], tensors: dict[str, torch.Tensor], wh
     try:
         reference = tensors.get(REFERENCE)
         ignore = tensors.get(IGNORE)
+        for name in ("align", "ignore"):
+            if not isinstance(entry.get(name, False), bool):  # bool("false") would be True
+                raise InspectorError(f"{name} {entry.get(name)!r} is not true or false")
         if entry.get("ignore") and ignore is None:
             raise InspectorError("the don't-care mask it names is missing")
+        _check_image_tensor(reference, "the reference image", channels=(1, 3), dtypes=(torch.uint8,))
+        _check_image_tensor(ignore, "the don't-care mask", channels=(1,), dtypes=(torch.uint8, torch.bool))
         tiles = entry.get("tiles", "auto")
         if not (tiles in TILE_MODES or (isinstance(tiles, int) and not isinstance(tiles, bool) and tiles >= 1)):
             raise InspectorError(f"tiles {tiles!r} is not auto, off or a number")
@@ -106,6 +111,21 @@ def framing_from_file(meta: dict[str, Any], tensors: dict[str, torch.Tensor], wh
     except InspectorError as e:
         raise ModelFileError(f"{where}: its framing is unusable ({e})") from None
     return framing
+
+
+def _check_image_tensor(tensor: torch.Tensor | None, what: str, *, channels: tuple[int, ...],
+                        dtypes: tuple[torch.dtype, ...]) -> None:
+    """InspectorError where a stored image is not what the framing writes: (H, W), or (H, W, C)
+    with C in ``channels``, of one of ``dtypes`` (a 1-D tensor ended in a bare IndexError, a
+    4-channel or float reference was refused at the line without the file's name, or scored)."""
+    if tensor is None:
+        return
+    shape = tuple(tensor.shape)
+    ok_shape = len(shape) == 2 or (len(shape) == 3 and shape[2] in channels and shape[2] != 1)
+    if not ok_shape or tensor.dtype not in dtypes or min(shape, default=0) < 1:
+        kind = "8-bit grey or RGB" if 3 in channels else "one 8-bit grey channel"
+        raise InspectorError(f"{what} is a {'x'.join(map(str, shape)) or 'scalar'} {str(tensor.dtype).removeprefix('torch.')} "
+                             f"tensor, not {kind}")
 
 
 def _polygon_entry(entry: Any) -> tuple[tuple[float, float], ...] | None:
