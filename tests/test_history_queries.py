@@ -71,6 +71,7 @@ def _expected(db: HistoryDB, records: list[InspectionResult], f: InspectionFilte
         and (f.decision is None or r.decision == f.decision)
         and (f.min_score is None or r.score >= f.min_score)
         and (f.max_score is None or r.score <= f.max_score)
+        and (f.min_score is None and f.max_score is None or r.error is None)  # an engine error was never scored
         and (f.product_id is None or r.product_id == f.product_id)
         and (f.model_version_id is None or r.model_version_id == f.model_version_id)
         and (f.label is None or labels[r.frame_id] == f.label)
@@ -291,7 +292,7 @@ def test_export_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(tmp_pa
     hostile = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd"]
     db.write_inspections([
         InspectionResult(time=T0 + timedelta(seconds=i), camera_id=text, frame_id=i, score=-0.25, decision="PASS",
-                         threshold=0.5, part_id=text, error=text)
+                         threshold=-0.5, part_id=text, error=text)
         for i, text in enumerate(hostile)
     ])
     path = tmp_path / "export.csv"
@@ -300,5 +301,6 @@ def test_export_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(tmp_pa
         rows = sorted(csv.DictReader(fh), key=lambda r: int(r["frame_id"]))
     for row, text in zip(rows, hostile):
         assert row["camera_id"] == row["part_id"] == row["error"] == "'" + text
-        assert float(row["score"]) == -0.25  # a number stays a number
+        # A number stays a number (here the threshold: an engine error's score cell is empty, never scored).
+        assert float(row["threshold"]) == -0.5
     db.close()

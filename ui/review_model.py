@@ -156,8 +156,8 @@ class InspectionTableModel(QAbstractTableModel):
         value = getattr(r, key)
         if key == "time":
             return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        if key == "score" and r.decision == "NO_PART":
-            return ""  # never scored: the part was not found (the CSV's cell is empty too)
+        if key == "score" and (r.decision == "NO_PART" or r.error is not None):
+            return ""  # never scored: the part was not found, or the engine failed (the CSV's cell is empty too)
         if key in ("score", "threshold"):
             return f"{value:.4g}"
         if key == "label":

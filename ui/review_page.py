@@ -318,7 +318,12 @@ class ReviewPage(QWidget):
         quality = getattr(row, "match_quality", None)
         if quality is not None:  # how well the part was found (alignment)
             pixel += f"; part {'not found' if row.decision == 'NO_PART' else 'found'}, match {quality:.2f}"
-        scored = "not scored: the part was not found" if row.decision == "NO_PART" else f"score {row.score:.4g}"
+        if row.decision == "NO_PART":
+            scored = "not scored: the part was not found"
+        elif row.error is not None:  # its stored 0.0 is no score
+            scored = "not scored"
+        else:
+            scored = f"score {row.score:.4g}"
         self.detail_label.setText(
             f"part {row.id}: {verdict}, {scored} (threshold "
             f"{row.threshold:.4g}{pixel}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, station {html.escape(row.station)}, "

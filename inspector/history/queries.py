@@ -32,10 +32,10 @@ class InspectionFilter:
     """Which inspections to show; every field left ``None`` (``errors_only`` False) matches all.
 
     ``start`` is inclusive and ``end`` exclusive (timezone-aware). ``min_score``/``max_score`` are
-    inclusive bounds on the image score; a NO PART frame was never scored (its stored 0.0 stands
-    for no score), so either bound leaves it out. ``errors_only`` keeps the inspections the engine could
-    not score (their FAIL is fail-safe, not a reject of the part). ``station`` keeps one
-    station's rows (a plant database holds many).
+    inclusive bounds on the image score; a NO PART frame and an engine error were never scored
+    (their stored 0.0 stands for no score), so either bound leaves them out. ``errors_only``
+    keeps the inspections the engine could not score (their FAIL is fail-safe, not a reject of
+    the part). ``station`` keeps one station's rows (a plant database holds many).
     """
 
     start: datetime | None = None
@@ -81,7 +81,8 @@ class InspectionFilter:
         if self.max_score is not None:
             conditions.append(t.score <= self.max_score)
         if self.min_score is not None or self.max_score is not None:
-            conditions.append(t.decision != "NO_PART")
+            conditions.append(t.decision != "NO_PART")  # never scored: its 0.0 is no score
+            conditions.append(t.error.is_(None))  # an engine error, never scored either
         if self.errors_only:
             conditions.append(t.error.is_not(None))
         return conditions
@@ -396,8 +397,9 @@ def _bucket_counts_python(
 
 
 def export_csv(session: Session, path: str | os.PathLike[str], filters: InspectionFilter) -> int:
-    """Write the matching inspections to ``path`` as CSV (one row each, newest first). A NO PART
-    row's score is empty: the frame was never scored (the database keeps 0.0 for it).
+    """Write the matching inspections to ``path`` as CSV (one row each, newest first). The score
+    of a NO PART row and of an engine error is empty: the frame was never scored (the database
+    keeps 0.0 for it; the error column says why).
 
     Rows are streamed, so memory stays flat for any table size; the file appears complete or not
     at all (temporary file, fsync, rename). Times are ISO 8601 UTC. Returns the number of rows.
@@ -425,7 +427,7 @@ def csv_to_temporary(session: Session, path: str | os.PathLike[str], filters: In
             stmt = _rows_select(filters, CSV_COLUMNS).execution_options(yield_per=1000)
             for row in session.execute(stmt):
                 cells = [_csv_cell(value) for value in row]
-                if row[_DECISION_CELL] == "NO_PART":
+                if row[_DECISION_CELL] == "NO_PART" or row[_ERROR_CELL] is not None:
                     cells[_SCORE_CELL] = ""  # never scored: its stored 0.0 is no score
                 writer.writerow(cells)
                 n += 1
@@ -437,7 +439,7 @@ def csv_to_temporary(session: Session, path: str | os.PathLike[str], filters: In
     return Path(tmp_name), n
 
 
-_SCORE_CELL, _DECISION_CELL = CSV_COLUMNS.index("score"), CSV_COLUMNS.index("decision")
+_SCORE_CELL, _DECISION_CELL, _ERROR_CELL = (CSV_COLUMNS.index(name) for name in ("score", "decision", "error"))
 
 #: A text cell starting with one of these is a formula to a spreadsheet (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
