@@ -106,3 +106,17 @@ def test_the_teach_page_refuses_to_activate_a_version_that_cannot_cut_the_live_f
     assert db.product_by_name("fabric").active_model_version_id == two_versions.whole
     assert line.recipe.model_version_id == two_versions.whole
     assert activations(db) == before
+
+
+def test_a_staged_teach_that_would_activate_a_region_the_cameras_frames_cannot_hold_is_refused_first(tmp_path, db) -> None:
+    from inspector.framing.recipe import make_framing
+
+    db.add_user(TECH, "technician", TECH_PIN)
+    teach = TeachSession(db, "fabric", tmp_path / "work")
+    teach.collect_from_folder(write_parts(tmp_path / "parts", woven, 16, seed=0))
+    framing = make_framing(woven(np.random.default_rng(3)), region=(16, 16, 128, 128))  # drawn on a 160x160 sample
+    with pytest.raises(InspectorError, match=r"the drawn region cannot inspect this line's frames \(camera cam0: the "
+                                             r"frame is 1280x1024, the recipe's reference 160x160"):
+        teach.teach(Caller(TECH, TECH_PIN), kind="staged", framing=framing, camera_frames={"cam0": LINE_FRAME})
+    assert [e.action for e in db.audit_events(100) if e.action in ("train_started", "set_active_model")] == []
+    assert not list((tmp_path / "work").rglob("*.safetensors"))

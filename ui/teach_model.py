@@ -185,7 +185,7 @@ class TeachModel(QObject):
             raise InspectorError(f"kind must be one of {', '.join(TRAIN_KINDS)}, not {kind!r}")
         if self.training is not None and self.training.running:
             raise InspectorError("training is already running")
-        teach, caller = self.teach, self.session.caller()
+        teach, caller, frames = self.teach, self.session.caller(), self.line.camera_frames()
         options = dict(iterations=iterations, target_frr=target_frr, defects=defects, penalty_dir=self.penalty_dir,
                        framing=framing, mm_per_px=mm_per_px)
         if recheck_rate is not None:  # off unless the technician sets it
@@ -203,7 +203,7 @@ class TeachModel(QObject):
                 task.progress.emit(StageDone(name, result, recipe))
 
             return teach.teach(caller, kind="staged", on_stage=on_stage, on_progress=task.progress.emit,
-                               cancel=task.cancel, **options)
+                               cancel=task.cancel, camera_frames=frames, **options)
 
         first = "building the instant model ..." if kind in ("staged", "instant") else "preparing (teacher statistics, step timing) ..."
         self._set_state(TrainingState(True, 0, iterations or 0, message=first))

@@ -18,6 +18,7 @@ from typing import Any
 from calibration.shadow import Handover, ShadowReport, handover_check, shadow_compare
 from calibration.teach.models import Images, Models, TeachResult
 from inspector.errors import DataError, InspectorError
+from inspector.framing import Framing
 from inspector.history import HistoryDB, InspectionFilter
 from inspector.image_io import list_images
 from inspector.line.rule import rule_from_calibration
@@ -29,6 +30,18 @@ from inspector.roles import Actor
 
 #: Camera id -> (height, width) of the latest frame the line saw from it (None: none seen).
 CameraFrames = Mapping[str, tuple[int, int]] | None
+
+
+def check_fits_cameras(framing: Framing | None, camera_frames: CameraFrames, what: str, remedy: str) -> None:
+    """InspectorError naming ``what`` (the version, the drawing) and ``remedy`` where
+    ``framing`` cannot cut a frame of ``camera_frames``; nothing to check without a framing."""
+    if framing is None or not camera_frames:
+        return
+    for camera_id, shape in camera_frames.items():
+        try:
+            framing.check_frame(shape, f"camera {camera_id}")
+        except InspectorError as exc:
+            raise InspectorError(f"{what} cannot inspect this line's frames ({exc}); {remedy}") from None
 
 
 @dataclass
@@ -82,17 +95,9 @@ class Lifecycle:
         """InspectorError, before anything changes, where ``version``'s framing cannot cut the
         line's frames: the line would FAIL every part (an ``engine_error`` per frame) until the
         version was replaced. Nothing to check without frames or without a framing."""
-        if not camera_frames:
-            return
-        framing = load_framing(version.path)
-        if framing is None:
-            return
-        for camera_id, shape in camera_frames.items():
-            try:
-                framing.check_frame(shape, f"camera {camera_id}")
-            except InspectorError as exc:
-                raise InspectorError(f"version {version.id} cannot inspect this line's frames ({exc}); it was taught "
-                                     "on frames of another camera or size: teach it again on this camera's frames") from None
+        if camera_frames:
+            check_fits_cameras(load_framing(version.path), camera_frames, f"version {version.id}",
+                               "it was taught on frames of another camera or size: teach it again on this camera's frames")
 
     def rollback(self, actor: Actor, camera_frames: CameraFrames = None) -> int:
         """Re-activates the version that was active before the current one (the last activation

@@ -47,7 +47,7 @@ import numpy as np
 from calibration.quality import QualityGates, SampleScreen, SampleVerdict
 from calibration.shadow import Handover, ShadowReport
 from calibration.teach.folders import TeachFolders
-from calibration.teach.lifecycle import CameraFrames, Lifecycle, StagedTeach
+from calibration.teach.lifecycle import CameraFrames, Lifecycle, StagedTeach, check_fits_cameras
 from calibration.teach.models import Images, Models, TeachResult, check_iterations
 from calibration.teach.samples import CollectResult, Samples, split
 from calibration.thresholds import FrrEstimate, RecheckBand
@@ -150,9 +150,11 @@ class TeachSession:
             self.db.record_audit(actor.user, actor.role, "remove_samples", self.target, {"samples": removed}, None)
         return removed
 
-    def teach(self, caller: Caller, *, kind: str = "efficientad", **options: Any) -> TeachResult | StagedTeach:
+    def teach(self, caller: Caller, *, kind: str = "efficientad", camera_frames: CameraFrames = None,
+              **options: Any) -> TeachResult | StagedTeach:
         """A training on the samples (``kind`` of :data:`TEACH_KINDS`): a candidate version, or
-        the staged teach, which activates as it goes (so it needs the right to activate).
+        the staged teach, which activates as it goes (so it needs the right to activate; it is
+        refused where its framing cannot cut ``camera_frames``, the line's latest frames).
         ``options`` go to :meth:`Models.train` / :meth:`Lifecycle.teach_staged` (``framing`` among
         them: what of each frame the model inspects, audited with the event in one line). Long: call
         it off a GUI thread; a refusal comes before any work."""
@@ -162,6 +164,9 @@ class TeachSession:
         # (and a staged teach activate) an untrained model.
         check_iterations(options.get("iterations"))
         actor = self._authorize(caller, "activate_model" if kind == "staged" else "teach", "teach_train")
+        if kind == "staged":
+            check_fits_cameras(options.get("framing"), camera_frames, "the drawn region",
+                               "draw it on a live frame of this camera (or on a sample taken by it)")
 
         def started() -> None:  # only once the training's own checks have passed: a refusal leaves no trace
             self.db.record_audit(actor.user, actor.role, "train_started", self.target, None,
