@@ -41,7 +41,8 @@ from PyQt6.QtWidgets import (
 
 from inspector.errors import InspectorError
 from inspector.history import InspectionFilter
-from ui.review_model import COLUMNS, ReviewModel, defect_size_text, load_review_images, missing_image_note, recheck_queue
+from ui.review_model import (COLUMNS, LABEL_TEXT, ReviewModel, defect_size_text, load_review_images, missing_image_note,
+                             recheck_queue)
 from ui.session import Session
 from ui.message_line import MessageLine
 from ui.widgets import FAIL_COLOR, PASS_COLOR, RECHECK_COLOR, HeatmapView, decision_color, decision_text
@@ -75,7 +76,10 @@ class ReviewPage(QWidget):
         self.queue_button.setStyleSheet(f"QPushButton:checked {{ background: {RECHECK_COLOR}; color: white; font-weight: bold; }}")
         self.queue_button.toggled.connect(self._on_queue_toggled)
         self.label_combo = QComboBox()
-        self.label_combo.addItems([ANY, "none", "false_reject", "confirmed_defect"])
+        # shown as the table and the detail say them; the history's values as the data
+        for text, value in ((ANY, None), ("not labelled", "none"), (LABEL_TEXT["false_reject"], "false_reject"),
+                            (LABEL_TEXT["confirmed_defect"], "confirmed_defect")):
+            self.label_combo.addItem(text, value)
         self.use_score = QCheckBox("Score from")
         self.min_score = QDoubleSpinBox()
         self.max_score = QDoubleSpinBox()
@@ -223,13 +227,13 @@ class ReviewPage(QWidget):
             start = self.start_edit.dateTime().toPyDateTime().astimezone(timezone.utc)
             end = self.end_edit.dateTime().toPyDateTime().astimezone(timezone.utc)
         decision = self.decision_combo.currentData()
-        label = self.label_combo.currentText()
+        label = self.label_combo.currentData()
         version = self.version_spin.value()
         filters = InspectionFilter(
             start=start, end=end,
             decision=None if decision in (None, "ERROR") else decision,
             errors_only=decision == "ERROR",
-            label=None if label == ANY else label,
+            label=label,
             min_score=self.min_score.value() if self.use_score.isChecked() else None,
             max_score=self.max_score.value() if self.use_score.isChecked() else None,
             product_id=self.product_combo.currentData(),
@@ -328,7 +332,8 @@ class ReviewPage(QWidget):
             f"part {row.id}: {verdict}, {scored} (threshold "
             f"{row.threshold:.4g}{pixel}), {row.time.astimezone():%Y-%m-%d %H:%M:%S}, station {html.escape(row.station)}, "
             f"{row.camera_id} frame {row.frame_id}, "
-            f"model version {row.model_version_id}; label: {row.label}" + (f" by {row.labelled_by}" if row.labelled_by else "") + kept
+            f"model version {row.model_version_id}; label: {LABEL_TEXT.get(row.label) or 'not labelled'}"
+            + (f" by {html.escape(row.labelled_by)}" if row.labelled_by else "") + kept
             + (f"<br><i>{html.escape(levels.note)}</i>" if levels.note and heat is not None else "")
         )
 
