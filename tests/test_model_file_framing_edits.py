@@ -82,3 +82,22 @@ def test_framing_switches_that_are_not_true_or_false_are_refused(framed_file, tm
     path = edited(framed_file, tmp_path / "edited.safetensors", entry={key: value})
     with pytest.raises(ModelFileError, match=f"{path}: its framing is unusable \\({key} {value!r} is not true or false\\)"):
         load_framed_model(path)
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"tiles": 100000}, "100000 tiles along the region's 400-px side would be 1 px each"),
+    ({"tiles": 30}, "more than 64"),
+])
+def test_tiles_the_region_cannot_be_cut_into_are_refused_as_the_file_is_read(framed_file, tmp_path, entry, fragment) -> None:
+    """Refused only as each frame was scored: inspector run registered the version, audited its
+    start and FAILed every part with an engine_error alarm; inspector predict printed its header
+    and the table's head, then an error without the file's name."""
+    path = edited(framed_file, tmp_path / "edited.safetensors", entry=entry)
+    with pytest.raises(ModelFileError, match=f"{path}: its framing is unusable \\(.*{fragment}"):
+        load_framed_model(path)
+    frame = tmp_path / "frame.png"
+    import cv2
+
+    cv2.imwrite(str(frame), make_scene()[1])
+    status, out, err = run_main(["predict", str(path), str(frame), "--out", str(tmp_path / "out"), "--backend", "eager"])
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1 and str(path) in err

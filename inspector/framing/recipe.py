@@ -108,6 +108,14 @@ def framing_from_file(meta: dict[str, Any], tensors: dict[str, torch.Tensor], wh
         )
         shape = framing.reference.shape if framing.reference is not None else framing.ignore.shape if framing.ignore is not None else None
         framing.check(shape if shape is not None else (1 << 30, 1 << 30))
+        if framing.region is not None or shape is not None:
+            # Tiles the region cannot be cut into were refused only as each frame was scored: the
+            # line started and FAILed every part with an engine error.
+            from inspector.framing.tiles import plan_tiles
+
+            x, y, w, h = framing.region or (0, 0, shape[1], shape[0])
+            input_px = meta.get("image_size", 256)
+            plan_tiles((w, h), input_px if isinstance(input_px, int) and input_px > 0 else 256, framing.tiles, framing.defect_px)
     except InspectorError as e:
         raise ModelFileError(f"{where}: its framing is unusable ({e})") from None
     return framing
