@@ -75,7 +75,7 @@ class FolderCamera(PacedCamera):
                 self._at_end = True
                 return None
             path = self._files[number % len(self._files)]
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            image = _decode(path)
             if image is not None and image.dtype in (np.uint8, np.uint16):
                 image = apply_software_settings(to_rgb(image), self._settings, self.camera_id)
                 return self._frame(image, number, self._pacer.clock_s)
@@ -85,3 +85,15 @@ class FolderCamera(PacedCamera):
             log.warning("%s: skipping unreadable image %s", self.camera_id, path)
             number = self._pacer.take_next()
         raise CameraError(f"{self.camera_id}: none of the {len(self._files)} images in {self.folder} can be read")
+
+
+def _decode(path: Path) -> np.ndarray | None:
+    """The image in ``path`` as stored, None where it cannot be read whole. Decoded from its bytes,
+    as every command reads images (``inspector.image_io.read_image``): ``cv2.imread`` takes a JPEG
+    cut short (a copy the camera's folder got half of) and fills its missing rows with grey, a
+    frame the line then judged as if it were the part."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None

@@ -482,3 +482,23 @@ def test_unreachable_stream_is_a_clear_error() -> None:
         port = probe.server_address[1]  # a port that is free once the probe closes
     with pytest.raises(CameraError, match=f"cannot open video stream http://127.0.0.1:{port}/x.mjpg"):
         open_camera(f"http://127.0.0.1:{port}/x.mjpg").open()
+
+
+def test_folder_skips_a_jpeg_cut_short_instead_of_replaying_it_half_grey(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A JPEG cut short (a copy into the camera's folder caught half-way) was decoded by
+    cv2.imread with its missing rows grey, and the line judged that frame as the part; every
+    command refuses such a file (``read_image``). The camera skips it as unreadable, as it skips
+    a PNG cut short."""
+    rng = np.random.default_rng(0)
+    whole = cv2.GaussianBlur(rng.integers(0, 256, (240, 320), dtype=np.uint8), (5, 5), 0)
+    data = cv2.imencode(".jpg", whole)[1].tobytes()
+    (tmp_path / "a_whole.jpg").write_bytes(data)
+    (tmp_path / "b_cut.jpg").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="drivers.folder"), FolderCamera(tmp_path, fps=0) as camera:
+        camera.start(TriggerMode.SOFTWARE)
+        camera.trigger()
+        assert camera.grab(1.0).image.shape == (240, 320)
+        camera.trigger()
+        assert camera.grab(0.2) is None
+        assert camera.stats.lost == 1 and camera.stats.grabbed == 1
+    assert any("b_cut.jpg" in record.getMessage() for record in caplog.records)
