@@ -311,8 +311,11 @@ class ReviewPage(QWidget):
         if row.error is not None:  # a fail-safe FAIL, not a judgement of the part
             verdict = f"<b style='color:{FAIL_COLOR}'>ERROR</b> (FAIL, the engine could not score it: {html.escape(row.error)})"
         rule = row.rule
-        pixel = (f", pixel threshold {rule.pixel_threshold:.4g} over {rule.min_defect_area_px} px"
-                 if rule is not None and rule.pixel_threshold is not None else "")
+        pixel = ""
+        if rule is not None and rule.pixel_threshold is not None:
+            area = rule.min_defect_area_px or 1
+            mm2 = rule.area_mm2(area)  # in the unit the largest defect is given in, where the rule has a pixel size
+            pixel = f", pixel threshold {rule.pixel_threshold:.4g} over {area} px" + (f" ({mm2:.3g} mm²)" if mm2 is not None else "")
         recheck = getattr(rule, "recheck_threshold", None)
         if recheck is not None:
             pixel += f", recheck above {recheck:.4g}"
