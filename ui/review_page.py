@@ -226,6 +226,12 @@ class ReviewPage(QWidget):
         if self.use_time.isChecked():
             start = self.start_edit.dateTime().toPyDateTime().astimezone(timezone.utc)
             end = self.end_edit.dateTime().toPyDateTime().astimezone(timezone.utc)
+            if start >= end:  # as the command line and the browser refuse it: nothing could match
+                raise InspectorError(f"the time range {start.astimezone():%Y-%m-%d %H:%M} to {end.astimezone():%Y-%m-%d %H:%M} "
+                                     "does not end after it starts: no part can match; swap them?")
+        if self.use_score.isChecked() and self.min_score.value() > self.max_score.value():
+            raise InspectorError(f"the score range {self.min_score.value():g} to {self.max_score.value():g} ends below "
+                                 "its start: no part can match; swap them?")
         decision = self.decision_combo.currentData()
         label = self.label_combo.currentData()
         version = self.version_spin.value()
