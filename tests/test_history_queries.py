@@ -216,7 +216,10 @@ def test_export_csv_one_row_per_inspection(seeded, tmp_path: Path) -> None:
     assert first["product_name"] in ("tile", "plate") and first["uid"] == record.uid
     assert all(r["error"] == (records[int(r["frame_id"])].error or "") for r in rows)
     assert any(r["error"] for r in rows) and not all(r["error"] for r in rows)
-    assert list(rows[0])[-1] == "error" and "heatmap_low" not in rows[0]  # the export's columns as before
+    assert list(rows[0])[-1] == "error"  # the export's last column as before
+    # The heatmap's value range right after its path: an exported map file reads back as values.
+    columns = list(rows[0])
+    assert columns[columns.index("heatmap_path") + 1:columns.index("heatmap_path") + 3] == ["heatmap_low", "heatmap_high"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv"]  # no temporary left
 
 

@@ -168,14 +168,18 @@ class InspectionRow:
 
 ROW_COLUMNS = [f.name for f in fields(InspectionRow)]
 #: Columns of the CSV export: the station first (a plant database's export mixes stations), then
-#: those of a row but the heatmap's value range and the rule (the export's format predates them;
-#: the PNGs it copies are for people, the database keeps the values), with what revision 0010
-#: added before the last column: the defect's size in pixels and in mm² (empty where the rule had
-#: no pixel size) and the framing's match quality; ending with ``error`` as before. ``decision``
-#: carries the history's value (``PASS``, ``FAIL``, ``RECHECK``, ``NO_PART``).
+#: those of a row but the rule (the export's format predates it), the heatmap's value range right
+#: after its path (``heatmap_low``, ``heatmap_high``: the values the 16-bit map's 0 and 65535 stand
+#: for, without which an exported heatmap file cannot be read back as values; empty for a legacy
+#: colour heatmap), with what revision 0010 added before the last column: the defect's size in
+#: pixels and in mm² (empty where the rule had no pixel size) and the framing's match quality;
+#: ending with ``error`` as before. ``decision`` carries the history's value (``PASS``, ``FAIL``,
+#: ``RECHECK``, ``NO_PART``).
 _NOT_EXPORTED = ("heatmap_low", "heatmap_high", "station", "pixel_threshold", "min_defect_area_px", "rule_recorded",
                  "recheck_threshold", "mm_per_px", "defect_area_px", "match_quality", "error")
-CSV_COLUMNS = (["station"] + [name for name in ROW_COLUMNS if name not in _NOT_EXPORTED]
+_BEFORE_RANGE = [name for name in ROW_COLUMNS if name not in _NOT_EXPORTED]
+CSV_COLUMNS = (["station"] + _BEFORE_RANGE[:_BEFORE_RANGE.index("heatmap_path") + 1] + ["heatmap_low", "heatmap_high"]
+               + _BEFORE_RANGE[_BEFORE_RANGE.index("heatmap_path") + 1:]
                + ["defect_area_px", "defect_area_mm2", "match_quality", "error"])
 
 
