@@ -343,14 +343,15 @@ def review_inspection(db: HistoryDB, caller: Caller, inspection_id: int, label: 
 
 
 def copy_false_rejects_to_teach(db: HistoryDB, caller: Caller, product: str, filters: InspectionFilter,
-                                teach_workdir: Path | None = None) -> tuple[int, int]:
+                                teach_workdir: Path | None = None) -> tuple[int, int, int]:
     """The stored frames of ``product``'s inspections labelled false reject (within ``filters``)
     become teach samples of ``product``, through the quality gates: a quality engineer's right
     (``copy_to_teach``), audited as ``copy_false_rejects_to_teach`` with the inspections and how
-    many the gates took. Returns (accepted, refused).
+    many the gates took. Returns (accepted, refused, NO PART frames left out).
 
     Only ``product``'s own inspections: another product's parts are no samples of it. A filter
-    set to another product is refused, saying so."""
+    set to another product is refused, saying so. A NO PART frame labelled false reject is left
+    out (counted): the part was not found in it, so it is no sample of the part."""
     from dataclasses import replace
 
     from calibration.teach import TeachSession
@@ -366,8 +367,12 @@ def copy_false_rejects_to_teach(db: HistoryDB, caller: Caller, product: str, fil
         raise DataError(f"the filter shows the inspections of product {shown!r}: its false rejects are no "
                         f"teach samples of {product!r}")
     rows = db.query_inspections(replace(filters, label="false_reject", product_id=known.id), 10_000)
+    no_part = [row.id for row in rows if row.decision == "NO_PART"]
+    rows = [row for row in rows if row.decision != "NO_PART"]
     if not rows:
-        raise DataError(f"no inspections of {product!r} labelled false reject in the current filter")
+        raise DataError(f"no inspections of {product!r} labelled false reject in the current filter"
+                        + (f" but {len(no_part)} NO PART frame(s), in which the part was not found: no samples of it"
+                           if no_part else ""))
     teach = TeachSession(db, product, teach_workdir)
     accepted = refused = 0
     for row in rows:
@@ -377,5 +382,6 @@ def copy_false_rejects_to_teach(db: HistoryDB, caller: Caller, product: str, fil
         accepted += verdict.accepted
         refused += not verdict.accepted
     db.record_audit(actor.user, actor.role, "copy_false_rejects_to_teach", f"product:{product}", None,
-                    {"accepted": accepted, "refused": refused, "inspections": [r.id for r in rows]})
-    return accepted, refused
+                    {"accepted": accepted, "refused": refused, "inspections": [r.id for r in rows],
+                     **({"no_part_left_out": no_part} if no_part else {})})
+    return accepted, refused, len(no_part)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import cv2
+import numpy as np
 import pytest
 
 pytest.importorskip("PyQt6")
@@ -80,3 +81,31 @@ def test_another_products_filter_is_refused(tmp_path, two_products) -> None:
         copy_false_rejects_to_teach(db, Caller("quinn", "567800"), "washer", InspectionFilter(product_id=ids["tile"]),
                                     tmp_path / "teach")
     assert not (tmp_path / "teach" / "washer" / "samples").exists() or samples(tmp_path / "teach", "washer") == []
+
+
+def test_a_no_part_frame_labelled_false_reject_is_no_teach_sample(qtbot, tmp_path, two_products) -> None:
+    """A NO PART frame (a belt without the part, say) labelled false reject with the parts beside
+    it became a teach sample of the product ('2 false reject(s) added'): it is left out, and said."""
+    from ui.review_model import ReviewModel
+    from ui.review_page import ReviewPage
+    from ui.session import Session
+
+    db, ids = two_products
+    store = ImageStore(tmp_path / "images", pass_sample_rate=1.0)
+    belt = np.random.default_rng(1).integers(90, 110, (SIZE, SIZE), dtype=np.uint8)
+    [empty] = db.write_inspections([store.save(InspectionResult(T0 + timedelta(minutes=9), "cam", 9, 0.0, "NO_PART", 0.4,
+                                                                product_id=ids["tile"], image=belt, match_quality=0.1))])
+    db.label_inspection(empty.inspection_id, "false_reject", "quinn")
+    teach = tmp_path / "teach"
+    session = Session(db)
+    page = ReviewPage(ReviewModel(db, session, teach_workdir=teach), session, product_provider=lambda: "tile")
+    qtbot.addWidget(page)
+    sign_in(session, "quinn")
+    page.refresh()
+    page.copy_button.click()
+    assert f"false-reject-{empty.inspection_id}.png" not in samples(teach, "tile")
+    assert len(samples(teach, "tile")) == 3
+    assert "1 NO PART frame(s) left out: the part was not found in them" in page.message_label.text()
+    [event] = [e for e in db.audit_events(100) if e.action == "copy_false_rejects_to_teach"]
+    assert event.after["no_part_left_out"] == [empty.inspection_id]
+    assert empty.inspection_id not in event.after["inspections"]

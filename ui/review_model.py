@@ -291,10 +291,12 @@ class ReviewModel(QObject):
     def copy_false_rejects_to_teach(self, product: str) -> tuple[int, int]:
         """Adds the stored images of inspections labelled false reject (within the current filter)
         to the product's teach samples, through the quality gates; returns (accepted, refused)."""
-        accepted, refused = actions.copy_false_rejects_to_teach(self.db, self.session.caller(), product,
-                                                                self.table.filters, self.teach_workdir)
+        accepted, refused, no_part = actions.copy_false_rejects_to_teach(self.db, self.session.caller(), product,
+                                                                         self.table.filters, self.teach_workdir)
         self.message.emit(f"{accepted} false reject(s) added to the teach samples of {product!r}"
-                          + (f", {refused} refused by the quality gates" if refused else ""), False)
+                          + (f", {refused} refused by the quality gates" if refused else "")
+                          + (f", {no_part} NO PART frame(s) left out: the part was not found in them" if no_part else ""),
+                          False)
         return accepted, refused
 
     def export(self, folder: Path, with_images: bool = True) -> tuple[Path, int, int]:
