@@ -267,6 +267,12 @@ class LoadedRecipe:
         return cls(engine, recipe.rule, recipe.model_version_id, recipe.product_id, recipe.product,
                    recipe.model_path, tuple(recipe.reference_scores), recipe.source)
 
+    def scores_as(self, other: LoadedRecipe) -> bool:
+        """Whether ``other`` scores parts as this one does (the same engine and version, judged
+        against the same good scores): only the rule differs, as after a threshold set by hand."""
+        return (self.engine is other.engine and self.model_version_id == other.model_version_id
+                and tuple(self.reference_scores) == tuple(other.reference_scores))
+
 
 def load_active_recipe(db: HistoryDB, product: str, *, device: str = "auto", backend: str = "auto") -> LoadedRecipe:
     """The product's :func:`active_recipe` with its engine loaded (slow: seconds)."""

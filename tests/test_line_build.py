@@ -250,6 +250,32 @@ def test_set_recipe_switches_rule_version_product_and_drift_reference(db, tmp_pa
     assert list(line.drift.reference) == [0.4, 0.5]
 
 
+def test_a_threshold_set_by_hand_keeps_the_drift_monitors_scores_and_a_new_model_starts_it_over(db, tmp_path, frames) -> None:
+    """A threshold or recheck band set by hand swaps the recipe's rule only: the drift monitor
+    keeps the scores it was judging (it started over, so a drift under way went unseen for
+    another window); a new model, or new good scores, starts it over. A frame the old model
+    scored, in the engine during the change, is not fed to the new model's monitor."""
+    from dataclasses import replace
+
+    first = recipe(db, tmp_path, reference=[0.1, 0.2, 0.3])
+    line = build_line(open_camera(f"folder://{frames}"), first, db, image_dir=tmp_path / "images")
+    monitor = line.drift
+    scored = SimpleNamespace(error=None, decision="PASS", score=0.2, model_version_id=first.model_version_id)
+    line._feed_drift(scored)
+    line.set_recipe(replace(first, rule=DecisionRule(0.7, recheck_threshold=0.5), source="set by hand"))
+    assert line.pipeline.rule == DecisionRule(0.7, recheck_threshold=0.5)
+    assert line.drift is monitor and len(monitor._window) == 1
+
+    second = recipe(db, tmp_path, reference=[0.1, 0.2, 0.3], product="other")  # another model, same good scores
+    assert second.model_version_id != first.model_version_id
+    line.set_recipe(second)
+    assert line.drift is not monitor and len(line.drift._window) == 0
+    line._feed_drift(scored)  # the old version's score of the frame that was in the engine
+    assert len(line.drift._window) == 0
+    line._feed_drift(SimpleNamespace(**{**vars(scored), "model_version_id": second.model_version_id}))
+    assert len(line.drift._window) == 1
+
+
 def test_a_link_without_on_result_or_on_alarm_is_refused(db, tmp_path, frames) -> None:
     with pytest.raises(TypeError, match="on_result or on_alarm"):
         build_line(open_camera(f"folder://{frames}"), recipe(db, tmp_path), db, image_dir=tmp_path / "images",

@@ -312,6 +312,18 @@ def test_alarms_reach_the_operator_camera_unavailable_and_score_drift(qtbot, tmp
     assert any("drift" in t and "higher than at calibration" in t for t in texts)
     assert db.count_inspections() == drifting.last_metrics.recorded >= 50
 
+    # A threshold set by hand changes no score: the warning stays on show (it went blank, and the
+    # monitor, started over, needed another window to see the drift again).
+    from dataclasses import replace
+
+    from inspector.line import DecisionRule
+
+    drifting.set_threshold(DecisionRule(threshold * 2))
+    assert drifting.drift_status.status == "warning"
+    # Good scores of another calibration: the monitor starts over, and so does what is shown.
+    drifting.set_recipe(replace(drifting.recipe, reference_scores=tuple(np.linspace(0.1, 1.0, 40))))
+    assert drifting.drift_status is None
+
 
 def test_a_stalled_line_raises_the_alarm_on_the_operator_page(qtbot, tmp_path, tiny_model, engine, frames):
     """A camera that stays connected but sends one frame in ages (a jammed feed): the page says

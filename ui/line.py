@@ -282,10 +282,11 @@ class LineModel(QObject):
 
     def set_recipe(self, recipe: LoadedRecipe) -> None:
         """Decide the next frames with this recipe (the frame in the engine finishes with the old)."""
+        if not recipe.scores_as(self._recipe):  # else each line's drift monitor goes on, its warning too
+            for view in self.views.values():
+                view.drift = None
         self._recipe = recipe
         self._remember_framing(recipe)
-        for view in self.views.values():
-            view.drift = None
         self.station.set_recipe(recipe)  # tells _recipe_changed too
         self.status_changed.emit()
 

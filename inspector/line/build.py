@@ -153,12 +153,16 @@ class Line:
 
     def set_recipe(self, recipe: LoadedRecipe) -> None:
         """Decides the next frames with this recipe (the frame in the engine finishes with the
-        old one); the drift monitor starts over against the new recipe's good scores."""
+        old one); the drift monitor starts over against the new recipe's good scores -- unless
+        only the rule changed (a threshold or recheck band set by hand): the same model scores
+        the same parts, and starting over would forget the scores a drift is seen in."""
         engine = recipe.engine if self._scorer is None else self._scorer(recipe.engine)
+        same_scores = recipe.scores_as(self.recipe)
         # The product with the model, in one swap: a frame in the engine keeps both of the old.
         self.pipeline.set_model(engine, recipe.rule, recipe.model_version_id, recipe.product_id)
         self.recipe = recipe
-        self.drift = self._drift_monitor(recipe)
+        if not same_scores:
+            self.drift = self._drift_monitor(recipe)
 
     # -- drift ----------------------------------------------------------------------------------
 
@@ -170,8 +174,11 @@ class Line:
 
     def _feed_drift(self, result: Any) -> None:
         drift = self.drift
-        if drift is not None and result.error is None and result.decision != "NO_PART":
-            drift.add(result.score)  # a NO PART frame was never scored: its 0.0 is no score
+        # A NO PART frame was never scored (its 0.0 is no score); the frame that was in the engine
+        # while the model changed was scored by the old one, whose scores the new reference is not.
+        if (drift is not None and result.error is None and result.decision != "NO_PART"
+                and result.model_version_id == self.recipe.model_version_id):
+            drift.add(result.score)
 
     def _drift_warning(self, status: DriftStatus) -> None:
         # A pipeline alarm: the log, the console and every alarm subscriber (links too) see it.
