@@ -188,7 +188,9 @@ def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
         framing = make_framing(reference, region=region, ignore=ignore, align=args.align, min_quality=args.min_match,
                                tiles=args.tiles, defect_px=args.defect_px, input_px=input_px, **turn)
     except InspectorError as e:
-        raise InspectorError(f"{e} (reference {reference_path})") from None
+        # A mask of another size or one that covers the region is the mask's fault: name it too.
+        mask = f", don't-care mask {args.ignore}" if args.ignore is not None else ""
+        raise InspectorError(f"{e} (reference {reference_path}{mask})") from None
     if ignore is not None and not ignore.any():
         # A mask given on purpose that marks nothing is a mistake, most often one written 0/1
         # (which looks black): the model would inspect everything it was told to ignore.

@@ -180,7 +180,26 @@ def test_a_mask_of_the_wrong_size_is_refused(frames, tmp_path, capsys) -> None:
     model = tmp_path / "m.safetensors"
     assert main(["train", str(frames), "--out", str(model), "--kind", "instant", "--features", "pdn",
                  "--region", "440,330,400,340", "--ignore", str(mask)]) == 2
-    assert "the don't-care mask is 100x100, the image 1280x1024" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the don't-care mask is 100x100, the image 1280x1024" in err
+    # The refusal named the reference alone: which of the two files to draw again, it did not say.
+    assert f"don't-care mask {mask})" in err and len(err.strip().splitlines()) == 1
+    assert not model.exists()
+
+
+def test_a_mask_that_covers_the_whole_region_names_the_mask_file(frames, tmp_path, capsys) -> None:
+    """A mask painted on a transparent layer whose clear pixels are stored white reads all white:
+    refused as covering the region, naming the mask file as well as the reference."""
+    mask = tmp_path / "painted.png"
+    rgba = np.zeros((1024, 1280, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[400:420, 500:600, 3] = 255
+    cv2.imwrite(str(mask), rgba)
+    model = tmp_path / "m.safetensors"
+    assert main(["train", str(frames), "--out", str(model), "--kind", "instant", "--features", "pdn",
+                 "--region", "440,330,400,340", "--ignore", str(mask)]) == 2
+    err = capsys.readouterr().err
+    assert "covers the whole region" in err and f"don't-care mask {mask})" in err
     assert not model.exists()
 
 
