@@ -496,7 +496,7 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
                 for name, pid in product_list.get():
                     if f.product_id is None or f.product_id == pid:
                         series[name] = queries.yield_over_time(s, replace(f, product_id=pid), bucket)
-        return svg(charts.yield_chart(f"Yield per {by}", series))
+        return svg(charts.yield_chart(f"Yield per {by}", series, bucket))
 
     @app.get("/charts/false-rejects.svg")
     def false_rejects_svg() -> Any:
@@ -509,7 +509,7 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
             fails = queries.yield_over_time(s, f, bucket)
             fr = queries.yield_over_time(s, replace(f, label="false_reject"), bucket)
             cd = queries.yield_over_time(s, replace(f, label="confirmed_defect"), bucket)
-        return svg(charts.false_reject_chart(fails, fr, cd))
+        return svg(charts.false_reject_chart(fails, fr, cd, bucket))
 
     # -- stations -------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
@@ -35,19 +35,26 @@ def _axes(title: str, ylabel: str) -> tuple[Figure, object]:
     return fig, ax
 
 
-def yield_chart(title: str, series: dict[str, list[YieldBucket]]) -> bytes:
-    """The share of PASS per time bucket, one line per series (a station, a product)."""
+def yield_chart(title: str, series: dict[str, list[YieldBucket]], bucket: timedelta | None = None) -> bytes:
+    """The share of PASS per time bucket, one line per series (a station, a product). With one
+    bucket's points only, the axis spans a ``bucket`` either side of it (matplotlib spread a
+    lone date over four years, the hour or day it is not to be read)."""
     fig, ax = _axes(title, "yield (% PASS)")
     drawn = 0
+    starts: set[datetime] = set()
     for i, (name, buckets) in enumerate(sorted(series.items())):
         points = [(b.start, 100 * b.yield_fraction) for b in buckets if b.total]
         if not points:
             continue
         times, values = zip(*points)
+        starts.update(times)
         ax.plot(times, values, marker="o", markersize=3, linewidth=1.5, color=COLOURS[i % len(COLOURS)],
                 label=f"{name} ({sum(b.total for b in buckets)} parts)")
         drawn += 1
     ax.set_ylim(0, 102)
+    if bucket is not None and len(starts) == 1:
+        [start] = starts
+        ax.set_xlim(start - bucket, start + bucket)
     if drawn:
         ax.legend(loc="lower left", fontsize=8, ncols=min(drawn, 3))
     else:
@@ -61,9 +68,10 @@ def rejected(bucket: YieldBucket) -> int:
 
 
 def false_reject_chart(fails: list[YieldBucket], false_rejects: list[YieldBucket],
-                       confirmed: list[YieldBucket]) -> bytes:
+                       confirmed: list[YieldBucket], bucket: timedelta | None = None) -> bytes:
     """Per bucket, the rejected parts (FAIL, RECHECK) by label (false reject, confirmed defect, not yet labelled),
-    stacked; the title gives the false-reject share of the labelled ones."""
+    stacked; the title gives the false-reject share of the labelled ones. Each bar stands on its
+    bucket (``[start, start + bucket)``, from its start), not centred on the bucket's start."""
     by_start: dict[datetime, list[int]] = {}
     for index, buckets in enumerate((false_rejects, confirmed, fails)):
         for b in buckets:
@@ -76,10 +84,11 @@ def false_reject_chart(fails: list[YieldBucket], false_rejects: list[YieldBucket
     share = f"{100 * sum(fr) / labelled:.1f} % of {labelled} labelled rejects were false rejects" if labelled else "no labelled rejects"
     fig, ax = _axes(f"Rejects by review label: {share}", "rejected parts")
     if starts:
-        width = _bar_width(starts)
-        ax.bar(starts, fr, width=width, color="#ef6c00", label="false reject")
-        ax.bar(starts, cd, width=width, bottom=fr, color="#c62828", label="confirmed defect")
-        ax.bar(starts, rest, width=width, bottom=[a + b for a, b in zip(fr, cd)], color="#9e9e9e", label="not labelled")
+        width = 0.8 * bucket.total_seconds() / 86400 if bucket is not None else _bar_width(starts)
+        ax.bar(starts, fr, width=width, align="edge", color="#ef6c00", label="false reject")
+        ax.bar(starts, cd, width=width, align="edge", bottom=fr, color="#c62828", label="confirmed defect")
+        ax.bar(starts, rest, width=width, align="edge", bottom=[a + b for a, b in zip(fr, cd)], color="#9e9e9e",
+               label="not labelled")
         ax.legend(loc="upper left", fontsize=8, ncols=3)
     else:
         ax.text(0.5, 0.5, "no rejects in this filter", ha="center", va="center", transform=ax.transAxes)
