@@ -54,3 +54,25 @@ def test_commands_at_a_glance_says_what_audit_verify_checks():
     assert "not a trail cut short" not in row and "the first broken entry" not in row
     for said in ("shortened: N rows expected, M found", "the users' rows", "sealed verdicts", "`BROKEN:`"):
         assert said in row, said
+
+
+def test_the_quality_guide_says_what_labels_change(tmp_path):
+    """The guide said 'Labels are what the yield and false-reject figures are built on'; the yield
+    (the desktop's, the browser's charts) counts the decisions only: a RECHECK labelled false
+    reject stays a part not passed."""
+    from datetime import datetime, timedelta, timezone
+
+    from inspector.history import HistoryDB, InspectionFilter, InspectionResult
+
+    db = HistoryDB(f"sqlite:///{tmp_path / 'history.db'}")
+    db.upgrade()
+    t0 = datetime(2026, 12, 8, 1, tzinfo=timezone.utc)
+    [_, recheck] = db.write_inspections([InspectionResult(t0, "cam", 1, 0.1, "PASS", 0.5),
+                                         InspectionResult(t0 + timedelta(seconds=1), "cam", 2, 0.4, "RECHECK", 0.5)])
+    db.label_inspection(recheck.inspection_id, "false_reject", "quinn")
+    [bucket] = db.yield_over_time(InspectionFilter(), timedelta(hours=1))
+    assert bucket.yield_fraction == 0.5  # the label changes no yield
+    db.close()
+    text = " ".join((ROOT / "docs" / "quality.md").read_text().split())
+    assert "Labels are what the yield and false-reject figures are built on" not in text
+    assert "the yield counts the station's decisions" in text
