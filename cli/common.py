@@ -173,7 +173,7 @@ def framing_from_options(args: Any, paths: list[Path], input_px: int) -> Any:
     reference_path = args.reference or paths[0]
     reference = read_image(reference_path)
     region = parse_region(args.region) if args.region is not None else None
-    if args.ignore is not None and not Path(args.ignore).is_file():
+    if args.ignore is not None and not Path(args.ignore).exists():  # a folder: read_mask says so
         raise InspectorError(f"--ignore {args.ignore}: no such mask file")
     ignore = read_mask(args.ignore) if args.ignore is not None else None
     if args.defect_px is not None and not (args.defect_px > 0 and math.isfinite(args.defect_px)):

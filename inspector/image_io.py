@@ -228,9 +228,22 @@ def mvtec_test_set(data_dir: str | Path) -> list[TestImage]:
 def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A 0/255 mask as bool (H, W), resized (nearest) to the image's ``shape`` if needed (None:
     as it is)."""
-    mask = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not a mask image file")
+    if not path.is_file():
+        raise ImageError(f"{path}: no such mask file")
+    data = np.fromfile(path, dtype=np.uint8)
+    size = header_size(data[:1 << 16].tobytes())
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{path}: the mask claims {size[0]}x{size[1]} pixels, more than the "
+                         f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have; not decoded")
+    if _png_cut_short(data):
+        # As read_image: OpenCV would print its own warning line on stderr above ours.
+        raise ImageError(f"{path}: not a readable mask (a PNG file cut short: it has no end chunk); save it again")
+    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if mask is None:
-        raise ImageError(f"{path}: not a readable mask")
+        raise ImageError(f"{path}: not a readable mask (corrupt, truncated or unsupported format)")
     if shape is not None and mask.shape != shape:
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return mask > 127

@@ -57,6 +57,25 @@ def test_a_missing_mask_file_is_one_line_not_a_traceback(frames, tmp_path, capsy
     assert "nowhere.png: no such mask file" in err
 
 
+def test_a_mask_cut_short_or_a_folder_is_one_line_naming_it(frames, tmp_path, capfd) -> None:
+    """A mask PNG cut short (a copy killed half-way) was refused under OpenCV's own line ('[ WARN:0]
+    ... PNG input buffer is incomplete'), two lines; a folder given as the mask was 'no such mask
+    file', of a folder that is there."""
+    whole = np.zeros((1024, 1280), np.uint8)
+    whole[400:420, 500:600] = 255
+    data = cv2.imencode(".png", whole)[1].tobytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    model = tmp_path / "m.safetensors"
+    for mask, says in ((cut, f"{cut}: not a readable mask (a PNG file cut short"),
+                       (tmp_path, f"{tmp_path}: is a folder, not a mask image file")):
+        assert main(["train", str(frames), "--out", str(model), "--kind", "instant", "--features", "pdn",
+                     "--region", REGION_TEXT, "--ignore", str(mask)]) == 2
+        err = capfd.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and says in err, err
+        assert not model.exists()
+
+
 def test_a_mask_that_marks_nothing_is_refused_as_written_0_and_1(frames, tmp_path, capsys) -> None:
     """A don't-care mask written 0/1 (as labelling tools do) looks black: read as 0/255, it would
     mark nothing, and the areas the technician meant to ignore would be inspected."""
