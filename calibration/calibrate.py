@@ -138,6 +138,8 @@ class CalibrationResult:
             out.update(self.recheck.as_dict(), recheck_confidence=self.recheck.confidence)
             if self.defect_scores is not None:
                 band = (self.defect_scores > self.recheck.recheck_threshold) & (self.defect_scores <= im.threshold)
+                if self.pixel is not None and self.defect_regions_px is not None:
+                    band &= self.defect_regions_px < self.pixel.min_defect_area_px  # else the pixel rule FAILs it
                 out["defects_in_recheck_band"] = float(np.mean(band))  # to a person instead of passing
         if self.defects is not None:
             d = self.defects

@@ -202,3 +202,21 @@ def test_shadow_and_handover_judge_a_prediction_as_the_line_does() -> None:
     flat = np.zeros((4, 4), np.float32)
     assert verdict(rule, Prediction(0.0, flat, no_part=True)) == "NO_PART"  # never scored by the rule
     assert [verdict(rule, Prediction(s, flat)) for s in (0.2, 0.6, 0.9)] == ["PASS", "RECHECK", "FAIL"]
+
+
+def test_defects_the_pixel_rule_fails_are_not_counted_in_the_recheck_band(tmp_path: Path) -> None:
+    """report.json's defects_in_recheck_band is the share of defective parts that go to a person
+    instead of passing; it counted every defect scoring in the band, also those whose region the
+    pixel rule FAILs (a FAIL on the line, no person asked), so it overstated the band's catch."""
+    good = _images(tmp_path / "good", np.linspace(60, 160, 99))
+    result = calibrate_engine(BrightnessEngine(), good, target_frr=0.02, pixel_fpr=0.01, recheck_rate=0.05)
+    assert result.pixel is not None and result.recheck is not None
+    inside = (result.recheck.recheck_threshold + result.image.threshold) / 2
+    area = result.pixel.min_defect_area_px
+    result.defect_scores = np.array([inside, inside, inside, result.image.threshold + 0.1])
+    result.defect_regions_px = np.array([area + 10, area - 1, 0, 0])  # the first FAILs by the pixel rule
+    rule = result.rule
+    on_the_line = [rule.decide(float(score), np.zeros((1, 1), np.float32)).decision if region < area else "FAIL"
+                   for score, region in zip(result.defect_scores, result.defect_regions_px)]
+    assert on_the_line == ["FAIL", "RECHECK", "RECHECK", "FAIL"]
+    assert result.report()["defects_in_recheck_band"] == pytest.approx(2 / 4)
