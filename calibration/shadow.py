@@ -111,8 +111,19 @@ def shadow_compare(
         named = [(str(x), read_image(x)) if isinstance(x, (str, Path)) else (str(x[0]), x[1]) for x in chunk]
         check_frames(named, candidate=candidate, active=active)
         arrays = [im for _, im in named]
-        for (name, _), pa, pc in zip(named, active.predict_batch(arrays), candidate.predict_batch(arrays)):
-            rows.append(ShadowDifference(name, pa.score, verdict(active_rule, pa), pc.score, verdict(candidate_rule, pc)))
+        rows += _shadow_rows([name for name, _ in named], candidate.predict_batch(arrays), candidate_rule,
+                             active.predict_batch(arrays), active_rule)
+    return _shadow_report(rows, candidate_rule, active_rule)
+
+
+def _shadow_rows(names: Sequence[str], candidate: Sequence[Any], candidate_rule: DecisionRule,
+                 active: Sequence[Any], active_rule: DecisionRule) -> list[ShadowDifference]:
+    """Each image's scores and verdicts by both models, from their predictions."""
+    return [ShadowDifference(name, pa.score, verdict(active_rule, pa), pc.score, verdict(candidate_rule, pc))
+            for name, pa, pc in zip(names, active, candidate)]
+
+
+def _shadow_report(rows: list[ShadowDifference], candidate_rule: DecisionRule, active_rule: DecisionRule) -> ShadowReport:
     # A NO PART frame was never scored (its 0.0 is no score): only frames both models scored are
     # compared by score, and each model's reject rate is over the parts it inspected.
     scored = [r for r in rows if "NO_PART" not in (r.active_decision, r.candidate_decision)]
@@ -241,7 +252,9 @@ def handover_check(
             verdicts = [verdict(rule, p) for p in preds[-len(real):]]
             escape[name] = float(np.mean([v == "PASS" for v in verdicts]))
     auroc = {name: image_auroc(labels, s) for name, s in scores.items()}
-    shadow = shadow_compare(candidate, candidate_rule, active, active_rule, [(str(p), im) for p, im in zip(good_paths, good_all)])
+    # The good images' predictions made above, not a second scoring of them: as shadow_compare would judge them.
+    shadow = _shadow_report(_shadow_rows([str(p) for p in good_paths], on_good["candidate"], candidate_rule,
+                                         on_good["active"], active_rule), candidate_rule, active_rule)
     if auroc["candidate"] < auroc["active"] - HANDOVER_AUROC_TOLERANCE:
         switch, reason = False, f"the candidate's AUROC {auroc['candidate']:.3f} is below the active model's {auroc['active']:.3f}"
     elif real and escape["candidate"] > escape["active"]:

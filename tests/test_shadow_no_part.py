@@ -45,3 +45,34 @@ def test_a_shadow_of_only_no_part_frames_has_no_rates_rather_than_a_warning() ->
     images = [(f"f{i}.png", np.full((4, 4), i, np.uint8)) for i in range(2)]
     report = shadow_compare(_Fixed([None, None]), DecisionRule(0.7), _Fixed([None, None]), DecisionRule(0.7), images)
     assert report.no_part == 2 and np.isnan(report.active_reject_rate) and np.isnan(report.median_score_shift)
+
+
+class _Counting:
+    """An engine scoring each image by its mean brightness, counting the images it scored."""
+
+    def __init__(self) -> None:
+        self.scored = 0
+
+    def predict_batch(self, images):
+        self.scored += len(images)
+        return [Prediction(float(im.mean()) / 255.0, np.zeros(im.shape[:2], np.float32)) for im in images]
+
+
+def test_the_handover_scores_each_good_image_once_per_model_and_its_shadow_is_shadow_modes(tmp_path) -> None:
+    """The handover scored the held-out good images twice with each model: once for the AUROC and
+    again for its shadow comparison (minutes of a technician's wait on large frames)."""
+    import cv2
+
+    from calibration.shadow import handover_check
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"good_{i}.png")
+        cv2.imwrite(str(paths[-1]), rng.integers(60, 120, (96, 96), dtype=np.uint8))
+    candidate, active = _Counting(), _Counting()
+    rule = DecisionRule(0.5)
+    check = handover_check(candidate, rule, active, rule, paths)
+    assert candidate.scored == active.scored == 2 * len(paths)  # the good images and a synthetic defect of each
+    alone = shadow_compare(_Counting(), rule, _Counting(), rule, paths)
+    assert check.shadow.as_dict() == alone.as_dict()
