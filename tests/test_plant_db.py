@@ -101,6 +101,46 @@ def test_rows_name_their_station_and_filter_by_it(tmp_path: Path) -> None:
     assert {r.station for r in db.query_inspections()} == {"line-1"}
 
 
+def test_the_plant_keeps_each_stations_number_of_a_version_and_the_part_page_names_it(tmp_path: Path) -> None:
+    """The plant numbers the versions it copies itself: a quality engineer reading "model version 1"
+    in the browser could not tell it was station line-2's version 2 (``inspector teach status``
+    there, the station's own history and its audit trail all say 2)."""
+    from inspector.history import queries
+
+    plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
+    shared = f"{7:064x}"
+    for name, shas in (("line-1", [shared]), ("line-2", [f"{1:064x}", shared])):
+        db = station_db(tmp_path, name)
+        product = db.add_product("tile")
+        model = None
+        for sha in shas:
+            model = db.add_model_version(product, tmp_path / "m.safetensors", sha256=sha)
+        db.write_inspections(results(3, product_id=product, model_version_id=model))
+        assert forward_all(PlantLink(db, plant_url)) == 0
+
+    plant = HistoryDB(plant_url)
+    with plant.session() as s:
+        (copy,) = s.scalars(select(ModelVersion).where(ModelVersion.sha256 == shared)).all()
+        assert copy.metrics["station_versions"] == {"line-1": 1, "line-2": 2}
+        rows = {r.station: r for r in queries.query_inspections(s, InspectionFilter(), 100)}
+        assert rows["line-2"].model_version_id == copy.id == 1
+        assert (queries.station_version(s, rows["line-1"]), queries.station_version(s, rows["line-2"])) == (1, 2)
+
+    pytest.importorskip("flask_wtf", reason="the web review needs the [web] extra")
+    from web import WebOptions, create_app
+
+    plant.add_user("quinn", "quality", "567800", by="test")
+    client = create_app(plant, WebOptions(image_folders=[str(tmp_path)])).test_client()
+    page = client.get("/sign-in").get_data(as_text=True)
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    assert client.post("/sign-in", data={"csrf_token": csrf, "name": "quinn", "pin": "567800"}).status_code == 303
+    text = client.get(f"/inspections/{rows['line-2'].id}").get_data(as_text=True)
+    assert 'id="model-version">1 (the plant\'s number; station line-2\'s version 2)' in text.replace("&#39;", "\'"), text
+    text = client.get(f"/inspections/{rows['line-1'].id}").get_data(as_text=True)
+    assert 'id="model-version">1</td>' in text  # the same number at the station: nothing to add
+    plant.close()
+
+
 def test_forwarding_is_in_order_maps_ids_and_replays_harmlessly(tmp_path: Path) -> None:
     plant_url = f"sqlite:///{tmp_path / 'plant.db'}"
     stations = {}

@@ -327,6 +327,7 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
             newer, older = queries.neighbours(s, filters.inspection_filter, (row.time, row.id))
             known = queries.decided_rule(s, row)
             trail = queries.inspection_trail(s, row.id)
+            station_version = queries.station_version(s, row)
         levels = pictures.levels_of(row, known)
         drawn.put(row.id, (row, levels))  # the frame and heat layer the browser asks for next
         image_note = heat_note = ""
@@ -343,7 +344,7 @@ def create_app(db: HistoryDB, options: WebOptions | None = None) -> Flask:
         qs = filters.values
         return render_template(
             "part.html", row=row, levels=levels, known=known, trail=trail, filters=qs, filter_qs=urlencode(qs),
-            image_note=image_note, heat_note=heat_note, labels=LABELS,
+            image_note=image_note, heat_note=heat_note, labels=LABELS, station_version=station_version,
             newer=url_for("part", inspection_id=newer, **qs) if newer is not None else None,
             older=url_for("part", inspection_id=older, **qs) if older is not None else None,
             back=url_for("inspections", **qs, before=f"{row.time.isoformat()}~{row.id + 1}"),

@@ -20,7 +20,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from inspector.history.tables import DECISIONS, LABELS, Calibration, Inspection, Product, as_utc
+from inspector.history.tables import DECISIONS, LABELS, Calibration, Inspection, ModelVersion, Product, as_utc
 from inspector.inspection import PART_DECISIONS, DecisionRule, area_mm2, decision_label
 from inspector.overlay import HeatmapLevels, heatmap_view
 
@@ -467,6 +467,23 @@ def _csv_cell(value: Any) -> Any:
 #: One row by id, built once: building the select of a row's 30 columns costs more Python time
 #: than PostgreSQL takes to answer it (a part's page and its pictures ask for it under load).
 _ROW_BY_ID = _rows_select(InspectionFilter()).order_by(None).where(Inspection.id == bindparam("inspection_id"))
+
+
+#: In a plant's copy of a model version's metrics (:mod:`inspector.links.plant`): each station's
+#: own number of the version (station -> id); the plant numbers its copies itself.
+STATION_VERSIONS = "station_versions"
+
+
+def station_version(session: Session, row: InspectionRow) -> int | None:
+    """The number ``row``'s station gives its model version, where the row's database is a plant's
+    and numbers it otherwise (None: no version, a station's own history, or a copy made before
+    the stations' numbers were kept)."""
+    if row.model_version_id is None:
+        return None
+    metrics = session.scalar(select(ModelVersion.metrics).where(ModelVersion.id == row.model_version_id))
+    known = (metrics or {}).get(STATION_VERSIONS) if isinstance(metrics, dict) else None
+    number = known.get(row.station) if isinstance(known, dict) else None
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 def inspection_row(session: Session, inspection_id: int) -> InspectionRow | None:

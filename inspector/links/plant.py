@@ -55,6 +55,7 @@ from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, SQLAlchemyE
 
 from inspector.errors import DatabaseError, InspectorError
 from inspector.history.db import HistoryDB, error_reason
+from inspector.history.queries import STATION_VERSIONS
 from inspector.history.seals import lock_batches, seal_new_inspections
 from inspector.history.tables import (ForwardMark, Inspection, ModelVersion, PlantImage, Product, StationAlarm,
                                       StationStatus, utc_now)
@@ -645,11 +646,17 @@ class PlantLink(SenderThread):
         model_id = p.scalar(found)
         if model_id is None:
             copy = ModelVersion(product_id=product_id, sha256=model.sha256, path=model.path, created=model.created,
-                                metrics=model.metrics, report_path=model.report_path,
-                                note=f"from station {self.station}")
+                                metrics={**(model.metrics or {}), STATION_VERSIONS: {self.station: model.id}},
+                                report_path=model.report_path, note=f"from station {self.station}")
             p.add(copy)
             p.flush()
-            model_id = copy.id
+            return copy.id
+        # The plant numbers its versions itself: each station's own number of the file is kept, so
+        # the review can name the version as the station's teach status and history do.
+        copy = p.get(ModelVersion, model_id)
+        known = dict((copy.metrics or {}).get(STATION_VERSIONS) or {})
+        if known.get(self.station) != model.id:
+            copy.metrics = {**(copy.metrics or {}), STATION_VERSIONS: {**known, self.station: model.id}}
         return model_id
 
     def _save_mark(self, target: str | None = None, last_id: int | None = None) -> None:
