@@ -4,6 +4,7 @@ the pixel rule on synthetic maps; the pass/fail rule."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -166,3 +167,22 @@ def test_rule_round_trips_through_model_metadata():
         rule_from_metadata({"kind": "efficientad"})
     with pytest.raises(ModelFileError, match="unusable"):
         rule_from_metadata({"threshold": "nan?"})
+
+
+@pytest.mark.parametrize("edit, says", [
+    ({"mm_per_px": True}, "mm_per_px True is not a number"),  # was a pixel size of 1 mm: areas in mm² = px
+    ({"mm_per_px": "0.1"}, "mm_per_px '0.1' is not a number"),
+    ({"recheck_threshold": "0.12"}, "recheck_threshold '0.12' is not a number"),
+    ({"recheck_threshold": True}, "recheck_threshold True is not a number"),
+    ({"threshold": "0.5"}, "threshold '0.5' is not a number"),
+    ({"min_defect_area_px": 12.7}, "min_defect_area_px 12.7 is not a whole number of pixels"),  # was cut to 12
+    ({"min_defect_area_px": "12"}, "min_defect_area_px '12' is not a whole number of pixels"),
+])
+def test_a_hand_edited_calibration_value_of_another_type_is_refused_not_converted(edit, says):
+    """A model file's calibration edited by hand (then given its digest by inspector model upgrade)
+    was converted with float() and int(): the line ran with a pixel size of 1 mm for true, a
+    minimum defect area of 12 px for 12.7, without a word. Refused, naming the file and the key."""
+    rule = DecisionRule(0.5, 0.3, 20, recheck_threshold=0.4, mm_per_px=0.1)
+    with pytest.raises(ModelFileError, match=f"m.safetensors: its calibration metadata is unusable \\({re.escape(says)}\\)"):
+        rule_from_metadata({**rule_metadata(rule), **edit}, where="m.safetensors")
+    assert rule_from_metadata({**rule_metadata(rule), "min_defect_area_px": 20.0}) == rule  # a whole number written as one

@@ -38,6 +38,15 @@ def rule_from_metadata(meta: Mapping[str, Any], where: str = "model file") -> De
     """The rule in a model file's metadata; ModelFileError if it was never calibrated or is unusable."""
     if meta.get("threshold") is None:
         raise ModelFileError(f"{where}: not calibrated (no threshold in its metadata); run `inspector calibrate` first")
+    for key in ("threshold", "pixel_threshold", "recheck_threshold", "mm_per_px"):
+        # Converted with float() below: true was a pixel size of 1 mm, "0.12" a recheck threshold.
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ModelFileError(f"{where}: its calibration metadata is unusable ({key} {value!r} is not a number)")
+    area = meta.get("min_defect_area_px")
+    if area is not None and (isinstance(area, bool) or not (isinstance(area, int) or (isinstance(area, float) and area.is_integer()))):
+        # int() below cut 12.7 to 12 and read "12" as 12
+        raise ModelFileError(f"{where}: its calibration metadata is unusable (min_defect_area_px {area!r} is not a whole number of pixels)")
     try:
         return rule_from_values(meta["threshold"], meta.get("pixel_threshold"), meta.get("min_defect_area_px"),
                                 meta.get("recheck_threshold"), meta.get("mm_per_px"))
