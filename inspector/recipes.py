@@ -243,7 +243,11 @@ def model_file_recipe(
     """The recipe of a model file given by hand (``inspector run --model``, ``inspector gui
     --model``): the file is registered (by its SHA-256, see :func:`register_model`) and its rule
     found as :func:`version_recipe` finds it -- ``rule`` if given, else its latest calibration in
-    the database, else the one in its ``metadata``."""
+    the database, else the one in its ``metadata``. A file whose own calibration would decide and
+    is unusable is refused before anything is registered (it left a model version, and a new
+    product, for a file no line can run)."""
+    if rule is None and metadata.get("threshold") is not None and not _calibrated_in_db(db, sha256):
+        rule_from_metadata(metadata, where=str(model_path))
     _, version_id = register_model(db, model_path, sha256, product)
     return version_recipe(db, version_id, metadata=metadata, rule=rule, rule_source=rule_source)
 
@@ -299,6 +303,14 @@ def list_products(db: HistoryDB) -> list[str]:
 
 #: Product of a model file registered without one (``inspector run --model`` with no ``--product``).
 DEFAULT_PRODUCT = "default"
+
+
+def _calibrated_in_db(db: HistoryDB, sha256: str) -> bool:
+    """Whether a version of the file with this SHA-256 has a calibration in the database (which
+    decides instead of the file's own)."""
+    with db.session() as s:
+        ids = s.execute(select(ModelVersion.id).where(ModelVersion.sha256 == sha256)).scalars().all()
+    return any(db.latest_calibration(i) is not None for i in ids)
 
 
 def register_model(db: HistoryDB, model_path: Path, sha256: str, product: str | None) -> tuple[int, int]:

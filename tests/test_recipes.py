@@ -84,6 +84,21 @@ def test_an_uncalibrated_model_gives_a_clear_error(db, model) -> None:
         active_recipe(db, "tile")
 
 
+def test_a_file_whose_unusable_calibration_would_decide_is_refused_before_it_is_registered(db, model) -> None:
+    """inspector run --model FILE with a hand-edited calibration (a negative minimum area, a
+    recheck band over the threshold) was refused only after the file was registered: the
+    database kept a model version, and a product 'default', for a file no line can run."""
+    path, sha = model
+    for bad in ({**META, "min_defect_area_px": -5}, {**META, "recheck_threshold": 0.5}):
+        with pytest.raises(ModelFileError, match=f"{path}: its calibration metadata is unusable"):
+            model_file_recipe(db, path, sha, bad, "tile")
+    assert db.model_versions_of_file(path, sha) == [] and db.product_by_name("tile") is None
+    # Where the database has a calibration of the file, that decides: the file's is not read.
+    _, version_id = register_model(db, path, sha, "tile")
+    db.add_calibration(version_id, image_threshold=0.4, target_frr=0.01, expected_frr=0.01, created_by="test")
+    assert model_file_recipe(db, path, sha, {**META, "min_defect_area_px": -5}, "tile").rule == DecisionRule(0.4)
+
+
 def test_a_loaded_recipe_carries_what_the_line_needs(db, model) -> None:
     path, sha = model
     recipe = model_file_recipe(db, path, sha, META, "tile")
