@@ -179,6 +179,28 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert not any(n.endswith(".tmp") or "_2_FAIL" in n for n in names), names
 
 
+def test_a_heatmap_the_disk_refuses_leaves_no_frame_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a disk that filled between the frame and its heatmap, the frame's PNG stayed: named by
+    no row, counted by no quota, never deleted (seen with inspector run on a full image folder:
+    '..._8_FAIL.png' without its heatmap, the row without an image)."""
+    store = ImageStore(tmp_path, quota_bytes=10_000_000)
+    store.save(_record(1))
+    writes = []
+    real_write = store._write
+
+    def write_then_fill(path: Path, data: bytes) -> int:
+        writes.append(path)
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(store, "_write", write_then_fill)
+    with pytest.raises(OSError):
+        store.save(_record(2))
+    assert [p.name for p in _pngs(tmp_path) if "_2_FAIL" in p.name] == []
+    assert store.used_bytes == sum(p.stat().st_size for p in _pngs(tmp_path))
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -155,12 +155,20 @@ class ImageStore:
         self._make_room(sum(len(png) for png in (image_png, heatmap_png) if png is not None))
         written: list[tuple[Path, int]] = []
         image_path = heatmap_path = None
-        if image_png is not None:
-            image_path = folder / f"{stem}.png"
-            written.append((image_path, self._write(image_path, image_png)))
-        if heatmap_png is not None:
-            heatmap_path = folder / f"{stem}_heatmap.png"
-            written.append((heatmap_path, self._write(heatmap_path, heatmap_png)))
+        try:
+            if image_png is not None:
+                image_path = folder / f"{stem}.png"
+                written.append((image_path, self._write(image_path, image_png)))
+            if heatmap_png is not None:
+                heatmap_path = folder / f"{stem}_heatmap.png"
+                written.append((heatmap_path, self._write(heatmap_path, heatmap_png)))
+        except BaseException:
+            # The heatmap refused (a full disk) after the frame was written: the record names
+            # neither, and the store does not count the frame, so no quota or reserve would
+            # ever delete it. Take it away.
+            for path, _ in written:
+                path.unlink(missing_ok=True)
+            raise
         self._account(written)
         return replace(
             record,
