@@ -58,6 +58,9 @@ H, W = make_scene()[1].shape
     ("framing.reference", torch.zeros(H, W, 4, dtype=torch.uint8), "the reference image is a 1024x1280x4 uint8 tensor"),
     ("framing.reference", torch.rand(H, W), "the reference image is a 1024x1280 float32 tensor"),
     ("framing.reference", torch.zeros(H, W, dtype=torch.int16), "the reference image is a 1024x1280 int16 tensor"),
+    # Refused only where the line built its aligner: 'the region of the reference image is
+    # featureless', of which file not said.
+    ("framing.reference", torch.full((H, W), 90, dtype=torch.uint8), "the region of the reference image is featureless"),
 ])
 def test_framing_tensors_of_another_shape_or_type_are_refused_naming_the_file(framed_file, tmp_path, name, value, fragment) -> None:
     """A 1-D mask or reference ended in a bare IndexError or ValueError (exit 1, a traceback); a

@@ -116,6 +116,12 @@ def framing_from_file(meta: dict[str, Any], tensors: dict[str, torch.Tensor], wh
             x, y, w, h = framing.region or (0, 0, shape[1], shape[0])
             input_px = meta.get("image_size", 256)
             plan_tiles((w, h), input_px if isinstance(input_px, int) and input_px > 0 else 256, framing.tiles, framing.defect_px)
+        if framing.align:
+            # What the line's aligner refuses (a reference flat where the region is), refused here
+            # with the file's name: it was 'the region of the reference image is featureless' alone.
+            from inspector.framing.align import Aligner
+
+            Aligner(framing.reference, framing.region, max_angle_deg=framing.max_angle_deg)
     except InspectorError as e:
         raise ModelFileError(f"{where}: its framing is unusable ({e})") from None
     return framing
