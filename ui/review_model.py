@@ -242,9 +242,15 @@ def missing_image_note(row: InspectionRow, here: str) -> str:
     which this computer reaches only if it is shared here under the same path."""
     if row.image_path is not None and row.station and row.station != here:
         return f" (image not reachable from here: it is on station {row.station} at {row.image_path})"
+    if row.image_path is not None:  # kept, and its file gone since: the quota deletes the oldest first
+        return f" (image removed since it was kept: the image quota deletes the oldest images first; it was {row.image_path})"
     if row.decision == "NO_PART":  # the image store keeps these at the pass sample rate
-        return " (image not kept: NO PART frames are sampled as passes are, or the quota removed it)"
-    return " (image not kept: passes are sampled, or the quota removed it)"
+        return " (image not kept: NO PART frames are sampled as passes are)"
+    if row.decision == "PASS":
+        return " (image not kept: passes are sampled)"
+    # FAIL and RECHECK frames are always kept, unless the disk had no room or no frame was scored
+    return (" (image not kept: the disk had no room for it (images dropped)"
+            + (", or the frame was not inspected" if row.error is not None else "") + ")")
 
 
 class ReviewModel(QObject):
