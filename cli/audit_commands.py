@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import open_history
+from cli.common import open_history, quiet_migrations
 
 EXIT_BROKEN = 1
 
@@ -27,6 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    quiet_migrations()
+    from inspector.history import default_db_url
+    from station.actions import require_existing_db
+
+    # A database file that is not there has no trail to check: opening it would make an empty
+    # one, whose empty trail is intact ('OK: 0 audit rows'), of a path typed wrong.
+    require_existing_db(args.db or default_db_url())
     db = open_history(args.db)
     try:
         chain, users, verdicts = db.verify_history()

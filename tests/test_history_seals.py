@@ -447,3 +447,12 @@ def test_the_heads_kept_beside_the_file_never_go_back(db: HistoryDB, tmp_path: P
     with db.session() as s:
         write_mirror(s, kept)
     assert read_mirror(kept)["audit"][0] == 9
+
+
+def test_verify_refuses_a_database_file_that_is_not_there(tmp_path: Path, capsys) -> None:
+    """A path typed wrong made an empty database there and said 'OK: 0 audit rows, chain intact',
+    exit 0: a clean bill of health for a history that was never checked."""
+    missing = tmp_path / "histroy.db"
+    status = main(["audit", "verify", "--db", f"sqlite:///{missing}"])
+    assert status == 2 and f"no history database at {missing}" in capsys.readouterr().err
+    assert not missing.exists()
