@@ -227,7 +227,7 @@ def mvtec_test_set(data_dir: str | Path) -> list[TestImage]:
 
 def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A 0/255 mask as bool (H, W), resized (nearest) to the image's ``shape`` if needed (None:
-    as it is)."""
+    as it is); ImageError for one of another aspect than the image (not its picture)."""
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not a mask image file")
@@ -245,5 +245,12 @@ def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     if mask is None:
         raise ImageError(f"{path}: not a readable mask (corrupt, truncated or unsupported format)")
     if shape is not None and mask.shape != shape:
+        # A mask of another shape is stretched over the image, which is right only for the same
+        # picture at another scale: one of another aspect (the cropped part's mask beside a line
+        # camera's frame) would mark defects where there are none, and the pixel metrics say so
+        # without a word.
+        if abs(mask.shape[1] / mask.shape[0] - shape[1] / shape[0]) > 0.02 * shape[1] / shape[0]:
+            raise ImageError(f"{path}: the mask is {mask.shape[1]}x{mask.shape[0]}, its image {shape[1]}x{shape[0]}: "
+                             "not the same picture (a mask must have its image's size or at least its shape)")
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return mask > 127

@@ -10,6 +10,7 @@ from inspector.image_io import (
     map_to_image,
     mvtec_test_set,
     read_image,
+    read_mask,
     to_float_rgb,
     to_square,
 )
@@ -117,3 +118,18 @@ def test_mvtec_test_set_needs_masks(tmp_path):
     cv2.imwrite(str(tmp_path / "ground_truth/crack/c_mask.png"), np.zeros((10, 10), np.uint8))
     items = mvtec_test_set(tmp_path)
     assert [(i.defect_type, i.mask_path is not None) for i in items] == [("crack", True), ("good", False)]
+
+
+def test_a_mask_of_another_aspect_than_its_image_is_refused_not_stretched(tmp_path):
+    """A line frame's ground truth replaced by the cropped part's mask (513x309 beside a 1280x1024
+    frame) was stretched over the frame: inspector eval printed pixel AUROC 6.1 and an AU-PRO
+    for defects where there were none, without a word. The same picture at another scale is
+    still resized."""
+    mask = np.zeros((309, 513), np.uint8)
+    mask[100:150, 200:260] = 255
+    path = tmp_path / "c_mask.png"
+    cv2.imwrite(str(path), mask)
+    with pytest.raises(ImageError, match=r"c_mask.png: the mask is 513x309, its image 1280x1024: not the same picture"):
+        read_mask(path, (1024, 1280))
+    assert read_mask(path, (618, 1026)).sum() == 4 * 50 * 60  # twice the size: the same picture
+    assert read_mask(path).shape == (309, 513)
