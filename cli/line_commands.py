@@ -128,10 +128,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="only this decision (NO_PART: frames the part was not found in)")
     e.add_argument("--errors-only", action="store_true", help="only frames the engine could not score (see the error column)")
     e.add_argument("--min-score", type=float, default=None,
-                   help="only scores at least this (NO PART frames, never scored, are left out)")
+                   help="only scores at least this (NO PART frames and engine errors, never scored, are left out)")
     e.add_argument("--max-score", type=float, default=None,
-                   help="only scores at most this (NO PART frames, never scored, are left out)")
+                   help="only scores at most this (NO PART frames and engine errors, never scored, are left out)")
     e.add_argument("--model-version", type=int, default=None, help="model version id")
+    e.add_argument("--product", default=None, help="only this product's inspections (by name)")
+    e.add_argument("--label", default=None, metavar="LABEL",
+                   help="only inspections with this label: false_reject, confirmed_defect or none (not labelled)")
     e.add_argument("--images", type=output_folder, default=None, metavar="FOLDER",
                    help="also copy the exported inspections' stored frames and heatmaps into this folder")
     add_credential_options(e, who="the quality engineer who exports")
@@ -553,10 +556,16 @@ def cmd_history_export(args: argparse.Namespace) -> int:
                              "can match; swap them?")
     if not args.out.parent.is_dir():
         raise InspectorError(f"cannot write {args.out}: folder {args.out.parent} does not exist")
+    if args.images is not None and args.images.is_dir() and any(args.images.iterdir()):
+        # as the desktop's export: images of another export's rows would lie among this CSV's
+        raise InspectorError(f"--images {args.images} is not empty: choose an empty folder, so that it holds the "
+                             "images of this CSV's rows only")
     url = args.db or default_db_url()
     require_existing_db(url)
     db = HistoryDB(url)
     try:
+        # A name or number the history does not hold matched nothing: an empty CSV, audited, exit 0.
+        filters = _known_filters(db, args, filters)
         started = time.perf_counter()
         done = export_inspections(db, caller(db, args, "export", "inspections"), args.out, filters,
                                   images_dir=args.images)
@@ -567,6 +576,30 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     images = f" and {done.images} image files to {args.images}" if args.images else ""
     print(f"{done.rows} inspections written to {args.out}{images} ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def _known_filters(db: Any, args: argparse.Namespace, filters: Any) -> Any:
+    """``filters`` with ``--product`` resolved to its id and ``--label``; InspectorError for a
+    station, product or model version the history does not know (a typing error, not a filter)."""
+    from dataclasses import replace
+
+    from inspector.history import LABELS
+
+    if args.label is not None and args.label not in LABELS:
+        raise InspectorError(f"--label {args.label!r}: give one of {', '.join(LABELS)}")
+    if args.station is not None and args.station not in db.stations():
+        known = ", ".join(db.stations()) or "none"
+        raise InspectorError(f"--station {args.station!r}: no inspections of such a station in this history "
+                             f"(stations: {known})")
+    if args.model_version is not None and db.model_version(args.model_version) is None:
+        raise InspectorError(f"--model-version {args.model_version}: no such model version in this history")
+    product_id = None
+    if args.product is not None:
+        product = db.product_by_name(args.product)
+        if product is None:
+            raise InspectorError(f"--product {args.product!r}: no product of that name in this history")
+        product_id = product.id
+    return replace(filters, product_id=product_id, label=args.label)
 
 
 def _iso_time(text: str | None, option: str) -> datetime | None:

@@ -352,13 +352,15 @@ def test_history_export_filters(two_runs: dict) -> None:
     fails = export(db_path, out, "--decision", "FAIL")
     assert len(fails) == sum(r["decision"] == "FAIL" for r in everything)
     assert len(export(db_path, out, "--model-version", str(two_runs["version_id"]))) == 5
-    assert export(db_path, out, "--model-version", str(two_runs["version_id"] + 1)) == []
+    assert len(export(db_path, out, "--product", "default")) == 5
+    assert export(db_path, out, "--label", "false_reject") == []
+    assert len(export(db_path, out, "--label", "none")) == 5
     assert export(db_path, out, "--since", "2999-01-01") == []
     assert len(export(db_path, out, "--until", "2999-01-01T00:00+00:00", "--since", "2000-01-01")) == 5
     assert all(r["error"] == "" for r in everything)  # real verdicts: no engine error
     assert export(db_path, out, "--errors-only") == []
     exports = audit_events(db_path, "export")
-    assert len(exports) == 9 and exports[0].after["rows"] == 5 and exports[0].after["out"] == str(out.resolve())
+    assert len(exports) == 11 and exports[0].after["rows"] == 5 and exports[0].after["out"] == str(out.resolve())
     assert {(e.user, e.role) for e in exports} == {(QUALITY, "quality")}
     assert exports[-1].after["filters"]["errors_only"] is True and exports[-1].after["rows"] == 0
     assert exports[3].after["filters"]["decision"] == "FAIL"
@@ -374,7 +376,21 @@ def test_history_export_errors(tmp_path: Path, two_runs: dict) -> None:
         (["--db", db, "--out", str(tmp_path / "x.csv"), "--min-score", "0.3", "--max-score", "0.1"],
          "--min-score 0.3 is above --max-score 0.1: no inspection can match; swap them?"),
         (["--db", db, "--out", str(tmp_path / "x.csv"), "--max-score", "nan"], "--max-score must be a finite number"),
+        # a name or number the history does not hold: an empty CSV, audited, exit 0, as if nothing matched
+        (["--db", db, "--out", str(tmp_path / "x.csv"), "--model-version", str(two_runs["version_id"] + 1)],
+         f"--model-version {two_runs['version_id'] + 1}: no such model version in this history"),
+        (["--db", db, "--out", str(tmp_path / "x.csv"), "--station", "nosuch"],
+         "--station 'nosuch': no inspections of such a station in this history (stations: "),
+        (["--db", db, "--out", str(tmp_path / "x.csv"), "--product", "washer"],
+         "--product 'washer': no product of that name in this history"),
+        (["--db", db, "--out", str(tmp_path / "x.csv"), "--label", "false reject"],
+         "--label 'false reject': give one of none, false_reject, confirmed_defect"),
+        # the images of an earlier export would lie among this CSV's
+        (["--db", db, "--out", str(tmp_path / "x.csv"), "--images", str(tmp_path / "earlier")],
+         f"--images {tmp_path / 'earlier'} is not empty: choose an empty folder"),
     ]
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "7_frame.png").write_bytes(b"an earlier export's image")
     for options, fragment in cases:
         status, _, err = run_main(["history", "export", *options])
         _assert_one_line_error(status, err, fragment)
