@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ def positive(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):  # inf: refused later, in words that named no option
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
 
@@ -176,6 +177,11 @@ def _session(args: argparse.Namespace):
 
     gates = QualityGates(same_size=False) if getattr(args, "allow_mixed_sizes", False) else None
     create = args.teach_step in ("collect", "train")  # the other steps need a product that exists
+    if not create:  # ... and so a history: a new file would be made empty, then said to hold no such product
+        from inspector.history import default_db_url
+        from station.actions import require_existing_db
+
+        require_existing_db(args.db or default_db_url())
     return TeachSession(open_history(args.db), args.product, args.workdir, gates=gates, device=args.device,
                         backend=args.backend, create=create)
 

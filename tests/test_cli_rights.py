@@ -269,6 +269,17 @@ def test_a_run_needs_a_product_or_a_model(staffed: str) -> None:
     one_line_refusal(status, err, "no product named 'nothing'")
 
 
+def test_teach_steps_on_a_database_not_there_make_none(tmp_path: Path) -> None:
+    absent = tmp_path / "typo.db"
+    common = ["--product", "tile", "--db", f"sqlite:///{absent}", "--workdir", str(tmp_path / "work")]
+    for step in (["status"], ["activate", "--version", "1", "--user", "tina"], ["rollback", "--user", "tina"],
+                 ["calibrate", "--version", "1"],
+                 ["shadow", "--version", "1"]):
+        status, _, err = run_main(["teach", step[0], *common, *step[1:]])
+        one_line_refusal(status, err, f"no history database at {absent}")
+    assert not absent.exists()
+
+
 def test_a_product_run_on_a_database_not_there_makes_none(tmp_path: Path) -> None:
     # a typing error in --db made an empty history there, then said only "no product named"
     absent = tmp_path / "typo.db"
