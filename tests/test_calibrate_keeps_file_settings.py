@@ -8,6 +8,8 @@ Synthetic parts (a woven texture, tests/teach_support.py) keep it fast."""
 
 from __future__ import annotations
 
+import pytest
+
 from calibration.quality import QualityGates
 from calibration.teach import TeachSession
 from cli.main import main
@@ -44,3 +46,15 @@ def test_a_hand_calibration_keeps_the_files_pixel_size_and_recheck_band(tmp_path
                  "--mm-per-px", "0.1", "--recheck-rate", "0.4"]) == 0
     meta = load_model(tmp_path / "new.safetensors")[1]
     assert meta["mm_per_px"] == 0.1 and meta["calibration"]["target_recheck_rate"] == 0.4
+
+
+@pytest.mark.parametrize("option", ["--mm-per-px", "--min-defect-area-mm2"])
+def test_an_infinite_pixel_size_or_area_is_refused_as_the_option(option, tmp_path, capsys) -> None:
+    """--mm-per-px inf passed the option's check ('nan' and '0' did not) and was refused after the
+    images were scored, as 'error: the pixel size must be a positive number of mm, got inf', no
+    option named."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["calibrate", str(tmp_path / "m.safetensors"), str(tmp_path), "--report", str(tmp_path / "r"), option, "inf"])
+    assert exit_.value.code == 2
+    assert f"argument {option}: 'inf' is not a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
