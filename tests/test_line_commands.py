@@ -145,7 +145,7 @@ def test_run_records_every_frame_and_prints_each_durable_verdict(two_runs: dict,
     stored = db_rows(two_runs["db_path"], "uid, id, decision, score, threshold")[:3]
     assert [(p[5], int(p[4]), p[2]) for p in printed] == [(s[0], s[1], s[2]) for s in stored]
     assert all(s[4] == THRESHOLD and s[2] == ("FAIL" if s[3] > THRESHOLD else "PASS") for s in stored)
-    assert "threshold 0.05 from --threshold" in out
+    assert "threshold 0.05 from --threshold; no RECHECK band (--threshold replaces the recipe's whole rule)" in out
     assert re.search(r"stopped \(3 frames\): .*frames/s.*; acquired 3, recorded 3$", out.splitlines()[-1])
 
 
