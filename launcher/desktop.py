@@ -69,9 +69,28 @@ def resolve_recipe(db: HistoryDB, options: GuiOptions, settings: GuiSettings) ->
         except DataError:
             if options.product:
                 raise
-            log.warning("saved product %r has no active model any more; showing the demo", product)
+            log.warning("saved product %r has no active model here", product)
+    taught = _last_activated_product(db)
+    if taught is not None:  # a station's history: its own product, never the demo's model among its parts
+        log.warning("no product chosen: starting with %r, the product activated last in %s (choose another on the "
+                    "Settings page, or give --product)", taught, db.url)
+        return load_active_recipe(db, taught, device=options.device, backend=options.backend)
     demo.register_demo_model(db)
     return load_active_recipe(db, demo.DEMO_PRODUCT, device=options.device, backend=options.backend)
+
+
+def _last_activated_product(db: HistoryDB) -> str | None:
+    """Of the history's products with an active model, other than the demo's, the one whose model
+    was activated last (None: there is none, a new station's history)."""
+    taught = []
+    for name, product_id in db.products():
+        if name == demo.DEMO_PRODUCT or db.product_by_name(name).active_model_version_id is None:
+            continue
+        last = db.last_activation(product_id)
+        taught.append((last.time if last is not None else None, product_id, name))
+    if not taught:
+        return None
+    return max(taught, key=lambda t: (t[0] is not None, t[0] or 0, t[1]))[2]
 
 
 def resolve_cameras(options: GuiOptions, settings: GuiSettings, folder: Path) -> tuple[tuple[str, ...], str]:
