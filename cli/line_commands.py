@@ -242,7 +242,7 @@ def _start_line(args: argparse.Namespace, station: Any, recipe: Any, db: Any) ->
                 f"{engine.backend}), {_batching(args, lines)}")
     recheck = recipe.rule.recheck_threshold
     band = "" if recheck is None else f"; RECHECK above {recheck:g}"
-    if recheck is None and args.threshold is not None:  # a recipe's band went with its rule: say so
+    if recheck is None and getattr(args, "threshold", None) is not None:  # a recipe's band went with its rule: say so
         band = "; no RECHECK band (--threshold replaces the recipe's whole rule)"
     return (f"{what}; threshold {recipe.rule.threshold:g} from {recipe.source}{band}; {args.mode} mode; history {db.url}; "
             f"drift {_drift(args, lines, recipe)}; Ctrl-C stops")

@@ -186,7 +186,12 @@ def test_csv_export_carries_the_decisions_sizes_and_match_quality(tmp_path: Path
     with out.open(encoding="utf-8", newline="") as f:
         rows = {row["frame_id"]: row for row in csv.DictReader(f)}
     header = list(next(iter(rows.values())))
-    assert header[-4:] == ["defect_area_px", "defect_area_mm2", "match_quality", "error"]
+    assert header[-8:] == ["defect_area_px", "defect_area_mm2", "match_quality", "recheck_threshold", "pixel_threshold",
+                           "min_defect_area_px", "mm_per_px", "error"]
+    # the rule each row was decided with: a RECHECK, or a pixel rule's FAIL under the image
+    # threshold, explained from the CSV alone (it had neither the band nor the pixel rule)
+    assert {(r["recheck_threshold"], r["pixel_threshold"], r["min_defect_area_px"], r["mm_per_px"]) for r in rows.values()} \
+        == {("0.8", "0.5", "30", "0.1")}
     part, no_part, spot = rows["0"], rows["1"], rows["2"]
     assert (no_part["decision"], no_part["defect_area_px"], no_part["defect_area_mm2"], no_part["score"]) == (
         "NO_PART", "", "", "")

@@ -172,15 +172,19 @@ ROW_COLUMNS = [f.name for f in fields(InspectionRow)]
 #: after its path (``heatmap_low``, ``heatmap_high``: the values the 16-bit map's 0 and 65535 stand
 #: for, without which an exported heatmap file cannot be read back as values; empty for a legacy
 #: colour heatmap), with what revision 0010 added before the last column: the defect's size in
-#: pixels and in mm² (empty where the rule had no pixel size) and the framing's match quality;
-#: ending with ``error`` as before. ``decision`` carries the history's value (``PASS``, ``FAIL``,
-#: ``RECHECK``, ``NO_PART``).
+#: pixels and in mm² (empty where the rule had no pixel size) and the framing's match quality,
+#: then the rest of the rule the row was decided with, where it was recorded (revision 0008 on):
+#: the recheck band's lower threshold, the pixel rule and the pixel size, each empty where the
+#: rule had none -- a RECHECK or a pixel rule's FAIL under the image threshold is explained by
+#: them; ending with ``error`` as before. ``decision`` carries the history's value (``PASS``,
+#: ``FAIL``, ``RECHECK``, ``NO_PART``).
 _NOT_EXPORTED = ("heatmap_low", "heatmap_high", "station", "pixel_threshold", "min_defect_area_px", "rule_recorded",
                  "recheck_threshold", "mm_per_px", "defect_area_px", "match_quality", "error")
 _BEFORE_RANGE = [name for name in ROW_COLUMNS if name not in _NOT_EXPORTED]
 CSV_COLUMNS = (["station"] + _BEFORE_RANGE[:_BEFORE_RANGE.index("heatmap_path") + 1] + ["heatmap_low", "heatmap_high"]
                + _BEFORE_RANGE[_BEFORE_RANGE.index("heatmap_path") + 1:]
-               + ["defect_area_px", "defect_area_mm2", "match_quality", "error"])
+               + ["defect_area_px", "defect_area_mm2", "match_quality",
+                  "recheck_threshold", "pixel_threshold", "min_defect_area_px", "mm_per_px", "error"])
 
 
 @dataclass(frozen=True)
