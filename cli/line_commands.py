@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "or stop (stop the line)")
     p.set_defaults(func=cmd_run)
 
-    h = subparsers.add_parser("history", help="inspection history: export")
+    h = subparsers.add_parser("history", help="inspection history: export, backup")
     hsub = h.add_subparsers(dest="history_command", required=True, metavar="COMMAND")
     e = hsub.add_parser("export", help="write inspections to a CSV file, one row each, newest first")
     e.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder); the "
@@ -139,6 +139,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also copy the exported inspections' stored frames and heatmaps into this folder")
     add_credential_options(e, who="the quality engineer who exports")
     e.set_defaults(func=cmd_history_export)
+    b = hsub.add_parser("backup", help="a consistent copy of a SQLite history, safe beside a running line")
+    b.add_argument("--db", default=None, help="history database URL (default: history.db in the data folder)")
+    b.add_argument("--out", required=True, type=output_file,
+                   help="the backup file to write (a new file; its audit heads go beside it as FILE.heads.json)")
+    b.set_defaults(func=cmd_history_backup)
 
 
 # --- inspector run -------------------------------------------------------------------------------
@@ -577,6 +582,27 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         db.close()
     images = f" and {done.images} image files to {args.images}" if args.images else ""
     print(f"{done.rows} inspections written to {args.out}{images} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def cmd_history_backup(args: argparse.Namespace) -> int:
+    """The history copied with SQLite's online backup (:meth:`~inspector.history.HistoryDB.backup`),
+    audited in the original as ``backup`` by whoever runs it."""
+    quiet_migrations()
+    from inspector.history import HistoryDB, default_db_url
+    from station.actions import require_existing_db
+
+    url = args.db or default_db_url()
+    require_existing_db(url)
+    db = HistoryDB(url)
+    try:
+        started = time.perf_counter()
+        db.backup(args.out)
+        db.record_audit(shell_user(), "system", "backup", "history", None, {"out": str(args.out.resolve())})
+    finally:
+        db.close()
+    print(f"{url} backed up into {args.out} and {args.out.name}.heads.json beside it ({time.perf_counter() - started:.1f} s); "
+          "the images are files: copy their folder apart")
     return 0
 
 

@@ -136,6 +136,44 @@ class HistoryDB:
     def close(self) -> None:
         self.engine.dispose()
 
+    def backup(self, dest: str | os.PathLike[str]) -> None:
+        """A consistent copy of this SQLite history in ``dest`` (a new file), with the chains'
+        heads beside it (``<dest>.heads.json``), so that ``inspector audit verify`` passes on it
+        as on the original. SQLite's online backup: it may run beside a running line, and it
+        takes the writes still in the write-ahead log, which a plain copy of the file misses (a
+        copy then reads as a shortened trail). The images are files; copy their folder apart.
+        DatabaseError for another kind of database, an existing ``dest``, or a failed copy (no
+        ``dest`` is left then)."""
+        import sqlite3
+
+        if self.sqlite_path is None:
+            raise DatabaseError(f"{self.url} is not a SQLite file: back up a PostgreSQL history with pg_dump")
+        dest = Path(dest)
+        if dest.exists():
+            raise DatabaseError(f"{dest} exists: a backup goes into a new file")
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            source = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True)
+            try:
+                target = sqlite3.connect(tmp)
+                try:
+                    source.backup(target)
+                finally:
+                    target.close()
+            finally:
+                source.close()
+            os.replace(tmp, dest)
+        except (sqlite3.Error, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise DatabaseError(f"could not back up {self.sqlite_path} into {dest}: {exc}") from exc
+        copy = HistoryDB(f"sqlite:///{dest}")
+        try:
+            with copy.session() as s:
+                write_mirror(s, mirror_path(dest))
+        finally:
+            copy.close()
+
     def stations(self) -> list[str]:
         """The stations with inspections here, by name (one, unless this is a plant database)."""
         with self.session() as s:
