@@ -408,3 +408,32 @@ def test_a_failed_save_of_a_teach_keeps_its_training_and_the_next_teach_resumes_
     monkeypatch.setattr(model_file, "save_model", save)
     taught = session.train(iterations=2, teacher="random", penalty_dir=world["penalty"], target_frr=0.25, user=TECH)
     assert taught.model_path.is_file() and not checkpoint.exists()
+
+
+def test_a_teach_killed_while_it_calibrates_keeps_its_training_and_the_next_teach_resumes_it(world, tmp_path, monkeypatch, caplog):
+    """The checkpoint was removed as soon as the model file was saved: a teach killed while it
+    calibrated and prepared the engine (minutes, after hours of training) left a model file no
+    version names and no checkpoint, and the next teach trained again from nothing. It now goes
+    once the version is registered; the next teach resumes at the last iteration."""
+    import logging
+
+    import calibration.teach.models as models
+
+    session = TeachSession(world["db"], "tile-killed", tmp_path / "work", gates=QualityGates(same_size=False),
+                           device="cpu", backend="eager")
+    session.collect_from_folder(world["good"])
+    checkpoint = session.folders.models / "training.ckpt"
+    calibrate = models.calibrate_engine
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as the process ends: nothing after it runs
+
+    monkeypatch.setattr(models, "calibrate_engine", killed)
+    with pytest.raises(KeyboardInterrupt):
+        session.train(iterations=2, teacher="random", penalty_dir=world["penalty"], target_frr=0.25, user=TECH)
+    assert checkpoint.is_file()
+    monkeypatch.setattr(models, "calibrate_engine", calibrate)
+    with caplog.at_level(logging.INFO, logger="inspector.method.training"):
+        taught = session.train(iterations=2, teacher="random", penalty_dir=world["penalty"], target_frr=0.25, user=TECH)
+    assert any("resuming from iteration 2 of 2" in r.getMessage() for r in caplog.records)
+    assert taught.model_path.is_file() and not checkpoint.exists()

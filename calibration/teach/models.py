@@ -222,8 +222,6 @@ class Models:
             **({"defect_images": [str(p.resolve()) for p in defect_paths]} if defect_paths else {}),
         }
         save_model(model_path, trained.model, meta, framing)
-        # Only now: a save that failed (a full disk) left the training to resume from, not lost.
-        (self.folders.models / "training.ckpt").unlink(missing_ok=True)
         metrics = {
             "mode": mode,
             "kind": kind,
@@ -243,17 +241,24 @@ class Models:
             calibration=dict(target_frr=target_frr, confidence=confidence, tail=tail, pixel_fpr=pixel_fpr, mm_per_px=mm_per_px,
                              # the recheck band (calibration.thresholds.recheck_threshold_for_rate), off unless asked for
                              **({"recheck_rate": recheck_rate} if recheck_rate is not None else {})),
+            # The instant model has none: an EfficientAD training's (a staged teach's) is not its to remove.
+            checkpoint=None if kind == "instant" else self.folders.models / "training.ckpt",
         )
         return TeachResult(version_id, model_path, report_path, result, train_paths, cal_paths, rejected, time.perf_counter() - t0, engine,
                            trained.metadata.get("frames_without_part", 0))
 
     def _calibrate_and_register(
         self, model_path: Path, cal_paths: list[Path], defect_paths: list[Path] | None, metrics: dict[str, Any], how: str,
-        when: str, *, user: str, note: str, show_progress: bool, calibration: dict[str, Any],
+        when: str, *, user: str, note: str, show_progress: bool, calibration: dict[str, Any], checkpoint: Path | None = None,
     ) -> tuple[int, Path, CalibrationResult, dict[str, Any]]:
         """A new model file calibrated on its held-out good images, its engine prepared, and
         registered as a candidate: (version id, report, calibration, engine). Should calibration
-        fail, the model is still registered, uncalibrated, and the error names the version."""
+        fail, the model is still registered, uncalibrated, and the error names the version.
+
+        The training's ``checkpoint`` is removed once a version names the model file, not before:
+        a save that failed (a full disk), and a teach killed while it calibrated and prepared the
+        engine (minutes, after hours of training), leave the training to resume from, where it
+        was removed as soon as the file was saved and the next teach trained again from nothing."""
         from inspector.engine import Engine
 
         # Thresholds are set in fp32, the precision the accuracy gate compares reduced ones with;
@@ -264,6 +269,8 @@ class Models:
             result = calibrate_engine(engine, cal_paths, defect_paths, show_progress=show_progress, **calibration)
         except InspectorError as e:
             version_id = self.db.add_model_version(self.product_id, model_path, metrics=metrics, note=f"{how}, NOT calibrated")
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)
             raise type(e)(
                 f"{e} -- the trained model is kept as candidate version {version_id} ({model_path}); "
                 f"calibrate it with `inspector teach calibrate --version {version_id}`"
@@ -272,6 +279,8 @@ class Models:
         metrics = {**metrics, **self.prepare_engine(model_path)}
         report_path = write_report(self.folders.reports / when, result, extra={"product": self.product, "metrics": metrics})
         version_id = self._register(model_path, result, metrics, report_path, user, note or how)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
         return version_id, report_path, result, metrics.get("engine", {})
 
     def _chooses_cpu_backend(self) -> bool:
