@@ -594,3 +594,23 @@ def test_a_damaged_database_is_said_in_one_line_with_how_to_recover_and_never_wr
     assert lines[-1].startswith("error: ") and "malformed" in lines[-1] and ".recover" in lines[-1]
     assert str(path) in lines[-1] and "nothing was written to it" in lines[-1]
     assert path.read_bytes() == damaged
+
+
+def test_a_database_another_program_holds_locked_says_so_and_what_to_do(tmp_path: Path) -> None:
+    """An inspector run started while an sqlite3 shell held the history's write lock ended in
+    'history database sqlite:///... failed: database is locked': neither who holds it nor what to
+    do. The refusal now says another program holds the file, and to close it and start again."""
+    path = tmp_path / "history.db"
+    db = HistoryDB(f"sqlite:///{path}", busy_timeout_ms=100)
+    db.upgrade()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(DatabaseError, match=rf"database is locked -- another program holds {path} locked .*: close it "
+                                                r"and run the command again"):
+            db.add_product("tile")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert db.add_product("tile")
+    db.close()

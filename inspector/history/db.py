@@ -294,7 +294,12 @@ class HistoryDB:
             log.warning("could not read the audit heads to keep them beside the database: %s", exc)
 
     def _recovery(self, reason: str) -> str:
-        """For a damaged SQLite file: what to do, and that nothing was written into it."""
+        """For a damaged SQLite file: what to do, and that nothing was written into it; for one
+        another program holds locked (the bare 'database is locked' said neither who nor what to
+        do): which and what to do."""
+        if "database is locked" in reason and self.sqlite_path is not None:
+            return (f" -- another program holds {self.sqlite_path} locked (an open sqlite3 shell or DB browser with "
+                    "changes not written, a backup copying it): close it and run the command again")
         if not _damaged(reason):
             return ""
         where = self.sqlite_path if self.sqlite_path is not None else self.url
