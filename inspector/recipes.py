@@ -117,7 +117,9 @@ def version_of(db: HistoryDB, product: str, version_id: int) -> VersionInfo:
 def verify_model_file(path: Path, sha256: str) -> None:
     """ModelFileError unless the file exists and has the SHA-256 the database recorded."""
     if not path.is_file():
-        raise ModelFileError(f"{path}: the model file of this version is missing")
+        # A file moved or renamed by hand: say where it must be, and the other way out.
+        raise ModelFileError(f"{path}: the model file of this version is missing (moved, renamed or deleted): put it "
+                             "back under that name, or activate another version (inspector teach activate or rollback)")
     if file_sha256(path) != sha256:
         raise ModelFileError(f"{path}: the file changed since it was registered (SHA-256 differs); refusing to use it")
 

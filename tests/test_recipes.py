@@ -107,3 +107,16 @@ def test_a_loaded_recipe_carries_what_the_line_needs(db, model) -> None:
     assert loaded.engine is engine and loaded.rule == recipe.rule and loaded.source == recipe.source
     assert (loaded.model_version_id, loaded.product_id, loaded.product) == (recipe.model_version_id, recipe.product_id, "tile")
     assert loaded.reference_scores == (0.1, 0.15, 0.2) and loaded.model_path == recipe.model_path
+
+
+def test_an_active_model_file_moved_away_says_where_it_must_be_and_the_way_out(db, model, tmp_path) -> None:
+    """The active version's file renamed by hand: 'MODEL: the model file of this version is
+    missing', and nothing of what to do about it."""
+    path, sha = model
+    product_id, version_id = register_model(db, path, sha, "tile")
+    db.add_calibration(version_id, image_threshold=0.4, target_frr=0.01, expected_frr=0.01, created_by="test")
+    db.set_active_model(product_id, version_id, user="test", role="system")
+    path.rename(tmp_path / "renamed.safetensors")
+    with pytest.raises(ModelFileError, match=rf"{path}: the model file of this version is missing \(moved, renamed or "
+                                             r"deleted\): put it back under that name, or activate another version"):
+        active_recipe(db, "tile")
