@@ -440,6 +440,9 @@ def test_replay_is_idempotent_and_skips_a_torn_last_line(db_path: Path) -> None:
     _assert_all_landed_once(db_path, records + [items[-1]])
     assert {a.kind for a in alarms} == {w.JOURNAL_CORRUPT, w.DB_RECOVERED}
     assert writer.stats.failed == 1  # the torn line is counted, not silently dropped
+    # the 4 already stored are not counted again: it said "7 records replayed", recorded 7
+    assert writer.stats.written == 3
+    assert "3 records replayed from the spill journal" in next(a for a in alarms if a.kind == w.DB_RECOVERED).message
     assert not journal.path.exists()
 
 

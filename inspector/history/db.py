@@ -502,6 +502,13 @@ class HistoryDB:
 
     # -- inspections ----------------------------------------------------------------------------
 
+    def stored_uids(self, uids: Sequence[str]) -> set[str]:
+        """Those of ``uids`` this station has recorded already (a journal replayed after a crash
+        may hold verdicts that reached the database before it)."""
+        with self.session() as s:
+            mine = Inspection.station == self.station
+            return set(s.scalars(select(Inspection.uid).where(mine, Inspection.uid.in_(list(uids)))))
+
     def write_inspections(self, records: Sequence[InspectionResult]) -> list[InspectionResult]:
         """Insert in one transaction those of ``records`` not stored yet (matched by :attr:`station`
         and ``uid``).

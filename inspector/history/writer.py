@@ -396,7 +396,11 @@ class HistoryWriter:
         written = 0
         try:
             for start in range(0, len(items), _REPLAY_CHUNK):
-                written += len(self._insert(items[start : start + _REPLAY_CHUNK], fresh=False))
+                chunk = items[start : start + _REPLAY_CHUNK]
+                # Verdicts that reached the database before a crash kept them in the journal too:
+                # stored once (by uid), and counted once -- not again as replayed and recorded.
+                before = self.db.stored_uids([item.uid for item in chunk])
+                written += sum(r.uid not in before for r in self._insert(chunk, fresh=False))
         except _PartlyWritten as exc:
             # The journal still holds every record and replaying is idempotent: retry it whole.
             raise exc.__cause__ or exc from None
