@@ -188,8 +188,17 @@ def test_sign_in_filter_open_a_part_see_its_heatmap_label_it_and_export(browser,
     wait_for(browser, lambda b: b.find_elements(By.ID, "export-csv"))
     before = set(browser.downloads.iterdir())
     browser.find_element(By.ID, "export-csv").click()
-    wait_for(browser, lambda b: [p for p in set(b.downloads.iterdir()) - before if p.suffix == ".csv"], 20)
-    exported = next(p for p in set(browser.downloads.iterdir()) - before if p.suffix == ".csv")
+
+    def downloaded(b) -> list[Path]:
+        # Chromium puts an empty file of the final name beside NAME.crdownload while it downloads,
+        # and renames the one onto the other at the end: a .csv alone may still be that placeholder.
+        new = set(b.downloads.iterdir()) - before
+        if any(p.suffix == ".crdownload" for p in new):
+            return []
+        return [p for p in new if p.suffix == ".csv" and p.stat().st_size > 0]
+
+    wait_for(browser, downloaded, 20)
+    (exported,) = downloaded(browser)
     rows = list(csv.DictReader(exported.open()))
     assert len(rows) == 4 and {r["station"] for r in rows} == {"line-2"}
     assert {r["label"] for r in rows if int(r["id"]) == part} == {"false_reject"}
