@@ -29,22 +29,30 @@ MAX_IMAGE_PIXELS = 200_000_000
 RESIZE_MODES = ("resize", "letterbox")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Reads an image file as (H, W) or (H, W, 3) RGB, uint8 or uint16; ImageError if unreadable."""
-    path = Path(path)
+def _file_bytes(path: Path, what: str, remedy: str = "") -> np.ndarray:
+    """The bytes of an image file about to be decoded as ``what`` ("image", "mask"), ImageError
+    where it cannot be: a folder, no file, a header claiming too many pixels, a PNG cut short.
+    Read by hand because cv2.imread cannot say *why* it failed."""
     if path.is_dir():  # "no such image file" of a folder that is there reads as a typing error
-        raise ImageError(f"{path}: is a folder, not an image file")
+        raise ImageError(f"{path}: is a folder, not {'an image' if what == 'image' else 'a ' + what + ' image'} file")
     if not path.is_file():
-        raise ImageError(f"{path}: no such image file")
-    data = np.fromfile(path, dtype=np.uint8)  # cv2.imread cannot say *why* it failed
+        raise ImageError(f"{path}: no such {what} file")
+    data = np.fromfile(path, dtype=np.uint8)
     size = header_size(data[:1 << 16].tobytes())
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise ImageError(f"{path}: the image claims {size[0]}x{size[1]} pixels, more than the "
+        raise ImageError(f"{path}: the {what} claims {size[0]}x{size[1]} pixels, more than the "
                          f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have; not decoded")
     if _png_cut_short(data):
         # libpng would print its own line on stderr above ours: a file cut short (a copy or a
         # save that was killed) is said here once, without decoding.
-        raise ImageError(f"{path}: not a readable image (a PNG file cut short: it has no end chunk)")
+        raise ImageError(f"{path}: not a readable {what} (a PNG file cut short: it has no end chunk){remedy}")
+    return data
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Reads an image file as (H, W) or (H, W, 3) RGB, uint8 or uint16; ImageError if unreadable."""
+    path = Path(path)
+    data = _file_bytes(path, "image")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
@@ -229,18 +237,7 @@ def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A 0/255 mask as bool (H, W), resized (nearest) to the image's ``shape`` if needed (None:
     as it is); ImageError for one of another aspect than the image (not its picture)."""
     path = Path(path)
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not a mask image file")
-    if not path.is_file():
-        raise ImageError(f"{path}: no such mask file")
-    data = np.fromfile(path, dtype=np.uint8)
-    size = header_size(data[:1 << 16].tobytes())
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise ImageError(f"{path}: the mask claims {size[0]}x{size[1]} pixels, more than the "
-                         f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels an image may have; not decoded")
-    if _png_cut_short(data):
-        # As read_image: OpenCV would print its own warning line on stderr above ours.
-        raise ImageError(f"{path}: not a readable mask (a PNG file cut short: it has no end chunk); save it again")
+    data = _file_bytes(path, "mask", remedy="; save it again")
     mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if mask is None:
         raise ImageError(f"{path}: not a readable mask (corrupt, truncated or unsupported format)")
